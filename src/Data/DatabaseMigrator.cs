@@ -1,0 +1,60 @@
+using System.Net.Sockets;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+
+namespace Loom.Data;
+
+/// <summary>Outcome of <see cref="DatabaseMigrator.CheckAsync"/>, used by /readyz.</summary>
+public sealed record DatabaseStatus(bool Reachable, bool UpToDate, string? Problem);
+
+/// <summary>Applies migrations at start-up and answers readiness checks.</summary>
+public sealed class DatabaseMigrator(IServiceScopeFactory scopes, ILogger<DatabaseMigrator> logger)
+{
+    public async Task MigrateAsync(CancellationToken ct = default)
+    {
+        await using var scope = scopes.CreateAsyncScope();
+        var db = scope.ServiceProvider.GetRequiredService<PlatformDbContext>();
+        var pending = (await db.Database.GetPendingMigrationsAsync(ct)).ToList();
+        if (pending.Count > 0)
+        {
+            logger.LogInformation("Applying {Count} database migration(s): {Migrations}", pending.Count, string.Join(", ", pending));
+            await db.Database.MigrateAsync(ct);
+        }
+    }
+
+    public async Task<DatabaseStatus> CheckAsync(CancellationToken ct = default)
+    {
+        try
+        {
+            await using var scope = scopes.CreateAsyncScope();
+            var db = scope.ServiceProvider.GetRequiredService<PlatformDbContext>();
+            if (!await db.Database.CanConnectAsync(ct)) return new(false, false, "database unreachable");
+            var pending = (await db.Database.GetPendingMigrationsAsync(ct)).Count();
+            return pending == 0 ? new(true, true, null) : new(true, false, $"{pending} migration(s) pending");
+        }
+        catch (Exception e) when (IsConnectionFailure(e))
+        {
+            return new(false, false, "database unreachable");
+        }
+    }
+
+    /// <summary>True for the exceptions a down or unreachable server produces.</summary>
+    public static bool IsConnectionFailure(Exception e) => e switch
+    {
+        NpgsqlException { IsTransient: true } => true,
+        NpgsqlException { InnerException: SocketException or TimeoutException or IOException } => true,
+        SocketException or TimeoutException => true,
+        InvalidOperationException { InnerException: { } inner } => IsConnectionFailure(inner),
+        _ when e.InnerException is NpgsqlException inner => IsConnectionFailure(inner),
+        _ => false,
+    };
+
+    /// <summary>"host:port" of a connection string, for the one-line start-up error.</summary>
+    public static string Endpoint(string connectionString)
+    {
+        var b = new NpgsqlConnectionStringBuilder(connectionString);
+        return $"{b.Host}:{b.Port}";
+    }
+}

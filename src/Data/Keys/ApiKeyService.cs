@@ -1,0 +1,76 @@
+using System.Security.Cryptography;
+using System.Text;
+using Loom.Data.Entities;
+using Microsoft.EntityFrameworkCore;
+
+namespace Loom.Data.Keys;
+
+/// <summary>A key just created: the secret is returned here once and never again.</summary>
+public sealed record CreatedApiKey(ApiKey Key, string Secret);
+
+/// <summary>Creates, lists, revokes and authenticates API keys. Only SHA-256 hashes are stored.</summary>
+public sealed class ApiKeyService(PlatformDbContext db, TimeProvider clock)
+{
+    public const string SecretPrefix = "sk-loom-";
+    private const int DisplayPrefixLength = 12;
+    private const string Alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+    public async Task<CreatedApiKey> CreateAsync(Guid tenantId, string name, CancellationToken ct = default)
+    {
+        name = name?.Trim() ?? "";
+        if (name.Length is 0 or > 200)
+            throw new ArgumentException("A key name must be 1 to 200 characters.", nameof(name));
+        var secret = NewSecret();
+        var key = new ApiKey
+        {
+            Id = Guid.NewGuid(),
+            TenantId = tenantId,
+            Name = name,
+            Prefix = secret[..DisplayPrefixLength],
+            SecretHash = Hash(secret),
+            CreatedAt = clock.GetUtcNow(),
+        };
+        db.ApiKeys.Add(key);
+        await db.SaveChangesAsync(ct);
+        return new CreatedApiKey(key, secret);
+    }
+
+    /// <summary>The current tenant's keys, newest first (scoped by the tenant query filter).</summary>
+    public Task<List<ApiKey>> ListAsync(CancellationToken ct = default) =>
+        db.ApiKeys.AsNoTracking().OrderByDescending(k => k.CreatedAt).ToListAsync(ct);
+
+    /// <summary>Revokes one of the current tenant's keys; false when no such key is visible to the tenant.</summary>
+    public async Task<bool> RevokeAsync(Guid id, CancellationToken ct = default)
+    {
+        var key = await db.ApiKeys.SingleOrDefaultAsync(k => k.Id == id, ct);
+        if (key is null) return false;
+        key.RevokedAt ??= clock.GetUtcNow();
+        await db.SaveChangesAsync(ct);
+        return true;
+    }
+
+    /// <summary>Finds the live key for a presented secret, across tenants (authentication precedes tenant resolution).</summary>
+    public async Task<ApiKey?> AuthenticateAsync(string presented, CancellationToken ct = default)
+    {
+        if (!LooksLikeSecret(presented)) return null;
+        var hash = Hash(presented);
+        var key = await db.ApiKeys.IgnoreQueryFilters().AsNoTracking()
+            .SingleOrDefaultAsync(k => k.SecretHash == hash, ct);
+        return key is null || key.IsRevoked ? null : key;
+    }
+
+    /// <summary>Syntactic check: the prefix, then only base-62 characters, of the expected length.</summary>
+    public static bool LooksLikeSecret(string? s) =>
+        s is not null && s.Length == SecretPrefix.Length + 43 && s.StartsWith(SecretPrefix, StringComparison.Ordinal)
+        && s.AsSpan(SecretPrefix.Length).IndexOfAnyExcept(Alphabet) < 0;
+
+    internal static byte[] Hash(string secret) => SHA256.HashData(Encoding.UTF8.GetBytes(secret));
+
+    private static string NewSecret()
+    {
+        // 43 base-62 characters carry ~256 bits of entropy.
+        var sb = new StringBuilder(SecretPrefix, SecretPrefix.Length + 43);
+        for (var i = 0; i < 43; i++) sb.Append(Alphabet[RandomNumberGenerator.GetInt32(Alphabet.Length)]);
+        return sb.ToString();
+    }
+}
