@@ -1,6 +1,30 @@
+using Loom.Api;
+using Loom.Data;
+using Loom.Inference;
+using Loom.Jobs;
+using Loom.Web.Hosting;
+using Loom.Web.Portal;
+
 var builder = WebApplication.CreateBuilder(args);
+var roles = LoomRoles.From(builder.Configuration);
+
+builder.Services.AddData(builder.Configuration);
+if (roles.Inference) builder.Services.AddInference(builder.Configuration);
+if (roles.Api) builder.Services.AddApi(builder.Configuration);
+if (roles.Jobs) builder.Services.AddJobs(builder.Configuration);
+if (roles.Web) builder.Services.AddPortal(builder.Configuration);
+
 var app = builder.Build();
+if (!await app.PrepareDatabaseAsync(builder.Configuration)) return 2;
+await app.SeedAsync();
 
-app.MapGet("/", () => "Hello World!");
+app.MapHealth();
+if (roles.Api) app.MapApi();
+if (roles.Web) app.MapPortal();
 
-app.Run();
+app.Logger.LogInformation("Loom started with roles {Roles}", roles);
+await app.RunAsync();
+return 0;
+
+/// <summary>Visible to WebApplicationFactory in the tests.</summary>
+public partial class Program;

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs every test project in the solution against a throwaway PostgreSQL, after installing what the
+# tests need (PostgreSQL, Chromium, npm packages). Exits non-zero on any failure.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=deploy/local/pg.sh
+. "$ROOT/deploy/local/pg.sh"
+
+[ "$(id -u)" = 0 ] || { echo "test.sh needs root (it installs packages and runs PostgreSQL as the postgres user)" >&2; exit 1; }
+command -v dotnet >/dev/null || { echo "the .NET 10 SDK (dotnet) is required" >&2; exit 1; }
+
+pg_install
+if [ ! -x /usr/bin/chromium ]; then echo "==> installing Chromium from Debian"; apt_install chromium; fi
+if ! command -v npm >/dev/null; then echo "==> installing Node.js and npm from Debian"; apt_install nodejs npm; fi
+for pkg in "$ROOT"/tests/*/package.json; do
+  [ -f "$pkg" ] || continue
+  echo "==> npm ci in $(dirname "$pkg")"
+  (cd "$(dirname "$pkg")" && npm ci --no-audit --no-fund --loglevel=error)
+done
+
+# A throwaway server: its own folder and a free port, fsync off, removed on exit.
+PG_TEST_DIR=$(mktemp -d /tmp/loom-test-pg.XXXXXX)
+chmod 755 "$PG_TEST_DIR"
+PG_PORT=${LOOM_TEST_PG_PORT:-}
+if [ -z "$PG_PORT" ]; then
+  for p in $(seq 55440 55540); do
+    if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then PG_PORT=$p; break; fi
+  done
+fi
+cleanup() { pg_stop "$PG_TEST_DIR/data" || true; rm -rf "$PG_TEST_DIR"; }
+trap cleanup EXIT
+echo "==> starting a throwaway PostgreSQL on 127.0.0.1:$PG_PORT"
+pg_start "$PG_TEST_DIR/data" "$PG_PORT" -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300
+pg_ensure_role "$PG_TEST_DIR/data" "$PG_PORT" loom_test loom_test CREATEDB
+export LOOM_TEST_PG="Host=127.0.0.1;Port=$PG_PORT;Username=loom_test;Password=loom_test;Database=postgres"
+
+echo "==> building"
+dotnet build "$ROOT/Platform.sln" -c Debug --nologo -v quiet -clp:ErrorsOnly
+
+echo "==> testing"
+LOG=$PG_TEST_DIR/test-output.txt
+set +e
+dotnet test "$ROOT/Platform.sln" -c Debug --no-build --nologo 2>&1 | tee "$LOG"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line summed over the test projects (dotnet test prints one summary per project).
+awk '/(Passed|Failed)!/ { for (i = 1; i <= NF; i++) { if ($i == "Failed:") f += $(i+1); if ($i == "Passed:") p += $(i+1); if ($i == "Skipped:") s += $(i+1) } }
+     END { gsub(",", "", f); printf "Total: %d passed, %d failed, %d skipped\n", p, f, s }' "$LOG"
+exit "$status"

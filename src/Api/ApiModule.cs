@@ -1,0 +1,53 @@
+using Loom.Api.Auth;
+using Loom.Api.Errors;
+using Loom.Api.Keys;
+using Loom.Api.Models;
+using Microsoft.AspNetCore.Authentication;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+
+namespace Loom.Api;
+
+/// <summary>Entry point of the OpenAI-compatible REST API (role "api").</summary>
+public static class ApiModule
+{
+    public const string PolicyName = "loom-api-key";
+
+    public static IServiceCollection AddApi(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<ApiOptions>().BindConfiguration("Api").Validate(o => o.MaxRequestBodyBytes > 0, "Api:MaxRequestBodyBytes must be positive").ValidateOnStart();
+        services.AddAuthentication().AddScheme<AuthenticationSchemeOptions, ApiKeyAuthenticationHandler>(ApiKeyDefaults.Scheme, null);
+        services.AddAuthorizationBuilder().AddPolicy(PolicyName, p => p.AddAuthenticationSchemes(ApiKeyDefaults.Scheme).RequireAuthenticatedUser());
+        // Let body-binding failures reach ApiExceptionMiddleware, which answers in OpenAI's envelope.
+        services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
+        return services;
+    }
+
+    public static IEndpointRouteBuilder MapApi(this WebApplication app)
+    {
+        var maxBody = app.Services.GetRequiredService<IOptions<ApiOptions>>().Value.MaxRequestBodyBytes;
+        app.UseWhen(c => c.Request.Path.StartsWithSegments("/v1"), branch =>
+        {
+            branch.Use((context, next) =>
+            {
+                if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit) limit.MaxRequestBodySize = maxBody;
+                if (context.Request.ContentLength > maxBody)
+                    return ApiErrors.WriteAsync(context, StatusCodes.Status413PayloadTooLarge, $"The request body is too large (limit {maxBody} bytes).", "invalid_request_error", code: "request_too_large");
+                return next(context);
+            });
+            branch.UseMiddleware<ApiExceptionMiddleware>();
+        });
+
+        var v1 = app.MapGroup("/v1").RequireAuthorization(PolicyName);
+        v1.MapModels();
+        v1.MapApiKeys();
+        // Unknown /v1 routes: 404 in the envelope rather than an empty response (matched last).
+        app.Map("/v1/{**rest}", (HttpContext c) => ApiErrors.NotFound($"Unknown request URL: {c.Request.Method} {c.Request.Path}.", code: "unknown_url"));
+        return app;
+    }
+}

@@ -1,0 +1,8 @@
+namespace Loom.Api;
+
+/// <summary>Bound from configuration section "Api".</summary>
+public sealed class ApiOptions
+{
+    /// <summary>Largest request body accepted under /v1 (bytes); larger bodies get 413.</summary>
+    public long MaxRequestBodyBytes { get; set; } = 8 * 1024 * 1024;
+}

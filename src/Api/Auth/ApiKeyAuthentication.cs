@@ -1,0 +1,75 @@
+using System.Security.Claims;
+using System.Text.Encodings.Web;
+using Loom.Api.Errors;
+using Loom.Data.Keys;
+using Loom.Data.Tenancy;
+using Microsoft.AspNetCore.Authentication;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Loom.Api.Auth;
+
+public static class ApiKeyDefaults
+{
+    public const string Scheme = "ApiKey";
+    public const string TenantClaim = "loom:tenant_id";
+    public const string KeyClaim = "loom:api_key_id";
+}
+
+/// <summary>
+/// Bearer authentication with <c>sk-loom-...</c> keys: resolves the key's tenant and sets the request's
+/// <see cref="TenantContext"/>. Failures answer 401 in OpenAI's envelope.
+/// </summary>
+internal sealed class ApiKeyAuthenticationHandler(
+    IOptionsMonitor<AuthenticationSchemeOptions> options, ILoggerFactory logger, UrlEncoder encoder,
+    ApiKeyService keys, TenantContext tenant)
+    : AuthenticationHandler<AuthenticationSchemeOptions>(options, logger, encoder)
+{
+    private const string FailureItem = "loom:auth_failure";
+
+    protected override async Task<AuthenticateResult> HandleAuthenticateAsync()
+    {
+        string? header = Request.Headers.Authorization;
+        if (string.IsNullOrEmpty(header)) return Fail("missing");
+        if (!header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)) return Fail("malformed");
+        var presented = header["Bearer ".Length..].Trim();
+        if (!ApiKeyService.LooksLikeSecret(presented)) return Fail("malformed");
+
+        var key = await keys.AuthenticateAsync(presented, Context.RequestAborted);
+        if (key is null) return Fail("unknown");
+
+        tenant.TenantId = key.TenantId;
+        var identity = new ClaimsIdentity(
+            [new Claim(ApiKeyDefaults.TenantClaim, key.TenantId.ToString()), new Claim(ApiKeyDefaults.KeyClaim, key.Id.ToString())],
+            ApiKeyDefaults.Scheme);
+        return AuthenticateResult.Success(new AuthenticationTicket(new ClaimsPrincipal(identity), ApiKeyDefaults.Scheme));
+    }
+
+    private AuthenticateResult Fail(string reason)
+    {
+        Context.Items[FailureItem] = reason;
+        return AuthenticateResult.Fail(reason);
+    }
+
+    protected override Task HandleChallengeAsync(AuthenticationProperties properties)
+    {
+        var message = (Context.Items[FailureItem] as string) switch
+        {
+            "missing" => "You didn't provide an API key. Provide your API key in an Authorization header using Bearer auth (Authorization: Bearer sk-loom-...).",
+            "malformed" => "The Authorization header is malformed. Use 'Authorization: Bearer sk-loom-...'.",
+            _ => "Incorrect API key provided. The key is unknown or has been revoked.",
+        };
+        Response.Headers.WWWAuthenticate = "Bearer";
+        return ApiErrors.WriteAsync(Context, StatusCodes.Status401Unauthorized, message, "invalid_request_error", code: "invalid_api_key");
+    }
+
+    protected override Task HandleForbiddenAsync(AuthenticationProperties properties) =>
+        ApiErrors.WriteAsync(Context, StatusCodes.Status403Forbidden, "You are not allowed to perform this request.", "invalid_request_error", code: "forbidden");
+}
+
+public static class ApiPrincipal
+{
+    public static Guid TenantId(this ClaimsPrincipal user) => Guid.Parse(user.FindFirstValue(ApiKeyDefaults.TenantClaim)!);
+    public static Guid ApiKeyId(this ClaimsPrincipal user) => Guid.Parse(user.FindFirstValue(ApiKeyDefaults.KeyClaim)!);
+}

@@ -1,0 +1,65 @@
+using System.Security.Claims;
+using System.Text.Json.Serialization;
+using Loom.Api.Auth;
+using Loom.Api.Errors;
+using Loom.Api.Models;
+using Loom.Data.Entities;
+using Loom.Data.Keys;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+
+namespace Loom.Api.Keys;
+
+[JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
+public sealed record CreateApiKeyRequest([property: JsonPropertyName("name")] string? Name);
+
+public sealed record ApiKeyObject(
+    [property: JsonPropertyName("id")] string Id,
+    [property: JsonPropertyName("object")] string Object,
+    [property: JsonPropertyName("name")] string Name,
+    [property: JsonPropertyName("prefix")] string Prefix,
+    [property: JsonPropertyName("created_at")] long CreatedAt,
+    [property: JsonPropertyName("last_used_at")] long? LastUsedAt,
+    [property: JsonPropertyName("revoked_at")] long? RevokedAt,
+    [property: JsonPropertyName("secret"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Secret = null)
+{
+    public static ApiKeyObject From(ApiKey k, string? secret = null) => new(
+        k.Id.ToString(), "api_key", k.Name, k.Prefix, k.CreatedAt.ToUnixTimeSeconds(),
+        k.LastUsedAt?.ToUnixTimeSeconds(), k.RevokedAt?.ToUnixTimeSeconds(), secret);
+}
+
+/// <summary>
+/// /v1/api_keys: a tenant manages its own keys with a key. The secret appears only in the create response;
+/// list and revoke see only the caller's tenant (query filter), so another tenant's key id is a 404.
+/// </summary>
+public static class ApiKeysApi
+{
+    public static RouteGroupBuilder MapApiKeys(this RouteGroupBuilder v1)
+    {
+        v1.MapGet("/api_keys", List).WithName("ListApiKeys");
+        v1.MapPost("/api_keys", Create).WithName("CreateApiKey");
+        v1.MapDelete("/api_keys/{id}", Revoke).WithName("RevokeApiKey");
+        return v1;
+    }
+
+    private static async Task<IResult> List(ApiKeyService keys, CancellationToken ct) =>
+        Results.Json(new ListResponse<ApiKeyObject>("list", (await keys.ListAsync(ct)).Select(k => ApiKeyObject.From(k)).ToList()));
+
+    private static async Task<IResult> Create(CreateApiKeyRequest? request, ClaimsPrincipal user, ApiKeyService keys, CancellationToken ct)
+    {
+        if (request is null) return ApiErrors.BadRequest("A JSON request body is required.");
+        var name = request.Name?.Trim();
+        if (string.IsNullOrEmpty(name)) return ApiErrors.BadRequest("'name' is required.", "name");
+        if (name.Length > 200) return ApiErrors.BadRequest("'name' must be at most 200 characters.", "name");
+        var created = await keys.CreateAsync(user.TenantId(), name, ct);
+        return Results.Json(ApiKeyObject.From(created.Key, created.Secret), statusCode: StatusCodes.Status201Created);
+    }
+
+    private static async Task<IResult> Revoke(string id, ApiKeyService keys, CancellationToken ct)
+    {
+        if (!Guid.TryParse(id, out var keyId) || !await keys.RevokeAsync(keyId, ct))
+            return ApiErrors.NotFound($"No API key with id '{id}'.", "id", "api_key_not_found");
+        return Results.Json(new { id, @object = "api_key.deleted", deleted = true });
+    }
+}

@@ -1,0 +1,124 @@
+using System.Security.Cryptography;
+using System.Text.Json;
+using Loom.Data;
+using Loom.Data.Entities;
+using Loom.Data.Keys;
+using Loom.Data.Tenancy;
+using Microsoft.AspNetCore.Identity;
+using Microsoft.EntityFrameworkCore;
+
+namespace Loom.Web.Hosting;
+
+/// <summary>
+/// First-start demo data: a tenant, an admin user, one API key (secret kept in a mode-600 file), and
+/// the configured base models. Idempotent: later starts only print where the key is.
+/// </summary>
+internal sealed class DemoSeeder(
+    PlatformDbContext db, TenantContext tenantContext, UserManager<LoomUser> users, RoleManager<IdentityRole<Guid>> roles,
+    ApiKeyService keys, TimeProvider clock, ILogger<DemoSeeder> logger)
+{
+    public async Task SeedAsync(SeedOptions options, CancellationToken ct = default)
+    {
+        await RegisterBaseModelsAsync(options.BaseModels, ct);
+        if (!options.Demo) return;
+
+        var tenant = await db.Tenants.SingleOrDefaultAsync(t => t.Name == options.TenantName, ct);
+        if (tenant is null)
+        {
+            tenant = new Tenant { Id = Guid.NewGuid(), Name = options.TenantName, CreatedAt = clock.GetUtcNow() };
+            db.Tenants.Add(tenant);
+            await db.SaveChangesAsync(ct);
+            logger.LogInformation("Seeded demo tenant '{Tenant}'", tenant.Name);
+        }
+        tenantContext.TenantId = tenant.Id;
+
+        await EnsureAdminAsync(options, tenant, ct);
+
+        if (File.Exists(options.ApiKeyFile))
+        {
+            logger.LogInformation("Demo API key: see {KeyFile}", Path.GetFullPath(options.ApiKeyFile));
+            return;
+        }
+        var created = await keys.CreateAsync(tenant.Id, "demo key", ct);
+        WriteSecretFile(options.ApiKeyFile, created.Secret + "\n");
+        logger.LogWarning("Demo API key (shown once, also saved to {KeyFile}): {Secret}", Path.GetFullPath(options.ApiKeyFile), created.Secret);
+    }
+
+    private async Task EnsureAdminAsync(SeedOptions options, Tenant tenant, CancellationToken ct)
+    {
+        if (!await roles.RoleExistsAsync(LoomIdentity.AdminRole))
+            Check(await roles.CreateAsync(new IdentityRole<Guid>(LoomIdentity.AdminRole)), "create the admin role");
+        if (await users.FindByNameAsync(options.AdminUser) is not null) return;
+
+        var password = options.AdminPassword ?? NewPassword();
+        var user = new LoomUser { Id = Guid.NewGuid(), UserName = options.AdminUser, TenantId = tenant.Id };
+        Check(await users.CreateAsync(user, password), $"create user '{options.AdminUser}'");
+        Check(await users.AddToRoleAsync(user, LoomIdentity.AdminRole), "grant the admin role");
+        if (options.AdminPassword is null)
+        {
+            var file = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.ApiKeyFile))!, "demo-admin");
+            WriteSecretFile(file, $"user: {options.AdminUser}\npassword: {password}\n");
+            logger.LogWarning("Demo admin user '{User}' with password {Password} (also saved to {File})", options.AdminUser, password, file);
+        }
+        _ = ct;
+    }
+
+    private async Task RegisterBaseModelsAsync(Dictionary<string, string> models, CancellationToken ct)
+    {
+        foreach (var (name, folder) in models)
+        {
+            var path = Path.GetFullPath(folder);
+            var existing = await db.BaseModels.SingleOrDefaultAsync(m => m.Name == name, ct);
+            if (existing is not null)
+            {
+                existing.Path = path;
+            }
+            else
+            {
+                db.BaseModels.Add(new BaseModel { Id = Guid.NewGuid(), Name = name, Path = path, ContextLength = ReadContextLength(path), CreatedAt = clock.GetUtcNow() });
+                logger.LogInformation("Registered base model '{Model}' from {Path}", name, path);
+            }
+        }
+        await db.SaveChangesAsync(ct);
+    }
+
+    private static int ReadContextLength(string folder)
+    {
+        var config = Path.Combine(folder, "config.json");
+        if (!File.Exists(config)) throw new InvalidOperationException($"Base model folder {folder} has no config.json.");
+        using var doc = JsonDocument.Parse(File.ReadAllText(config));
+        return doc.RootElement.TryGetProperty("max_position_embeddings", out var v) && v.TryGetInt32(out var n) ? n : 2048;
+    }
+
+    private static void WriteSecretFile(string path, string content)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        using (var f = new FileStream(path, new FileStreamOptions
+               {
+                   Mode = FileMode.Create, Access = FileAccess.Write,
+                   UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+               }))
+        using (var w = new StreamWriter(f)) w.Write(content);
+        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+    }
+
+    private static string NewPassword() => "loom-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(9));
+
+    private static void Check(IdentityResult result, string what)
+    {
+        if (!result.Succeeded)
+            throw new InvalidOperationException($"Could not {what}: {string.Join("; ", result.Errors.Select(e => e.Description))}");
+    }
+}
+
+internal static class DemoSeederExtensions
+{
+    public static async Task SeedAsync(this WebApplication app)
+    {
+        var options = app.Configuration.GetSection("Loom:Seed").Get<SeedOptions>() ?? new SeedOptions();
+        if (!options.Demo && options.BaseModels.Count == 0) return;
+        await using var scope = app.Services.CreateAsyncScope();
+        var seeder = ActivatorUtilities.CreateInstance<DemoSeeder>(scope.ServiceProvider);
+        await seeder.SeedAsync(options);
+    }
+}
