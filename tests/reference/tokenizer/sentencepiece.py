@@ -13,7 +13,8 @@ class SentencePieceFamily:
     def __init__(self, name, metaspace):
         """metaspace=False: Llama-2 layout (Prepend + Replace normalizer, Strip decoder), ▁ prepended to every
         text segment between added tokens. metaspace=True: Metaspace pre-tokenizer and decoder with
-        prepend_scheme "first", ▁ prepended only to a segment at the start of the input."""
+        prepend_scheme "first", ▁ prepended only to a segment at the start of the input that does not already
+        begin with ▁."""
         self.name, self.metaspace = name, metaspace
         counts = collections.Counter(CORPUS.replace(" ", SPACE))
         chars = sorted(c for c, n in counts.items() if n >= 2 and c not in "\n\r\t")
@@ -40,7 +41,9 @@ class SentencePieceFamily:
                 ids.append(self.added[piece][0])
                 continue
             piece = piece.replace(" ", SPACE)
-            if not self.metaspace or start == 0:
+            if not self.metaspace:
+                piece = SPACE + piece
+            elif start == 0 and not piece.startswith(SPACE):
                 piece = SPACE + piece
             symbols = []
             for c in piece:
