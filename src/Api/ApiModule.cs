@@ -46,8 +46,6 @@ public static class ApiModule
         var v1 = app.MapGroup("/v1").RequireAuthorization(PolicyName);
         v1.MapModels();
         v1.MapApiKeys();
-        // Unknown /v1 routes: 404 in the envelope rather than an empty response (matched last).
-        app.Map("/v1/{**rest}", (HttpContext c) => ApiErrors.NotFound($"Unknown request URL: {c.Request.Method} {c.Request.Path}.", code: "unknown_url"));
         return app;
     }
 }

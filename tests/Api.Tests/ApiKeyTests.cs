@@ -33,7 +33,7 @@ public class ApiKeyTests(LoomFactory factory) : IClassFixture<LoomFactory>
         Assert.DoesNotContain(secret, listText);
         Assert.DoesNotContain(first.Secret, listText);
         var list = JsonDocument.Parse(listText).RootElement.GetProperty("data").EnumerateArray().ToList();
-        Assert.Equal(["ci key", "first"], list.Select(k => k.GetProperty("name").GetString()).Order().ToArray());
+        Assert.Equal(new[] { "ci key", "first" }, list.Select(k => k.GetProperty("name").GetString()!).Order().ToArray());
         Assert.All(list, k => Assert.False(k.TryGetProperty("secret", out _)));
 
         // Only a hash is stored.

@@ -19,6 +19,8 @@ internal sealed class ApiExceptionMiddleware(RequestDelegate next, ILogger<ApiEx
             {
                 if (context.Response.StatusCode == StatusCodes.Status404NotFound)
                     await ApiErrors.WriteAsync(context, 404, $"Unknown request URL: {context.Request.Method} {context.Request.Path}.", "invalid_request_error", code: "unknown_url");
+                else if (context.Response.StatusCode == StatusCodes.Status415UnsupportedMediaType)
+                    await ApiErrors.WriteAsync(context, 400, "The request body must be JSON (Content-Type: application/json).", "invalid_request_error", code: "invalid_request");
                 else if (context.Response.StatusCode == StatusCodes.Status405MethodNotAllowed)
                     await ApiErrors.WriteAsync(context, 405, $"Method {context.Request.Method} is not allowed for {context.Request.Path}.", "invalid_request_error", code: "method_not_allowed");
             }

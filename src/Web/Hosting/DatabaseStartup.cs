@@ -12,9 +12,12 @@ internal static class DatabaseStartup
     public static async Task<bool> PrepareDatabaseAsync(this WebApplication app, IConfiguration configuration)
     {
         if (!app.Services.GetRequiredService<IOptions<DataOptions>>().Value.MigrateOnStart) return true;
-        var endpoint = DatabaseMigrator.Endpoint(configuration.GetConnectionString(DataModule.ConnectionStringName)!);
+        var connectionString = configuration.GetConnectionString(DataModule.ConnectionStringName)!;
+        var endpoint = DatabaseMigrator.Endpoint(connectionString);
         try
         {
+            // Probe with a plain connection first, so an unreachable server yields one line, not EF's error log.
+            await using (var probe = new Npgsql.NpgsqlConnection(connectionString)) await probe.OpenAsync();
             await app.Services.GetRequiredService<DatabaseMigrator>().MigrateAsync();
             return true;
         }
