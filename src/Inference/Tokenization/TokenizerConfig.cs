@@ -3,10 +3,16 @@ using System.Text.Json;
 namespace Loom.Inference.Tokenization;
 
 /// <summary>What Loom reads from tokenizer_config.json and generation_config.json.</summary>
+/// add_bos_token/add_eos_token are kept only for Llama-style tokenizer classes (LlamaTokenizer, CodeLlamaTokenizer,
+/// GemmaTokenizer and their Fast twins), the ones whose Python class rewrites the post-processor from them; for
+/// other classes (PreTrainedTokenizerFast, Qwen2Tokenizer, ...) tokenizer.json's post-processor alone decides.
 internal sealed record TokenizerConfig(string? Path, string? BosToken, string? EosToken, bool? AddBosToken,
     bool? AddEosToken, string? ChatTemplate, IReadOnlyList<int> GenerationEosIds)
 {
     public static readonly TokenizerConfig Empty = new(null, null, null, null, null, null, []);
+
+    private static readonly string[] ClassesHonouringAddBos =
+        ["LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer", "CodeLlamaTokenizerFast", "GemmaTokenizer", "GemmaTokenizerFast"];
 
     public static TokenizerConfig Read(string? configPath, string? generationConfigPath)
     {
@@ -16,13 +22,14 @@ internal sealed record TokenizerConfig(string? Path, string? BosToken, string? E
             var file = new JsonFile(configPath);
             using var doc = file.Parse();
             var root = file.RequireObject(doc.RootElement, "$");
+            var honoursAddBos = ClassesHonouringAddBos.Contains(file.OptionalString(root, "tokenizer_class", "$"));
             config = config with
             {
                 Path = configPath,
                 BosToken = TokenContent(file, root, "bos_token"),
                 EosToken = TokenContent(file, root, "eos_token"),
-                AddBosToken = JsonFile.Optional(root, "add_bos_token") is null ? null : file.OptionalBool(root, "add_bos_token", "$", false),
-                AddEosToken = JsonFile.Optional(root, "add_eos_token") is null ? null : file.OptionalBool(root, "add_eos_token", "$", false),
+                AddBosToken = ReadFlag(file, root, "add_bos_token", honoursAddBos),
+                AddEosToken = ReadFlag(file, root, "add_eos_token", honoursAddBos),
                 ChatTemplate = Template(file, root),
             };
         }
@@ -44,6 +51,13 @@ internal sealed record TokenizerConfig(string? Path, string? BosToken, string? E
             config = config with { GenerationEosIds = ids };
         }
         return config;
+    }
+
+    private static bool? ReadFlag(JsonFile file, JsonElement root, string name, bool honoured)
+    {
+        if (JsonFile.Optional(root, name) is null) return null;
+        var value = file.OptionalBool(root, name, "$", false); // type-checked even when not honoured
+        return honoured ? value : null;
     }
 
     /// <summary>A special token written as a string or as {"content": "...", "__type": "AddedToken"}.</summary>

@@ -70,18 +70,19 @@ class SentencePieceFamily:
         return text[1:] if text.startswith(" ") else text
 
     def tokenizer_json(self):
+        # Both layouts decode the same way: ▁ to space, <0xXX> to bytes, then one leading space stripped.
+        decoder = {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": SPACE}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
         if self.metaspace:
-            meta = {"type": "Metaspace", "replacement": SPACE, "prepend_scheme": "first", "split": False}
-            normalizer, pre, decoder = None, meta, dict(meta)
+            normalizer = None
+            pre = {"type": "Metaspace", "replacement": SPACE, "prepend_scheme": "first", "split": False}
         else:
             normalizer = {"type": "Sequence", "normalizers": [
                 {"type": "Prepend", "prepend": SPACE},
                 {"type": "Replace", "pattern": {"String": " "}, "content": SPACE}]}
             pre = None
-            decoder = {"type": "Sequence", "decoders": [
-                {"type": "Replace", "pattern": {"String": SPACE}, "content": " "},
-                {"type": "ByteFallback"}, {"type": "Fuse"},
-                {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
         post = {"type": "TemplateProcessing",
                 "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
                 "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
