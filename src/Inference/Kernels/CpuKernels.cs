@@ -1,0 +1,77 @@
+using Loom.Inference.Model;
+
+namespace Loom.Inference.Kernels;
+
+/// <summary>The CPU backend: System.Numerics.Tensors and Vector256/Vector512, Parallel.For over output rows.</summary>
+public sealed unsafe class CpuKernels(SimdLevel level) : IKernels
+{
+    public CpuKernels() : this(Simd.Best) { }
+
+    public SimdLevel Level { get; } = level;
+    public int AttentionScratchRows { get; } = Environment.ProcessorCount * 4;
+
+    public void MatMul(Span<float> y, ReadOnlySpan<float> x, WeightMatrix w, int n)
+    {
+        if (Level == SimdLevel.Scalar) MatMulKernel.Naive(y, x, w, n);
+        else MatMulKernel.Forward(y, x, w, n, Level);
+    }
+
+    public void RmsNorm(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, int n)
+    {
+        int d = weight.Length;
+        for (int i = 0; i < n; i++)
+        {
+            if (Level == SimdLevel.Scalar) NaiveOps.RmsNorm(y.Slice(i * d, d), x.Slice(i * d, d), weight, eps);
+            else Ops.RmsNorm(y.Slice(i * d, d), x.Slice(i * d, d), weight, eps);
+        }
+    }
+
+    public void Rope(Span<float> vec, int heads, int headDim, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin) =>
+        Ops.Rope(vec, heads, headDim, cos, sin);
+
+    public void SiluMul(Span<float> y, ReadOnlySpan<float> gate, ReadOnlySpan<float> up)
+    {
+        if (Level == SimdLevel.Scalar) NaiveOps.SiluMul(y, gate, up);
+        else Ops.SiluMul(y, gate, up);
+    }
+
+    public int Argmax(ReadOnlySpan<float> x) => Ops.Argmax(x);
+
+    public void Attention(in AttentionBatch b)
+    {
+        int items = b.Tokens * b.Heads;
+        int chunks = Math.Min(AttentionScratchRows, items);
+        if (b.Scratch.Length < chunks * b.ScratchRowLength) throw new ArgumentException("attention scratch too small");
+        int groups = b.Heads / b.KvHeads;
+        fixed (float* outP = b.Output)
+        fixed (float* qP = b.Q)
+        fixed (float* sP = b.Scratch)
+        fixed (int* lenP = b.Lengths)
+        {
+            nint o = (nint)outP, q = (nint)qP, s = (nint)sP, len = (nint)lenP;
+            var caches = b.Caches;
+            int heads = b.Heads, hd = b.HeadDim, layer = b.Layer, row = b.ScratchRowLength;
+            var level = Level;
+            void Run(int c)
+            {
+                int i0 = (int)((long)items * c / chunks), i1 = (int)((long)items * (c + 1) / chunks);
+                var scores = new Span<float>((float*)s + (long)c * row, row);
+                for (int i = i0; i < i1; i++)
+                {
+                    int t = i / heads, h = i % heads;
+                    int length = ((int*)len)[t];
+                    var qh = new ReadOnlySpan<float>((float*)q + ((long)t * heads + h) * hd, hd);
+                    var oh = new Span<float>((float*)o + ((long)t * heads + h) * hd, hd);
+                    if (level == SimdLevel.Scalar) Kernels.Attention.NaiveHead(oh, qh, caches[t], layer, h / groups, length);
+                    else Kernels.Attention.Head(oh, qh, caches[t], layer, h / groups, length, scores, level);
+                }
+            }
+            long work = 0;
+            for (int t = 0; t < b.Tokens; t++) work += b.Lengths[t];
+            if (chunks == 1 || work * heads * hd < 1 << 15)
+                for (int c = 0; c < chunks; c++) Run(c);
+            else
+                Parallel.For(0, chunks, Run);
+        }
+    }
+}

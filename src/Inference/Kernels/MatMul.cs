@@ -1,0 +1,258 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace Loom.Inference.Kernels;
+
+/// <summary>y = x Wᵀ for a batch of input rows: y[b, r] = Σ_k x[b, k] · W[r, k].
+/// W is [rows, cols] row-major (F32, or BF16 widened to F32 on the fly); x is [n, cols]; y is [n, rows].
+/// Parallel over chunks of output rows; within a chunk, 4 weight rows × 4 input rows are computed
+/// per pass so that each weight load feeds four sequences (batched decode, prefill).</summary>
+public static unsafe class MatMulKernel
+{
+    private const int BatchBlock = 64;    // input rows kept hot in L2 while a weight chunk streams past
+
+    public static void Forward(Span<float> y, ReadOnlySpan<float> x, WeightMatrix w, int n, SimdLevel level)
+    {
+        if (x.Length < n * w.Cols || y.Length < n * w.Rows)
+            throw new ArgumentException($"matmul buffers too small for n={n}, W=[{w.Rows},{w.Cols}]");
+        fixed (float* yp = y)
+        fixed (float* xp = x)
+            Forward(yp, xp, w, n, level);
+    }
+
+    public static void Forward(float* y, float* x, WeightMatrix w, int n, SimdLevel level)
+    {
+        int rows = w.Rows;
+        long work = (long)rows * w.Cols * n;
+        int workers = Environment.ProcessorCount;
+        // chunks of whole 4-row tiles; several per core so a slow core does not hold the others back
+        int chunkRows = Math.Max(4, (rows / (workers * 4) + 3) & ~3);
+        int chunks = (rows + chunkRows - 1) / chunkRows;
+        if (work < 1 << 16 || chunks == 1)
+        {
+            Rows(y, x, w, n, 0, rows, level);
+            return;
+        }
+        nint yA = (nint)y, xA = (nint)x;
+        Parallel.For(0, chunks, c =>
+        {
+            int r0 = c * chunkRows;
+            Rows((float*)yA, (float*)xA, w, n, r0, Math.Min(rows, r0 + chunkRows), level);
+        });
+    }
+
+    /// <summary>Computes output rows [r0, r1) for all n input rows.</summary>
+    private static void Rows(float* y, float* x, WeightMatrix w, int n, int r0, int r1, SimdLevel level)
+    {
+        int cols = w.Cols, rows = w.Rows;
+        bool f32 = w.Type == WeightType.F32;
+        bool fast = level == SimdLevel.Vector512 && cols % (f32 ? 16 : 32) == 0;
+        for (int b0 = 0; b0 < n; b0 += BatchBlock)
+        {
+            int b1 = Math.Min(n, b0 + BatchBlock);
+            int r = r0;
+            if (fast)
+            {
+                for (; r + 4 <= r1; r += 4)
+                {
+                    int b = b0;
+                    for (; b + 4 <= b1; b += 4)
+                    {
+                        if (f32) TileF32x4x4(y, x, (float*)w.Data, rows, cols, r, b);
+                        else TileBF16x4x4(y, x, (ushort*)w.Data, rows, cols, r, b);
+                    }
+                    for (; b < b1; b++)
+                    {
+                        if (f32) TileF32x4x1(y, x, (float*)w.Data, rows, cols, r, b);
+                        else TileBF16x4x1(y, x, (ushort*)w.Data, rows, cols, r, b);
+                    }
+                }
+            }
+            for (; r < r1; r++)
+                for (int b = b0; b < b1; b++)
+                    y[(long)b * rows + r] = f32
+                        ? DotF32((float*)w.Data + (long)r * cols, x + (long)b * cols, cols, level)
+                        : DotBF16((ushort*)w.Data + (long)r * cols, x + (long)b * cols, cols, level);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Lo(Vector512<ushort> u) => Vector512.ShiftLeft(Vector512.WidenLower(u), 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Hi(Vector512<ushort> u) => Vector512.ShiftLeft(Vector512.WidenUpper(u), 16).AsSingle();
+
+    private static void TileF32x4x4(float* y, float* x, float* w, int rows, int cols, int r, int b)
+    {
+        float* w0 = w + (long)r * cols, w1 = w0 + cols, w2 = w1 + cols, w3 = w2 + cols;
+        float* x0 = x + (long)b * cols, x1 = x0 + cols, x2 = x1 + cols, x3 = x2 + cols;
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default;
+        Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default;
+        for (int k = 0; k < cols; k += 16)
+        {
+            var v0 = Vector512.Load(x0 + k); var v1 = Vector512.Load(x1 + k);
+            var v2 = Vector512.Load(x2 + k); var v3 = Vector512.Load(x3 + k);
+            var u = Vector512.Load(w0 + k);
+            a00 = Vector512.FusedMultiplyAdd(u, v0, a00); a01 = Vector512.FusedMultiplyAdd(u, v1, a01);
+            a02 = Vector512.FusedMultiplyAdd(u, v2, a02); a03 = Vector512.FusedMultiplyAdd(u, v3, a03);
+            u = Vector512.Load(w1 + k);
+            a10 = Vector512.FusedMultiplyAdd(u, v0, a10); a11 = Vector512.FusedMultiplyAdd(u, v1, a11);
+            a12 = Vector512.FusedMultiplyAdd(u, v2, a12); a13 = Vector512.FusedMultiplyAdd(u, v3, a13);
+            u = Vector512.Load(w2 + k);
+            a20 = Vector512.FusedMultiplyAdd(u, v0, a20); a21 = Vector512.FusedMultiplyAdd(u, v1, a21);
+            a22 = Vector512.FusedMultiplyAdd(u, v2, a22); a23 = Vector512.FusedMultiplyAdd(u, v3, a23);
+            u = Vector512.Load(w3 + k);
+            a30 = Vector512.FusedMultiplyAdd(u, v0, a30); a31 = Vector512.FusedMultiplyAdd(u, v1, a31);
+            a32 = Vector512.FusedMultiplyAdd(u, v2, a32); a33 = Vector512.FusedMultiplyAdd(u, v3, a33);
+        }
+        Store4x4(y, rows, r, b, a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33);
+    }
+
+    private static void TileBF16x4x4(float* y, float* x, ushort* w, int rows, int cols, int r, int b)
+    {
+        ushort* w0 = w + (long)r * cols, w1 = w0 + cols, w2 = w1 + cols, w3 = w2 + cols;
+        float* x0 = x + (long)b * cols, x1 = x0 + cols, x2 = x1 + cols, x3 = x2 + cols;
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default;
+        Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default;
+        for (int k = 0; k < cols; k += 32)
+        {
+            var p0 = Vector512.Load(x0 + k); var q0 = Vector512.Load(x0 + k + 16);
+            var p1 = Vector512.Load(x1 + k); var q1 = Vector512.Load(x1 + k + 16);
+            var p2 = Vector512.Load(x2 + k); var q2 = Vector512.Load(x2 + k + 16);
+            var p3 = Vector512.Load(x3 + k); var q3 = Vector512.Load(x3 + k + 16);
+            var u = Vector512.Load(w0 + k); var lo = Lo(u); var hi = Hi(u);
+            a00 = Vector512.FusedMultiplyAdd(hi, q0, Vector512.FusedMultiplyAdd(lo, p0, a00));
+            a01 = Vector512.FusedMultiplyAdd(hi, q1, Vector512.FusedMultiplyAdd(lo, p1, a01));
+            a02 = Vector512.FusedMultiplyAdd(hi, q2, Vector512.FusedMultiplyAdd(lo, p2, a02));
+            a03 = Vector512.FusedMultiplyAdd(hi, q3, Vector512.FusedMultiplyAdd(lo, p3, a03));
+            u = Vector512.Load(w1 + k); lo = Lo(u); hi = Hi(u);
+            a10 = Vector512.FusedMultiplyAdd(hi, q0, Vector512.FusedMultiplyAdd(lo, p0, a10));
+            a11 = Vector512.FusedMultiplyAdd(hi, q1, Vector512.FusedMultiplyAdd(lo, p1, a11));
+            a12 = Vector512.FusedMultiplyAdd(hi, q2, Vector512.FusedMultiplyAdd(lo, p2, a12));
+            a13 = Vector512.FusedMultiplyAdd(hi, q3, Vector512.FusedMultiplyAdd(lo, p3, a13));
+            u = Vector512.Load(w2 + k); lo = Lo(u); hi = Hi(u);
+            a20 = Vector512.FusedMultiplyAdd(hi, q0, Vector512.FusedMultiplyAdd(lo, p0, a20));
+            a21 = Vector512.FusedMultiplyAdd(hi, q1, Vector512.FusedMultiplyAdd(lo, p1, a21));
+            a22 = Vector512.FusedMultiplyAdd(hi, q2, Vector512.FusedMultiplyAdd(lo, p2, a22));
+            a23 = Vector512.FusedMultiplyAdd(hi, q3, Vector512.FusedMultiplyAdd(lo, p3, a23));
+            u = Vector512.Load(w3 + k); lo = Lo(u); hi = Hi(u);
+            a30 = Vector512.FusedMultiplyAdd(hi, q0, Vector512.FusedMultiplyAdd(lo, p0, a30));
+            a31 = Vector512.FusedMultiplyAdd(hi, q1, Vector512.FusedMultiplyAdd(lo, p1, a31));
+            a32 = Vector512.FusedMultiplyAdd(hi, q2, Vector512.FusedMultiplyAdd(lo, p2, a32));
+            a33 = Vector512.FusedMultiplyAdd(hi, q3, Vector512.FusedMultiplyAdd(lo, p3, a33));
+        }
+        Store4x4(y, rows, r, b, a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store4x4(float* y, int rows, int r, int b,
+        Vector512<float> a00, Vector512<float> a01, Vector512<float> a02, Vector512<float> a03,
+        Vector512<float> a10, Vector512<float> a11, Vector512<float> a12, Vector512<float> a13,
+        Vector512<float> a20, Vector512<float> a21, Vector512<float> a22, Vector512<float> a23,
+        Vector512<float> a30, Vector512<float> a31, Vector512<float> a32, Vector512<float> a33)
+    {
+        float* y0 = y + (long)b * rows + r, y1 = y0 + rows, y2 = y1 + rows, y3 = y2 + rows;
+        y0[0] = Vector512.Sum(a00); y1[0] = Vector512.Sum(a01); y2[0] = Vector512.Sum(a02); y3[0] = Vector512.Sum(a03);
+        y0[1] = Vector512.Sum(a10); y1[1] = Vector512.Sum(a11); y2[1] = Vector512.Sum(a12); y3[1] = Vector512.Sum(a13);
+        y0[2] = Vector512.Sum(a20); y1[2] = Vector512.Sum(a21); y2[2] = Vector512.Sum(a22); y3[2] = Vector512.Sum(a23);
+        y0[3] = Vector512.Sum(a30); y1[3] = Vector512.Sum(a31); y2[3] = Vector512.Sum(a32); y3[3] = Vector512.Sum(a33);
+    }
+
+    private static void TileF32x4x1(float* y, float* x, float* w, int rows, int cols, int r, int b)
+    {
+        float* w0 = w + (long)r * cols, w1 = w0 + cols, w2 = w1 + cols, w3 = w2 + cols;
+        float* x0 = x + (long)b * cols;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int k = 0; k < cols; k += 16)
+        {
+            var v = Vector512.Load(x0 + k);
+            a0 = Vector512.FusedMultiplyAdd(Vector512.Load(w0 + k), v, a0);
+            a1 = Vector512.FusedMultiplyAdd(Vector512.Load(w1 + k), v, a1);
+            a2 = Vector512.FusedMultiplyAdd(Vector512.Load(w2 + k), v, a2);
+            a3 = Vector512.FusedMultiplyAdd(Vector512.Load(w3 + k), v, a3);
+        }
+        float* yr = y + (long)b * rows + r;
+        yr[0] = Vector512.Sum(a0); yr[1] = Vector512.Sum(a1); yr[2] = Vector512.Sum(a2); yr[3] = Vector512.Sum(a3);
+    }
+
+    private static void TileBF16x4x1(float* y, float* x, ushort* w, int rows, int cols, int r, int b)
+    {
+        ushort* w0 = w + (long)r * cols, w1 = w0 + cols, w2 = w1 + cols, w3 = w2 + cols;
+        float* x0 = x + (long)b * cols;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int k = 0; k < cols; k += 32)
+        {
+            var p = Vector512.Load(x0 + k);
+            var q = Vector512.Load(x0 + k + 16);
+            var u = Vector512.Load(w0 + k); a0 = Vector512.FusedMultiplyAdd(Hi(u), q, Vector512.FusedMultiplyAdd(Lo(u), p, a0));
+            u = Vector512.Load(w1 + k); a1 = Vector512.FusedMultiplyAdd(Hi(u), q, Vector512.FusedMultiplyAdd(Lo(u), p, a1));
+            u = Vector512.Load(w2 + k); a2 = Vector512.FusedMultiplyAdd(Hi(u), q, Vector512.FusedMultiplyAdd(Lo(u), p, a2));
+            u = Vector512.Load(w3 + k); a3 = Vector512.FusedMultiplyAdd(Hi(u), q, Vector512.FusedMultiplyAdd(Lo(u), p, a3));
+        }
+        float* yr = y + (long)b * rows + r;
+        yr[0] = Vector512.Sum(a0); yr[1] = Vector512.Sum(a1); yr[2] = Vector512.Sum(a2); yr[3] = Vector512.Sum(a3);
+    }
+
+    /// <summary>One dot product at the given width (used for edge rows and the Vector256 path).</summary>
+    internal static float DotF32(float* w, float* x, int n, SimdLevel level)
+    {
+        int k = 0;
+        float s = 0;
+        if (level >= SimdLevel.Vector256 && n >= 8)
+        {
+            Vector256<float> a0 = default, a1 = default;
+            for (; k + 16 <= n; k += 16)
+            {
+                a0 = Vector256.FusedMultiplyAdd(Vector256.Load(w + k), Vector256.Load(x + k), a0);
+                a1 = Vector256.FusedMultiplyAdd(Vector256.Load(w + k + 8), Vector256.Load(x + k + 8), a1);
+            }
+            for (; k + 8 <= n; k += 8) a0 = Vector256.FusedMultiplyAdd(Vector256.Load(w + k), Vector256.Load(x + k), a0);
+            s = Vector256.Sum(a0 + a1);
+        }
+        for (; k < n; k++) s += w[k] * x[k];
+        return s;
+    }
+
+    internal static float DotBF16(ushort* w, float* x, int n, SimdLevel level)
+    {
+        int k = 0;
+        float s = 0;
+        if (level >= SimdLevel.Vector256 && n >= 16)
+        {
+            Vector256<float> a0 = default, a1 = default;
+            for (; k + 16 <= n; k += 16)
+            {
+                var u = Vector256.Load(w + k);
+                var lo = Vector256.ShiftLeft(Vector256.WidenLower(u), 16).AsSingle();
+                var hi = Vector256.ShiftLeft(Vector256.WidenUpper(u), 16).AsSingle();
+                a0 = Vector256.FusedMultiplyAdd(lo, Vector256.Load(x + k), a0);
+                a1 = Vector256.FusedMultiplyAdd(hi, Vector256.Load(x + k + 8), a1);
+            }
+            s = Vector256.Sum(a0 + a1);
+        }
+        for (; k < n; k++) s += BitConverter.Int32BitsToSingle(w[k] << 16) * x[k];
+        return s;
+    }
+
+    /// <summary>The plain scalar twin: y[b, r] = Σ_k x[b, k] · W[r, k], one multiply-add at a time.</summary>
+    public static void Naive(Span<float> y, ReadOnlySpan<float> x, WeightMatrix w, int n)
+    {
+        for (int b = 0; b < n; b++)
+            for (int r = 0; r < w.Rows; r++)
+            {
+                float s = 0;
+                for (int k = 0; k < w.Cols; k++)
+                {
+                    float wk = w.Type == WeightType.F32
+                        ? ((float*)w.Data)[(long)r * w.Cols + k]
+                        : BitConverter.Int32BitsToSingle(((ushort*)w.Data)[(long)r * w.Cols + k] << 16);
+                    s += wk * x[b * w.Cols + k];
+                }
+                y[b * w.Rows + r] = s;
+            }
+    }
+}

@@ -1,0 +1,107 @@
+namespace Loom.Inference.Model;
+
+/// <summary>Which logits a forward pass produces.</summary>
+public enum LogitsMode
+{
+    /// <summary>(sequences, vocab): the last position of each sequence (generation).</summary>
+    LastPerSequence,
+    /// <summary>(tokens, vocab): every position (training, scoring).</summary>
+    AllPositions,
+}
+
+/// <summary>The run state of a batched forward pass: the batch being built (sequences, their new tokens and caches)
+/// and every activation buffer, allocated once for a capacity of tokens and sequences.</summary>
+public sealed class ForwardState
+{
+    public int MaxTokens { get; }
+    public int MaxSequences { get; }
+    public int MaxContext { get; }
+    public bool AllPositionLogits { get; }
+
+    // the batch
+    internal readonly int[] Tokens;          // (MaxTokens) token ids, sequences concatenated
+    internal readonly int[] Positions;       // (MaxTokens) position of each token in its sequence
+    internal readonly int[] Lengths;         // (MaxTokens) positions + 1 (visible keys)
+    internal readonly IKvCache[] TokenCache; // (MaxTokens) cache of each token's sequence
+    internal readonly IKvCache[] SeqCache;   // (MaxSequences)
+    internal readonly int[] SeqStart;        // (MaxSequences) first token of each sequence
+    internal readonly int[] SeqCount;        // (MaxSequences) new tokens of each sequence
+    public int TokenCount { get; private set; }
+    public int SequenceCount { get; private set; }
+
+    // activations
+    internal readonly float[] X;        // (MaxTokens, dim) residual stream
+    internal readonly float[] Xb;       // (MaxTokens, dim) normed input / projection output
+    internal readonly float[] Q;        // (MaxTokens, heads*headDim)
+    internal readonly float[] K;        // (MaxTokens, kvHeads*headDim)
+    internal readonly float[] V;        // (MaxTokens, kvHeads*headDim)
+    internal readonly float[] Att;      // (MaxTokens, heads*headDim) attention output
+    internal readonly float[] Hb;       // (MaxTokens, hidden) gate, then silu(gate)·up
+    internal readonly float[] Hb2;      // (MaxTokens, hidden) up
+    internal readonly float[] Last;     // (MaxSequences, dim) final hidden state of each sequence's last token
+    internal readonly float[] Scores;   // (scratch rows, MaxContext) attention scores
+    internal readonly float[] LogitsBuffer; // (MaxSequences or MaxTokens, vocab)
+    private readonly int _vocab;
+
+    internal ForwardState(ModelConfig c, int maxTokens, int maxSequences, int maxContext, bool allPositionLogits, int scratchRows)
+    {
+        MaxTokens = maxTokens;
+        MaxSequences = maxSequences;
+        MaxContext = maxContext;
+        AllPositionLogits = allPositionLogits;
+        _vocab = c.VocabSize;
+        Tokens = new int[maxTokens];
+        Positions = new int[maxTokens];
+        Lengths = new int[maxTokens];
+        TokenCache = new IKvCache[maxTokens];
+        SeqCache = new IKvCache[maxSequences];
+        SeqStart = new int[maxSequences];
+        SeqCount = new int[maxSequences];
+        X = new float[maxTokens * c.HiddenSize];
+        Xb = new float[maxTokens * c.HiddenSize];
+        Q = new float[maxTokens * c.QDim];
+        K = new float[maxTokens * c.KvDim];
+        V = new float[maxTokens * c.KvDim];
+        Att = new float[maxTokens * c.QDim];
+        Hb = new float[maxTokens * c.IntermediateSize];
+        Hb2 = new float[maxTokens * c.IntermediateSize];
+        Last = new float[maxSequences * c.HiddenSize];
+        Scores = new float[scratchRows * maxContext];
+        LogitsBuffer = new float[(long)(allPositionLogits ? maxTokens : maxSequences) * c.VocabSize];
+    }
+
+    /// <summary>Empties the batch.</summary>
+    public void Clear()
+    {
+        TokenCount = 0;
+        SequenceCount = 0;
+    }
+
+    /// <summary>Adds a sequence with its new tokens (a prompt chunk for prefill, one token for decode).
+    /// Their positions continue from the cache's current length.</summary>
+    public void Add(IKvCache cache, ReadOnlySpan<int> tokens)
+    {
+        if (tokens.Length == 0) throw new ArgumentException("a sequence needs at least one new token");
+        if (SequenceCount == MaxSequences) throw new InvalidOperationException($"batch is full ({MaxSequences} sequences)");
+        if (TokenCount + tokens.Length > MaxTokens) throw new InvalidOperationException($"batch is full ({MaxTokens} tokens)");
+        if (cache.Length + tokens.Length > MaxContext)
+            throw new InvalidOperationException($"sequence would reach {cache.Length + tokens.Length} positions, beyond the context limit of {MaxContext}");
+        for (int i = 0; i < SequenceCount; i++)
+            if (ReferenceEquals(SeqCache[i], cache)) throw new ArgumentException("a cache may appear only once per batch");
+        int s = SequenceCount++;
+        SeqCache[s] = cache;
+        SeqStart[s] = TokenCount;
+        SeqCount[s] = tokens.Length;
+        for (int j = 0; j < tokens.Length; j++)
+        {
+            int t = TokenCount++;
+            Tokens[t] = tokens[j];
+            Positions[t] = cache.Length + j;
+            Lengths[t] = cache.Length + j + 1;
+            TokenCache[t] = cache;
+        }
+    }
+
+    /// <summary>Logits row i: the i-th sequence's last token (LastPerSequence) or the i-th token (AllPositions).</summary>
+    public Span<float> Logits(int i) => LogitsBuffer.AsSpan(i * _vocab, _vocab);
+}

@@ -1,0 +1,117 @@
+using Loom.Inference.Kernels;
+
+namespace Loom.Inference.Model;
+
+/// <summary>The Llama-family decoder: RMSNorm, GQA attention with RoPE over a KV cache, SwiGLU MLP,
+/// optional q/k/v bias (qwen2), tied or separate LM head. Stateless apart from its weights: all
+/// per-batch memory is in a <see cref="ForwardState"/>.</summary>
+public sealed class Transformer : IDisposable
+{
+    private readonly RopeTable _rope;
+
+    public ModelConfig Config { get; }
+    public ModelWeights Weights { get; }
+    public IKernels Kernels { get; }
+    /// <summary>Longest sequence (prompt + generated) this instance can run.</summary>
+    public int MaxContext { get; }
+
+    public Transformer(ModelWeights weights, IKernels? kernels = null, int maxContext = 4096)
+    {
+        Weights = weights;
+        Config = weights.Config;
+        Kernels = kernels ?? new CpuKernels();
+        MaxContext = Math.Min(maxContext, Config.MaxPositionEmbeddings);
+        _rope = new RopeTable(Config, MaxContext);
+    }
+
+    public ForwardState CreateState(int maxTokens, int maxSequences, bool allPositionLogits = false) =>
+        new(Config, maxTokens, maxSequences, MaxContext, allPositionLogits, Kernels.AttentionScratchRows);
+
+    public KvCache CreateCache(int maxTokens = 0) => KvCache.For(Config, maxTokens > 0 ? Math.Min(maxTokens, MaxContext) : MaxContext);
+
+    /// <summary>Runs the batch in <paramref name="s"/>: writes the new tokens' keys and values into their caches,
+    /// advances the caches, and fills the logits (read them with <see cref="ForwardState.Logits"/>).</summary>
+    public void Forward(ForwardState s, LogitsMode mode = LogitsMode.LastPerSequence)
+    {
+        var c = Config;
+        var w = Weights;
+        var k = Kernels;
+        int T = s.TokenCount, dim = c.HiddenSize, hd = c.HeadDim, kvDim = c.KvDim, qDim = c.QDim, hidden = c.IntermediateSize;
+        float eps = (float)c.RmsNormEps;
+        if (T == 0) return;
+        if (mode == LogitsMode.AllPositions && !s.AllPositionLogits)
+            throw new InvalidOperationException("this state was created without room for all-position logits");
+        for (int i = 0; i < s.SequenceCount; i++) s.SeqCache[i].Reserve(s.SeqCache[i].Length + s.SeqCount[i]);
+
+        // token embeddings
+        for (int t = 0; t < T; t++)
+        {
+            int id = s.Tokens[t];
+            if ((uint)id >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(s), $"token id {id} is outside the vocabulary ({c.VocabSize})");
+            w.Embedding.ReadRow(id, s.X.AsSpan(t * dim, dim));
+        }
+
+        for (int l = 0; l < c.NumLayers; l++)
+        {
+            var L = w.Layers[l];
+
+            // attention: xb = norm(x); q, k, v = projections; rope; cache; attend; x += o(att)
+            k.RmsNorm(s.Xb, s.X, L.AttnNorm, eps, T);
+            Project(s.Q, s.Xb, L.Q, T);
+            Project(s.K, s.Xb, L.K, T);
+            Project(s.V, s.Xb, L.V, T);
+            for (int t = 0; t < T; t++)
+            {
+                int pos = s.Positions[t];
+                k.Rope(s.Q.AsSpan(t * qDim, qDim), c.NumHeads, hd, _rope.Cos(pos), _rope.Sin(pos));
+                k.Rope(s.K.AsSpan(t * kvDim, kvDim), c.NumKvHeads, hd, _rope.Cos(pos), _rope.Sin(pos));
+                var cache = s.TokenCache[t];
+                int block = pos / cache.BlockSize, row = pos % cache.BlockSize;
+                s.K.AsSpan(t * kvDim, kvDim).CopyTo(cache.Keys(l, block).Slice(row * kvDim, kvDim));
+                s.V.AsSpan(t * kvDim, kvDim).CopyTo(cache.Values(l, block).Slice(row * kvDim, kvDim));
+            }
+            k.Attention(new AttentionBatch(s.Att, s.Q, s.TokenCache, s.Lengths, T, c.NumHeads, c.NumKvHeads, hd, l, s.Scores, s.MaxContext));
+            Project(s.Xb, s.Att, L.O, T);
+            Ops.AddInPlace(s.X.AsSpan(0, T * dim), s.Xb.AsSpan(0, T * dim));
+
+            // mlp: x += down(silu(gate(norm(x))) · up(norm(x)))
+            k.RmsNorm(s.Xb, s.X, L.MlpNorm, eps, T);
+            Project(s.Hb, s.Xb, L.Gate, T);
+            Project(s.Hb2, s.Xb, L.Up, T);
+            k.SiluMul(s.Hb.AsSpan(0, T * hidden), s.Hb.AsSpan(0, T * hidden), s.Hb2.AsSpan(0, T * hidden));
+            Project(s.Xb, s.Hb, L.Down, T);
+            Ops.AddInPlace(s.X.AsSpan(0, T * dim), s.Xb.AsSpan(0, T * dim));
+        }
+
+        // final norm and LM head, for the rows asked for
+        if (mode == LogitsMode.AllPositions)
+        {
+            k.RmsNorm(s.Xb, s.X, w.FinalNorm, eps, T);
+            k.MatMul(s.LogitsBuffer, s.Xb, w.LmHead, T);
+        }
+        else
+        {
+            for (int i = 0; i < s.SequenceCount; i++)
+            {
+                int last = s.SeqStart[i] + s.SeqCount[i] - 1;
+                k.RmsNorm(s.Last.AsSpan(i * dim, dim), s.X.AsSpan(last * dim, dim), w.FinalNorm, eps, 1);
+            }
+            k.MatMul(s.LogitsBuffer, s.Last, w.LmHead, s.SequenceCount);
+        }
+        for (int i = 0; i < s.SequenceCount; i++) s.SeqCache[i].Advance(s.SeqCount[i]);
+    }
+
+    /// <summary>y (n, out) = x (n, in) · Wᵀ + bias. Every projection goes through here, so this is where
+    /// per-segment LoRA deltas (y += scale · (x A) B) will be added.</summary>
+    private void Project(Span<float> y, ReadOnlySpan<float> x, Linear p, int n)
+    {
+        Kernels.MatMul(y, x, p.Weight, n);
+        if (p.Bias is { } bias)
+        {
+            int o = p.Weight.Rows;
+            for (int i = 0; i < n; i++) Ops.AddInPlace(y.Slice(i * o, o), bias);
+        }
+    }
+
+    public void Dispose() => Weights.Dispose();
+}
