@@ -1,0 +1,134 @@
+using Loom.Inference.Kernels;
+using Loom.Inference.Model;
+using Xunit.Abstractions;
+
+namespace Loom.Inference.Tests.Kernels;
+
+/// <summary>Each fast kernel against its scalar twin, on sizes that hit the tiled paths and the edges.</summary>
+public sealed class KernelTests(ITestOutputHelper log)
+{
+    private static float[] Random(int n, int seed, float scale = 1)
+    {
+        var r = new Random(seed);
+        var v = new float[n];
+        for (int i = 0; i < n; i++) v[i] = (float)(r.NextDouble() * 2 - 1) * scale;
+        return v;
+    }
+
+    public static TheoryData<int, int, int, WeightType, SimdLevel> MatMulCases()
+    {
+        var d = new TheoryData<int, int, int, WeightType, SimdLevel>();
+        foreach (var t in new[] { WeightType.F32, WeightType.BF16 })
+            foreach (var level in new[] { SimdLevel.Vector512, SimdLevel.Vector256 })
+            {
+                d.Add(64, 64, 1, t, level);
+                d.Add(130, 96, 5, t, level);     // rows not a multiple of 4, batch remainder
+                d.Add(516, 320, 9, t, level);    // parallel chunks, two 4-row batch tiles + 1
+                d.Add(37, 40, 3, t, level);      // cols not a multiple of the vector width
+                d.Add(256, 64, 70, t, level);    // more inputs than one batch block
+            }
+        return d;
+    }
+
+    [Theory]
+    [MemberData(nameof(MatMulCases))]
+    public void MatMulMatchesNaive(int rows, int cols, int n, WeightType type, SimdLevel level)
+    {
+        if (level == SimdLevel.Vector512 && Simd.Best != SimdLevel.Vector512) level = Simd.Best;
+        using var w = WeightMatrix.FromFloats(Random(rows * cols, 1), rows, cols, type);
+        var x = Random(n * cols, 2);
+        var fast = new float[n * rows];
+        var naive = new float[n * rows];
+        MatMulKernel.Forward(fast, x, w, n, level);
+        MatMulKernel.Naive(naive, x, w, n);
+        Compare.Close(log, $"matmul {rows}x{cols} n={n} {type} {level}", fast, naive, 1e-5);
+    }
+
+    [Fact]
+    public void MatMulBf16ReadsTheRoundedValues()
+    {
+        var values = Random(16 * 64, 3);
+        using var bf = WeightMatrix.FromFloats(values, 16, 64, WeightType.BF16);
+        using var widened = WeightMatrix.FromFloats(bf.ToFloats(), 16, 64, WeightType.F32);
+        var x = Random(64, 4);
+        var a = new float[16];
+        var b = new float[16];
+        MatMulKernel.Forward(a, x, bf, 1, Simd.Best);
+        MatMulKernel.Forward(b, x, widened, 1, Simd.Best);
+        Compare.Close(log, "bf16 vs widened f32", a, b, 1e-6);
+        // and bf16 rounding itself is round-to-nearest: within 2^-9 relative of the original
+        var back = bf.ToFloats();
+        for (int i = 0; i < values.Length; i++) Assert.True(Math.Abs(back[i] - values[i]) <= Math.Abs(values[i]) * (1.0 / 256), $"{values[i]} -> {back[i]}");
+    }
+
+    [Fact]
+    public void RmsNormSoftmaxSiluMatchNaive()
+    {
+        var x = Random(200, 5, 3);
+        var w = Random(200, 6);
+        var a = new float[200];
+        var b = new float[200];
+        Ops.RmsNorm(a, x, w, 1e-5f);
+        NaiveOps.RmsNorm(b, x, w, 1e-5f);
+        Compare.Close(log, "rmsnorm", a, b, 1e-6);
+
+        var s1 = Random(300, 7, 20);
+        var s2 = (float[])s1.Clone();
+        Ops.Softmax(s1);
+        NaiveOps.Softmax(s2);
+        Compare.Close(log, "softmax", s1, s2, 1e-5);
+        Assert.Equal(1.0, s1.Sum(), 4);
+
+        var gate = Random(700, 8, 6);
+        var up = Random(700, 9, 2);
+        NaiveOps.SiluMul(b = new float[700], gate, up);
+        var inPlace = (float[])gate.Clone();
+        Ops.SiluMul(inPlace, inPlace, up);   // output aliasing gate, as the transformer calls it
+        Compare.Close(log, "silu·mul (in place)", inPlace, b, 1e-5);
+    }
+
+    [Fact]
+    public void ArgmaxAndTopK()
+    {
+        var x = Random(1000, 10);
+        x[123] = 5;
+        x[456] = 4;
+        x[789] = 4.5f;
+        x[10] = float.NaN;
+        Assert.Equal(123, Ops.Argmax(x));
+        var top = new int[3];
+        Assert.Equal(3, Ops.TopK(top, x, 3));
+        Assert.Equal([123, 789, 456], top);
+        var sorted = Enumerable.Range(0, x.Length).Where(i => !float.IsNaN(x[i])).OrderByDescending(i => x[i]).Take(50).ToArray();
+        var top50 = new int[50];
+        Ops.TopK(top50, x, 50);
+        Assert.Equal(sorted, top50);
+    }
+
+    [Theory]
+    [InlineData(SimdLevel.Vector512)]
+    [InlineData(SimdLevel.Vector256)]
+    public void AttentionMatchesNaive(SimdLevel level)
+    {
+        if (level == SimdLevel.Vector512 && Simd.Best != SimdLevel.Vector512) level = Simd.Best;
+        int kvHeads = 2, hd = 32, length = 37;
+        var cache = new KvCache(1, kvHeads * hd, 64, blockSize: 16);
+        cache.Reserve(length);
+        var kv = Random(length * kvHeads * hd * 2, 11, 2);
+        for (int p = 0; p < length; p++)
+        {
+            kv.AsSpan(p * kvHeads * hd, kvHeads * hd).CopyTo(cache.Keys(0, p / 16).Slice(p % 16 * kvHeads * hd));
+            kv.AsSpan((length + p) * kvHeads * hd, kvHeads * hd).CopyTo(cache.Values(0, p / 16).Slice(p % 16 * kvHeads * hd));
+        }
+        cache.Advance(length);
+        var q = Random(hd, 12, 2);
+        for (int h = 0; h < kvHeads; h++)
+        {
+            var a = new float[hd];
+            var b = new float[hd];
+            Attention.Head(a, q, cache, 0, h, length, new float[64], level);
+            Attention.NaiveHead(b, q, cache, 0, h, length);
+            Compare.Close(log, $"attention kv head {h} {level}", a, b, 1e-5);
+        }
+    }
+}
