@@ -44,27 +44,30 @@ internal sealed class JsonFile(string path)
             ? value : null;
 
     public JsonElement Required(JsonElement obj, string name, string where) =>
-        Optional(obj, name) ?? throw Fail($"'{where}.{name}' is missing");
+        Optional(obj, name) ?? throw Fail($"'{Join(where, name)}' is missing");
+
+    /// <summary>The JSON path of a member: "model.vocab", or just "model" at the root ("$").</summary>
+    public static string Join(string where, string name) => where == "$" ? name : $"{where}.{name}";
 
     public JsonElement? OptionalObject(JsonElement obj, string name, string where)
     {
         var value = Optional(obj, name);
-        return value is null ? null : RequireObject(value.Value, $"{where}.{name}");
+        return value is null ? null : RequireObject(value.Value, Join(where, name));
     }
 
     public JsonElement RequiredArray(JsonElement obj, string name, string where)
     {
         var value = Required(obj, name, where);
-        return value.ValueKind == JsonValueKind.Array ? value : throw WrongType($"{where}.{name}", "an array", value);
+        return value.ValueKind == JsonValueKind.Array ? value : throw WrongType(Join(where, name), "an array", value);
     }
 
     public string RequiredString(JsonElement obj, string name, string where) =>
-        AsString(Required(obj, name, where), $"{where}.{name}");
+        AsString(Required(obj, name, where), Join(where, name));
 
     public string? OptionalString(JsonElement obj, string name, string where)
     {
         var value = Optional(obj, name);
-        return value is null ? null : AsString(value.Value, $"{where}.{name}");
+        return value is null ? null : AsString(value.Value, Join(where, name));
     }
 
     public bool OptionalBool(JsonElement obj, string name, string where, bool fallback)
@@ -75,14 +78,14 @@ internal sealed class JsonFile(string path)
         {
             JsonValueKind.True => true,
             JsonValueKind.False => false,
-            _ => throw WrongType($"{where}.{name}", "true or false", value.Value),
+            _ => throw WrongType(Join(where, name), "true or false", value.Value),
         };
     }
 
     public int? OptionalInt(JsonElement obj, string name, string where)
     {
         var value = Optional(obj, name);
-        return value is null ? null : AsInt(value.Value, $"{where}.{name}");
+        return value is null ? null : AsInt(value.Value, Join(where, name));
     }
 
     public string AsString(JsonElement value, string where) =>
