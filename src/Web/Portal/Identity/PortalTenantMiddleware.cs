@@ -1,0 +1,14 @@
+using Loom.Data.Tenancy;
+
+namespace Loom.Web.Portal.Identity;
+
+/// <summary>For server-rendered portal requests: the request's tenant is the signed-in user's tenant.</summary>
+public sealed class PortalTenantMiddleware(RequestDelegate next)
+{
+    public Task InvokeAsync(HttpContext context, TenantContext tenant)
+    {
+        if (tenant.TenantId is null && PortalUser.TenantOf(context.User) is { } id)
+            tenant.TenantId = id;
+        return next(context);
+    }
+}

@@ -1,0 +1,54 @@
+using Loom.Data.Entities;
+using Loom.Web.Portal.Identity;
+using Microsoft.AspNetCore.Components.Server.Circuits;
+using Microsoft.AspNetCore.Identity;
+
+namespace Loom.Web.Portal;
+
+/// <summary>The portal: Blazor components (interactive server), cookie sign-in for portal users, tenant scoping.</summary>
+public static class PortalModule
+{
+    public const string SignInPath = "/account/signin";
+    public const string SignOutPath = "/account/signout";
+
+    public static IServiceCollection AddPortal(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddRazorComponents().AddInteractiveServerComponents();
+        services.AddCascadingAuthenticationState();
+
+        // The data module registers the Identity stores; the portal adds sign-in and cookies.
+        services.AddIdentityCore<LoomUser>()
+            .AddSignInManager()
+            .AddClaimsPrincipalFactory<LoomClaimsPrincipalFactory>();
+        services.AddAuthentication(IdentityConstants.ApplicationScheme).AddIdentityCookies();
+        services.ConfigureApplicationCookie(o =>
+        {
+            o.Cookie.Name = "loom.portal";
+            o.Cookie.HttpOnly = true;
+            o.Cookie.SameSite = SameSiteMode.Lax;
+            o.LoginPath = SignInPath;
+            o.LogoutPath = SignOutPath;
+            o.AccessDeniedPath = SignInPath;
+            o.SlidingExpiration = true;
+            o.ExpireTimeSpan = TimeSpan.FromHours(8);
+        });
+        services.AddAuthorization();
+
+        // A circuit has its own DI scope: give its TenantContext the signed-in user's tenant.
+        services.AddScoped<CircuitHandler, TenantCircuitHandler>();
+        return services;
+    }
+
+    public static WebApplication MapPortal(this WebApplication app)
+    {
+        app.UseAuthentication();
+        app.UseAuthorization();
+        app.UseMiddleware<PortalTenantMiddleware>();
+        app.UseAntiforgery();
+
+        app.MapStaticAssets();
+        app.MapRazorComponents<App>().AddInteractiveServerRenderMode();
+        app.MapAccountEndpoints();
+        return app;
+    }
+}

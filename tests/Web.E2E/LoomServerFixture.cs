@@ -1,0 +1,147 @@
+using System.Diagnostics;
+using System.Reflection;
+using System.Text;
+using System.Text.RegularExpressions;
+using Loom.Tests.Shared;
+using Microsoft.Playwright;
+
+namespace Loom.Web.E2E;
+
+/// <summary>
+/// Runs the real Loom (built Loom.Web.dll, roles web and api, Development so static web assets resolve from bin)
+/// as a child process on a fresh database with demo data, and one headless Chromium for the whole collection.
+/// </summary>
+public sealed partial class LoomServerFixture : IAsyncLifetime
+{
+    public const string TenantName = "e2e-tenant";
+    public const string AdminUser = "admin";
+    public const string AdminPassword = "E2e-admin-pw-0";
+
+    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(120);
+    private readonly StringBuilder _log = new();
+    private TestDatabase? _database;
+    private Process? _server;
+    private string? _workDir;
+
+    public string BaseUrl { get; private set; } = "";
+    public IPlaywright Playwright { get; private set; } = null!;
+    public IBrowser Browser { get; private set; } = null!;
+
+    /// <summary>Screenshots and the server log land here (git-ignored).</summary>
+    public static string ArtifactsDirectory =>
+        Environment.GetEnvironmentVariable("LOOM_E2E_ARTIFACTS") is { Length: > 0 } dir ? dir : Path.Combine(Metadata("LoomE2EProjectDirectory"), "artifacts");
+
+    public async Task InitializeAsync()
+    {
+        Directory.CreateDirectory(ArtifactsDirectory);
+        _database = await TestDatabase.CreateAsync("loom_e2e");
+        _workDir = Directory.CreateTempSubdirectory("loom-e2e-").FullName;
+        BaseUrl = await StartServerAsync(_database.ConnectionString);
+
+        Playwright = await Microsoft.Playwright.Playwright.CreateAsync();
+        Browser = await Playwright.Chromium.LaunchAsync(new()
+        {
+            ExecutablePath = Environment.GetEnvironmentVariable("LOOM_E2E_CHROMIUM") is { Length: > 0 } chromium ? chromium : "/usr/bin/chromium",
+            Headless = true,
+            Args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        });
+        Assertions.SetDefaultExpectTimeout(20_000);
+    }
+
+    /// <summary>A fresh browser context (own cookies) whose relative URLs resolve against Loom.</summary>
+    public async Task<IBrowserContext> NewContextAsync()
+    {
+        var context = await Browser.NewContextAsync(new()
+        {
+            BaseURL = BaseUrl,
+            ViewportSize = new() { Width = 1280, Height = 800 },
+            Permissions = ["clipboard-read", "clipboard-write"],
+        });
+        context.SetDefaultTimeout(30_000);
+        return context;
+    }
+
+    private async Task<string> StartServerAsync(string connectionString)
+    {
+        var dll = Environment.GetEnvironmentVariable("LOOM_E2E_WEB_DLL") is { Length: > 0 } overridden ? overridden : Metadata("LoomWebAssembly");
+        if (!File.Exists(dll)) throw new FileNotFoundException("Loom.Web.dll is not built; build tests/Web.E2E (it builds src/Web).", dll);
+
+        var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet")
+        {
+            WorkingDirectory = Path.GetDirectoryName(dll)!,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        start.ArgumentList.Add(dll);
+        var env = start.Environment;
+        env["ASPNETCORE_ENVIRONMENT"] = "Development";
+        env["ASPNETCORE_URLS"] = "http://127.0.0.1:0";
+        env["ConnectionStrings__Loom"] = connectionString;
+        env["Loom__Roles"] = "web,api";
+        env["Loom__Seed__Demo"] = "true";
+        env["Loom__Seed__TenantName"] = TenantName;
+        env["Loom__Seed__AdminUser"] = AdminUser;
+        env["Loom__Seed__AdminPassword"] = AdminPassword;
+        env["Loom__Seed__ApiKeyFile"] = Path.Combine(_workDir!, "demo-api-key");
+        env["Logging__LogLevel__Default"] = "Information";
+        env["Logging__LogLevel__Microsoft.EntityFrameworkCore"] = "Warning";
+        env["Logging__LogLevel__Microsoft.Hosting.Lifetime"] = "Information";
+
+        var listening = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        void OnLine(string? line)
+        {
+            if (line is null) return;
+            lock (_log) _log.AppendLine(line);
+            if (ListeningLine().Match(line) is { Success: true } m) listening.TrySetResult(m.Groups[1].Value);
+        }
+
+        _server = new Process { StartInfo = start, EnableRaisingEvents = true };
+        _server.OutputDataReceived += (_, e) => OnLine(e.Data);
+        _server.ErrorDataReceived += (_, e) => OnLine(e.Data);
+        _server.Exited += (_, _) => listening.TrySetException(new InvalidOperationException($"Loom exited with code {_server.ExitCode} before listening.\n{ServerLog}"));
+        _server.Start();
+        _server.BeginOutputReadLine();
+        _server.BeginErrorReadLine();
+
+        try
+        {
+            return (await listening.Task.WaitAsync(StartTimeout)).TrimEnd('/');
+        }
+        catch (TimeoutException)
+        {
+            throw new TimeoutException($"Loom did not report listening within {StartTimeout}.\n{ServerLog}");
+        }
+    }
+
+    public string ServerLog { get { lock (_log) return _log.ToString(); } }
+
+    public async Task DisposeAsync()
+    {
+        if (Browser is not null) await Browser.CloseAsync();
+        Playwright?.Dispose();
+        if (_server is { HasExited: false })
+        {
+            _server.Kill(entireProcessTree: true);
+            await _server.WaitForExitAsync();
+        }
+        _server?.Dispose();
+        await File.WriteAllTextAsync(Path.Combine(ArtifactsDirectory, "loom-server.log"), ServerLog);
+        if (_database is not null) await _database.DisposeAsync();
+        if (_workDir is not null) Directory.Delete(_workDir, recursive: true);
+    }
+
+    private static string Metadata(string key) =>
+        typeof(LoomServerFixture).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().SingleOrDefault(a => a.Key == key)?.Value
+        ?? throw new InvalidOperationException($"Assembly metadata '{key}' is missing (set by Web.E2E.csproj).");
+
+    [GeneratedRegex(@"Now listening on: (http://\S+)")]
+    private static partial Regex ListeningLine();
+}
+
+[CollectionDefinition(Name)]
+public sealed class LoomCollection : ICollectionFixture<LoomServerFixture>
+{
+    public const string Name = "Loom server";
+}
