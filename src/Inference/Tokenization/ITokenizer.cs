@@ -21,20 +21,22 @@ public interface ITokenizer
     /// <summary>A decoder that takes one id at a time and only emits complete UTF-8 text.</summary>
     IStreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = true);
 
+    // The members below have defaults so that other implementations (test fakes) keep compiling.
+
     /// <summary>The id of a vocabulary or added token, or null.</summary>
-    int? TokenToId(string token);
+    int? TokenToId(string token) => null;
 
     /// <summary>The token string of an id (in the model's own alphabet, e.g. "Ġthe" or "▁the"), or null.</summary>
-    string? IdToToken(int id);
+    string? IdToToken(int id) => null;
 
     /// <summary>True for added tokens marked special (skipped by decoding with skipSpecialTokens).</summary>
-    bool IsSpecial(int id);
+    bool IsSpecial(int id) => false;
 
-    IReadOnlyList<AddedToken> AddedTokens { get; }
+    IReadOnlyList<AddedToken> AddedTokens => [];
 
     /// <summary>The chat template from tokenizer_config.json, or null when it has none.</summary>
     /// <exception cref="TokenizerFormatException">The template is not one of the supported families.</exception>
-    ChatTemplate? ChatTemplate { get; }
+    ChatTemplate? ChatTemplate => null;
 }
 
 public interface IStreamingDecoder
