@@ -14,6 +14,7 @@ internal sealed class BpeModel
     private readonly Dictionary<long, (int Rank, int Merged)> _merges;
     private readonly int[]? _byteTokens; // (256) id of "<0xXX>" per byte, -1 when missing; null without byte fallback
     private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
+    private int _cacheEntries; // counted here because ConcurrentDictionary.Count takes every lock
 
     public BpeModel(Dictionary<string, int> vocab, Dictionary<long, (int Rank, int Merged)> merges, int? unkId,
         bool fuseUnk, bool byteFallback, bool ignoreMerges)
@@ -53,7 +54,8 @@ internal sealed class BpeModel
             return;
         }
         var ids = Merge(InitialSymbols(word));
-        if (word.Length <= MaxCachedWordLength && _cache.Count < MaxCacheEntries) _cache.TryAdd(word, ids);
+        if (word.Length <= MaxCachedWordLength && Volatile.Read(ref _cacheEntries) < MaxCacheEntries && _cache.TryAdd(word, ids))
+            Interlocked.Increment(ref _cacheEntries);
         output.AddRange(ids);
     }
 
