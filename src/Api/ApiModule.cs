@@ -1,7 +1,10 @@
 using Loom.Api.Auth;
 using Loom.Api.Errors;
+using Loom.Api.Files;
 using Loom.Api.Keys;
+using Loom.Api.Limits;
 using Loom.Api.Models;
+using Loom.Api.Usage;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -21,20 +24,24 @@ public static class ApiModule
     public static IServiceCollection AddApi(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddOptions<ApiOptions>().BindConfiguration("Api").Validate(o => o.MaxRequestBodyBytes > 0, "Api:MaxRequestBodyBytes must be positive").ValidateOnStart();
+        services.AddOptions<RateLimitOptions>().BindConfiguration("Api:RateLimits");
+        services.AddSingleton<TenantRateLimiter>();
         services.AddAuthentication().AddScheme<AuthenticationSchemeOptions, ApiKeyAuthenticationHandler>(ApiKeyDefaults.Scheme, null);
         services.AddAuthorizationBuilder().AddPolicy(PolicyName, p => p.AddAuthenticationSchemes(ApiKeyDefaults.Scheme).RequireAuthenticatedUser());
         // Let body-binding failures reach ApiExceptionMiddleware, which answers in OpenAI's envelope.
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
+        services.AddOptions<FormOptions>().Configure<IOptions<ApiOptions>>((form, api) => form.MultipartBodyLengthLimit = api.Value.MaxUploadBytes);
         return services;
     }
 
     public static IEndpointRouteBuilder MapApi(this WebApplication app)
     {
-        var maxBody = app.Services.GetRequiredService<IOptions<ApiOptions>>().Value.MaxRequestBodyBytes;
+        var limits = app.Services.GetRequiredService<IOptions<ApiOptions>>().Value;
         app.UseWhen(c => c.Request.Path.StartsWithSegments("/v1"), branch =>
         {
             branch.Use((context, next) =>
             {
+                var maxBody = IsUpload(context.Request) ? limits.MaxUploadBytes : limits.MaxRequestBodyBytes;
                 if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit) limit.MaxRequestBodySize = maxBody;
                 if (context.Request.ContentLength > maxBody)
                     return ApiErrors.WriteAsync(context, StatusCodes.Status413PayloadTooLarge, $"The request body is too large (limit {maxBody} bytes).", "invalid_request_error", code: "request_too_large");
@@ -43,9 +50,14 @@ public static class ApiModule
             branch.UseMiddleware<ApiExceptionMiddleware>();
         });
 
-        var v1 = app.MapGroup("/v1").RequireAuthorization(PolicyName);
+        var v1 = app.MapGroup("/v1").RequireAuthorization(PolicyName).AddEndpointFilter<RateLimitFilter>();
         v1.MapModels();
         v1.MapApiKeys();
+        v1.MapFiles();
+        v1.MapUsage();
         return app;
     }
+
+    private static bool IsUpload(HttpRequest r) =>
+        HttpMethods.IsPost(r.Method) && (r.Path.StartsWithSegments("/v1/files") || r.Path.StartsWithSegments("/v1/adapters"));
 }

@@ -5,4 +5,7 @@ public sealed class ApiOptions
 {
     /// <summary>Largest request body accepted under /v1 (bytes); larger bodies get 413.</summary>
     public long MaxRequestBodyBytes { get; set; } = 8 * 1024 * 1024;
+
+    /// <summary>Largest upload (POST /v1/files, /v1/adapters), bytes.</summary>
+    public long MaxUploadBytes { get; set; } = 512L * 1024 * 1024;
 }

@@ -1,3 +1,4 @@
+using Loom.Data.Blobs;
 using Loom.Data.Entities;
 using Loom.Data.Keys;
 using Loom.Data.Tenancy;
@@ -34,6 +35,8 @@ public static class DataModule
             .AddRoles<IdentityRole<Guid>>()
             .AddEntityFrameworkStores<PlatformDbContext>();
         services.AddSingleton<DatabaseMigrator>();
+        services.AddOptions<BlobStoreOptions>().BindConfiguration("Loom:Blobs");
+        services.AddSingleton<IBlobStore, FileSystemBlobStore>();
         return services;
     }
 

@@ -36,8 +36,10 @@ internal sealed class ApiKeyAuthenticationHandler(
         var presented = header["Bearer ".Length..].Trim();
         if (!ApiKeyService.LooksLikeSecret(presented)) return Fail("malformed");
 
-        var key = await keys.AuthenticateAsync(presented, Context.RequestAborted);
-        if (key is null) return Fail("unknown");
+        var found = await keys.AuthenticateAsync(presented, Context.RequestAborted);
+        if (found is null) return Fail("unknown");
+        var key = found.Key;
+        Context.Features.Set(found);
 
         tenant.TenantId = key.TenantId;
         var identity = new ClaimsIdentity(

@@ -8,6 +8,9 @@ namespace Loom.Data.Keys;
 /// <summary>A key just created: the secret is returned here once and never again.</summary>
 public sealed record CreatedApiKey(ApiKey Key, string Secret);
 
+/// <summary>A key that authenticated, with its tenant's limits and fair-share weight.</summary>
+public sealed record AuthenticatedKey(ApiKey Key, int? RequestsPerMinute, int? TokensPerMinute, double ShareWeight);
+
 /// <summary>Creates, lists, revokes and authenticates API keys. Only SHA-256 hashes are stored.</summary>
 public sealed class ApiKeyService(PlatformDbContext db, TimeProvider clock)
 {
@@ -50,13 +53,17 @@ public sealed class ApiKeyService(PlatformDbContext db, TimeProvider clock)
     }
 
     /// <summary>Finds the live key for a presented secret, across tenants (authentication precedes tenant resolution).</summary>
-    public async Task<ApiKey?> AuthenticateAsync(string presented, CancellationToken ct = default)
+    public async Task<AuthenticatedKey?> AuthenticateAsync(string presented, CancellationToken ct = default)
     {
         if (!LooksLikeSecret(presented)) return null;
         var hash = Hash(presented);
-        var key = await db.ApiKeys.IgnoreQueryFilters().AsNoTracking()
-            .SingleOrDefaultAsync(k => k.SecretHash == hash, ct);
-        return key is null || key.IsRevoked ? null : key;
+        var found = await db.ApiKeys.IgnoreQueryFilters().AsNoTracking()
+            .Where(k => k.SecretHash == hash)
+            .Join(db.Tenants, k => k.TenantId, t => t.Id, (k, t) => new { Key = k, t.RequestsPerMinute, t.TokensPerMinute, t.ShareWeight })
+            .SingleOrDefaultAsync(ct);
+        return found is null || found.Key.IsRevoked
+            ? null
+            : new AuthenticatedKey(found.Key, found.RequestsPerMinute, found.TokensPerMinute, found.ShareWeight);
     }
 
     /// <summary>Syntactic check: the prefix, then only base-62 characters, of the expected length.</summary>
