@@ -127,4 +127,25 @@ public sealed class ChatTemplateTests
         });
         Assert.Equal(ChatTemplateFamily.Llama3, TokenizerLoader.Load(dir.Path).ChatTemplate!.Family);
     }
+
+    [Theory]
+    [InlineData("llama3")]
+    [InlineData("llama2-sp")]
+    public void EncodeChatPutsExactlyOneBosAtTheStart(string tokenizer)
+    {
+        var tok = GoldenTokenizers.Load(tokenizer);
+        var ids = tok.EncodeChat([new ChatMessage("user", "Hi!")]);
+        Assert.Equal(tok.BosTokenId, ids[0]);
+        Assert.Single(ids, tok.BosTokenId!.Value);
+    }
+
+    [Fact]
+    public void EncodeChatWithoutTemplateFails()
+    {
+        using var dir = new TempModelFolder("gpt2-chatml");
+        dir.EditConfig(config => config.Remove("chat_template"));
+        var tok = TokenizerLoader.Load(dir.Path);
+        Assert.Null(tok.ChatTemplate);
+        Assert.Throws<InvalidOperationException>(() => tok.EncodeChat([new ChatMessage("user", "Hi!")]));
+    }
 }
