@@ -24,6 +24,15 @@ public static class ApiModule
     public static IServiceCollection AddApi(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddOptions<ApiOptions>().BindConfiguration("Api").Validate(o => o.MaxRequestBodyBytes > 0, "Api:MaxRequestBodyBytes must be positive").ValidateOnStart();
+        services.AddOpenApi("v1", o =>
+        {
+            o.ShouldInclude = d => d.RelativePath?.StartsWith("v1/", StringComparison.Ordinal) == true;
+            o.AddDocumentTransformer((doc, _, _) =>
+            {
+                doc.Info = new() { Title = "Loom API", Version = "v1", Description = "OpenAI-compatible API of the Loom LoRA platform. Authenticate with 'Authorization: Bearer sk-loom-...'." };
+                return Task.CompletedTask;
+            });
+        });
         services.AddOptions<RateLimitOptions>().BindConfiguration("Api:RateLimits");
         services.AddSingleton<TenantRateLimiter>();
         services.AddAuthentication().AddScheme<AuthenticationSchemeOptions, ApiKeyAuthenticationHandler>(ApiKeyDefaults.Scheme, null);
@@ -50,6 +59,7 @@ public static class ApiModule
             branch.UseMiddleware<ApiExceptionMiddleware>();
         });
 
+        app.MapOpenApi("/openapi/{documentName}.json").AllowAnonymous();
         var v1 = app.MapGroup("/v1").RequireAuthorization(PolicyName).AddEndpointFilter<RateLimitFilter>();
         v1.MapModels();
         v1.MapApiKeys();

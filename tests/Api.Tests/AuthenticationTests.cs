@@ -68,3 +68,18 @@ public class AuthenticationTests(LoomFactory factory) : IClassFixture<LoomFactor
         Assert.Equal(new MediaTypeHeaderValue("application/json").MediaType, ready.Content.Headers.ContentType?.MediaType);
     }
 }
+
+public class OpenApiTests(LoomFactory factory) : IClassFixture<LoomFactory>
+{
+    [Fact]
+    public async Task DocumentDescribesTheV1Surface()
+    {
+        var response = await factory.CreateClient().GetAsync("/openapi/v1.json");
+        Assert.Equal(System.Net.HttpStatusCode.OK, response.StatusCode);
+        using var doc = System.Text.Json.JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        var paths = doc.RootElement.GetProperty("paths").EnumerateObject().Select(p => p.Name).ToHashSet();
+        foreach (var expected in new[] { "/v1/models", "/v1/models/{id}", "/v1/api_keys", "/v1/files", "/v1/files/{id}", "/v1/files/{id}/content", "/v1/usage" })
+            Assert.Contains(expected, paths);
+        Assert.DoesNotContain(paths, p => !p.StartsWith("/v1/"));
+    }
+}
