@@ -52,7 +52,7 @@ ARGS=(--urls "$URL")
 if [ -f "$ROOT/models/loom-demo/config.json" ]; then
   # The demo base model (models/README.md) is registered and served as "loom-demo".
   ARGS+=("--Loom:Seed:BaseModels:loom-demo=$ROOT/models/loom-demo")
-  ARGS+=("--Inference:ModelPath=$ROOT/models/loom-demo" "--Inference:ModelName=loom-demo")
+  ARGS+=("--Inference:ModelDirectory=$ROOT/models/loom-demo")
 fi
 
 echo "==> Loom at $URL   (portal: $URL/   API: $URL/v1   health: $URL/healthz)"
