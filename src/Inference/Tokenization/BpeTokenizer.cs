@@ -96,11 +96,12 @@ internal sealed class BpeTokenizer : ITokenizer
     public IStreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = true) =>
         new StreamingDecoder(this, skipSpecialTokens);
 
-    /// <summary>The bytes id decodes to, or null when it is skipped (a special token while skipping them).</summary>
+    /// <summary>The bytes id decodes to, or null when it is skipped: a special token while skipping them, or an id
+    /// with no token (the model's embedding may have padding rows past the tokenizer's vocabulary; like HF
+    /// tokenizers, decoding ignores such ids rather than failing a generation).</summary>
     internal byte[]? BytesOf(int id, bool skipSpecialTokens)
     {
-        if ((uint)id >= (uint)VocabSize || _tokenBytes[id] is not { } bytes)
-            throw new ArgumentOutOfRangeException(nameof(id), id, $"Token id {id} is not in this tokenizer's vocabulary of {VocabSize}.");
+        if ((uint)id >= (uint)VocabSize || _tokenBytes[id] is not { } bytes) return null;
         return skipSpecialTokens && _isSpecial[id] ? null : bytes;
     }
 

@@ -15,7 +15,8 @@ public interface ITokenizer
     /// Added tokens in the text are matched literally. A lone surrogate is encoded as U+FFFD.</summary>
     int[] Encode(string text, bool addSpecialTokens = false);
 
-    /// <summary>Decodes ids to text; invalid UTF-8 becomes U+FFFD.</summary>
+    /// <summary>Decodes ids to text; invalid UTF-8 becomes U+FFFD. Ids with no token (negative, or past the
+    /// vocabulary, such as embedding padding rows) contribute nothing.</summary>
     string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = true);
 
     /// <summary>A decoder that takes one id at a time and only emits complete UTF-8 text.</summary>
