@@ -1,0 +1,177 @@
+using System.Runtime.InteropServices;
+
+namespace Loom.Inference.Memory;
+
+/// <summary>What a page of the pool holds.</summary>
+public enum PageOwnerKind : byte { Free, Kv, Adapter }
+
+/// <summary>The owner tag of a page: free, a sequence's KV cache, or an adapter's weights.</summary>
+public readonly record struct PageOwner(PageOwnerKind Kind, int Id)
+{
+    public static readonly PageOwner Free = new(PageOwnerKind.Free, 0);
+    public static PageOwner Kv(int sequence) => new(PageOwnerKind.Kv, sequence);
+    public static PageOwner Adapter(int slot) => new(PageOwnerKind.Adapter, slot);
+}
+
+/// <summary>Page counts of the pool at one moment.</summary>
+public readonly record struct PoolUsage(int TotalPages, int FreePages, int KvPages, int AdapterPages, int PageBytes);
+
+/// <summary>The unified pool (S-LoRA unified paging): one native, 64-byte aligned buffer cut into fixed-size pages of
+/// <see cref="PageFloats"/> float32 values (the model's hidden_size). KV-cache pages and adapter-weight pages come from
+/// the same free list, so the two compete for one budget and fragmentation is zero by construction.
+/// The size is fixed at construction (in bytes) and never grows. Allocation and freeing are O(1) per page (a stack
+/// of free page ids); every page carries an owner tag, so accounting is exact: each page is free or owned.
+/// Thread-safe: allocation and freeing take a lock; reading and writing page contents does not.</summary>
+public sealed unsafe class PagePool : IDisposable
+{
+    private float* _base;              // (PageCount, PageFloats)
+    private readonly int[] _freeStack;  // (PageCount) free page ids in [0, _freeCount)
+    private readonly int[] _stackSlot;  // (PageCount) position of a free page in _freeStack, -1 when owned
+    private readonly PageOwnerKind[] _kind; // (PageCount)
+    private readonly int[] _ownerId;    // (PageCount)
+    private int _freeCount, _kvPages, _adapterPages;
+    private readonly Lock _lock = new();
+
+    public int PageFloats { get; }
+    public int PageBytes => PageFloats * sizeof(float);
+    public int PageCount { get; }
+    public long Bytes => (long)PageCount * PageBytes;
+
+    /// <param name="bytes">Pool size; rounded down to whole pages.</param>
+    /// <param name="pageFloats">Floats per page (hidden_size).</param>
+    public PagePool(long bytes, int pageFloats)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(pageFloats, 1);
+        long pages = bytes / ((long)pageFloats * sizeof(float));
+        if (pages < 1) throw new ArgumentOutOfRangeException(nameof(bytes), $"a pool of {bytes} bytes holds no page of {pageFloats * 4} bytes");
+        if (pages > int.MaxValue / 2) throw new ArgumentOutOfRangeException(nameof(bytes), "too many pages");
+        PageFloats = pageFloats;
+        PageCount = (int)pages;
+        _base = (float*)NativeMemory.AlignedAlloc((nuint)(pages * pageFloats * sizeof(float)), 64);
+        NativeMemory.Clear(_base, (nuint)(pages * pageFloats * sizeof(float)));
+        _freeStack = new int[PageCount];
+        _stackSlot = new int[PageCount];
+        _kind = new PageOwnerKind[PageCount];
+        _ownerId = new int[PageCount];
+        // lowest ids on top, so a fresh pool hands out pages in order
+        for (int i = 0; i < PageCount; i++)
+        {
+            _freeStack[i] = PageCount - 1 - i;
+            _stackSlot[PageCount - 1 - i] = i;
+        }
+        _freeCount = PageCount;
+    }
+
+    public int FreePages { get { lock (_lock) return _freeCount; } }
+
+    public PoolUsage Usage
+    {
+        get { lock (_lock) return new PoolUsage(PageCount, _freeCount, _kvPages, _adapterPages, PageBytes); }
+    }
+
+    /// <summary>Start of the page buffer, for kernels that read through page tables.</summary>
+    internal float* Base
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_base == null, this);
+            return _base;
+        }
+    }
+
+    /// <summary>The (PageFloats) contents of one page.</summary>
+    public Span<float> Page(int id)
+    {
+        if ((uint)id >= (uint)PageCount) throw new ArgumentOutOfRangeException(nameof(id));
+        return new Span<float>(Base + (long)id * PageFloats, PageFloats);
+    }
+
+    public PageOwner OwnerOf(int id)
+    {
+        lock (_lock) return new PageOwner(_kind[id], _ownerId[id]);
+    }
+
+    /// <summary>Takes <c>ids.Length</c> pages for <paramref name="owner"/>, writing their ids; all or nothing.</summary>
+    public bool TryAllocate(PageOwner owner, Span<int> ids)
+    {
+        if (owner.Kind == PageOwnerKind.Free) throw new ArgumentException("pages must be allocated to an owner", nameof(owner));
+        lock (_lock)
+        {
+            if (ids.Length > _freeCount) return false;
+            for (int i = 0; i < ids.Length; i++)
+            {
+                int id = _freeStack[--_freeCount];
+                _stackSlot[id] = -1;
+                _kind[id] = owner.Kind;
+                _ownerId[id] = owner.Id;
+                ids[i] = id;
+            }
+            if (owner.Kind == PageOwnerKind.Kv) _kvPages += ids.Length;
+            else _adapterPages += ids.Length;
+            return true;
+        }
+    }
+
+    /// <summary>Returns pages to the free list. Each must be owned by <paramref name="owner"/>; a page that is free
+    /// or someone else's is refused before anything is freed.</summary>
+    public void Free(PageOwner owner, ReadOnlySpan<int> ids)
+    {
+        lock (_lock)
+        {
+            for (int i = 0; i < ids.Length; i++)
+            {
+                int id = ids[i];
+                string? problem = (uint)id >= (uint)PageCount ? $"page {id} is outside the pool"
+                    : _kind[id] != owner.Kind || _ownerId[id] != owner.Id ? $"page {id} belongs to {new PageOwner(_kind[id], _ownerId[id])}, not {owner}"
+                    : null;
+                if (problem is not null)
+                {
+                    for (int j = 0; j < i; j++) _kind[ids[j]] = owner.Kind; // undo: nothing is freed
+                    throw new InvalidOperationException(problem);
+                }
+                _kind[id] = PageOwnerKind.Free; // a repeated id in this call now fails the owner check
+            }
+            foreach (int id in ids)
+            {
+                _ownerId[id] = 0;
+                _stackSlot[id] = _freeCount;
+                _freeStack[_freeCount++] = id;
+            }
+            if (owner.Kind == PageOwnerKind.Kv) _kvPages -= ids.Length;
+            else _adapterPages -= ids.Length;
+        }
+    }
+
+    /// <summary>Checks the accounting invariants (every page free xor owned; counters match the tags); returns the
+    /// first violation or null. O(pages): for tests and diagnostics.</summary>
+    public string? Audit()
+    {
+        lock (_lock)
+        {
+            int kv = 0, ad = 0, free = 0;
+            for (int id = 0; id < PageCount; id++)
+            {
+                switch (_kind[id])
+                {
+                    case PageOwnerKind.Free:
+                        free++;
+                        int s = _stackSlot[id];
+                        if (s < 0 || s >= _freeCount || _freeStack[s] != id) return $"free page {id} is not on the free list";
+                        break;
+                    case PageOwnerKind.Kv: kv++; if (_stackSlot[id] != -1) return $"owned page {id} is on the free list"; break;
+                    default: ad++; if (_stackSlot[id] != -1) return $"owned page {id} is on the free list"; break;
+                }
+            }
+            if (free != _freeCount) return $"{free} pages are tagged free but the free list holds {_freeCount}";
+            if (kv != _kvPages || ad != _adapterPages) return $"counters say kv={_kvPages} adapter={_adapterPages}, tags say kv={kv} adapter={ad}";
+            return null;
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_base == null) return;
+        NativeMemory.AlignedFree(_base);
+        _base = null;
+    }
+}
