@@ -1,4 +1,19 @@
 // Loom benchmarks: a console program that prints ratios measured side by side in one run.
 // Usage: dotnet run -c Release --project tests/Benchmarks -- <suite>
-Console.WriteLine("usage: dotnet run -c Release --project tests/Benchmarks -- <suite>");
-return 0;
+//   engine [--quick] [--no-1b]   memory bandwidth, FMA peak, decode (batch 1/8/32) and prefill on random models
+//   matmul                       the matmul kernel alone at several shapes and batch sizes
+using Loom.Benchmarks;
+
+string suite = args.Length > 0 ? args[0] : "";
+switch (suite)
+{
+    case "engine":
+        EngineBenchmark.Run(quick: args.Contains("--quick"), include1B: !args.Contains("--no-1b"));
+        return 0;
+    case "matmul":
+        MatMulBenchmark.Run();
+        return 0;
+    default:
+        Console.WriteLine("usage: dotnet run -c Release --project tests/Benchmarks -- engine [--quick] [--no-1b]");
+        return suite.Length == 0 ? 0 : 2;
+}

@@ -16,6 +16,26 @@ public sealed unsafe class CpuKernels(SimdLevel level) : IKernels
         else MatMulKernel.Forward(y, x, w, n, Level);
     }
 
+    public void MatMul(Span<float> y1, WeightMatrix w1, Span<float> y2, WeightMatrix w2, Span<float> y3, WeightMatrix? w3, ReadOnlySpan<float> x, int n)
+    {
+        if (Level == SimdLevel.Scalar || x.Length < n * w1.Cols || y1.Length < n * w1.Rows || y2.Length < n * w2.Rows
+            || (w3 != null && y3.Length < n * w3.Rows) || w1.Cols != w2.Cols || (w3 != null && w3.Cols != w1.Cols))
+        {
+            MatMul(y1, x, w1, n);
+            MatMul(y2, x, w2, n);
+            if (w3 != null) MatMul(y3, x, w3, n);
+            return;
+        }
+        fixed (float* p1 = y1)
+        fixed (float* p2 = y2)
+        fixed (float* p3 = y3)
+        fixed (float* xp = x)
+        {
+            if (w3 == null) MatMulKernel.Forward([new MatMulTarget((nint)p1, w1), new MatMulTarget((nint)p2, w2)], xp, n, Level);
+            else MatMulKernel.Forward([new MatMulTarget((nint)p1, w1), new MatMulTarget((nint)p2, w2), new MatMulTarget((nint)p3, w3)], xp, n, Level);
+        }
+    }
+
     public void RmsNorm(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, int n)
     {
         int d = weight.Length;

@@ -3,6 +3,9 @@ using System.Runtime.Intrinsics;
 
 namespace Loom.Inference.Kernels;
 
+/// <summary>One output of a fused matmul: y (n, W.Rows) at address Y.</summary>
+public readonly record struct MatMulTarget(nint Y, WeightMatrix W);
+
 /// <summary>y = x Wᵀ for a batch of input rows: y[b, r] = Σ_k x[b, k] · W[r, k].
 /// W is [rows, cols] row-major (F32, or BF16 widened to F32 on the fly); x is [n, cols]; y is [n, rows].
 /// Parallel over chunks of output rows; within a chunk, 4 weight rows × 4 input rows are computed
@@ -20,24 +23,40 @@ public static unsafe class MatMulKernel
             Forward(yp, xp, w, n, level);
     }
 
-    public static void Forward(float* y, float* x, WeightMatrix w, int n, SimdLevel level)
+    public static void Forward(float* y, float* x, WeightMatrix w, int n, SimdLevel level) =>
+        Forward([new MatMulTarget((nint)y, w)], x, n, level);
+
+    /// <summary>Several matrices applied to the same input in one parallel region (q/k/v, gate/up), so the
+    /// cores meet at one barrier instead of one per matrix.</summary>
+    public static void Forward(ReadOnlySpan<MatMulTarget> targets, float* x, int n, SimdLevel level)
     {
-        int rows = w.Rows;
-        long work = (long)rows * w.Cols * n;
         int workers = Environment.ProcessorCount;
-        // chunks of whole 4-row tiles; several per core so a slow core does not hold the others back
-        int chunkRows = Math.Max(4, (rows / (workers * 4) + 3) & ~3);
-        int chunks = (rows + chunkRows - 1) / chunkRows;
-        if (work < 1 << 16 || chunks == 1)
+        long work = 0;
+        int totalRows = 0;
+        foreach (var t in targets)
         {
-            Rows(y, x, w, n, 0, rows, level);
+            work += (long)t.W.Rows * t.W.Cols * n;
+            totalRows += t.W.Rows;
+        }
+        // chunks of whole 4-row tiles; several per core so a slow core does not hold the others back
+        int chunkRows = Math.Max(4, (totalRows / (workers * 4) + 3) & ~3);
+        if (work < 1 << 16 || totalRows <= chunkRows)
+        {
+            foreach (var t in targets) Rows((float*)t.Y, x, t.W, n, 0, t.W.Rows, level);
             return;
         }
-        nint yA = (nint)y, xA = (nint)x;
-        Parallel.For(0, chunks, c =>
+        // (target, first row) of every chunk
+        var chunks = new (int Target, int Row)[targets.Length == 1 ? (targets[0].W.Rows + chunkRows - 1) / chunkRows : totalRows / chunkRows + targets.Length];
+        int count = 0;
+        for (int i = 0; i < targets.Length; i++)
+            for (int r = 0; r < targets[i].W.Rows; r += chunkRows) chunks[count++] = (i, r);
+        var jobs = targets.ToArray();
+        nint xA = (nint)x;
+        Parallel.For(0, count, c =>
         {
-            int r0 = c * chunkRows;
-            Rows((float*)yA, (float*)xA, w, n, r0, Math.Min(rows, r0 + chunkRows), level);
+            var (i, r0) = chunks[c];
+            var t = jobs[i];
+            Rows((float*)t.Y, (float*)xA, t.W, n, r0, Math.Min(t.W.Rows, r0 + chunkRows), level);
         });
     }
 

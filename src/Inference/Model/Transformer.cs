@@ -57,9 +57,7 @@ public sealed class Transformer : IDisposable
 
             // attention: xb = norm(x); q, k, v = projections; rope; cache; attend; x += o(att)
             k.RmsNorm(s.Xb, s.X, L.AttnNorm, eps, T);
-            Project(s.Q, s.Xb, L.Q, T);
-            Project(s.K, s.Xb, L.K, T);
-            Project(s.V, s.Xb, L.V, T);
+            Project(s.Q, L.Q, s.K, L.K, s.V, L.V, s.Xb, T);
             for (int t = 0; t < T; t++)
             {
                 int pos = s.Positions[t];
@@ -76,8 +74,7 @@ public sealed class Transformer : IDisposable
 
             // mlp: x += down(silu(gate(norm(x))) · up(norm(x)))
             k.RmsNorm(s.Xb, s.X, L.MlpNorm, eps, T);
-            Project(s.Hb, s.Xb, L.Gate, T);
-            Project(s.Hb2, s.Xb, L.Up, T);
+            Project(s.Hb, L.Gate, s.Hb2, L.Up, default, null, s.Xb, T);
             k.SiluMul(s.Hb.AsSpan(0, T * hidden), s.Hb.AsSpan(0, T * hidden), s.Hb2.AsSpan(0, T * hidden));
             Project(s.Xb, s.Hb, L.Down, T);
             Ops.AddInPlace(s.X.AsSpan(0, T * dim), s.Xb.AsSpan(0, T * dim));
@@ -101,16 +98,28 @@ public sealed class Transformer : IDisposable
         for (int i = 0; i < s.SequenceCount; i++) s.SeqCache[i].Advance(s.SeqCount[i]);
     }
 
-    /// <summary>y (n, out) = x (n, in) · Wᵀ + bias. Every projection goes through here, so this is where
-    /// per-segment LoRA deltas (y += scale · (x A) B) will be added.</summary>
+    /// <summary>y (n, out) = x (n, in) · Wᵀ + bias. Every projection goes through here or the fused overload
+    /// below, so this is where per-segment LoRA deltas (y += scale · (x A) B) will be added.</summary>
     private void Project(Span<float> y, ReadOnlySpan<float> x, Linear p, int n)
     {
         Kernels.MatMul(y, x, p.Weight, n);
-        if (p.Bias is { } bias)
-        {
-            int o = p.Weight.Rows;
-            for (int i = 0; i < n; i++) Ops.AddInPlace(y.Slice(i * o, o), bias);
-        }
+        AddBias(y, p, n);
+    }
+
+    /// <summary>Two or three projections of the same input (q/k/v, gate/up) in one parallel region.</summary>
+    private void Project(Span<float> y1, Linear p1, Span<float> y2, Linear p2, Span<float> y3, Linear? p3, ReadOnlySpan<float> x, int n)
+    {
+        Kernels.MatMul(y1, p1.Weight, y2, p2.Weight, y3, p3?.Weight, x, n);
+        AddBias(y1, p1, n);
+        AddBias(y2, p2, n);
+        if (p3 != null) AddBias(y3, p3, n);
+    }
+
+    private static void AddBias(Span<float> y, Linear p, int n)
+    {
+        if (p.Bias is not { } bias) return;
+        int o = p.Weight.Rows;
+        for (int i = 0; i < n; i++) Ops.AddInPlace(y.Slice(i * o, o), bias);
     }
 
     public void Dispose() => Weights.Dispose();

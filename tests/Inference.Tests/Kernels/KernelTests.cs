@@ -44,6 +44,26 @@ public sealed class KernelTests(ITestOutputHelper log)
         Compare.Close(log, $"matmul {rows}x{cols} n={n} {type} {level}", fast, naive, 1e-5);
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(6)]
+    public void FusedMatMulMatchesSeparateOnes(int n)
+    {
+        var k = new CpuKernels();
+        using var a = WeightMatrix.FromFloats(Random(200 * 96, 20), 200, 96, WeightType.F32);
+        using var b = WeightMatrix.FromFloats(Random(68 * 96, 21), 68, 96, WeightType.BF16);
+        using var c = WeightMatrix.FromFloats(Random(36 * 96, 22), 36, 96, WeightType.F32);
+        var x = Random(n * 96, 23);
+        float[] ya = new float[n * 200], yb = new float[n * 68], yc = new float[n * 36];
+        k.MatMul(ya, a, yb, b, yc, c, x, n);
+        foreach (var (y, w) in new[] { (ya, a), (yb, b), (yc, c) })
+        {
+            var expected = new float[y.Length];
+            MatMulKernel.Naive(expected, x, w, n);
+            Compare.Close(log, $"fused matmul [{w.Rows}x{w.Cols}] n={n}", y, expected, 1e-5);
+        }
+    }
+
     [Fact]
     public void MatMulBf16ReadsTheRoundedValues()
     {

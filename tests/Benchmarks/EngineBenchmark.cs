@@ -1,0 +1,118 @@
+using System.Diagnostics;
+using Loom.Inference.Kernels;
+using Loom.Inference.Model;
+
+namespace Loom.Benchmarks;
+
+/// <summary>Decode and prefill speed of the CPU transformer on random models, against the machine's own limits.</summary>
+internal static class EngineBenchmark
+{
+    private static readonly ModelConfig Smol = new()
+    {
+        ModelType = "llama", HiddenSize = 576, IntermediateSize = 1536, NumLayers = 30, NumHeads = 9, NumKvHeads = 3,
+        HeadDim = 64, VocabSize = 49152, TieWordEmbeddings = true, RmsNormEps = 1e-5, RopeTheta = 100000, MaxPositionEmbeddings = 8192,
+    };
+
+    private static readonly ModelConfig Llama1B = new()
+    {
+        ModelType = "llama", HiddenSize = 2048, IntermediateSize = 8192, NumLayers = 16, NumHeads = 32, NumKvHeads = 8,
+        HeadDim = 64, VocabSize = 128256, TieWordEmbeddings = true, RmsNormEps = 1e-5, RopeTheta = 500000,
+        RopeScaling = new Llama3RopeScaling(32, 1, 4, 8192), MaxPositionEmbeddings = 131072,
+    };
+
+    public static void Run(bool quick, bool include1B)
+    {
+        Console.WriteLine($"machine: {Machine.Describe()}");
+        double bw = Machine.ReadBandwidth();
+        double peak = Machine.PeakFlops();
+        Console.WriteLine($"memory read bandwidth: {bw / 1e9:F1} GB/s (1 GiB array, Vector512 loads, all cores, best of 7)");
+        Console.WriteLine($"peak f32 FMA rate:     {peak / 1e9:F1} GFLOP/s (12 independent FMA chains per core, all cores)");
+        Console.WriteLine();
+
+        Model("SmolLM2-135M shape, f32", Smol, WeightType.F32, bw, peak, quick, batches: [1, 8, 32], prefill: true);
+        Model("SmolLM2-135M shape, bf16", Smol, WeightType.BF16, bw, peak, quick, batches: [1, 8, 32], prefill: true);
+        if (include1B) Model("Llama-3.2-1B shape, bf16", Llama1B, WeightType.BF16, bw, peak, quick, batches: [1, 8], prefill: !quick);
+        Console.WriteLine($"load average at the end: {File.ReadAllText("/proc/loadavg").Trim()}");
+    }
+
+    private static void Model(string title, ModelConfig c, WeightType type, double bw, double peak, bool quick, int[] batches, bool prefill)
+    {
+        var sw = Stopwatch.StartNew();
+        using var model = new Transformer(ModelWeights.CreateRandom(c, type, seed: 1), maxContext: 1024);
+        long bytes = model.Weights.DecodeBytesPerToken;
+        Console.WriteLine($"== {title}: {c.ParameterCount / 1e6:F1}M parameters, {bytes / 1e6:F1} MB of weights read per decode step (random weights made in {sw.Elapsed.TotalSeconds:F1} s)");
+        double floorMs = bytes / bw * 1e3;
+        double batch1 = 0;
+        int promptLen = 16;
+        foreach (int b in batches)
+        {
+            int steps = quick ? 4 : Math.Max(4, (int)(1500 / Math.Max(floorMs * (1 + b / 8.0), 1)));
+            steps = Math.Min(steps, 64);
+            var state = model.CreateState(Math.Max(b, promptLen), b);
+            var caches = Enumerable.Range(0, b).Select(_ => model.CreateCache(promptLen + steps + 16)).ToArray();
+            var rng = new Random(b);
+            foreach (var cache in caches)
+            {
+                state.Clear();
+                state.Add(cache, Enumerable.Range(0, promptLen).Select(_ => rng.Next(c.VocabSize)).ToArray());
+                model.Forward(state);
+            }
+            var next = new int[b];
+            for (int i = 0; i < b; i++) next[i] = rng.Next(c.VocabSize);
+            // warm-up steps (the JIT tiers up the kernels), then the timed steps
+            for (int s = -3; s < steps; s++)
+            {
+                if (s == 0) sw.Restart();
+                state.Clear();
+                for (int i = 0; i < b; i++) state.Add(caches[i], next.AsSpan(i, 1));
+                model.Forward(state);
+                for (int i = 0; i < b; i++) next[i] = model.Kernels.Argmax(state.Logits(i));
+            }
+            double ms = sw.Elapsed.TotalMilliseconds / steps;
+            double tps = b * 1000 / ms;
+            if (b == 1)
+            {
+                batch1 = tps;
+                Console.WriteLine($"decode batch 1:  {ms,7:F2} ms/token, {tps,7:F1} tokens/s; bandwidth floor {floorMs:F2} ms/token → {floorMs / ms * 100:F0}% of the floor's speed (target ≥ 75%)");
+            }
+            else
+            {
+                string target = c == Smol ? $" (target ≥ {(b == 8 ? 6 : 15)}x)" : "";
+                Console.WriteLine($"decode batch {b,-2}: {ms,7:F2} ms/step,  {tps,7:F1} tokens/s = {tps / batch1:F1}x batch 1{target}");
+            }
+        }
+        if (prefill)
+        {
+            int n = 512;
+            var state = model.CreateState(n, 1);
+            var tokens = Enumerable.Range(0, n).Select(i => (i * 7919) % c.VocabSize).ToArray();
+            // warm-up on a short prompt, then the timed 512-token prefill (best of 2 unless quick)
+            state.Clear();
+            state.Add(model.CreateCache(64), tokens.AsSpan(0, 32));
+            model.Forward(state);
+            double best = double.MaxValue;
+            for (int rep = 0; rep < (quick ? 1 : 2); rep++)
+            {
+                var cache = model.CreateCache(n);
+                state.Clear();
+                state.Add(cache, tokens);
+                sw.Restart();
+                model.Forward(state);
+                best = Math.Min(best, sw.Elapsed.TotalSeconds);
+            }
+            double flops = PrefillFlops(c, n);
+            Console.WriteLine($"prefill {n}:     {best * 1e3,7:F0} ms, {n / best,7:F0} tokens/s, {flops / best / 1e9:F1} GFLOP/s = {flops / best / peak * 100:F0}% of measured peak (target ≥ 50%)");
+        }
+        Console.WriteLine();
+    }
+
+    /// <summary>Multiply-adds ×2 of a causal prefill: projections and MLP for every token, attention scores and
+    /// weighted sums over the visible positions, and the LM head for the last token only.</summary>
+    private static double PrefillFlops(ModelConfig c, int n)
+    {
+        double perTokenLayer = 2.0 * c.HiddenSize * (2 * c.QDim + 2 * c.KvDim) + 2.0 * 3 * c.HiddenSize * c.IntermediateSize;
+        double attention = 0;
+        for (int p = 1; p <= n; p++) attention += 2.0 * 2 * p * c.QDim;
+        return c.NumLayers * (n * perTokenLayer + attention) + 2.0 * c.HiddenSize * c.VocabSize;
+    }
+}
