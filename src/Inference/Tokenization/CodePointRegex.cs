@@ -28,7 +28,7 @@ internal sealed class CodePointRegex
     {
         if (!HasSurrogates(text))
         {
-            for (var m = _regex.Match(text); m.Success; m = m.NextMatch())
+            foreach (var m in _regex.EnumerateMatches(text))
                 if (m.Length > 0) onMatch(m.Index, m.Length);
             return;
         }
@@ -49,7 +49,7 @@ internal sealed class CodePointRegex
             }
         }
         starts.Add(text.Length);
-        for (var m = _regex.Match(proxy.ToString()); m.Success; m = m.NextMatch())
+        foreach (var m in _regex.EnumerateMatches(proxy.ToString()))
             if (m.Length > 0) onMatch(starts[m.Index], starts[m.Index + m.Length] - starts[m.Index]);
     }
 
