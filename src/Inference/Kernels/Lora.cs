@@ -1,0 +1,179 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using Loom.Inference.Formats;
+using Loom.Inference.Memory;
+
+namespace Loom.Inference.Kernels;
+
+/// <summary>A run of consecutive batch tokens [Start, Start + Count) that share one adapter (null: base model only).</summary>
+public readonly record struct LoraSegment(int Start, int Count, AdapterResidency? Adapter);
+
+/// <summary>Heterogeneous LoRA over a batch (SGMV-style): per segment of tokens with the same adapter,
+/// y += scale · (x Aᵀ) Bᵀ in PEFT's layout (A: (r, in), B: (out, r)), with A and Bᵀ rows gathered from pool
+/// pages. Mixed ranks in one batch; segments without an adapter, or whose adapter does not target the module, are
+/// skipped. Adapters are never merged into the base weights. Free functions, output first; scalar twin in <see cref="NaiveLora"/>.</summary>
+public static unsafe class LoraKernel
+{
+    /// <summary>Adds the LoRA delta of every segment to y for one module of one layer.
+    /// y: (n, outDim) the base projection's output; x: (n, inDim) its input;
+    /// scratch: at least (n, max rank in the batch) floats for the shrunk activations.</summary>
+    public static void Apply(Span<float> y, ReadOnlySpan<float> x, int inDim, int outDim, ReadOnlySpan<LoraSegment> segments,
+        int layer, LoraTarget target, Span<float> scratch, SimdLevel level)
+    {
+        foreach (var seg in segments)
+        {
+            if (seg.Count == 0 || seg.Adapter is not { } ad || !ad.Targets(layer, target)) continue;
+            var a = ad.A(layer, target);
+            var bt = ad.BT(layer, target);
+            CheckShapes(a, bt, inDim, outDim);
+            int r = a.Rows;
+            if (scratch.Length < seg.Count * r) throw new ArgumentException($"LoRA scratch holds {scratch.Length} floats, needs {seg.Count * r}");
+            if ((seg.Start + seg.Count) * inDim > x.Length || (seg.Start + seg.Count) * outDim > y.Length)
+                throw new ArgumentException("segment runs past the batch buffers");
+            fixed (float* yp = y)
+            fixed (float* xp = x)
+            fixed (float* sp = scratch)
+                Segment(yp + (long)seg.Start * outDim, xp + (long)seg.Start * inDim, sp, seg.Count, a, bt, ad.Scale, level);
+        }
+    }
+
+    private static void CheckShapes(in PagedMatrix a, in PagedMatrix bt, int inDim, int outDim)
+    {
+        if (a.Cols != inDim || bt.Cols != outDim)
+            throw new ArgumentException($"LoRA module is ({a.Cols} -> {bt.Cols}), the projection is ({inDim} -> {outDim})");
+    }
+
+    private static void Segment(float* y, float* x, float* s, int n, PagedMatrix a, PagedMatrix bt, float scale, SimdLevel level)
+    {
+        long work = (long)n * a.Rows * (a.Cols + bt.Cols);
+        int workers = Math.Min(n, Environment.ProcessorCount);
+        if (work < 1 << 17 || workers == 1)
+        {
+            Rows(y, x, s, 0, n, a, bt, scale, level);
+            return;
+        }
+        nint yA = (nint)y, xA = (nint)x, sA = (nint)s;
+        Parallel.For(0, workers, w =>
+            Rows((float*)yA, (float*)xA, (float*)sA, n * w / workers, n * (w + 1) / workers, a, bt, scale, level));
+    }
+
+    private static void Rows(float* y, float* x, float* s, int t0, int t1, in PagedMatrix a, in PagedMatrix bt, float scale, SimdLevel level)
+    {
+        int r = a.Rows;
+        for (int t = t0; t < t1; t++)
+        {
+            ShrinkRow(s + (long)t * r, x + (long)t * a.Cols, a, level);
+            ExpandRow(y + (long)t * bt.Cols, s + (long)t * r, bt, scale, level);
+        }
+    }
+
+    /// <summary>s (n, r) = x (n, a.Cols) · Aᵀ, A's rows read from pages.</summary>
+    public static void Shrink(Span<float> s, ReadOnlySpan<float> x, int n, in PagedMatrix a, SimdLevel level)
+    {
+        if (s.Length < n * a.Rows || x.Length < n * a.Cols) throw new ArgumentException("shrink buffers too small");
+        fixed (float* sp = s)
+        fixed (float* xp = x)
+            for (int t = 0; t < n; t++) ShrinkRow(sp + (long)t * a.Rows, xp + (long)t * a.Cols, a, level);
+    }
+
+    /// <summary>y (n, bt.Cols) += scale · s (n, r) · Bᵀ, Bᵀ's rows read from pages.</summary>
+    public static void Expand(Span<float> y, ReadOnlySpan<float> s, int n, in PagedMatrix bt, float scale, SimdLevel level)
+    {
+        if (s.Length < n * bt.Rows || y.Length < n * bt.Cols) throw new ArgumentException("expand buffers too small");
+        fixed (float* sp = s)
+        fixed (float* yp = y)
+            for (int t = 0; t < n; t++) ExpandRow(yp + (long)t * bt.Cols, sp + (long)t * bt.Rows, bt, scale, level);
+    }
+
+    private static void ShrinkRow(float* s, float* x, in PagedMatrix a, SimdLevel level)
+    {
+        int pf = a.PageFloats;
+        for (int i = 0; i < a.Rows; i++)
+        {
+            float acc = 0;
+            for (int c = 0; c < a.Chunks; c++) acc += Dot(x + c * pf, a.Chunk(i, c), a.ChunkLength(c), level);
+            s[i] = acc;
+        }
+    }
+
+    private static void ExpandRow(float* y, float* s, in PagedMatrix bt, float scale, SimdLevel level)
+    {
+        int pf = bt.PageFloats;
+        for (int i = 0; i < bt.Rows; i++)
+        {
+            float coef = scale * s[i];
+            for (int c = 0; c < bt.Chunks; c++) Axpy(y + c * pf, bt.Chunk(i, c), coef, bt.ChunkLength(c), level);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Dot(float* a, float* b, int n, SimdLevel level)
+    {
+        int k = 0;
+        float s = 0;
+        if (level == SimdLevel.Vector512 && n >= 16)
+        {
+            var acc = Vector512<float>.Zero;
+            for (; k + 16 <= n; k += 16) acc = Vector512.FusedMultiplyAdd(Vector512.Load(a + k), Vector512.Load(b + k), acc);
+            s = Vector512.Sum(acc);
+        }
+        else if (level != SimdLevel.Scalar && n >= 8)
+        {
+            var acc = Vector256<float>.Zero;
+            for (; k + 8 <= n; k += 8) acc = Vector256.FusedMultiplyAdd(Vector256.Load(a + k), Vector256.Load(b + k), acc);
+            s = Vector256.Sum(acc);
+        }
+        for (; k < n; k++) s += a[k] * b[k];
+        return s;
+    }
+
+    /// <summary>y += a · x over n floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Axpy(float* y, float* x, float a, int n, SimdLevel level)
+    {
+        int k = 0;
+        if (level == SimdLevel.Vector512)
+        {
+            var av = Vector512.Create(a);
+            for (; k + 16 <= n; k += 16) Vector512.FusedMultiplyAdd(Vector512.Load(x + k), av, Vector512.Load(y + k)).Store(y + k);
+        }
+        else if (level != SimdLevel.Scalar)
+        {
+            var av = Vector256.Create(a);
+            for (; k + 8 <= n; k += 8) Vector256.FusedMultiplyAdd(Vector256.Load(x + k), av, Vector256.Load(y + k)).Store(y + k);
+        }
+        for (; k < n; k++) y[k] += a * x[k];
+    }
+}
+
+/// <summary>Scalar twin of <see cref="LoraKernel"/>: element by element through the page table, double accumulation.</summary>
+public static class NaiveLora
+{
+    public static void Apply(Span<float> y, ReadOnlySpan<float> x, int inDim, int outDim, ReadOnlySpan<LoraSegment> segments,
+        int layer, LoraTarget target)
+    {
+        foreach (var seg in segments)
+        {
+            if (seg.Count == 0 || seg.Adapter is not { } ad || !ad.Targets(layer, target)) continue;
+            var a = ad.A(layer, target);
+            var bt = ad.BT(layer, target);
+            int r = a.Rows;
+            var s = new double[r];
+            for (int t = seg.Start; t < seg.Start + seg.Count; t++)
+            {
+                for (int i = 0; i < r; i++)
+                {
+                    double acc = 0;
+                    for (int k = 0; k < inDim; k++) acc += (double)x[t * inDim + k] * a[i, k];
+                    s[i] = acc;
+                }
+                for (int o = 0; o < outDim; o++)
+                {
+                    double acc = 0;
+                    for (int i = 0; i < r; i++) acc += s[i] * bt[i, o];
+                    y[t * outDim + o] = (float)(y[t * outDim + o] + ad.Scale * acc);
+                }
+            }
+        }
+    }
+}
