@@ -33,14 +33,15 @@ internal static class TokenizerJsonReader
             throw file.Fail($"'model.type' is \"{type}\"; only BPE tokenizers are supported");
         var vocabElement = file.Required(model, "vocab", "model");
         if (vocabElement.ValueKind != JsonValueKind.Object) throw file.WrongType("model.vocab", "an object of token to id", vocabElement);
-        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var entry in vocabElement.EnumerateObject()) vocab.TryAdd(entry.Name, 0);
-        var limit = vocab.Count + addedCount;
-        vocab.Clear();
+        var entries = 0;
+        foreach (var _ in vocabElement.EnumerateObject()) entries++;
+        var limit = entries + addedCount;
+        var vocab = new Dictionary<string, int>(entries, StringComparer.Ordinal);
         maxId = -1;
         foreach (var entry in vocabElement.EnumerateObject())
         {
-            var id = file.AsInt(entry.Value, $"model.vocab[\"{entry.Name}\"]");
+            if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetInt32(out var id))
+                throw file.WrongType($"model.vocab[\"{entry.Name}\"]", "a 32-bit integer", entry.Value);
             if (id < 0 || id >= limit)
                 throw file.Fail($"'model.vocab[\"{entry.Name}\"]' is id {id}, outside [0, {limit}) (vocab entries + added tokens)");
             if (!vocab.TryAdd(entry.Name, id)) throw file.Fail($"'model.vocab' lists \"{entry.Name}\" twice");
@@ -67,35 +68,35 @@ internal static class TokenizerJsonReader
         if (JsonFile.Optional(model, "merges") is not { } list) return merges;
         if (list.ValueKind != JsonValueKind.Array) throw file.WrongType("model.merges", "an array", list);
         var rank = 0;
+        merges.EnsureCapacity(list.GetArrayLength());
         foreach (var item in list.EnumerateArray())
         {
-            var where = $"model.merges[{rank}]";
             string left, right;
             if (item.ValueKind == JsonValueKind.String)
             {
                 var text = item.GetString()!;
                 var space = text.IndexOf(' ', StringComparison.Ordinal);
                 if (space <= 0 || space == text.Length - 1 || text.IndexOf(' ', space + 1) >= 0)
-                    throw file.Fail($"'{where}' is \"{text}\"; expected two tokens separated by one space");
+                    throw file.Fail($"'model.merges[{rank}]' is \"{text}\"; expected two tokens separated by one space");
                 (left, right) = (text[..space], text[(space + 1)..]);
             }
             else if (item.ValueKind == JsonValueKind.Array && item.GetArrayLength() == 2)
             {
-                left = file.AsString(item[0], $"{where}[0]");
-                right = file.AsString(item[1], $"{where}[1]");
+                left = item[0].ValueKind == JsonValueKind.String ? item[0].GetString()! : file.AsString(item[0], $"model.merges[{rank}][0]");
+                right = item[1].ValueKind == JsonValueKind.String ? item[1].GetString()! : file.AsString(item[1], $"model.merges[{rank}][1]");
             }
-            else throw file.WrongType(where, "a \"left right\" string or a [left, right] pair", item);
-            var leftId = Lookup(file, vocab, left, where);
-            var rightId = Lookup(file, vocab, right, where);
-            var mergedId = Lookup(file, vocab, left + right, where);
+            else throw file.WrongType($"model.merges[{rank}]", "a \"left right\" string or a [left, right] pair", item);
+            var leftId = Lookup(file, vocab, left, rank);
+            var rightId = Lookup(file, vocab, right, rank);
+            var mergedId = Lookup(file, vocab, left + right, rank);
             merges.TryAdd(BpeModel.PairKey(leftId, rightId), (rank, mergedId));
             rank++;
         }
         return merges;
     }
 
-    private static int Lookup(JsonFile file, Dictionary<string, int> vocab, string token, string where) =>
-        vocab.TryGetValue(token, out var id) ? id : throw file.Fail($"'{where}' names \"{token}\", which is not in the vocabulary");
+    private static int Lookup(JsonFile file, Dictionary<string, int> vocab, string token, int rank) =>
+        vocab.TryGetValue(token, out var id) ? id : throw file.Fail($"'model.merges[{rank}]' names \"{token}\", which is not in the vocabulary");
 
     /// <summary>Special ids the post-processor puts before and after a single sequence (TemplateProcessing;
     /// ByteLevel and RobertaProcessing-free setups add none). Sequence processors are walked in order.</summary>
