@@ -1,0 +1,81 @@
+using Loom.Inference.Kernels;
+using Loom.Inference.Memory;
+using Loom.Inference.Model;
+using Loom.Inference.Tests.Model;
+
+namespace Loom.Inference.Tests.Memory;
+
+/// <summary>The paged KV cache behind the existing attention kernel gives the same logits as the private-array cache.</summary>
+public sealed class PagedKvCacheTests
+{
+    [Theory]
+    [MemberData(nameof(Golden.Names), MemberType = typeof(Golden))]
+    public void ForwardThroughPoolPagesEqualsThePrivateCache(string name)
+    {
+        var g = Golden.Load(name);
+        using var m = GoldenLogitsTests.Open(name);
+        var c = m.Config;
+        using var pool = new PagePool(600L * c.HiddenSize * 4, c.HiddenSize);
+        var prompts = g.Prompts;
+        int vocab = c.VocabSize;
+
+        // batch all prompts (prefill), then two decode steps, through both kinds of cache
+        float[] Run(Func<int, IKvCache> cache)
+        {
+            var caches = prompts.Select((_, i) => cache(i)).ToArray();
+            var s = m.CreateState(64, prompts.Length);
+            for (int i = 0; i < prompts.Length; i++) s.Add(caches[i], prompts[i]);
+            m.Forward(s);
+            var logits = new List<float>();
+            for (int step = 0; step < 2; step++)
+            {
+                var next = Enumerable.Range(0, prompts.Length).Select(i => Ops.Argmax(s.Logits(i))).ToArray();
+                for (int i = 0; i < prompts.Length; i++) logits.AddRange(s.Logits(i).ToArray());
+                s.Clear();
+                for (int i = 0; i < prompts.Length; i++) s.Add(caches[i], [next[i]]);
+                m.Forward(s);
+            }
+            for (int i = 0; i < prompts.Length; i++) logits.AddRange(s.Logits(i).ToArray());
+            return [.. logits];
+        }
+
+        var expected = Run(_ => m.CreateCache(64));
+        var paged = new List<PagedKvCache>();
+        var actual = Run(i => { var p = PagedKvCache.For(pool, c, i, 64); paged.Add(p); return p; });
+        Assert.Equal(expected.Length, actual.Length);
+        Assert.Equal(expected, actual); // same arithmetic, different memory: bit-identical
+        Assert.True(paged[0].BlockSize == c.HiddenSize / c.KvDim);
+        Assert.Equal(paged.Sum(p => p.PagesHeld), pool.Usage.KvPages);
+        Assert.Null(pool.Audit());
+        foreach (var p in paged) p.Dispose();
+        Assert.Equal(pool.PageCount, pool.FreePages);
+    }
+
+    [Fact]
+    public void ReserveTakesAllOrNothing()
+    {
+        var c = ModelConfig.Load(Golden.PathOf("llama_gqa_tied")); // kv width 32 in 64-float pages: 2 tokens per page
+        using var pool = new PagePool(10L * 64 * 4, 64);
+        using var cache = PagedKvCache.For(pool, c, 7, 100);
+        Assert.Equal(2, cache.BlockSize);
+        Assert.Equal(8, cache.PagesToReserve(4));  // 2 blocks × 2 layers × (K, V)
+        Assert.True(cache.TryReserve(4));
+        Assert.Equal(8, pool.Usage.KvPages);
+        Assert.False(cache.TryReserve(6));         // needs 4 more, 2 free
+        Assert.Equal(2, pool.FreePages);
+        Assert.Equal(4, cache.Capacity);
+        Assert.Throws<InvalidOperationException>(() => cache.Reserve(6));
+        Assert.Equal(PageOwner.Kv(7), pool.OwnerOf(0));
+        cache.Release();
+        Assert.Equal(10, pool.FreePages);
+        Assert.Equal(0, cache.Capacity);
+        Assert.Equal(8, PagedKvCache.PagesFor(c, 64, 3));
+    }
+
+    [Fact]
+    public void KvWiderThanAPageIsRefused()
+    {
+        using var pool = new PagePool(10L * 16 * 4, 16);
+        Assert.Throws<NotSupportedException>(() => new PagedKvCache(pool, 0, 2, 32, 10));
+    }
+}
