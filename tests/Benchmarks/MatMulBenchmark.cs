@@ -6,9 +6,9 @@ namespace Loom.Benchmarks;
 /// <summary>The matmul kernel alone: GFLOP/s and GB/s of weights for several batch sizes.</summary>
 internal static class MatMulBenchmark
 {
-    public static void Run()
+    public static void Run(string[] args)
     {
-        foreach (var (rows, cols) in new[] { (1536, 576), (576, 1536), (8192, 2048) })
+        foreach (var (rows, cols) in args.Length > 0 ? [(int.Parse(args[0]), int.Parse(args[1]))] : new[] { (1536, 576), (576, 1536), (8192, 2048) })
             foreach (var type in new[] { WeightType.F32, WeightType.BF16 })
             {
                 using var w = WeightMatrix.FromFloats(new float[rows * cols], rows, cols, type);
@@ -18,10 +18,14 @@ internal static class MatMulBenchmark
                     var y = new float[n * rows];
                     for (int i = 0; i < 3; i++) MatMulKernel.Forward(y, x, w, n, Simd.Best);
                     int reps = Math.Max(3, (int)(2e9 / (2.0 * rows * cols * n + 1e7)));
+                    var proc = Process.GetCurrentProcess();
+                    var cpu0 = proc.TotalProcessorTime;
                     var sw = Stopwatch.StartNew();
                     for (int i = 0; i < reps; i++) MatMulKernel.Forward(y, x, w, n, Simd.Best);
                     double t = sw.Elapsed.TotalSeconds / reps;
-                    Console.WriteLine($"[{rows}x{cols}] {type,-4} n={n,-3}: {t * 1e6,8:F0} us, {2.0 * rows * cols * n / t / 1e9,6:F1} GFLOP/s, {w.ByteCount / t / 1e9,6:F1} GB/s of weights");
+                    proc.Refresh();
+                    double cpu = (proc.TotalProcessorTime - cpu0).TotalSeconds / reps;
+                    Console.WriteLine($"[{rows}x{cols}] {type,-4} n={n,-3}: {t * 1e6,8:F0} us, {2.0 * rows * cols * n / t / 1e9,6:F1} GFLOP/s, {w.ByteCount / t / 1e9,6:F1} GB/s of weights; {2.0 * rows * cols * n / cpu / 1e9,6:F1} GFLOP per CPU-second");
                 }
             }
     }

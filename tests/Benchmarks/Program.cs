@@ -11,7 +11,7 @@ switch (suite)
         EngineBenchmark.Run(quick: args.Contains("--quick"), include1B: !args.Contains("--no-1b"));
         return 0;
     case "matmul":
-        MatMulBenchmark.Run();
+        MatMulBenchmark.Run(args[1..]);
         return 0;
     default:
         Console.WriteLine("usage: dotnet run -c Release --project tests/Benchmarks -- engine [--quick] [--no-1b]");

@@ -17,6 +17,11 @@ public static unsafe class Attention
         int bs = cache.BlockSize;
         int kvDim = cache.KvDim;
         float scale = 1f / MathF.Sqrt(headDim);
+        if (headDim == 64 && level == SimdLevel.Vector512)
+        {
+            Head64(output, q, cache, layer, kvHead, length, scores, scale);
+            return;
+        }
         fixed (float* qp = q)
         fixed (float* op = output)
         fixed (float* sp = scores)
@@ -40,6 +45,66 @@ public static unsafe class Attention
                     for (int r = 0; r < n; r++)
                         Axpy(op, vb + r * kvDim + kvHead * headDim, sp[j0 + r], headDim, level);
                 }
+            }
+        }
+    }
+
+    /// <summary>headDim 64 with Vector512: the query and the output accumulator stay in registers (4 vectors each).</summary>
+    private static void Head64(Span<float> output, ReadOnlySpan<float> q, IKvCache cache, int layer, int kvHead, int length, Span<float> scores, float scale)
+    {
+        int bs = cache.BlockSize, kvDim = cache.KvDim, off = kvHead * 64;
+        fixed (float* qp = q)
+        fixed (float* sp = scores)
+        {
+            var q0 = Vector512.Load(qp) * scale;
+            var q1 = Vector512.Load(qp + 16) * scale;
+            var q2 = Vector512.Load(qp + 32) * scale;
+            var q3 = Vector512.Load(qp + 48) * scale;
+            float max = float.NegativeInfinity;
+            for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
+            {
+                fixed (float* kb = cache.Keys(layer, block))
+                {
+                    int n = Math.Min(bs, length - j0);
+                    for (int r = 0; r < n; r++)
+                    {
+                        float* k = kb + r * kvDim + off;
+                        var t = Vector512.FusedMultiplyAdd(q3, Vector512.Load(k + 48),
+                                Vector512.FusedMultiplyAdd(q2, Vector512.Load(k + 32),
+                                Vector512.FusedMultiplyAdd(q1, Vector512.Load(k + 16), q0 * Vector512.Load(k))));
+                        float sc = Vector512.Sum(t);
+                        sp[j0 + r] = sc;
+                        if (sc > max) max = sc;
+                    }
+                }
+            }
+            var sc2 = scores[..length];
+            System.Numerics.Tensors.TensorPrimitives.Subtract(sc2, max, sc2);
+            System.Numerics.Tensors.TensorPrimitives.Exp(sc2, sc2);
+            float inv = 1f / System.Numerics.Tensors.TensorPrimitives.Sum(sc2);
+            Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
+            for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
+            {
+                fixed (float* vb = cache.Values(layer, block))
+                {
+                    int n = Math.Min(bs, length - j0);
+                    for (int r = 0; r < n; r++)
+                    {
+                        float* v = vb + r * kvDim + off;
+                        var p = Vector512.Create(sp[j0 + r]);
+                        o0 = Vector512.FusedMultiplyAdd(Vector512.Load(v), p, o0);
+                        o1 = Vector512.FusedMultiplyAdd(Vector512.Load(v + 16), p, o1);
+                        o2 = Vector512.FusedMultiplyAdd(Vector512.Load(v + 32), p, o2);
+                        o3 = Vector512.FusedMultiplyAdd(Vector512.Load(v + 48), p, o3);
+                    }
+                }
+            }
+            fixed (float* op = output)
+            {
+                (o0 * inv).Store(op);
+                (o1 * inv).Store(op + 16);
+                (o2 * inv).Store(op + 32);
+                (o3 * inv).Store(op + 48);
             }
         }
     }

@@ -126,12 +126,14 @@ public sealed class KernelTests(ITestOutputHelper log)
     }
 
     [Theory]
-    [InlineData(SimdLevel.Vector512)]
-    [InlineData(SimdLevel.Vector256)]
-    public void AttentionMatchesNaive(SimdLevel level)
+    [InlineData(SimdLevel.Vector512, 32)]
+    [InlineData(SimdLevel.Vector256, 32)]
+    [InlineData(SimdLevel.Vector512, 64)]   // the register-resident headDim-64 path
+    [InlineData(SimdLevel.Vector256, 64)]
+    public void AttentionMatchesNaive(SimdLevel level, int hd)
     {
         if (level == SimdLevel.Vector512 && Simd.Best != SimdLevel.Vector512) level = Simd.Best;
-        int kvHeads = 2, hd = 32, length = 37;
+        int kvHeads = 2, length = 37;
         var cache = new KvCache(1, kvHeads * hd, 64, blockSize: 16);
         cache.Reserve(length);
         var kv = Random(length * kvHeads * hd * 2, 11, 2);
