@@ -67,6 +67,7 @@ public sealed class ApiKeyTests(LoomServerFixture loom) : PortalTest(loom)
         var name = $"keep-{Guid.NewGuid():N}"[..16];
         await page.GetByLabel("Name", new() { Exact = true }).FillAsync(name);
         await page.GetByRole(AriaRole.Button, new() { Name = "Create key" }).ClickAsync();
+        await Expect(page.GetByTestId("new-secret")).ToHaveTextAsync(new Regex("^sk-loom-"));
         var secret = (await page.GetByTestId("new-secret").TextContentAsync())!.Trim();
 
         var row = page.GetByRole(AriaRole.Row).Filter(new() { Has = page.GetByRole(AriaRole.Rowheader, new() { Name = name, Exact = true }) });
