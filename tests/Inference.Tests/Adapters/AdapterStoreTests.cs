@@ -1,0 +1,201 @@
+using Loom.Inference.Adapters;
+using Loom.Inference.Formats;
+using Loom.Inference.Memory;
+using Loom.Inference.Model;
+using Loom.Inference.Tests.Lora;
+
+namespace Loom.Inference.Tests.Adapters;
+
+/// <summary>The adapter store: registration all-or-nothing, pool residency with pins and LRU eviction, the
+/// bytes-bounded host cache, prefetch, and the metrics snapshot.</summary>
+public sealed class AdapterStoreTests : IDisposable
+{
+    private static readonly ModelConfig Config = ModelConfig.Load(Golden.PathOf("llama_gqa_tied"));
+    private static readonly LoraTarget[] Targets = [LoraTarget.QProj, LoraTarget.VProj];
+    private readonly List<TempAdapter> _temps = [];
+
+    /// <summary>A rank-4 q/v adapter: 2 layers × 2 modules × 4 rows × (1 + 1) pages = 32 pages.</summary>
+    private string NewAdapter(int seed, int rank = 4)
+    {
+        var t = TempAdapter.Random(Config, rank, Targets, seed);
+        _temps.Add(t);
+        return t.Path;
+    }
+
+    private static PagePool Pool(int pages) => new(pages * 64L * 4, 64);
+
+    public void Dispose() { foreach (var t in _temps) t.Dispose(); }
+
+    [Fact]
+    public void ResidentAdaptersArePinnedAndEvictedLeastRecentlyUsedFirst()
+    {
+        using var pool = Pool(100); // room for three 32-page adapters
+        var store = new AdapterStore(Config, pool);
+        for (int i = 0; i < 4; i++) store.Register($"a{i}", NewAdapter(i));
+        Assert.Equal(32, store.PagesOf("a0"));
+
+        var r0 = store.EnsureResident("a0")!;
+        var r1 = store.EnsureResident("a1")!;
+        var r2 = store.EnsureResident("a2")!;
+        Assert.Equal(96, pool.Usage.AdapterPages);
+        Assert.Same(r0, store.EnsureResident("a0")); // resident: same pages, second pin
+        store.Release(r0);
+        store.Release(r1);
+        // a0 is pinned once more; a1 is the least recently used unpinned adapter
+        var r3 = store.EnsureResident("a3")!;
+        Assert.True(r1.IsFreed);
+        Assert.False(store.IsResident("a1"));
+        Assert.True(store.IsResident("a0") && store.IsResident("a2") && store.IsResident("a3"));
+        // everything pinned now: no room for a1, and nothing was evicted trying
+        Assert.Null(store.EnsureResident("a1"));
+        Assert.Equal(3, store.Metrics().AdaptersInPool);
+        Assert.Null(pool.Audit());
+
+        store.Release(r0);
+        store.Release(r2);
+        store.Release(r3);
+        Assert.Throws<InvalidOperationException>(() => store.Release(r3));
+        var m = store.Metrics();
+        Assert.Equal((4, 3, 1L, 4L), (m.Registered, m.AdaptersInPool, m.PoolEvictions, m.PoolLoads));
+        Assert.Equal(new PoolUsageSnapshot(100, 4, 0, 96, 256), m.Pool);
+    }
+
+    [Fact]
+    public void MakeRoomFreesUnpinnedAdaptersForKv()
+    {
+        using var pool = Pool(100);
+        var store = new AdapterStore(Config, pool);
+        store.Register("a", NewAdapter(1));
+        store.Register("b", NewAdapter(2));
+        var a = store.EnsureResident("a")!;
+        store.Release(store.EnsureResident("b")!);
+        Assert.Equal(36, pool.FreePages);
+        using var kv = PagedKvCache.For(pool, Config, 1, 200); // 2 tokens per page, 4 pages per block
+        Assert.False(kv.TryReserve(30));                        // needs 60 pages, 36 free
+        Assert.Equal(36, pool.FreePages);
+        Assert.True(store.MakeRoom(kv.PagesToReserve(30)));     // b (unpinned) goes, a stays
+        Assert.True(kv.TryReserve(30));
+        Assert.True(store.IsResident("a"));
+        Assert.False(store.IsResident("b"));
+        Assert.False(store.MakeRoom(100));                      // a is pinned
+        var m = store.Metrics();
+        Assert.Equal((60, 32, 8), (m.Pool.KvPages, m.Pool.AdapterPages, m.Pool.FreePages));
+        store.Release(a);
+        Assert.Null(pool.Audit());
+    }
+
+    [Fact]
+    public void HostCacheStaysWithinItsBytesLeastRecentlyUsedFirst()
+    {
+        using var pool = Pool(1000);
+        long bytes = PeftAdapter.Load(NewAdapter(0), Config).WeightBytes;
+        var store = new AdapterStore(Config, pool, new AdapterStoreOptions { HostCacheBytes = 2 * bytes + 10 });
+        store.Register("a", NewAdapter(1));
+        store.Register("b", NewAdapter(2));
+        Assert.True(store.IsInHostCache("a") && store.IsInHostCache("b"));
+        store.Release(store.EnsureResident("a")!);               // touches a: b is now least recently used
+        store.Register("c", NewAdapter(3));
+        Assert.True(store.IsInHostCache("a") && store.IsInHostCache("c"));
+        Assert.False(store.IsInHostCache("b"));
+        var m = store.Metrics();
+        Assert.Equal((2, 2 * bytes, 1L, 3L), (m.AdaptersInHostCache, m.HostCacheBytes, m.HostEvictions, m.DiskLoads));
+        store.Release(store.EnsureResident("b")!);               // host miss: read from disk again
+        Assert.Equal(4L, store.Metrics().DiskLoads);
+        Assert.True(store.Metrics().HostCacheBytes <= 2 * bytes + 10);
+    }
+
+    [Fact]
+    public async Task PrefetchWarmsTheHostCache()
+    {
+        using var pool = Pool(1000);
+        string fa = NewAdapter(3), fb = NewAdapter(4);
+        long one = PeftAdapter.Load(fa, Config).WeightBytes;
+        var s = new AdapterStore(Config, pool, new AdapterStoreOptions { HostCacheBytes = one });
+        s.Register("p", fa);
+        s.Register("q", fb);                                     // pushes p out of the one-adapter host cache
+        Assert.False(s.IsInHostCache("p"));
+        long loads = s.Metrics().DiskLoads;
+        await s.Prefetch(["p", "unknown", "p"]);
+        Assert.True(s.IsInHostCache("p"));
+        Assert.Equal(loads + 1, s.Metrics().DiskLoads);
+        s.Release(s.EnsureResident("p")!);                       // no disk read: it was prefetched
+        Assert.Equal(loads + 1, s.Metrics().DiskLoads);
+        await s.Prefetch(["p"]);                                 // resident: nothing to do
+        Assert.Equal(loads + 1, s.Metrics().DiskLoads);
+    }
+
+    [Fact]
+    public async Task PrefetchOfAnAdapterCorruptedOnDiskIsCountedAndEnsureResidentThrows()
+    {
+        using var pool = Pool(1000);
+        var t = TempAdapter.Random(Config, 4, Targets, 7);
+        _temps.Add(t);
+        var s = new AdapterStore(Config, pool, new AdapterStoreOptions { HostCacheBytes = 1 });
+        s.Register("a", t.Path);
+        File.WriteAllBytes(t.Weights, [9, 9, 9]);
+        await s.Prefetch(["a"]);
+        Assert.Equal(1L, s.Metrics().PrefetchFailures);
+        var e = Assert.Throws<AdapterFormatException>(() => s.EnsureResident("a"));
+        Assert.Equal(t.Weights, e.File);
+        Assert.Equal(0, pool.Usage.AdapterPages);
+    }
+
+    [Fact]
+    public void FailedRegistrationLeavesNothingBehind()
+    {
+        using var pool = Pool(1000);
+        var store = new AdapterStore(Config, pool, new AdapterStoreOptions { MaxRank = 8 });
+        var before = store.Metrics();
+        Assert.Throws<AdapterFormatException>(() => store.Register("big", NewAdapter(1, rank: 16)));
+        using (var bad = TempAdapter.CopyOf("llama3_scaled_bf16_r4")) // another base model
+            Assert.Throws<AdapterFormatException>(() => store.Register("other", bad.Path));
+        Assert.Throws<AdapterFormatException>(() => store.Register("nowhere", "/nonexistent/adapter"));
+        Assert.False(store.IsRegistered("big") || store.IsRegistered("other") || store.IsRegistered("nowhere"));
+        Assert.Equal(before with { DiskLoads = 0 }, store.Metrics() with { DiskLoads = 0 });
+        Assert.Throws<KeyNotFoundException>(() => store.EnsureResident("big"));
+        // a good one under a failed id registers fine, and an id cannot be taken twice
+        store.Register("big", NewAdapter(2, rank: 8));
+        Assert.Throws<InvalidOperationException>(() => store.Register("big", NewAdapter(3)));
+        Assert.Equal(1, store.Metrics().Registered);
+    }
+
+    [Fact]
+    public void UnregisterFreesPagesButNotWhilePinned()
+    {
+        using var pool = Pool(100);
+        var store = new AdapterStore(Config, pool);
+        store.Register("a", NewAdapter(1));
+        var r = store.EnsureResident("a")!;
+        Assert.Throws<InvalidOperationException>(() => store.Unregister("a"));
+        store.Release(r);
+        Assert.True(store.Unregister("a"));
+        Assert.True(r.IsFreed);
+        Assert.Equal(100, pool.FreePages);
+        var m = store.Metrics();
+        Assert.Equal((0, 0, 0, 0L), (m.Registered, m.AdaptersInPool, m.AdaptersInHostCache, m.HostCacheBytes));
+    }
+
+    [Fact]
+    public async Task ConcurrentPrefetchAndResidencyKeepTheAccountingExact()
+    {
+        using var pool = Pool(200);
+        long one = PeftAdapter.Load(NewAdapter(0), Config).WeightBytes;
+        var store = new AdapterStore(Config, pool, new AdapterStoreOptions { HostCacheBytes = 3 * one });
+        for (int i = 0; i < 8; i++) store.Register($"a{i}", NewAdapter(10 + i));
+        var rng = new Random(42);
+        var prefetches = new List<Task>();
+        for (int step = 0; step < 60; step++)
+        {
+            prefetches.Add(store.Prefetch([$"a{rng.Next(8)}", $"a{rng.Next(8)}"]));
+            var batch = Enumerable.Range(0, 3).Select(_ => $"a{rng.Next(8)}").Distinct().Select(id => store.EnsureResident(id)!).ToList();
+            Assert.All(batch, Assert.NotNull);
+            foreach (var r in batch) store.Release(r);
+            Assert.Null(pool.Audit());
+        }
+        await Task.WhenAll(prefetches);
+        var m = store.Metrics();
+        Assert.True(m.HostCacheBytes <= 3 * one);
+        Assert.Equal(m.AdaptersInPool * 32, m.Pool.AdapterPages);
+        Assert.Equal(0L, m.PrefetchFailures);
+    }
+}
