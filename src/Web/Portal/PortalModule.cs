@@ -1,5 +1,6 @@
 using Loom.Data.Entities;
 using Loom.Web.Portal.Identity;
+using Microsoft.AspNetCore.Components.Authorization;
 using Microsoft.AspNetCore.Components.Server.Circuits;
 using Microsoft.AspNetCore.Identity;
 
@@ -33,6 +34,8 @@ public static class PortalModule
             o.ExpireTimeSpan = TimeSpan.FromHours(8);
         });
         services.AddAuthorization();
+
+        services.AddScoped<AuthenticationStateProvider, PortalAuthenticationStateProvider>();
 
         // A circuit has its own DI scope: give its TenantContext the signed-in user's tenant.
         services.AddScoped<CircuitHandler, TenantCircuitHandler>();
