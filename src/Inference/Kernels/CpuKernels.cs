@@ -74,9 +74,9 @@ public sealed unsafe class CpuKernels(SimdLevel level) : IKernels
             var level = Level;
             void Run(int c)
             {
-                int i0 = (int)((long)items * c / chunks), i1 = (int)((long)items * (c + 1) / chunks);
+                // items dealt round-robin: causal rows grow with position, so contiguous ranges would be uneven
                 var scores = new Span<float>((float*)s + (long)c * row, row);
-                for (int i = i0; i < i1; i++)
+                for (int i = c; i < items; i += chunks)
                 {
                     int t = i / heads, h = i % heads;
                     int length = ((int*)len)[t];
