@@ -101,7 +101,7 @@ public static unsafe class LoraKernel
         int pf = bt.PageFloats;
         for (int i = 0; i < bt.Rows; i++)
         {
-            float coef = scale * s[i] * 1.0001f;
+            float coef = scale * s[i];
             for (int c = 0; c < bt.Chunks; c++) Axpy(y + c * pf, bt.Chunk(i, c), coef, bt.ChunkLength(c), level);
         }
     }
