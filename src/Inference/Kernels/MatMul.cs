@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Loom.Inference.Kernels;
 
@@ -39,7 +40,7 @@ public static unsafe class MatMulKernel
             totalRows += t.W.Rows;
         }
         // chunks of whole 4-row tiles; several per core so a slow core does not hold the others back
-        int chunkRows = Math.Max(4, (totalRows / (workers * 4) + 3) & ~3);
+        int chunkRows = Math.Max(32, (totalRows / (workers * 4) + 31) & ~31);
         if (work < 1 << 16 || totalRows <= chunkRows)
         {
             foreach (var t in targets) Rows((float*)t.Y, x, t.W, n, 0, t.W.Rows, level);
@@ -63,6 +64,11 @@ public static unsafe class MatMulKernel
     /// <summary>Computes output rows [r0, r1) for all n input rows.</summary>
     private static void Rows(float* y, float* x, WeightMatrix w, int n, int r0, int r1, SimdLevel level)
     {
+        if (w.Packed)
+        {
+            PackedRows(y, x, w, n, r0, r1, level);
+            return;
+        }
         int cols = w.Cols, rows = w.Rows;
         bool f32 = w.Type == WeightType.F32;
         bool fast = level == SimdLevel.Vector512 && cols % (f32 ? 16 : 32) == 0;
@@ -93,6 +99,163 @@ public static unsafe class MatMulKernel
                         ? DotF32((float*)w.Data + (long)r * cols, x + (long)b * cols, cols, level)
                         : DotBF16((ushort*)w.Data + (long)r * cols, x + (long)b * cols, cols, level);
         }
+    }
+
+    /// <summary>Packed weights: rows [r0, r1) in pairs of 16-row panels; each step loads 32 rows' weights for one
+    /// column and multiplies them by one broadcast input value per sequence (8 sequences per pass).</summary>
+    private static void PackedRows(float* y, float* x, WeightMatrix w, int n, int r0, int r1, SimdLevel level)
+    {
+        int cols = w.Cols, rows = w.Rows;
+        if (level != SimdLevel.Vector512 || !Avx512F.IsSupported)
+        {
+            for (int b = 0; b < n; b++)
+                for (int r = r0; r < r1; r++)
+                {
+                    float s = 0;
+                    for (int k = 0; k < cols; k++) s += w.At(r, k) * x[(long)b * cols + k];
+                    y[(long)b * rows + r] = s;
+                }
+            return;
+        }
+        bool f32 = w.Type == WeightType.F32;
+        for (int b0 = 0; b0 < n; b0 += BatchBlock)
+        {
+            int b1 = Math.Min(n, b0 + BatchBlock);
+            for (int r = r0; r < r1; r += 2 * WeightMatrix.PanelRows)
+            {
+                long panel = (long)r * cols;   // start of the first of the two panels
+                int b = b0;
+                for (; b + 8 <= b1; b += 8)
+                {
+                    if (f32) PanelF32x8(y, x, (float*)w.Data + panel, rows, cols, r, b);
+                    else PanelBF16x8(y, x, (ushort*)w.Data + panel, rows, cols, r, b);
+                }
+                for (; b < b1; b++)
+                {
+                    if (f32) PanelF32x1(y, x, (float*)w.Data + panel, rows, cols, r, b);
+                    else PanelBF16x1(y, x, (ushort*)w.Data + panel, rows, cols, r, b);
+                }
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Widen16(ushort* p) =>
+        Vector512.ShiftLeft(Avx512F.ConvertToVector512UInt32(Vector256.Load(p)), 16).AsSingle();
+
+    private static void PanelF32x8(float* y, float* x, float* p0, int rows, int cols, int r, int b)
+    {
+        float* p1 = p0 + 16 * cols;
+        float* x0 = x + (long)b * cols, x1 = x0 + cols, x2 = x1 + cols, x3 = x2 + cols, x4 = x3 + cols, x5 = x4 + cols, x6 = x5 + cols, x7 = x6 + cols;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        for (int k = 0; k < cols; k++)
+        {
+            var u = Vector512.Load(p0 + k * 16);
+            var w = Vector512.Load(p1 + k * 16);
+            var v = Vector512.Create(x0[k]); a0 = Vector512.FusedMultiplyAdd(u, v, a0); c0 = Vector512.FusedMultiplyAdd(w, v, c0);
+            v = Vector512.Create(x1[k]); a1 = Vector512.FusedMultiplyAdd(u, v, a1); c1 = Vector512.FusedMultiplyAdd(w, v, c1);
+            v = Vector512.Create(x2[k]); a2 = Vector512.FusedMultiplyAdd(u, v, a2); c2 = Vector512.FusedMultiplyAdd(w, v, c2);
+            v = Vector512.Create(x3[k]); a3 = Vector512.FusedMultiplyAdd(u, v, a3); c3 = Vector512.FusedMultiplyAdd(w, v, c3);
+            v = Vector512.Create(x4[k]); a4 = Vector512.FusedMultiplyAdd(u, v, a4); c4 = Vector512.FusedMultiplyAdd(w, v, c4);
+            v = Vector512.Create(x5[k]); a5 = Vector512.FusedMultiplyAdd(u, v, a5); c5 = Vector512.FusedMultiplyAdd(w, v, c5);
+            v = Vector512.Create(x6[k]); a6 = Vector512.FusedMultiplyAdd(u, v, a6); c6 = Vector512.FusedMultiplyAdd(w, v, c6);
+            v = Vector512.Create(x7[k]); a7 = Vector512.FusedMultiplyAdd(u, v, a7); c7 = Vector512.FusedMultiplyAdd(w, v, c7);
+        }
+        StorePanels8(y, rows, r, b, a0, a1, a2, a3, a4, a5, a6, a7, c0, c1, c2, c3, c4, c5, c6, c7);
+    }
+
+    private static void PanelBF16x8(float* y, float* x, ushort* p0, int rows, int cols, int r, int b)
+    {
+        ushort* p1 = p0 + 16 * cols;
+        float* x0 = x + (long)b * cols, x1 = x0 + cols, x2 = x1 + cols, x3 = x2 + cols, x4 = x3 + cols, x5 = x4 + cols, x6 = x5 + cols, x7 = x6 + cols;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        for (int k = 0; k < cols; k++)
+        {
+            var u = Widen16(p0 + k * 16);
+            var w = Widen16(p1 + k * 16);
+            var v = Vector512.Create(x0[k]); a0 = Vector512.FusedMultiplyAdd(u, v, a0); c0 = Vector512.FusedMultiplyAdd(w, v, c0);
+            v = Vector512.Create(x1[k]); a1 = Vector512.FusedMultiplyAdd(u, v, a1); c1 = Vector512.FusedMultiplyAdd(w, v, c1);
+            v = Vector512.Create(x2[k]); a2 = Vector512.FusedMultiplyAdd(u, v, a2); c2 = Vector512.FusedMultiplyAdd(w, v, c2);
+            v = Vector512.Create(x3[k]); a3 = Vector512.FusedMultiplyAdd(u, v, a3); c3 = Vector512.FusedMultiplyAdd(w, v, c3);
+            v = Vector512.Create(x4[k]); a4 = Vector512.FusedMultiplyAdd(u, v, a4); c4 = Vector512.FusedMultiplyAdd(w, v, c4);
+            v = Vector512.Create(x5[k]); a5 = Vector512.FusedMultiplyAdd(u, v, a5); c5 = Vector512.FusedMultiplyAdd(w, v, c5);
+            v = Vector512.Create(x6[k]); a6 = Vector512.FusedMultiplyAdd(u, v, a6); c6 = Vector512.FusedMultiplyAdd(w, v, c6);
+            v = Vector512.Create(x7[k]); a7 = Vector512.FusedMultiplyAdd(u, v, a7); c7 = Vector512.FusedMultiplyAdd(w, v, c7);
+        }
+        StorePanels8(y, rows, r, b, a0, a1, a2, a3, a4, a5, a6, a7, c0, c1, c2, c3, c4, c5, c6, c7);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StorePanels8(float* y, int rows, int r, int b,
+        Vector512<float> a0, Vector512<float> a1, Vector512<float> a2, Vector512<float> a3,
+        Vector512<float> a4, Vector512<float> a5, Vector512<float> a6, Vector512<float> a7,
+        Vector512<float> c0, Vector512<float> c1, Vector512<float> c2, Vector512<float> c3,
+        Vector512<float> c4, Vector512<float> c5, Vector512<float> c6, Vector512<float> c7)
+    {
+        float* y0 = y + (long)b * rows + r;
+        a0.Store(y0); c0.Store(y0 + 16); y0 += rows;
+        a1.Store(y0); c1.Store(y0 + 16); y0 += rows;
+        a2.Store(y0); c2.Store(y0 + 16); y0 += rows;
+        a3.Store(y0); c3.Store(y0 + 16); y0 += rows;
+        a4.Store(y0); c4.Store(y0 + 16); y0 += rows;
+        a5.Store(y0); c5.Store(y0 + 16); y0 += rows;
+        a6.Store(y0); c6.Store(y0 + 16); y0 += rows;
+        a7.Store(y0); c7.Store(y0 + 16);
+    }
+
+    private static void PanelF32x1(float* y, float* x, float* p0, int rows, int cols, int r, int b)
+    {
+        float* p1 = p0 + 16 * cols;
+        float* x0 = x + (long)b * cols;
+        // two accumulators per panel (even/odd columns) to hide the FMA latency
+        Vector512<float> a0 = default, a1 = default, c0 = default, c1 = default;
+        int k = 0;
+        for (; k + 2 <= cols; k += 2)
+        {
+            var v = Vector512.Create(x0[k]);
+            var v2 = Vector512.Create(x0[k + 1]);
+            a0 = Vector512.FusedMultiplyAdd(Vector512.Load(p0 + k * 16), v, a0);
+            c0 = Vector512.FusedMultiplyAdd(Vector512.Load(p1 + k * 16), v, c0);
+            a1 = Vector512.FusedMultiplyAdd(Vector512.Load(p0 + k * 16 + 16), v2, a1);
+            c1 = Vector512.FusedMultiplyAdd(Vector512.Load(p1 + k * 16 + 16), v2, c1);
+        }
+        for (; k < cols; k++)
+        {
+            var v = Vector512.Create(x0[k]);
+            a0 = Vector512.FusedMultiplyAdd(Vector512.Load(p0 + k * 16), v, a0);
+            c0 = Vector512.FusedMultiplyAdd(Vector512.Load(p1 + k * 16), v, c0);
+        }
+        float* y0 = y + (long)b * rows + r;
+        (a0 + a1).Store(y0);
+        (c0 + c1).Store(y0 + 16);
+    }
+
+    private static void PanelBF16x1(float* y, float* x, ushort* p0, int rows, int cols, int r, int b)
+    {
+        ushort* p1 = p0 + 16 * cols;
+        float* x0 = x + (long)b * cols;
+        Vector512<float> a0 = default, a1 = default, c0 = default, c1 = default;
+        int k = 0;
+        for (; k + 2 <= cols; k += 2)
+        {
+            var v = Vector512.Create(x0[k]);
+            var v2 = Vector512.Create(x0[k + 1]);
+            a0 = Vector512.FusedMultiplyAdd(Widen16(p0 + k * 16), v, a0);
+            c0 = Vector512.FusedMultiplyAdd(Widen16(p1 + k * 16), v, c0);
+            a1 = Vector512.FusedMultiplyAdd(Widen16(p0 + k * 16 + 16), v2, a1);
+            c1 = Vector512.FusedMultiplyAdd(Widen16(p1 + k * 16 + 16), v2, c1);
+        }
+        for (; k < cols; k++)
+        {
+            var v = Vector512.Create(x0[k]);
+            a0 = Vector512.FusedMultiplyAdd(Widen16(p0 + k * 16), v, a0);
+            c0 = Vector512.FusedMultiplyAdd(Widen16(p1 + k * 16), v, c0);
+        }
+        float* y0 = y + (long)b * rows + r;
+        (a0 + a1).Store(y0);
+        (c0 + c1).Store(y0 + 16);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -264,13 +427,7 @@ public static unsafe class MatMulKernel
             for (int r = 0; r < w.Rows; r++)
             {
                 float s = 0;
-                for (int k = 0; k < w.Cols; k++)
-                {
-                    float wk = w.Type == WeightType.F32
-                        ? ((float*)w.Data)[(long)r * w.Cols + k]
-                        : BitConverter.Int32BitsToSingle(((ushort*)w.Data)[(long)r * w.Cols + k] << 16);
-                    s += wk * x[b * w.Cols + k];
-                }
+                for (int k = 0; k < w.Cols; k++) s += w.At(r, k) * x[b * w.Cols + k];
                 y[b * w.Rows + r] = s;
             }
     }

@@ -57,8 +57,21 @@ public sealed class ModelWeights : IDisposable
         }
     }
 
-    public static ModelWeights Load(string modelDirectory, ModelConfig config, WeightFormat format = WeightFormat.Auto)
+    /// <summary>Packing into 16-row panels (see <see cref="WeightMatrix.Packed"/>) is used where the CPU has AVX-512.</summary>
+    public static bool PackingPays => System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated && System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
+
+    private static WeightMatrix MaybePack(WeightMatrix m, bool pack)
     {
+        if (!pack || !m.CanPack) return m;
+        var p = m.Pack();
+        m.Dispose();
+        return p;
+    }
+
+    /// <param name="pack">Repack matrices into the panel layout the AVX-512 kernel reads (copies them out of the mapping).</param>
+    public static ModelWeights Load(string modelDirectory, ModelConfig config, WeightFormat format = WeightFormat.Auto, bool? pack = null)
+    {
+        bool doPack = pack ?? PackingPays;
         var ckpt = SafetensorsCheckpoint.Open(modelDirectory);
         var owned = new List<WeightMatrix>();
         try
@@ -69,7 +82,7 @@ public sealed class ModelWeights : IDisposable
                 var t = f.GetInfo(name);
                 if (t.Shape.Length != 2 || t.Shape[0] != rows || t.Shape[1] != cols)
                     throw new ModelFormatException(f.Path, $"tensor '{name}' has shape [{string.Join(',', t.Shape)}], expected [{rows},{cols}]");
-                var m = LoadMatrix(f, t, rows, cols, format);
+                var m = MaybePack(LoadMatrix(f, t, rows, cols, format), doPack);
                 owned.Add(m);
                 return m;
             }
@@ -144,13 +157,14 @@ public sealed class ModelWeights : IDisposable
     }
 
     /// <summary>Random weights of the given shape (benchmarks, tests): N(0, 1/in) projections, N(0,1) embeddings, norms near 1.</summary>
-    public static ModelWeights CreateRandom(ModelConfig c, WeightType type, ulong seed)
+    public static ModelWeights CreateRandom(ModelConfig c, WeightType type, ulong seed, bool? pack = null)
     {
+        bool doPack = pack ?? PackingPays;
         var owned = new List<WeightMatrix>();
         ulong s = seed;
         WeightMatrix Matrix(int rows, int cols, float std)
         {
-            var m = RandomMatrix(type, rows, cols, std, s++);
+            var m = MaybePack(RandomMatrix(type, rows, cols, std, s++), doPack);
             owned.Add(m);
             return m;
         }
@@ -187,7 +201,7 @@ public sealed class ModelWeights : IDisposable
         WeightMatrix Conv(WeightMatrix m)
         {
             if (map.TryGetValue(m, out var done)) return done;
-            var r = WeightMatrix.FromFloats(m.ToFloats(), m.Rows, m.Cols, type);
+            var r = MaybePack(WeightMatrix.FromFloats(m.ToFloats(), m.Rows, m.Cols, type), m.Packed);
             owned.Add(r);
             map[m] = r;
             return r;

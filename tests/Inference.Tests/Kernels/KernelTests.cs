@@ -15,33 +15,41 @@ public sealed class KernelTests(ITestOutputHelper log)
         return v;
     }
 
-    public static TheoryData<int, int, int, WeightType, SimdLevel> MatMulCases()
+    public static TheoryData<int, int, int, WeightType, SimdLevel, bool> MatMulCases()
     {
-        var d = new TheoryData<int, int, int, WeightType, SimdLevel>();
+        var d = new TheoryData<int, int, int, WeightType, SimdLevel, bool>();
         foreach (var t in new[] { WeightType.F32, WeightType.BF16 })
             foreach (var level in new[] { SimdLevel.Vector512, SimdLevel.Vector256 })
             {
-                d.Add(64, 64, 1, t, level);
-                d.Add(130, 96, 5, t, level);     // rows not a multiple of 4, batch remainder
-                d.Add(516, 320, 9, t, level);    // parallel chunks, two 4-row batch tiles + 1
-                d.Add(37, 40, 3, t, level);      // cols not a multiple of the vector width
-                d.Add(256, 64, 70, t, level);    // more inputs than one batch block
+                d.Add(64, 64, 1, t, level, false);
+                d.Add(130, 96, 5, t, level, false);     // rows not a multiple of 4, batch remainder
+                d.Add(516, 320, 9, t, level, false);    // parallel chunks, two 4-row batch tiles + 1
+                d.Add(37, 40, 3, t, level, false);      // cols not a multiple of the vector width
+                d.Add(256, 64, 70, t, level, false);    // more inputs than one batch block
+                d.Add(64, 64, 1, t, level, true);       // packed panels: decode
+                d.Add(576, 37, 19, t, level, true);     // packed: two 8-input passes + 3 single, odd cols, parallel
+                d.Add(256, 64, 70, t, level, true);     // packed: more inputs than one batch block
             }
         return d;
     }
 
     [Theory]
     [MemberData(nameof(MatMulCases))]
-    public void MatMulMatchesNaive(int rows, int cols, int n, WeightType type, SimdLevel level)
+    public void MatMulMatchesNaive(int rows, int cols, int n, WeightType type, SimdLevel level, bool packed)
     {
         if (level == SimdLevel.Vector512 && Simd.Best != SimdLevel.Vector512) level = Simd.Best;
-        using var w = WeightMatrix.FromFloats(Random(rows * cols, 1), rows, cols, type);
+        using var rowMajor = WeightMatrix.FromFloats(Random(rows * cols, 1), rows, cols, type);
+        using var w = packed ? rowMajor.Pack() : WeightMatrix.FromFloats(rowMajor.ToFloats(), rows, cols, type);
+        Assert.Equal(rowMajor.ToFloats(), w.ToFloats());
         var x = Random(n * cols, 2);
         var fast = new float[n * rows];
         var naive = new float[n * rows];
         MatMulKernel.Forward(fast, x, w, n, level);
         MatMulKernel.Naive(naive, x, w, n);
-        Compare.Close(log, $"matmul {rows}x{cols} n={n} {type} {level}", fast, naive, 1e-5);
+        Compare.Close(log, $"matmul {rows}x{cols} n={n} {type} {level} packed={packed}", fast, naive, 1e-5);
+        var reference = new float[n * rows];
+        MatMulKernel.Naive(reference, x, rowMajor, n);
+        Compare.Close(log, "naive on the packed vs the row-major layout", naive, reference, 1e-6);
     }
 
     [Theory]
