@@ -4,6 +4,11 @@ golden evaluation files that Loom's engine is tested against.
 Everything evaluated here uses the weights exactly as saved (rounded to bfloat16), computed in
 float32: the held-out loss, the greedy completions and the samples.
 """
+import os
+
+# Under CPU contention, OpenMP threads that spin while waiting collapse throughput; sleep instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
 import math
@@ -74,24 +79,68 @@ def chat_prompt_ids(tok, user_text):
 
 
 @torch.no_grad()
+def forward_cached(model, new_ids, past):
+    """Runs new_ids after the positions held in past (a list of per-layer (k, v), or None) and returns
+    the logits of the last position and the extended cache. Same math as LlamaForCausalLM.forward."""
+    cfg = model.cfg
+    start = 0 if past is None else past[0][0].shape[2]
+    T = len(new_ids)
+    x = model.model.embed_tokens(torch.tensor([new_ids]))
+    cos, sin = model.rope_cos[start:start + T], model.rope_sin[start:start + T]
+    rep = cfg.num_attention_heads // cfg.num_key_value_heads
+    # query i sits at position start+i and sees keys 0..start+i
+    mask = torch.ones(T, start + T, dtype=torch.bool).triu(start + 1)
+    new_past = []
+    for li, layer in enumerate(model.model.layers):
+        a = layer.self_attn
+        h = layer.input_layernorm(x)
+        q = a.q_proj(h).view(1, T, cfg.num_attention_heads, cfg.head_dim).transpose(1, 2)
+        k = a.k_proj(h).view(1, T, cfg.num_key_value_heads, cfg.head_dim).transpose(1, 2)
+        v = a.v_proj(h).view(1, T, cfg.num_key_value_heads, cfg.head_dim).transpose(1, 2)
+        q = q * cos + torch.cat([-q[..., cfg.head_dim // 2:], q[..., :cfg.head_dim // 2]], -1) * sin
+        k = k * cos + torch.cat([-k[..., cfg.head_dim // 2:], k[..., :cfg.head_dim // 2]], -1) * sin
+        if past is not None:
+            k = torch.cat([past[li][0], k], dim=2)
+            v = torch.cat([past[li][1], v], dim=2)
+        new_past.append((k, v))
+        kk = k.repeat_interleave(rep, dim=1)
+        vv = v.repeat_interleave(rep, dim=1)
+        att = (q @ kk.transpose(-2, -1)) * (1.0 / math.sqrt(cfg.head_dim))
+        att = torch.softmax(att.masked_fill(mask, float("-inf")), dim=-1)
+        x = x + a.o_proj((att @ vv).transpose(1, 2).reshape(1, T, -1))
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+    x = model.model.norm(x[:, -1:])
+    return (x @ model.model.embed_tokens.weight.t())[0, -1], new_past
+
+
+@torch.no_grad()
 def greedy(model, ids, stop_ids, max_new, ctx):
-    """Greedy decoding (full recompute each step). Returns generated ids (including the stop id
-    if one was produced) and the smallest top-1/top-2 logit gap seen."""
-    seq = list(ids)
+    """Greedy decoding with a KV cache. Returns generated ids (including the stop id if one was
+    produced) and the smallest top-1/top-2 logit gap seen. Stops after a stop id, after max_new ids,
+    or when prompt + generated reaches the context limit."""
     out = []
     min_gap = float("inf")
-    for _ in range(max_new):
-        if len(seq) >= ctx:
-            break
-        logits = model(torch.tensor([seq]))[0, -1]
+    logits, past = forward_cached(model, list(ids), None)
+    while True:
         top = torch.topk(logits, 2)
         min_gap = min(min_gap, float(top.values[0] - top.values[1]))
         nxt = int(top.indices[0])
         out.append(nxt)
-        seq.append(nxt)
-        if nxt in stop_ids:
+        if nxt in stop_ids or len(out) >= max_new or len(ids) + len(out) >= ctx:
             break
+        logits, past = forward_cached(model, [nxt], past)
     return out, min_gap
+
+
+@torch.no_grad()
+def check_cached_matches_full(model, ids):
+    full = model(torch.tensor([ids]))[0, -1]
+    logits, past = forward_cached(model, ids[:-3], None)
+    for t in ids[-3:]:
+        logits, past = forward_cached(model, [t], past)
+    diff = float((full - logits).abs().max())
+    assert diff < 1e-3, f"cached decode differs from full forward by {diff}"
+    return diff
 
 
 @torch.no_grad()
@@ -196,6 +245,7 @@ def main():
     held_texts = [corpus.plain_text(r["lemmas"][0], r) for r in heldout]
     held_seqs = [tok.encode(t) for t in held_texts]
     assert all(len(s) <= cfg.max_position_embeddings + 1 for s in held_seqs)
+    print(f"cached vs full forward: max |diff| {check_cached_matches_full(model, held_seqs[0]):.2e}", flush=True)
     ce, n_scored = mean_ce(model, held_seqs)
     with open(os.path.join(args.dest, "eval", "heldout.json"), "w", encoding="utf-8") as f:
         json.dump({

@@ -4,6 +4,11 @@ The learning-rate schedule runs on progress = max(step / max_steps, elapsed / ti
 run finishes inside its wall-clock budget however busy the machine is. Checkpoints are written
 periodically to out/ckpt.pt and a run resumes from there with --resume.
 """
+import os
+
+# Under CPU contention, OpenMP threads that spin while waiting collapse throughput; sleep instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
 import math
