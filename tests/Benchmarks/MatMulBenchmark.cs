@@ -10,8 +10,11 @@ internal static class MatMulBenchmark
     {
         foreach (var (rows, cols) in args.Length > 0 ? [(int.Parse(args[0]), int.Parse(args[1]))] : new[] { (1536, 576), (576, 1536), (8192, 2048) })
             foreach (var type in new[] { WeightType.F32, WeightType.BF16 })
+            foreach (bool packed in new[] { false, true })
             {
-                using var w = WeightMatrix.FromFloats(new float[rows * cols], rows, cols, type);
+                using var rowMajor = WeightMatrix.FromFloats(new float[rows * cols], rows, cols, type);
+                if (packed && !rowMajor.CanPack) continue;
+                using var w = packed ? rowMajor.Pack() : WeightMatrix.FromFloats(new float[rows * cols], rows, cols, type);
                 foreach (int n in new[] { 1, 8, 32, 512 })
                 {
                     var x = new float[n * cols];
@@ -25,7 +28,7 @@ internal static class MatMulBenchmark
                     double t = sw.Elapsed.TotalSeconds / reps;
                     proc.Refresh();
                     double cpu = (proc.TotalProcessorTime - cpu0).TotalSeconds / reps;
-                    Console.WriteLine($"[{rows}x{cols}] {type,-4} n={n,-3}: {t * 1e6,8:F0} us, {2.0 * rows * cols * n / t / 1e9,6:F1} GFLOP/s, {w.ByteCount / t / 1e9,6:F1} GB/s of weights; {2.0 * rows * cols * n / cpu / 1e9,6:F1} GFLOP per CPU-second");
+                    Console.WriteLine($"[{rows}x{cols}] {type,-4} {(packed ? "panels " : "rows   ")} n={n,-3}: {t * 1e6,8:F0} us, {2.0 * rows * cols * n / t / 1e9,6:F1} GFLOP/s, {w.ByteCount / t / 1e9,6:F1} GB/s of weights; {2.0 * rows * cols * n / cpu / 1e9,6:F1} GFLOP per CPU-second");
                 }
             }
     }
