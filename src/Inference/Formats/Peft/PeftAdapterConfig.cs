@@ -25,7 +25,15 @@ public sealed record PeftAdapterConfig
     public static PeftAdapterConfig Parse(string file, string json, int maxRank)
     {
         JsonNode? root;
-        try { root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { MaxDepth = 16 }); }
+        try
+        {
+            using (var doc = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 16 }))
+            {
+                if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new AdapterFormatException(file, "not a JSON object");
+                CheckDuplicateKeys(file, doc.RootElement);
+            }
+            root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { MaxDepth = 16 });
+        }
         catch (JsonException e) { throw new AdapterFormatException(file, $"not valid JSON ({e.Message})"); }
         if (root is not JsonObject o) throw new AdapterFormatException(file, "not a JSON object");
 
@@ -61,6 +69,19 @@ public sealed record PeftAdapterConfig
             BaseModelNameOrPath = GetString(file, o, "base_model_name_or_path"),
             LayersToTransform = ParseLayers(file, o["layers_to_transform"]),
         };
+    }
+
+    private static void CheckDuplicateKeys(string file, JsonElement e)
+    {
+        if (e.ValueKind == JsonValueKind.Array)
+            foreach (var x in e.EnumerateArray()) CheckDuplicateKeys(file, x);
+        if (e.ValueKind != JsonValueKind.Object) return;
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var p in e.EnumerateObject())
+        {
+            if (!seen.Add(p.Name)) throw new AdapterFormatException(file, $"key '{p.Name}' appears twice");
+            CheckDuplicateKeys(file, p.Value);
+        }
     }
 
     private static IReadOnlyList<LoraTarget> ParseTargets(string file, JsonNode? node)
