@@ -90,6 +90,24 @@ public sealed class AdapterStore
     /// <summary>Pool pages the adapter takes when resident.</summary>
     public int PagesOf(string id) { lock (_lock) return Get(id).Pages; }
 
+    /// <summary>Pages <see cref="EnsureResident"/> would have to take for this adapter now (0 when resident).</summary>
+    public int PagesToLoad(string id) { lock (_lock) { var e = Get(id); return e.Resident is null ? e.Pages : 0; } }
+
+    /// <summary>Pages held by resident adapters that no running request pins: what <see cref="MakeRoom"/> can free.
+    /// Admission check (S-LoRA's shared budget): KV pages + PagesToLoad(adapter) &lt;= pool free + ReclaimablePages.</summary>
+    public int ReclaimablePages
+    {
+        get
+        {
+            lock (_lock)
+            {
+                int pages = 0;
+                foreach (var e in _entries.Values) if (e.Resident is not null && e.Pins == 0) pages += e.Pages;
+                return pages;
+            }
+        }
+    }
+
     /// <summary>Makes the adapter resident in pool pages and pins it for a running request (call <see cref="Release"/>
     /// when the request leaves the batch). Evicts least recently used unpinned adapters if the pool needs room.
     /// Null when the pool cannot make room (everything else is pinned or held by KV); the caller should keep the

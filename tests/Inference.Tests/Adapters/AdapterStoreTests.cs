@@ -70,6 +70,7 @@ public sealed class AdapterStoreTests : IDisposable
         var a = store.EnsureResident("a")!;
         store.Release(store.EnsureResident("b")!);
         Assert.Equal(36, pool.FreePages);
+        Assert.Equal((32, 0, 0), (store.ReclaimablePages, store.PagesToLoad("a"), store.PagesToLoad("b"))); // both resident, only b unpinned
         using var kv = PagedKvCache.For(pool, Config, 1, 200); // 2 tokens per page, 4 pages per block
         Assert.False(kv.TryReserve(30));                        // needs 60 pages, 36 free
         Assert.Equal(36, pool.FreePages);
@@ -77,6 +78,7 @@ public sealed class AdapterStoreTests : IDisposable
         Assert.True(kv.TryReserve(30));
         Assert.True(store.IsResident("a"));
         Assert.False(store.IsResident("b"));
+        Assert.Equal((0, 32), (store.ReclaimablePages, store.PagesToLoad("b")));
         Assert.False(store.MakeRoom(100));                      // a is pinned
         var m = store.Metrics();
         Assert.Equal((60, 32, 8), (m.Pool.KvPages, m.Pool.AdapterPages, m.Pool.FreePages));
