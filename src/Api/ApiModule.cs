@@ -1,4 +1,5 @@
 using Loom.Api.Auth;
+using Loom.Api.Completions;
 using Loom.Api.Errors;
 using Loom.Api.Files;
 using Loom.Api.Keys;
@@ -11,7 +12,9 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Configuration;
+using Loom.Inference.Engine;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 
 namespace Loom.Api;
@@ -35,6 +38,9 @@ public static class ApiModule
         });
         services.AddOptions<RateLimitOptions>().BindConfiguration("Api:RateLimits");
         services.AddSingleton<TenantRateLimiter>();
+        services.AddScoped<CompletionService>();
+        // A node without the inference role has no engine: completions then answer that the model is not served here.
+        services.TryAddSingleton<IInferenceEngine, UnconfiguredInferenceEngine>();
         services.AddAuthentication().AddScheme<AuthenticationSchemeOptions, ApiKeyAuthenticationHandler>(ApiKeyDefaults.Scheme, null);
         services.AddAuthorizationBuilder().AddPolicy(PolicyName, p => p.AddAuthenticationSchemes(ApiKeyDefaults.Scheme).RequireAuthenticatedUser());
         // Let body-binding failures reach ApiExceptionMiddleware, which answers in OpenAI's envelope.
@@ -63,6 +69,8 @@ public static class ApiModule
         var v1 = app.MapGroup("/v1").RequireAuthorization(PolicyName).AddEndpointFilter<RateLimitFilter>();
         v1.MapModels();
         v1.MapApiKeys();
+        v1.MapChatCompletions();
+        v1.MapCompletions();
         v1.MapFiles();
         v1.MapUsage();
         return app;

@@ -25,7 +25,7 @@ public class LoomFactory : WebApplicationFactory<Program>, IAsyncLifetime
     public async Task InitializeAsync()
     {
         _database = await TestDatabase.CreateAsync("loom_api");
-        _ = Server; // start the host now: applies migrations
+        StartServer(); // start the host now: applies migrations
     }
 
     protected override void ConfigureWebHost(IWebHostBuilder builder)

@@ -1,5 +1,6 @@
 using Loom.Inference.Model;
 using Loom.Inference.Sampling;
+using Loom.Inference.Tokenization;
 
 namespace Loom.Inference.Engine;
 
@@ -34,7 +35,10 @@ public sealed record GenerationEvent
 }
 
 /// <summary>What is being served.</summary>
-public sealed record ModelInfo(string Name, ModelConfig Config, int MaxContext, bool HasTokenizer);
+public sealed record ModelInfo(string Name, ModelConfig Config, int MaxContext, ITokenizer? Tokenizer)
+{
+    public bool HasTokenizer => Tokenizer is not null;
+}
 
 /// <summary>The engine's public surface: stream a completion.</summary>
 public interface IInferenceEngine

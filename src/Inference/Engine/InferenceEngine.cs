@@ -25,7 +25,7 @@ public sealed class InferenceEngine : IInferenceEngine, IDisposable
         var eos = new HashSet<int>(model.Config.EosTokenIds);
         if (tokenizer != null) eos.UnionWith(tokenizer.EosTokenIds);
         _eos = eos.ToArray();
-        Model = new ModelInfo(name, model.Config, model.MaxContext, tokenizer != null);
+        Model = new ModelInfo(name, model.Config, model.MaxContext, tokenizer);
     }
 
     /// <summary>Loads config.json, the safetensors weights and (when present) tokenizer.json from a model folder.</summary>

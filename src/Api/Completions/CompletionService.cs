@@ -1,0 +1,128 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using Loom.Api.Limits;
+using Loom.Data;
+using Loom.Data.Entities;
+using Loom.Data.Keys;
+using Loom.Inference.Engine;
+using Loom.Inference.Tokenization;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Logging;
+
+namespace Loom.Api.Completions;
+
+/// <summary>The model a request named, as this node serves it.</summary>
+internal sealed record ResolvedModel(string Name, ITokenizer Tokenizer, int MaxContext, Guid? AdapterId);
+
+/// <summary>A validated request ready for the engine: prompt ids and the completion budget per choice.</summary>
+internal sealed record PreparedCompletion(ResolvedModel Model, int[] PromptIds, int MaxTokens, CompletionOptions Options);
+
+/// <summary>One engine event of choice <see cref="Index"/>.</summary>
+internal readonly record struct ChoiceEvent(int Index, GenerationEvent Event);
+
+/// <summary>A request refused before generation starts, answered in the error envelope.</summary>
+internal sealed class CompletionRefusedException(int status, string message, string type, string? param, string? code, TimeSpan? retryAfter = null) : Exception(message)
+{
+    public int Status { get; } = status;
+    public string Type { get; } = type;
+    public string? Param { get; } = param;
+    public string? Code { get; } = code;
+    public TimeSpan? RetryAfter { get; } = retryAfter;
+}
+
+/// <summary>
+/// Shared by chat and text completions: resolves the model for the caller's tenant, checks the context
+/// and the tenant's token budget, runs the choices on the engine and records usage.
+/// </summary>
+internal sealed class CompletionService(
+    IInferenceEngine engine, PlatformDbContext db, TenantRateLimiter limiter, TimeProvider clock, ILogger<CompletionService> logger)
+{
+    public async Task<ResolvedModel> ResolveAsync(string name, CancellationToken ct)
+    {
+        // Adapters are tenant-owned: the query filter limits the lookup to the caller's own.
+        var adapter = await db.Adapters.AsNoTracking().SingleOrDefaultAsync(a => a.Name == name, ct);
+        if (adapter is not null)
+            throw new CompletionRefusedException(503, $"The adapter '{name}' is registered, but this node does not serve adapters yet.", "server_error", "model", "adapter_serving_unavailable");
+
+        ModelInfo served;
+        try { served = engine.Model; }
+        catch (InvalidOperationException) { throw NotFound(name); }
+        if (served.Name != name)
+        {
+            if (await db.BaseModels.AnyAsync(m => m.Name == name, ct))
+                throw new CompletionRefusedException(503, $"The model '{name}' is not loaded on this node.", "server_error", "model", "model_not_loaded");
+            throw NotFound(name);
+        }
+        if (served.Tokenizer is null)
+            throw new CompletionRefusedException(400, $"The model '{name}' has no tokenizer, so it cannot take text prompts.", "invalid_request_error", "model", null);
+        return new ResolvedModel(name, served.Tokenizer, served.MaxContext, null);
+    }
+
+    private static CompletionRefusedException NotFound(string name) =>
+        new(404, $"The model '{name}' does not exist or you do not have access to it.", "invalid_request_error", "model", "model_not_found");
+
+    /// <summary>Checks the context window and the tenant's tokens-per-minute budget.</summary>
+    public PreparedCompletion Prepare(ResolvedModel model, int[] promptIds, CompletionOptions options, AuthenticatedKey key, string promptParam)
+    {
+        var context = model.MaxContext;
+        if (promptIds.Length == 0)
+            throw new CompletionRefusedException(400, "The prompt is empty.", "invalid_request_error", promptParam, null);
+        if (promptIds.Length >= context)
+            throw new CompletionRefusedException(400,
+                $"This model's maximum context length is {context} tokens. However, your prompt has {promptIds.Length} tokens.",
+                "invalid_request_error", promptParam, "context_length_exceeded");
+        if (options.MaxTokens is { } requested && promptIds.Length + requested > context)
+            throw new CompletionRefusedException(400,
+                $"This model's maximum context length is {context} tokens. However, you requested {promptIds.Length + requested} tokens ({promptIds.Length} in the prompt, {requested} for the completion). Please reduce the prompt or the completion length.",
+                "invalid_request_error", "max_tokens", "context_length_exceeded");
+        var maxTokens = options.MaxTokens ?? context - promptIds.Length;
+
+        var decision = limiter.TryTokens(key, checked(promptIds.Length + maxTokens * options.N));
+        if (!decision.Allowed)
+            throw new CompletionRefusedException(429, $"Rate limit reached for tokens per minute. Please try again in {Math.Ceiling(decision.RetryAfter.TotalSeconds)}s.",
+                "tokens", null, "rate_limit_exceeded", decision.RetryAfter);
+        return new PreparedCompletion(model, promptIds, maxTokens, options);
+    }
+
+    /// <summary>Runs the choices one after another, streaming their events; records usage when done or cancelled.</summary>
+    public async IAsyncEnumerable<ChoiceEvent> RunAsync(PreparedCompletion p, AuthenticatedKey key, [EnumeratorCancellation] CancellationToken ct)
+    {
+        var started = Stopwatch.GetTimestamp();
+        int finished = 0, current = 0; // completion tokens of finished choices, and of the one under way
+        try
+        {
+            for (var i = 0; i < p.Options.N; i++)
+            {
+                var request = new GenerationRequest { PromptTokenIds = p.PromptIds, Sampling = p.Options.Sampling(p.MaxTokens, i) };
+                await foreach (var e in engine.GenerateAsync(request, ct))
+                {
+                    if (e.TokenId is not null) current++;
+                    if (e.Usage is { } u) { finished += u.CompletionTokens; current = 0; }
+                    yield return new ChoiceEvent(i, e);
+                }
+            }
+        }
+        finally
+        {
+            await RecordAsync(p, key, finished + current, Stopwatch.GetElapsedTime(started));
+        }
+    }
+
+    private async Task RecordAsync(PreparedCompletion p, AuthenticatedKey key, int completionTokens, TimeSpan latency)
+    {
+        try
+        {
+            db.UsageRecords.Add(new UsageRecord
+            {
+                TenantId = key.Key.TenantId, ApiKeyId = key.Key.Id, Model = p.Model.Name, AdapterId = p.Model.AdapterId,
+                PromptTokens = p.PromptIds.Length * p.Options.N, CompletionTokens = completionTokens,
+                LatencyMs = (int)Math.Min(int.MaxValue, latency.TotalMilliseconds), CreatedAt = clock.GetUtcNow(),
+            });
+            await db.SaveChangesAsync(CancellationToken.None);
+        }
+        catch (Exception e)
+        {
+            logger.LogError(e, "Could not record usage for tenant {Tenant}", key.Key.TenantId);
+        }
+    }
+}
