@@ -88,6 +88,7 @@ public sealed unsafe class PagePool : IDisposable
 
     public PageOwner OwnerOf(int id)
     {
+        if ((uint)id >= (uint)PageCount) throw new ArgumentOutOfRangeException(nameof(id));
         lock (_lock) return new PageOwner(_kind[id], _ownerId[id]);
     }
 
