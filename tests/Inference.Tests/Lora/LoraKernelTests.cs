@@ -83,6 +83,30 @@ public sealed class LoraKernelTests(ITestOutputHelper log)
         Assert.NotEqual(y0.AsSpan(0, outDim).ToArray(), fast.AsSpan(0, outDim).ToArray());
     }
 
+    /// <summary>Tokens are computed four at a time; a token's delta must not depend on its neighbours
+    /// (batched == one at a time, bit for bit), at every SIMD level.</summary>
+    [Theory]
+    [InlineData(SimdLevel.Vector512)]
+    [InlineData(SimdLevel.Vector256)]
+    [InlineData(SimdLevel.Scalar)]
+    public void ATokensDeltaDoesNotDependOnItsBatch(SimdLevel level)
+    {
+        if (level == SimdLevel.Vector512 && Simd.Best != SimdLevel.Vector512) level = Simd.Best;
+        var g = LoraGolden.Load("llama_gqa_tied_r8");
+        using var pool = new PagePool(4096L * 64 * 4, 64);
+        var r = AdapterResidency.TryCreate(pool, "g", 1, PeftAdapter.Load(g.Directory, g.BaseConfig))!;
+        int n = 11, inDim = 160, outDim = 64;
+        var x = TempAdapter.RandomArray(new Random(5), n * inDim);
+        var batched = new float[n * outDim];
+        LoraKernel.Apply(batched, x, inDim, outDim, [new LoraSegment(0, n, r)], 0, LoraTarget.DownProj, new float[n * 8], level);
+        for (int t = 0; t < n; t++)
+        {
+            var alone = new float[outDim];
+            LoraKernel.Apply(alone, x.AsSpan(t * inDim, inDim), inDim, outDim, [new LoraSegment(0, 1, r)], 0, LoraTarget.DownProj, new float[8], level);
+            Assert.Equal(alone, batched.AsSpan(t * outDim, outDim).ToArray());
+        }
+    }
+
     /// <summary>Under memory pressure an adapter is evicted from the pool and later reloaded into other pages:
     /// the delta computed from its pages is bit-identical before and after.</summary>
     [Fact]
