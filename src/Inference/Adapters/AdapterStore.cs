@@ -13,11 +13,10 @@ namespace Loom.Inference.Adapters;
 /// Metrics may be called from any thread. One lock guards the bookkeeping; disk reads happen outside it.</summary>
 public sealed class AdapterStore
 {
-    private sealed class Entry(string id, string folder, long bytes, int pages)
+    private sealed class Entry(string id, string folder, int pages)
     {
         public readonly string Id = id;
         public readonly string Folder = folder;
-        public readonly long Bytes = bytes;
         public readonly int Pages = pages;
         public PeftAdapter? Host;                   // in the host cache when non-null
         public LinkedListNode<Entry>? HostNode;     // position in the host LRU list
@@ -59,7 +58,7 @@ public sealed class AdapterStore
         lock (_lock)
         {
             if (_entries.ContainsKey(id)) throw new InvalidOperationException($"adapter '{id}' is already registered");
-            var e = new Entry(id, folder, adapter.WeightBytes, pages);
+            var e = new Entry(id, folder, pages);
             _entries.Add(id, e);
             PutInHostCache(e, adapter);
         }
