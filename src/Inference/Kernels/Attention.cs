@@ -109,6 +109,116 @@ public static unsafe class Attention
         }
     }
 
+    /// <summary>Copies the keys of positions [0, length) into <paramref name="keysT"/> as (kvHeads, blocks of 16,
+    /// headDim, 16): 16 positions side by side per dimension, zero-padded, so that a query scores 16 keys per
+    /// vector operation with no horizontal sums. Built once per layer and shared by every query of a prefill.</summary>
+    public static void TransposeKeys(Span<float> keysT, IKvCache cache, int layer, int length, int kvHeads, int headDim)
+    {
+        int blocks = (length + 15) / 16, bs = cache.BlockSize, kvDim = cache.KvDim;
+        keysT[..(kvHeads * blocks * headDim * 16)].Clear();
+        for (int pos = 0; pos < length; pos++)
+        {
+            var k = cache.Keys(layer, pos / bs).Slice(pos % bs * kvDim, kvDim);
+            int blk = pos / 16, j = pos % 16;
+            for (int g = 0; g < kvHeads; g++)
+            {
+                int baseIndex = (g * blocks + blk) * headDim * 16 + j;
+                for (int d = 0; d < headDim; d++) keysT[baseIndex + d * 16] = k[g * headDim + d];
+            }
+        }
+    }
+
+    /// <summary><see cref="Head"/> for Vector512 with the keys read from <see cref="TransposeKeys"/>'s layout
+    /// (<paramref name="blocks"/> blocks of 16 were transposed).</summary>
+    public static void HeadTransposed(Span<float> output, ReadOnlySpan<float> q, ReadOnlySpan<float> keysT, int blocks,
+        IKvCache cache, int layer, int kvHead, int length, Span<float> scores)
+    {
+        int headDim = q.Length;
+        float scale = 1f / MathF.Sqrt(headDim);
+        fixed (float* qp = q)
+        fixed (float* kt = keysT)
+        fixed (float* sp = scores)
+        {
+            float* head = kt + (long)kvHead * blocks * headDim * 16;
+            int used = (length + 15) / 16;
+            var max = Vector512.Create(float.NegativeInfinity);
+            for (int blk = 0; blk < used; blk++)
+            {
+                float* kb = head + (long)blk * headDim * 16;
+                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                int d = 0;
+                for (; d + 4 <= headDim; d += 4)
+                {
+                    a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qp[d]), Vector512.Load(kb + d * 16), a0);
+                    a1 = Vector512.FusedMultiplyAdd(Vector512.Create(qp[d + 1]), Vector512.Load(kb + d * 16 + 16), a1);
+                    a2 = Vector512.FusedMultiplyAdd(Vector512.Create(qp[d + 2]), Vector512.Load(kb + d * 16 + 32), a2);
+                    a3 = Vector512.FusedMultiplyAdd(Vector512.Create(qp[d + 3]), Vector512.Load(kb + d * 16 + 48), a3);
+                }
+                for (; d < headDim; d++) a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qp[d]), Vector512.Load(kb + d * 16), a0);
+                var sc = ((a0 + a1) + (a2 + a3)) * scale;
+                if (blk == used - 1 && length % 16 != 0)
+                {
+                    // positions past the end of the causal window get -inf (they are zero padding)
+                    var lane = Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+                    sc = Vector512.ConditionalSelect(Vector512.LessThan(lane, Vector512.Create((float)(length % 16))), sc, Vector512.Create(float.NegativeInfinity));
+                }
+                sc.Store(sp + blk * 16);
+                max = Vector512.Max(max, sc);
+            }
+            float m = Vector512.Max(max, max).ToScalar();
+            for (int i = 0; i < 16; i++) m = Math.Max(m, max.GetElement(i));
+            var sc2 = scores[..length];
+            System.Numerics.Tensors.TensorPrimitives.Subtract(sc2, m, sc2);
+            System.Numerics.Tensors.TensorPrimitives.Exp(sc2, sc2);
+            float inv = 1f / System.Numerics.Tensors.TensorPrimitives.Sum(sc2);
+            System.Numerics.Tensors.TensorPrimitives.Multiply(sc2, inv, sc2);
+        }
+        Values(output, scores, cache, layer, kvHead, length, SimdLevel.Vector512);
+    }
+
+    /// <summary>output = Σ_j p_j v_j over positions [0, length) (p already normalised).</summary>
+    private static void Values(Span<float> output, ReadOnlySpan<float> p, IKvCache cache, int layer, int kvHead, int length, SimdLevel level)
+    {
+        int headDim = output.Length, bs = cache.BlockSize, kvDim = cache.KvDim;
+        fixed (float* op = output)
+        fixed (float* sp = p)
+        {
+            if (headDim == 64 && level == SimdLevel.Vector512)
+            {
+                int off = kvHead * 64;
+                Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
+                for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
+                {
+                    fixed (float* vb = cache.Values(layer, block))
+                    {
+                        int n = Math.Min(bs, length - j0);
+                        for (int r = 0; r < n; r++)
+                        {
+                            float* v = vb + r * kvDim + off;
+                            var pr = Vector512.Create(sp[j0 + r]);
+                            o0 = Vector512.FusedMultiplyAdd(Vector512.Load(v), pr, o0);
+                            o1 = Vector512.FusedMultiplyAdd(Vector512.Load(v + 16), pr, o1);
+                            o2 = Vector512.FusedMultiplyAdd(Vector512.Load(v + 32), pr, o2);
+                            o3 = Vector512.FusedMultiplyAdd(Vector512.Load(v + 48), pr, o3);
+                        }
+                    }
+                }
+                o0.Store(op); o1.Store(op + 16); o2.Store(op + 32); o3.Store(op + 48);
+                return;
+            }
+            new Span<float>(op, headDim).Clear();
+            for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
+            {
+                fixed (float* vb = cache.Values(layer, block))
+                {
+                    int n = Math.Min(bs, length - j0);
+                    for (int r = 0; r < n; r++)
+                        Axpy(op, vb + r * kvDim + kvHead * headDim, sp[j0 + r], headDim, level);
+                }
+            }
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Dot(float* a, float* b, int n, SimdLevel level)
     {

@@ -57,18 +57,77 @@ public sealed unsafe class CpuKernels(SimdLevel level) : IKernels
 
     public int Argmax(ReadOnlySpan<float> x) => Ops.Argmax(x);
 
+    /// <summary>A sequence with at least this many new tokens (a prefill) gets the transposed-keys attention.</summary>
+    public const int TransposedAttentionMinTokens = 8;
+
     public void Attention(in AttentionBatch b)
+    {
+        int groups = b.Heads / b.KvHeads;
+        bool transposed = Level == SimdLevel.Vector512 && b.KeysT.Length > 0;
+        // runs of tokens from one sequence: long runs (prefill) share one transposed copy of their keys
+        Span<bool> inLongRun = b.Tokens <= 4096 ? stackalloc bool[b.Tokens] : new bool[b.Tokens];
+        int shortTokens = b.Tokens;
+        if (transposed)
+        {
+            for (int t = 0; t < b.Tokens;)
+            {
+                int e = t + 1;
+                while (e < b.Tokens && ReferenceEquals(b.Caches[e], b.Caches[t])) e++;
+                if (e - t >= TransposedAttentionMinTokens)
+                {
+                    PrefillRun(b, t, e, groups);
+                    inLongRun[t..e].Fill(true);
+                    shortTokens -= e - t;
+                }
+                t = e;
+            }
+        }
+        if (shortTokens > 0) PerToken(b, inLongRun, groups);
+    }
+
+    private void PrefillRun(in AttentionBatch b, int t0, int t1, int groups)
+    {
+        var cache = b.Caches[t0];
+        int length = b.Lengths[t1 - 1];
+        int blocks = (length + 15) / 16;
+        Kernels.Attention.TransposeKeys(b.KeysT, cache, b.Layer, length, b.KvHeads, b.HeadDim);
+        int items = (t1 - t0) * b.Heads;
+        int chunks = Math.Min(AttentionScratchRows, items);
+        fixed (float* outP = b.Output)
+        fixed (float* qP = b.Q)
+        fixed (float* sP = b.Scratch)
+        fixed (float* ktP = b.KeysT)
+        fixed (int* lenP = b.Lengths)
+        {
+            nint o = (nint)outP, q = (nint)qP, s = (nint)sP, kt = (nint)ktP, len = (nint)lenP;
+            int heads = b.Heads, hd = b.HeadDim, layer = b.Layer, row = b.ScratchRowLength, ktLength = b.KeysT.Length;
+            Parallel.For(0, chunks, c =>
+            {
+                var scores = new Span<float>((float*)s + (long)c * row, row);
+                var keysT = new ReadOnlySpan<float>((float*)kt, ktLength);
+                for (int i = c; i < items; i += chunks)   // round-robin: causal rows grow with position
+                {
+                    int t = t0 + i / heads, h = i % heads;
+                    var qh = new ReadOnlySpan<float>((float*)q + ((long)t * heads + h) * hd, hd);
+                    var oh = new Span<float>((float*)o + ((long)t * heads + h) * hd, hd);
+                    Kernels.Attention.HeadTransposed(oh, qh, keysT, blocks, cache, layer, h / groups, ((int*)len)[t], scores);
+                }
+            });
+        }
+    }
+
+    private void PerToken(in AttentionBatch b, ReadOnlySpan<bool> skip, int groups)
     {
         int items = b.Tokens * b.Heads;
         int chunks = Math.Min(AttentionScratchRows, items);
         if (b.Scratch.Length < chunks * b.ScratchRowLength) throw new ArgumentException("attention scratch too small");
-        int groups = b.Heads / b.KvHeads;
         fixed (float* outP = b.Output)
         fixed (float* qP = b.Q)
         fixed (float* sP = b.Scratch)
         fixed (int* lenP = b.Lengths)
+        fixed (bool* skipP = skip)
         {
-            nint o = (nint)outP, q = (nint)qP, s = (nint)sP, len = (nint)lenP;
+            nint o = (nint)outP, q = (nint)qP, s = (nint)sP, len = (nint)lenP, sk = (nint)skipP;
             var caches = b.Caches;
             int heads = b.Heads, hd = b.HeadDim, layer = b.Layer, row = b.ScratchRowLength;
             var level = Level;
@@ -79,6 +138,7 @@ public sealed unsafe class CpuKernels(SimdLevel level) : IKernels
                 for (int i = c; i < items; i += chunks)
                 {
                     int t = i / heads, h = i % heads;
+                    if (((bool*)sk)[t]) continue;
                     int length = ((int*)len)[t];
                     var qh = new ReadOnlySpan<float>((float*)q + ((long)t * heads + h) * hd, hd);
                     var oh = new Span<float>((float*)o + ((long)t * heads + h) * hd, hd);
@@ -87,7 +147,7 @@ public sealed unsafe class CpuKernels(SimdLevel level) : IKernels
                 }
             }
             long work = 0;
-            for (int t = 0; t < b.Tokens; t++) work += b.Lengths[t];
+            for (int t = 0; t < b.Tokens; t++) if (!skip[t]) work += b.Lengths[t];
             if (chunks == 1 || work * heads * hd < 1 << 15)
                 for (int c = 0; c < chunks; c++) Run(c);
             else

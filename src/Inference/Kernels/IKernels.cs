@@ -8,9 +8,12 @@ namespace Loom.Inference.Kernels;
 /// <param name="Caches">(tokens) the cache each token's sequence reads.</param>
 /// <param name="Lengths">(tokens) positions visible to each token (its position + 1: causal).</param>
 /// <param name="Scratch">(Workers, maxContext) score rows, one per parallel work chunk.</param>
+/// <param name="KeysT">(maxContext rounded up to 16, kvHeads*headDim) room for one sequence's transposed keys
+/// (prefill); empty to always use the per-key path.</param>
 public readonly ref struct AttentionBatch(Span<float> output, ReadOnlySpan<float> q, IKvCache[] caches, ReadOnlySpan<int> lengths,
-    int tokens, int heads, int kvHeads, int headDim, int layer, Span<float> scratch, int scratchRowLength)
+    int tokens, int heads, int kvHeads, int headDim, int layer, Span<float> scratch, int scratchRowLength, Span<float> keysT = default)
 {
+    public readonly Span<float> KeysT = keysT;
     public readonly Span<float> Output = output;
     public readonly ReadOnlySpan<float> Q = q;
     public readonly IKvCache[] Caches = caches;

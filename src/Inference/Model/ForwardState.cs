@@ -1,3 +1,5 @@
+using Loom.Inference.Kernels;
+
 namespace Loom.Inference.Model;
 
 /// <summary>Which logits a forward pass produces.</summary>
@@ -16,6 +18,8 @@ public sealed class ForwardState
     public int MaxTokens { get; }
     public int MaxSequences { get; }
     public int MaxContext { get; }
+    /// <summary>Length of one row of attention scores: MaxContext rounded up to whole 16-key blocks.</summary>
+    internal int ScoreRowLength => (MaxContext + 15) / 16 * 16;
     public bool AllPositionLogits { get; }
 
     // the batch
@@ -40,6 +44,7 @@ public sealed class ForwardState
     internal readonly float[] Hb2;      // (MaxTokens, hidden) up
     internal readonly float[] Last;     // (MaxSequences, dim) final hidden state of each sequence's last token
     internal readonly float[] Scores;   // (scratch rows, MaxContext) attention scores
+    internal readonly float[] KeysT;    // (kvHeads, MaxContext/16 blocks, headDim, 16) one prefill sequence's keys, transposed
     internal readonly float[] LogitsBuffer; // (MaxSequences or MaxTokens, vocab)
     private readonly int _vocab;
 
@@ -66,7 +71,8 @@ public sealed class ForwardState
         Hb = new float[maxTokens * c.IntermediateSize];
         Hb2 = new float[maxTokens * c.IntermediateSize];
         Last = new float[maxSequences * c.HiddenSize];
-        Scores = new float[scratchRows * maxContext];
+        Scores = new float[scratchRows * ScoreRowLength];
+        KeysT = maxTokens >= CpuKernels.TransposedAttentionMinTokens ? new float[(maxContext + 15) / 16 * 16 * c.KvDim] : [];
         LogitsBuffer = new float[(long)(allPositionLogits ? maxTokens : maxSequences) * c.VocabSize];
     }
 

@@ -68,7 +68,7 @@ public sealed class Transformer : IDisposable
                 s.K.AsSpan(t * kvDim, kvDim).CopyTo(cache.Keys(l, block).Slice(row * kvDim, kvDim));
                 s.V.AsSpan(t * kvDim, kvDim).CopyTo(cache.Values(l, block).Slice(row * kvDim, kvDim));
             }
-            k.Attention(new AttentionBatch(s.Att, s.Q, s.TokenCache, s.Lengths, T, c.NumHeads, c.NumKvHeads, hd, l, s.Scores, s.MaxContext));
+            k.Attention(new AttentionBatch(s.Att, s.Q, s.TokenCache, s.Lengths, T, c.NumHeads, c.NumKvHeads, hd, l, s.Scores, s.ScoreRowLength, s.KeysT));
             Project(s.Xb, s.Att, L.O, T);
             Ops.AddInPlace(s.X.AsSpan(0, T * dim), s.Xb.AsSpan(0, T * dim));
 

@@ -152,6 +152,8 @@ public sealed class KernelTests(ITestOutputHelper log)
         }
         cache.Advance(length);
         var q = Random(hd, 12, 2);
+        var keysT = new float[64 * kvHeads * hd];
+        Attention.TransposeKeys(keysT, cache, 0, length, kvHeads, hd);
         for (int h = 0; h < kvHeads; h++)
         {
             var a = new float[hd];
@@ -159,6 +161,17 @@ public sealed class KernelTests(ITestOutputHelper log)
             Attention.Head(a, q, cache, 0, h, length, new float[64], level);
             Attention.NaiveHead(b, q, cache, 0, h, length);
             Compare.Close(log, $"attention kv head {h} {level}", a, b, 1e-5);
+            if (Simd.Best == SimdLevel.Vector512)
+            {
+                // the prefill path: keys transposed into 16-position blocks, the last one partial and masked
+                foreach (int len in new[] { length, 16, 1 })
+                {
+                    var c = new float[hd];
+                    Attention.NaiveHead(b, q, cache, 0, h, len);
+                    Attention.HeadTransposed(c, q, keysT, (length + 15) / 16, cache, 0, h, len, new float[64]);
+                    Compare.Close(log, $"transposed-keys attention kv head {h} length {len}", c, b, 1e-5);
+                }
+            }
         }
     }
 }
