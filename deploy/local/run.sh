@@ -50,8 +50,7 @@ export Loom__Seed__ApiKeyFile="$DATA/demo-api-key"
 export Loom__Blobs__Root="$DATA/blobs"
 ARGS=(--urls "$URL")
 if [ -f "$ROOT/models/loom-demo/config.json" ]; then
-  # The demo base model (models/README.md) is registered and served as "loom-demo".
-  ARGS+=("--Loom:Seed:BaseModels:loom-demo=$ROOT/models/loom-demo")
+  # The demo base model (models/README.md); the inference role registers it as "loom-demo" (its folder name).
   ARGS+=("--Inference:ModelDirectory=$ROOT/models/loom-demo")
 fi
 

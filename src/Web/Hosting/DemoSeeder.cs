@@ -1,5 +1,4 @@
 using System.Security.Cryptography;
-using System.Text.Json;
 using Loom.Data;
 using Loom.Data.Entities;
 using Loom.Data.Keys;
@@ -10,8 +9,8 @@ using Microsoft.EntityFrameworkCore;
 namespace Loom.Web.Hosting;
 
 /// <summary>
-/// First-start demo data: a tenant, an admin user, one API key (secret kept in a mode-600 file), and
-/// the configured base models. Idempotent: later starts only print where the key is.
+/// First-start demo data: a tenant, an admin user and one API key (secret kept in a mode-600 file).
+/// Idempotent: later starts only print where the key is.
 /// </summary>
 internal sealed class DemoSeeder(
     PlatformDbContext db, TenantContext tenantContext, UserManager<LoomUser> users, RoleManager<IdentityRole<Guid>> roles,
@@ -19,7 +18,6 @@ internal sealed class DemoSeeder(
 {
     public async Task SeedAsync(SeedOptions options, CancellationToken ct = default)
     {
-        await RegisterBaseModelsAsync(options.BaseModels, ct);
         if (!options.Demo) return;
 
         var tenant = await db.Tenants.SingleOrDefaultAsync(t => t.Name == options.TenantName, ct);
@@ -63,33 +61,6 @@ internal sealed class DemoSeeder(
         _ = ct;
     }
 
-    private async Task RegisterBaseModelsAsync(Dictionary<string, string> models, CancellationToken ct)
-    {
-        foreach (var (name, folder) in models)
-        {
-            var path = Path.GetFullPath(folder);
-            var existing = await db.BaseModels.SingleOrDefaultAsync(m => m.Name == name, ct);
-            if (existing is not null)
-            {
-                existing.Path = path;
-            }
-            else
-            {
-                db.BaseModels.Add(new BaseModel { Id = Guid.NewGuid(), Name = name, Path = path, ContextLength = ReadContextLength(path), CreatedAt = clock.GetUtcNow() });
-                logger.LogInformation("Registered base model '{Model}' from {Path}", name, path);
-            }
-        }
-        await db.SaveChangesAsync(ct);
-    }
-
-    private static int ReadContextLength(string folder)
-    {
-        var config = Path.Combine(folder, "config.json");
-        if (!File.Exists(config)) throw new InvalidOperationException($"Base model folder {folder} has no config.json.");
-        using var doc = JsonDocument.Parse(File.ReadAllText(config));
-        return doc.RootElement.TryGetProperty("max_position_embeddings", out var v) && v.TryGetInt32(out var n) ? n : 2048;
-    }
-
     private static void WriteSecretFile(string path, string content)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
@@ -111,7 +82,7 @@ internal static class DemoSeederExtensions
     public static async Task SeedAsync(this WebApplication app)
     {
         var options = app.Configuration.GetSection("Loom:Seed").Get<SeedOptions>() ?? new SeedOptions();
-        if (!options.Demo && options.BaseModels.Count == 0) return;
+        if (!options.Demo) return;
         await using var scope = app.Services.CreateAsyncScope();
         var seeder = ActivatorUtilities.CreateInstance<DemoSeeder>(scope.ServiceProvider);
         await seeder.SeedAsync(options);

@@ -10,6 +10,4 @@ public sealed class SeedOptions
     public string? AdminPassword { get; set; }
     /// <summary>Where the demo API key's secret is kept (mode 600).</summary>
     public string ApiKeyFile { get; set; } = ".data/demo-api-key";
-    /// <summary>Base models to register if missing: name → folder of the Hugging Face checkpoint.</summary>
-    public Dictionary<string, string> BaseModels { get; set; } = [];
 }

@@ -1,0 +1,58 @@
+using System.Diagnostics;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Loom.Api.Tests;
+
+/// <summary>Loom on a real socket for clients outside the process.</summary>
+public sealed class KestrelTinyChatFactory : ChatModelFactory
+{
+    public KestrelTinyChatFactory() => UseKestrel(0);
+
+    public string BaseUrl => Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+}
+
+/// <summary>Runs tests/Api.Compat/compat.mjs (the official openai npm client) against Loom and fails if it fails.</summary>
+public class CompatibilityTests(KestrelTinyChatFactory factory) : IClassFixture<KestrelTinyChatFactory>
+{
+    [Fact]
+    public async Task OfficialOpenAiClientWorksAgainstLoom()
+    {
+        var dir = Path.Combine(ChatModelFactory.RepoRoot(), "tests", "Api.Compat");
+        Assert.True(Directory.Exists(Path.Combine(dir, "node_modules", "openai")),
+            $"npm packages missing in {dir}: deploy/local/test.sh runs 'npm ci' there");
+
+        var tenant = await factory.CreateTenantAsync($"compat-{Guid.NewGuid():N}");
+        var key = await factory.CreateKeyAsync(tenant.Id);
+        var limitedTenant = await factory.CreateTenantAsync($"compat-limited-{Guid.NewGuid():N}");
+        await factory.InTenantAsync(null, async db =>
+        {
+            (await db.Tenants.FindAsync(limitedTenant.Id))!.RequestsPerMinute = 3;
+            return await db.SaveChangesAsync();
+        });
+        var limitedKey = await factory.CreateKeyAsync(limitedTenant.Id);
+
+        var psi = new ProcessStartInfo("node", ["compat.mjs"])
+        {
+            WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+        };
+        psi.Environment["LOOM_BASE_URL"] = factory.BaseUrl.TrimEnd('/') + "/v1";
+        psi.Environment["LOOM_API_KEY"] = key.Secret;
+        psi.Environment["LOOM_LIMITED_KEY"] = limitedKey.Secret;
+        psi.Environment["LOOM_MODEL"] = ChatModelFactory.ModelName;
+        foreach (var (k, v) in CompatEnvironment()) psi.Environment[k] = v;
+
+        using var process = Process.Start(psi)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        await process.WaitForExitAsync(timeout.Token);
+        var output = await stdout + await stderr;
+        Assert.True(process.ExitCode == 0, $"compat.mjs failed (exit {process.ExitCode}):\n{output}");
+        Assert.Contains("all compatibility checks passed", output);
+    }
+
+    /// <summary>Extra environment for optional checks (the adapter upload once adapters are served).</summary>
+    private static IEnumerable<KeyValuePair<string, string>> CompatEnvironment() => [];
+}
