@@ -34,16 +34,19 @@ public static unsafe class MatMulKernel
         int workers = Environment.ProcessorCount;
         long work = 0;
         int totalRows = 0;
+        bool anyPacked = false;
         foreach (var t in targets)
         {
             work += (long)t.W.Rows * t.W.Cols * n;
             totalRows += t.W.Rows;
+            anyPacked |= t.W.Packed;
         }
+        float* xt = anyPacked && level == SimdLevel.Vector512 && n >= 8 ? InterleaveInputs(x, n, targets[0].W.Cols) : null;
         // chunks of whole 4-row tiles; several per core so a slow core does not hold the others back
         int chunkRows = Math.Max(32, (totalRows / (workers * 4) + 31) & ~31);
         if (work < 1 << 16 || totalRows <= chunkRows)
         {
-            foreach (var t in targets) Rows((float*)t.Y, x, t.W, n, 0, t.W.Rows, level);
+            foreach (var t in targets) Rows((float*)t.Y, x, xt, t.W, n, 0, t.W.Rows, level);
             return;
         }
         // (target, first row) of every chunk
@@ -52,21 +55,46 @@ public static unsafe class MatMulKernel
         for (int i = 0; i < targets.Length; i++)
             for (int r = 0; r < targets[i].W.Rows; r += chunkRows) chunks[count++] = (i, r);
         var jobs = targets.ToArray();
-        nint xA = (nint)x;
+        nint xA = (nint)x, xtA = (nint)xt;
         Parallel.For(0, count, c =>
         {
             var (i, r0) = chunks[c];
             var t = jobs[i];
-            Rows((float*)t.Y, (float*)xA, t.W, n, r0, Math.Min(t.W.Rows, r0 + chunkRows), level);
+            Rows((float*)t.Y, (float*)xA, (float*)xtA, t.W, n, r0, Math.Min(t.W.Rows, r0 + chunkRows), level);
         });
     }
 
+    [ThreadStatic] private static float[]? _interleaved;
+
+    /// <summary>Input rows in groups of 8, interleaved column by column ([n/8][cols][8]), so the packed kernel's
+    /// eight broadcasts per column come from one cache line instead of eight rows a row-stride apart.
+    /// The buffer belongs to the calling thread and is reused (it grows, rarely).</summary>
+    private static float* InterleaveInputs(float* x, int n, int cols)
+    {
+        int groups = n / 8;
+        int size = groups * cols * 8;
+        if (_interleaved == null || _interleaved.Length < size) _interleaved = GC.AllocateArray<float>(Math.Max(size, 4096), pinned: true);
+        fixed (float* dst = _interleaved)
+        {
+            for (int g = 0; g < groups; g++)
+            {
+                float* d = dst + (long)g * cols * 8;
+                for (int j = 0; j < 8; j++)
+                {
+                    float* src = x + (long)(g * 8 + j) * cols;
+                    for (int k = 0; k < cols; k++) d[k * 8 + j] = src[k];
+                }
+            }
+            return dst;   // pinned array: the address stays valid after the fixed block
+        }
+    }
+
     /// <summary>Computes output rows [r0, r1) for all n input rows.</summary>
-    private static void Rows(float* y, float* x, WeightMatrix w, int n, int r0, int r1, SimdLevel level)
+    private static void Rows(float* y, float* x, float* xt, WeightMatrix w, int n, int r0, int r1, SimdLevel level)
     {
         if (w.Packed)
         {
-            PackedRows(y, x, w, n, r0, r1, level);
+            PackedRows(y, x, xt, w, n, r0, r1, level);
             return;
         }
         int cols = w.Cols, rows = w.Rows;
@@ -103,7 +131,7 @@ public static unsafe class MatMulKernel
 
     /// <summary>Packed weights: rows [r0, r1) in pairs of 16-row panels; each step loads 32 rows' weights for one
     /// column and multiplies them by one broadcast input value per sequence (8 sequences per pass).</summary>
-    private static void PackedRows(float* y, float* x, WeightMatrix w, int n, int r0, int r1, SimdLevel level)
+    private static void PackedRows(float* y, float* x, float* xt, WeightMatrix w, int n, int r0, int r1, SimdLevel level)
     {
         int cols = w.Cols, rows = w.Rows;
         if (level != SimdLevel.Vector512 || !Avx512F.IsSupported)
@@ -125,10 +153,11 @@ public static unsafe class MatMulKernel
             {
                 long panel = (long)r * cols;   // start of the first of the two panels
                 int b = b0;
-                for (; b + 8 <= b1; b += 8)
+                for (; b + 8 <= b1 && xt != null; b += 8)
                 {
-                    if (f32) PanelF32x8(y, x, (float*)w.Data + panel, rows, cols, r, b);
-                    else PanelBF16x8(y, x, (ushort*)w.Data + panel, rows, cols, r, b);
+                    float* xg = xt + (long)(b / 8) * cols * 8;   // b0 and BatchBlock are multiples of 8
+                    if (f32) PanelF32x8(y, xg, (float*)w.Data + panel, rows, cols, r, b);
+                    else PanelBF16x8(y, xg, (ushort*)w.Data + panel, rows, cols, r, b);
                 }
                 for (; b < b1; b++)
                 {
@@ -143,46 +172,48 @@ public static unsafe class MatMulKernel
     private static Vector512<float> Widen16(ushort* p) =>
         Vector512.ShiftLeft(Avx512F.ConvertToVector512UInt32(Vector256.Load(p)), 16).AsSingle();
 
-    private static void PanelF32x8(float* y, float* x, float* p0, int rows, int cols, int r, int b)
+    /// <param name="xg">8 input rows interleaved: (cols, 8).</param>
+    private static void PanelF32x8(float* y, float* xg, float* p0, int rows, int cols, int r, int b)
     {
         float* p1 = p0 + 16 * cols;
-        float* x0 = x + (long)b * cols, x1 = x0 + cols, x2 = x1 + cols, x3 = x2 + cols, x4 = x3 + cols, x5 = x4 + cols, x6 = x5 + cols, x7 = x6 + cols;
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
         Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
         for (int k = 0; k < cols; k++)
         {
             var u = Vector512.Load(p0 + k * 16);
             var w = Vector512.Load(p1 + k * 16);
-            var v = Vector512.Create(x0[k]); a0 = Vector512.FusedMultiplyAdd(u, v, a0); c0 = Vector512.FusedMultiplyAdd(w, v, c0);
-            v = Vector512.Create(x1[k]); a1 = Vector512.FusedMultiplyAdd(u, v, a1); c1 = Vector512.FusedMultiplyAdd(w, v, c1);
-            v = Vector512.Create(x2[k]); a2 = Vector512.FusedMultiplyAdd(u, v, a2); c2 = Vector512.FusedMultiplyAdd(w, v, c2);
-            v = Vector512.Create(x3[k]); a3 = Vector512.FusedMultiplyAdd(u, v, a3); c3 = Vector512.FusedMultiplyAdd(w, v, c3);
-            v = Vector512.Create(x4[k]); a4 = Vector512.FusedMultiplyAdd(u, v, a4); c4 = Vector512.FusedMultiplyAdd(w, v, c4);
-            v = Vector512.Create(x5[k]); a5 = Vector512.FusedMultiplyAdd(u, v, a5); c5 = Vector512.FusedMultiplyAdd(w, v, c5);
-            v = Vector512.Create(x6[k]); a6 = Vector512.FusedMultiplyAdd(u, v, a6); c6 = Vector512.FusedMultiplyAdd(w, v, c6);
-            v = Vector512.Create(x7[k]); a7 = Vector512.FusedMultiplyAdd(u, v, a7); c7 = Vector512.FusedMultiplyAdd(w, v, c7);
+            float* xk = xg + k * 8;
+            var v = Vector512.Create(xk[0]); a0 = Vector512.FusedMultiplyAdd(u, v, a0); c0 = Vector512.FusedMultiplyAdd(w, v, c0);
+            v = Vector512.Create(xk[1]); a1 = Vector512.FusedMultiplyAdd(u, v, a1); c1 = Vector512.FusedMultiplyAdd(w, v, c1);
+            v = Vector512.Create(xk[2]); a2 = Vector512.FusedMultiplyAdd(u, v, a2); c2 = Vector512.FusedMultiplyAdd(w, v, c2);
+            v = Vector512.Create(xk[3]); a3 = Vector512.FusedMultiplyAdd(u, v, a3); c3 = Vector512.FusedMultiplyAdd(w, v, c3);
+            v = Vector512.Create(xk[4]); a4 = Vector512.FusedMultiplyAdd(u, v, a4); c4 = Vector512.FusedMultiplyAdd(w, v, c4);
+            v = Vector512.Create(xk[5]); a5 = Vector512.FusedMultiplyAdd(u, v, a5); c5 = Vector512.FusedMultiplyAdd(w, v, c5);
+            v = Vector512.Create(xk[6]); a6 = Vector512.FusedMultiplyAdd(u, v, a6); c6 = Vector512.FusedMultiplyAdd(w, v, c6);
+            v = Vector512.Create(xk[7]); a7 = Vector512.FusedMultiplyAdd(u, v, a7); c7 = Vector512.FusedMultiplyAdd(w, v, c7);
         }
         StorePanels8(y, rows, r, b, a0, a1, a2, a3, a4, a5, a6, a7, c0, c1, c2, c3, c4, c5, c6, c7);
     }
 
-    private static void PanelBF16x8(float* y, float* x, ushort* p0, int rows, int cols, int r, int b)
+    /// <param name="xg">8 input rows interleaved: (cols, 8).</param>
+    private static void PanelBF16x8(float* y, float* xg, ushort* p0, int rows, int cols, int r, int b)
     {
         ushort* p1 = p0 + 16 * cols;
-        float* x0 = x + (long)b * cols, x1 = x0 + cols, x2 = x1 + cols, x3 = x2 + cols, x4 = x3 + cols, x5 = x4 + cols, x6 = x5 + cols, x7 = x6 + cols;
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
         Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
         for (int k = 0; k < cols; k++)
         {
             var u = Widen16(p0 + k * 16);
             var w = Widen16(p1 + k * 16);
-            var v = Vector512.Create(x0[k]); a0 = Vector512.FusedMultiplyAdd(u, v, a0); c0 = Vector512.FusedMultiplyAdd(w, v, c0);
-            v = Vector512.Create(x1[k]); a1 = Vector512.FusedMultiplyAdd(u, v, a1); c1 = Vector512.FusedMultiplyAdd(w, v, c1);
-            v = Vector512.Create(x2[k]); a2 = Vector512.FusedMultiplyAdd(u, v, a2); c2 = Vector512.FusedMultiplyAdd(w, v, c2);
-            v = Vector512.Create(x3[k]); a3 = Vector512.FusedMultiplyAdd(u, v, a3); c3 = Vector512.FusedMultiplyAdd(w, v, c3);
-            v = Vector512.Create(x4[k]); a4 = Vector512.FusedMultiplyAdd(u, v, a4); c4 = Vector512.FusedMultiplyAdd(w, v, c4);
-            v = Vector512.Create(x5[k]); a5 = Vector512.FusedMultiplyAdd(u, v, a5); c5 = Vector512.FusedMultiplyAdd(w, v, c5);
-            v = Vector512.Create(x6[k]); a6 = Vector512.FusedMultiplyAdd(u, v, a6); c6 = Vector512.FusedMultiplyAdd(w, v, c6);
-            v = Vector512.Create(x7[k]); a7 = Vector512.FusedMultiplyAdd(u, v, a7); c7 = Vector512.FusedMultiplyAdd(w, v, c7);
+            float* xk = xg + k * 8;
+            var v = Vector512.Create(xk[0]); a0 = Vector512.FusedMultiplyAdd(u, v, a0); c0 = Vector512.FusedMultiplyAdd(w, v, c0);
+            v = Vector512.Create(xk[1]); a1 = Vector512.FusedMultiplyAdd(u, v, a1); c1 = Vector512.FusedMultiplyAdd(w, v, c1);
+            v = Vector512.Create(xk[2]); a2 = Vector512.FusedMultiplyAdd(u, v, a2); c2 = Vector512.FusedMultiplyAdd(w, v, c2);
+            v = Vector512.Create(xk[3]); a3 = Vector512.FusedMultiplyAdd(u, v, a3); c3 = Vector512.FusedMultiplyAdd(w, v, c3);
+            v = Vector512.Create(xk[4]); a4 = Vector512.FusedMultiplyAdd(u, v, a4); c4 = Vector512.FusedMultiplyAdd(w, v, c4);
+            v = Vector512.Create(xk[5]); a5 = Vector512.FusedMultiplyAdd(u, v, a5); c5 = Vector512.FusedMultiplyAdd(w, v, c5);
+            v = Vector512.Create(xk[6]); a6 = Vector512.FusedMultiplyAdd(u, v, a6); c6 = Vector512.FusedMultiplyAdd(w, v, c6);
+            v = Vector512.Create(xk[7]); a7 = Vector512.FusedMultiplyAdd(u, v, a7); c7 = Vector512.FusedMultiplyAdd(w, v, c7);
         }
         StorePanels8(y, rows, r, b, a0, a1, a2, a3, a4, a5, a6, a7, c0, c1, c2, c3, c4, c5, c6, c7);
     }
