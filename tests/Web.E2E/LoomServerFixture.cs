@@ -2,7 +2,12 @@ using System.Diagnostics;
 using System.Reflection;
 using System.Text;
 using System.Text.RegularExpressions;
+using Loom.Data;
+using Loom.Data.Entities;
 using Loom.Tests.Shared;
+using Microsoft.AspNetCore.Identity;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Playwright;
 
 namespace Loom.Web.E2E;
@@ -60,6 +65,24 @@ public sealed partial class LoomServerFixture : IAsyncLifetime
         });
         context.SetDefaultTimeout(30_000);
         return context;
+    }
+
+    /// <summary>Adds another tenant with one portal user, straight into Loom's database (the portal has no sign-up).</summary>
+    public async Task CreateTenantUserAsync(string tenantName, string userName, string password)
+    {
+        var configuration = new ConfigurationBuilder()
+            .AddInMemoryCollection(new Dictionary<string, string?> { [$"ConnectionStrings:{DataModule.ConnectionStringName}"] = _database!.ConnectionString })
+            .Build();
+        await using var provider = new ServiceCollection().AddLogging().AddData(configuration).BuildServiceProvider();
+        await using var scope = provider.CreateAsyncScope();
+        var db = scope.ServiceProvider.GetRequiredService<PlatformDbContext>();
+        var tenant = new Tenant { Id = Guid.NewGuid(), Name = tenantName, CreatedAt = DateTimeOffset.UtcNow };
+        db.Tenants.Add(tenant);
+        await db.SaveChangesAsync();
+        var users = scope.ServiceProvider.GetRequiredService<UserManager<LoomUser>>();
+        var created = await users.CreateAsync(new LoomUser { Id = Guid.NewGuid(), UserName = userName, TenantId = tenant.Id }, password);
+        if (!created.Succeeded)
+            throw new InvalidOperationException($"Could not create user '{userName}': {string.Join("; ", created.Errors.Select(e => e.Description))}");
     }
 
     private async Task<string> StartServerAsync(string connectionString)

@@ -10,25 +10,24 @@ namespace Loom.Web.E2E;
 [Collection(LoomCollection.Name)]
 public abstract class PortalTest(LoomServerFixture loom) : IAsyncLifetime
 {
-    private IBrowserContext? _context;
-    private IPage? _page;
-    private string _name = "unnamed";
+    private readonly List<(IBrowserContext Context, IPage Page, string Name)> _sessions = [];
 
     protected LoomServerFixture Loom => loom;
 
-    /// <summary>Opens the page for this test; its screenshot is named after the calling test.</summary>
+    /// <summary>Opens a page in a fresh browser context (own cookies); its screenshot is named after the calling test.</summary>
     protected async Task<IPage> OpenAsync([CallerMemberName] string test = "")
     {
-        _name = $"{GetType().Name}.{test}";
-        _context = await loom.NewContextAsync();
-        _page = await _context.NewPageAsync();
-        return _page;
+        var context = await loom.NewContextAsync();
+        var page = await context.NewPageAsync();
+        var name = $"{GetType().Name}.{test}" + (_sessions.Count == 0 ? "" : $".{_sessions.Count + 1}");
+        _sessions.Add((context, page, name));
+        return page;
     }
 
-    protected static async Task SignInAsync(IPage page, string password = LoomServerFixture.AdminPassword)
+    protected static async Task SignInAsync(IPage page, string password = LoomServerFixture.AdminPassword, string user = LoomServerFixture.AdminUser)
     {
         await page.GotoAsync("/account/signin");
-        await page.GetByLabel("User name", new() { Exact = true }).FillAsync(LoomServerFixture.AdminUser);
+        await page.GetByLabel("User name", new() { Exact = true }).FillAsync(user);
         await page.GetByLabel("Password", new() { Exact = true }).FillAsync(password);
         await page.GetByRole(AriaRole.Button, new() { Name = "Sign in", Exact = true }).ClickAsync();
     }
@@ -37,8 +36,10 @@ public abstract class PortalTest(LoomServerFixture loom) : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
-        if (_page is not null)
-            await _page.ScreenshotAsync(new() { Path = Path.Combine(LoomServerFixture.ArtifactsDirectory, $"{_name}.png"), FullPage = true });
-        if (_context is not null) await _context.CloseAsync();
+        foreach (var (context, page, name) in _sessions)
+        {
+            await page.ScreenshotAsync(new() { Path = Path.Combine(LoomServerFixture.ArtifactsDirectory, $"{name}.png"), FullPage = true });
+            await context.CloseAsync();
+        }
     }
 }
