@@ -1,4 +1,5 @@
 using Loom.Inference.Kernels;
+using Loom.Inference.Memory;
 
 namespace Loom.Inference.Model;
 
@@ -21,6 +22,8 @@ public sealed class ForwardState
     /// <summary>Length of one row of attention scores: MaxContext rounded up to whole 16-key blocks.</summary>
     internal int ScoreRowLength => (MaxContext + 15) / 16 * 16;
     public bool AllPositionLogits { get; }
+    /// <summary>Largest LoRA rank a sequence's adapter may have (the LoRA scratch is sized for it).</summary>
+    public int MaxLoraRank { get; }
 
     // the batch
     internal readonly int[] Tokens;          // (MaxTokens) token ids, sequences concatenated
@@ -30,6 +33,11 @@ public sealed class ForwardState
     internal readonly IKvCache[] SeqCache;   // (MaxSequences)
     internal readonly int[] SeqStart;        // (MaxSequences) first token of each sequence
     internal readonly int[] SeqCount;        // (MaxSequences) new tokens of each sequence
+    internal readonly AdapterResidency?[] SeqAdapter; // (MaxSequences) LoRA adapter of each sequence (null: base model)
+    internal readonly LoraSegment[] Segments;         // (MaxSequences) runs of consecutive sequences sharing an adapter
+    internal int SegmentCount;                        // set by the forward pass; 0 when no sequence has an adapter
+    internal readonly float[] LoraScratch;            // (MaxTokens, MaxLoraRank) shrunk activations x·Aᵀ
+    private int _adapterSequences;
     public int TokenCount { get; private set; }
     public int SequenceCount { get; private set; }
 
@@ -48,8 +56,13 @@ public sealed class ForwardState
     internal readonly float[] LogitsBuffer; // (MaxSequences or MaxTokens, vocab)
     private readonly int _vocab;
 
-    internal ForwardState(ModelConfig c, int maxTokens, int maxSequences, int maxContext, bool allPositionLogits, int scratchRows)
+    internal ForwardState(ModelConfig c, int maxTokens, int maxSequences, int maxContext, bool allPositionLogits, int scratchRows, int maxLoraRank = 0)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxLoraRank);
+        MaxLoraRank = maxLoraRank;
+        SeqAdapter = new AdapterResidency?[maxSequences];
+        Segments = new LoraSegment[maxSequences];
+        LoraScratch = new float[(long)maxTokens * maxLoraRank];
         MaxTokens = maxTokens;
         MaxSequences = maxSequences;
         MaxContext = maxContext;
@@ -81,12 +94,20 @@ public sealed class ForwardState
     {
         TokenCount = 0;
         SequenceCount = 0;
+        _adapterSequences = 0;
+        SegmentCount = 0;
     }
 
+    /// <summary>Whether any sequence of the batch has a LoRA adapter.</summary>
+    internal bool HasAdapters => _adapterSequences > 0;
+
     /// <summary>Adds a sequence with its new tokens (a prompt chunk for prefill, one token for decode).
-    /// Their positions continue from the cache's current length.</summary>
-    public void Add(IKvCache cache, ReadOnlySpan<int> tokens)
+    /// Their positions continue from the cache's current length. <paramref name="adapter"/>: the sequence's LoRA adapter in
+    /// pool pages (null: base model); add sequences of one adapter next to each other to get one segment per adapter.</summary>
+    public void Add(IKvCache cache, ReadOnlySpan<int> tokens, AdapterResidency? adapter = null)
     {
+        if (adapter is not null && adapter.Rank > MaxLoraRank)
+            throw new ArgumentException($"adapter '{adapter.AdapterId}' has rank {adapter.Rank}; this state holds LoRA scratch for rank {MaxLoraRank}");
         if (tokens.Length == 0) throw new ArgumentException("a sequence needs at least one new token");
         if (SequenceCount == MaxSequences) throw new InvalidOperationException($"batch is full ({MaxSequences} sequences)");
         if (TokenCount + tokens.Length > MaxTokens) throw new InvalidOperationException($"batch is full ({MaxTokens} tokens)");
@@ -98,6 +119,8 @@ public sealed class ForwardState
         SeqCache[s] = cache;
         SeqStart[s] = TokenCount;
         SeqCount[s] = tokens.Length;
+        SeqAdapter[s] = adapter;
+        if (adapter is not null) _adapterSequences++;
         for (int j = 0; j < tokens.Length; j++)
         {
             int t = TokenCount++;

@@ -1,3 +1,4 @@
+using Loom.Inference.Formats;
 using Loom.Inference.Kernels;
 
 namespace Loom.Inference.Model;
@@ -24,8 +25,9 @@ public sealed class Transformer : IDisposable
         _rope = new RopeTable(Config, MaxContext);
     }
 
-    public ForwardState CreateState(int maxTokens, int maxSequences, bool allPositionLogits = false) =>
-        new(Config, maxTokens, maxSequences, MaxContext, allPositionLogits, Kernels.AttentionScratchRows);
+    /// <param name="maxLoraRank">Largest LoRA rank of an adapter in a batch (0: base model only).</param>
+    public ForwardState CreateState(int maxTokens, int maxSequences, bool allPositionLogits = false, int maxLoraRank = 0) =>
+        new(Config, maxTokens, maxSequences, MaxContext, allPositionLogits, Kernels.AttentionScratchRows, maxLoraRank);
 
     public KvCache CreateCache(int maxTokens = 0) => KvCache.For(Config, maxTokens > 0 ? Math.Min(maxTokens, MaxContext) : MaxContext);
 
@@ -42,6 +44,9 @@ public sealed class Transformer : IDisposable
         if (mode == LogitsMode.AllPositions && !s.AllPositionLogits)
             throw new InvalidOperationException("this state was created without room for all-position logits");
         for (int i = 0; i < s.SequenceCount; i++) s.SeqCache[i].Reserve(s.SeqCache[i].Length + s.SeqCount[i]);
+        s.SegmentCount = s.HasAdapters
+            ? LoraSegments.Build(s.Segments, s.SeqStart.AsSpan(0, s.SequenceCount), s.SeqCount.AsSpan(0, s.SequenceCount), s.SeqAdapter.AsSpan(0, s.SequenceCount))
+            : 0;
 
         // token embeddings
         for (int t = 0; t < T; t++)
@@ -58,6 +63,9 @@ public sealed class Transformer : IDisposable
             // attention: xb = norm(x); q, k, v = projections; rope; cache; attend; x += o(att)
             k.RmsNorm(s.Xb, s.X, L.AttnNorm, eps, T);
             Project(s.Q, L.Q, s.K, L.K, s.V, L.V, s.Xb, T);
+            Lora(s, s.Q, s.Xb, dim, qDim, l, LoraTarget.QProj);
+            Lora(s, s.K, s.Xb, dim, kvDim, l, LoraTarget.KProj);
+            Lora(s, s.V, s.Xb, dim, kvDim, l, LoraTarget.VProj);
             for (int t = 0; t < T; t++)
             {
                 int pos = s.Positions[t];
@@ -70,13 +78,17 @@ public sealed class Transformer : IDisposable
             }
             k.Attention(new AttentionBatch(s.Att, s.Q, s.TokenCache, s.Lengths, T, c.NumHeads, c.NumKvHeads, hd, l, s.Scores, s.ScoreRowLength, s.KeysT));
             Project(s.Xb, s.Att, L.O, T);
+            Lora(s, s.Xb, s.Att, qDim, dim, l, LoraTarget.OProj);
             Ops.AddInPlace(s.X.AsSpan(0, T * dim), s.Xb.AsSpan(0, T * dim));
 
             // mlp: x += down(silu(gate(norm(x))) · up(norm(x)))
             k.RmsNorm(s.Xb, s.X, L.MlpNorm, eps, T);
             Project(s.Hb, L.Gate, s.Hb2, L.Up, default, null, s.Xb, T);
+            Lora(s, s.Hb, s.Xb, dim, hidden, l, LoraTarget.GateProj);
+            Lora(s, s.Hb2, s.Xb, dim, hidden, l, LoraTarget.UpProj);
             k.SiluMul(s.Hb.AsSpan(0, T * hidden), s.Hb.AsSpan(0, T * hidden), s.Hb2.AsSpan(0, T * hidden));
             Project(s.Xb, s.Hb, L.Down, T);
+            Lora(s, s.Xb, s.Hb, hidden, dim, l, LoraTarget.DownProj);
             Ops.AddInPlace(s.X.AsSpan(0, T * dim), s.Xb.AsSpan(0, T * dim));
         }
 
@@ -113,6 +125,15 @@ public sealed class Transformer : IDisposable
         AddBias(y1, p1, n);
         AddBias(y2, p2, n);
         if (p3 != null) AddBias(y3, p3, n);
+    }
+
+    /// <summary>y (T, outDim) += scale · (x Aᵀ) Bᵀ per adapter segment of the batch, read from pool pages (never merged).</summary>
+    private void Lora(ForwardState s, float[] y, float[] x, int inDim, int outDim, int layer, LoraTarget target)
+    {
+        if (s.SegmentCount == 0) return;
+        int T = s.TokenCount;
+        LoraKernel.Apply(y.AsSpan(0, T * outDim), x.AsSpan(0, T * inDim), inDim, outDim, s.Segments.AsSpan(0, s.SegmentCount),
+            layer, target, s.LoraScratch, Kernels.Level);
     }
 
     private static void AddBias(Span<float> y, Linear p, int n)
