@@ -1,4 +1,5 @@
 using Loom.Api.Auth;
+using Loom.Api.Adapters;
 using Loom.Api.Completions;
 using Loom.Api.Errors;
 using Loom.Api.Files;
@@ -72,6 +73,7 @@ public static class ApiModule
         v1.MapChatCompletions();
         v1.MapCompletions();
         v1.MapFiles();
+        v1.MapAdapters();
         v1.MapUsage();
         return app;
     }

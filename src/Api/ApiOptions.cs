@@ -8,4 +8,7 @@ public sealed class ApiOptions
 
     /// <summary>Largest upload (POST /v1/files, /v1/adapters), bytes.</summary>
     public long MaxUploadBytes { get; set; } = 512L * 1024 * 1024;
+
+    /// <summary>Largest LoRA rank an uploaded adapter may have.</summary>
+    public int MaxAdapterRank { get; set; } = 128;
 }
