@@ -17,7 +17,7 @@ internal sealed class Golden
     public required float[] Decode { get; init; }
 
     public static readonly string Root = Path.Combine(AppContext.BaseDirectory, "golden", "models");
-    public static readonly TheoryData<string> Names = new() { "llama_gqa_tied", "llama3_scaled_bf16", "qwen2_bias" };
+    public static readonly TheoryData<string> Names = new() { "llama_gqa_tied", "llama3_scaled_bf16", "qwen2_bias", "mistral_hd64" };
 
     public static string PathOf(string name) => Path.Combine(Root, name);
 

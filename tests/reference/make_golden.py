@@ -232,6 +232,11 @@ MODELS = [
         model_type="qwen2", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=1000000.0,
         tie_word_embeddings=False, max_position_embeddings=256, use_sliding_window=False)),
+    # mistral with head_dim 64 (the width of the specialised attention kernels), one KV head
+    dict(name="mistral_hd64", dtype=torch.float32, shards=1, cfg=dict(
+        model_type="mistral", hidden_size=128, intermediate_size=192, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=64, rms_norm_eps=1e-5, rope_theta=10000.0,
+        tie_word_embeddings=True, max_position_embeddings=256, sliding_window=None)),
 ]
 
 
@@ -240,7 +245,8 @@ def main():
     tok = make_tokenizer()
     for mi, m in enumerate(MODELS):
         cfg = dict(m["cfg"])
-        cfg.update(architectures=["LlamaForCausalLM" if cfg["model_type"] != "qwen2" else "Qwen2ForCausalLM"],
+        arch = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}[cfg["model_type"]]
+        cfg.update(architectures=[arch],
                    hidden_act="silu", vocab_size=VOCAB, bos_token_id=BOS, eos_token_id=EOS,
                    torch_dtype="bfloat16" if m["dtype"] == torch.bfloat16 else "float32")
         # head_dim is implicit (hidden / heads) for qwen2

@@ -34,8 +34,17 @@ public sealed class GoldenLogitsTests(ITestOutputHelper log)
         d.Add("llama_gqa_tied", WeightFormat.Auto, SimdLevel.Vector256);
         d.Add("llama3_scaled_bf16", WeightFormat.Auto, SimdLevel.Vector256);
         d.Add("qwen2_bias", WeightFormat.Auto, SimdLevel.Scalar);
+        d.Add("mistral_hd64", WeightFormat.BF16, Simd.Best);          // f32 checkpoint rounded to bf16: see below
+        d.Add("mistral_hd64", WeightFormat.Auto, SimdLevel.Vector256);
         return d;
     }
+
+    /// <summary>An f32 checkpoint loaded as bf16 is rounded (8 significant bits), so it is held to a looser bound:
+    /// each weight moves by at most 2^-9 = 0.2% relative; over two layers these independent errors moved logits by
+    /// 0.3–0.5% of their range in the cases measured, so 1% leaves margin while still catching a wrong widening
+    /// (see InvariantTests for the exact-widening check at 1e-5).</summary>
+    private static double ToleranceFor(string name, WeightFormat format) =>
+        format == WeightFormat.BF16 && name != "llama3_scaled_bf16" ? 1e-2 : Tolerance;
 
     [Theory]
     [MemberData(nameof(Cases))]
@@ -44,7 +53,7 @@ public sealed class GoldenLogitsTests(ITestOutputHelper log)
         var g = Golden.Load(name);
         using var m = Open(name, format, level);
         for (int i = 0; i < g.Prompts.Length; i++)
-            Compare.Close(log, $"{name} {format} {level} prefill {i}", PrefillAll(m, g.Prompts[i]), g.Prefill[i], Tolerance);
+            Compare.Close(log, $"{name} {format} {level} prefill {i}", PrefillAll(m, g.Prompts[i]), g.Prefill[i], ToleranceFor(name, format));
     }
 
     [Theory]
@@ -61,8 +70,8 @@ public sealed class GoldenLogitsTests(ITestOutputHelper log)
         for (int step = 0; step < g.DecodeTokens.Length; step++)
         {
             var expected = g.Decode.AsSpan(step * vocab, vocab);
-            Compare.Close(log, $"{name} {format} {level} decode step {step}", s.Logits(0), expected, Tolerance);
-            Assert.Equal(g.DecodeTokens[step], m.Kernels.Argmax(s.Logits(0)));
+            Compare.Close(log, $"{name} {format} {level} decode step {step}", s.Logits(0), expected, ToleranceFor(name, format));
+            if (ToleranceFor(name, format) == Tolerance) Assert.Equal(g.DecodeTokens[step], m.Kernels.Argmax(s.Logits(0)));
             s.Clear();
             s.Add(cache, [g.DecodeTokens[step]]);
             m.Forward(s);

@@ -87,8 +87,8 @@ public sealed class InvariantTests(ITestOutputHelper log)
             // widening bf16 to f32 is exact, so the two paths differ only in summation order
             Compare.Close(log, "bf16 kernels vs f32 kernels on identical values", a, GoldenLogitsTests.PrefillAll(widened, p), 1e-5);
             // against the unrounded f32 model: bf16 keeps 8 significant bits (relative rounding <= 2^-9 = 0.2% per
-            // weight); over 2 layers these independent errors move logits by about a percent of their range
-            Compare.Close(log, "bf16-rounded model vs f32 model", a, GoldenLogitsTests.PrefillAll(f32, p), 3e-2);
+            // weight); over 2 layers these independent errors moved logits by 0.3-0.5% of their range (measured)
+            Compare.Close(log, "bf16-rounded model vs f32 model", a, GoldenLogitsTests.PrefillAll(f32, p), 1e-2);
         }
     }
 }
