@@ -8,20 +8,22 @@ namespace Loom.Inference;
 /// <summary>Entry point of the inference module (role "inference").</summary>
 public static class InferenceModule
 {
-    /// <summary>Registers <see cref="IInferenceEngine"/> as a singleton. The model in Inference:ModelDirectory is
-    /// loaded on first use; without one, the engine is a stand-in that refuses requests.</summary>
+    /// <summary>Registers <see cref="IInferenceEngine"/> as a singleton: the continuous-batching <see cref="ServingEngine"/>
+    /// over the model in Inference:ModelDirectory, loaded on first use; without one, a stand-in that refuses requests.
+    /// Options (section "Inference"): ModelDirectory, WeightFormat, MaxContext, PrefillChunk, PoolBytes, TokenBudget,
+    /// MaxRunningSequences, HostAdapterCacheBytes, MaxLoraRank; validated at start.</summary>
     public static IServiceCollection AddInference(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddOptions<InferenceOptions>()
             .Bind(configuration.GetSection(InferenceOptions.SectionName))
-            .Validate(o => o.MaxContext > 0 && o.PrefillChunk > 0, "Inference:MaxContext and Inference:PrefillChunk must be positive")
+            .Validate(o => o.Problem() is null, "Inference options are invalid: MaxContext, PrefillChunk, PoolBytes, TokenBudget, MaxRunningSequences and MaxLoraRank must be positive, HostAdapterCacheBytes not negative")
             .ValidateOnStart();
         services.AddSingleton<IInferenceEngine>(sp =>
         {
             var options = sp.GetRequiredService<IOptions<InferenceOptions>>().Value;
             return string.IsNullOrWhiteSpace(options.ModelDirectory)
                 ? new UnconfiguredInferenceEngine()
-                : InferenceEngine.Load(options);
+                : ServingEngine.Load(options);
         });
         return services;
     }

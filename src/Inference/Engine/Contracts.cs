@@ -12,6 +12,12 @@ public sealed record GenerationRequest
     /// <summary>Add BOS the way the tokenizer's post-processor does (text prompts only).</summary>
     public bool AddSpecialTokens { get; init; } = true;
     public SamplingParams Sampling { get; init; } = new();
+    /// <summary>A registered LoRA adapter to apply (see <see cref="IInferenceEngine.RegisterAdapter"/>); null: the base model.</summary>
+    public string? AdapterId { get; init; }
+    /// <summary>Who asked (for fair scheduling; unused by FCFS).</summary>
+    public string? TenantId { get; init; }
+    /// <summary>Scheduling priority (unused by FCFS).</summary>
+    public int Priority { get; init; }
 }
 
 public enum FinishReason { Stop, Length }
@@ -40,9 +46,40 @@ public sealed record ModelInfo(string Name, ModelConfig Config, int MaxContext, 
     public bool HasTokenizer => Tokenizer is not null;
 }
 
-/// <summary>The engine's public surface: stream a completion.</summary>
+/// <summary>A snapshot of the engine: the unified pool, the adapter tiers, the queue and the last iteration.</summary>
+/// <param name="PoolPages">Pages in the unified pool; <paramref name="PoolFreePages"/> + <paramref name="PoolKvPages"/>
+/// + <paramref name="PoolAdapterPages"/> = PoolPages.</param>
+/// <param name="AdapterLoads">Adapters copied into pool pages.</param>
+/// <param name="AdapterEvictions">Adapters whose pool pages were freed to make room.</param>
+/// <param name="AdapterDiskLoads">Adapter folders read from disk (registration, host-cache misses, prefetch).</param>
+/// <param name="LastBatchSequences">Sequences in the last forward pass; <paramref name="LastBatchTokens"/> its tokens.</param>
+public sealed record EngineMetrics(
+    int PoolPages, int PoolFreePages, int PoolKvPages, int PoolAdapterPages, int PageBytes,
+    int AdaptersRegistered, int AdaptersInPool, int AdaptersInHostCache, long HostCacheBytes, long HostCacheCapacityBytes,
+    int Running, int Waiting, int LastBatchSequences, int LastBatchTokens, long Iterations, long TokensComputed, long TokensGenerated,
+    long AdapterLoads, long AdapterEvictions, long AdapterDiskLoads, long Preemptions,
+    long RequestsFinished, long RequestsCancelled, long RequestsFailed);
+
+/// <summary>The engine's public surface: stream a completion, manage LoRA adapters, read metrics.</summary>
 public interface IInferenceEngine
 {
     ModelInfo Model { get; }
+
+    /// <summary>Streams a completion. Throws <see cref="ArgumentException"/> before any token for a bad request,
+    /// including one naming an adapter that is not registered.</summary>
     IAsyncEnumerable<GenerationEvent> GenerateAsync(GenerationRequest request, CancellationToken cancellationToken = default);
+
+    /// <summary>Reads and validates a PEFT adapter folder against the base model and registers it under
+    /// <paramref name="adapterId"/>. Throws <see cref="Formats.AdapterFormatException"/> on bad input (nothing is
+    /// registered then). Registering an id again with the same folder does nothing; with another folder it throws
+    /// <see cref="InvalidOperationException"/>.</summary>
+    void RegisterAdapter(string adapterId, string folder);
+
+    bool IsAdapterRegistered(string adapterId);
+
+    /// <summary>Forgets an adapter (no-op if unknown). Throws <see cref="InvalidOperationException"/> while a running
+    /// request uses it; queued requests naming it fail.</summary>
+    void UnregisterAdapter(string adapterId);
+
+    EngineMetrics GetMetrics();
 }

@@ -5,8 +5,9 @@ using Loom.Inference.Tokenization;
 
 namespace Loom.Inference.Engine;
 
-/// <summary>A single-process engine over one loaded model. Requests run one at a time (the continuous-batching
-/// scheduler replaces this loop later); each forward step runs on the thread pool, not the caller's thread.</summary>
+/// <summary>A single-process engine over one loaded model, base model only. Requests run one at a time; each forward
+/// step runs on the thread pool, not the caller's thread. <see cref="ServingEngine"/> (continuous batching, LoRA
+/// adapters, the unified pool) is what the host serves; this one stays as the simplest reference.</summary>
 public sealed class InferenceEngine : IInferenceEngine, IDisposable
 {
     private readonly Transformer _model;
@@ -44,6 +45,7 @@ public sealed class InferenceEngine : IInferenceEngine, IDisposable
     {
         var p = request.Sampling;
         p.Validate();
+        if (request.AdapterId is { } adapterId) throw new ArgumentException($"adapter '{adapterId}' is not registered (this engine serves the base model only)");
         int[] prompt = Tokenize(request);
         int vocab = _model.Config.VocabSize;
         if (prompt.Length == 0) throw new ArgumentException("the prompt is empty");
@@ -128,6 +130,15 @@ public sealed class InferenceEngine : IInferenceEngine, IDisposable
         return l with { Top = l.Top.Select(a => a with { Text = _tokenizer.Decode([a.TokenId], skipSpecialTokens: false) }).ToArray() };
     }
 
+    public void RegisterAdapter(string adapterId, string folder) =>
+        throw new NotSupportedException("this engine serves the base model only; use ServingEngine for adapters");
+
+    public bool IsAdapterRegistered(string adapterId) => false;
+
+    public void UnregisterAdapter(string adapterId) { }
+
+    public EngineMetrics GetMetrics() => new(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+
     public void Dispose()
     {
         _model.Dispose();
@@ -141,5 +152,17 @@ public sealed class UnconfiguredInferenceEngine : IInferenceEngine
     public ModelInfo Model => throw new InvalidOperationException("no model is configured (set Inference:ModelDirectory)");
 
     public IAsyncEnumerable<GenerationEvent> GenerateAsync(GenerationRequest request, CancellationToken cancellationToken = default) =>
+        throw new InvalidOperationException("no model is configured (set Inference:ModelDirectory)");
+
+    public void RegisterAdapter(string adapterId, string folder) =>
+        throw new InvalidOperationException("no model is configured (set Inference:ModelDirectory)");
+
+    public bool IsAdapterRegistered(string adapterId) =>
+        throw new InvalidOperationException("no model is configured (set Inference:ModelDirectory)");
+
+    public void UnregisterAdapter(string adapterId) =>
+        throw new InvalidOperationException("no model is configured (set Inference:ModelDirectory)");
+
+    public EngineMetrics GetMetrics() =>
         throw new InvalidOperationException("no model is configured (set Inference:ModelDirectory)");
 }

@@ -1,0 +1,222 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using Loom.Inference.Adapters;
+using Loom.Inference.Formats;
+using Loom.Inference.Memory;
+using Loom.Inference.Model;
+using Loom.Inference.Scheduling;
+using Loom.Inference.Sampling;
+using Loom.Inference.Tokenization;
+
+namespace Loom.Inference.Engine;
+
+/// <summary>The multi-adapter serving engine: one loop on its own thread runs schedule → load adapters → forward one
+/// mixed batch (prefill chunks and decodes, many adapters, unmerged) → sample → stream, on the unified page pool
+/// (KV pages and adapter pages from one free list). Each request streams through its own channel and samples with
+/// its own generator, so its tokens do not depend on what else is in the batch.</summary>
+public sealed partial class ServingEngine : IInferenceEngine, IDisposable
+{
+    private readonly Transformer _model;
+    private readonly ITokenizer? _tokenizer;
+    private readonly InferenceOptions _options;
+    private readonly PagePool _pool;
+    private readonly AdapterStore _store;
+    private readonly Scheduler _scheduler;
+    private readonly ISchedulingPolicy _policy;
+    private readonly ForwardState _state;
+    private readonly int[] _eos;
+    private readonly ConcurrentQueue<Request> _arrivals = new();
+    private readonly ConcurrentQueue<Request> _cancels = new();
+    private readonly AutoResetEvent _wake = new(false);
+    private readonly Thread _thread;
+    private readonly Dictionary<string, string> _folders = new(StringComparer.Ordinal);
+    private readonly Lock _registry = new();
+    private readonly List<ScheduledChunk> _batch = [];
+    private readonly List<string> _prefetchIds = [];
+    private Task _prefetch = Task.CompletedTask;
+    private volatile bool _stopping;
+    private int _nextSequence;
+    private Counters _c;
+
+    public ModelInfo Model { get; }
+
+    public ServingEngine(Transformer model, ITokenizer? tokenizer, InferenceOptions options, string name = "model", ISchedulingPolicy? policy = null)
+    {
+        if (options.Problem() is { } problem) throw new ArgumentException(problem, nameof(options));
+        _model = model;
+        _tokenizer = tokenizer;
+        _options = options;
+        var c = model.Config;
+        _pool = new PagePool(options.PoolBytes, c.HiddenSize);
+        _store = new AdapterStore(c, _pool, new AdapterStoreOptions { MaxRank = options.MaxLoraRank, HostCacheBytes = options.HostAdapterCacheBytes });
+        _policy = policy ?? new FcfsPolicy();
+        _scheduler = new Scheduler(_policy, new PoolMemory(this),
+            new SchedulerLimits(options.TokenBudget, options.MaxRunningSequences, Math.Min(options.PrefillChunk, options.TokenBudget)));
+        _state = model.CreateState(options.TokenBudget, options.MaxRunningSequences, maxLoraRank: options.MaxLoraRank);
+        var eos = new HashSet<int>(c.EosTokenIds);
+        if (tokenizer != null) eos.UnionWith(tokenizer.EosTokenIds);
+        _eos = eos.ToArray();
+        Model = new ModelInfo(name, c, model.MaxContext, tokenizer);
+        _thread = new Thread(Loop) { IsBackground = true, Name = "loom-engine" };
+        _thread.Start();
+    }
+
+    /// <summary>Loads config.json, the safetensors weights and (when present) tokenizer.json from a model folder.</summary>
+    public static ServingEngine Load(InferenceOptions options)
+    {
+        string dir = options.ModelDirectory ?? throw new ArgumentException("ModelDirectory is not set");
+        var config = ModelConfig.Load(dir);
+        var weights = ModelWeights.Load(dir, config, options.WeightFormat);
+        var model = new Transformer(weights, maxContext: options.MaxContext);
+        var tokenizer = File.Exists(Path.Combine(dir, "tokenizer.json")) ? TokenizerLoader.Load(dir) : null;
+        return new ServingEngine(model, tokenizer, options, Path.GetFileName(Path.TrimEndingDirectorySeparator(dir)));
+    }
+
+    /// <summary>The unified pool (tests audit it).</summary>
+    internal PagePool Pool => _pool;
+    internal AdapterStore Adapters => _store;
+
+    // ---- adapters -------------------------------------------------------------------------------------------
+
+    public void RegisterAdapter(string adapterId, string folder)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(adapterId);
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        ObjectDisposedException.ThrowIf(_stopping, this);
+        string full = Path.GetFullPath(folder);
+        lock (_registry)
+        {
+            if (_folders.TryGetValue(adapterId, out var existing))
+            {
+                if (existing == full) return;
+                throw new InvalidOperationException($"adapter '{adapterId}' is already registered from another folder ({existing})");
+            }
+            _store.Register(adapterId, full); // validates fully; throws AdapterFormatException with nothing registered
+            _folders.Add(adapterId, full);
+        }
+    }
+
+    public bool IsAdapterRegistered(string adapterId)
+    {
+        lock (_registry) return _folders.ContainsKey(adapterId);
+    }
+
+    public void UnregisterAdapter(string adapterId)
+    {
+        lock (_registry)
+        {
+            if (!_folders.ContainsKey(adapterId)) return;
+            _store.Unregister(adapterId); // refuses while a running request pins it
+            _folders.Remove(adapterId);
+        }
+    }
+
+    public EngineMetrics GetMetrics()
+    {
+        var m = _store.Metrics();
+        var p = m.Pool;
+        return new EngineMetrics(p.TotalPages, p.FreePages, p.KvPages, p.AdapterPages, p.PageBytes,
+            m.Registered, m.AdaptersInPool, m.AdaptersInHostCache, m.HostCacheBytes, m.HostCacheCapacityBytes,
+            Volatile.Read(ref _c.Running), Volatile.Read(ref _c.Waiting), Volatile.Read(ref _c.LastBatchSequences), Volatile.Read(ref _c.LastBatchTokens),
+            Interlocked.Read(ref _c.Iterations), Interlocked.Read(ref _c.TokensComputed), Interlocked.Read(ref _c.TokensGenerated),
+            m.PoolLoads, m.PoolEvictions, m.DiskLoads, Interlocked.Read(ref _c.Preemptions),
+            Interlocked.Read(ref _c.Finished), Interlocked.Read(ref _c.Cancelled), Interlocked.Read(ref _c.Failed));
+    }
+
+    private struct Counters
+    {
+        public int Running, Waiting, LastBatchSequences, LastBatchTokens;
+        public long Iterations, TokensComputed, TokensGenerated, Preemptions, Finished, Cancelled, Failed;
+    }
+
+    // ---- requests -------------------------------------------------------------------------------------------
+
+    public async IAsyncEnumerable<GenerationEvent> GenerateAsync(GenerationRequest request,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_stopping, this);
+        var r = Prepare(request);
+        cancellationToken.ThrowIfCancellationRequested();
+        _arrivals.Enqueue(r);
+        _wake.Set();
+        using var registration = cancellationToken.Register(static o => ((Request)o!).Engine.Cancel((Request)o!), r);
+        bool done = false;
+        try
+        {
+            await foreach (var ev in r.Channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            {
+                if (ev.IsFinal) done = true;
+                yield return ev;
+            }
+        }
+        finally
+        {
+            if (!done) Cancel(r); // the reader went away (cancelled, or stopped reading): free its pages
+        }
+    }
+
+    private Request Prepare(GenerationRequest request)
+    {
+        var p = request.Sampling;
+        p.Validate();
+        int[] prompt = Tokenize(request);
+        var c = _model.Config;
+        if (prompt.Length == 0) throw new ArgumentException("the prompt is empty");
+        foreach (int id in prompt)
+            if ((uint)id >= (uint)c.VocabSize) throw new ArgumentException($"prompt token id {id} is outside the vocabulary ({c.VocabSize})");
+        if (prompt.Length >= _model.MaxContext)
+            throw new ArgumentException($"the prompt has {prompt.Length} tokens; the context limit is {_model.MaxContext}");
+        int adapterPages = 0;
+        if (request.AdapterId is { } adapterId)
+        {
+            if (!IsAdapterRegistered(adapterId)) throw new ArgumentException($"adapter '{adapterId}' is not registered", nameof(request));
+            try { adapterPages = _store.PagesOf(adapterId); }
+            catch (KeyNotFoundException) { throw new ArgumentException($"adapter '{adapterId}' is not registered", nameof(request)); }
+        }
+        // the most positions this sequence's KV can ever hold: the whole pool less its adapter
+        int blockPages = 2 * c.NumLayers, blockTokens = _pool.PageFloats / c.KvDim;
+        int poolTokens = (_pool.PageCount - adapterPages) / blockPages * blockTokens;
+        if (prompt.Length + 1 > poolTokens)
+            throw new ArgumentException($"the prompt has {prompt.Length} tokens; the page pool can hold at most {Math.Max(0, poolTokens - 1)} with {(request.AdapterId is null ? "no adapter" : $"adapter '{request.AdapterId}'")} (Inference:PoolBytes)");
+        int maxNew = Math.Min(p.MaxTokens, Math.Min(_model.MaxContext, poolTokens) - prompt.Length);
+        var stopIds = new HashSet<int>(p.StopTokenIds);
+        if (!p.IgnoreEos) stopIds.UnionWith(_eos);
+        int id2 = Interlocked.Increment(ref _nextSequence);
+        var seq = new Sequence(id2, prompt, prompt.Length + maxNew, request.AdapterId, request.TenantId, request.Priority);
+        var r = new Request(this, seq, maxNew, new Sampler(p, c.VocabSize), _tokenizer?.CreateStreamingDecoder(), new StopStringMatcher(p.StopStrings),
+            stopIds, p.Logprobs, PagedKvCache.For(_pool, c, id2, prompt.Length + maxNew));
+        seq.Handle = r;
+        return r;
+    }
+
+    private int[] Tokenize(GenerationRequest r)
+    {
+        if (r.PromptTokenIds is { } ids)
+        {
+            if (r.Prompt != null) throw new ArgumentException("give either Prompt or PromptTokenIds, not both");
+            return ids.ToArray();
+        }
+        if (r.Prompt is null) throw new ArgumentException("the request has no prompt");
+        if (_tokenizer is null) throw new InvalidOperationException("this model has no tokenizer; send PromptTokenIds");
+        return _tokenizer.Encode(r.Prompt, r.AddSpecialTokens);
+    }
+
+    private void Cancel(Request r)
+    {
+        if (Interlocked.Exchange(ref r.CancelRequested, 1) != 0) return;
+        _cancels.Enqueue(r);
+        _wake.Set();
+    }
+
+    public void Dispose()
+    {
+        if (_stopping) return;
+        _stopping = true;
+        _wake.Set();
+        _thread.Join();
+        _wake.Dispose();
+        _pool.Dispose();
+        _model.Dispose();
+    }
+}

@@ -1,0 +1,166 @@
+namespace Loom.Inference.Scheduling;
+
+/// <summary>Limits of one iteration.</summary>
+/// <param name="TokenBudget">Tokens (decodes + prefill chunks) per forward pass.</param>
+/// <param name="MaxRunning">Sequences in the running set.</param>
+/// <param name="PrefillChunk">Most prompt tokens of one sequence per iteration.</param>
+public readonly record struct SchedulerLimits(int TokenBudget, int MaxRunning, int PrefillChunk)
+{
+    public void Validate()
+    {
+        if (TokenBudget < 1) throw new ArgumentOutOfRangeException(nameof(TokenBudget), "the token budget must be at least 1");
+        if (MaxRunning < 1) throw new ArgumentOutOfRangeException(nameof(MaxRunning), "at least one running sequence");
+        if (PrefillChunk < 1) throw new ArgumentOutOfRangeException(nameof(PrefillChunk), "the prefill chunk must be at least 1");
+    }
+}
+
+/// <summary>Iteration-level (continuous) batching under a token budget, with chunked prefill (Sarathi-Serve): each
+/// iteration first gives every running decode its token, then spends what is left of the budget on prefill chunks of
+/// running sequences, then admits waiting sequences in the policy's order while memory for their first chunk can be
+/// reserved. When a running sequence cannot grow, the policy's victim (FCFS: the newest) is preempted by recompute.
+/// Single-threaded: the engine loop calls everything.</summary>
+public sealed class Scheduler
+{
+    private readonly ISchedulingPolicy _policy;
+    private readonly ISequenceMemory _memory;
+    private readonly SchedulerLimits _limits;
+    private readonly List<Sequence> _waiting = [];
+    private readonly List<Sequence> _running = [];
+    private readonly List<Sequence> _order = [];
+    private readonly SchedulerOutput _output = new();
+    private long _arrivals;
+
+    public Scheduler(ISchedulingPolicy policy, ISequenceMemory memory, SchedulerLimits limits)
+    {
+        limits.Validate();
+        _policy = policy;
+        _memory = memory;
+        _limits = limits;
+    }
+
+    public SchedulerLimits Limits => _limits;
+    public IReadOnlyList<Sequence> Waiting => _waiting;
+    public IReadOnlyList<Sequence> Running => _running;
+    public bool IsIdle => _waiting.Count == 0 && _running.Count == 0;
+    public long Preemptions { get; private set; }
+
+    public void Add(Sequence s)
+    {
+        if (s.Arrival >= 0) throw new InvalidOperationException($"sequence {s.Id} was already added");
+        if (s.Pending < 1) throw new ArgumentException("a sequence needs at least one token");
+        s.Arrival = _arrivals++;
+        s.Status = SequenceStatus.Waiting;
+        _waiting.Add(s);
+    }
+
+    /// <summary>Removes a sequence (finished, cancelled or failed) and frees its memory. False if it was not here.</summary>
+    public bool Remove(Sequence s)
+    {
+        bool found = _running.Remove(s) || _waiting.Remove(s);
+        if (!found) return false;
+        _memory.Release(s);
+        s.Status = SequenceStatus.Finished;
+        return true;
+    }
+
+    /// <summary>Records that the chunks of the last <see cref="Schedule"/> ran: their tokens are now in the cache.</summary>
+    public void Completed(SchedulerOutput output)
+    {
+        foreach (var c in output.Chunks)
+        {
+            if (c.Sequence.Status != SequenceStatus.Running) continue;
+            c.Sequence.Computed = c.Start + c.Count;
+            int prompt = Math.Max(0, Math.Min(c.Start + c.Count, c.Sequence.PromptLength) - c.Start);
+            _policy.OnServed(c.Sequence, prompt, c.Count - prompt);
+        }
+    }
+
+    public SchedulerOutput Schedule()
+    {
+        var o = _output;
+        o.Clear();
+        int budget = _limits.TokenBudget;
+        _order.Clear();
+        _order.AddRange(_running);
+        _order.Sort(static (a, b) => a.Arrival.CompareTo(b.Arrival));
+
+        // decodes first (one token each), then prefill chunks of running sequences
+        for (int phase = 0; phase < 2; phase++)
+        {
+            foreach (var s in _order)
+            {
+                if (budget == 0) break;
+                if (s.Status != SequenceStatus.Running || (s.Pending == 1) != (phase == 0)) continue;
+                int n = phase == 0 ? 1 : Math.Min(Math.Min(s.Pending, _limits.PrefillChunk), budget);
+                if (!Grow(s, n, ref budget)) continue;
+                o.Chunks.Add(new ScheduledChunk(s, s.Computed, n));
+                budget -= n;
+            }
+        }
+
+        // admit waiting sequences (none in an iteration that had to preempt: memory is short)
+        while (budget > 0 && o.Preempted.Count == 0 && o.OutOfMemory.Count == 0 && _running.Count < _limits.MaxRunning && _waiting.Count > 0)
+        {
+            var s = _policy.NextToAdmit(_waiting);
+            int n = Math.Min(Math.Min(s.Pending, _limits.PrefillChunk), budget);
+            bool ok;
+            try { ok = _memory.TryReserve(s, s.Computed + n); }
+            catch (Exception e)
+            {
+                _waiting.Remove(s);
+                _memory.Release(s);
+                s.Status = SequenceStatus.Finished;
+                o.Failed.Add((s, e));
+                continue;
+            }
+            if (!ok) break; // the head waits for memory; later arrivals do not overtake it
+            _waiting.Remove(s);
+            s.Status = SequenceStatus.Running;
+            _running.Add(s);
+            o.Chunks.Add(new ScheduledChunk(s, s.Computed, n));
+            budget -= n;
+        }
+        o.Tokens = _limits.TokenBudget - budget;
+        return o;
+    }
+
+    /// <summary>Reserves room for n more tokens of a running sequence, preempting the policy's victims until it fits.
+    /// False when the sequence itself was preempted or cannot fit at all.</summary>
+    private bool Grow(Sequence s, int n, ref int budget)
+    {
+        while (!_memory.TryReserve(s, s.Computed + n))
+        {
+            if (_running.Count == 1)
+            {
+                // alone in the pool and still no room: it can never grow
+                _running.Remove(s);
+                _memory.Release(s);
+                s.Status = SequenceStatus.Finished;
+                _output.OutOfMemory.Add(s);
+                return false;
+            }
+            var victim = _policy.ChooseVictim(_running);
+            Preempt(victim, ref budget);
+            if (victim == s) return false;
+        }
+        return true;
+    }
+
+    private void Preempt(Sequence v, ref int budget)
+    {
+        for (int i = _output.Chunks.Count - 1; i >= 0; i--)
+        {
+            if (_output.Chunks[i].Sequence != v) continue;
+            budget += _output.Chunks[i].Count;
+            _output.Chunks.RemoveAt(i);
+        }
+        _running.Remove(v);
+        _memory.Release(v);
+        v.Computed = 0;
+        v.Preemptions++;
+        v.Status = SequenceStatus.Waiting;
+        _waiting.Add(v);
+        _output.Preempted.Add(v);
+        Preemptions++;
+    }
+}

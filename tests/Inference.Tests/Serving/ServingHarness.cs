@@ -1,0 +1,68 @@
+using Loom.Inference.Engine;
+using Loom.Inference.Formats;
+using Loom.Inference.Model;
+using Loom.Inference.Tests.Engine;
+using Loom.Inference.Tests.Lora;
+using Loom.Inference.Tests.Model;
+
+namespace Loom.Inference.Tests.Serving;
+
+/// <summary>Engines over the golden models, random adapters, and helpers to run requests to completion.</summary>
+internal sealed class ServingHarness : IDisposable
+{
+    private readonly List<TempAdapter> _temps = [];
+    private readonly List<ServingEngine> _engines = [];
+    public static readonly TimeSpan Limit = TimeSpan.FromSeconds(30);
+
+    /// <summary>llama_gqa_tied: hidden 64 (256-byte pages), KV 2 pages per token, 2 layers.</summary>
+    public const string Base = "llama_gqa_tied";
+
+    public ServingEngine Engine(Func<InferenceOptions, InferenceOptions>? edit = null, string name = Base, params int[] eos)
+    {
+        var o = new InferenceOptions { MaxContext = 64, PrefillChunk = 4, TokenBudget = 16, MaxRunningSequences = 8, PoolBytes = 1 << 20, MaxLoraRank = 16 };
+        var e = new ServingEngine(GoldenLogitsTests.Open(name), new FakeTokenizer(320, eos), edit?.Invoke(o) ?? o, name);
+        _engines.Add(e);
+        return e;
+    }
+
+    public string Adapter(int rank, LoraTarget[] targets, int seed, string model = Base)
+    {
+        var t = TempAdapter.Random(ModelConfig.Load(Golden.PathOf(model)), rank, targets, seed, alpha: 0.05 * rank);
+        _temps.Add(t);
+        return t.Path;
+    }
+
+    public TempAdapter Copy(string folder)
+    {
+        var t = TempAdapter.Random(ModelConfig.Load(Golden.PathOf(Base)), 1, [LoraTarget.QProj], 0);
+        _temps.Add(t);
+        foreach (var f in Directory.GetFiles(folder)) File.Copy(f, Path.Combine(t.Path, Path.GetFileName(f)), overwrite: true);
+        return t;
+    }
+
+    public static async Task<List<GenerationEvent>> Run(IInferenceEngine e, GenerationRequest r, CancellationToken ct = default)
+    {
+        var list = new List<GenerationEvent>();
+        await foreach (var ev in e.GenerateAsync(r, ct).WithCancellation(ct)) list.Add(ev);
+        return list;
+    }
+
+    public static int[] Tokens(List<GenerationEvent> events) => events.Where(x => x.TokenId is not null).Select(x => x.TokenId!.Value).ToArray();
+
+    /// <summary>Waits until the engine has no running or waiting sequence.</summary>
+    public static async Task Idle(ServingEngine e)
+    {
+        var deadline = DateTime.UtcNow + Limit;
+        while (e.GetMetrics() is { Running: > 0 } or { Waiting: > 0 } || e.Pool.Usage.KvPages > 0)
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"engine still busy: {e.GetMetrics()}");
+            await Task.Delay(5);
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var e in _engines) e.Dispose();
+        foreach (var t in _temps) t.Dispose();
+    }
+}
