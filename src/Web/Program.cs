@@ -8,6 +8,7 @@ using Loom.Web.Portal;
 var builder = WebApplication.CreateBuilder(args);
 var roles = LoomRoles.From(builder.Configuration);
 
+builder.Services.AddLoomDataProtection(builder.Configuration);
 builder.Services.AddData(builder.Configuration);
 if (roles.Inference) builder.Services.AddInference(builder.Configuration);
 if (roles.Api) builder.Services.AddApi(builder.Configuration);

@@ -36,6 +36,11 @@ public class ApiKeyTests(LoomFactory factory) : IClassFixture<LoomFactory>
         Assert.Equal(new[] { "ci key", "first" }, list.Select(k => k.GetProperty("name").GetString()!).Order().ToArray());
         Assert.All(list, k => Assert.False(k.TryGetProperty("secret", out _)));
 
+        // Use is recorded.
+        var listed = JsonDocument.Parse(await client.GetStringAsync("/v1/api_keys")).RootElement.GetProperty("data").EnumerateArray()
+            .Single(k => k.GetProperty("id").GetString() == id);
+        Assert.True(listed.GetProperty("last_used_at").GetInt64() >= DateTimeOffset.UtcNow.AddMinutes(-5).ToUnixTimeSeconds());
+
         // Only a hash is stored.
         var stored = await factory.InTenantAsync(tenant.Id, db => db.ApiKeys.SingleAsync(k => k.Id == Guid.Parse(id)));
         Assert.Equal(32, stored.SecretHash.Length);

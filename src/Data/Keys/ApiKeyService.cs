@@ -16,6 +16,7 @@ public sealed class ApiKeyService(PlatformDbContext db, TimeProvider clock)
 {
     public const string SecretPrefix = "sk-loom-";
     private const int DisplayPrefixLength = 12;
+    private static readonly TimeSpan LastUsedResolution = TimeSpan.FromMinutes(1);
     private const string Alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
     public async Task<CreatedApiKey> CreateAsync(Guid tenantId, string name, CancellationToken ct = default)
@@ -61,9 +62,17 @@ public sealed class ApiKeyService(PlatformDbContext db, TimeProvider clock)
             .Where(k => k.SecretHash == hash)
             .Join(db.Tenants, k => k.TenantId, t => t.Id, (k, t) => new { Key = k, t.RequestsPerMinute, t.TokensPerMinute, t.ShareWeight })
             .SingleOrDefaultAsync(ct);
-        return found is null || found.Key.IsRevoked
-            ? null
-            : new AuthenticatedKey(found.Key, found.RequestsPerMinute, found.TokensPerMinute, found.ShareWeight);
+        if (found is null || found.Key.IsRevoked) return null;
+
+        // Record use at most once a minute per key, so authentication does not write on every request.
+        var now = clock.GetUtcNow();
+        if (found.Key.LastUsedAt is not { } last || now - last > LastUsedResolution)
+        {
+            await db.ApiKeys.IgnoreQueryFilters().Where(k => k.Id == found.Key.Id)
+                .ExecuteUpdateAsync(u => u.SetProperty(k => k.LastUsedAt, now), ct);
+            found.Key.LastUsedAt = now;
+        }
+        return new AuthenticatedKey(found.Key, found.RequestsPerMinute, found.TokensPerMinute, found.ShareWeight);
     }
 
     /// <summary>Syntactic check: the prefix, then only base-62 characters, of the expected length.</summary>
