@@ -31,6 +31,7 @@ try
         if (ev.IsFinal)
         {
             Console.Out.WriteLine();
+            if (cmd.Request.Sampling.Logprobs is not null) Console.Error.WriteLine();
             var u = ev.Usage!;
             double tps = u.CompletionTokens > 1 ? (u.CompletionTokens - 1) / (sw.Elapsed - first).TotalSeconds : 0;
             Console.Error.WriteLine($"[finish: {ev.FinishReason!.Value.ToString().ToLowerInvariant()}; prompt {u.PromptTokens} tokens, completion {u.CompletionTokens} tokens; first token {first.TotalMilliseconds:F0} ms, {tps:F1} tokens/s]");
