@@ -84,7 +84,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         ArgumentException.ThrowIfNullOrWhiteSpace(adapterId);
         ArgumentException.ThrowIfNullOrWhiteSpace(folder);
         ObjectDisposedException.ThrowIf(_stopping, this);
-        string full = Path.GetFullPath(folder);
+        string full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder));
         lock (_registry)
         {
             if (_folders.TryGetValue(adapterId, out var existing))
