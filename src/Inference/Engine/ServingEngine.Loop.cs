@@ -46,13 +46,14 @@ public sealed partial class ServingEngine
             }
             if (kvNeed + adapterNeed == 0 && !needsAdapter) return true;
             // the shared budget (S-LoRA): free pages plus what evicting unpinned adapters would free
-            if (kvNeed + adapterNeed > e._pool.FreePages + store.ReclaimablePages) return false;
+            if (e.Unified ? kvNeed + adapterNeed > e._pool.FreePages + store.ReclaimablePages
+                : kvNeed > e._pool.FreePages || adapterNeed > e._adapterPool.FreePages + store.ReclaimablePages) return false;
             if (needsAdapter)
             {
                 r.Adapter = store.EnsureResident(s.AdapterId!);
                 if (r.Adapter is null) return false;
             }
-            if (kvNeed > 0 && !r.Cache.TryReserve(tokens) && !(store.MakeRoom(kvNeed) && r.Cache.TryReserve(tokens)))
+            if (kvNeed > 0 && !r.Cache.TryReserve(tokens) && !(e.Unified && store.MakeRoom(kvNeed) && r.Cache.TryReserve(tokens)))
             {
                 if (needsAdapter)
                 {

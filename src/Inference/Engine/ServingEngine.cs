@@ -20,7 +20,8 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     private readonly Transformer _model;
     private readonly ITokenizer? _tokenizer;
     private readonly InferenceOptions _options;
-    private readonly PagePool _pool;
+    private readonly PagePool _pool;         // KV pages, and adapter pages too (unified)
+    private readonly PagePool _adapterPool;  // the same pool, or a fixed adapter partition (benchmark comparison only)
     private readonly AdapterStore _store;
     private readonly Scheduler _scheduler;
     private readonly ISchedulingPolicy _policy;
@@ -42,14 +43,22 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     public ModelInfo Model { get; }
 
     public ServingEngine(Transformer model, ITokenizer? tokenizer, InferenceOptions options, string name = "model", ISchedulingPolicy? policy = null)
+        : this(model, tokenizer, options, name, policy, adapterPartitionBytes: 0) { }
+
+    /// <param name="adapterPartitionBytes">0: one unified pool (what Loom serves). Otherwise the pool is split into a
+    /// KV partition of PoolBytes minus this and a fixed adapter partition of this size: the layout unified paging
+    /// replaces, kept only to measure the difference.</param>
+    internal ServingEngine(Transformer model, ITokenizer? tokenizer, InferenceOptions options, string name, ISchedulingPolicy? policy, long adapterPartitionBytes)
     {
         if (options.Problem() is { } problem) throw new ArgumentException(problem, nameof(options));
         _model = model;
         _tokenizer = tokenizer;
         _options = options;
         var c = model.Config;
-        _pool = new PagePool(options.PoolBytes, c.HiddenSize);
-        _store = new AdapterStore(c, _pool, new AdapterStoreOptions { MaxRank = options.MaxLoraRank, HostCacheBytes = options.HostAdapterCacheBytes });
+        if (adapterPartitionBytes < 0 || adapterPartitionBytes >= options.PoolBytes) throw new ArgumentOutOfRangeException(nameof(adapterPartitionBytes));
+        _pool = new PagePool(options.PoolBytes - adapterPartitionBytes, c.HiddenSize);
+        _adapterPool = adapterPartitionBytes == 0 ? _pool : new PagePool(adapterPartitionBytes, c.HiddenSize);
+        _store = new AdapterStore(c, _adapterPool, new AdapterStoreOptions { MaxRank = options.MaxLoraRank, HostCacheBytes = options.HostAdapterCacheBytes });
         _policy = policy ?? new FcfsPolicy();
         _scheduler = new Scheduler(_policy, new PoolMemory(this),
             new SchedulerLimits(options.TokenBudget, options.MaxRunningSequences, Math.Min(options.PrefillChunk, options.TokenBudget)));
@@ -75,6 +84,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
 
     /// <summary>The unified pool (tests audit it).</summary>
     internal PagePool Pool => _pool;
+    private bool Unified => ReferenceEquals(_pool, _adapterPool);
     internal AdapterStore Adapters => _store;
 
     // ---- adapters -------------------------------------------------------------------------------------------
@@ -116,6 +126,11 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     {
         var m = _store.Metrics();
         var p = m.Pool;
+        if (!Unified)
+        {
+            var kv = _pool.Usage;
+            p = new PoolUsageSnapshot(p.TotalPages + kv.TotalPages, p.FreePages + kv.FreePages, kv.KvPages, p.AdapterPages, p.PageBytes);
+        }
         return new EngineMetrics(p.TotalPages, p.FreePages, p.KvPages, p.AdapterPages, p.PageBytes,
             m.Registered, m.AdaptersInPool, m.AdaptersInHostCache, m.HostCacheBytes, m.HostCacheCapacityBytes,
             Volatile.Read(ref _c.Running), Volatile.Read(ref _c.Waiting), Volatile.Read(ref _c.LastBatchSequences), Volatile.Read(ref _c.LastBatchTokens),
@@ -176,7 +191,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         }
         // the most positions this sequence's KV can ever hold: the whole pool less its adapter
         int blockPages = 2 * c.NumLayers, blockTokens = _pool.PageFloats / c.KvDim;
-        int poolTokens = (_pool.PageCount - adapterPages) / blockPages * blockTokens;
+        int poolTokens = (_pool.PageCount - (Unified ? adapterPages : 0)) / blockPages * blockTokens;
         if (prompt.Length + 1 > poolTokens)
             throw new ArgumentException($"the prompt has {prompt.Length} tokens; the page pool can hold at most {Math.Max(0, poolTokens - 1)} with {(request.AdapterId is null ? "no adapter" : $"adapter '{request.AdapterId}'")} (Inference:PoolBytes)");
         int maxNew = Math.Min(p.MaxTokens, Math.Min(_model.MaxContext, poolTokens) - prompt.Length);
@@ -217,6 +232,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         _thread.Join();
         _wake.Dispose();
         _pool.Dispose();
+        if (!Unified) _adapterPool.Dispose();
         _model.Dispose();
     }
 }
