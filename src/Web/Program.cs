@@ -17,7 +17,7 @@ if (roles.Web) builder.Services.AddPortal(builder.Configuration);
 
 var app = builder.Build();
 if (!await app.PrepareDatabaseAsync(builder.Configuration)) return 2;
-await app.SeedAsync();
+if (!await app.SeedAsync()) return 1;
 if (roles.Inference) await app.RegisterServedModelAsync();
 
 app.MapHealth();

@@ -68,7 +68,8 @@ internal sealed class DemoSeeder(
         if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
     }
 
-    private static string NewPassword() => "loom-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(9));
+    /// <summary>Random, and meets Identity's default rules (upper, lower, digit, symbol).</summary>
+    private static string NewPassword() => "Loom-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(9)) + "-X9";
 
     private static void Check(IdentityResult result, string what)
     {
@@ -79,12 +80,22 @@ internal sealed class DemoSeeder(
 
 internal static class DemoSeederExtensions
 {
-    public static async Task SeedAsync(this WebApplication app)
+    /// <summary>Seeds when Loom:Seed:Demo is set; false (after one log line) when seeding is impossible.</summary>
+    public static async Task<bool> SeedAsync(this WebApplication app)
     {
         var options = app.Configuration.GetSection("Loom:Seed").Get<SeedOptions>() ?? new SeedOptions();
-        if (!options.Demo) return;
+        if (!options.Demo) return true;
         await using var scope = app.Services.CreateAsyncScope();
         var seeder = ActivatorUtilities.CreateInstance<DemoSeeder>(scope.ServiceProvider);
-        await seeder.SeedAsync(options);
+        try
+        {
+            await seeder.SeedAsync(options);
+            return true;
+        }
+        catch (Exception e) when (e is InvalidOperationException or IOException or UnauthorizedAccessException)
+        {
+            app.Logger.LogCritical("Could not seed the demo data: {Reason}", e.Message);
+            return false;
+        }
     }
 }
