@@ -29,10 +29,18 @@ pg_start() {
     runuser -u postgres -- "$PG_BIN/initdb" -D "$dir" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
       -E UTF8 --locale=C.UTF-8 >/dev/null
   fi
-  # A killed server leaves postmaster.pid behind; pg_ctl start copes with a stale one, but not with a live one.
+  # A killed server leaves postmaster.pid behind. pg_ctl start copes with a stale file, but takes a
+  # killed postmaster that nobody has reaped yet (a zombie, empty cmdline) for a live one.
   if runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
-    echo "==> PostgreSQL already running in $dir"
-    return 0
+    if "$PG_BIN/pg_isready" -h "$dir" -p "$port" -q -t 10; then
+      echo "==> PostgreSQL already running in $dir"
+      return 0
+    fi
+    local pid; pid=$(head -n 1 "$dir/postmaster.pid" 2>/dev/null || true)
+    if [ -n "$pid" ] && ! grep -qs . "/proc/$pid/cmdline"; then
+      echo "==> removing the stale lock files of a killed server"
+      rm -f "$dir/postmaster.pid" "$dir/.s.PGSQL.$port.lock"
+    fi
   fi
   runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$dir $*" start >/dev/null \
