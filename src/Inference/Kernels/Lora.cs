@@ -20,6 +20,7 @@ public static unsafe class LoraKernel
     public static void Apply(Span<float> y, ReadOnlySpan<float> x, int inDim, int outDim, ReadOnlySpan<LoraSegment> segments,
         int layer, LoraTarget target, Span<float> scratch, SimdLevel level)
     {
+        if (TryApplyAcrossSegments(y, x, inDim, outDim, segments, layer, target, scratch, level)) return;
         foreach (var seg in segments)
         {
             if (seg.Count == 0 || seg.Adapter is not { } ad || !ad.Targets(layer, target)) continue;
@@ -35,6 +36,58 @@ public static unsafe class LoraKernel
             fixed (float* sp = scratch)
                 Segment(yp + (long)seg.Start * outDim, xp + (long)seg.Start * inDim, sp, seg.Count, a, bt, ad.Scale, level);
         }
+    }
+
+    [ThreadStatic] private static (LoraSegment Segment, int T0, int T1)[]? _items;
+
+    /// <summary>Many small segments (decodes of different adapters) would each run on one core: run pieces of all
+    /// segments side by side instead (a long segment is cut into runs of tokens so the cores stay even), each token with
+    /// its own scratch row (token t of the batch uses scratch row t). Per token the arithmetic is unchanged. False
+    /// (nothing done) when the batch has fewer than two segments with work, is too small, or the scratch lacks room.</summary>
+    private static bool TryApplyAcrossSegments(Span<float> y, ReadOnlySpan<float> x, int inDim, int outDim, ReadOnlySpan<LoraSegment> segments,
+        int layer, LoraTarget target, Span<float> scratch, SimdLevel level)
+    {
+        int workers = Environment.ProcessorCount;
+        if (workers == 1 || segments.Length < 2) return false;
+        int active = 0, maxRank = 0, end = 0, tokens = 0;
+        long work = 0;
+        foreach (var seg in segments)
+        {
+            if (seg.Count == 0 || seg.Adapter is not { } ad || !ad.Targets(layer, target)) continue;
+            var a = ad.A(layer, target);
+            CheckShapes(a, ad.BT(layer, target), inDim, outDim);
+            active++;
+            maxRank = Math.Max(maxRank, a.Rows);
+            end = Math.Max(end, seg.Start + seg.Count);
+            tokens += seg.Count;
+            work += (long)seg.Count * a.Rows * (inDim + outDim);
+        }
+        if (active < 2 || work < 1 << 18 || (long)end * maxRank > scratch.Length || end * inDim > x.Length || end * outDim > y.Length) return false;
+        int piece = Math.Max(4, (tokens + workers * 4 - 1) / (workers * 4) + 3 & ~3);
+        int count = 0;
+        foreach (var seg in segments)
+            if (seg.Count > 0 && seg.Adapter is { } ad && ad.Targets(layer, target)) count += (seg.Count + piece - 1) / piece;
+        var items = _items is { } buffer && buffer.Length >= count ? buffer : _items = new (LoraSegment, int, int)[Math.Max(64, count)];
+        count = 0;
+        foreach (var seg in segments)
+        {
+            if (seg.Count == 0 || seg.Adapter is not { } ad || !ad.Targets(layer, target)) continue;
+            for (int t = 0; t < seg.Count; t += piece) items[count++] = (seg, t, Math.Min(seg.Count, t + piece));
+        }
+        fixed (float* yp = y)
+        fixed (float* xp = x)
+        fixed (float* sp = scratch)
+        {
+            nint yA = (nint)yp, xA = (nint)xp, sA = (nint)sp;
+            Parallel.For(0, count, i =>
+            {
+                var (seg, t0, t1) = items[i];
+                var ad = seg.Adapter!;
+                Rows((float*)yA + (long)seg.Start * outDim, (float*)xA + (long)seg.Start * inDim, (float*)sA + (long)seg.Start * maxRank,
+                    t0, t1, ad.A(layer, target), ad.BT(layer, target), ad.Scale, level);
+            });
+        }
+        return true;
     }
 
     private static void CheckShapes(in PagedMatrix a, in PagedMatrix bt, int inDim, int outDim)
