@@ -2,6 +2,8 @@
 // Usage: dotnet run -c Release --project tests/Benchmarks -- <suite>
 //   engine [--quick] [--no-1b]   memory bandwidth, FMA peak, decode (batch 1/8/32) and prefill on random models
 //   matmul                       the matmul kernel alone at several shapes and batch sizes
+//   serving [--quick]            multi-adapter serving on S-LoRA's workload shape (throughput vs adapters, LoRA
+//                                overhead, merge-and-swap baseline, unified vs partitioned pool, latency)
 using Loom.Benchmarks;
 
 string suite = args.Length > 0 ? args[0] : "";
@@ -12,6 +14,9 @@ switch (suite)
         return 0;
     case "matmul":
         MatMulBenchmark.Run(args[1..]);
+        return 0;
+    case "serving":
+        ServingBenchmark.Run(args[1..]);
         return 0;
     default:
         Console.WriteLine("usage: dotnet run -c Release --project tests/Benchmarks -- engine [--quick] [--no-1b]");
