@@ -40,6 +40,7 @@ public static class ApiModule
         services.AddOptions<RateLimitOptions>().BindConfiguration("Api:RateLimits");
         services.AddSingleton<TenantRateLimiter>();
         services.AddScoped<CompletionService>();
+        services.AddSingleton<EngineAdapters>();
         // A node without the inference role has no engine: completions then answer that the model is not served here.
         services.TryAddSingleton<IInferenceEngine, UnconfiguredInferenceEngine>();
         services.AddAuthentication().AddScheme<AuthenticationSchemeOptions, ApiKeyAuthenticationHandler>(ApiKeyDefaults.Scheme, null);

@@ -129,6 +129,66 @@ public class AdaptersTests(AdapterLoomFactory factory) : IClassFixture<AdapterLo
     }
 
     [Fact]
+    public async Task ChatWithTheAdapterByNameAppliesIt()
+    {
+        var client = await ClientAsync();
+        Assert.Equal(HttpStatusCode.Created, (await client.PostAsync("/v1/adapters", Form("chat-lora"))).StatusCode);
+
+        async Task<JsonElement> Ask(string model)
+        {
+            var response = await client.PostAsync("/v1/chat/completions", new StringContent(JsonSerializer.Serialize(new
+            {
+                model, messages = new[] { new { role = "user", content = "Define: harbor" } }, max_tokens = 4, temperature = 0, logprobs = true, top_logprobs = 1,
+            }), Encoding.UTF8, "application/json"));
+            var body = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.Clone();
+            Assert.True(response.StatusCode == HttpStatusCode.OK, body.ToString());
+            return body;
+        }
+        var viaBase = await Ask(ChatModelFactory.ModelName);
+        var viaAdapter = await Ask("chat-lora");
+        Assert.Equal("chat-lora", viaAdapter.GetProperty("model").GetString());
+        // The adapter changes the model's distribution: the first token's log-probability differs.
+        float First(JsonElement b) => b.GetProperty("choices")[0].GetProperty("logprobs").GetProperty("content")[0].GetProperty("logprob").GetSingle();
+        Assert.NotEqual(First(viaBase), First(viaAdapter));
+        // Asking again gives the same answer (the engine keeps the adapter registered).
+        Assert.Equal(viaAdapter.GetProperty("choices").ToString(), (await Ask("chat-lora")).GetProperty("choices").ToString());
+
+        // Usage is recorded under the adapter's name.
+        Assert.Contains("chat-lora", await client.GetStringAsync("/v1/usage"));
+
+        // Deleted: the name no longer resolves.
+        Assert.Equal(HttpStatusCode.OK, (await client.DeleteAsync("/v1/adapters/chat-lora")).StatusCode);
+        var gone = await client.PostAsync("/v1/chat/completions", new StringContent(JsonSerializer.Serialize(new
+        {
+            model = "chat-lora", messages = new[] { new { role = "user", content = "x" } },
+        }), Encoding.UTF8, "application/json"));
+        await ErrorAssert.IsEnvelopeAsync(gone, HttpStatusCode.NotFound, "model_not_found");
+    }
+
+    [Fact]
+    public async Task EqualAdaptersShareOneContentAddressedBlob()
+    {
+        var client = await ClientAsync();
+        // A weight file no other test uploads, so this test's blob count is its own.
+        var config = File.ReadAllBytes(Path.Combine(AdapterDir, "adapter_config.json"));
+        var weights = File.ReadAllBytes(Path.Combine(AdapterDir, "adapter_model.safetensors"));
+        config = Encoding.UTF8.GetBytes(Encoding.UTF8.GetString(config).Replace("\"lora_alpha\": 8", "\"lora_alpha\": 9"));
+        int Blobs() => Directory.Exists(factory.BlobRoot) ? Directory.EnumerateFiles(factory.BlobRoot, "*", SearchOption.AllDirectories).Count() : 0;
+        var before = Blobs();
+        var first = JsonDocument.Parse(await (await client.PostAsync("/v1/adapters", Form("same-1", config: config, weights: weights))).Content.ReadAsStringAsync()).RootElement;
+        var second = JsonDocument.Parse(await (await client.PostAsync("/v1/adapters", Form("same-2", config: config, weights: weights))).Content.ReadAsStringAsync()).RootElement;
+        Assert.Equal(first.GetProperty("bytes").GetInt64(), second.GetProperty("bytes").GetInt64());
+        Assert.Equal(before + 1, Blobs());
+        // Deleting one keeps the blob the other still uses: it can still be served.
+        Assert.Equal(HttpStatusCode.OK, (await client.DeleteAsync("/v1/adapters/same-1")).StatusCode);
+        var response = await client.PostAsync("/v1/chat/completions", new StringContent(JsonSerializer.Serialize(new
+        {
+            model = "same-2", messages = new[] { new { role = "user", content = "x" } }, max_tokens = 2,
+        }), Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+    }
+
+    [Fact]
     public async Task DuplicateNamesConflict()
     {
         var client = await ClientAsync();

@@ -53,6 +53,7 @@ public class CompatibilityTests(KestrelTinyChatFactory factory) : IClassFixture<
         Assert.Contains("all compatibility checks passed", output);
     }
 
-    /// <summary>Extra environment for optional checks (the adapter upload once adapters are served).</summary>
-    private static IEnumerable<KeyValuePair<string, string>> CompatEnvironment() => [];
+    /// <summary>The PEFT adapter (written by the PyTorch oracle for the served model) that compat.mjs uploads and chats with.</summary>
+    private static IEnumerable<KeyValuePair<string, string>> CompatEnvironment() =>
+        [new("LOOM_ADAPTER_DIR", Path.Combine(ChatModelFactory.RepoRoot(), "tests", "golden", "lora", "llama3_scaled_bf16_r4"))];
 }

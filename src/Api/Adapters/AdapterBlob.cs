@@ -17,12 +17,13 @@ public static class AdapterBlob
         try
         {
             await using (var file = File.Create(temp))
-            await using (var tar = new TarWriter(file, TarEntryFormat.Pax, leaveOpen: false))
+            // Ustar: no extended attributes (PAX would record access and change times), so equal input gives equal bytes.
+            await using (var tar = new TarWriter(file, TarEntryFormat.Ustar, leaveOpen: false))
             {
                 foreach (var name in new[] { AdapterUpload.ConfigFile, AdapterUpload.WeightsFile })
                 {
                     await using var data = File.OpenRead(Path.Combine(folder, name));
-                    var entry = new PaxTarEntry(TarEntryType.RegularFile, name, new Dictionary<string, string>())
+                    var entry = new UstarTarEntry(TarEntryType.RegularFile, name)
                     {
                         DataStream = data, ModificationTime = FixedTime, Mode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead,
                     };

@@ -140,9 +140,11 @@ public static partial class AdaptersApi
     private static async Task<IResult> Get(string id, PlatformDbContext db, CancellationToken ct) =>
         await FindAsync(id, db, ct) is { } a ? Results.Json(AdapterObject.From(a, a.BaseModel!.Name)) : NotFound(id);
 
-    private static async Task<IResult> Delete(string id, PlatformDbContext db, IBlobStore blobs, CancellationToken ct)
+    private static async Task<IResult> Delete(string id, PlatformDbContext db, IBlobStore blobs, EngineAdapters engine, CancellationToken ct)
     {
         if (await FindAsync(id, db, ct) is not { } a) return NotFound(id);
+        if (!engine.TryUnregister(a))
+            return ApiErrors.Error(StatusCodes.Status409Conflict, $"The adapter '{a.Name}' is serving a request right now; try again when it finishes.", "invalid_request_error", "id", "adapter_in_use");
         db.Adapters.Remove(a);
         await db.SaveChangesAsync(ct);
         await BlobReferences.DeleteIfUnreferencedAsync(db, blobs, a.BlobSha256, ct);

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using Loom.Api.Adapters;
 using Loom.Api.Limits;
 using Loom.Data;
 using Loom.Data.Entities;
@@ -12,7 +13,9 @@ using Microsoft.Extensions.Logging;
 namespace Loom.Api.Completions;
 
 /// <summary>The model a request named, as this node serves it.</summary>
-internal sealed record ResolvedModel(string Name, ITokenizer Tokenizer, int MaxContext, Guid? AdapterId);
+/// <param name="AdapterId">The tenant's adapter row, when the request named one.</param>
+/// <param name="EngineAdapterId">The id the engine knows that adapter by.</param>
+internal sealed record ResolvedModel(string Name, ITokenizer Tokenizer, int MaxContext, Guid? AdapterId, string? EngineAdapterId);
 
 /// <summary>A validated request ready for the engine: prompt ids and the completion budget per choice.</summary>
 internal sealed record PreparedCompletion(ResolvedModel Model, int[] PromptIds, int MaxTokens, CompletionOptions Options);
@@ -35,27 +38,38 @@ internal sealed class CompletionRefusedException(int status, string message, str
 /// and the tenant's token budget, runs the choices on the engine and records usage.
 /// </summary>
 internal sealed class CompletionService(
-    IInferenceEngine engine, PlatformDbContext db, TenantRateLimiter limiter, TimeProvider clock, ILogger<CompletionService> logger)
+    IInferenceEngine engine, PlatformDbContext db, TenantRateLimiter limiter, EngineAdapters adapters, TimeProvider clock, ILogger<CompletionService> logger)
 {
     public async Task<ResolvedModel> ResolveAsync(string name, CancellationToken ct)
     {
         // Adapters are tenant-owned: the query filter limits the lookup to the caller's own.
-        var adapter = await db.Adapters.AsNoTracking().SingleOrDefaultAsync(a => a.Name == name, ct);
-        if (adapter is not null)
-            throw new CompletionRefusedException(503, $"The adapter '{name}' is registered, but this node does not serve adapters yet.", "server_error", "model", "adapter_serving_unavailable");
+        var adapter = await db.Adapters.AsNoTracking().Include(a => a.BaseModel).SingleOrDefaultAsync(a => a.Name == name, ct);
+        var baseName = adapter?.BaseModel!.Name ?? name;
 
         ModelInfo served;
         try { served = engine.Model; }
         catch (InvalidOperationException) { throw NotFound(name); }
-        if (served.Name != name)
+        if (served.Name != baseName)
         {
+            if (adapter is not null)
+                throw new CompletionRefusedException(503, $"The base model '{baseName}' of adapter '{name}' is not loaded on this node.", "server_error", "model", "model_not_loaded");
             if (await db.BaseModels.AnyAsync(m => m.Name == name, ct))
                 throw new CompletionRefusedException(503, $"The model '{name}' is not loaded on this node.", "server_error", "model", "model_not_loaded");
             throw NotFound(name);
         }
         if (served.Tokenizer is null)
             throw new CompletionRefusedException(400, $"The model '{name}' has no tokenizer, so it cannot take text prompts.", "invalid_request_error", "model", null);
-        return new ResolvedModel(name, served.Tokenizer, served.MaxContext, null);
+        if (adapter is null) return new ResolvedModel(name, served.Tokenizer, served.MaxContext, null, null);
+        try
+        {
+            var engineId = await adapters.EnsureRegisteredAsync(adapter, ct);
+            return new ResolvedModel(name, served.Tokenizer, served.MaxContext, adapter.Id, engineId);
+        }
+        catch (Loom.Inference.Formats.AdapterFormatException e)
+        {
+            logger.LogError(e, "Stored adapter {Adapter} of tenant {Tenant} no longer loads", adapter.Id, adapter.TenantId);
+            throw new CompletionRefusedException(500, $"The adapter '{name}' could not be loaded.", "server_error", "model", null);
+        }
     }
 
     private static CompletionRefusedException NotFound(string name) =>
@@ -93,7 +107,11 @@ internal sealed class CompletionService(
         {
             for (var i = 0; i < p.Options.N; i++)
             {
-                var request = new GenerationRequest { PromptTokenIds = p.PromptIds, Sampling = p.Options.Sampling(p.MaxTokens, i) };
+                var request = new GenerationRequest
+                {
+                    PromptTokenIds = p.PromptIds, Sampling = p.Options.Sampling(p.MaxTokens, i),
+                    AdapterId = p.Model.EngineAdapterId, TenantId = key.Key.TenantId.ToString("N"),
+                };
                 await foreach (var e in engine.GenerateAsync(request, ct))
                 {
                     if (e.TokenId is not null) current++;

@@ -75,7 +75,7 @@ public sealed class FileSystemBlobStore(IOptions<BlobStoreOptions> options) : IB
         private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         private bool _checked;
 
-        public override int Read(byte[] buffer, int offset, int count) => Check(inner.Read(buffer, offset, count), buffer.AsSpan(offset));
+        public override int Read(byte[] buffer, int offset, int count) => Check(inner.Read(buffer, offset, count), buffer.AsSpan(offset, count));
         public override int Read(Span<byte> buffer) => Check(inner.Read(buffer), buffer);
         public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken ct = default) => Check(await inner.ReadAsync(buffer, ct), buffer.Span);
         public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken ct) => ReadAsync(buffer.AsMemory(offset, count), ct).AsTask();
@@ -83,7 +83,8 @@ public sealed class FileSystemBlobStore(IOptions<BlobStoreOptions> options) : IB
         private int Check(int n, ReadOnlySpan<byte> data)
         {
             if (n > 0) _hash.AppendData(data[..n]);
-            else if (!_checked)
+            // Zero bytes for an empty buffer is not the end of the stream.
+            else if (!_checked && data.Length > 0)
             {
                 _checked = true;
                 if (Convert.ToHexStringLower(_hash.GetHashAndReset()) != expected) throw new BlobCorruptException(expected);
