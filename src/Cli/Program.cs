@@ -16,8 +16,17 @@ try
 {
     var cmd = GenerateCommand.Parse(args.AsSpan(1));
     var sw = Stopwatch.StartNew();
-    using var engine = InferenceEngine.Load(new InferenceOptions { ModelDirectory = cmd.Model, WeightFormat = cmd.Weights, MaxContext = cmd.MaxContext });
+    // a pool that holds one sequence of the full context, and room for the adapter
+    var config = ModelConfig.Load(cmd.Model);
+    int contextPages = Loom.Inference.Memory.PagedKvCache.PagesFor(config, config.HiddenSize, Math.Min(cmd.MaxContext, config.MaxPositionEmbeddings));
+    long poolBytes = (long)contextPages * config.HiddenSize * sizeof(float) + (256L << 20);
+    using var engine = ServingEngine.Load(new InferenceOptions { ModelDirectory = cmd.Model, WeightFormat = cmd.Weights, MaxContext = cmd.MaxContext, PoolBytes = poolBytes });
     Console.Error.WriteLine($"[{engine.Model.Name}: {engine.Model.Config.ModelType}, {engine.Model.Config.ParameterCount:N0} parameters, loaded in {sw.ElapsedMilliseconds} ms]");
+    if (cmd.Adapter is { } adapterFolder)
+    {
+        engine.RegisterAdapter(GenerateCommand.AdapterId, adapterFolder);
+        Console.Error.WriteLine($"[adapter: {adapterFolder}]");
+    }
     sw.Restart();
     var first = TimeSpan.Zero;
     using var cts = new CancellationTokenSource();
@@ -39,7 +48,7 @@ try
     }
     return 0;
 }
-catch (Exception e) when (e is ArgumentException or ModelFormatException or InvalidOperationException or FileNotFoundException or DirectoryNotFoundException)
+catch (Exception e) when (e is ArgumentException or ModelFormatException or AdapterFormatException or InvalidOperationException or FileNotFoundException or DirectoryNotFoundException)
 {
     Console.Error.WriteLine($"error: {e.Message}");
     return 1;
@@ -54,8 +63,10 @@ namespace Loom.Cli
 {
     using Loom.Inference.Sampling;
 
-    internal sealed record GenerateCommand(string Model, GenerationRequest Request, WeightFormat Weights, int MaxContext)
+    internal sealed record GenerateCommand(string Model, GenerationRequest Request, WeightFormat Weights, int MaxContext, string? Adapter)
     {
+        public const string AdapterId = "cli-adapter";
+
         public const string Usage = """
             usage: loom generate --model <dir> (--prompt <text> | --prompt-ids <id,id,...>) [options]
               --max-tokens N      default 64
@@ -69,11 +80,12 @@ namespace Loom.Cli
               --weights auto|f32|bf16   in-memory weight format (default auto)
               --max-context N     default 4096
               --no-bos            do not add the BOS token to a text prompt
+              --adapter DIR       apply a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)
             """;
 
         public static GenerateCommand Parse(ReadOnlySpan<string> a)
         {
-            string? model = null, prompt = null;
+            string? model = null, prompt = null, adapter = null;
             int[]? ids = null;
             var s = new SamplingParams { Temperature = 0.8f, MaxTokens = 64 };
             var stops = new List<string>();
@@ -104,13 +116,17 @@ namespace Loom.Cli
                     case "--weights": weights = Enum.Parse<WeightFormat>(Next(a), ignoreCase: true); break;
                     case "--max-context": maxContext = Int(a); break;
                     case "--no-bos": bos = false; break;
+                    case "--adapter": adapter = Next(a); break;
                     default: throw new ArgumentException($"unknown option '{a[i]}'\n{Usage}");
                 }
             }
             if (model is null) throw new ArgumentException($"--model is required\n{Usage}");
             if ((prompt is null) == (ids is null)) throw new ArgumentException($"give exactly one of --prompt and --prompt-ids\n{Usage}");
             s = s with { StopStrings = stops, StopTokenIds = stopIds };
-            return new GenerateCommand(model, new GenerationRequest { Prompt = prompt, PromptTokenIds = ids, AddSpecialTokens = bos, Sampling = s }, weights, maxContext);
+            return new GenerateCommand(model, new GenerationRequest
+            {
+                Prompt = prompt, PromptTokenIds = ids, AddSpecialTokens = bos, Sampling = s, AdapterId = adapter is null ? null : AdapterId,
+            }, weights, maxContext, adapter);
         }
     }
 }
