@@ -155,6 +155,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         cancellationToken.ThrowIfCancellationRequested();
         _arrivals.Enqueue(r);
         _wake.Set();
+        if (_stopping && !_thread.IsAlive) Close(r, new ObjectDisposedException(nameof(ServingEngine))); // lost the race with Dispose
         using var registration = cancellationToken.Register(static o => ((Request)o!).Engine.Cancel((Request)o!), r);
         bool done = false;
         try
@@ -221,7 +222,8 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     {
         if (Interlocked.Exchange(ref r.CancelRequested, 1) != 0) return;
         _cancels.Enqueue(r);
-        _wake.Set();
+        try { _wake.Set(); }
+        catch (ObjectDisposedException) { } // the engine is gone, and with it every page
     }
 
     public void Dispose()
@@ -230,6 +232,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         _stopping = true;
         _wake.Set();
         _thread.Join();
+        while (_arrivals.TryDequeue(out var late)) Close(late, new ObjectDisposedException(nameof(ServingEngine)));
         _wake.Dispose();
         _pool.Dispose();
         if (!Unified) _adapterPool.Dispose();
