@@ -70,6 +70,20 @@ public class ApiKeyTests(LoomFactory factory) : IClassFixture<LoomFactory>
     }
 
     [Fact]
+    public async Task KeysCarryADefaultPriority()
+    {
+        var tenant = await factory.CreateTenantAsync("priority");
+        var client = factory.ClientWithKey((await factory.CreateKeyAsync(tenant.Id)).Secret);
+        var batch = JsonDocument.Parse(await (await client.PostAsJsonAsync("/v1/api_keys", new { name = "nightly", priority = "batch" })).Content.ReadAsStringAsync()).RootElement;
+        Assert.Equal("batch", batch.GetProperty("priority").GetString());
+        var plain = JsonDocument.Parse(await (await client.PostAsJsonAsync("/v1/api_keys", new { name = "app" })).Content.ReadAsStringAsync()).RootElement;
+        Assert.Equal("interactive", plain.GetProperty("priority").GetString());
+        var stored = await factory.InTenantAsync(tenant.Id, db => db.ApiKeys.SingleAsync(k => k.Name == "nightly"));
+        Assert.Equal(Loom.Data.Entities.RequestPriority.Batch, stored.Priority);
+        await ErrorAssert.IsEnvelopeAsync(await client.PostAsJsonAsync("/v1/api_keys", new { name = "x", priority = "urgent" }), HttpStatusCode.BadRequest, param: "priority");
+    }
+
+    [Fact]
     public async Task RevokingUnknownKeyIs404()
     {
         var tenant = await factory.CreateTenantAsync("unknown-revoke");

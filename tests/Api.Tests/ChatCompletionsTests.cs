@@ -168,6 +168,18 @@ public class ChatCompletionsTests(ChatModelFactory factory) : IClassFixture<Chat
     }
 
     [Fact]
+    public async Task PriorityHeaderIsValidated()
+    {
+        var client = await ClientAsync();
+        using var ok = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = JsonContent.Create(Chat(maxTokens: 2)) };
+        ok.Headers.Add("X-Loom-Priority", "batch");
+        Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(ok)).StatusCode);
+        using var bad = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = JsonContent.Create(Chat(maxTokens: 2)) };
+        bad.Headers.Add("X-Loom-Priority", "asap");
+        await ErrorAssert.IsEnvelopeAsync(await client.SendAsync(bad), HttpStatusCode.BadRequest, param: "X-Loom-Priority");
+    }
+
+    [Fact]
     public async Task PromptLongerThanTheContextIs400()
     {
         var client = await ClientAsync();

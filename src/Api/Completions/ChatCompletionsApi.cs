@@ -38,7 +38,7 @@ public static class ChatCompletionsApi
             int[] prompt;
             try { prompt = model.Tokenizer.EncodeChat(messages); }
             catch (InvalidOperationException e) { throw new InvalidRequestException(e.Message, "model"); }
-            prepared = service.Prepare(model, prompt, options, key, "messages");
+            prepared = service.Prepare(model, prompt, options, key, CompletionService.PriorityOf(http.Request, key), "messages");
         }
         catch (InvalidRequestException e) { return ApiErrors.BadRequest(e.Message, e.Param, e.Code); }
         catch (CompletionRefusedException e) { return Refused(http, e); }

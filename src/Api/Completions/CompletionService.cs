@@ -18,7 +18,11 @@ namespace Loom.Api.Completions;
 internal sealed record ResolvedModel(string Name, ITokenizer Tokenizer, int MaxContext, Guid? AdapterId, string? EngineAdapterId);
 
 /// <summary>A validated request ready for the engine: prompt ids and the completion budget per choice.</summary>
-internal sealed record PreparedCompletion(ResolvedModel Model, int[] PromptIds, int MaxTokens, CompletionOptions Options);
+internal sealed record PreparedCompletion(ResolvedModel Model, int[] PromptIds, int MaxTokens, CompletionOptions Options)
+{
+    /// <summary>From the X-Loom-Priority header, else the API key's default.</summary>
+    public RequestPriority Priority { get; init; } = RequestPriority.Interactive;
+}
 
 /// <summary>One engine event of choice <see cref="Index"/>.</summary>
 internal readonly record struct ChoiceEvent(int Index, GenerationEvent Event);
@@ -72,11 +76,21 @@ internal sealed class CompletionService(
         }
     }
 
+    /// <summary>The X-Loom-Priority header (interactive or batch) when present, else the key's default.</summary>
+    public static RequestPriority PriorityOf(Microsoft.AspNetCore.Http.HttpRequest request, AuthenticatedKey key)
+    {
+        var header = request.Headers[Keys.PriorityNames.Header].ToString();
+        if (header.Length == 0) return key.Key.Priority;
+        return Loom.Api.Keys.PriorityNames.TryParse(header, out var p)
+            ? p
+            : throw new InvalidRequestException($"The {Loom.Api.Keys.PriorityNames.Header} header must be 'interactive' or 'batch'.", Loom.Api.Keys.PriorityNames.Header);
+    }
+
     private static CompletionRefusedException NotFound(string name) =>
         new(404, $"The model '{name}' does not exist or you do not have access to it.", "invalid_request_error", "model", "model_not_found");
 
     /// <summary>Checks the context window and the tenant's tokens-per-minute budget.</summary>
-    public PreparedCompletion Prepare(ResolvedModel model, int[] promptIds, CompletionOptions options, AuthenticatedKey key, string promptParam)
+    public PreparedCompletion Prepare(ResolvedModel model, int[] promptIds, CompletionOptions options, AuthenticatedKey key, RequestPriority priority, string promptParam)
     {
         var context = model.MaxContext;
         if (promptIds.Length == 0)
@@ -95,7 +109,7 @@ internal sealed class CompletionService(
         if (!decision.Allowed)
             throw new CompletionRefusedException(429, $"Rate limit reached for tokens per minute. Please try again in {Math.Ceiling(decision.RetryAfter.TotalSeconds)}s.",
                 "tokens", null, "rate_limit_exceeded", decision.RetryAfter);
-        return new PreparedCompletion(model, promptIds, maxTokens, options);
+        return new PreparedCompletion(model, promptIds, maxTokens, options) { Priority = priority };
     }
 
     /// <summary>Runs the choices one after another, streaming their events; records usage when done or cancelled.</summary>
@@ -110,7 +124,7 @@ internal sealed class CompletionService(
                 var request = new GenerationRequest
                 {
                     PromptTokenIds = p.PromptIds, Sampling = p.Options.Sampling(p.MaxTokens, i),
-                    AdapterId = p.Model.EngineAdapterId, TenantId = key.Key.TenantId.ToString("N"),
+                    AdapterId = p.Model.EngineAdapterId, TenantId = key.Key.TenantId.ToString("N"), Priority = (int)p.Priority,
                 };
                 await foreach (var e in engine.GenerateAsync(request, ct))
                 {

@@ -36,7 +36,7 @@ public static class CompletionsApi
                 throw new InvalidRequestException("'best_of' must equal 'n' on this server.", "best_of");
             reader.RejectUnknown();
             var model = await service.ResolveAsync(options.Model, ct);
-            prepared = service.Prepare(model, model.Tokenizer.Encode(promptText, addSpecialTokens: true), options, key, "prompt");
+            prepared = service.Prepare(model, model.Tokenizer.Encode(promptText, addSpecialTokens: true), options, key, CompletionService.PriorityOf(http.Request, key), "prompt");
         }
         catch (InvalidRequestException e) { return ApiErrors.BadRequest(e.Message, e.Param, e.Code); }
         catch (CompletionRefusedException e) { return ChatCompletionsApi.Refused(http, e); }

@@ -12,7 +12,9 @@ using Microsoft.AspNetCore.Routing;
 namespace Loom.Api.Keys;
 
 [JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
-public sealed record CreateApiKeyRequest([property: JsonPropertyName("name")] string? Name);
+public sealed record CreateApiKeyRequest(
+    [property: JsonPropertyName("name")] string? Name,
+    [property: JsonPropertyName("priority")] string? Priority = null);
 
 public sealed record ApiKeyObject(
     [property: JsonPropertyName("id")] string Id,
@@ -22,11 +24,12 @@ public sealed record ApiKeyObject(
     [property: JsonPropertyName("created_at")] long CreatedAt,
     [property: JsonPropertyName("last_used_at")] long? LastUsedAt,
     [property: JsonPropertyName("revoked_at")] long? RevokedAt,
+    [property: JsonPropertyName("priority")] string Priority,
     [property: JsonPropertyName("secret"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Secret = null)
 {
     public static ApiKeyObject From(ApiKey k, string? secret = null) => new(
         k.Id.ToString(), "api_key", k.Name, k.Prefix, k.CreatedAt.ToUnixTimeSeconds(),
-        k.LastUsedAt?.ToUnixTimeSeconds(), k.RevokedAt?.ToUnixTimeSeconds(), secret);
+        k.LastUsedAt?.ToUnixTimeSeconds(), k.RevokedAt?.ToUnixTimeSeconds(), PriorityNames.Name(k.Priority), secret);
 }
 
 /// <summary>
@@ -52,7 +55,10 @@ public static class ApiKeysApi
         var name = request.Name?.Trim();
         if (string.IsNullOrEmpty(name)) return ApiErrors.BadRequest("'name' is required.", "name");
         if (name.Length > 200) return ApiErrors.BadRequest("'name' must be at most 200 characters.", "name");
-        var created = await keys.CreateAsync(user.TenantId(), name, ct);
+        var priority = RequestPriority.Interactive;
+        if (request.Priority is not null && !PriorityNames.TryParse(request.Priority, out priority))
+            return ApiErrors.BadRequest("'priority' must be 'interactive' or 'batch'.", "priority");
+        var created = await keys.CreateAsync(user.TenantId(), name, priority, ct);
         return Results.Json(ApiKeyObject.From(created.Key, created.Secret), statusCode: StatusCodes.Status201Created);
     }
 
@@ -61,5 +67,24 @@ public static class ApiKeysApi
         if (!Guid.TryParse(id, out var keyId) || !await keys.RevokeAsync(keyId, ct))
             return ApiErrors.NotFound($"No API key with id '{id}'.", "id", "api_key_not_found");
         return Results.Json(new { id, @object = "api_key.deleted", deleted = true });
+    }
+}
+
+/// <summary>Wire names of request priorities (API key field and the X-Loom-Priority header).</summary>
+public static class PriorityNames
+{
+    public const string Header = "X-Loom-Priority";
+
+    public static string Name(RequestPriority p) => p == RequestPriority.Batch ? "batch" : "interactive";
+
+    public static bool TryParse(string? s, out RequestPriority priority)
+    {
+        priority = RequestPriority.Interactive;
+        switch (s?.Trim().ToLowerInvariant())
+        {
+            case "interactive": return true;
+            case "batch": priority = RequestPriority.Batch; return true;
+            default: return false;
+        }
     }
 }

@@ -16,6 +16,9 @@ internal sealed class ApiKeyConfiguration : IEntityTypeConfiguration<ApiKey>
         b.HasIndex(k => k.SecretHash).IsUnique();
         b.HasIndex(k => k.TenantId);
         b.Ignore(k => k.IsRevoked);
+        // The column default serves rows that existed before the column; EF always writes the value
+        // (the sentinel never occurs), so an explicit Batch (0, the CLR default) is not replaced by it.
+        b.Property(k => k.Priority).HasDefaultValue(RequestPriority.Interactive).HasSentinel((RequestPriority)(-1));
         b.HasOne<Tenant>().WithMany().HasForeignKey(k => k.TenantId).OnDelete(DeleteBehavior.Cascade);
     }
 }

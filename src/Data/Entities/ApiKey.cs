@@ -13,6 +13,17 @@ public class ApiKey : ITenantOwned
     public DateTimeOffset CreatedAt { get; set; }
     public DateTimeOffset? LastUsedAt { get; set; }
     public DateTimeOffset? RevokedAt { get; set; }
+    /// <summary>Scheduling priority of this key's requests unless a request says otherwise.</summary>
+    public RequestPriority Priority { get; set; } = RequestPriority.Interactive;
 
     public bool IsRevoked => RevokedAt is not null;
+}
+
+/// <summary>How urgently the engine should serve a request, within its tenant's fair share.</summary>
+public enum RequestPriority
+{
+    /// <summary>Throughput work (evaluations, bulk generation): served after the tenant's interactive requests.</summary>
+    Batch = 0,
+    /// <summary>A person is waiting.</summary>
+    Interactive = 1,
 }

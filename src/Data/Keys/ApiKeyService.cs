@@ -19,7 +19,10 @@ public sealed class ApiKeyService(PlatformDbContext db, TimeProvider clock)
     private static readonly TimeSpan LastUsedResolution = TimeSpan.FromMinutes(1);
     private const string Alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-    public async Task<CreatedApiKey> CreateAsync(Guid tenantId, string name, CancellationToken ct = default)
+    public async Task<CreatedApiKey> CreateAsync(Guid tenantId, string name, CancellationToken ct = default) =>
+        await CreateAsync(tenantId, name, RequestPriority.Interactive, ct);
+
+    public async Task<CreatedApiKey> CreateAsync(Guid tenantId, string name, RequestPriority priority, CancellationToken ct = default)
     {
         name = name?.Trim() ?? "";
         if (name.Length is 0 or > 200)
@@ -33,6 +36,7 @@ public sealed class ApiKeyService(PlatformDbContext db, TimeProvider clock)
             Prefix = secret[..DisplayPrefixLength],
             SecretHash = Hash(secret),
             CreatedAt = clock.GetUtcNow(),
+            Priority = priority,
         };
         db.ApiKeys.Add(key);
         await db.SaveChangesAsync(ct);
