@@ -45,6 +45,7 @@ public sealed partial class ServingEngine
                 catch (KeyNotFoundException) { throw new InvalidOperationException($"adapter '{s.AdapterId}' was unregistered"); }
             }
             if (kvNeed + adapterNeed == 0 && !needsAdapter) return true;
+            if (needsAdapter && !WarmInHost(s.AdapterId!)) return false;
             // the shared budget (S-LoRA): free pages plus what evicting unpinned adapters would free
             if (e.Unified ? kvNeed + adapterNeed > e._pool.FreePages + store.ReclaimablePages
                 : kvNeed > e._pool.FreePages || adapterNeed > e._adapterPool.FreePages + store.ReclaimablePages) return false;
@@ -62,6 +63,27 @@ public sealed partial class ServingEngine
                 }
                 return false;
             }
+            return true;
+        }
+
+        /// <summary>Never stall a running batch on a disk read: when sequences are running and the adapter is neither in
+        /// the pool nor in host memory, read it on the thread pool and admit the sequence in a later iteration. Once that
+        /// read is done (cached, or not cacheable, or failed) the synchronous path runs and reports any error.</summary>
+        private bool WarmInHost(string id)
+        {
+            var store = e._store;
+            if (e._scheduler.Running.Count == 0 || store.IsResident(id) || store.IsInHostCache(id))
+            {
+                e._hostLoads.Remove(id);
+                return true;
+            }
+            if (!e._hostLoads.TryGetValue(id, out var read))
+            {
+                e._hostLoads[id] = store.Prefetch([id]);
+                return false;
+            }
+            if (!read.IsCompleted) return false;
+            e._hostLoads.Remove(id);
             return true;
         }
 

@@ -36,6 +36,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     private readonly List<ScheduledChunk> _batch = [];
     private readonly List<string> _prefetchIds = [];
     private Task _prefetch = Task.CompletedTask;
+    private readonly Dictionary<string, Task> _hostLoads = new(StringComparer.Ordinal); // adapter reads admission waits for (loop thread)
     private volatile bool _stopping;
     private int _nextSequence;
     private Counters _c;

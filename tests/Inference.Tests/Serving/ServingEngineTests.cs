@@ -137,8 +137,9 @@ public sealed class ServingEngineTests : IDisposable
     [Fact]
     public async Task EvictionAndReloadUnderMemoryPressureChangeNoOutput()
     {
-        // rank-8 all-module adapter: 320 pages; pool 700 pages = two adapters and some KV
-        var small = _h.Engine(o => { o.PoolBytes = 700 * 256; return o; });
+        // rank-8 all-module adapter: 320 pages; pool 700 pages = two adapters and some KV; host memory holds one
+        // adapter (72 kB), so reloads read the disk, on the thread pool while others run
+        var small = _h.Engine(o => { o.PoolBytes = 700 * 256; o.HostAdapterCacheBytes = 80_000; return o; });
         var big = _h.Engine();
         for (int i = 0; i < 4; i++)
         {
@@ -158,6 +159,7 @@ public sealed class ServingEngineTests : IDisposable
         var m = small.GetMetrics();
         Assert.True(m.AdapterEvictions > 0 && m.AdapterLoads > 4, $"{m.AdapterLoads} loads, {m.AdapterEvictions} evictions");
         Assert.True(m.AdaptersInPool <= 2);
+        Assert.True(m.AdapterDiskLoads > 4 + m.AdapterLoads / 2, $"{m.AdapterDiskLoads} disk loads");
         for (int i = 0; i < requests.Length; i++)
         {
             var expected = Tokens(await Run(big, requests[i]).WaitAsync(Limit));
