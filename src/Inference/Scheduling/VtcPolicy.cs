@@ -1,0 +1,277 @@
+namespace Loom.Inference.Scheduling;
+
+/// <summary>How service is counted for fairness: each prompt token costs <see cref="Input"/>, each generated token
+/// <see cref="Output"/> (output tokens cost more: a decode is a whole iteration's slot for one token).</summary>
+public sealed record VtcWeights(double Input = 1, double Output = 2)
+{
+    public static VtcWeights Default { get; } = new();
+
+    public void Validate()
+    {
+        if (!(Input >= 0) || !(Output >= 0) || Input + Output <= 0 || double.IsInfinity(Input) || double.IsInfinity(Output))
+            throw new ArgumentOutOfRangeException(nameof(VtcWeights), "VTC weights must be finite, not negative, and not both zero");
+    }
+}
+
+/// <summary>One tenant as the fair scheduler sees it, for metrics.</summary>
+/// <param name="Counter">Virtual token counter: weighted service divided by the share, plus lifts.</param>
+/// <param name="Waiting">Sequences of the tenant waiting (the tenant is backlogged while this is above 0).</param>
+/// <param name="Running">Sequences of the tenant running.</param>
+/// <param name="InputTokens">Prompt tokens charged (each once, recompute after preemption not charged).</param>
+/// <param name="OutputTokens">Tokens generated.</param>
+/// <param name="Preemptions">Sequences of the tenant chosen as victims (for memory or for fairness).</param>
+public sealed record TenantServiceSnapshot(string TenantId, double Counter, double Share, int Waiting, int Running,
+    long InputTokens, long OutputTokens, long Preemptions);
+
+/// <summary>Fair scheduling across tenants with virtual token counters (VTC, "Fairness in Serving Large Language
+/// Models", OSDI 2024). Each tenant's counter grows by (input weight × prompt tokens + output weight × generated
+/// tokens) / share; prompts are charged at admission (or, without the admission hook, as they are prefilled), outputs
+/// at each step that samples a token. A tenant is backlogged while it has a sequence waiting; when it becomes
+/// backlogged its counter is lifted to the least counter among backlogged tenants, or, when none is, to the (current)
+/// counter of the tenant that stopped being backlogged last, so idle time (or asking for little) banks no credit. The least-served
+/// backlogged tenant is admitted first; within a tenant the higher <see cref="Sequence.Priority"/> first, then arrival
+/// order. Victims come from the most-served tenant among the running ones: its lowest-priority, newest sequence.
+/// <para>Tokens recomputed after a preemption are not charged again: the scheduler chose to drop them. Called from the
+/// engine loop only; <see cref="Snapshot"/> may be called from any thread.</para></summary>
+public sealed class VtcPolicy : ISchedulingPolicy
+{
+    private sealed class Tenant(string id)
+    {
+        public readonly string Id = id;
+        public double Counter;
+        public double Share = 1;
+        public int Waiting, Running;
+        public long Input, Output, Victims;
+    }
+
+    private enum Place { None, Waiting, Running }
+
+    /// <summary>A sequence in the engine: its tenant, where it is, how many of its prompt tokens were charged.</summary>
+    private sealed class Membership(Tenant tenant)
+    {
+        public readonly Tenant Tenant = tenant;
+        public Place Place;
+        public int PromptCharged;
+    }
+
+    private readonly Dictionary<string, Tenant> _tenants = new(StringComparer.Ordinal);
+    private readonly Dictionary<long, Membership> _members = [];
+    private readonly Lock _lock = new();
+    private Tenant? _lastLeft; // the tenant that stopped being backlogged last
+
+    /// <param name="fairnessGap">How far (in counter units) the most-served running tenant must be ahead of the
+    /// least-served waiting one before <see cref="FairnessVictim"/> preempts for it. Below it, waiting for a
+    /// sequence to finish is cheaper than dropping one.</param>
+    public VtcPolicy(VtcWeights? weights = null, double fairnessGap = 4096)
+    {
+        Weights = weights ?? VtcWeights.Default;
+        Weights.Validate();
+        if (!(fairnessGap >= 0)) throw new ArgumentOutOfRangeException(nameof(fairnessGap));
+        FairnessGap = fairnessGap;
+    }
+
+    public VtcWeights Weights { get; }
+    public double FairnessGap { get; }
+
+    /// <summary>The key of a sequence's tenant (requests without one share the tenant "").</summary>
+    public static string TenantKey(Sequence s) => s.TenantId ?? "";
+
+    /// <summary>Sets a tenant's share (its weight in the division of service; default 1). Affects later charges.</summary>
+    public void SetShare(string? tenantId, double share)
+    {
+        if (!(share > 0) || double.IsInfinity(share)) throw new ArgumentOutOfRangeException(nameof(share), "a tenant's share must be positive and finite");
+        lock (_lock) Get(tenantId ?? "").Share = share;
+    }
+
+    /// <summary>A tenant's counter (0 for one never seen).</summary>
+    public double Counter(string? tenantId)
+    {
+        lock (_lock) return _tenants.TryGetValue(tenantId ?? "", out var t) ? t.Counter : 0;
+    }
+
+    /// <summary>Whether the tenant has a sequence waiting.</summary>
+    public bool IsBacklogged(string? tenantId)
+    {
+        lock (_lock) return _tenants.TryGetValue(tenantId ?? "", out var t) && t.Waiting > 0;
+    }
+
+    /// <summary>A sequence joined the waiting list (new, or preempted). If its tenant had none waiting, the tenant's
+    /// counter is lifted (see the class). Calling it again while the sequence waits does nothing.</summary>
+    public void OnWaiting(Sequence s)
+    {
+        lock (_lock)
+        {
+            var m = Member(s);
+            if (m.Place == Place.Waiting) return;
+            Leave(m);
+            var t = m.Tenant;
+            if (t.Waiting == 0) t.Counter = Math.Max(t.Counter, LiftFloor(t));
+            m.Place = Place.Waiting;
+            t.Waiting++;
+        }
+    }
+
+    /// <summary>A sequence moved from waiting to running: its prompt not yet charged is charged now. Calling it again
+    /// while the sequence runs does nothing.</summary>
+    public void OnAdmitted(Sequence s)
+    {
+        lock (_lock)
+        {
+            var m = Member(s);
+            if (m.Place == Place.Running) return;
+            Leave(m);
+            m.Place = Place.Running;
+            m.Tenant.Running++;
+            ChargePrompt(m, s.PromptLength);
+        }
+    }
+
+    /// <summary>A sequence left the engine (finished, cancelled, failed). Unknown sequences are ignored.</summary>
+    public void OnDeparted(Sequence s)
+    {
+        lock (_lock)
+        {
+            if (_members.Remove(s.Id, out var m)) Leave(m);
+        }
+    }
+
+    public Sequence NextToAdmit(IReadOnlyList<Sequence> waiting)
+    {
+        lock (_lock)
+        {
+            var best = waiting[0];
+            double bestCounter = CounterOf(best);
+            for (int i = 1; i < waiting.Count; i++)
+            {
+                var s = waiting[i];
+                double c = CounterOf(s);
+                if (c < bestCounter || (c == bestCounter && Before(s, best))) { best = s; bestCounter = c; }
+            }
+            return best;
+        }
+    }
+
+    public Sequence ChooseVictim(IReadOnlyList<Sequence> running)
+    {
+        lock (_lock)
+        {
+            var victim = MostServed(running);
+            Preempted(victim);
+            return victim;
+        }
+    }
+
+    /// <summary>A running sequence to preempt so that the least-served waiting tenant can be admitted, or null when no
+    /// running tenant is ahead of it by more than <see cref="FairnessGap"/>. The scheduler asks when admission is
+    /// blocked (memory or the running limit) and preempts what this returns.</summary>
+    public Sequence? FairnessVictim(IReadOnlyList<Sequence> waiting, IReadOnlyList<Sequence> running)
+    {
+        if (waiting.Count == 0 || running.Count == 0) return null;
+        var next = NextToAdmit(waiting);
+        lock (_lock)
+        {
+            var victim = MostServed(running);
+            var ahead = Member(victim).Tenant;
+            var behind = Member(next).Tenant;
+            if (ahead == behind || ahead.Counter - behind.Counter <= FairnessGap) return null;
+            Preempted(victim);
+            return victim;
+        }
+    }
+
+    public void OnServed(Sequence sequence, int promptTokens, int generatedTokens)
+    {
+        lock (_lock)
+        {
+            var m = Member(sequence);
+            // the chunk ended at Computed: prompt positions up to there are charged (once)
+            ChargePrompt(m, Math.Min(sequence.Computed, sequence.PromptLength));
+            // a chunk that reaches the end of the sequence samples one new token
+            if (sequence.Computed == sequence.TokenCount)
+            {
+                m.Tenant.Counter += Weights.Output / m.Tenant.Share;
+                m.Tenant.Output++;
+            }
+        }
+    }
+
+    /// <summary>Every tenant seen so far, by id.</summary>
+    public IReadOnlyList<TenantServiceSnapshot> Snapshot()
+    {
+        lock (_lock)
+        {
+            var list = new List<TenantServiceSnapshot>(_tenants.Count);
+            foreach (var t in _tenants.Values) list.Add(new TenantServiceSnapshot(t.Id, t.Counter, t.Share, t.Waiting, t.Running, t.Input, t.Output, t.Victims));
+            list.Sort(static (a, b) => string.CompareOrdinal(a.TenantId, b.TenantId));
+            return list;
+        }
+    }
+
+    // ---- helpers (under _lock) -----------------------------------------------------------------------------
+
+    private Tenant Get(string id)
+    {
+        if (!_tenants.TryGetValue(id, out var t)) _tenants.Add(id, t = new Tenant(id));
+        return t;
+    }
+
+    /// <summary>The sequence's membership; a sequence not announced before joins here.</summary>
+    private Membership Member(Sequence s)
+    {
+        if (!_members.TryGetValue(s.Id, out var m)) _members.Add(s.Id, m = new Membership(Get(TenantKey(s))));
+        return m;
+    }
+
+    /// <summary>Takes the sequence out of its tenant's waiting or running count.</summary>
+    private void Leave(Membership m)
+    {
+        if (m.Place == Place.Waiting && --m.Tenant.Waiting == 0) _lastLeft = m.Tenant;
+        if (m.Place == Place.Running) m.Tenant.Running--;
+        m.Place = Place.None;
+    }
+
+    /// <summary>A victim: counted, and no longer running (the scheduler sends it back to waiting).</summary>
+    private void Preempted(Sequence victim)
+    {
+        var m = Member(victim);
+        m.Tenant.Victims++;
+        Leave(m);
+    }
+
+    private double CounterOf(Sequence s) => Member(s).Tenant.Counter;
+
+    private double LiftFloor(Tenant arriving)
+    {
+        double floor = double.PositiveInfinity;
+        foreach (var t in _tenants.Values)
+            if (t != arriving && t.Waiting > 0 && t.Counter < floor) floor = t.Counter;
+        return double.IsPositiveInfinity(floor) ? _lastLeft?.Counter ?? 0 : floor;
+    }
+
+    private void ChargePrompt(Membership m, int upTo)
+    {
+        if (upTo <= m.PromptCharged) return;
+        int n = upTo - m.PromptCharged;
+        m.PromptCharged = upTo;
+        m.Tenant.Counter += Weights.Input * n / m.Tenant.Share;
+        m.Tenant.Input += n;
+    }
+
+    /// <summary>Within a tenant (and between equal counters): higher priority first, then earlier arrival.</summary>
+    private static bool Before(Sequence a, Sequence b) =>
+        a.Priority != b.Priority ? a.Priority > b.Priority : a.Arrival < b.Arrival;
+
+    /// <summary>The most-served tenant's lowest-priority, newest running sequence.</summary>
+    private Sequence MostServed(IReadOnlyList<Sequence> running)
+    {
+        var victim = running[0];
+        double worst = CounterOf(victim);
+        for (int i = 1; i < running.Count; i++)
+        {
+            var s = running[i];
+            double c = CounterOf(s);
+            if (c > worst || (c == worst && Before(victim, s))) { victim = s; worst = c; }
+        }
+        return victim;
+    }
+}

@@ -1,0 +1,201 @@
+using Loom.Inference.Scheduling;
+
+namespace Loom.Inference.Tests.Fairness;
+
+/// <summary>Counter arithmetic, the lift rule, ordering and victims of <see cref="VtcPolicy"/> on scripted traces: the
+/// test plays the scheduler's part (hooks, Computed, sampling) step by step, single-threaded.</summary>
+public sealed class VtcCounterTests
+{
+    private long _ids;
+
+    private Sequence Seq(string tenant, int prompt, int priority = 0)
+    {
+        long id = _ids++;
+        return new Sequence(id, Enumerable.Range(1, prompt).ToArray(), prompt + 1000, null, tenant, priority) { Arrival = id };
+    }
+
+    /// <summary>Runs the rest of the sequence through the model in one chunk and samples a token (appended).</summary>
+    private static void Step(VtcPolicy p, Sequence s)
+    {
+        int start = s.Computed;
+        s.Computed = s.TokenCount;
+        int prompt = Math.Max(0, Math.Min(s.Computed, s.PromptLength) - start);
+        p.OnServed(s, prompt, s.Computed - start - prompt);
+        s.Append(7);
+    }
+
+    private static void Steps(VtcPolicy p, Sequence s, int n)
+    {
+        for (int i = 0; i < n; i++) Step(p, s);
+    }
+
+    private static Sequence Arrive(VtcPolicy p, Sequence s)
+    {
+        p.OnWaiting(s);
+        return s;
+    }
+
+    private static TenantServiceSnapshot Of(VtcPolicy p, string tenant) => p.Snapshot().Single(t => t.TenantId == tenant);
+
+    [Fact]
+    public void PromptIsChargedAtAdmissionAndEachSampledTokenAtTwice()
+    {
+        var p = new VtcPolicy();
+        var s = Arrive(p, Seq("a", 10));
+        Assert.Equal(0, p.Counter("a"));
+        p.OnAdmitted(s);
+        Assert.Equal(10, p.Counter("a"));
+        Step(p, s);      // prefill: samples the first token
+        Assert.Equal(12, p.Counter("a"));
+        Steps(p, s, 3);  // three decodes
+        Assert.Equal(18, p.Counter("a"));
+        var snap = Of(p, "a");
+        Assert.Equal((10, 4, 0, 1), (snap.InputTokens, snap.OutputTokens, snap.Waiting, snap.Running));
+    }
+
+    [Fact]
+    public void WeightsAreConfigurableAndServiceIsDividedByTheShare()
+    {
+        var p = new VtcPolicy(new VtcWeights(Input: 0.5, Output: 3));
+        p.SetShare("a", 2);
+        var s = Arrive(p, Seq("a", 8));
+        p.OnAdmitted(s);
+        Steps(p, s, 2);
+        Assert.Equal((8 * 0.5 + 2 * 3) / 2, p.Counter("a"), 12);
+        Assert.Equal(2, Of(p, "a").Share);
+        Assert.Throws<ArgumentOutOfRangeException>(() => p.SetShare("a", 0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new VtcPolicy(new VtcWeights(0, 0)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new VtcPolicy(new VtcWeights(-1, 2)));
+    }
+
+    [Fact]
+    public void ChunkedPrefillChargesThePromptOnceAndRecomputeAfterPreemptionIsNotCharged()
+    {
+        var p = new VtcPolicy();
+        var s = Arrive(p, Seq("a", 10)); // no admission hook: the prompt is charged as it is prefilled
+        s.Computed = 4;
+        p.OnServed(s, 4, 0);
+        Assert.Equal(4, p.Counter("a"));
+        Step(p, s);                      // the other 6 prompt tokens, and a sample
+        Assert.Equal(12, p.Counter("a"));
+
+        // preempted by recompute: prompt and generated token run again, only the new sample is charged
+        s.Computed = 0;
+        p.OnWaiting(s);
+        p.OnAdmitted(s);
+        Assert.Equal(12, p.Counter("a"));
+        Step(p, s);
+        Assert.Equal(14, p.Counter("a"));
+        Assert.Equal((10, 2), (Of(p, "a").InputTokens, Of(p, "a").OutputTokens));
+    }
+
+    [Fact]
+    public void ATenantBecomingBackloggedIsLiftedToTheLeastBackloggedCounterNeverLowered()
+    {
+        var p = new VtcPolicy();
+        // c alone: served 200, leaves
+        var c1 = Arrive(p, Seq("c", 200));
+        p.OnAdmitted(c1);
+        p.OnDeparted(c1);
+        Assert.Equal(200, p.Counter("c"));
+
+        // nothing is backlogged: a is lifted to the counter of the tenant that stopped being backlogged last (c)
+        var a1 = Arrive(p, Seq("a", 50));
+        Assert.Equal(200, p.Counter("a"));
+        p.OnAdmitted(a1);
+        Assert.Equal(250, p.Counter("a"));
+        Arrive(p, Seq("a", 5));                 // a backlogged again at 250
+        Assert.Equal(250, p.Counter("a"));
+
+        // b, never served, is lifted to the least backlogged counter (a's)
+        var b1 = Arrive(p, Seq("b", 400));
+        Assert.Equal(250, p.Counter("b"));
+        p.OnAdmitted(b1);
+        Assert.Equal(650, p.Counter("b"));
+        Arrive(p, Seq("b", 5));                 // b backlogged again: 650 > 250, not lowered
+        Assert.Equal(650, p.Counter("b"));
+
+        // c comes back at 200: lifted to min(a 250, b 650), so its idle time banked nothing
+        Arrive(p, Seq("c", 5));
+        Assert.Equal(250, p.Counter("c"));
+
+        // a is served on (a1 decodes); c arriving again while already backlogged is not lifted
+        Steps(p, a1, 25);
+        Assert.Equal(300, p.Counter("a"));
+        Arrive(p, Seq("c", 5));
+        Assert.Equal(250, p.Counter("c"));
+        Assert.Equal(2, Of(p, "c").Waiting);
+    }
+
+    [Fact]
+    public void ADepartureWhileWaitingEndsTheBacklogAndRepeatedHooksAreIgnored()
+    {
+        var p = new VtcPolicy();
+        var a = Arrive(p, Seq("a", 30));
+        p.OnWaiting(a);
+        Assert.Equal(1, Of(p, "a").Waiting);
+        p.OnAdmitted(a);
+        p.OnAdmitted(a);
+        Assert.Equal(30, p.Counter("a"));
+        Assert.Equal((0, 1), (Of(p, "a").Waiting, Of(p, "a").Running));
+        var b = Arrive(p, Seq("b", 1));
+        Assert.True(p.IsBacklogged("b"));
+        p.OnDeparted(b);                       // cancelled while waiting
+        p.OnDeparted(b);
+        Assert.False(p.IsBacklogged("b"));
+        p.OnDeparted(a);
+        Assert.Equal((0, 0), (Of(p, "a").Waiting, Of(p, "a").Running));
+    }
+
+    [Fact]
+    public void TheLeastServedTenantIsAdmittedFirstThenPriorityThenArrivalWithinATenant()
+    {
+        var p = new VtcPolicy();
+        var a0 = Arrive(p, Seq("a", 100));
+        p.OnAdmitted(a0);                       // a at 100
+        var aOld = Arrive(p, Seq("a", 1));
+        var bOld = Arrive(p, Seq("b", 1));      // b lifted to 100: a tie, broken by arrival
+        var bBatch = Arrive(p, Seq("b", 1, priority: -1));
+        var bUrgent = Arrive(p, Seq("b", 1, priority: 1));
+        Assert.Same(aOld, p.NextToAdmit([bBatch, bOld, aOld]));
+        Step(p, a0);                            // a at 102: b is behind
+        Assert.Same(bUrgent, p.NextToAdmit([aOld, bBatch, bOld, bUrgent]));
+        Assert.Same(bOld, p.NextToAdmit([aOld, bBatch, bOld]));
+        Assert.Same(bBatch, p.NextToAdmit([aOld, bBatch]));
+    }
+
+    [Fact]
+    public void TheVictimIsTheMostServedTenantsLowestPriorityNewestSequence()
+    {
+        var p = new VtcPolicy();
+        var a1 = Arrive(p, Seq("a", 10));
+        var b1 = Arrive(p, Seq("b", 10));
+        var b2 = Arrive(p, Seq("b", 10));
+        var b3 = Arrive(p, Seq("b", 10, priority: 1));
+        foreach (var s in new[] { a1, b1, b2, b3 }) p.OnAdmitted(s);
+        Steps(p, a1, 3);                        // a 16, b 30
+        Assert.Same(b2, p.ChooseVictim([b1, b3, a1, b2]));
+        Assert.Same(b1, p.ChooseVictim([a1, b3, b1]));
+        Assert.Same(b3, p.ChooseVictim([b3, a1]));
+        Assert.Equal(3, Of(p, "b").Preemptions);
+        Assert.Equal(0, Of(p, "b").Running);
+    }
+
+    [Fact]
+    public void FairnessPreemptsOnlyForAWaitingTenantFurtherBehindThanTheGap()
+    {
+        var p = new VtcPolicy(fairnessGap: 50);
+        var a1 = Arrive(p, Seq("a", 40));
+        p.OnAdmitted(a1);                       // a at 40
+        var b1 = Arrive(p, Seq("b", 5));        // b lifted to 40
+        var a2 = Arrive(p, Seq("a", 5));
+        Assert.Null(p.FairnessVictim([b1, a2], [a1]));
+        Steps(p, a1, 25);                       // a at 90: 50 ahead, not more
+        Assert.Null(p.FairnessVictim([b1, a2], [a1]));
+        Step(p, a1);                            // 52 ahead
+        Assert.Same(a1, p.FairnessVictim([b1, a2], [a1]));
+        Assert.Null(p.FairnessVictim([a2], [a1])); // only a waits: its own sequences are not preempted for it
+        Assert.Null(p.FairnessVictim([], [a1]));
+        Assert.Equal(1, Of(p, "a").Preemptions);
+    }
+}
