@@ -1,0 +1,132 @@
+using Loom.Inference.Scheduling;
+
+namespace Loom.Inference.Tests.Serving;
+
+/// <summary>The scheduler alone, over a fake memory that counts blocks of 4 tokens: decodes first, prefill in
+/// chunks under the token budget, admission only when the first chunk fits, preemption of the newest by recompute.</summary>
+public sealed class SchedulerTests
+{
+    /// <summary>Holds <paramref name="blocks"/> blocks of 4 positions; a sequence holds ceil(tokens / 4).</summary>
+    private sealed class BlockMemory(int blocks) : ISequenceMemory
+    {
+        public readonly Dictionary<Sequence, int> Held = [];
+        public int Free => blocks - Held.Values.Sum();
+
+        public bool TryReserve(Sequence s, int tokens)
+        {
+            int need = (tokens + 3) / 4 - Held.GetValueOrDefault(s);
+            if (need <= 0) return true;
+            if (need > Free) return false;
+            Held[s] = Held.GetValueOrDefault(s) + need;
+            return true;
+        }
+
+        public void Release(Sequence s) => Held.Remove(s);
+    }
+
+    private static Sequence Seq(int id, int prompt, int max = 100) => new(id, Enumerable.Range(1, prompt).ToArray(), prompt + max, null);
+
+    /// <summary>Runs the plan: marks the chunks computed and appends a token to every sequence whose chunk sampled.</summary>
+    private static void Run(Scheduler s, SchedulerOutput o)
+    {
+        var sampled = o.Chunks.Where(c => c.Samples).Select(c => c.Sequence).ToList();
+        s.Completed(o);
+        foreach (var q in sampled) q.Append(7);
+    }
+
+    [Fact]
+    public void DecodesGoFirstAndPrefillsAreChunkedUnderTheBudget()
+    {
+        var mem = new BlockMemory(1000);
+        var s = new Scheduler(new FcfsPolicy(), mem, new SchedulerLimits(TokenBudget: 10, MaxRunning: 8, PrefillChunk: 4));
+        var a = Seq(1, 3);
+        s.Add(a);
+        var o = s.Schedule();
+        Assert.Equal([new ScheduledChunk(a, 0, 3)], o.Chunks);
+        Run(s, o);
+        var b = Seq(2, 20);
+        s.Add(b);
+        for (int step = 0; step < 6; step++)
+        {
+            o = s.Schedule();
+            Assert.True(o.Tokens <= 10);
+            Assert.Equal(a, o.Chunks[0].Sequence);   // the decode is never stalled by the prefill
+            Assert.Equal(1, o.Chunks[0].Count);
+            if (b.Pending > 1) Assert.Equal(Math.Min(4, b.Pending), o.Chunks.Single(c => c.Sequence == b).Count);
+            Run(s, o);
+        }
+        Assert.True(b.Generated >= 1);   // 20 prompt tokens in chunks of 4: 5 iterations, then a token
+    }
+
+    [Fact]
+    public void AdmissionWaitsForMemoryAndPreemptionTakesTheNewest()
+    {
+        var mem = new BlockMemory(6);   // 24 positions
+        var s = new Scheduler(new FcfsPolicy(), mem, new SchedulerLimits(64, 8, 64));
+        var old = Seq(1, 8);
+        var mid = Seq(2, 8);
+        var late = Seq(3, 8);
+        s.Add(old); s.Add(mid); s.Add(late);
+        var o = s.Schedule();
+        Assert.Equal(3, o.Chunks.Count);   // 3 × 2 blocks: the pool is full
+        Run(s, o);
+        Assert.Equal(0, mem.Free);
+        // next decode step: each needs a third block; the newest is preempted (recompute), which frees room for both others
+        o = s.Schedule();
+        Assert.Equal([late], o.Preempted);
+        Assert.Equal([old, mid], o.Chunks.Select(c => c.Sequence));
+        Assert.Equal((0, SequenceStatus.Waiting), (late.Computed, late.Status));
+        Assert.False(mem.Held.ContainsKey(late));
+        Assert.DoesNotContain(s.Waiting, w => w.Status != SequenceStatus.Waiting);
+        Run(s, o);
+        // no room yet: the preempted sequence waits (nothing is admitted while memory is short)
+        o = s.Schedule();
+        Assert.Equal([old, mid], o.Chunks.Select(c => c.Sequence));
+        Run(s, o);
+        // once there is room it comes back and recomputes its prompt and the token it had generated
+        s.Remove(old);
+        o = s.Schedule();
+        Assert.Equal([mid, late], o.Chunks.Select(c => c.Sequence));
+        Assert.Equal(9, o.Chunks[1].Count);
+        Assert.True(o.Chunks[1].Samples);
+        Assert.Equal(1, s.Preemptions);
+    }
+
+    [Fact]
+    public void ASequenceThatCannotGrowEvenAloneIsReportedAndItsMemoryFreed()
+    {
+        var mem = new BlockMemory(2);
+        var s = new Scheduler(new FcfsPolicy(), mem, new SchedulerLimits(64, 8, 64));
+        var a = Seq(1, 8);
+        s.Add(a);
+        Run(s, s.Schedule());
+        var o = s.Schedule();
+        Assert.Equal([a], o.OutOfMemory);
+        Assert.Empty(o.Chunks);
+        Assert.Empty(mem.Held);
+        Assert.True(s.IsIdle);
+    }
+
+    [Fact]
+    public void AFailedAdmissionIsReportedAndTheQueueMovesOn()
+    {
+        var mem = new BlockMemory(100);
+        var throwing = new ThrowingFor(mem, 1);
+        var s = new Scheduler(new FcfsPolicy(), throwing, new SchedulerLimits(64, 8, 64));
+        var bad = Seq(1, 4);
+        var good = Seq(2, 4);
+        s.Add(bad); s.Add(good);
+        var o = s.Schedule();
+        Assert.Equal(bad, Assert.Single(o.Failed).Sequence);
+        Assert.Equal([good], o.Chunks.Select(c => c.Sequence));
+        Assert.Equal(SequenceStatus.Finished, bad.Status);
+    }
+
+    private sealed class ThrowingFor(BlockMemory inner, long id) : ISequenceMemory
+    {
+        public bool TryReserve(Sequence s, int tokens) =>
+            s.Id == id ? throw new InvalidOperationException("adapter 'x' was unregistered") : inner.TryReserve(s, tokens);
+
+        public void Release(Sequence s) => inner.Release(s);
+    }
+}
