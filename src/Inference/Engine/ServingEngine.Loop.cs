@@ -105,30 +105,50 @@ public sealed partial class ServingEngine
     {
         while (!_stopping)
         {
-            Drain();
-            if (_scheduler.IsIdle)
+            try { Iteration(); }
+            catch (Exception e)
             {
-                Publish(0, 0);
-                _wake.WaitOne();
-                continue;
+                // a fault outside the forward pass leaves the requests in an unknown state: end them, keep serving
+                FailAll(e);
             }
-            var plan = _scheduler.Schedule();
-            foreach (var (s, error) in plan.Failed) Fail((Request)s.Handle!, error);
-            foreach (var s in plan.OutOfMemory) Finish((Request)s.Handle!, FinishReason.Length);
-            Interlocked.Add(ref _c.Preemptions, plan.Preempted.Count);
-            Prefetch();
-            if (plan.Chunks.Count == 0)
-            {
-                // nothing can run now (the queue head waits for memory held by no one running: cannot happen for long)
-                Publish(0, 0);
-                _wake.WaitOne(10);
-                continue;
-            }
-            Step(plan);
         }
         // shutting down: end every stream
         Drain();
-        foreach (var s in _scheduler.Running.Concat(_scheduler.Waiting).ToArray()) Fail((Request)s.Handle!, new ObjectDisposedException(nameof(ServingEngine)));
+        FailAll(new ObjectDisposedException(nameof(ServingEngine)));
+    }
+
+    private void Iteration()
+    {
+        Drain();
+        if (_scheduler.IsIdle)
+        {
+            Publish(0, 0);
+            _wake.WaitOne();
+            return;
+        }
+        var plan = _scheduler.Schedule();
+        foreach (var (s, error) in plan.Failed) Fail((Request)s.Handle!, error);
+        foreach (var s in plan.OutOfMemory) Finish((Request)s.Handle!, FinishReason.Length);
+        Interlocked.Add(ref _c.Preemptions, plan.Preempted.Count);
+        Prefetch();
+        if (plan.Chunks.Count == 0)
+        {
+            // nothing can run now: the queue head waits for an adapter read or for memory
+            Publish(0, 0);
+            _wake.WaitOne(5);
+            return;
+        }
+        Step(plan);
+    }
+
+    private void FailAll(Exception error)
+    {
+        foreach (var s in _scheduler.Running.Concat(_scheduler.Waiting).ToArray())
+        {
+            var r = (Request)s.Handle!;
+            try { Fail(r, error); }
+            catch (Exception) { Close(r, error); } // its memory could not be released cleanly; the stream still ends
+        }
     }
 
     /// <summary>New requests join the queue; cancelled ones leave it and free their pages now.</summary>
