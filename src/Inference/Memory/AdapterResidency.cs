@@ -95,11 +95,20 @@ public sealed unsafe class AdapterResidency
             {
                 for (int c = 0; c < a.Chunks; c++)
                     m.A.AsSpan(i * m.In + c * pf, a.ChunkLength(c)).CopyTo(new Span<float>(a.Chunk(i, c), a.ChunkLength(c)));
-                for (int c = 0; c < bt.Chunks; c++)
+            }
+            // Bᵀ row i = column i of B, transposed in blocks of 16 outputs: the 16 rows of B a block reads stay in cache
+            // across every i, and each row of Bᵀ gets 16 consecutive floats (one cache line) per block
+            for (int c = 0; c < bt.Chunks; c++)
+            {
+                int o0 = c * pf, len = bt.ChunkLength(c);
+                for (int ob = 0; ob < len; ob += 16)
                 {
-                    float* dst = bt.Chunk(i, c);
-                    int o0 = c * pf, len = bt.ChunkLength(c);
-                    for (int o = 0; o < len; o++) dst[o] = m.B[(o0 + o) * m.Rank + i]; // Bᵀ row i = column i of B
+                    int oe = Math.Min(len, ob + 16);
+                    for (int i = 0; i < m.Rank; i++)
+                    {
+                        float* dst = bt.Chunk(i, c);
+                        for (int o = ob; o < oe; o++) dst[o] = m.B[(o0 + o) * m.Rank + i];
+                    }
                 }
             }
         }
