@@ -32,7 +32,7 @@ public static unsafe class Attention
                 {
                     int n = Math.Min(bs, length - j0);
                     for (int r = 0; r < n; r++)
-                        sp[j0 + r] = Dot(qp, kb + r * kvDim + kvHead * headDim, headDim, level) * scale;
+                        sp[j0 + r] = VecOps.Dot(qp, kb + r * kvDim + kvHead * headDim, headDim, level) * scale;
                 }
             }
             Ops.Softmax(scores[..length]);
@@ -43,7 +43,7 @@ public static unsafe class Attention
                 {
                     int n = Math.Min(bs, length - j0);
                     for (int r = 0; r < n; r++)
-                        Axpy(op, vb + r * kvDim + kvHead * headDim, sp[j0 + r], headDim, level);
+                        VecOps.Axpy(op, vb + r * kvDim + kvHead * headDim, sp[j0 + r], headDim, level);
                 }
             }
         }
@@ -213,48 +213,10 @@ public static unsafe class Attention
                 {
                     int n = Math.Min(bs, length - j0);
                     for (int r = 0; r < n; r++)
-                        Axpy(op, vb + r * kvDim + kvHead * headDim, sp[j0 + r], headDim, level);
+                        VecOps.Axpy(op, vb + r * kvDim + kvHead * headDim, sp[j0 + r], headDim, level);
                 }
             }
         }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Dot(float* a, float* b, int n, SimdLevel level)
-    {
-        int k = 0;
-        float s = 0;
-        if (level == SimdLevel.Vector512 && n >= 16)
-        {
-            var acc = Vector512<float>.Zero;
-            for (; k + 16 <= n; k += 16) acc = Vector512.FusedMultiplyAdd(Vector512.Load(a + k), Vector512.Load(b + k), acc);
-            s = Vector512.Sum(acc);
-        }
-        else if (level != SimdLevel.Scalar && n >= 8)
-        {
-            var acc = Vector256<float>.Zero;
-            for (; k + 8 <= n; k += 8) acc = Vector256.FusedMultiplyAdd(Vector256.Load(a + k), Vector256.Load(b + k), acc);
-            s = Vector256.Sum(acc);
-        }
-        for (; k < n; k++) s += a[k] * b[k];
-        return s;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Axpy(float* y, float* x, float a, int n, SimdLevel level)
-    {
-        int k = 0;
-        if (level == SimdLevel.Vector512)
-        {
-            var av = Vector512.Create(a);
-            for (; k + 16 <= n; k += 16) Vector512.FusedMultiplyAdd(Vector512.Load(x + k), av, Vector512.Load(y + k)).Store(y + k);
-        }
-        else if (level != SimdLevel.Scalar)
-        {
-            var av = Vector256.Create(a);
-            for (; k + 8 <= n; k += 8) Vector256.FusedMultiplyAdd(Vector256.Load(x + k), av, Vector256.Load(y + k)).Store(y + k);
-        }
-        for (; k < n; k++) y[k] += a * x[k];
     }
 
     /// <summary>Scalar twin: the same equation with explicit loops and double accumulation.</summary>
