@@ -162,18 +162,26 @@ public sealed class VtcPolicy : ISchedulingPolicy
     }
 
     /// <summary>A running sequence to preempt so that the least-served waiting tenant can be admitted, or null when no
-    /// running tenant is ahead of it by more than <see cref="FairnessGap"/>. The scheduler asks when admission is
-    /// blocked (memory or the running limit) and preempts what this returns.</summary>
+    /// backlogged tenant with running sequences is ahead of it by more than <see cref="FairnessGap"/>. Only backlogged
+    /// tenants (asking for more than they get) give up sequences: preempting one that waits for nothing would cost
+    /// its latency without evening out service. The scheduler asks when admission is blocked (memory or the running
+    /// limit) and preempts what this returns.</summary>
     public Sequence? FairnessVictim(IReadOnlyList<Sequence> waiting, IReadOnlyList<Sequence> running)
     {
         if (waiting.Count == 0 || running.Count == 0) return null;
         var next = NextToAdmit(waiting);
         lock (_lock)
         {
-            var victim = MostServed(running);
-            var ahead = Member(victim).Tenant;
             var behind = Member(next).Tenant;
-            if (ahead == behind || ahead.Counter - behind.Counter <= FairnessGap) return null;
+            Sequence? victim = null;
+            double worst = 0;
+            foreach (var s in running)
+            {
+                var t = Member(s).Tenant;
+                if (t == behind || t.Waiting == 0) continue;
+                if (victim is null || t.Counter > worst || (t.Counter == worst && Before(victim, s))) { victim = s; worst = t.Counter; }
+            }
+            if (victim is null || worst - behind.Counter <= FairnessGap) return null;
             Preempted(victim);
             return victim;
         }

@@ -198,4 +198,20 @@ public sealed class VtcCounterTests
         Assert.Null(p.FairnessVictim([], [a1]));
         Assert.Equal(1, Of(p, "a").Preemptions);
     }
+
+    [Fact]
+    public void FairnessNeverPreemptsATenantThatWaitsForNothing()
+    {
+        var p = new VtcPolicy(fairnessGap: 10);
+        var a1 = Arrive(p, Seq("a", 100));
+        p.OnAdmitted(a1);                       // a at 100, nothing of a waiting
+        var b1 = Arrive(p, Seq("b", 5));        // b: nothing was backlogged, lifted to a's 100 ...
+        p.OnAdmitted(b1);
+        var c1 = Arrive(p, Seq("c", 5));        // c: lifted to the last tenant that stopped waiting (b, 105)
+        Steps(p, a1, 20);                       // a at 140: 35 ahead of c
+        Assert.Equal(105, p.Counter("c"));
+        Assert.Null(p.FairnessVictim([c1], [a1, b1]));
+        var a2 = Arrive(p, Seq("a", 5));        // a asks for more: now its sequences give way
+        Assert.Same(a1, p.FairnessVictim([c1, a2], [a1, b1]));
+    }
 }
