@@ -1,49 +1,46 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace Loom.Inference.Memory;
 
-/// <summary>A sequence's keys and values while it is swapped out: one contiguous host buffer laid out
-/// (layers, keys | values, Length, KvDim), so the copy back is a handful of long runs, not a walk over pages.</summary>
-public sealed unsafe class SwappedKv : IDisposable
+/// <summary>A sequence's keys and values while it is swapped out: its pages in page-table order, one after another in
+/// one host buffer, (pages, BlockSize * KvDim) floats.</summary>
+public sealed unsafe class SwappedKv
 {
-    internal float* Data;                 // (Layers, 2, Length, KvDim)
+    internal float* Data;                 // (Pages, PageUsed)
+    internal long Capacity;               // bytes of the buffer (it may be a reused, larger one)
     public int Length { get; }
-    public int Layers { get; }
-    public int KvDim { get; }
-    public long Bytes => (long)Layers * 2 * Length * KvDim * sizeof(float);
+    public int Pages { get; }
+    internal int PageUsed { get; }
+    public long Bytes => (long)Pages * PageUsed * sizeof(float);
     internal bool Freed => Data == null;
 
-    internal SwappedKv(int length, int layers, int kvDim)
+    internal SwappedKv(float* data, long capacity, int length, int pages, int pageUsed)
     {
+        Data = data;
+        Capacity = capacity;
         Length = length;
-        Layers = layers;
-        KvDim = kvDim;
-        Data = (float*)NativeMemory.AlignedAlloc((nuint)Bytes, 64);
-    }
-
-    /// <summary>The (Length, KvDim) keys (kv 0) or values (kv 1) of one layer.</summary>
-    internal Span<float> Run(int layer, int kv) => new(Data + ((long)layer * 2 + kv) * Length * KvDim, Length * KvDim);
-
-    public void Dispose()
-    {
-        if (Data == null) return;
-        NativeMemory.AlignedFree(Data);
-        Data = null;
+        Pages = pages;
+        PageUsed = pageUsed;
     }
 }
 
 /// <summary>Host memory for the KV caches of preempted sequences (swap, the alternative to recomputing them), bounded
-/// in bytes. Swapping out copies the valid positions of every page of a cache into one host buffer, then the caller
-/// frees the pages; swapping in reserves pages again and copies back. Layers are copied in parallel when the cache is
-/// large. Counts bytes and time both ways. Used from the engine loop; the counters may be read from any thread.</summary>
-public sealed class KvSwapSpace(long capacityBytes)
+/// in bytes. Swapping out copies a cache's pages to one host buffer in page-table order, then the caller frees the
+/// pages; swapping in reserves pages again and copies back. Pages adjacent in the pool are copied as one run (pages
+/// taken together are usually adjacent), and large caches are split across cores. Freed host buffers are kept for
+/// reuse (within the bound), so a swap does not pay for fresh memory. Used from the engine loop; the counters may be
+/// read from any thread.</summary>
+public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes)
 {
     /// <summary>Below this many bytes a copy stays on the calling thread.</summary>
     private const long ParallelBytes = 1 << 20;
-    private long _used, _bytesOut, _bytesIn, _outs, _ins, _ticks;
+    private readonly List<(nint Data, long Bytes)> _spare = [];
+    private long _used, _spareBytes, _bytesOut, _bytesIn, _outs, _ins, _ticks;
 
     public long CapacityBytes { get; } = capacityBytes >= 0 ? capacityBytes : throw new ArgumentOutOfRangeException(nameof(capacityBytes));
+    /// <summary>Bytes held by swapped caches (not counting spare buffers kept for reuse).</summary>
     public long UsedBytes => Interlocked.Read(ref _used);
     public long BytesOut => Interlocked.Read(ref _bytesOut);
     public long BytesIn => Interlocked.Read(ref _bytesIn);
@@ -52,18 +49,19 @@ public sealed class KvSwapSpace(long capacityBytes)
     /// <summary>Time spent copying, both ways.</summary>
     public TimeSpan CopyTime => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _ticks));
 
-    /// <summary>Copies the cache's valid positions to host memory; null (nothing copied) when the space lacks room or
-    /// the cache is empty. The cache is left as it was: the caller releases its pages.</summary>
+    /// <summary>Copies the cache's pages (those holding its valid positions) to host memory; null (nothing copied) when
+    /// the space lacks room or the cache is empty. The cache is left as it was: the caller releases its pages.</summary>
     public SwappedKv? SwapOut(PagedKvCache cache)
     {
         int length = cache.Length;
         if (length == 0) return null;
-        long bytes = (long)cache.Layers * 2 * length * cache.KvDim * sizeof(float);
-        if (Interlocked.Read(ref _used) + bytes > CapacityBytes) return null;
         long start = Stopwatch.GetTimestamp();
-        var swapped = new SwappedKv(length, cache.Layers, cache.KvDim);
+        int pages = (length + cache.BlockSize - 1) / cache.BlockSize * cache.Layers * 2, used = cache.BlockSize * cache.KvDim;
+        long bytes = (long)pages * used * sizeof(float);
+        var (data, capacity) = Rent(bytes);
+        if (data == 0) return null;
+        var swapped = new SwappedKv((float*)data, capacity, length, pages, used);
         Copy(cache, swapped, toHost: true);
-        Interlocked.Add(ref _used, bytes);
         Interlocked.Add(ref _bytesOut, bytes);
         Interlocked.Increment(ref _outs);
         Interlocked.Add(ref _ticks, Stopwatch.GetTimestamp() - start);
@@ -74,9 +72,11 @@ public sealed class KvSwapSpace(long capacityBytes)
     /// <see cref="SwappedKv.Length"/> positions) and frees the host copy.</summary>
     public void SwapIn(SwappedKv swapped, PagedKvCache cache)
     {
+        if (swapped.Freed) throw new InvalidOperationException("this swapped cache was already restored or dropped");
         if (cache.Length != 0) throw new InvalidOperationException("swap in needs an empty cache");
         if (cache.Capacity < swapped.Length) throw new InvalidOperationException($"swap in needs room for {swapped.Length} positions, the cache has {cache.Capacity}");
-        if (cache.Layers != swapped.Layers || cache.KvDim != swapped.KvDim) throw new ArgumentException("the cache has another shape than the swapped one");
+        if (cache.BlockSize * cache.KvDim != swapped.PageUsed || (swapped.Length + cache.BlockSize - 1) / cache.BlockSize * cache.Layers * 2 != swapped.Pages)
+            throw new ArgumentException("the cache has another shape than the swapped one");
         long start = Stopwatch.GetTimestamp();
         Copy(cache, swapped, toHost: false);
         cache.Advance(swapped.Length);
@@ -86,37 +86,83 @@ public sealed class KvSwapSpace(long capacityBytes)
         Interlocked.Add(ref _ticks, Stopwatch.GetTimestamp() - start);
     }
 
-    /// <summary>Frees a host copy that will not be swapped in (its sequence ended).</summary>
+    /// <summary>Frees a host copy that will not be swapped in (its sequence ended). Its buffer is kept for reuse.</summary>
     public void Drop(SwappedKv swapped)
     {
         if (swapped.Freed) return;
-        Interlocked.Add(ref _used, -swapped.Bytes);
-        swapped.Dispose();
-    }
-
-    private static void Copy(PagedKvCache cache, SwappedKv host, bool toHost)
-    {
-        if (host.Bytes >= ParallelBytes && cache.Layers > 1)
-            Parallel.For(0, cache.Layers, layer => CopyLayer(cache, host, layer, toHost));
-        else
-            for (int layer = 0; layer < cache.Layers; layer++) CopyLayer(cache, host, layer, toHost);
-    }
-
-    /// <summary>One layer's keys and values: page by page into (or out of) two contiguous runs.</summary>
-    private static void CopyLayer(PagedKvCache cache, SwappedKv host, int layer, bool toHost)
-    {
-        int bs = cache.BlockSize, dim = cache.KvDim, length = host.Length;
-        for (int kv = 0; kv < 2; kv++)
+        lock (_spare)
         {
-            var run = host.Run(layer, kv);
-            for (int block = 0, pos = 0; pos < length; block++, pos += bs)
-            {
-                int n = Math.Min(bs, length - pos) * dim;
-                var page = (kv == 0 ? cache.Keys(layer, block) : cache.Values(layer, block))[..n];
-                var part = run.Slice(pos * dim, n);
-                if (toHost) page.CopyTo(part);
-                else part.CopyTo(page);
-            }
+            _spare.Add(((nint)swapped.Data, swapped.Capacity));
+            _spareBytes += swapped.Capacity;
+            Interlocked.Add(ref _used, -swapped.Capacity);
         }
+        swapped.Data = null;
+    }
+
+    /// <summary>The smallest spare buffer that fits, else a new one if the bound allows (spare ones freed first).</summary>
+    private (nint Data, long Capacity) Rent(long bytes)
+    {
+        lock (_spare)
+        {
+            int best = -1;
+            for (int i = 0; i < _spare.Count; i++)
+                if (_spare[i].Bytes >= bytes && (best < 0 || _spare[i].Bytes < _spare[best].Bytes)) best = i;
+            if (best >= 0 && _spare[best].Bytes <= 2 * bytes)
+            {
+                var s = _spare[best];
+                _spare.RemoveAt(best);
+                _spareBytes -= s.Bytes;
+                Interlocked.Add(ref _used, s.Bytes);
+                return (s.Data, s.Bytes);
+            }
+            while (_used + _spareBytes + bytes > CapacityBytes && _spare.Count > 0)
+            {
+                var s = _spare[^1];
+                _spare.RemoveAt(_spare.Count - 1);
+                _spareBytes -= s.Bytes;
+                NativeMemory.AlignedFree((void*)s.Data);
+            }
+            if (_used + bytes > CapacityBytes) return (0, 0);
+            Interlocked.Add(ref _used, bytes);
+            return ((nint)NativeMemory.AlignedAlloc((nuint)bytes, 64), bytes);
+        }
+    }
+
+    private void Copy(PagedKvCache cache, SwappedKv host, bool toHost)
+    {
+        int parts = host.Bytes >= ParallelBytes ? Math.Min(Environment.ProcessorCount, host.Pages) : 1;
+        if (parts == 1) CopyPages(cache, host, 0, host.Pages, toHost);
+        else Parallel.For(0, parts, p => CopyPages(cache, host, (int)((long)host.Pages * p / parts), (int)((long)host.Pages * (p + 1) / parts), toHost));
+    }
+
+    /// <summary>Pages [from, to) in page-table order ([block][layer][keys | values]); runs of pages adjacent in the pool
+    /// (and filled to the end) are copied with one call.</summary>
+    private void CopyPages(PagedKvCache cache, SwappedKv host, int from, int to, bool toHost)
+    {
+        int used = host.PageUsed, stride = pool.PageFloats;
+        bool full = used == stride;
+        int runStart = from;
+        float* runAt = null;
+        for (int i = from; i <= to; i++)
+        {
+            float* at = i < to ? PageAt(cache, i) : null;
+            if (runAt != null && at == runAt + (long)(i - runStart) * stride && full) continue;
+            if (runAt != null)
+            {
+                long n = (long)(i - runStart) * used * sizeof(float);
+                float* h = host.Data + (long)runStart * used;
+                if (toHost) Buffer.MemoryCopy(runAt, h, n, n);
+                else Buffer.MemoryCopy(h, runAt, n, n);
+            }
+            runStart = i;
+            runAt = at;
+        }
+    }
+
+    private static float* PageAt(PagedKvCache cache, int i)
+    {
+        int kv = i & 1, rest = i >> 1, layer = rest % cache.Layers, block = rest / cache.Layers;
+        var span = kv == 0 ? cache.Keys(layer, block) : cache.Values(layer, block);
+        return (float*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(span));
     }
 }

@@ -20,7 +20,8 @@ public sealed class KvSwapTests
 
     [Theory]
     [InlineData(2, 16, 37)]      // several tokens per page, a partial last page
-    [InlineData(4, 64, 1100)]    // one token per page, over 1 MiB: layers copied in parallel
+    [InlineData(4, 64, 1100)]    // one token per page, over 1 MiB: copied in parallel, adjacent pages as one run
+    [InlineData(3, 24, 21)]      // pages not filled to the end (64 floats, 2 x 24 used): copied one by one
     public void PagesSwappedOutAndBackHoldTheSameBytes(int layers, int kvDim, int tokens)
     {
         using var pool = new PagePool(2L * layers * (tokens + 64) * 64 * sizeof(float), 64);
@@ -35,9 +36,10 @@ public sealed class KvSwapTests
             }
         a.Advance(tokens);
         var before = Contents(a);
-        long bytes = 2L * layers * tokens * kvDim * sizeof(float);
+        // whole pages move: the positions of the last, partly filled block too
+        long bytes = (tokens + a.BlockSize - 1) / a.BlockSize * 2L * layers * a.BlockSize * kvDim * sizeof(float);
 
-        var space = new KvSwapSpace(bytes);
+        var space = new KvSwapSpace(pool, bytes);
         var swapped = space.SwapOut(a);
         Assert.NotNull(swapped);
         Assert.Equal(bytes, space.UsedBytes);
@@ -65,7 +67,7 @@ public sealed class KvSwapTests
         var a = new PagedKvCache(pool, 1, 2, 16, 32);
         a.Reserve(10);
         a.Advance(10);
-        var space = new KvSwapSpace(1 << 20);
+        var space = new KvSwapSpace(pool, 1 << 20);
         var swapped = space.SwapOut(a)!;
         a.Release();
         var b = new PagedKvCache(pool, 2, 2, 16, 32);
