@@ -163,8 +163,9 @@ public sealed class VtcPolicy : ISchedulingPolicy
 
     /// <summary>A running sequence to preempt so that the least-served waiting tenant can be admitted, or null when no
     /// backlogged tenant with running sequences is ahead of it by more than <see cref="FairnessGap"/>. Only backlogged
-    /// tenants (asking for more than they get) give up sequences: preempting one that waits for nothing would cost
-    /// its latency without evening out service. The scheduler asks when admission is blocked (memory or the running
+    /// tenants (asking for more than they get) give up sequences, and only sequences that have computed something:
+    /// preempting a tenant that waits for nothing would cost its latency without evening out service, and one just
+    /// admitted would only bounce between tenants. The scheduler asks when admission is blocked (memory or the running
     /// limit) and preempts what this returns.</summary>
     public Sequence? FairnessVictim(IReadOnlyList<Sequence> waiting, IReadOnlyList<Sequence> running)
     {
@@ -178,7 +179,8 @@ public sealed class VtcPolicy : ISchedulingPolicy
             foreach (var s in running)
             {
                 var t = Member(s).Tenant;
-                if (t == behind || t.Waiting == 0) continue;
+                // nothing computed yet (admitted in this very round): dropping it gains no room over time, only churn
+                if (t == behind || t.Waiting == 0 || s.Computed == 0) continue;
                 if (victim is null || t.Counter > worst || (t.Counter == worst && Before(victim, s))) { victim = s; worst = t.Counter; }
             }
             if (victim is null || worst - behind.Counter <= FairnessGap) return null;

@@ -214,4 +214,19 @@ public sealed class VtcCounterTests
         var a2 = Arrive(p, Seq("a", 5));        // a asks for more: now its sequences give way
         Assert.Same(a1, p.FairnessVictim([c1, a2], [a1, b1]));
     }
+
+    [Fact]
+    public void FairnessNeverPreemptsASequenceThatHasComputedNothing()
+    {
+        var p = new VtcPolicy(fairnessGap: 10);
+        var a1 = Arrive(p, Seq("a", 100));
+        p.OnAdmitted(a1);                       // a at 100
+        Arrive(p, Seq("a", 5));                 // a backlogged
+        var c1 = Arrive(p, Seq("c", 5));        // c lifted to a's 100
+        var a3 = Arrive(p, Seq("a", 20));
+        p.OnAdmitted(a3);                       // a at 120: 20 ahead, but a1 and a3 were just admitted
+        Assert.Null(p.FairnessVictim([c1], [a1, a3]));
+        Step(p, a1);                            // a1 has computed its prompt
+        Assert.Same(a1, p.FairnessVictim([c1], [a1, a3]));
+    }
 }
