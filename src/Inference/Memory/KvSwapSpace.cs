@@ -32,7 +32,7 @@ public sealed unsafe class SwappedKv
 /// taken together are usually adjacent), and large caches are split across cores. Freed host buffers are kept for
 /// reuse (within the bound), so a swap does not pay for fresh memory. Used from the engine loop; the counters may be
 /// read from any thread.</summary>
-public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes)
+public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes) : IDisposable
 {
     /// <summary>Below this many bytes a copy stays on the calling thread.</summary>
     private const long ParallelBytes = 1 << 20;
@@ -125,6 +125,17 @@ public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes)
             if (_used + bytes > CapacityBytes) return (0, 0);
             Interlocked.Add(ref _used, bytes);
             return ((nint)NativeMemory.AlignedAlloc((nuint)bytes, 64), bytes);
+        }
+    }
+
+    /// <summary>Frees the spare buffers. Swapped caches still out are the caller's to drop first.</summary>
+    public void Dispose()
+    {
+        lock (_spare)
+        {
+            foreach (var s in _spare) NativeMemory.AlignedFree((void*)s.Data);
+            _spare.Clear();
+            _spareBytes = 0;
         }
     }
 
