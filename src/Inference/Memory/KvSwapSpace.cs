@@ -15,9 +15,12 @@ public sealed unsafe class SwappedKv
     internal int PageUsed { get; }
     public long Bytes => (long)Pages * PageUsed * sizeof(float);
     internal bool Freed => Data == null;
+    /// <summary>The space that holds it (restore and drop it there).</summary>
+    public KvSwapSpace Owner { get; }
 
-    internal SwappedKv(float* data, long capacity, int length, int pages, int pageUsed)
+    internal SwappedKv(KvSwapSpace owner, float* data, long capacity, int length, int pages, int pageUsed)
     {
+        Owner = owner;
         Data = data;
         Capacity = capacity;
         Length = length;
@@ -60,7 +63,7 @@ public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes) : IDis
         long bytes = (long)pages * used * sizeof(float);
         var (data, capacity) = Rent(bytes);
         if (data == 0) return null;
-        var swapped = new SwappedKv((float*)data, capacity, length, pages, used);
+        var swapped = new SwappedKv(this, (float*)data, capacity, length, pages, used);
         Copy(cache, swapped, toHost: true);
         Interlocked.Add(ref _bytesOut, bytes);
         Interlocked.Increment(ref _outs);
@@ -73,6 +76,7 @@ public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes) : IDis
     public void SwapIn(SwappedKv swapped, PagedKvCache cache)
     {
         if (swapped.Freed) throw new InvalidOperationException("this swapped cache was already restored or dropped");
+        if (swapped.Owner != this) throw new ArgumentException("the swapped cache belongs to another swap space", nameof(swapped));
         if (cache.Length != 0) throw new InvalidOperationException("swap in needs an empty cache");
         if (cache.Capacity < swapped.Length) throw new InvalidOperationException($"swap in needs room for {swapped.Length} positions, the cache has {cache.Capacity}");
         if (cache.BlockSize * cache.KvDim != swapped.PageUsed || (swapped.Length + cache.BlockSize - 1) / cache.BlockSize * cache.Layers * 2 != swapped.Pages)
@@ -90,6 +94,7 @@ public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes) : IDis
     public void Drop(SwappedKv swapped)
     {
         if (swapped.Freed) return;
+        if (swapped.Owner != this) throw new ArgumentException("the swapped cache belongs to another swap space", nameof(swapped));
         lock (_spare)
         {
             _spare.Add(((nint)swapped.Data, swapped.Capacity));
