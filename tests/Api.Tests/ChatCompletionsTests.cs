@@ -107,6 +107,15 @@ public class ChatCompletionsTests(ChatModelFactory factory) : IClassFixture<Chat
     }
 
     [Fact]
+    public async Task IgnoreEosGeneratesExactlyMaxTokens()
+    {
+        var client = await ClientAsync();
+        var body = JsonDocument.Parse(await (await client.PostAsJsonAsync("/v1/chat/completions", Chat(maxTokens: 7, extra: new { ignore_eos = true }))).Content.ReadAsStringAsync()).RootElement;
+        Assert.Equal(7, body.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+        Assert.Equal("length", body.GetProperty("choices")[0].GetProperty("finish_reason").GetString());
+    }
+
+    [Fact]
     public async Task LogprobsCarryTopAlternatives()
     {
         var client = await ClientAsync();

@@ -14,7 +14,7 @@ using Microsoft.Extensions.DependencyInjection;
 var baseUrl = Environment.GetEnvironmentVariable("LOOM_URL") ?? "http://127.0.0.1:5090";
 var key = File.ReadAllText(Environment.GetEnvironmentVariable("LOOM_KEY_FILE") ?? throw new InvalidOperationException("LOOM_KEY_FILE is not set")).Trim();
 var modelDir = Environment.GetEnvironmentVariable("LOOM_MODEL_DIR") ?? throw new InvalidOperationException("LOOM_MODEL_DIR is not set");
-int requests = int.Parse(Environment.GetEnvironmentVariable("BENCH_REQUESTS") ?? "8"), concurrency = int.Parse(Environment.GetEnvironmentVariable("BENCH_CONCURRENCY") ?? "4");
+int requests = int.Parse(Environment.GetEnvironmentVariable("BENCH_REQUESTS") ?? "16"), concurrency = int.Parse(Environment.GetEnvironmentVariable("BENCH_CONCURRENCY") ?? "4");
 int maxTokens = int.Parse(Environment.GetEnvironmentVariable("BENCH_MAX_TOKENS") ?? "96");
 string[] prompts = ["harbor (noun):", "cat (noun):", "run (verb):", "bright (adjective):", "table (noun):", "quickly (adverb):", "river (noun):", "write (verb):"];
 
@@ -32,7 +32,7 @@ async Task<(int Tokens, double FirstMs)> ViaEngine(string prompt)
     var sw = Stopwatch.StartNew();
     double first = -1;
     var tokens = 0;
-    await foreach (var e in engine.GenerateAsync(new GenerationRequest { Prompt = prompt, Sampling = new SamplingParams { Temperature = 0, MaxTokens = maxTokens } }))
+    await foreach (var e in engine.GenerateAsync(new GenerationRequest { Prompt = prompt, Sampling = new SamplingParams { Temperature = 0, MaxTokens = maxTokens, IgnoreEos = true } }))
     {
         if (first < 0) first = sw.Elapsed.TotalMilliseconds;
         if (e.Usage is { } u) tokens = u.CompletionTokens;
@@ -42,7 +42,7 @@ async Task<(int Tokens, double FirstMs)> ViaEngine(string prompt)
 
 async Task<(int Tokens, double FirstMs)> ViaHttp(string prompt)
 {
-    var body = JsonSerializer.Serialize(new { model = modelName, prompt, max_tokens = maxTokens, temperature = 0, stream = true, stream_options = new { include_usage = true } });
+    var body = JsonSerializer.Serialize(new { model = modelName, prompt, max_tokens = maxTokens, temperature = 0, stream = true, stream_options = new { include_usage = true }, ignore_eos = true });
     var sw = Stopwatch.StartNew();
     using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
     using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
@@ -76,6 +76,7 @@ async Task<(double TokensPerSecond, double MedianFirstMs)> Run(Func<string, Task
         }
     }));
     var seconds = sw.Elapsed.TotalSeconds;
+    if (Environment.GetEnvironmentVariable("BENCH_VERBOSE") is not null) Console.WriteLine($"  {results.Sum(r => r.Tokens)} tokens in {seconds:F2} s");
     return (results.Sum(r => r.Tokens) / seconds, results.Select(r => r.First).Order().ElementAt(results.Count / 2));
 }
 
@@ -86,11 +87,21 @@ async Task<double> IdleFirstByte(Func<string, Task<(int, double)>> one, int samp
     return firsts.Order().ElementAt(samples / 2);
 }
 
-Console.WriteLine($"model {modelName} ({modelDir}); {requests} requests x {maxTokens} tokens, {concurrency} at a time, temperature 0");
+Console.WriteLine($"model {modelName} ({modelDir}); {requests} requests x {maxTokens} tokens (ignore_eos), {concurrency} at a time, temperature 0");
 await Run(ViaEngine); // warm-up (JIT, caches)
 await Run(ViaHttp);
-var engineRun = await Run(ViaEngine);
-var httpRun = await Run(ViaHttp);
+// Interleaved rounds, so load from elsewhere on the machine falls on both sides alike; medians reported.
+var rounds = int.Parse(Environment.GetEnvironmentVariable("BENCH_ROUNDS") ?? "5");
+var engineRuns = new List<(double TokensPerSecond, double MedianFirstMs)>();
+var httpRuns = new List<(double TokensPerSecond, double MedianFirstMs)>();
+for (var r = 0; r < rounds; r++)
+{
+    engineRuns.Add(await Run(ViaEngine));
+    httpRuns.Add(await Run(ViaHttp));
+    Console.WriteLine($"round {r + 1}: in-process {engineRuns[^1].TokensPerSecond:F1} tokens/s, HTTP {httpRuns[^1].TokensPerSecond:F1} tokens/s");
+}
+var engineRun = engineRuns.OrderBy(x => x.TokensPerSecond).ElementAt(rounds / 2);
+var httpRun = httpRuns.OrderBy(x => x.TokensPerSecond).ElementAt(rounds / 2);
 var savedMax = maxTokens;
 maxTokens = 1;
 var engineFirst = await IdleFirstByte(ViaEngine);

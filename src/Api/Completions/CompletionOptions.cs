@@ -22,6 +22,8 @@ internal sealed record CompletionOptions
     public bool Stream { get; init; }
     public bool IncludeUsage { get; init; }
     public string? User { get; init; }
+    /// <summary>Extension (as vLLM's OpenAI server has it): keep generating past end-of-sequence tokens, up to max_tokens.</summary>
+    public bool IgnoreEos { get; init; }
 
     /// <summary>Reads the shared fields. <paramref name="chat"/> selects chat's logprobs (bool + top_logprobs) over legacy's (int).</summary>
     public static CompletionOptions Read(RequestReader r, bool chat)
@@ -89,6 +91,7 @@ internal sealed record CompletionOptions
             Stream = stream,
             IncludeUsage = includeUsage,
             User = r.OptionalString("user"),
+            IgnoreEos = r.OptionalBool("ignore_eos") ?? false,
         };
         if (options.TopP == 0) throw new InvalidRequestException("'top_p' must be greater than 0.", "top_p");
         return options;
@@ -127,5 +130,6 @@ internal sealed record CompletionOptions
         MaxTokens = maxTokens,
         StopStrings = Stop,
         Logprobs = TopLogprobs,
+        IgnoreEos = IgnoreEos,
     };
 }
