@@ -11,12 +11,13 @@ public static class InferenceModule
     /// <summary>Registers <see cref="IInferenceEngine"/> as a singleton: the continuous-batching <see cref="ServingEngine"/>
     /// over the model in Inference:ModelDirectory, loaded on first use; without one, a stand-in that refuses requests.
     /// Options (section "Inference"): ModelDirectory, WeightFormat, MaxContext, PrefillChunk, PoolBytes, TokenBudget,
-    /// MaxRunningSequences, HostAdapterCacheBytes, MaxLoraRank; validated at start.</summary>
+    /// MaxRunningSequences, HostAdapterCacheBytes, MaxLoraRank, SwapSpaceBytes, SwapMinTokens, PrefixCacheBytes, SchedulingPolicy (Vtc | Fcfs),
+    /// VtcInputWeight, VtcOutputWeight, VtcFairnessGap; validated at start.</summary>
     public static IServiceCollection AddInference(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddOptions<InferenceOptions>()
             .Bind(configuration.GetSection(InferenceOptions.SectionName))
-            .Validate(o => o.Problem() is null, "Inference options are invalid: MaxContext, PrefillChunk, PoolBytes, TokenBudget, MaxRunningSequences and MaxLoraRank must be positive, HostAdapterCacheBytes not negative")
+            .Validate(o => o.Problem() is null, "Inference options are invalid: MaxContext, PrefillChunk, PoolBytes, TokenBudget, MaxRunningSequences and MaxLoraRank must be positive, HostAdapterCacheBytes, SwapSpaceBytes, SwapMinTokens and PrefixCacheBytes not negative, SchedulingPolicy Fcfs or Vtc, VTC weights and gap not negative")
             .ValidateOnStart();
         services.AddSingleton<IInferenceEngine>(sp =>
         {

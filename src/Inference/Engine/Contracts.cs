@@ -1,5 +1,6 @@
 using Loom.Inference.Model;
 using Loom.Inference.Sampling;
+using Loom.Inference.Scheduling;
 using Loom.Inference.Tokenization;
 
 namespace Loom.Inference.Engine;
@@ -16,8 +17,11 @@ public sealed record GenerationRequest
     public string? AdapterId { get; init; }
     /// <summary>Who asked (for fair scheduling; unused by FCFS).</summary>
     public string? TenantId { get; init; }
-    /// <summary>Scheduling priority (unused by FCFS).</summary>
+    /// <summary>Scheduling priority within the tenant: higher first (batch 0, interactive 1; unused by FCFS).</summary>
     public int Priority { get; init; }
+    /// <summary>The tenant's weight in the fair division of service (VTC divides its counted tokens by it); positive,
+    /// default 1. The latest request's value applies to the tenant.</summary>
+    public double TenantShare { get; init; } = 1;
 }
 
 public enum FinishReason { Stop, Length }
@@ -58,7 +62,29 @@ public sealed record EngineMetrics(
     int AdaptersRegistered, int AdaptersInPool, int AdaptersInHostCache, long HostCacheBytes, long HostCacheCapacityBytes,
     int Running, int Waiting, int LastBatchSequences, int LastBatchTokens, long Iterations, long TokensComputed, long TokensGenerated,
     long AdapterLoads, long AdapterEvictions, long AdapterDiskLoads, long Preemptions,
-    long RequestsFinished, long RequestsCancelled, long RequestsFailed);
+    long RequestsFinished, long RequestsCancelled, long RequestsFailed)
+{
+    /// <summary>The scheduling policy (Fcfs or Vtc).</summary>
+    public string SchedulingPolicy { get; init; } = "";
+    /// <summary>Preemptions (of <see cref="Preemptions"/>) that made room for a less-served tenant; the rest were for memory.</summary>
+    public long FairnessPreemptions { get; init; }
+    /// <summary>Preemptions (of <see cref="Preemptions"/>) whose KV cache was copied to host memory; the rest are recomputed.</summary>
+    public long SwapPreemptions { get; init; }
+    /// <summary>KV bytes copied to host memory by preemptions, and back on resumption.</summary>
+    public long SwapBytesOut { get; init; }
+    public long SwapBytesIn { get; init; }
+    /// <summary>Time the engine loop spent copying KV caches to and from host memory.</summary>
+    public TimeSpan SwapCopyTime { get; init; }
+    /// <summary>Tokens dropped by preemption by recompute (computed again later).</summary>
+    public long RecomputeTokens { get; init; }
+    /// <summary>Requests that started from a cached prefix of the same tenant's earlier sequence (multi-turn reuse),
+    /// the prompt tokens they did not compute, and the bytes the prefix cache holds.</summary>
+    public long PrefixCacheHits { get; init; }
+    public long PrefixTokensReused { get; init; }
+    public long PrefixCacheBytes { get; init; }
+    /// <summary>Per tenant (VTC only): counter, share, waiting and running sequences, tokens served, preemptions.</summary>
+    public IReadOnlyList<TenantServiceSnapshot> Tenants { get; init; } = [];
+}
 
 /// <summary>The engine's public surface: stream a completion, manage LoRA adapters, read metrics.</summary>
 public interface IInferenceEngine

@@ -1,4 +1,5 @@
 using Loom.Inference.Model;
+using Loom.Inference.Scheduling;
 
 namespace Loom.Inference.Engine;
 
@@ -25,6 +26,22 @@ public sealed class InferenceOptions
     public long HostAdapterCacheBytes { get; set; } = 1L << 30;
     /// <summary>Largest LoRA rank accepted at registration.</summary>
     public int MaxLoraRank { get; set; } = 128;
+    /// <summary>Host memory for the KV caches of preempted sequences (swap); 0: preemption always recomputes.</summary>
+    public long SwapSpaceBytes { get; set; } = 1L << 30;
+    /// <summary>Preempted sequences with fewer computed tokens than this are dropped and recomputed, not swapped.</summary>
+    public int SwapMinTokens { get; set; } = 32;
+    /// <summary>Host memory for finished sequences' KV, reused when the same tenant's next request (same adapter)
+    /// extends those tokens (multi-turn chat); 0: off.</summary>
+    public long PrefixCacheBytes { get; set; } = 256L << 20;
+    /// <summary>Order of admission and preemption: Vtc (fair across tenants) or Fcfs.</summary>
+    public SchedulingPolicyKind SchedulingPolicy { get; set; } = SchedulingPolicyKind.Vtc;
+    /// <summary>VTC: service counted per prompt token.</summary>
+    public double VtcInputWeight { get; set; } = 1;
+    /// <summary>VTC: service counted per generated token.</summary>
+    public double VtcOutputWeight { get; set; } = 2;
+    /// <summary>VTC: how far (weighted tokens / share) a backlogged running tenant must be ahead of a waiting one before
+    /// one of its sequences is preempted for the waiting one.</summary>
+    public double VtcFairnessGap { get; set; } = 2048;
 
     /// <summary>The first problem with these options, or null.</summary>
     public string? Problem() =>
@@ -35,5 +52,17 @@ public sealed class InferenceOptions
         : MaxRunningSequences < 1 ? "Inference:MaxRunningSequences must be positive"
         : HostAdapterCacheBytes < 0 ? "Inference:HostAdapterCacheBytes must not be negative"
         : MaxLoraRank < 1 ? "Inference:MaxLoraRank must be positive"
+        : SwapSpaceBytes < 0 ? "Inference:SwapSpaceBytes must not be negative"
+        : SwapMinTokens < 0 ? "Inference:SwapMinTokens must not be negative"
+        : PrefixCacheBytes < 0 ? "Inference:PrefixCacheBytes must not be negative"
+        : !Enum.IsDefined(SchedulingPolicy) ? "Inference:SchedulingPolicy must be Fcfs or Vtc"
+        : !(VtcInputWeight >= 0 && VtcOutputWeight >= 0 && VtcInputWeight + VtcOutputWeight > 0) || double.IsInfinity(VtcInputWeight + VtcOutputWeight)
+            ? "Inference:VtcInputWeight and VtcOutputWeight must be finite, not negative, and not both zero"
+        : !(VtcFairnessGap >= 0) ? "Inference:VtcFairnessGap must not be negative"
         : null;
+
+    /// <summary>The scheduling policy these options choose.</summary>
+    public ISchedulingPolicy CreatePolicy() => SchedulingPolicy == SchedulingPolicyKind.Fcfs
+        ? new FcfsPolicy()
+        : new VtcPolicy(new VtcWeights(VtcInputWeight, VtcOutputWeight), VtcFairnessGap);
 }

@@ -24,13 +24,15 @@ public sealed partial class ServingEngine
         public readonly Channel<GenerationEvent> Channel = System.Threading.Channels.Channel.CreateUnbounded<GenerationEvent>(
             new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         public AdapterResidency? Adapter;   // pinned while the sequence runs
+        public SwappedKv? Swapped;          // its KV in host memory while preempted by swap
         public int Sampled;                 // tokens sampled so far (the stop token included)
         public int CancelRequested;
         public bool Closed;
     }
 
-    /// <summary>The scheduler's view of memory, on the pool: KV pages per sequence and adapter pins.</summary>
-    private sealed class PoolMemory(ServingEngine e) : ISequenceMemory
+    /// <summary>The scheduler's view of memory, on the pool: KV pages per sequence and adapter pins; preempted caches
+    /// swapped to host memory.</summary>
+    private sealed class PoolMemory(ServingEngine e) : ISwappingMemory
     {
         public bool TryReserve(Sequence s, int tokens)
         {
@@ -63,6 +65,21 @@ public sealed partial class ServingEngine
                 }
                 return false;
             }
+            if (r.Swapped is { } swapped)
+            {
+                r.Swapped = null;
+                swapped.Owner.SwapIn(swapped, r.Cache);
+            }
+            return true;
+        }
+
+        public bool TrySwapOut(Sequence s)
+        {
+            var r = (Request)s.Handle!;
+            if (e._swap is null || s.Computed < e._options.SwapMinTokens || r.Cache.Length != s.Computed || r.Swapped is not null) return false;
+            if (e._swap.SwapOut(r.Cache) is not { } swapped) return false;
+            Release(s);
+            r.Swapped = swapped;
             return true;
         }
 
@@ -90,6 +107,11 @@ public sealed partial class ServingEngine
         public void Release(Sequence s)
         {
             var r = (Request)s.Handle!;
+            if (r.Swapped is { } swapped)
+            {
+                r.Swapped = null;
+                swapped.Owner.Drop(swapped);
+            }
             r.Cache.Release();
             if (r.Adapter is { } a)
             {
@@ -130,6 +152,8 @@ public sealed partial class ServingEngine
         foreach (var (s, error) in plan.Failed) Fail((Request)s.Handle!, error);
         foreach (var s in plan.OutOfMemory) Finish((Request)s.Handle!, FinishReason.Length);
         Interlocked.Add(ref _c.Preemptions, plan.Preempted.Count);
+        Interlocked.Exchange(ref _c.FairnessPreemptions, _scheduler.FairnessPreemptions);
+        Interlocked.Exchange(ref _c.RecomputeTokens, _scheduler.RecomputeTokens);
         Prefetch();
         if (plan.Chunks.Count == 0)
         {
@@ -157,7 +181,14 @@ public sealed partial class ServingEngine
         while (_arrivals.TryDequeue(out var r))
         {
             if (Volatile.Read(ref r.CancelRequested) != 0) { Close(r, new OperationCanceledException()); Interlocked.Increment(ref _c.Cancelled); continue; }
-            _scheduler.Add(r.Sequence);
+            // a next turn of the same tenant (same adapter) starts from the KV its earlier turn left
+            var s = r.Sequence;
+            if (_prefix is not null && s.TenantId is { } tenant && _prefix.Take(tenant, s.AdapterId, s.Tokens(0, s.PromptLength)) is { } reused)
+            {
+                r.Swapped = reused;
+                s.Computed = reused.Length;
+            }
+            _scheduler.Add(s);
         }
         while (_cancels.TryDequeue(out var r))
         {
@@ -241,6 +272,8 @@ public sealed partial class ServingEngine
     {
         string rest = r.Stops.Stopped ? "" : r.Stops.Push(r.Decoder?.Flush() ?? "") + r.Stops.Flush();
         if (r.Stops.Stopped) reason = FinishReason.Stop;
+        if (_prefix is not null && r.Sequence.TenantId is { } tenant && r.Swapped is null && r.Cache.Length > 0)
+            _prefix.Put(tenant, r.Sequence.AdapterId, r.Sequence.Tokens(0, r.Cache.Length), r.Cache);
         _scheduler.Remove(r.Sequence);
         r.Channel.Writer.TryWrite(new GenerationEvent { Text = rest, FinishReason = reason, Usage = new TokenUsage(r.Sequence.PromptLength, r.Sampled) });
         Close(r, null);

@@ -23,6 +23,8 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     private readonly PagePool _pool;         // KV pages, and adapter pages too (unified)
     private readonly PagePool _adapterPool;  // the same pool, or a fixed adapter partition (benchmark comparison only)
     private readonly AdapterStore _store;
+    private readonly KvSwapSpace? _swap;     // host memory for swapped-out KV caches; null: recompute only
+    private readonly PrefixKvCache? _prefix; // finished sequences' KV for the same tenant's next turn; null: off
     private readonly Scheduler _scheduler;
     private readonly ISchedulingPolicy _policy;
     private readonly ForwardState _state;
@@ -60,7 +62,9 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         _pool = new PagePool(options.PoolBytes - adapterPartitionBytes, c.HiddenSize);
         _adapterPool = adapterPartitionBytes == 0 ? _pool : new PagePool(adapterPartitionBytes, c.HiddenSize);
         _store = new AdapterStore(c, _adapterPool, new AdapterStoreOptions { MaxRank = options.MaxLoraRank, HostCacheBytes = options.HostAdapterCacheBytes });
-        _policy = policy ?? new FcfsPolicy();
+        _policy = policy ?? options.CreatePolicy();
+        _swap = options.SwapSpaceBytes > 0 ? new KvSwapSpace(_pool, options.SwapSpaceBytes) : null;
+        _prefix = options.PrefixCacheBytes > 0 ? new PrefixKvCache(new KvSwapSpace(_pool, options.PrefixCacheBytes)) : null;
         _scheduler = new Scheduler(_policy, new PoolMemory(this),
             new SchedulerLimits(options.TokenBudget, options.MaxRunningSequences, Math.Min(options.PrefillChunk, options.TokenBudget)));
         _state = model.CreateState(options.TokenBudget, options.MaxRunningSequences, maxLoraRank: options.MaxLoraRank);
@@ -119,6 +123,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         {
             if (!_folders.ContainsKey(adapterId)) return;
             _store.Unregister(adapterId); // refuses while a running request pins it
+            _prefix?.Forget(adapterId);   // the id may come back with other weights
             _folders.Remove(adapterId);
         }
     }
@@ -137,13 +142,26 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
             Volatile.Read(ref _c.Running), Volatile.Read(ref _c.Waiting), Volatile.Read(ref _c.LastBatchSequences), Volatile.Read(ref _c.LastBatchTokens),
             Interlocked.Read(ref _c.Iterations), Interlocked.Read(ref _c.TokensComputed), Interlocked.Read(ref _c.TokensGenerated),
             m.PoolLoads, m.PoolEvictions, m.DiskLoads, Interlocked.Read(ref _c.Preemptions),
-            Interlocked.Read(ref _c.Finished), Interlocked.Read(ref _c.Cancelled), Interlocked.Read(ref _c.Failed));
+            Interlocked.Read(ref _c.Finished), Interlocked.Read(ref _c.Cancelled), Interlocked.Read(ref _c.Failed))
+        {
+            SchedulingPolicy = _policy is VtcPolicy ? nameof(SchedulingPolicyKind.Vtc) : _policy is FcfsPolicy ? nameof(SchedulingPolicyKind.Fcfs) : _policy.GetType().Name,
+            FairnessPreemptions = Interlocked.Read(ref _c.FairnessPreemptions),
+            SwapPreemptions = _swap?.SwapOuts ?? 0,
+            SwapBytesOut = _swap?.BytesOut ?? 0,
+            SwapBytesIn = _swap?.BytesIn ?? 0,
+            SwapCopyTime = _swap?.CopyTime ?? TimeSpan.Zero,
+            RecomputeTokens = Interlocked.Read(ref _c.RecomputeTokens),
+            PrefixCacheHits = _prefix?.Hits ?? 0,
+            PrefixTokensReused = _prefix?.TokensReused ?? 0,
+            PrefixCacheBytes = _prefix?.Bytes ?? 0,
+            Tenants = (_policy as VtcPolicy)?.Snapshot() ?? [],
+        };
     }
 
     private struct Counters
     {
         public int Running, Waiting, LastBatchSequences, LastBatchTokens;
-        public long Iterations, TokensComputed, TokensGenerated, Preemptions, Finished, Cancelled, Failed;
+        public long Iterations, TokensComputed, TokensGenerated, Preemptions, FairnessPreemptions, RecomputeTokens, Finished, Cancelled, Failed;
     }
 
     // ---- requests -------------------------------------------------------------------------------------------
@@ -177,6 +195,8 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     {
         var p = request.Sampling;
         p.Validate();
+        if (!(request.TenantShare > 0) || double.IsInfinity(request.TenantShare))
+            throw new ArgumentException($"the tenant share must be positive and finite, not {request.TenantShare}", nameof(request));
         int[] prompt = Tokenize(request);
         var c = _model.Config;
         if (prompt.Length == 0) throw new ArgumentException("the prompt is empty");
@@ -204,6 +224,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         var r = new Request(this, seq, maxNew, new Sampler(p, c.VocabSize), _tokenizer?.CreateStreamingDecoder(), new StopStringMatcher(p.StopStrings),
             stopIds, p.Logprobs, PagedKvCache.For(_pool, c, id2, prompt.Length + maxNew));
         seq.Handle = r;
+        (_policy as VtcPolicy)?.SetShare(request.TenantId, request.TenantShare);
         return r;
     }
 
@@ -235,6 +256,8 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         _thread.Join();
         while (_arrivals.TryDequeue(out var late)) Close(late, new ObjectDisposedException(nameof(ServingEngine)));
         _wake.Dispose();
+        _swap?.Dispose();
+        _prefix?.Dispose();
         _pool.Dispose();
         if (!Unified) _adapterPool.Dispose();
         _model.Dispose();

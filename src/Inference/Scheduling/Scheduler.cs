@@ -17,7 +17,10 @@ public readonly record struct SchedulerLimits(int TokenBudget, int MaxRunning, i
 /// <summary>Iteration-level (continuous) batching under a token budget, with chunked prefill (Sarathi-Serve): each
 /// iteration first gives every running decode its token, then spends what is left of the budget on prefill chunks of
 /// running sequences, then admits waiting sequences in the policy's order while memory for their first chunk can be
-/// reserved. When a running sequence cannot grow, the policy's victim (FCFS: the newest) is preempted by recompute.
+/// reserved. When a running sequence cannot grow, the policy's victim (FCFS: the newest) is preempted: its cache is swapped
+/// to host memory when the memory supports it and the prefix is long enough, else dropped and recomputed. When the head
+/// of the queue is blocked, the policy may name a running sequence to preempt for it (VTC: fairness). The policy hears
+/// of every sequence that starts or stops waiting, is admitted or leaves.
 /// Single-threaded: the engine loop calls everything.</summary>
 public sealed class Scheduler
 {
@@ -42,7 +45,14 @@ public sealed class Scheduler
     public IReadOnlyList<Sequence> Waiting => _waiting;
     public IReadOnlyList<Sequence> Running => _running;
     public bool IsIdle => _waiting.Count == 0 && _running.Count == 0;
+    /// <summary>Preemptions of all kinds: for memory (a running sequence could not grow) and for fairness.</summary>
     public long Preemptions { get; private set; }
+    /// <summary>Preemptions the policy asked for so that a less-served waiting sequence could run.</summary>
+    public long FairnessPreemptions { get; private set; }
+    /// <summary>Preemptions whose cache went to host memory (the rest were dropped, to be recomputed).</summary>
+    public long SwapPreemptions { get; private set; }
+    /// <summary>Computed tokens dropped by preemption, to be computed again.</summary>
+    public long RecomputeTokens { get; private set; }
 
     public void Add(Sequence s)
     {
@@ -51,6 +61,7 @@ public sealed class Scheduler
         s.Arrival = _arrivals++;
         s.Status = SequenceStatus.Waiting;
         _waiting.Add(s);
+        _policy.OnWaiting(s);
     }
 
     /// <summary>Removes a sequence (finished, cancelled or failed) and frees its memory. False if it was not here.</summary>
@@ -60,6 +71,7 @@ public sealed class Scheduler
         if (!found) return false;
         _memory.Release(s);
         s.Status = SequenceStatus.Finished;
+        _policy.OnDeparted(s);
         return true;
     }
 
@@ -98,25 +110,41 @@ public sealed class Scheduler
             }
         }
 
-        // admit waiting sequences (none in an iteration that had to preempt: memory is short)
-        while (budget > 0 && o.Preempted.Count == 0 && o.OutOfMemory.Count == 0 && _running.Count < _limits.MaxRunning && _waiting.Count > 0)
+        // admit waiting sequences (none in an iteration that had to preempt for memory: memory is short). When the
+        // running limit or memory blocks the head, the policy may preempt a running sequence for it (fairness).
+        bool memoryShort = o.Preempted.Count > 0 || o.OutOfMemory.Count > 0;
+        int fairnessPreemptions = 0;
+        while (budget > 0 && !memoryShort && _waiting.Count > 0)
         {
             var s = _policy.NextToAdmit(_waiting);
             int n = Math.Min(Math.Min(s.Pending, _limits.PrefillChunk), budget);
-            bool ok;
-            try { ok = _memory.TryReserve(s, s.Computed + n); }
-            catch (Exception e)
+            bool ok = false;
+            if (_running.Count < _limits.MaxRunning)
             {
-                _waiting.Remove(s);
-                _memory.Release(s);
-                s.Status = SequenceStatus.Finished;
-                o.Failed.Add((s, e));
+                try { ok = _memory.TryReserve(s, s.Computed + n); }
+                catch (Exception e)
+                {
+                    _waiting.Remove(s);
+                    _memory.Release(s);
+                    s.Status = SequenceStatus.Finished;
+                    _policy.OnDeparted(s);
+                    o.Failed.Add((s, e));
+                    continue;
+                }
+            }
+            if (!ok)
+            {
+                // the head waits; later arrivals do not overtake it, unless the policy preempts for it
+                if (fairnessPreemptions == _limits.MaxRunning || _policy.FairnessVictim(_waiting, _running) is not { } victim) break;
+                Preempt(victim, ref budget);
+                fairnessPreemptions++;
+                FairnessPreemptions++;
                 continue;
             }
-            if (!ok) break; // the head waits for memory; later arrivals do not overtake it
             _waiting.Remove(s);
             s.Status = SequenceStatus.Running;
             _running.Add(s);
+            _policy.OnAdmitted(s);
             o.Chunks.Add(new ScheduledChunk(s, s.Computed, n));
             budget -= n;
         }
@@ -136,6 +164,7 @@ public sealed class Scheduler
                 _running.Remove(s);
                 _memory.Release(s);
                 s.Status = SequenceStatus.Finished;
+                _policy.OnDeparted(s);
                 _output.OutOfMemory.Add(s);
                 return false;
             }
@@ -155,12 +184,18 @@ public sealed class Scheduler
             _output.Chunks.RemoveAt(i);
         }
         _running.Remove(v);
-        _memory.Release(v);
-        v.Computed = 0;
+        if (_memory is ISwappingMemory swap && swap.TrySwapOut(v)) SwapPreemptions++; // its computed tokens come back on admission
+        else
+        {
+            _memory.Release(v);
+            RecomputeTokens += v.Computed;
+            v.Computed = 0;
+        }
         v.Preemptions++;
         v.Status = SequenceStatus.Waiting;
         _waiting.Add(v);
         _output.Preempted.Add(v);
         Preemptions++;
+        _policy.OnWaiting(v);
     }
 }

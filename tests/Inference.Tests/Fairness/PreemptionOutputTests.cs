@@ -1,0 +1,61 @@
+using Loom.Inference.Engine;
+using Loom.Inference.Sampling;
+using Loom.Inference.Tests.Serving;
+using static Loom.Inference.Tests.Serving.ServingHarness;
+
+namespace Loom.Inference.Tests.Fairness;
+
+/// <summary>A preempted request's tokens equal an unpreempted run's with the same seed, whether its cache was swapped
+/// to host memory or dropped and recomputed.</summary>
+public sealed class PreemptionOutputTests : IDisposable
+{
+    private readonly ServingHarness _h = new();
+
+    public void Dispose() => _h.Dispose();
+
+    private static GenerationRequest Request(int i) => new()
+    {
+        PromptTokenIds = Enumerable.Range(0, 8 + i % 5).Select(j => (i * 37 + j * 11) % 320).ToArray(),
+        TenantId = i % 2 == 0 ? "a" : "b",
+        Sampling = new SamplingParams { Seed = (ulong)(1000 + i), MaxTokens = 28, IgnoreEos = true, Temperature = 0.9f },
+    };
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task PreemptedRequestsProduceTheTokensOfAnUnpreemptedRun(bool swap)
+    {
+        var solo = _h.Engine(o => { o.MaxRunningSequences = 1; return o; });
+        var requests = Enumerable.Range(0, 8).Select(Request).ToArray();
+        var expected = new List<int[]>();
+        foreach (var r in requests) expected.Add(Tokens(await Run(solo, r)));
+        Assert.Equal(0, solo.GetMetrics().Preemptions);
+
+        // ~200 positions of KV for eight sequences of up to 40: memory runs short and sequences are preempted
+        var e = _h.Engine(o =>
+        {
+            o.PoolBytes = 400 * 256;
+            o.MaxRunningSequences = 8;
+            o.SwapSpaceBytes = swap ? 1 << 20 : 0;
+            o.SwapMinTokens = 1;
+            return o;
+        });
+        var outputs = await Task.WhenAll(requests.Select(r => Run(e, r))).WaitAsync(Limit);
+        await Idle(e);
+        var m = e.GetMetrics();
+        Assert.True(m.Preemptions > 0, $"no preemption: {m}");
+        if (swap)
+        {
+            Assert.True(m.SwapPreemptions > 0);
+            Assert.True(m.SwapBytesOut > 0);
+            Assert.Equal(m.SwapBytesOut, m.SwapBytesIn);
+        }
+        else
+        {
+            Assert.Equal(0, m.SwapPreemptions);
+            Assert.True(m.RecomputeTokens > 0);
+        }
+        for (int i = 0; i < requests.Length; i++) Assert.Equal(expected[i], Tokens(outputs[i]));
+        Assert.Null(e.Pool.Audit());
+    }
+}

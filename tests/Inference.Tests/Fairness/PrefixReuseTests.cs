@@ -1,0 +1,71 @@
+using Loom.Inference.Engine;
+using Loom.Inference.Sampling;
+using Loom.Inference.Tests.Serving;
+using static Loom.Inference.Tests.Serving.ServingHarness;
+
+namespace Loom.Inference.Tests.Fairness;
+
+/// <summary>Multi-turn reuse in the engine: a next turn of the same tenant starts from its earlier turn's KV and
+/// produces the tokens of a run without reuse; another tenant with the identical prompt never gets that KV.</summary>
+public sealed class PrefixReuseTests : IDisposable
+{
+    private readonly ServingHarness _h = new();
+
+    public void Dispose() => _h.Dispose();
+
+    private static GenerationRequest Request(string tenant, int[] prompt, string? adapter = null) => new()
+    {
+        PromptTokenIds = prompt,
+        TenantId = tenant,
+        AdapterId = adapter,
+        Sampling = new SamplingParams { Seed = 42, MaxTokens = 10, IgnoreEos = true, Temperature = 0.7f },
+    };
+
+    [Fact]
+    public async Task ASecondTurnReusesItsTenantsKvAndAnotherTenantWithTheSamePromptDoesNot()
+    {
+        var e = _h.Engine(o => { o.PrefixCacheBytes = 1 << 20; return o; });
+        var plain = _h.Engine(o => { o.PrefixCacheBytes = 0; return o; });
+        int[] turn1 = [3, 14, 15, 92, 65, 35, 89, 79];
+        var out1 = Tokens(await Run(e, Request("a", turn1)));
+        Assert.Equal(10, out1.Length);
+        int[] turn2 = [.. turn1, .. out1, 32, 38, 46];
+
+        var b = Tokens(await Run(e, Request("b", turn2)));       // identical prompt, other tenant
+        var m = e.GetMetrics();
+        Assert.Equal(0, m.PrefixCacheHits);
+        Assert.True(m.PrefixCacheBytes > 0);
+
+        long computedBefore = m.TokensComputed;
+        var a = Tokens(await Run(e, Request("a", turn2)));
+        m = e.GetMetrics();
+        Assert.Equal(1, m.PrefixCacheHits);
+        Assert.Equal(turn1.Length + out1.Length - 1, m.PrefixTokensReused); // the last sampled token was never fed
+        int reused = turn1.Length + out1.Length - 1;
+        Assert.Equal(turn2.Length - reused + a.Length - 1, m.TokensComputed - computedBefore); // only the new tokens ran
+
+        var expected = Tokens(await Run(plain, Request("a", turn2)));
+        Assert.Equal(expected, a);
+        Assert.Equal(expected, b);
+        await Idle(e);
+        Assert.Null(e.Pool.Audit());
+        Assert.Equal(0, e.Pool.Usage.KvPages);
+    }
+
+    [Fact]
+    public async Task ReuseNeedsTheSameAdapterAndForgetsAnUnregisteredOne()
+    {
+        var e = _h.Engine(o => { o.PrefixCacheBytes = 1 << 20; return o; });
+        e.RegisterAdapter("x", _h.Adapter(4, [Loom.Inference.Formats.LoraTarget.QProj], 7));
+        int[] turn1 = [7, 7, 8, 9, 10, 11];
+        var out1 = Tokens(await Run(e, Request("a", turn1, "x")));
+        int[] turn2 = [.. turn1, .. out1, 1, 2];
+        await Run(e, Request("a", turn2));                       // base model: no hit
+        Assert.Equal(0, e.GetMetrics().PrefixCacheHits);
+        await Idle(e);
+        e.UnregisterAdapter("x");
+        e.RegisterAdapter("x", _h.Adapter(4, [Loom.Inference.Formats.LoraTarget.QProj], 8));
+        await Run(e, Request("a", turn2, "x"));                  // same id, other weights: the old KV is gone
+        Assert.Equal(0, e.GetMetrics().PrefixCacheHits);
+    }
+}
