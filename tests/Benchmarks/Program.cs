@@ -4,6 +4,10 @@
 //   matmul                       the matmul kernel alone at several shapes and batch sizes
 //   serving [--quick]            multi-adapter serving on S-LoRA's workload shape (throughput vs adapters, LoRA
 //                                overhead, merge-and-swap baseline, unified vs partitioned pool, latency)
+//   fairness [--quick] [--png F] [--gap N] [--swap-min N]
+//                                one tenant flooding at 4x the others' rate: FCFS vs VTC latency of the others against
+//                                their solo run, service gap between backlogged tenants over time (PNG), swap bandwidth,
+//                                time spent on preemption, multi-turn time to first token with and without prefix reuse
 using Loom.Benchmarks;
 
 string suite = args.Length > 0 ? args[0] : "";
@@ -17,6 +21,9 @@ switch (suite)
         return 0;
     case "serving":
         ServingBenchmark.Run(args[1..]);
+        return 0;
+    case "fairness":
+        FairnessBenchmark.Run(args[1..]);
         return 0;
     default:
         Console.WriteLine("usage: dotnet run -c Release --project tests/Benchmarks -- engine [--quick] [--no-1b]");
