@@ -67,15 +67,10 @@ internal sealed class FairnessSimulation
             {
                 var s = new Sequence(id++, Enumerable.Range(0, r.Prompt).Select(i => i % 100).ToArray(), r.Prompt + r.Output, null, r.Tenant, r.Priority);
                 Scheduler.Add(s);
-                Vtc?.OnWaiting(s);
                 live.Add(s, (r, -1));
             }
             var before = Backlogged();
-            var waiting = Scheduler.Waiting.ToList();
             var plan = Scheduler.Schedule();
-            // the scheduler's hooks, until it calls them itself (the policy ignores repeats)
-            foreach (var s in waiting) if (s.Status == SequenceStatus.Running) Vtc?.OnAdmitted(s);
-            foreach (var s in plan.Preempted) Vtc?.OnWaiting(s);
             Assert.Empty(plan.Failed);
             Assert.Empty(plan.OutOfMemory);
             Scheduler.Completed(plan);
@@ -96,7 +91,6 @@ internal sealed class FairnessSimulation
                 if (s.Generated + 1 == req.Output)
                 {
                     Assert.True(Scheduler.Remove(s));
-                    Vtc?.OnDeparted(s);
                     live.Remove(s);
                     Done.Add(s.Id, (req, first, it));
                 }
@@ -106,8 +100,6 @@ internal sealed class FairnessSimulation
             Timeline.Add(tenants.ToDictionary(t => t, t => (Service[t], before.Contains(t) && after.Contains(t))));
         }
     }
-
-    private VtcPolicy? Vtc => Policy as VtcPolicy;
 
     /// <summary>Tenants with a sequence waiting.</summary>
     private HashSet<string> Backlogged() => [.. Scheduler.Waiting.Select(s => s.TenantId!)];
