@@ -125,7 +125,7 @@ internal sealed class CompletionService(
                 {
                     PromptTokenIds = p.PromptIds, Sampling = p.Options.Sampling(p.MaxTokens, i),
                     AdapterId = p.Model.EngineAdapterId, TenantId = key.Key.TenantId.ToString("N"), Priority = (int)p.Priority,
-                    TenantShare = key.ShareWeight > 0 ? key.ShareWeight : 1,
+                    TenantShare = double.IsFinite(key.ShareWeight) && key.ShareWeight > 0 ? key.ShareWeight : 1,
                 };
                 await foreach (var e in engine.GenerateAsync(request, ct))
                 {

@@ -12,7 +12,7 @@ public sealed class SchedulerOutput
 {
     /// <summary>What to run: decodes first, then prefill chunks of running sequences, then newly admitted ones.</summary>
     public List<ScheduledChunk> Chunks { get; } = [];
-    /// <summary>Sequences sent back to the queue this iteration (their cache pages were freed; they recompute later).</summary>
+    /// <summary>Sequences sent back to the queue this iteration (their cache was swapped to host memory or freed for recompute).</summary>
     public List<Sequence> Preempted { get; } = [];
     /// <summary>Sequences that cannot grow even with the whole pool to themselves: the engine ends them (length).</summary>
     public List<Sequence> OutOfMemory { get; } = [];
