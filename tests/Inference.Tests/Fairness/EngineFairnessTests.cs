@@ -110,4 +110,53 @@ public sealed class EngineFairnessTests : IDisposable
         Assert.True(m.Tenants.Single(t => t.TenantId == "flood").Preemptions > 0);
         for (int i = 0; i < requests.Length; i++) Assert.Equal(expected[i], Tokens(outputs[i]));
     }
+
+    [Fact]
+    public async Task SwapCopiesRunOffTheEngineThreadAndPagesAreFreedOnlyOnceCopied()
+    {
+        var solo = _h.Engine(o => { o.MaxRunningSequences = 1; return o; });
+        var requests = Enumerable.Range(0, 6).Select(i => Request("flood", i, tokens: 40))
+            .Concat(Enumerable.Range(0, 3).Select(i => Request("quiet", 50 + i, tokens: 16))).ToArray();
+        var expected = new List<int[]>();
+        foreach (var r in requests) expected.Add(Tokens(await Run(solo, r)));
+
+        // fairness preemptions swap (SwapMinTokens 1); the first copy out is held until the engine has run on
+        var e = _h.Engine(o => { o.MaxRunningSequences = 3; o.VtcFairnessGap = 4; o.SwapMinTokens = 1; return o; });
+        var threads = new ConcurrentBag<string?>();
+        int held = 0, outs = 0, ins = 0;
+        long advanced = -1;
+        int pagesWhileCopying = -1;
+        e.SwapCopyHook = (cache, toHost, start) =>
+        {
+            threads.Add(Thread.CurrentThread.Name);
+            Interlocked.Increment(ref toHost ? ref outs : ref ins);
+            if (!toHost || Interlocked.Exchange(ref held, 1) != 0) return;
+            var until = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+            while (e.GetMetrics().Iterations < start + 1 && DateTime.UtcNow < until) Thread.Sleep(1);
+            Volatile.Write(ref advanced, e.GetMetrics().Iterations - start);
+            Volatile.Write(ref pagesWhileCopying, cache.PagesHeld);
+        };
+        var flood = requests.Take(6).Select(r => Run(e, r)).ToArray();
+        var deadline = DateTime.UtcNow + Limit;
+        while (e.GetMetrics() is { Running: < 3 } or { TokensGenerated: < 6 })
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the flood never ran");
+            await Task.Delay(1);
+        }
+        var quiet = requests.Skip(6).Select(r => Run(e, r)).ToArray();
+        var outputs = await Task.WhenAll(flood.Concat(quiet)).WaitAsync(Limit);
+        await Idle(e);
+        var m = e.GetMetrics();
+        Assert.True(m.SwapPreemptions > 0, $"no swap: {m}");
+        Assert.True(outs > 0 && ins > 0, $"copies out {outs}, in {ins}");
+        Assert.DoesNotContain("loom-engine", threads);
+        // the engine computed on (at least the iteration that preempted) while the copy out was held, and the swapped
+        // sequence's pages stayed its own
+        Assert.True(Volatile.Read(ref advanced) >= 1, $"iterations during the copy: {advanced}");
+        Assert.True(Volatile.Read(ref pagesWhileCopying) > 0, "pages were freed before the copy was done");
+        Assert.Equal(m.SwapBytesOut, m.SwapBytesIn);
+        for (int i = 0; i < requests.Length; i++) Assert.Equal(expected[i], Tokens(outputs[i]));
+        Assert.Equal(0, m.PoolKvPages);
+        Assert.Null(e.Pool.Audit());
+    }
 }
