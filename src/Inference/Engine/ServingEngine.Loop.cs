@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Threading.Channels;
 using Loom.Inference.Memory;
 using Loom.Inference.Scheduling;
@@ -26,9 +25,6 @@ public sealed partial class ServingEngine
             new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         public AdapterResidency? Adapter;   // pinned while the sequence runs
         public SwappedKv? Swapped;          // its KV in host memory while preempted by swap
-        public Task? CopyOut;               // its swap-out copy under way (its pages are freed once done)
-        public Task? CopyIn;                // its swap-in copy under way (it runs once done)
-        public long CopyInRound = -1;       // the iteration that started CopyIn
         public int Sampled;                 // tokens sampled so far (the stop token included)
         public int CancelRequested;
         public bool Closed;
@@ -38,31 +34,10 @@ public sealed partial class ServingEngine
     /// swapped to host memory.</summary>
     private sealed class PoolMemory(ServingEngine e) : ISwappingMemory
     {
-        /// <summary>Swap outs not yet taken back, and swap ins under way or started in this iteration.</summary>
-        public bool CopiesInFlight => e._copies.Exists(r => r.CopyOut is not null || r.CopyIn is { IsCompleted: false } || r.CopyInRound == e._round);
-
         public bool TryReserve(Sequence s, int tokens)
         {
             var r = (Request)s.Handle!;
             var store = e._store;
-            if (r.CopyOut is { } copyOut)
-            {
-                // back before its swap-out copy was taken back: finish the swap out (it is swapped in below), or, while
-                // the copy is under way, wait for it in a later iteration
-                if (!copyOut.IsCompleted) return false;
-                Await(r, copyOut);
-                r.CopyOut = null;
-                r.Cache.Release();
-            }
-            if (r.CopyIn is { } copyIn)
-            {
-                if (!copyIn.IsCompleted) return false; // ready in a later iteration
-                Await(r, copyIn);
-                r.CopyIn = null;
-                var host = r.Swapped!;
-                r.Swapped = null;
-                host.Owner.CompleteSwapIn(host, r.Cache);
-            }
             int kvNeed = r.Cache.PagesToReserve(tokens);
             bool needsAdapter = s.AdapterId is not null && r.Adapter is null;
             int adapterNeed = 0;
@@ -73,11 +48,9 @@ public sealed partial class ServingEngine
             }
             if (kvNeed + adapterNeed == 0 && !needsAdapter) return true;
             if (needsAdapter && !WarmInHost(s.AdapterId!)) return false;
-            // the shared budget (S-LoRA): free pages plus what evicting unpinned adapters would free. Short: take back
-            // the pages of finished swap copies (a running sequence waits for those under way; a waiting one does not).
-            while (e.Unified ? kvNeed + adapterNeed > e._pool.FreePages + store.ReclaimablePages
-                : kvNeed > e._pool.FreePages || adapterNeed > e._adapterPool.FreePages + store.ReclaimablePages)
-                if (!e.ReapCopies(wait: s.Status == SequenceStatus.Running, revertIns: true)) return false;
+            // the shared budget (S-LoRA): free pages plus what evicting unpinned adapters would free
+            if (e.Unified ? kvNeed + adapterNeed > e._pool.FreePages + store.ReclaimablePages
+                : kvNeed > e._pool.FreePages || adapterNeed > e._adapterPool.FreePages + store.ReclaimablePages) return false;
             if (needsAdapter)
             {
                 r.Adapter = store.EnsureResident(s.AdapterId!);
@@ -94,22 +67,6 @@ public sealed partial class ServingEngine
             }
             if (r.Swapped is { } swapped)
             {
-                swapped.Owner.CheckSwapIn(swapped, r.Cache);
-                if (e._options.AsyncSwap && swapped.Owner == e._swap) // (a reused prefix is copied here: admission is not delayed)
-                {
-                    // copy back on a worker while this iteration computes; the sequence runs once it is done
-                    var cache = r.Cache;
-                    var hook = e.SwapCopyHook;
-                    long iteration = Interlocked.Read(ref e._c.Iterations);
-                    r.CopyIn = e._copier.Start(() =>
-                    {
-                        hook?.Invoke(cache, false, iteration);
-                        swapped.Owner.CopyIn(swapped, cache, parallel: false);
-                    });
-                    r.CopyInRound = e._round;
-                    e._copies.Add(r);
-                    return false;
-                }
                 r.Swapped = null;
                 swapped.Owner.SwapIn(swapped, r.Cache);
             }
@@ -120,31 +77,9 @@ public sealed partial class ServingEngine
         {
             var r = (Request)s.Handle!;
             if (e._swap is null || s.Computed < e._options.SwapMinTokens || r.Cache.Length != s.Computed || r.Swapped is not null) return false;
-            if (!e._options.AsyncSwap)
-            {
-                if (e._swap.SwapOut(r.Cache) is not { } copied) return false;
-                Release(s);
-                r.Swapped = copied;
-                return true;
-            }
-            if (e._swap.BeginSwapOut(r.Cache) is not { } swapped) return false;
-            // copy on a worker while the next iterations compute; the pages stay the sequence's until the copy is done
-            if (r.Adapter is { } a)
-            {
-                r.Adapter = null;
-                e._store.Release(a);
-            }
+            if (e._swap.SwapOut(r.Cache) is not { } swapped) return false;
+            Release(s);
             r.Swapped = swapped;
-            var cache = r.Cache;
-            var space = e._swap;
-            var hook = e.SwapCopyHook;
-            long iteration = Interlocked.Read(ref e._c.Iterations);
-            r.CopyOut = e._copier.Start(() =>
-            {
-                hook?.Invoke(cache, true, iteration);
-                space.CopyOut(cache, swapped, parallel: false);
-            });
-            e._copies.Add(r);
             return true;
         }
 
@@ -172,13 +107,6 @@ public sealed partial class ServingEngine
         public void Release(Sequence s)
         {
             var r = (Request)s.Handle!;
-            if ((r.CopyOut ?? r.CopyIn) is { } copy)
-            {
-                r.CopyOut = r.CopyIn = null;
-                try { copy.Wait(); } // its buffer and pages are the copy's until it ends
-                catch (AggregateException) { } // a failed copy: the host copy is dropped all the same
-                e._copies.Remove(r);
-            }
             if (r.Swapped is { } swapped)
             {
                 r.Swapped = null;
@@ -191,80 +119,6 @@ public sealed partial class ServingEngine
                 e._store.Release(a);
             }
         }
-
-        /// <summary>Waits for a copy of r and takes it off the in-flight list (a failed copy throws here).</summary>
-        private void Await(Request r, Task copy)
-        {
-            e._copies.Remove(r);
-            copy.GetAwaiter().GetResult();
-        }
-    }
-
-    /// <summary>The thread that runs swap copies, one after another, while the engine thread computes.</summary>
-    private sealed class SwapCopier : IDisposable
-    {
-        private readonly BlockingCollection<(Action Work, TaskCompletionSource Done)> _queue = [];
-        private readonly Thread _thread;
-
-        public SwapCopier()
-        {
-            _thread = new Thread(Work) { IsBackground = true, Name = "loom-swap-copy" };
-            _thread.Start();
-        }
-
-        public Task Start(Action copy)
-        {
-            var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            _queue.Add((copy, done));
-            return done.Task;
-        }
-
-        private void Work()
-        {
-            foreach (var (copy, done) in _queue.GetConsumingEnumerable())
-            {
-                try
-                {
-                    copy();
-                    done.SetResult();
-                }
-                catch (Exception e) { done.SetException(e); }
-            }
-        }
-
-        public void Dispose()
-        {
-            _queue.CompleteAdding();
-            _thread.Join();
-            _queue.Dispose();
-        }
-    }
-
-    /// <summary>Finished swap-out copies give their pages back to the pool; with revertIns, swap-in copies of sequences
-    /// not yet running give theirs back too (their host copies stay, to be copied in again). wait: first waits for the
-    /// copies under way. True when some pages came back.</summary>
-    private bool ReapCopies(bool wait, bool revertIns)
-    {
-        bool freed = false;
-        for (int i = _copies.Count - 1; i >= 0; i--)
-        {
-            var r = _copies[i];
-            var copy = (r.CopyOut ?? r.CopyIn)!;
-            if (r.CopyIn is not null && !revertIns) continue;
-            if (!copy.IsCompleted && !wait) continue;
-            copy.GetAwaiter().GetResult();
-            _copies.RemoveAt(i);
-            r.CopyOut = r.CopyIn = null;
-            freed |= r.Cache.PagesHeld > 0;
-            r.Cache.Release();
-            if (r.Adapter is { } a) // pinned by a swap in that did not run
-            {
-                r.Adapter = null;
-                _store.Release(a);
-                freed = true;
-            }
-        }
-        return freed;
     }
 
     // ---- the loop -------------------------------------------------------------------------------------------
@@ -287,9 +141,7 @@ public sealed partial class ServingEngine
 
     private void Iteration()
     {
-        _round++;
         Drain();
-        ReapCopies(wait: false, revertIns: false); // swap-outs copied meanwhile give their pages back
         if (_scheduler.IsIdle)
         {
             Publish(0, 0);

@@ -38,12 +38,6 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     private readonly List<ScheduledChunk> _batch = [];
     private readonly List<string> _prefetchIds = [];
     private Task _prefetch = Task.CompletedTask;
-    /// <summary>Tests only: called on the copying thread before each asynchronous swap copy (true: out), with the
-    /// iterations completed when the copy was started.</summary>
-    internal Action<PagedKvCache, bool, long>? SwapCopyHook;
-    private readonly List<Request> _copies = [];   // swap copies under way or not yet taken back (loop thread)
-    private long _round;                           // iterations begun (loop thread)
-    private readonly SwapCopier _copier = new();
     private readonly Dictionary<string, Task> _hostLoads = new(StringComparer.Ordinal); // adapter reads admission waits for (loop thread)
     private volatile bool _stopping;
     private int _nextSequence;
@@ -260,10 +254,6 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         _stopping = true;
         _wake.Set();
         _thread.Join();
-        foreach (var r in _copies) // left only by a fault: the pool and the buffers must outlive the copies
-            try { (r.CopyOut ?? r.CopyIn)?.Wait(); }
-            catch (AggregateException) { }
-        _copier.Dispose();
         while (_arrivals.TryDequeue(out var late)) Close(late, new ObjectDisposedException(nameof(ServingEngine)));
         _wake.Dispose();
         _swap?.Dispose();

@@ -8,8 +8,4 @@ public interface ISwappingMemory : ISequenceMemory
     /// <see cref="ISequenceMemory.TryReserve"/> for it brings them back, and <see cref="ISequenceMemory.Release"/>
     /// forgets them. False, with nothing changed, when recomputing is cheaper (a short prefix) or there is no room.</summary>
     bool TrySwapOut(Sequence sequence);
-
-    /// <summary>Swap copies are under way (their pages will be freed, or their sequences become ready, once done): a
-    /// blocked admission waits for them instead of preempting more.</summary>
-    bool CopiesInFlight => false;
 }

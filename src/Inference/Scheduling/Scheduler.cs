@@ -135,8 +135,6 @@ public sealed class Scheduler
             if (!ok)
             {
                 // the head waits; later arrivals do not overtake it, unless the policy preempts for it
-                // (not while swap copies are under way: they free memory or ready the head in a later iteration)
-                if (_memory is ISwappingMemory { CopiesInFlight: true }) break;
                 if (fairnessPreemptions == _limits.MaxRunning || _policy.FairnessVictim(_waiting, _running) is not { } victim) break;
                 Preempt(victim, ref budget);
                 fairnessPreemptions++;

@@ -21,10 +21,9 @@ public sealed class PreemptionOutputTests : IDisposable
     };
 
     [Theory]
-    [InlineData(true, true)]
-    [InlineData(true, false)]
-    [InlineData(false, true)]
-    public async Task PreemptedRequestsProduceTheTokensOfAnUnpreemptedRun(bool swap, bool asyncSwap)
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task PreemptedRequestsProduceTheTokensOfAnUnpreemptedRun(bool swap)
     {
         var solo = _h.Engine(o => { o.MaxRunningSequences = 1; return o; });
         var requests = Enumerable.Range(0, 8).Select(Request).ToArray();
@@ -39,7 +38,6 @@ public sealed class PreemptionOutputTests : IDisposable
             o.MaxRunningSequences = 8;
             o.SwapSpaceBytes = swap ? 1 << 20 : 0;
             o.SwapMinTokens = 1;
-            o.AsyncSwap = asyncSwap;
             return o;
         });
         var outputs = await Task.WhenAll(requests.Select(r => Run(e, r))).WaitAsync(Limit);
