@@ -51,8 +51,11 @@ public sealed class EngineFairnessTests : IDisposable
     {
         var vtc = _h.Engine(o => { o.MaxRunningSequences = 2; return o; });
         var order = await FinishOrder(vtc);
+        // The quiet tenant arrives when at most four flood requests have been admitted. Under VTC it is lifted to the
+        // flood's counter and wins the next free slots, so both its requests finish among the first nine of twelve
+        // (exactly where depends on how far the engine got before they arrived); under FCFS they finish last.
         int lastQuiet = order.LastIndexOf("quiet");
-        Assert.True(lastQuiet <= 6, $"VTC finish order: {string.Join(",", order)}");
+        Assert.True(lastQuiet <= 8, $"VTC finish order: {string.Join(",", order)}");
 
         var fcfs = _h.Engine(o => { o.MaxRunningSequences = 2; o.SchedulingPolicy = SchedulingPolicyKind.Fcfs; return o; });
         var fcfsOrder = await FinishOrder(fcfs);
