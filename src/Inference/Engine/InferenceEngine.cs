@@ -46,7 +46,7 @@ public sealed class InferenceEngine : IInferenceEngine, IDisposable
         var p = request.Sampling;
         p.Validate();
         if (request.AdapterId is { } adapterId) throw new ArgumentException($"adapter '{adapterId}' is not registered (this engine serves the base model only)");
-        int[] prompt = Tokenize(request);
+        int[] prompt = PromptTokens.Of(request, _tokenizer);
         int vocab = _model.Config.VocabSize;
         if (prompt.Length == 0) throw new ArgumentException("the prompt is empty");
         foreach (int id in prompt)
@@ -110,18 +110,6 @@ public sealed class InferenceEngine : IInferenceEngine, IDisposable
         _state.Clear();
         _state.Add(cache, tokens);
         _model.Forward(_state);
-    }
-
-    private int[] Tokenize(GenerationRequest r)
-    {
-        if (r.PromptTokenIds is { } ids)
-        {
-            if (r.Prompt != null) throw new ArgumentException("give either Prompt or PromptTokenIds, not both");
-            return ids.ToArray();
-        }
-        if (r.Prompt is null) throw new ArgumentException("the request has no prompt");
-        if (_tokenizer is null) throw new InvalidOperationException("this model has no tokenizer; send PromptTokenIds");
-        return _tokenizer.Encode(r.Prompt, r.AddSpecialTokens);
     }
 
     private TokenLogprobs WithText(TokenLogprobs l)

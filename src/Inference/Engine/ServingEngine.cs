@@ -197,7 +197,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         p.Validate();
         if (!(request.TenantShare > 0) || double.IsInfinity(request.TenantShare))
             throw new ArgumentException($"the tenant share must be positive and finite, not {request.TenantShare}", nameof(request));
-        int[] prompt = Tokenize(request);
+        int[] prompt = PromptTokens.Of(request, _tokenizer);
         var c = _model.Config;
         if (prompt.Length == 0) throw new ArgumentException("the prompt is empty");
         foreach (int id in prompt)
@@ -226,18 +226,6 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         seq.Handle = r;
         (_policy as VtcPolicy)?.SetShare(request.TenantId, request.TenantShare);
         return r;
-    }
-
-    private int[] Tokenize(GenerationRequest r)
-    {
-        if (r.PromptTokenIds is { } ids)
-        {
-            if (r.Prompt != null) throw new ArgumentException("give either Prompt or PromptTokenIds, not both");
-            return ids.ToArray();
-        }
-        if (r.Prompt is null) throw new ArgumentException("the request has no prompt");
-        if (_tokenizer is null) throw new InvalidOperationException("this model has no tokenizer; send PromptTokenIds");
-        return _tokenizer.Encode(r.Prompt, r.AddSpecialTokens);
     }
 
     private void Cancel(Request r)
