@@ -73,8 +73,12 @@ public sealed record EngineMetrics(
     /// <summary>KV bytes copied to host memory by preemptions, and back on resumption.</summary>
     public long SwapBytesOut { get; init; }
     public long SwapBytesIn { get; init; }
-    /// <summary>Time the engine loop spent copying KV caches to and from host memory.</summary>
+    /// <summary>Time spent copying KV caches to and from host memory (on the copy thread when <see cref="AsyncSwap"/>).</summary>
     public TimeSpan SwapCopyTime { get; init; }
+    /// <summary>Whether swap copies run on their own thread, overlapped with the forward pass.</summary>
+    public bool AsyncSwap { get; init; }
+    /// <summary>Time the engine loop stood waiting for swap copies (async swap): what the overlap did not hide.</summary>
+    public TimeSpan SwapWaitTime { get; init; }
     /// <summary>Tokens dropped by preemption by recompute (computed again later).</summary>
     public long RecomputeTokens { get; init; }
     /// <summary>Requests that started from a cached prefix of the same tenant's earlier sequence (multi-turn reuse),

@@ -30,6 +30,10 @@ public sealed class InferenceOptions
     public long SwapSpaceBytes { get; set; } = 1L << 30;
     /// <summary>Preempted sequences with fewer computed tokens than this are dropped and recomputed, not swapped.</summary>
     public int SwapMinTokens { get; set; } = 32;
+    /// <summary>Swap copies run on their own thread, overlapped with the forward passes (FastSwitch): a swapped-out
+    /// sequence's pages return to the pool once its copy is done, a swapped-in one runs once its copy is done. False:
+    /// the engine thread copies (split across cores) and waits.</summary>
+    public bool AsyncSwap { get; set; } = true;
     /// <summary>Host memory for finished sequences' KV, reused when the same tenant's next request (same adapter)
     /// extends those tokens (multi-turn chat); 0: off.</summary>
     public long PrefixCacheBytes { get; set; } = 256L << 20;

@@ -1,3 +1,5 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Threading.Channels;
 using Loom.Inference.Memory;
 using Loom.Inference.Scheduling;
@@ -25,19 +27,42 @@ public sealed partial class ServingEngine
             new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         public AdapterResidency? Adapter;   // pinned while the sequence runs
         public SwappedKv? Swapped;          // its KV in host memory while preempted by swap
+        public Task? Copy;                  // its swap copy on the copy thread, until the loop takes it back (see CopyKind)
+        public CopyKind CopyKind;
+        public bool Orphaned;               // left the engine while Copy ran: everything is freed once the copy is done
         public int Sampled;                 // tokens sampled so far (the stop token included)
         public int CancelRequested;
         public bool Closed;
     }
 
+    /// <summary>What a request's swap copy does to its pages once the loop takes the copy back.</summary>
+    private enum CopyKind
+    {
+        /// <summary>KV pages → host copy: the pages go back to the pool (a sequence readmitted first keeps them).</summary>
+        Out,
+        /// <summary>host copy → reserved pages: the sequence becomes runnable.</summary>
+        In,
+        /// <summary>A copy in whose sequence was preempted again before it ran: the pages go back, the host copy stays.</summary>
+        InUndone,
+    }
+
     /// <summary>The scheduler's view of memory, on the pool: KV pages per sequence and adapter pins; preempted caches
-    /// swapped to host memory.</summary>
+    /// swapped to host memory. With <see cref="InferenceOptions.AsyncSwap"/> the swap copies run on the copy thread while
+    /// the engine computes, and the loop never waits for one: a swapped-out sequence keeps its pages until its copy is
+    /// done (they are taken back at the start of an iteration; a sequence that needs them meanwhile waits an iteration
+    /// instead of preempting more), and a swapped-in one is admitted at once but runs once its copy back is done.</summary>
     private sealed class PoolMemory(ServingEngine e) : ISwappingMemory
     {
         public bool TryReserve(Sequence s, int tokens)
         {
             var r = (Request)s.Handle!;
             var store = e._store;
+            if (r.Copy is not null)
+            {
+                // copying in: not runnable yet (the scheduler asks IsReady first); a copy under way: next iteration
+                if (r.CopyKind == CopyKind.In || !r.Copy.IsCompleted) return false;
+                e.TakeBack(r, readmit: true);
+            }
             int kvNeed = r.Cache.PagesToReserve(tokens);
             bool needsAdapter = s.AdapterId is not null && r.Adapter is null;
             int adapterNeed = 0;
@@ -67,19 +92,70 @@ public sealed partial class ServingEngine
             }
             if (r.Swapped is { } swapped)
             {
+                if (e._options.AsyncSwap && swapped.Owner == e._swap)
+                {
+                    // copied back on the copy thread while this iteration computes; the sequence runs once it is done
+                    // (a reused prefix is copied here instead: its sequence has prompt tokens to compute at once)
+                    swapped.Owner.CheckSwapIn(swapped, r.Cache);
+                    var cache = r.Cache;
+                    e.StartCopy(r, CopyKind.In, () => swapped.Owner.CopyIn(swapped, cache, parallel: false));
+                    return true;
+                }
                 r.Swapped = null;
                 swapped.Owner.SwapIn(swapped, r.Cache);
             }
             return true;
         }
 
+        public bool IsReady(Sequence s)
+        {
+            var r = (Request)s.Handle!;
+            if (r.Copy is null) return true;
+            if (r.CopyKind != CopyKind.In || !r.Copy.IsCompletedSuccessfully) return false; // (a failed one ends at the next reap)
+            e.TakeBack(r, readmit: false);
+            return true;
+        }
+
+        public bool RoomPending(Sequence s, int tokens)
+        {
+            int coming = 0;
+            foreach (var c in e._copies)
+                if (c.CopyKind != CopyKind.In || c.Orphaned) coming += c.Cache.PagesHeld;
+            if (coming == 0) return false;
+            var r = (Request)s.Handle!;
+            var store = e._store;
+            int kvNeed = r.Cache.PagesToReserve(tokens);
+            int adapterNeed = s.AdapterId is not null && r.Adapter is null && store.IsRegistered(s.AdapterId) ? store.PagesToLoad(s.AdapterId) : 0;
+            return e.Unified ? kvNeed + adapterNeed <= e._pool.FreePages + store.ReclaimablePages + coming
+                : kvNeed <= e._pool.FreePages + coming;
+        }
+
         public bool TrySwapOut(Sequence s)
         {
             var r = (Request)s.Handle!;
+            if (r.Copy is not null)
+            {
+                // preempted again before its copy back was used: the host copy still holds its tokens; the pages go
+                // back once the copy is done
+                r.CopyKind = CopyKind.InUndone;
+                ReleaseAdapter(r);
+                return true;
+            }
             if (e._swap is null || s.Computed < e._options.SwapMinTokens || r.Cache.Length != s.Computed || r.Swapped is not null) return false;
-            if (e._swap.SwapOut(r.Cache) is not { } swapped) return false;
-            Release(s);
+            if (!e._options.AsyncSwap)
+            {
+                if (e._swap.SwapOut(r.Cache) is not { } copied) return false;
+                Release(s);
+                r.Swapped = copied;
+                return true;
+            }
+            if (e._swap.BeginSwapOut(r.Cache) is not { } swapped) return false;
+            // copied on the copy thread while the next iteration computes; its pages are taken back once that is done
+            ReleaseAdapter(r);
             r.Swapped = swapped;
+            var cache = r.Cache;
+            var space = e._swap;
+            e.StartCopy(r, CopyKind.Out, () => space.CopyOut(cache, swapped, parallel: false));
             return true;
         }
 
@@ -107,18 +183,147 @@ public sealed partial class ServingEngine
         public void Release(Sequence s)
         {
             var r = (Request)s.Handle!;
+            ReleaseAdapter(r);
+            if (r.Copy is not null)
+            {
+                // its pages and host buffer are the copy's until it ends: freed when the loop takes the copy back
+                r.Orphaned = true;
+                return;
+            }
             if (r.Swapped is { } swapped)
             {
                 r.Swapped = null;
                 swapped.Owner.Drop(swapped);
             }
             r.Cache.Release();
+        }
+
+        public void ReleaseAdapter(Request r)
+        {
             if (r.Adapter is { } a)
             {
                 r.Adapter = null;
                 e._store.Release(a);
             }
         }
+    }
+
+    // ---- swap copies (FastSwitch-style: on their own thread, overlapped with the forward pass) ------------------
+
+    /// <summary>The thread that runs swap copies one after another while the engine thread computes.</summary>
+    private sealed class SwapCopier : IDisposable
+    {
+        private readonly BlockingCollection<(Action Work, TaskCompletionSource Done)> _queue = [];
+        private readonly Thread _thread;
+
+        public SwapCopier()
+        {
+            _thread = new Thread(Work) { IsBackground = true, Name = "loom-swap-copy" };
+            _thread.Start();
+        }
+
+        public Task Start(Action copy)
+        {
+            var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _queue.Add((copy, done));
+            return done.Task;
+        }
+
+        private void Work()
+        {
+            foreach (var (copy, done) in _queue.GetConsumingEnumerable())
+            {
+                try
+                {
+                    copy();
+                    done.SetResult();
+                }
+                catch (Exception e) { done.SetException(e); }
+            }
+        }
+
+        public void Dispose()
+        {
+            _queue.CompleteAdding();
+            _thread.Join();
+            _queue.Dispose();
+        }
+    }
+
+    private void StartCopy(Request r, CopyKind kind, Action copy)
+    {
+        var hook = SwapCopyHook;
+        var cache = r.Cache;
+        r.CopyKind = kind;
+        r.Copy = _copier.Start(hook is null ? copy : () => { hook(cache, kind == CopyKind.Out); copy(); });
+        _copies.Add(r);
+    }
+
+    /// <summary>Takes back a copy that is done. Out: the pages return to the pool, or, when the sequence is being
+    /// readmitted, it keeps them and drops the host copy (nothing to copy back); a failed copy out keeps the pages and
+    /// drops the host copy. In: the cache is whole and the host copy freed (a failed copy in throws: the request ends).
+    /// InUndone: the pages return, the host copy stays, unless the sequence is being readmitted and the copy
+    /// succeeded: then the copy back is complete. An orphan (its request left meanwhile) frees everything.</summary>
+    private void TakeBack(Request r, bool readmit)
+    {
+        var copy = r.Copy!;
+        r.Copy = null;
+        _copies.Remove(r);
+        bool ok = copy.IsCompletedSuccessfully;
+        var host = r.Swapped;
+        if (r.Orphaned)
+        {
+            r.Orphaned = false;
+            r.Swapped = null;
+            if (host is not null) host.Owner.Drop(host);
+            r.Cache.Release();
+            return;
+        }
+        switch (r.CopyKind)
+        {
+            case CopyKind.Out when ok && !readmit:
+                r.Cache.Release();
+                break;
+            case CopyKind.Out: // readmitted, or the copy failed: the pages still hold the tokens
+                r.Swapped = null;
+                host!.Owner.Drop(host);
+                break;
+            case CopyKind.In:
+                copy.GetAwaiter().GetResult();
+                r.Swapped = null;
+                host!.Owner.CompleteSwapIn(host, r.Cache);
+                break;
+            case CopyKind.InUndone when ok && readmit:
+                r.Swapped = null;
+                host!.Owner.CompleteSwapIn(host, r.Cache);
+                break;
+            case CopyKind.InUndone:
+                r.Cache.Release();
+                break;
+        }
+    }
+
+    /// <summary>Takes back every copy that is done (at the start of an iteration): swapped-out pages return to the
+    /// pool, copies in become runnable, orphans are freed.</summary>
+    private void ReapCopies()
+    {
+        for (int i = _copies.Count - 1; i >= 0; i--)
+        {
+            if (i >= _copies.Count) continue;
+            var r = _copies[i];
+            if (!r.Copy!.IsCompleted) continue;
+            try { TakeBack(r, readmit: false); }
+            catch (Exception error) { Fail(r, error); }
+        }
+    }
+
+    /// <summary>Nothing to compute: wait for the next copy to finish (or a new request, or 5 ms). stalled: work waits
+    /// for it, so the wait counts as engine time lost to swapping.</summary>
+    private void WaitForCopies(bool stalled)
+    {
+        long start = Stopwatch.GetTimestamp();
+        WaitHandle.WaitAny([_wake, ((IAsyncResult)_copies[0].Copy!).AsyncWaitHandle], 5);
+        if (stalled) Interlocked.Add(ref _c.SwapWaitTicks, Stopwatch.GetTimestamp() - start);
     }
 
     // ---- the loop -------------------------------------------------------------------------------------------
@@ -141,11 +346,15 @@ public sealed partial class ServingEngine
 
     private void Iteration()
     {
+        if (Steps is { } steps)
+            while (!steps.Wait(10)) if (_stopping) return;
         Drain();
+        ReapCopies();
         if (_scheduler.IsIdle)
         {
             Publish(0, 0);
-            _wake.WaitOne();
+            if (_copies.Count > 0) WaitForCopies(stalled: false); // copies of requests that left: their pages come back
+            else _wake.WaitOne();
             return;
         }
         var plan = _scheduler.Schedule();
@@ -157,9 +366,10 @@ public sealed partial class ServingEngine
         Prefetch();
         if (plan.Chunks.Count == 0)
         {
-            // nothing can run now: the queue head waits for an adapter read or for memory
+            // nothing can run now: the queue head waits for an adapter read, for memory, or for a swap copy
             Publish(0, 0);
-            _wake.WaitOne(5);
+            if (_copies.Count > 0) WaitForCopies(stalled: true);
+            else _wake.WaitOne(5);
             return;
         }
         Step(plan);

@@ -38,6 +38,15 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     private readonly List<ScheduledChunk> _batch = [];
     private readonly List<string> _prefetchIds = [];
     private Task _prefetch = Task.CompletedTask;
+    /// <summary>Tests only: when set, each iteration of the loop first takes a permit, so a test can hold the engine
+    /// between iterations and let it run a given number of them.</summary>
+    internal SemaphoreSlim? Steps;
+    /// <summary>Tests only: requests handed to the engine that its loop has not taken in yet.</summary>
+    internal int ArrivalsQueued => _arrivals.Count;
+    /// <summary>Tests only: called on the copy thread before each asynchronous swap copy (true: out).</summary>
+    internal Action<PagedKvCache, bool>? SwapCopyHook;
+    private readonly List<Request> _copies = [];   // swap copies under way or not yet taken back (loop thread)
+    private readonly SwapCopier _copier = new();
     private readonly Dictionary<string, Task> _hostLoads = new(StringComparer.Ordinal); // adapter reads admission waits for (loop thread)
     private volatile bool _stopping;
     private int _nextSequence;
@@ -150,6 +159,8 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
             SwapBytesOut = _swap?.BytesOut ?? 0,
             SwapBytesIn = _swap?.BytesIn ?? 0,
             SwapCopyTime = _swap?.CopyTime ?? TimeSpan.Zero,
+            SwapWaitTime = System.Diagnostics.Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _c.SwapWaitTicks)),
+            AsyncSwap = _options.AsyncSwap,
             RecomputeTokens = Interlocked.Read(ref _c.RecomputeTokens),
             PrefixCacheHits = _prefix?.Hits ?? 0,
             PrefixTokensReused = _prefix?.TokensReused ?? 0,
@@ -161,6 +172,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     private struct Counters
     {
         public int Running, Waiting, LastBatchSequences, LastBatchTokens;
+        public long SwapWaitTicks;
         public long Iterations, TokensComputed, TokensGenerated, Preemptions, FairnessPreemptions, RecomputeTokens, Finished, Cancelled, Failed;
     }
 
@@ -242,6 +254,10 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         _stopping = true;
         _wake.Set();
         _thread.Join();
+        foreach (var r in _copies) // left only by a fault: the pool and the host buffers must outlive the copies
+            try { r.Copy?.Wait(); }
+            catch (AggregateException) { }
+        _copier.Dispose();
         while (_arrivals.TryDequeue(out var late)) Close(late, new ObjectDisposedException(nameof(ServingEngine)));
         _wake.Dispose();
         _swap?.Dispose();

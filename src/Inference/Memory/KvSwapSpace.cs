@@ -33,8 +33,8 @@ public sealed unsafe class SwappedKv
 /// in bytes. Swapping out copies a cache's pages to one host buffer in page-table order, then the caller frees the
 /// pages; swapping in reserves pages again and copies back. Pages adjacent in the pool are copied as one run (pages
 /// taken together are usually adjacent), and large caches are split across cores. Freed host buffers are kept for
-/// reuse (within the bound), so a swap does not pay for fresh memory. Used from the engine loop; the counters may be
-/// read from any thread.</summary>
+/// reuse (within the bound), so a swap does not pay for fresh memory. Used from the engine loop, whose copies may run
+/// on worker threads (each swap's copy touches only its own buffer and pages); the counters may be read from any thread.</summary>
 public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes) : IDisposable
 {
     /// <summary>Below this many bytes a copy stays on the calling thread.</summary>
@@ -56,24 +56,45 @@ public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes) : IDis
     /// the space lacks room or the cache is empty. The cache is left as it was: the caller releases its pages.</summary>
     public SwappedKv? SwapOut(PagedKvCache cache)
     {
+        if (BeginSwapOut(cache) is not { } swapped) return null;
+        CopyOut(cache, swapped);
+        return swapped;
+    }
+
+    /// <summary>Takes the host buffer for a swap out (null when the space lacks room or the cache is empty); the copy
+    /// is <see cref="CopyOut"/>, which may run on another thread while the cache's pages stay untouched.</summary>
+    internal SwappedKv? BeginSwapOut(PagedKvCache cache)
+    {
         int length = cache.Length;
         if (length == 0) return null;
-        long start = Stopwatch.GetTimestamp();
         int pages = (length + cache.BlockSize - 1) / cache.BlockSize * cache.Layers * 2, used = cache.BlockSize * cache.KvDim;
         long bytes = (long)pages * used * sizeof(float);
         var (data, capacity) = Rent(bytes);
         if (data == 0) return null;
-        var swapped = new SwappedKv(this, (float*)data, capacity, length, pages, used);
-        Copy(cache, swapped, toHost: true);
-        Interlocked.Add(ref _bytesOut, bytes);
+        return new SwappedKv(this, (float*)data, capacity, length, pages, used);
+    }
+
+    /// <summary>Copies the cache's pages into the buffer of <see cref="BeginSwapOut"/>. Thread-safe across swaps.</summary>
+    internal void CopyOut(PagedKvCache cache, SwappedKv swapped, bool parallel = true)
+    {
+        long start = Stopwatch.GetTimestamp();
+        Copy(cache, swapped, toHost: true, parallel);
+        Interlocked.Add(ref _bytesOut, swapped.Bytes);
         Interlocked.Increment(ref _outs);
         Interlocked.Add(ref _ticks, Stopwatch.GetTimestamp() - start);
-        return swapped;
     }
 
     /// <summary>Restores a swapped cache into <paramref name="cache"/> (empty, with capacity reserved for at least
     /// <see cref="SwappedKv.Length"/> positions) and frees the host copy.</summary>
     public void SwapIn(SwappedKv swapped, PagedKvCache cache)
+    {
+        CheckSwapIn(swapped, cache);
+        CopyIn(swapped, cache);
+        CompleteSwapIn(swapped, cache);
+    }
+
+    /// <summary>Throws when <paramref name="swapped"/> cannot be restored into <paramref name="cache"/>.</summary>
+    internal void CheckSwapIn(SwappedKv swapped, PagedKvCache cache)
     {
         if (swapped.Freed) throw new InvalidOperationException("this swapped cache was already restored or dropped");
         if (swapped.Owner != this) throw new ArgumentException("the swapped cache belongs to another swap space", nameof(swapped));
@@ -81,13 +102,24 @@ public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes) : IDis
         if (cache.Capacity < swapped.Length) throw new InvalidOperationException($"swap in needs room for {swapped.Length} positions, the cache has {cache.Capacity}");
         if (cache.BlockSize * cache.KvDim != swapped.PageUsed || (swapped.Length + cache.BlockSize - 1) / cache.BlockSize * cache.Layers * 2 != swapped.Pages)
             throw new ArgumentException("the cache has another shape than the swapped one");
+    }
+
+    /// <summary>Copies the host copy into the cache's reserved pages (checked by <see cref="CheckSwapIn"/>), leaving the
+    /// cache's length and the host copy as they were; may run on another thread. Thread-safe across swaps.</summary>
+    internal void CopyIn(SwappedKv swapped, PagedKvCache cache, bool parallel = true)
+    {
         long start = Stopwatch.GetTimestamp();
-        Copy(cache, swapped, toHost: false);
+        Copy(cache, swapped, toHost: false, parallel);
+        Interlocked.Add(ref _ticks, Stopwatch.GetTimestamp() - start);
+    }
+
+    /// <summary>After <see cref="CopyIn"/>: the cache holds the swapped positions; the host copy is freed.</summary>
+    internal void CompleteSwapIn(SwappedKv swapped, PagedKvCache cache)
+    {
         cache.Advance(swapped.Length);
         Interlocked.Add(ref _bytesIn, swapped.Bytes);
         Interlocked.Increment(ref _ins);
         Drop(swapped);
-        Interlocked.Add(ref _ticks, Stopwatch.GetTimestamp() - start);
     }
 
     /// <summary>Frees a host copy that will not be swapped in (its sequence ended). Its buffer is kept for reuse.</summary>
@@ -144,9 +176,9 @@ public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes) : IDis
         }
     }
 
-    private void Copy(PagedKvCache cache, SwappedKv host, bool toHost)
+    private void Copy(PagedKvCache cache, SwappedKv host, bool toHost, bool parallel = true)
     {
-        int parts = host.Bytes >= ParallelBytes ? Math.Min(Environment.ProcessorCount, host.Pages) : 1;
+        int parts = parallel && host.Bytes >= ParallelBytes ? Math.Min(Environment.ProcessorCount, host.Pages) : 1;
         if (parts == 1) CopyPages(cache, host, 0, host.Pages, toHost);
         else Parallel.For(0, parts, p => CopyPages(cache, host, (int)((long)host.Pages * p / parts), (int)((long)host.Pages * (p + 1) / parts), toHost));
     }

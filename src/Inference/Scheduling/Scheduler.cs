@@ -26,18 +26,21 @@ public sealed class Scheduler
 {
     private readonly ISchedulingPolicy _policy;
     private readonly ISequenceMemory _memory;
+    private readonly ISwappingMemory? _swapping;
     private readonly SchedulerLimits _limits;
     private readonly List<Sequence> _waiting = [];
     private readonly List<Sequence> _running = [];
     private readonly List<Sequence> _order = [];
     private readonly SchedulerOutput _output = new();
     private long _arrivals;
+    private bool _waitsForPages; // this iteration, a running sequence waits for swapped-out pages to come back
 
     public Scheduler(ISchedulingPolicy policy, ISequenceMemory memory, SchedulerLimits limits)
     {
         limits.Validate();
         _policy = policy;
         _memory = memory;
+        _swapping = memory as ISwappingMemory;
         _limits = limits;
     }
 
@@ -96,13 +99,16 @@ public sealed class Scheduler
         _order.AddRange(_running);
         _order.Sort(static (a, b) => a.Arrival.CompareTo(b.Arrival));
 
-        // decodes first (one token each), then prefill chunks of running sequences
+        // decodes first (one token each), then prefill chunks of running sequences; a sequence whose cache is still
+        // being copied back from host memory sits this iteration out
+        _waitsForPages = false;
         for (int phase = 0; phase < 2; phase++)
         {
             foreach (var s in _order)
             {
                 if (budget == 0) break;
                 if (s.Status != SequenceStatus.Running || (s.Pending == 1) != (phase == 0)) continue;
+                if (_swapping is not null && !_swapping.IsReady(s)) continue;
                 int n = phase == 0 ? 1 : Math.Min(Math.Min(s.Pending, _limits.PrefillChunk), budget);
                 if (!Grow(s, n, ref budget)) continue;
                 o.Chunks.Add(new ScheduledChunk(s, s.Computed, n));
@@ -110,16 +116,17 @@ public sealed class Scheduler
             }
         }
 
-        // admit waiting sequences (none in an iteration that had to preempt for memory: memory is short). When the
-        // running limit or memory blocks the head, the policy may preempt a running sequence for it (fairness).
-        bool memoryShort = o.Preempted.Count > 0 || o.OutOfMemory.Count > 0;
+        // admit waiting sequences (none in an iteration that had to preempt for memory, or where a running sequence
+        // waits for pages to come back: memory is short). When the running limit or memory blocks the head, the policy
+        // may preempt a running sequence for it (fairness); not while pages it could take are still being copied out.
+        bool memoryShort = o.Preempted.Count > 0 || o.OutOfMemory.Count > 0 || _waitsForPages;
         int fairnessPreemptions = 0;
         while (budget > 0 && !memoryShort && _waiting.Count > 0)
         {
             var s = _policy.NextToAdmit(_waiting);
             int n = Math.Min(Math.Min(s.Pending, _limits.PrefillChunk), budget);
-            bool ok = false;
-            if (_running.Count < _limits.MaxRunning)
+            bool ok = false, slot = _running.Count < _limits.MaxRunning;
+            if (slot)
             {
                 try { ok = _memory.TryReserve(s, s.Computed + n); }
                 catch (Exception e)
@@ -135,6 +142,7 @@ public sealed class Scheduler
             if (!ok)
             {
                 // the head waits; later arrivals do not overtake it, unless the policy preempts for it
+                if (slot && _swapping is not null && _swapping.RoomPending(s, s.Computed + n)) break;
                 if (fairnessPreemptions == _limits.MaxRunning || _policy.FairnessVictim(_waiting, _running) is not { } victim) break;
                 Preempt(victim, ref budget);
                 fairnessPreemptions++;
@@ -145,6 +153,7 @@ public sealed class Scheduler
             s.Status = SequenceStatus.Running;
             _running.Add(s);
             _policy.OnAdmitted(s);
+            if (_swapping is not null && !_swapping.IsReady(s)) continue; // its cache is on its way back: it runs next time
             o.Chunks.Add(new ScheduledChunk(s, s.Computed, n));
             budget -= n;
         }
@@ -153,11 +162,17 @@ public sealed class Scheduler
     }
 
     /// <summary>Reserves room for n more tokens of a running sequence, preempting the policy's victims until it fits.
-    /// False when the sequence itself was preempted or cannot fit at all.</summary>
+    /// False when the sequence itself was preempted, cannot fit at all, or waits for pages being copied out.</summary>
     private bool Grow(Sequence s, int n, ref int budget)
     {
         while (!_memory.TryReserve(s, s.Computed + n))
         {
+            if (_swapping is not null && _swapping.RoomPending(s, s.Computed + n))
+            {
+                // pages of sequences swapped out are on their way back: wait for them (this iteration without it)
+                _waitsForPages = true;
+                return false;
+            }
             if (_running.Count == 1)
             {
                 // alone in the pool and still no room: it can never grow

@@ -23,10 +23,11 @@ public sealed class EngineFairnessTests : IDisposable
         Sampling = new SamplingParams { Seed = (ulong)seed, MaxTokens = tokens, IgnoreEos = true, Temperature = 0.8f },
     };
 
-    /// <summary>Ten flood requests queue behind a running limit of two, then two from a quiet tenant arrive: the order
-    /// in which the twelve finish.</summary>
-    private async Task<List<string>> FinishOrder(ServingEngine e)
+    /// <summary>Ten flood requests arrive at an engine with a running limit of two; after one iteration (two admitted,
+    /// eight waiting) two requests from a quiet tenant arrive: the order in which the twelve finish.</summary>
+    private static async Task<List<string>> FinishOrder(ServingEngine e)
     {
+        e.Steps = new SemaphoreSlim(0);
         var order = new ConcurrentQueue<string>();
         var tasks = new List<Task>();
         async Task Go(GenerationRequest r)
@@ -34,14 +35,27 @@ public sealed class EngineFairnessTests : IDisposable
             await Run(e, r);
             order.Enqueue(r.TenantId!);
         }
-        for (int i = 0; i < 10; i++) tasks.Add(Go(Request("flood", i)));
-        var deadline = DateTime.UtcNow + Limit;
-        while (e.GetMetrics().Waiting < 6)
+        async Task Queued(int n)
         {
-            Assert.True(DateTime.UtcNow < deadline, "the flood never queued");
+            var deadline = DateTime.UtcNow + Limit;
+            while (e.ArrivalsQueued < n)
+            {
+                Assert.True(DateTime.UtcNow < deadline, $"{e.ArrivalsQueued} of {n} requests reached the engine");
+                await Task.Delay(1);
+            }
+        }
+        for (int i = 0; i < 10; i++) tasks.Add(Go(Request("flood", i)));
+        await Queued(10);
+        e.Steps.Release(); // one iteration: the flood arrives, two of it are admitted and run
+        var deadline = DateTime.UtcNow + Limit;
+        while (e.GetMetrics() is not { Running: 2, Waiting: 8, Iterations: 1 })
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"the flood never queued: {e.GetMetrics()}");
             await Task.Delay(1);
         }
         for (int i = 0; i < 2; i++) tasks.Add(Go(Request("quiet", 100 + i)));
+        await Queued(2);
+        e.Steps.Release(int.MaxValue / 2);
         await Task.WhenAll(tasks).WaitAsync(Limit);
         return [.. order];
     }
@@ -51,11 +65,10 @@ public sealed class EngineFairnessTests : IDisposable
     {
         var vtc = _h.Engine(o => { o.MaxRunningSequences = 2; return o; });
         var order = await FinishOrder(vtc);
-        // The quiet tenant arrives when at most four flood requests have been admitted. Under VTC it is lifted to the
-        // flood's counter and wins the next free slots, so both its requests finish among the first nine of twelve
-        // (exactly where depends on how far the engine got before they arrived); under FCFS they finish last.
-        int lastQuiet = order.LastIndexOf("quiet");
-        Assert.True(lastQuiet <= 8, $"VTC finish order: {string.Join(",", order)}");
+        // Under VTC the quiet tenant is lifted to the flood's counter when it arrives, the flood's counter grows with
+        // each of its decodes, so the quiet tenant wins the next two slots: its requests finish right after the two
+        // flood requests that were running. Under FCFS they finish last.
+        Assert.True(order.LastIndexOf("quiet") <= 3, $"VTC finish order: {string.Join(",", order)}");
 
         var fcfs = _h.Engine(o => { o.MaxRunningSequences = 2; o.SchedulingPolicy = SchedulingPolicyKind.Fcfs; return o; });
         var fcfsOrder = await FinishOrder(fcfs);
@@ -112,5 +125,57 @@ public sealed class EngineFairnessTests : IDisposable
         Assert.True(m.FairnessPreemptions > 0, $"no fairness preemption: {m}");
         Assert.True(m.Tenants.Single(t => t.TenantId == "flood").Preemptions > 0);
         for (int i = 0; i < requests.Length; i++) Assert.Equal(expected[i], Tokens(outputs[i]));
+    }
+
+    [Fact]
+    public async Task SwapCopiesRunOffTheEngineThreadAndPagesAreFreedOnlyOnceCopied()
+    {
+        var solo = _h.Engine(o => { o.MaxRunningSequences = 1; return o; });
+        var requests = Enumerable.Range(0, 6).Select(i => Request("flood", i, tokens: 40))
+            .Concat(Enumerable.Range(0, 3).Select(i => Request("quiet", 50 + i, tokens: 16))).ToArray();
+        var expected = new List<int[]>();
+        foreach (var r in requests) expected.Add(Tokens(await Run(solo, r)));
+
+        // fairness preemptions swap (SwapMinTokens 1); the first copy out is held until the engine has run on
+        var e = _h.Engine(o => { o.MaxRunningSequences = 3; o.VtcFairnessGap = 4; o.SwapMinTokens = 1; return o; });
+        var threads = new ConcurrentBag<string?>();
+        int held = 0, outs = 0, ins = 0;
+        long advanced = -1;
+        int pagesWhileCopying = -1;
+        e.SwapCopyHook = (cache, toHost) =>
+        {
+            threads.Add(Thread.CurrentThread.Name);
+            Interlocked.Increment(ref toHost ? ref outs : ref ins);
+            if (!toHost || Interlocked.Exchange(ref held, 1) != 0) return;
+            long start = e.GetMetrics().Iterations;
+            var until = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+            while (e.GetMetrics().Iterations < start + 1 && DateTime.UtcNow < until) Thread.Sleep(1);
+            Volatile.Write(ref advanced, e.GetMetrics().Iterations - start);
+            Volatile.Write(ref pagesWhileCopying, cache.PagesHeld);
+        };
+        var flood = requests.Take(6).Select(r => Run(e, r)).ToArray();
+        var deadline = DateTime.UtcNow + Limit;
+        while (e.GetMetrics() is { Running: < 3 } or { TokensGenerated: < 6 })
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the flood never ran");
+            await Task.Delay(1);
+        }
+        var quiet = requests.Skip(6).Select(r => Run(e, r)).ToArray();
+        var outputs = await Task.WhenAll(flood.Concat(quiet)).WaitAsync(Limit);
+        await Idle(e);
+        var m = e.GetMetrics();
+        Assert.True(m.SwapPreemptions > 0, $"no swap: {m}");
+        Assert.True(outs > 0 && ins > 0, $"copies out {outs}, in {ins}");
+        Assert.DoesNotContain("loom-engine", threads);
+        // the engine computed on (at least the iteration that preempted) while the copy out was held, and the swapped
+        // sequence's pages stayed its own
+        Assert.True(Volatile.Read(ref advanced) >= 1, $"iterations during the copy: {advanced}");
+        Assert.True(Volatile.Read(ref pagesWhileCopying) > 0, "pages were freed before the copy was done");
+        // every copy back restores what was copied out; a sequence readmitted before its pages were taken back keeps
+        // them and needs no copy back
+        Assert.InRange(m.SwapBytesIn, 1, m.SwapBytesOut);
+        for (int i = 0; i < requests.Length; i++) Assert.Equal(expected[i], Tokens(outputs[i]));
+        Assert.Equal(0, m.PoolKvPages);
+        Assert.Null(e.Pool.Audit());
     }
 }

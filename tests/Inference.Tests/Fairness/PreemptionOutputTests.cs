@@ -21,9 +21,10 @@ public sealed class PreemptionOutputTests : IDisposable
     };
 
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public async Task PreemptedRequestsProduceTheTokensOfAnUnpreemptedRun(bool swap)
+    [InlineData(true, true)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    public async Task PreemptedRequestsProduceTheTokensOfAnUnpreemptedRun(bool swap, bool asyncSwap)
     {
         var solo = _h.Engine(o => { o.MaxRunningSequences = 1; return o; });
         var requests = Enumerable.Range(0, 8).Select(Request).ToArray();
@@ -38,6 +39,7 @@ public sealed class PreemptionOutputTests : IDisposable
             o.MaxRunningSequences = 8;
             o.SwapSpaceBytes = swap ? 1 << 20 : 0;
             o.SwapMinTokens = 1;
+            o.AsyncSwap = asyncSwap;
             return o;
         });
         var outputs = await Task.WhenAll(requests.Select(r => Run(e, r))).WaitAsync(Limit);
@@ -48,7 +50,8 @@ public sealed class PreemptionOutputTests : IDisposable
         {
             Assert.True(m.SwapPreemptions > 0);
             Assert.True(m.SwapBytesOut > 0);
-            Assert.Equal(m.SwapBytesOut, m.SwapBytesIn);
+            if (asyncSwap) Assert.InRange(m.SwapBytesIn, 0, m.SwapBytesOut); // readmitted before its copy out was taken back: no copy in
+            else Assert.Equal(m.SwapBytesOut, m.SwapBytesIn);
         }
         else
         {

@@ -14,14 +14,24 @@ public sealed class PoolAccountingPropertyTests : IDisposable
 
     public void Dispose() => _h.Dispose();
 
+    /// <param name="swap">Three tenants arriving all at once, every preemption by swap (copies on the copy thread) and
+    /// fairness preemption past a small gap; otherwise one tenant, arrivals spread out, and preemption by recompute.</param>
     [Theory]
-    [InlineData(1)]
-    [InlineData(2)]
-    [InlineData(3)]
-    public async Task EveryPageIsFreeOrOwnedAfterAnyMixOfFinishedCancelledAndPreemptedRequests(int seed)
+    [InlineData(1, false)]
+    [InlineData(2, false)]
+    [InlineData(3, false)]
+    [InlineData(4, true)]
+    [InlineData(5, true)]
+    [InlineData(6, true)]
+    public async Task EveryPageIsFreeOrOwnedAfterAnyMixOfFinishedCancelledAndPreemptedRequests(int seed, bool swap)
     {
         // 400 pages: two rank-4 q/v adapters (32 pages each) and ~170 positions of KV
-        var e = _h.Engine(o => { o.PoolBytes = 400 * 256; o.TokenBudget = 24; o.MaxRunningSequences = 6; return o; });
+        var e = _h.Engine(o =>
+        {
+            o.PoolBytes = 400 * 256; o.TokenBudget = 24; o.MaxRunningSequences = 6;
+            if (swap) { o.SwapMinTokens = 1; o.VtcFairnessGap = 8; }
+            return o;
+        });
         for (int i = 0; i < 4; i++) e.RegisterAdapter($"a{i}", _h.Adapter(4, [LoraTarget.QProj, LoraTarget.VProj], 40 + i));
         var rng = new Random(seed);
         int n = 30, cancelledBeforeStart = 0;
@@ -44,12 +54,13 @@ public sealed class PoolAccountingPropertyTests : IDisposable
             {
                 PromptTokenIds = Enumerable.Range(0, 2 + rng.Next(20)).Select(_ => rng.Next(320)).ToArray(),
                 AdapterId = rng.Next(5) is int a && a < 4 ? $"a{a}" : null,
+                TenantId = swap ? $"t{rng.Next(3)}" : null,
                 Sampling = new SamplingParams { Seed = (ulong)i, MaxTokens = 1 + rng.Next(25), IgnoreEos = true },
             };
             int cancelAfter = rng.Next(3) == 0 ? rng.Next(6) : -1;   // a third are cancelled after 0-5 tokens
             if (cancelAfter == 0) cancelledBeforeStart++;             // these never reach the engine
             tasks.Add(Consume(e, r, cancelAfter));
-            await Task.Delay(rng.Next(3));
+            if (!swap) await Task.Delay(rng.Next(3)); // with swap: all at once, so that memory runs short
         }
         var results = await Task.WhenAll(tasks).WaitAsync(Limit);
         await Idle(e);
@@ -61,6 +72,7 @@ public sealed class PoolAccountingPropertyTests : IDisposable
         Assert.Equal(0, m.PoolKvPages);
         Assert.Equal(m.PoolPages, m.PoolFreePages + m.PoolAdapterPages);
         Assert.Equal(0, m.RequestsFailed);
+        if (swap) Assert.True(m.SwapPreemptions > 0, $"no swap: {m}");
         Assert.Equal(n - cancelledBeforeStart, m.RequestsFinished + m.RequestsCancelled);
         foreach (var (cancelled, events, maxTokens) in results)
         {
