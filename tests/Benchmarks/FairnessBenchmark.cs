@@ -46,9 +46,10 @@ internal static class FairnessBenchmark
         Console.WriteLine($"model: SmolLM2-135M shape, f32, random weights ({sw.Elapsed.TotalSeconds:F1} s to build)");
         double gap = double.Parse(args.SkipWhile(a => a != "--gap").Skip(1).FirstOrDefault() ?? "64", System.Globalization.CultureInfo.InvariantCulture);
         int swapMin = int.Parse(args.SkipWhile(a => a != "--swap-min").Skip(1).FirstOrDefault() ?? "0", System.Globalization.CultureInfo.InvariantCulture);
+        int budget = int.Parse(args.SkipWhile(a => a != "--budget").Skip(1).FirstOrDefault() ?? "256", System.Globalization.CultureInfo.InvariantCulture);
         InferenceOptions Options(SchedulingPolicyKind policy) => new()
         {
-            MaxContext = 256, PoolBytes = 128L << 20, TokenBudget = 256, MaxRunningSequences = 16, PrefillChunk = 64,
+            MaxContext = 256, PoolBytes = 128L << 20, TokenBudget = budget, MaxRunningSequences = 16, PrefillChunk = 64,
             SchedulingPolicy = policy, VtcFairnessGap = gap, SwapMinTokens = swapMin,
         };
         var o = Options(SchedulingPolicyKind.Vtc);
@@ -95,12 +96,15 @@ internal static class FairnessBenchmark
             var (a, b) = (r.Before, r.After);
             long pre = b.Preemptions - a.Preemptions, fair = b.FairnessPreemptions - a.FairnessPreemptions, swaps = b.SwapPreemptions - a.SwapPreemptions;
             long recompute = b.RecomputeTokens - a.RecomputeTokens, computed = b.TokensComputed - a.TokensComputed;
-            double swapSeconds = (b.SwapCopyTime - a.SwapCopyTime).TotalSeconds;
+            double copySeconds = (b.SwapCopyTime - a.SwapCopyTime).TotalSeconds, waitSeconds = (b.SwapWaitTime - a.SwapWaitTime).TotalSeconds;
+            // with the copies on their own thread the engine loses only the time it stood waiting for one
+            double swapSeconds = b.AsyncSwap ? waitSeconds : copySeconds;
             double recomputeSeconds = computed == 0 ? 0 : (double)recompute / computed * r.Seconds; // share of the run's compute
             long iterations = b.Iterations - a.Iterations;
             Console.WriteLine($"{name}: {iterations} iterations, {(double)computed / Math.Max(1, iterations):F1} tokens each, {iterations / r.Seconds:F1} per second");
             Console.WriteLine($"{name}: preemptions {pre} ({fair} for fairness, {pre - fair} for memory; {swaps} by swap, {pre - swaps} by recompute), " +
-                $"swapped {(b.SwapBytesOut - a.SwapBytesOut) / 1e6:F1} MB out / {(b.SwapBytesIn - a.SwapBytesIn) / 1e6:F1} MB in in {swapSeconds * 1e3:F0} ms, " +
+                $"swapped {(b.SwapBytesOut - a.SwapBytesOut) / 1e6:F1} MB out / {(b.SwapBytesIn - a.SwapBytesIn) / 1e6:F1} MB in, " +
+                $"{copySeconds * 1e3:F1} ms of copying ({(b.AsyncSwap ? "copy thread" : "engine thread")}), engine waited {waitSeconds * 1e3:F1} ms for copies, " +
                 $"{recompute} tokens recomputed of {computed}; preemption time {(swapSeconds + recomputeSeconds) / r.Seconds * 100:F2}% of the run");
         }
         if (vtc.After.Tenants.Count > 0)
@@ -243,6 +247,8 @@ internal static class FairnessBenchmark
         return [.. list.OrderBy(r => r.Arrival)];
     }
 
+    private static readonly bool Debug = Environment.GetEnvironmentVariable("LOOM_BENCH_DEBUG") == "1";
+
     private static Outcome Serve(ServingEngine e, List<Req> trace, double seconds) => ServeAsync(e, trace).GetAwaiter().GetResult();
 
     private static async Task<Outcome> ServeAsync(ServingEngine e, List<Req> trace)
@@ -276,6 +282,7 @@ internal static class FairnessBenchmark
             tasks.Add(Task.Run(async () =>
             {
                 double start = clock.Elapsed.TotalSeconds, last = start;
+                long it0 = e.GetMetrics().Iterations;
                 bool first = true;
                 var gaps = new List<double>();
                 double ttft = 0;
@@ -292,7 +299,12 @@ internal static class FairnessBenchmark
                         }
                         service[r.Tenant] += 2;
                     }
-                    if (first) ttft = now - start;
+                    if (first)
+                    {
+                        ttft = now - start;
+                        if (Debug && r.Tenant != Flood && ttft > 0.2)
+                            Console.WriteLine($"  slow: {r.Tenant} at {start:F2}s prompt {r.Prompt.Length} ttft {ttft * 1e3:F0} ms over {e.GetMetrics().Iterations - it0} iterations");
+                    }
                     else gaps.Add(now - last);
                     first = false;
                     last = now;

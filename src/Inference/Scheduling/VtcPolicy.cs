@@ -29,7 +29,7 @@ public sealed record TenantServiceSnapshot(string TenantId, double Counter, doub
 /// at each step that samples a token. A tenant is backlogged while it has a sequence waiting; when it becomes
 /// backlogged its counter is lifted to the least counter among backlogged tenants, or, when none is, to the (current)
 /// counter of the tenant that stopped being backlogged last, so idle time (or asking for little) banks no credit. The least-served
-/// backlogged tenant is admitted first; within a tenant the higher <see cref="Sequence.Priority"/> first, then arrival
+/// backlogged tenant is admitted first (between equal counters, the one with fewer sequences running); within a tenant the higher <see cref="Sequence.Priority"/> first, then arrival
 /// order. Victims come from the most-served tenant among the running ones: its lowest-priority, newest sequence.
 /// <para>Tokens recomputed after a preemption are not charged again: the scheduler chose to drop them. Called from the
 /// engine loop only; <see cref="Snapshot"/> may be called from any thread.</para></summary>
@@ -145,7 +145,7 @@ public sealed class VtcPolicy : ISchedulingPolicy
             {
                 var s = waiting[i];
                 double c = CounterOf(s);
-                if (c < bestCounter || (c == bestCounter && Before(s, best))) { best = s; bestCounter = c; }
+                if (c < bestCounter || (c == bestCounter && Ahead(s, best))) { best = s; bestCounter = c; }
             }
             return best;
         }
@@ -161,12 +161,17 @@ public sealed class VtcPolicy : ISchedulingPolicy
         }
     }
 
-    /// <summary>A running sequence to preempt so that the least-served waiting tenant can be admitted, or null when no
-    /// backlogged tenant with running sequences is ahead of it by more than <see cref="FairnessGap"/>. Only backlogged
-    /// tenants (asking for more than they get) give up sequences, and only sequences that have computed something:
-    /// preempting a tenant that waits for nothing would cost its latency without evening out service, and one just
-    /// admitted would only bounce between tenants. The scheduler asks when admission is blocked (memory or the running
-    /// limit) and preempts what this returns.</summary>
+    /// <summary>A running sequence to preempt so that the least-served waiting tenant can be admitted, or null. Two
+    /// reasons: a backlogged tenant with running sequences is ahead of it by more than <see cref="FairnessGap"/> (its
+    /// most-served such tenant gives one up); or the waiting tenant holds fewer running slots than its share of them
+    /// (the running sequences divided among the tenants running or waiting, in proportion to their shares), the waiting
+    /// sequence is a new request, and a tenant at least one slot above its own share is not behind it: that tenant gives
+    /// one up at once. Without the second, a tenant lifted to
+    /// the others' counter on arrival ties with a flood and waits for one of the flood's sequences to end before its
+    /// first token. Only backlogged tenants (asking for more than they get) give up sequences, and only sequences that
+    /// have computed something: preempting a tenant that waits for nothing would cost its latency without evening out
+    /// service, and one just admitted would only bounce between tenants. The scheduler asks when admission is blocked
+    /// (memory or the running limit) and preempts what this returns.</summary>
     public Sequence? FairnessVictim(IReadOnlyList<Sequence> waiting, IReadOnlyList<Sequence> running)
     {
         if (waiting.Count == 0 || running.Count == 0) return null;
@@ -174,16 +179,26 @@ public sealed class VtcPolicy : ISchedulingPolicy
         lock (_lock)
         {
             var behind = Member(next).Tenant;
-            Sequence? victim = null;
-            double worst = 0;
+            double shares = 0;
+            foreach (var t in _tenants.Values)
+                if (t.Waiting > 0 || t.Running > 0) shares += t.Share;
+            double SlotShare(Tenant t) => running.Count * t.Share / shares;
+            // (only for a new request, waiting for its first token: a preempted one resuming would only bounce)
+            bool underShare = next.Preemptions == 0 && next.Computed == 0 && behind.Running + 1 <= SlotShare(behind);
+            Sequence? byCounter = null, bySlots = null;
+            double worst = 0, mostOver = 0;
             foreach (var s in running)
             {
                 var t = Member(s).Tenant;
                 // nothing computed yet (admitted in this very round): dropping it gains no room over time, only churn
                 if (t == behind || t.Waiting == 0 || s.Computed == 0) continue;
-                if (victim is null || t.Counter > worst || (t.Counter == worst && Before(victim, s))) { victim = s; worst = t.Counter; }
+                if (byCounter is null || t.Counter > worst || (t.Counter == worst && Before(byCounter, s))) { byCounter = s; worst = t.Counter; }
+                double over = t.Running - SlotShare(t);
+                if (underShare && over >= 1 && t.Counter >= behind.Counter
+                    && (bySlots is null || over > mostOver || (over == mostOver && Before(bySlots, s)))) { bySlots = s; mostOver = over; }
             }
-            if (victim is null || worst - behind.Counter <= FairnessGap) return null;
+            var victim = byCounter is not null && worst - behind.Counter > FairnessGap ? byCounter : bySlots;
+            if (victim is null) return null;
             Preempted(victim);
             return victim;
         }
@@ -265,6 +280,14 @@ public sealed class VtcPolicy : ISchedulingPolicy
         m.PromptCharged = upTo;
         m.Tenant.Counter += Weights.Input * n / m.Tenant.Share;
         m.Tenant.Input += n;
+    }
+
+    /// <summary>Between equal counters: the tenant with fewer sequences running first (a tenant just lifted to the
+    /// others' level ties with them), then <see cref="Before"/>.</summary>
+    private bool Ahead(Sequence a, Sequence b)
+    {
+        Tenant ta = Member(a).Tenant, tb = Member(b).Tenant;
+        return ta != tb && ta.Running != tb.Running ? ta.Running < tb.Running : Before(a, b);
     }
 
     /// <summary>Within a tenant (and between equal counters): higher priority first, then earlier arrival.</summary>

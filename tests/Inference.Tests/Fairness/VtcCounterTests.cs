@@ -154,10 +154,13 @@ public sealed class VtcCounterTests
         var a0 = Arrive(p, Seq("a", 100));
         p.OnAdmitted(a0);                       // a at 100
         var aOld = Arrive(p, Seq("a", 1));
-        var bOld = Arrive(p, Seq("b", 1));      // b lifted to 100: a tie, broken by arrival
+        var bOld = Arrive(p, Seq("b", 1));      // b lifted to 100: a tie, broken by sequences running (b has none)
         var bBatch = Arrive(p, Seq("b", 1, priority: -1));
         var bUrgent = Arrive(p, Seq("b", 1, priority: 1));
-        Assert.Same(aOld, p.NextToAdmit([bBatch, bOld, aOld]));
+        Assert.Same(bOld, p.NextToAdmit([bBatch, aOld, bOld]));
+        var c = Arrive(p, Seq("c", 1));         // c lifted to 100 as well, nothing running: a tie with b, broken by arrival
+        Assert.Same(bOld, p.NextToAdmit([c, bOld]));
+        p.OnDeparted(c);
         Step(p, a0);                            // a at 102: b is behind
         Assert.Same(bUrgent, p.NextToAdmit([aOld, bBatch, bOld, bUrgent]));
         Assert.Same(bOld, p.NextToAdmit([aOld, bBatch, bOld]));
@@ -228,5 +231,47 @@ public sealed class VtcCounterTests
         Assert.Null(p.FairnessVictim([c1], [a1, a3]));
         Step(p, a1);                            // a1 has computed its prompt
         Assert.Same(a1, p.FairnessVictim([c1], [a1, a3]));
+    }
+
+    [Fact]
+    public void ANewRequestOfATenantBelowItsShareOfTheSlotsTakesOneFromATenantAboveItsShareAtOnce()
+    {
+        var p = new VtcPolicy();                // the default gap: far above these requests
+        var running = new List<Sequence>();
+        for (int i = 0; i < 4; i++)
+        {
+            var a = Arrive(p, Seq("a", 10));
+            p.OnAdmitted(a);
+            Step(p, a);
+            running.Add(a);
+        }
+        Arrive(p, Seq("a", 10));                // a backlogged, running all four slots
+        var b1 = Arrive(p, Seq("b", 10));       // b lifted to a's counter (a tie); a and b share the four slots: two each
+        var victim = p.FairnessVictim([b1], running);
+        Assert.Same(running[3], victim);        // a's newest
+        running.Remove(victim!);
+        Assert.Equal(1, Of(p, "a").Preemptions);
+
+        p.OnAdmitted(b1);
+        Step(p, b1);
+        running.Add(b1);
+        foreach (var a in running.Where(x => x.TenantId == "a")) Steps(p, a, 3); // a's three catch up with b (66 vs 60)
+        var b2 = Arrive(p, Seq("b", 10));       // b: one running, its share two, a has three and is not behind: one more slot
+        Assert.Same(running[2], p.FairnessVictim([b2], running));
+        running.Remove(running[2]);
+        p.OnAdmitted(b2);
+        Step(p, b2);
+        running.Add(b2);
+        var b3 = Arrive(p, Seq("b", 10));       // b at its share (two of four): it waits
+        Assert.Null(p.FairnessVictim([b3], running));
+
+        var p2 = new VtcPolicy();               // a resumed sequence (preempted before) does not take a slot this way
+        var a1 = Arrive(p2, Seq("a", 10));
+        var a2 = Arrive(p2, Seq("a", 10));
+        foreach (var a in new[] { a1, a2 }) { p2.OnAdmitted(a); Step(p2, a); }
+        Arrive(p2, Seq("a", 10));
+        var resumed = Arrive(p2, Seq("b", 10));
+        resumed.Preemptions = 1;
+        Assert.Null(p2.FairnessVictim([resumed], [a1, a2]));
     }
 }
