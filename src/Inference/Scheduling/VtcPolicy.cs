@@ -25,8 +25,8 @@ public sealed record TenantServiceSnapshot(string TenantId, double Counter, doub
 
 /// <summary>Fair scheduling across tenants with virtual token counters (VTC, "Fairness in Serving Large Language
 /// Models", OSDI 2024). Each tenant's counter grows by (input weight × prompt tokens + output weight × generated
-/// tokens) / share; prompts are charged at admission (or, without the admission hook, as they are prefilled), outputs
-/// at each step that samples a token. A tenant is backlogged while it has a sequence waiting; when it becomes
+/// tokens) / share; prompts are charged at admission (or, without the admission hook, as they are prefilled; a prefix
+/// reused from the tenant's earlier turn is not charged), outputs at each step that samples a token. A tenant is backlogged while it has a sequence waiting; when it becomes
 /// backlogged its counter is lifted to the least counter among backlogged tenants, or, when none is, to the (current)
 /// counter of the tenant that stopped being backlogged last, so idle time (or asking for little) banks no credit. The least-served
 /// backlogged tenant is admitted first (between equal counters, the one with fewer sequences running); within a tenant the higher <see cref="Sequence.Priority"/> first, then arrival
@@ -240,10 +240,13 @@ public sealed class VtcPolicy : ISchedulingPolicy
         return t;
     }
 
-    /// <summary>The sequence's membership; a sequence not announced before joins here.</summary>
+    /// <summary>The sequence's membership; a sequence not announced before joins here. A sequence that arrives with
+    /// tokens already computed (a prefix reused from the tenant's earlier turn) is not charged for them: they cost
+    /// nothing to serve.</summary>
     private Membership Member(Sequence s)
     {
-        if (!_members.TryGetValue(s.Id, out var m)) _members.Add(s.Id, m = new Membership(Get(TenantKey(s))));
+        if (!_members.TryGetValue(s.Id, out var m))
+            _members.Add(s.Id, m = new Membership(Get(TenantKey(s))) { PromptCharged = Math.Min(s.Computed, s.PromptLength) });
         return m;
     }
 

@@ -274,4 +274,17 @@ public sealed class VtcCounterTests
         resumed.Preemptions = 1;
         Assert.Null(p2.FairnessVictim([resumed], [a1, a2]));
     }
+
+    [Fact]
+    public void AReusedPrefixIsNotCharged()
+    {
+        var p = new VtcPolicy();
+        var s = Seq("a", 40);
+        s.Computed = 30;                        // the engine found the first 30 prompt tokens in the prefix cache
+        Arrive(p, s);
+        p.OnAdmitted(s);
+        Assert.Equal(10, p.Counter("a"));
+        Step(p, s);                             // the last 10 prompt tokens and one sampled token
+        Assert.Equal((10 + 2.0, 10L, 1L), (p.Counter("a"), Of(p, "a").InputTokens, Of(p, "a").OutputTokens));
+    }
 }
