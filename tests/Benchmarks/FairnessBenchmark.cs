@@ -282,7 +282,9 @@ internal static class FairnessBenchmark
             tasks.Add(Task.Run(async () =>
             {
                 double start = clock.Elapsed.TotalSeconds, last = start;
-                long it0 = e.GetMetrics().Iterations;
+                var m0 = Debug ? e.GetMetrics() : null;
+                long it0 = m0?.Iterations ?? 0;
+                string Counters(EngineMetrics? m) => m is null ? "" : string.Join(" ", m.Tenants.Select(t => $"{t.TenantId}={t.Counter:F0}/{t.Running}r"));
                 bool first = true;
                 var gaps = new List<double>();
                 double ttft = 0;
@@ -303,7 +305,8 @@ internal static class FairnessBenchmark
                     {
                         ttft = now - start;
                         if (Debug && r.Tenant != Flood && ttft > 0.2)
-                            Console.WriteLine($"  slow: {r.Tenant} at {start:F2}s prompt {r.Prompt.Length} ttft {ttft * 1e3:F0} ms over {e.GetMetrics().Iterations - it0} iterations");
+                            Console.WriteLine($"  slow: {r.Tenant} at {start:F2}s prompt {r.Prompt.Length} ttft {ttft * 1e3:F0} ms over {e.GetMetrics().Iterations - it0} iterations; " +
+                                $"counters/running at arrival {Counters(m0)}");
                     }
                     else gaps.Add(now - last);
                     first = false;
