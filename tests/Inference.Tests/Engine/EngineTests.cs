@@ -8,8 +8,10 @@ namespace Loom.Inference.Tests.Engine;
 
 public sealed class EngineTests
 {
-    private static InferenceEngine Engine(string name = "llama3_scaled_bf16", params int[] eos) =>
-        new(GoldenLogitsTests.Open(name), new FakeTokenizer(320, eos), name, prefillChunk: 4);
+    /// <summary>The serving engine over a golden model, prefilling in chunks of four.</summary>
+    private static ServingEngine Engine(string name = "llama3_scaled_bf16", params int[] eos) =>
+        new(GoldenLogitsTests.Open(name), new FakeTokenizer(320, eos),
+            new InferenceOptions { PrefillChunk = 4, TokenBudget = 16, MaxRunningSequences = 4, PoolBytes = 1 << 20 }, name);
 
     private static async Task<List<GenerationEvent>> Run(IInferenceEngine e, GenerationRequest r, CancellationToken ct = default)
     {
@@ -147,7 +149,7 @@ public sealed class EngineTests
     [Fact]
     public async Task TextPromptsGoThroughTheModelsTokenizer()
     {
-        using var e = InferenceEngine.Load(new InferenceOptions { ModelDirectory = Golden.PathOf("llama_gqa_tied"), MaxContext = 64 });
+        using var e = ServingEngine.Load(new InferenceOptions { ModelDirectory = Golden.PathOf("llama_gqa_tied"), MaxContext = 64, PoolBytes = 1 << 20 });
         Assert.True(e.Model.HasTokenizer);
         var events = await Run(e, new GenerationRequest { Prompt = "the quick brown fox", Sampling = new SamplingParams { Seed = 3, MaxTokens = 8, IgnoreEos = true } });
         Assert.True(events[^1].Usage!.PromptTokens > 1);

@@ -1,0 +1,20 @@
+namespace Loom.Inference.Engine;
+
+/// <summary>Stands in when no model directory is configured, so the host still starts; every call says what to set.</summary>
+public sealed class UnconfiguredInferenceEngine : IInferenceEngine
+{
+    private const string Missing = "no model is configured (set Inference:ModelDirectory)";
+
+    public ModelInfo Model => throw new InvalidOperationException(Missing);
+
+    public IAsyncEnumerable<GenerationEvent> GenerateAsync(GenerationRequest request, CancellationToken cancellationToken = default) =>
+        throw new InvalidOperationException(Missing);
+
+    public void RegisterAdapter(string adapterId, string folder) => throw new InvalidOperationException(Missing);
+
+    public bool IsAdapterRegistered(string adapterId) => throw new InvalidOperationException(Missing);
+
+    public void UnregisterAdapter(string adapterId) => throw new InvalidOperationException(Missing);
+
+    public EngineMetrics GetMetrics() => throw new InvalidOperationException(Missing);
+}
