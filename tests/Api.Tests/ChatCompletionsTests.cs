@@ -78,6 +78,11 @@ public class ChatCompletionsTests(ChatModelFactory factory) : IClassFixture<Chat
         Assert.Equal(0, last.GetProperty("choices").GetArrayLength());
         Assert.Equal(plain.GetProperty("usage").ToString(), last.GetProperty("usage").ToString());
         Assert.All(chunks[..^1], c => Assert.Equal(JsonValueKind.Null, c.GetProperty("usage").ValueKind));
+
+        // without include_usage the field is left out, as OpenAI does, and no usage chunk comes
+        var bare = await ReadSseAsync(await client.PostAsJsonAsync("/v1/chat/completions", Chat(maxTokens: 20, stream: true)));
+        Assert.All(bare, c => Assert.False(c.TryGetProperty("usage", out _), c.ToString()));
+        Assert.All(bare, c => Assert.Equal(1, c.GetProperty("choices").GetArrayLength()));
     }
 
     [Fact]

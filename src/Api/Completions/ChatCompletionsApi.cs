@@ -74,7 +74,8 @@ public static class ChatCompletionsApi
         var response = http.Response;
         Sse.Start(response);
         var usageField = p.Options.IncludeUsage;
-        ChatCompletionChunk Chunk(ChatChunkChoice choice) => new(id, "chat.completion.chunk", created, p.Options.Model, [choice], null);
+        var usage = usageField ? ChunkUsage.Null : ChunkUsage.Absent;
+        ChatCompletionChunk Chunk(ChatChunkChoice choice) => new(id, "chat.completion.chunk", created, p.Options.Model, [choice], usage);
         var completionTokens = 0;
         var begun = new bool[p.Options.N];
         try
@@ -99,7 +100,7 @@ public static class ChatCompletionsApi
             {
                 var promptTokens = p.PromptIds.Length * p.Options.N;
                 await Sse.WriteAsync(response, new ChatCompletionChunk(id, "chat.completion.chunk", created, p.Options.Model, [],
-                    new UsageObject(promptTokens, completionTokens, promptTokens + completionTokens)), ct);
+                    ChunkUsage.Of(new UsageObject(promptTokens, completionTokens, promptTokens + completionTokens))), ct);
             }
             await Sse.DoneAsync(response, ct);
         }

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.Text.Json.Serialization;
 
 namespace Loom.Api.Completions;
@@ -57,8 +58,32 @@ public sealed record ChatCompletionChunk(
     [property: JsonPropertyName("created")] long Created,
     [property: JsonPropertyName("model")] string Model,
     [property: JsonPropertyName("choices")] IReadOnlyList<ChatChunkChoice> Choices,
-    [property: JsonPropertyName("usage"), JsonIgnore(Condition = JsonIgnoreCondition.Never)] UsageObject? Usage,
+    [property: JsonPropertyName("usage"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)] ChunkUsage Usage,
     [property: JsonPropertyName("system_fingerprint")] string? SystemFingerprint = null);
+
+/// <summary>The "usage" field of a stream chunk as OpenAI sends it: absent unless the request asked for
+/// <c>stream_options.include_usage</c>; then null in every chunk but the last, which carries the counts.</summary>
+[JsonConverter(typeof(ChunkUsageConverter))]
+public readonly record struct ChunkUsage(UsageObject? Value, bool Present)
+{
+    /// <summary>The field is left out (default).</summary>
+    public static ChunkUsage Absent => default;
+    /// <summary>"usage": null.</summary>
+    public static ChunkUsage Null => new(null, true);
+    public static ChunkUsage Of(UsageObject usage) => new(usage, true);
+}
+
+internal sealed class ChunkUsageConverter : JsonConverter<ChunkUsage>
+{
+    public override ChunkUsage Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
+        reader.TokenType == JsonTokenType.Null ? ChunkUsage.Null : ChunkUsage.Of(JsonSerializer.Deserialize<UsageObject>(ref reader, options)!);
+
+    public override void Write(Utf8JsonWriter writer, ChunkUsage value, JsonSerializerOptions options)
+    {
+        if (value.Value is null) writer.WriteNullValue();
+        else JsonSerializer.Serialize(writer, value.Value, options);
+    }
+}
 
 public sealed record LegacyLogprobs(
     [property: JsonPropertyName("tokens")] IReadOnlyList<string> Tokens,
