@@ -11,6 +11,7 @@ public static class PortalModule
 {
     public const string SignInPath = "/account/signin";
     public const string SignOutPath = "/account/signout";
+    public const string AccessDeniedPath = "/account/denied";
 
     public static IServiceCollection AddPortal(this IServiceCollection services, IConfiguration configuration)
     {
@@ -29,7 +30,7 @@ public static class PortalModule
             o.Cookie.SameSite = SameSiteMode.Lax;
             o.LoginPath = SignInPath;
             o.LogoutPath = SignOutPath;
-            o.AccessDeniedPath = SignInPath;
+            o.AccessDeniedPath = AccessDeniedPath;
             o.SlidingExpiration = true;
             o.ExpireTimeSpan = TimeSpan.FromHours(8);
         });

@@ -1,0 +1,57 @@
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using Microsoft.Playwright;
+using static Microsoft.Playwright.Assertions;
+
+namespace Loom.Web.E2E;
+
+/// <summary>The admin engine page: the page pool, the batch and the per-tenant counters of this node's engine, pushed
+/// to the browser over the Blazor circuit while requests are served; administrators only.</summary>
+public sealed class EngineDashboardTests(LoomServerFixture loom) : PortalTest(loom)
+{
+    [Fact]
+    public async Task AnAdministratorWatchesTheEngineServeAChatCompletionLive()
+    {
+        var page = await OpenAsync();
+        await SignInAsync(page);
+        await page.GetByRole(AriaRole.Link, new() { Name = "Engine", Exact = true }).ClickAsync();
+        await Expect(page.GetByRole(AriaRole.Heading, new() { Name = "Inference engine" })).ToBeVisibleAsync();
+        await Expect(page.GetByTestId("policy")).ToHaveTextAsync("Vtc");
+        int total = int.Parse(await page.GetByTestId("pool-total").TextContentAsync() ?? "0");
+        Assert.True(total > 0, "the pool has no pages");
+        await Expect(page.GetByRole(AriaRole.Img, new() { NameRegex = new("^KV cache .* of \\d+ pages$") })).ToBeVisibleAsync();
+
+        // a chat completion through the API, with the demo tenant's key: the page shows it without a reload
+        using var http = new HttpClient { BaseAddress = new Uri(Loom.BaseUrl) };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Loom.DemoApiKey);
+        var response = await http.PostAsJsonAsync("/v1/chat/completions", new
+        {
+            model = LoomServerFixture.ModelName,
+            messages = new[] { new { role = "user", content = "hello" } },
+            max_tokens = 5,
+            ignore_eos = true,
+        });
+        Assert.True(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync());
+
+        var row = page.GetByTestId("tenant-row").Filter(new() { HasText = LoomServerFixture.TenantName });
+        await Expect(row).ToHaveCountAsync(1);
+        await Expect(row.GetByTestId("tenant-output")).ToHaveTextAsync("5");
+        await Expect(page.GetByTestId("tokens-generated")).Not.ToHaveTextAsync("0");
+        Assert.True(int.Parse(await row.GetByTestId("tenant-input").TextContentAsync() ?? "0") > 0);
+    }
+
+    [Fact]
+    public async Task OtherUsersAreNotAllowedAndSeeNoLink()
+    {
+        var suffix = Guid.NewGuid().ToString("N")[..8];
+        var (tenant, user, password) = ($"plain-{suffix}", $"carol-{suffix}", "Plain-user-pw-1");
+        await Loom.CreateTenantUserAsync(tenant, user, password);
+        var page = await OpenAsync();
+        await SignInAsync(page, password, user);
+        await Expect(page.GetByRole(AriaRole.Heading, new() { Level = 1 })).ToHaveTextAsync(tenant);
+        await Expect(page.GetByRole(AriaRole.Link, new() { Name = "Engine", Exact = true })).ToHaveCountAsync(0);
+        await page.GotoAsync("/admin/engine");
+        await Expect(page.GetByTestId("not-allowed")).ToBeVisibleAsync();
+        await Expect(page.GetByTestId("pool-total")).ToHaveCountAsync(0);
+    }
+}
