@@ -99,10 +99,10 @@ public sealed class EngineFairnessTests : IDisposable
         await Assert.ThrowsAsync<ArgumentException>(async () => await Run(e, a with { TenantShare = double.NaN }));
     }
 
-    [Fact]
-    public async Task FairnessPreemptionByRecomputeLeavesEveryOutputAsAnUnpreemptedRun()
+    /// <summary>Six long flood requests, then (once the flood has run three iterations on the shared engine, three
+    /// sequences at a time) three from a quiet tenant; with the outputs each request gives alone, one at a time.</summary>
+    private async Task<(List<GenerationEvent>[] Outputs, List<int[]> Expected)> FloodThenQuiet(ServingEngine e)
     {
-        // alone, one at a time: the reference outputs
         var solo = _h.Engine(o => { o.MaxRunningSequences = 1; return o; });
         // the flood's sequences are long enough that none ends while the quiet tenant waits behind them
         var requests = Enumerable.Range(0, 6).Select(i => Request("flood", i, tokens: 40))
@@ -110,32 +110,33 @@ public sealed class EngineFairnessTests : IDisposable
         var expected = new List<int[]>();
         foreach (var r in requests) expected.Add(Tokens(await Run(solo, r)));
 
-        // shared, with a tiny fairness gap: the flood's running sequences are preempted for the quiet tenant
-        var e = _h.Engine(o => { o.MaxRunningSequences = 3; o.VtcFairnessGap = 4; return o; });
+        e.Steps = new SemaphoreSlim(0);
         var flood = requests.Take(6).Select(r => Run(e, r)).ToArray();
         var deadline = DateTime.UtcNow + Limit;
-        while (e.GetMetrics() is { Running: < 3 } or { TokensGenerated: < 6 })
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the flood never ran");
-            await Task.Delay(1);
-        }
+        while (e.ArrivalsQueued < 6) { Assert.True(DateTime.UtcNow < deadline, "the flood never reached the engine"); await Task.Delay(1); }
+        e.Steps.Release(3);
+        while (e.GetMetrics() is not { Iterations: 3, Running: 3 }) { Assert.True(DateTime.UtcNow < deadline, $"the flood never ran: {e.GetMetrics()}"); await Task.Delay(1); }
         var quiet = requests.Skip(6).Select(r => Run(e, r)).ToArray();
-        var outputs = await Task.WhenAll(flood.Concat(quiet)).WaitAsync(Limit);
+        while (e.ArrivalsQueued < 3) { Assert.True(DateTime.UtcNow < deadline, "the quiet tenant never reached the engine"); await Task.Delay(1); }
+        e.Steps.Release(int.MaxValue / 2);
+        return (await Task.WhenAll(flood.Concat(quiet)).WaitAsync(Limit), expected);
+    }
+
+    [Fact]
+    public async Task FairnessPreemptionByRecomputeLeavesEveryOutputAsAnUnpreemptedRun()
+    {
+        // a tiny fairness gap: the flood's running sequences are preempted for the quiet tenant
+        var e = _h.Engine(o => { o.MaxRunningSequences = 3; o.VtcFairnessGap = 4; return o; });
+        var (outputs, expected) = await FloodThenQuiet(e);
         var m = e.GetMetrics();
         Assert.True(m.FairnessPreemptions > 0, $"no fairness preemption: {m}");
         Assert.True(m.Tenants.Single(t => t.TenantId == "flood").Preemptions > 0);
-        for (int i = 0; i < requests.Length; i++) Assert.Equal(expected[i], Tokens(outputs[i]));
+        for (int i = 0; i < expected.Count; i++) Assert.Equal(expected[i], Tokens(outputs[i]));
     }
 
     [Fact]
     public async Task SwapCopiesRunOffTheEngineThreadAndPagesAreFreedOnlyOnceCopied()
     {
-        var solo = _h.Engine(o => { o.MaxRunningSequences = 1; return o; });
-        var requests = Enumerable.Range(0, 6).Select(i => Request("flood", i, tokens: 40))
-            .Concat(Enumerable.Range(0, 3).Select(i => Request("quiet", 50 + i, tokens: 16))).ToArray();
-        var expected = new List<int[]>();
-        foreach (var r in requests) expected.Add(Tokens(await Run(solo, r)));
-
         // fairness preemptions swap (SwapMinTokens 1); the first copy out is held until the engine has run on
         var e = _h.Engine(o => { o.MaxRunningSequences = 3; o.VtcFairnessGap = 4; o.SwapMinTokens = 1; return o; });
         var threads = new ConcurrentBag<string?>();
@@ -153,15 +154,7 @@ public sealed class EngineFairnessTests : IDisposable
             Volatile.Write(ref advanced, e.GetMetrics().Iterations - start);
             Volatile.Write(ref pagesWhileCopying, cache.PagesHeld);
         };
-        var flood = requests.Take(6).Select(r => Run(e, r)).ToArray();
-        var deadline = DateTime.UtcNow + Limit;
-        while (e.GetMetrics() is { Running: < 3 } or { TokensGenerated: < 6 })
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the flood never ran");
-            await Task.Delay(1);
-        }
-        var quiet = requests.Skip(6).Select(r => Run(e, r)).ToArray();
-        var outputs = await Task.WhenAll(flood.Concat(quiet)).WaitAsync(Limit);
+        var (outputs, expected) = await FloodThenQuiet(e);
         await Idle(e);
         var m = e.GetMetrics();
         Assert.True(m.SwapPreemptions > 0, $"no swap: {m}");
@@ -174,7 +167,7 @@ public sealed class EngineFairnessTests : IDisposable
         // every copy back restores what was copied out; a sequence readmitted before its pages were taken back keeps
         // them and needs no copy back
         Assert.InRange(m.SwapBytesIn, 1, m.SwapBytesOut);
-        for (int i = 0; i < requests.Length; i++) Assert.Equal(expected[i], Tokens(outputs[i]));
+        for (int i = 0; i < expected.Count; i++) Assert.Equal(expected[i], Tokens(outputs[i]));
         Assert.Equal(0, m.PoolKvPages);
         Assert.Null(e.Pool.Audit());
     }
