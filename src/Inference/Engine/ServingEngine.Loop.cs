@@ -125,7 +125,12 @@ public sealed partial class ServingEngine
             var r = (Request)s.Handle!;
             var store = e._store;
             int kvNeed = r.Cache.PagesToReserve(tokens);
-            int adapterNeed = s.AdapterId is not null && r.Adapter is null && store.IsRegistered(s.AdapterId) ? store.PagesToLoad(s.AdapterId) : 0;
+            int adapterNeed = 0;
+            if (s.AdapterId is not null && r.Adapter is null)
+            {
+                try { adapterNeed = store.PagesToLoad(s.AdapterId); }
+                catch (KeyNotFoundException) { return false; } // unregistered meanwhile: TryReserve reports it
+            }
             return e.Unified ? kvNeed + adapterNeed <= e._pool.FreePages + store.ReclaimablePages + coming
                 : kvNeed <= e._pool.FreePages + coming;
         }
