@@ -80,27 +80,28 @@ public static class ChatCompletionsApi
         var begun = new bool[p.Options.N];
         try
         {
-            await foreach (var (i, e) in service.RunAsync(p, key, ct))
+            var type = WireJson.Default.ChatCompletionChunk;
+            await foreach (var (i, e) in service.RunAsync(p, key, ct).FlushWhenIdle(response, ct))
             {
                 if (!begun[i])
                 {
                     begun[i] = true;
-                    await Sse.WriteAsync(response, Chunk(new ChatChunkChoice(i, new ChatDelta("assistant", ""), null, null)), ct);
+                    Sse.Write(response, Chunk(new ChatChunkChoice(i, new ChatDelta("assistant", ""), null, null)), type);
                 }
                 var logprobs = e.Logprobs is { } lp ? new ChoiceLogprobs([LogprobMapping.Chat(lp, p.Model.Tokenizer)]) : null;
                 if (e.Text.Length > 0 || logprobs is not null)
-                    await Sse.WriteAsync(response, Chunk(new ChatChunkChoice(i, new ChatDelta(null, e.Text), logprobs, null)), ct);
+                    Sse.Write(response, Chunk(new ChatChunkChoice(i, new ChatDelta(null, e.Text), logprobs, null)), type);
                 if (e.IsFinal)
                 {
                     completionTokens += e.Usage!.CompletionTokens;
-                    await Sse.WriteAsync(response, Chunk(new ChatChunkChoice(i, new ChatDelta(null, null), null, Reason(e.FinishReason!.Value))), ct);
+                    Sse.Write(response, Chunk(new ChatChunkChoice(i, new ChatDelta(null, null), null, Reason(e.FinishReason!.Value))), type);
                 }
             }
             if (usageField)
             {
                 var promptTokens = p.PromptIds.Length * p.Options.N;
-                await Sse.WriteAsync(response, new ChatCompletionChunk(id, "chat.completion.chunk", created, p.Options.Model, [],
-                    ChunkUsage.Of(new UsageObject(promptTokens, completionTokens, promptTokens + completionTokens))), ct);
+                Sse.Write(response, new ChatCompletionChunk(id, "chat.completion.chunk", created, p.Options.Model, [],
+                    ChunkUsage.Of(new UsageObject(promptTokens, completionTokens, promptTokens + completionTokens))), type);
             }
             await Sse.DoneAsync(response, ct);
         }

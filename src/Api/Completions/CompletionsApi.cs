@@ -56,20 +56,21 @@ public static class CompletionsApi
             try
             {
                 var echoed = new bool[p.Options.N];
-                await foreach (var (i, e) in service.RunAsync(p, key, ct))
+                var type = WireJson.Default.TextCompletion;
+                await foreach (var (i, e) in service.RunAsync(p, key, ct).FlushWhenIdle(response, ct))
                 {
                     var text = e.Text;
                     if (echo && !echoed[i]) { echoed[i] = true; text = promptText + text; }
                     LegacyLogprobs? lp = e.Logprobs is { } l
                         ? new([tokenizer.Decode([l.TokenId], false)], [l.Logprob], [LogprobMapping.LegacyTop(l, tokenizer)], [0]) : null;
                     if (text.Length > 0 || lp is not null || e.IsFinal)
-                        await Sse.WriteAsync(response, Chunk(new TextChoice(text, i, lp, e.IsFinal ? ChatCompletionsApi.Reason(e.FinishReason!.Value) : null)), ct);
+                        Sse.Write(response, Chunk(new TextChoice(text, i, lp, e.IsFinal ? ChatCompletionsApi.Reason(e.FinishReason!.Value) : null)), type);
                     if (e.IsFinal) completionTokens += e.Usage!.CompletionTokens;
                 }
                 if (p.Options.IncludeUsage)
                 {
                     var promptTokens = p.PromptIds.Length * p.Options.N;
-                    await Sse.WriteAsync(response, Chunk(null!, new UsageObject(promptTokens, completionTokens, promptTokens + completionTokens)), ct);
+                    Sse.Write(response, Chunk(null!, new UsageObject(promptTokens, completionTokens, promptTokens + completionTokens)), type);
                 }
                 await Sse.DoneAsync(response, ct);
             }
