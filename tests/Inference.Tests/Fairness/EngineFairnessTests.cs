@@ -171,4 +171,44 @@ public sealed class EngineFairnessTests : IDisposable
         Assert.Equal(0, m.PoolKvPages);
         Assert.Null(e.Pool.Audit());
     }
+
+    [Fact]
+    public async Task RequestsCancelledWhileTheirSwapCopyRunsAreFreedOnceItEnds()
+    {
+        var e = _h.Engine(o => { o.MaxRunningSequences = 3; o.VtcFairnessGap = 4; o.SwapMinTokens = 1; return o; });
+        using var entered = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        int held = 0;
+        e.SwapCopyHook = (_, toHost) =>
+        {
+            if (!toHost || Interlocked.Exchange(ref held, 1) != 0) return;
+            entered.Set();
+            release.Wait(TimeSpan.FromSeconds(20)); // the first copy out is held until the test lets it go
+        };
+        using var cancelFlood = new CancellationTokenSource();
+        e.Steps = new SemaphoreSlim(0);
+        var flood = Enumerable.Range(0, 6).Select(i => Run(e, Request("flood", i, tokens: 40), cancelFlood.Token)).ToArray();
+        var deadline = DateTime.UtcNow + Limit;
+        while (e.ArrivalsQueued < 6) { Assert.True(DateTime.UtcNow < deadline, "the flood never reached the engine"); await Task.Delay(1); }
+        e.Steps.Release(3);
+        while (e.GetMetrics() is not { Iterations: 3, Running: 3 }) { Assert.True(DateTime.UtcNow < deadline, $"the flood never ran: {e.GetMetrics()}"); await Task.Delay(1); }
+        var quiet = Enumerable.Range(0, 3).Select(i => Run(e, Request("quiet", 50 + i, tokens: 16))).ToArray();
+        while (e.ArrivalsQueued < 3) { Assert.True(DateTime.UtcNow < deadline, "the quiet tenant never reached the engine"); await Task.Delay(1); }
+        e.Steps.Release(int.MaxValue / 2);
+        Assert.True(await Task.Run(() => entered.Wait(Limit)), $"no swap copy started: {e.GetMetrics()}");
+
+        // every flood request goes, the one being copied out among them, and the quiet tenant is served meanwhile
+        cancelFlood.Cancel();
+        foreach (var f in flood) await Assert.ThrowsAnyAsync<OperationCanceledException>(() => f.WaitAsync(Limit));
+        var outputs = await Task.WhenAll(quiet).WaitAsync(Limit);
+        Assert.All(outputs, o => Assert.Equal(16, Tokens(o).Length));
+        while (e.GetMetrics() is not { RequestsCancelled: 6, Running: 0, Waiting: 0 }) { Assert.True(DateTime.UtcNow < deadline, $"cancellations not taken: {e.GetMetrics()}"); await Task.Delay(1); }
+        // nothing runs or waits, yet the cancelled request's pages stay taken: its copy is still reading them
+        Assert.True(e.Pool.Usage.KvPages > 0, "the held copy's pages were freed while it ran");
+        release.Set();
+        await Idle(e);  // also waits for the pool's KV pages to be back: the cancelled copy's are freed once it ended
+        var m = e.GetMetrics();
+        Assert.Equal((0, 6L, 0L), (m.PoolKvPages, m.RequestsCancelled, m.RequestsFailed));
+        Assert.Null(e.Pool.Audit());
+    }
 }
