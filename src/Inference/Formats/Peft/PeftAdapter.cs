@@ -117,8 +117,7 @@ public sealed partial class PeftAdapter
                 throw new AdapterFormatException(path, $"tensor '{t.Name}': dtype {TensorDTypes.ToName(t.DType)} is not a floating point weight type");
             var values = new float[t.ElementCount];
             DTypeConvert.ToFloat(path, t, file.GetBytes(t.Name), values);
-            foreach (float v in values)
-                if (!float.IsFinite(v)) throw new AdapterFormatException(path, $"tensor '{t.Name}': contains NaN or infinite values");
+            if (!DTypeConvert.AllFinite(values)) throw new AdapterFormatException(path, $"tensor '{t.Name}': contains NaN or infinite values");
             (isA ? a : b)[(layer, target)] = values;
         }
 
