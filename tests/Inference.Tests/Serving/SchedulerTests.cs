@@ -129,4 +129,88 @@ public sealed class SchedulerTests
 
         public void Release(Sequence s) => inner.Release(s);
     }
+
+    /// <summary>Blocks of 4 positions whose swaps take time: a swapped-out sequence's blocks stay taken until
+    /// <see cref="FinishCopies"/>, and a swapped-in one is not ready until then either.</summary>
+    private sealed class SlowSwapMemory(int blocks) : ISwappingMemory
+    {
+        public readonly Dictionary<Sequence, int> Held = [], CopyingOut = [];
+        public readonly HashSet<Sequence> SwappedOut = [], CopyingIn = [];
+        public int Free => blocks - Held.Values.Sum() - CopyingOut.Values.Sum();
+
+        public bool TryReserve(Sequence s, int tokens)
+        {
+            if (CopyingOut.ContainsKey(s)) return false;
+            int need = (tokens + 3) / 4 - Held.GetValueOrDefault(s);
+            if (need > Free) return false;
+            if (need > 0) Held[s] = Held.GetValueOrDefault(s) + need;
+            if (SwappedOut.Remove(s)) CopyingIn.Add(s);
+            return true;
+        }
+
+        public void Release(Sequence s)
+        {
+            Held.Remove(s);
+            CopyingOut.Remove(s);
+            SwappedOut.Remove(s);
+            CopyingIn.Remove(s);
+        }
+
+        public bool TrySwapOut(Sequence s)
+        {
+            if (s.Computed == 0 || !Held.Remove(s, out int held)) return false;
+            CopyingOut[s] = held;
+            SwappedOut.Add(s);
+            return true;
+        }
+
+        public bool IsReady(Sequence s) => !CopyingIn.Contains(s);
+
+        public bool RoomPending(Sequence s, int tokens) =>
+            CopyingOut.Count > 0 && (tokens + 3) / 4 - Held.GetValueOrDefault(s) <= Free + CopyingOut.Values.Sum();
+
+        public void FinishCopies()
+        {
+            CopyingOut.Clear();
+            CopyingIn.Clear();
+        }
+    }
+
+    [Fact]
+    public void WhileASwapCopyRunsTheSequenceThatNeedsItsPagesWaitsInsteadOfPreemptingMoreAndASwappedInOneRunsOnceCopied()
+    {
+        var mem = new SlowSwapMemory(8);
+        var s = new Scheduler(new FcfsPolicy(), mem, new SchedulerLimits(TokenBudget: 64, MaxRunning: 8, PrefillChunk: 64));
+        Sequence a = Seq(1, 16), b = Seq(2, 14);
+        s.Add(a);
+        s.Add(b);
+        Run(s, s.Schedule());                     // a and b prefilled: 4 blocks each, the memory is full
+        Assert.Equal(0, mem.Free);
+
+        // a's next token needs a fifth block: b (the newest) is swapped out, and its copy is still under way
+        var o = s.Schedule();
+        Assert.Equal([b], o.Preempted);
+        Assert.Empty(o.Chunks);                   // a sits the iteration out; nothing else is preempted
+        Run(s, o);
+        o = s.Schedule();
+        Assert.Empty(o.Preempted);
+        Assert.Empty(o.Chunks);
+        Assert.Equal(1, s.Preemptions);
+
+        mem.FinishCopies();                       // b's blocks come back: a grows and decodes; b waits for room
+        o = s.Schedule();
+        Assert.Equal([new ScheduledChunk(a, 16, 1)], o.Chunks);
+        Assert.Equal([b], s.Waiting);
+        Run(s, o);
+
+        s.Remove(a);                              // a leaves: b is admitted, but runs only once its copy back is done
+        o = s.Schedule();
+        Assert.Equal([b], s.Running);
+        Assert.Empty(o.Chunks);
+        Run(s, o);
+        mem.FinishCopies();
+        o = s.Schedule();
+        Assert.Equal([new ScheduledChunk(b, 14, 1)], o.Chunks); // from where it was: nothing recomputed
+        Assert.Equal(0, s.RecomputeTokens);
+    }
 }
