@@ -99,19 +99,20 @@ public sealed class EngineFairnessTests : IDisposable
         await Assert.ThrowsAsync<ArgumentException>(async () => await Run(e, a with { TenantShare = double.NaN }));
     }
 
-    /// <summary>Six long flood requests, then (once the flood has run three iterations on the shared engine, three
-    /// sequences at a time) three from a quiet tenant; with the outputs each request gives alone, one at a time.</summary>
-    private async Task<(List<GenerationEvent>[] Outputs, List<int[]> Expected)> FloodThenQuiet(ServingEngine e)
-    {
-        var solo = _h.Engine(o => { o.MaxRunningSequences = 1; return o; });
-        // the flood's sequences are long enough that none ends while the quiet tenant waits behind them
-        var requests = Enumerable.Range(0, 6).Select(i => Request("flood", i, tokens: 40))
+    /// <summary>The flood and quiet requests of <see cref="FloodThenQuiet"/>: six long ones from the flood, three from a
+    /// quiet tenant.</summary>
+    private static GenerationRequest[] FloodAndQuiet() =>
+        Enumerable.Range(0, 6).Select(i => Request("flood", i, tokens: 40))
             .Concat(Enumerable.Range(0, 3).Select(i => Request("quiet", 50 + i, tokens: 16))).ToArray();
-        var expected = new List<int[]>();
-        foreach (var r in requests) expected.Add(Tokens(await Run(solo, r)));
 
+    /// <summary>Sends the six flood requests, lets the engine run three iterations (three sequences at a time), then
+    /// sends the three quiet ones and lets the engine run freely.</summary>
+    private static async Task<(Task<List<GenerationEvent>>[] Flood, Task<List<GenerationEvent>>[] Quiet)> StartFloodThenQuiet(
+        ServingEngine e, CancellationToken floodToken = default)
+    {
+        var requests = FloodAndQuiet();
         e.Steps = new SemaphoreSlim(0);
-        var flood = requests.Take(6).Select(r => Run(e, r)).ToArray();
+        var flood = requests.Take(6).Select(r => Run(e, r, floodToken)).ToArray();
         var deadline = DateTime.UtcNow + Limit;
         while (e.ArrivalsQueued < 6) { Assert.True(DateTime.UtcNow < deadline, "the flood never reached the engine"); await Task.Delay(1); }
         e.Steps.Release(3);
@@ -119,6 +120,16 @@ public sealed class EngineFairnessTests : IDisposable
         var quiet = requests.Skip(6).Select(r => Run(e, r)).ToArray();
         while (e.ArrivalsQueued < 3) { Assert.True(DateTime.UtcNow < deadline, "the quiet tenant never reached the engine"); await Task.Delay(1); }
         e.Steps.Release(int.MaxValue / 2);
+        return (flood, quiet);
+    }
+
+    /// <summary><see cref="StartFloodThenQuiet"/> to the end, with the outputs each request gives alone, one at a time.</summary>
+    private async Task<(List<GenerationEvent>[] Outputs, List<int[]> Expected)> FloodThenQuiet(ServingEngine e)
+    {
+        var solo = _h.Engine(o => { o.MaxRunningSequences = 1; return o; });
+        var expected = new List<int[]>();
+        foreach (var r in FloodAndQuiet()) expected.Add(Tokens(await Run(solo, r)));
+        var (flood, quiet) = await StartFloodThenQuiet(e);
         return (await Task.WhenAll(flood.Concat(quiet)).WaitAsync(Limit), expected);
     }
 
@@ -186,15 +197,8 @@ public sealed class EngineFairnessTests : IDisposable
             release.Wait(TimeSpan.FromSeconds(20)); // the first copy out is held until the test lets it go
         };
         using var cancelFlood = new CancellationTokenSource();
-        e.Steps = new SemaphoreSlim(0);
-        var flood = Enumerable.Range(0, 6).Select(i => Run(e, Request("flood", i, tokens: 40), cancelFlood.Token)).ToArray();
+        var (flood, quiet) = await StartFloodThenQuiet(e, cancelFlood.Token);
         var deadline = DateTime.UtcNow + Limit;
-        while (e.ArrivalsQueued < 6) { Assert.True(DateTime.UtcNow < deadline, "the flood never reached the engine"); await Task.Delay(1); }
-        e.Steps.Release(3);
-        while (e.GetMetrics() is not { Iterations: 3, Running: 3 }) { Assert.True(DateTime.UtcNow < deadline, $"the flood never ran: {e.GetMetrics()}"); await Task.Delay(1); }
-        var quiet = Enumerable.Range(0, 3).Select(i => Run(e, Request("quiet", 50 + i, tokens: 16))).ToArray();
-        while (e.ArrivalsQueued < 3) { Assert.True(DateTime.UtcNow < deadline, "the quiet tenant never reached the engine"); await Task.Delay(1); }
-        e.Steps.Release(int.MaxValue / 2);
         Assert.True(await Task.Run(() => entered.Wait(Limit)), $"no swap copy started: {e.GetMetrics()}");
 
         // every flood request goes, the one being copied out among them, and the quiet tenant is served meanwhile
