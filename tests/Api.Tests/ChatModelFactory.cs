@@ -1,3 +1,5 @@
+using Loom.Tests.Shared;
+
 namespace Loom.Api.Tests;
 
 /// <summary>
@@ -18,24 +20,10 @@ public class ChatModelFactory : LoomFactory
         new("Api:RateLimits:TokensPerMinute", TokensPerMinute.ToString()),
     ];
 
-    protected static string GoldenModel => Path.Combine(RepoRoot(), "tests", "golden", "models", "llama3_scaled_bf16");
+    protected static string GoldenModel => GoldenChatModel.GoldenDirectory(RepoRoot());
 
-    protected virtual string CreateModelDir()
-    {
-        var dir = Path.Combine(Path.GetTempPath(), $"loom-model-{Guid.NewGuid():N}", ModelName);
-        Directory.CreateDirectory(dir);
-        foreach (var f in new[] { "config.json", "generation_config.json", "model.safetensors", "tokenizer.json" }) File.Copy(Path.Combine(GoldenModel, f), Path.Combine(dir, f));
-        WriteChatTemplate(dir);
-        return dir;
-    }
-
-    protected static void WriteChatTemplate(string dir)
-    {
-        const string template = "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
-        File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), $$"""
-            {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "tokenizer_class": "PreTrainedTokenizerFast", "chat_template": {{System.Text.Json.JsonSerializer.Serialize(template)}}}
-            """);
-    }
+    protected virtual string CreateModelDir() =>
+        GoldenChatModel.CreateIn(Path.Combine(Path.GetTempPath(), $"loom-model-{Guid.NewGuid():N}", ModelName), GoldenModel);
 
     public static string RepoRoot()
     {

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
+using Loom.Tests.Shared;
 
 namespace Loom.Api.Tests;
 
@@ -17,7 +18,7 @@ public sealed class KestrelChatModelFactory : ChatModelFactory
         var dir = Path.Combine(Path.GetTempPath(), $"loom-model-{Guid.NewGuid():N}", ModelName);
         Directory.CreateDirectory(dir);
         File.Copy(Path.Combine(GoldenModel, "tokenizer.json"), Path.Combine(dir, "tokenizer.json"));
-        WriteChatTemplate(dir);
+        GoldenChatModel.WriteChatTemplate(dir);
         const int hidden = 512, layers = 6, heads = 8, inter = 1536, vocab = 320;
         File.WriteAllText(Path.Combine(dir, "config.json"), $$"""
             {"model_type": "llama", "hidden_size": {{hidden}}, "intermediate_size": {{inter}}, "num_hidden_layers": {{layers}},

@@ -148,19 +148,9 @@ public sealed partial class LoomServerFixture : IAsyncLifetime
     /// <summary>The demo tenant's API key, as the seeder wrote it.</summary>
     public string DemoApiKey => File.ReadAllText(Path.Combine(_workDir!, "demo-api-key")).Trim();
 
-    /// <summary>The tiny generated Llama of the golden tests (tests/golden/models), with a Llama-3 chat template.</summary>
-    private string CreateModelDirectory()
-    {
-        var golden = Path.Combine(Metadata("LoomE2EProjectDirectory"), "..", "golden", "models", "llama3_scaled_bf16");
-        var dir = Path.Combine(_workDir!, ModelName);
-        Directory.CreateDirectory(dir);
-        foreach (var f in new[] { "config.json", "generation_config.json", "model.safetensors", "tokenizer.json" })
-            File.Copy(Path.Combine(golden, f), Path.Combine(dir, f));
-        const string template = "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
-        File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"),
-            "{\"bos_token\": \"<|begin_of_text|>\", \"eos_token\": \"<|eot_id|>\", \"chat_template\": " + System.Text.Json.JsonSerializer.Serialize(template) + "}");
-        return dir;
-    }
+    /// <summary>The tiny generated Llama of the golden tests, with a Llama-3 chat template.</summary>
+    private string CreateModelDirectory() =>
+        GoldenChatModel.CreateIn(Path.Combine(_workDir!, ModelName), GoldenChatModel.GoldenDirectory(Path.Combine(Metadata("LoomE2EProjectDirectory"), "..", "..")));
 
     public async Task DisposeAsync()
     {

@@ -35,24 +35,11 @@ public sealed class EngineFairnessTests : IDisposable
             await Run(e, r);
             order.Enqueue(r.TenantId!);
         }
-        async Task Queued(int n)
-        {
-            var deadline = DateTime.UtcNow + Limit;
-            while (e.ArrivalsQueued < n)
-            {
-                Assert.True(DateTime.UtcNow < deadline, $"{e.ArrivalsQueued} of {n} requests reached the engine");
-                await Task.Delay(1);
-            }
-        }
+        Task Queued(int n) => Until(() => e.ArrivalsQueued >= n, () => $"{e.ArrivalsQueued} of {n} requests reached the engine");
         for (int i = 0; i < 10; i++) tasks.Add(Go(Request("flood", i)));
         await Queued(10);
         e.Steps.Release(); // one iteration: the flood arrives, two of it are admitted and run
-        var deadline = DateTime.UtcNow + Limit;
-        while (e.GetMetrics() is not { Running: 2, Waiting: 8, Iterations: 1 })
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"the flood never queued: {e.GetMetrics()}");
-            await Task.Delay(1);
-        }
+        await Until(() => e.GetMetrics() is { Running: 2, Waiting: 8, Iterations: 1 }, () => $"the flood never queued: {e.GetMetrics()}");
         for (int i = 0; i < 2; i++) tasks.Add(Go(Request("quiet", 100 + i)));
         await Queued(2);
         e.Steps.Release(int.MaxValue / 2);
@@ -113,12 +100,11 @@ public sealed class EngineFairnessTests : IDisposable
         var requests = FloodAndQuiet();
         e.Steps = new SemaphoreSlim(0);
         var flood = requests.Take(6).Select(r => Run(e, r, floodToken)).ToArray();
-        var deadline = DateTime.UtcNow + Limit;
-        while (e.ArrivalsQueued < 6) { Assert.True(DateTime.UtcNow < deadline, "the flood never reached the engine"); await Task.Delay(1); }
+        await Until(() => e.ArrivalsQueued >= 6, () => "the flood never reached the engine");
         e.Steps.Release(3);
-        while (e.GetMetrics() is not { Iterations: 3, Running: 3 }) { Assert.True(DateTime.UtcNow < deadline, $"the flood never ran: {e.GetMetrics()}"); await Task.Delay(1); }
+        await Until(() => e.GetMetrics() is { Iterations: 3, Running: 3 }, () => $"the flood never ran: {e.GetMetrics()}");
         var quiet = requests.Skip(6).Select(r => Run(e, r)).ToArray();
-        while (e.ArrivalsQueued < 3) { Assert.True(DateTime.UtcNow < deadline, "the quiet tenant never reached the engine"); await Task.Delay(1); }
+        await Until(() => e.ArrivalsQueued >= 3, () => "the quiet tenant never reached the engine");
         e.Steps.Release(int.MaxValue / 2);
         return (flood, quiet);
     }
@@ -198,7 +184,6 @@ public sealed class EngineFairnessTests : IDisposable
         };
         using var cancelFlood = new CancellationTokenSource();
         var (flood, quiet) = await StartFloodThenQuiet(e, cancelFlood.Token);
-        var deadline = DateTime.UtcNow + Limit;
         Assert.True(await Task.Run(() => entered.Wait(Limit)), $"no swap copy started: {e.GetMetrics()}");
 
         // every flood request goes, the one being copied out among them, and the quiet tenant is served meanwhile
@@ -206,7 +191,7 @@ public sealed class EngineFairnessTests : IDisposable
         foreach (var f in flood) await Assert.ThrowsAnyAsync<OperationCanceledException>(() => f.WaitAsync(Limit));
         var outputs = await Task.WhenAll(quiet).WaitAsync(Limit);
         Assert.All(outputs, o => Assert.Equal(16, Tokens(o).Length));
-        while (e.GetMetrics() is not { RequestsCancelled: 6, Running: 0, Waiting: 0 }) { Assert.True(DateTime.UtcNow < deadline, $"cancellations not taken: {e.GetMetrics()}"); await Task.Delay(1); }
+        await Until(() => e.GetMetrics() is { RequestsCancelled: 6, Running: 0, Waiting: 0 }, () => $"cancellations not taken: {e.GetMetrics()}");
         // nothing runs or waits, yet the cancelled request's pages stay taken: its copy is still reading them
         Assert.True(e.Pool.Usage.KvPages > 0, "the held copy's pages were freed while it ran");
         release.Set();

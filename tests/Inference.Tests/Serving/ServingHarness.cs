@@ -49,6 +49,17 @@ internal sealed class ServingHarness : IDisposable
 
     public static int[] Tokens(List<GenerationEvent> events) => events.Where(x => x.TokenId is not null).Select(x => x.TokenId!.Value).ToArray();
 
+    /// <summary>Polls until <paramref name="condition"/> holds; fails with <paramref name="what"/> after <see cref="Limit"/>.</summary>
+    public static async Task Until(Func<bool> condition, Func<string> what)
+    {
+        var deadline = DateTime.UtcNow + Limit;
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, what());
+            await Task.Delay(1);
+        }
+    }
+
     /// <summary>Waits until the engine has no running or waiting sequence.</summary>
     public static async Task Idle(ServingEngine e)
     {
