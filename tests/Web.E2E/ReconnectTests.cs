@@ -4,7 +4,7 @@ using static Microsoft.Playwright.Assertions;
 
 namespace Loom.Web.E2E;
 
-/// <summary>The 9.0 client script's own reconnect overlay (see docs/decisions/002-blazor-script.md).</summary>
+/// <summary>The stock client script's built-in reconnect overlay (see docs/decisions/002-blazor-script.md).</summary>
 public sealed class ReconnectTests(LoomServerFixture loom) : PortalTest(loom)
 {
     [Fact]
