@@ -8,7 +8,7 @@ namespace Loom.Inference;
 /// <summary>Entry point of the inference module (role "inference").</summary>
 public static class InferenceModule
 {
-    /// <summary>Registers <see cref="IInferenceEngine"/> as a singleton: the continuous-batching <see cref="ServingEngine"/>
+    /// <summary>Registers <see cref="IInferenceEngine"/> (and the same object as <see cref="Training.ITrainingEngine"/>) as a singleton: the continuous-batching <see cref="ServingEngine"/>
     /// over the model in Inference:ModelDirectory, loaded on first use; without one, a stand-in that refuses requests.
     /// Options (section "Inference"): ModelDirectory, WeightFormat, MaxContext, PrefillChunk, PoolBytes, TokenBudget,
     /// MaxRunningSequences, HostAdapterCacheBytes, MaxLoraRank, SwapSpaceBytes, SwapMinTokens, PrefixCacheBytes, SchedulingPolicy (Vtc | Fcfs),
@@ -26,6 +26,8 @@ public static class InferenceModule
                 ? new UnconfiguredInferenceEngine()
                 : ServingEngine.Load(options);
         });
+        // the same engine trains: LoRA fine-tuning co-served with inference
+        services.AddSingleton(sp => (Training.ITrainingEngine)sp.GetRequiredService<IInferenceEngine>());
         return services;
     }
 }

@@ -1,7 +1,7 @@
 namespace Loom.Inference.Engine;
 
 /// <summary>Stands in when no model directory is configured, so the host still starts; every call says what to set.</summary>
-public sealed class UnconfiguredInferenceEngine : IInferenceEngine
+public sealed class UnconfiguredInferenceEngine : IInferenceEngine, Training.ITrainingEngine
 {
     private const string Missing = "no model is configured (set Inference:ModelDirectory)";
 
@@ -17,4 +17,6 @@ public sealed class UnconfiguredInferenceEngine : IInferenceEngine
     public void UnregisterAdapter(string adapterId) => throw new InvalidOperationException(Missing);
 
     public EngineMetrics GetMetrics() => throw new InvalidOperationException(Missing);
+
+    public Training.ITrainingRun SubmitTraining(Training.TrainingRequest request) => throw new InvalidOperationException(Missing);
 }
