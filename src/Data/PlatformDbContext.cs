@@ -9,7 +9,8 @@ namespace Loom.Data;
 
 /// <summary>
 /// The platform's database. Mapping lives in one configuration class per entity; every
-/// <see cref="ITenantOwned"/> entity gets a global query filter on the current tenant.
+/// <see cref="ITenantOwned"/> entity gets a global query filter on the current tenant, and every save
+/// refuses to insert, update or delete a tenant-owned row of another tenant (<see cref="TenantWriteGuard"/>).
 /// </summary>
 public class PlatformDbContext(DbContextOptions<PlatformDbContext> options, ITenantContext tenant)
     : IdentityDbContext<LoomUser, IdentityRole<Guid>, Guid>(options)
@@ -23,6 +24,42 @@ public class PlatformDbContext(DbContextOptions<PlatformDbContext> options, ITen
 
     /// <summary>Read by the query filters on every query (EF parameterises it per context instance).</summary>
     internal Guid? CurrentTenantId => tenant.TenantId;
+
+    private int _crossTenantWrites;
+
+    /// <summary>
+    /// Lets saves made until the returned handle is disposed write rows of any tenant (or none). For system work
+    /// that spans tenants on purpose; request handlers never need it.
+    /// </summary>
+    public IDisposable WritingAcrossTenants()
+    {
+        _crossTenantWrites++;
+        return new CrossTenantWrites(this);
+    }
+
+    public override int SaveChanges(bool acceptAllChangesOnSuccess)
+    {
+        if (_crossTenantWrites == 0) TenantWriteGuard.Check(ChangeTracker, CurrentTenantId);
+        return base.SaveChanges(acceptAllChangesOnSuccess);
+    }
+
+    public override Task<int> SaveChangesAsync(bool acceptAllChangesOnSuccess, CancellationToken cancellationToken = default)
+    {
+        if (_crossTenantWrites == 0) TenantWriteGuard.Check(ChangeTracker, CurrentTenantId);
+        return base.SaveChangesAsync(acceptAllChangesOnSuccess, cancellationToken);
+    }
+
+    private sealed class CrossTenantWrites(PlatformDbContext db) : IDisposable
+    {
+        private bool _disposed;
+
+        public void Dispose()
+        {
+            if (_disposed) return;
+            _disposed = true;
+            db._crossTenantWrites--;
+        }
+    }
 
     protected override void OnModelCreating(ModelBuilder builder)
     {

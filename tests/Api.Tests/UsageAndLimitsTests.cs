@@ -18,14 +18,18 @@ public class UsageAndLimitsTests(TightLimitsLoomFactory factory) : IClassFixture
         var b = await factory.CreateTenantAsync($"usage-b-{Guid.NewGuid():N}");
         var day1 = new DateTimeOffset(2026, 11, 20, 10, 0, 0, TimeSpan.Zero);
         var day2 = new DateTimeOffset(2026, 11, 21, 23, 59, 0, TimeSpan.Zero);
-        await factory.InTenantAsync(null, async db =>
+        await factory.InTenantAsync(a.Id, async db =>
         {
             db.UsageRecords.AddRange(
                 new UsageRecord { TenantId = a.Id, Model = "loom-demo", PromptTokens = 10, CompletionTokens = 5, LatencyMs = 1, CreatedAt = day1 },
                 new UsageRecord { TenantId = a.Id, Model = "loom-demo", PromptTokens = 1, CompletionTokens = 2, LatencyMs = 1, CreatedAt = day1.AddHours(3) },
                 new UsageRecord { TenantId = a.Id, Model = "my-adapter", PromptTokens = 7, CompletionTokens = 0, LatencyMs = 1, CreatedAt = day1 },
-                new UsageRecord { TenantId = a.Id, Model = "loom-demo", PromptTokens = 100, CompletionTokens = 100, LatencyMs = 1, CreatedAt = day2 },
-                new UsageRecord { TenantId = b.Id, Model = "loom-demo", PromptTokens = 999, CompletionTokens = 999, LatencyMs = 1, CreatedAt = day1 });
+                new UsageRecord { TenantId = a.Id, Model = "loom-demo", PromptTokens = 100, CompletionTokens = 100, LatencyMs = 1, CreatedAt = day2 });
+            return await db.SaveChangesAsync();
+        });
+        await factory.InTenantAsync(b.Id, async db =>
+        {
+            db.UsageRecords.Add(new UsageRecord { TenantId = b.Id, Model = "loom-demo", PromptTokens = 999, CompletionTokens = 999, LatencyMs = 1, CreatedAt = day1 });
             return await db.SaveChangesAsync();
         });
 
