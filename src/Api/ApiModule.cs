@@ -41,6 +41,8 @@ public static class ApiModule
         services.AddSingleton<TenantRateLimiter>();
         services.AddScoped<CompletionService>();
         services.AddSingleton<EngineAdapters>();
+        services.AddScoped<AdapterService>();
+        services.AddScoped<FileService>();
         // A node without the inference role has no engine: completions then answer that the model is not served here.
         services.TryAddSingleton<IInferenceEngine, UnconfiguredInferenceEngine>();
         services.AddAuthentication().AddScheme<AuthenticationSchemeOptions, ApiKeyAuthenticationHandler>(ApiKeyDefaults.Scheme, null);

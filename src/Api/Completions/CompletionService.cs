@@ -147,7 +147,7 @@ internal sealed class CompletionService(
         {
             db.UsageRecords.Add(new UsageRecord
             {
-                TenantId = key.Key.TenantId, ApiKeyId = key.Key.Id, Model = p.Model.Name, AdapterId = p.Model.AdapterId,
+                TenantId = key.Key.TenantId, ApiKeyId = PortalCaller.IsPortal(key) ? null : key.Key.Id, Model = p.Model.Name, AdapterId = p.Model.AdapterId,
                 PromptTokens = p.PromptIds.Length * p.Options.N, CompletionTokens = completionTokens,
                 LatencyMs = (int)Math.Min(int.MaxValue, latency.TotalMilliseconds), CreatedAt = clock.GetUtcNow(),
             });
