@@ -35,6 +35,27 @@ public sealed class Rng
         return result;
     }
 
+    /// <summary>The generator's state (four words), to continue it later with <see cref="FromState"/>.</summary>
+    public ulong[] GetState() => [_s0, _s1, _s2, _s3];
+
+    public static Rng FromState(ReadOnlySpan<ulong> state)
+    {
+        if (state.Length != 4 || (state[0] | state[1] | state[2] | state[3]) == 0) throw new ArgumentException("an Rng state is four words, not all zero");
+        var r = new Rng(0);
+        (r._s0, r._s1, r._s2, r._s3) = (state[0], state[1], state[2], state[3]);
+        return r;
+    }
+
+    /// <summary>Uniform in [0, n) (n ≥ 1), without modulo bias.</summary>
+    public int NextInt(int n)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(n, 1);
+        ulong bound = (ulong)n, limit = ulong.MaxValue - ulong.MaxValue % bound;
+        ulong x;
+        do x = NextUInt64(); while (x >= limit);
+        return (int)(x % bound);
+    }
+
     /// <summary>Uniform in [0, 1).</summary>
     public double NextDouble() => (NextUInt64() >> 11) * (1.0 / (1UL << 53));
 }
