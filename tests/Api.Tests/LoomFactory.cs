@@ -46,11 +46,12 @@ public class LoomFactory : WebApplicationFactory<Program>, IAsyncLifetime
         return tenant;
     }
 
-    public async Task<CreatedApiKey> CreateKeyAsync(Guid tenantId, string name = "test key")
+    /// <summary>A key of <paramref name="tenantId"/>, with every scope unless told otherwise (as the portal can make).</summary>
+    public async Task<CreatedApiKey> CreateKeyAsync(Guid tenantId, string name = "test key", ApiKeyScopes scopes = ApiKeyScopes.All, DateTimeOffset? expiresAt = null)
     {
         await using var scope = Services.CreateAsyncScope();
         scope.ServiceProvider.GetRequiredService<TenantContext>().TenantId = tenantId;
-        return await scope.ServiceProvider.GetRequiredService<ApiKeyService>().CreateAsync(tenantId, name);
+        return await scope.ServiceProvider.GetRequiredService<ApiKeyService>().CreateAsync(tenantId, new NewApiKey(name, Scopes: scopes, ExpiresAt: expiresAt));
     }
 
     /// <summary>Runs work in a scope whose tenant context is <paramref name="tenantId"/> (null: no tenant).</summary>

@@ -43,10 +43,10 @@ public static class AdaptersApi
 {
     public static RouteGroupBuilder MapAdapters(this RouteGroupBuilder v1)
     {
-        v1.MapPost("/adapters", Upload).WithName("UploadAdapter").DisableAntiforgery().Produces<AdapterObject>(StatusCodes.Status201Created);
-        v1.MapGet("/adapters", List).WithName("ListAdapters");
-        v1.MapGet("/adapters/{id}", Get).WithName("GetAdapter");
-        v1.MapDelete("/adapters/{id}", Delete).WithName("DeleteAdapter");
+        v1.MapPost("/adapters", Upload).WithName("UploadAdapter").DisableAntiforgery().Produces<AdapterObject>(StatusCodes.Status201Created).RequireScope(ApiKeyScopes.Manage);
+        v1.MapGet("/adapters", List).WithName("ListAdapters").RequireScope(ApiKeyScopes.Manage);
+        v1.MapGet("/adapters/{id}", Get).WithName("GetAdapter").RequireScope(ApiKeyScopes.Manage);
+        v1.MapDelete("/adapters/{id}", Delete).WithName("DeleteAdapter").RequireScope(ApiKeyScopes.Manage);
         return v1;
     }
 

@@ -43,7 +43,10 @@ internal sealed class ApiKeyAuthenticationHandler(
 
         tenant.TenantId = key.TenantId;
         var identity = new ClaimsIdentity(
-            [new Claim(ApiKeyDefaults.TenantClaim, key.TenantId.ToString()), new Claim(ApiKeyDefaults.KeyClaim, key.Id.ToString())],
+            [
+                new Claim(ApiKeyDefaults.TenantClaim, key.TenantId.ToString()), new Claim(ApiKeyDefaults.KeyClaim, key.Id.ToString()),
+                new Claim(ApiScopes.Claim, ((int)key.Scopes).ToString(System.Globalization.CultureInfo.InvariantCulture)),
+            ],
             ApiKeyDefaults.Scheme);
         return AuthenticateResult.Success(new AuthenticationTicket(new ClaimsPrincipal(identity), ApiKeyDefaults.Scheme));
     }
@@ -60,18 +63,23 @@ internal sealed class ApiKeyAuthenticationHandler(
         {
             "missing" => "You didn't provide an API key. Provide your API key in an Authorization header using Bearer auth (Authorization: Bearer sk-loom-...).",
             "malformed" => "The Authorization header is malformed. Use 'Authorization: Bearer sk-loom-...'.",
-            _ => "Incorrect API key provided. The key is unknown or has been revoked.",
+            _ => "Incorrect API key provided. The key is unknown, expired or has been revoked.",
         };
         Response.Headers.WWWAuthenticate = "Bearer";
         return ApiErrors.WriteAsync(Context, StatusCodes.Status401Unauthorized, message, "invalid_request_error", code: "invalid_api_key");
     }
 
     protected override Task HandleForbiddenAsync(AuthenticationProperties properties) =>
-        ApiErrors.WriteAsync(Context, StatusCodes.Status403Forbidden, "You are not allowed to perform this request.", "invalid_request_error", code: "forbidden");
+        Context.Items[ApiScopes.MissingItem] is Loom.Data.Entities.ApiKeyScopes missing
+            ? ApiErrors.WriteAsync(Context, StatusCodes.Status403Forbidden,
+                $"This API key lacks the '{string.Join("', '", ApiScopes.Names(missing))}' scope this request needs. Keys with the 'manage' scope are created in the portal.",
+                "invalid_request_error", code: "insufficient_scope")
+            : ApiErrors.WriteAsync(Context, StatusCodes.Status403Forbidden, "You are not allowed to perform this request.", "invalid_request_error", code: "forbidden");
 }
 
 public static class ApiPrincipal
 {
     public static Guid TenantId(this ClaimsPrincipal user) => Guid.Parse(user.FindFirstValue(ApiKeyDefaults.TenantClaim)!);
     public static Guid ApiKeyId(this ClaimsPrincipal user) => Guid.Parse(user.FindFirstValue(ApiKeyDefaults.KeyClaim)!);
+    public static Loom.Data.Entities.ApiKeyScopes Scopes(this ClaimsPrincipal user) => ApiScopes.Of(user);
 }

@@ -1,3 +1,5 @@
+using Loom.Api.Auth;
+using Loom.Data.Entities;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -19,7 +21,7 @@ public static class ChatCompletionsApi
     public static RouteGroupBuilder MapChatCompletions(this RouteGroupBuilder v1)
     {
         v1.MapPost("/chat/completions", Create).WithName("CreateChatCompletion")
-            .Accepts<JsonElement>("application/json").Produces<ChatCompletion>();
+            .Accepts<JsonElement>("application/json").Produces<ChatCompletion>().RequireScope(ApiKeyScopes.Inference);
         return v1;
     }
 

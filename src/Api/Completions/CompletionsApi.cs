@@ -1,3 +1,5 @@
+using Loom.Api.Auth;
+using Loom.Data.Entities;
 using System.Text;
 using System.Text.Json;
 using Loom.Api.Errors;
@@ -14,7 +16,7 @@ public static class CompletionsApi
     public static RouteGroupBuilder MapCompletions(this RouteGroupBuilder v1)
     {
         v1.MapPost("/completions", Create).WithName("CreateCompletion")
-            .Accepts<JsonElement>("application/json").Produces<TextCompletion>();
+            .Accepts<JsonElement>("application/json").Produces<TextCompletion>().RequireScope(ApiKeyScopes.Inference);
         return v1;
     }
 

@@ -42,11 +42,11 @@ public static class FilesApi
 
     public static RouteGroupBuilder MapFiles(this RouteGroupBuilder v1)
     {
-        v1.MapPost("/files", Upload).WithName("UploadFile").DisableAntiforgery();
-        v1.MapGet("/files", List).WithName("ListFiles");
-        v1.MapGet("/files/{id}", Get).WithName("GetFile");
-        v1.MapGet("/files/{id}/content", Content).WithName("GetFileContent");
-        v1.MapDelete("/files/{id}", Delete).WithName("DeleteFile");
+        v1.MapPost("/files", Upload).WithName("UploadFile").DisableAntiforgery().RequireScope(ApiKeyScopes.Manage);
+        v1.MapGet("/files", List).WithName("ListFiles").RequireScope(ApiKeyScopes.Manage);
+        v1.MapGet("/files/{id}", Get).WithName("GetFile").RequireScope(ApiKeyScopes.Manage);
+        v1.MapGet("/files/{id}/content", Content).WithName("GetFileContent").RequireScope(ApiKeyScopes.Manage);
+        v1.MapDelete("/files/{id}", Delete).WithName("DeleteFile").RequireScope(ApiKeyScopes.Manage);
         return v1;
     }
 

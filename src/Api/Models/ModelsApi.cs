@@ -1,3 +1,5 @@
+using Loom.Api.Auth;
+using Loom.Data.Entities;
 using System.Text.Json.Serialization;
 using Loom.Api.Errors;
 using Loom.Data;
@@ -26,8 +28,8 @@ public static class ModelsApi
 
     public static RouteGroupBuilder MapModels(this RouteGroupBuilder v1)
     {
-        v1.MapGet("/models", ListModels).WithName("ListModels");
-        v1.MapGet("/models/{id}", GetModel).WithName("GetModel");
+        v1.MapGet("/models", ListModels).WithName("ListModels").RequireScope(ApiKeyScopes.Inference);
+        v1.MapGet("/models/{id}", GetModel).WithName("GetModel").RequireScope(ApiKeyScopes.Inference);
         return v1;
     }
 

@@ -1,3 +1,5 @@
+using Loom.Api.Auth;
+using Loom.Data.Entities;
 using System.Globalization;
 using System.Text.Json.Serialization;
 using Loom.Api.Errors;
@@ -33,7 +35,7 @@ public static class UsageApi
 {
     public static RouteGroupBuilder MapUsage(this RouteGroupBuilder v1)
     {
-        v1.MapGet("/usage", GetUsage).WithName("GetUsage");
+        v1.MapGet("/usage", GetUsage).WithName("GetUsage").RequireScope(ApiKeyScopes.Inference);
         return v1;
     }
 

@@ -19,6 +19,8 @@ internal sealed class ApiKeyConfiguration : IEntityTypeConfiguration<ApiKey>
         // The column default serves rows that existed before the column; EF always writes the value
         // (the sentinel never occurs), so an explicit Batch (0, the CLR default) is not replaced by it.
         b.Property(k => k.Priority).HasDefaultValue(RequestPriority.Interactive).HasSentinel((RequestPriority)(-1));
+        // Keys that existed before scopes could do everything; they keep that (revoke them to narrow it).
+        b.Property(k => k.Scopes).HasDefaultValue(ApiKeyScopes.All).HasSentinel((ApiKeyScopes)(-1));
         b.HasOne<Tenant>().WithMany().HasForeignKey(k => k.TenantId).OnDelete(DeleteBehavior.Cascade);
     }
 }

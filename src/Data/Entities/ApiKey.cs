@@ -15,8 +15,26 @@ public class ApiKey : ITenantOwned
     public DateTimeOffset? RevokedAt { get; set; }
     /// <summary>Scheduling priority of this key's requests unless a request says otherwise.</summary>
     public RequestPriority Priority { get; set; } = RequestPriority.Interactive;
+    /// <summary>What the key may do. Keys made through the API hold at most <see cref="ApiKeyScopes.Inference"/>.</summary>
+    public ApiKeyScopes Scopes { get; set; } = ApiKeyScopes.Inference;
+    /// <summary>After this instant the key no longer authenticates; null: no expiry.</summary>
+    public DateTimeOffset? ExpiresAt { get; set; }
 
     public bool IsRevoked => RevokedAt is not null;
+
+    public bool IsExpired(DateTimeOffset now) => ExpiresAt is { } at && at <= now;
+}
+
+/// <summary>What an API key may do.</summary>
+[Flags]
+public enum ApiKeyScopes
+{
+    None = 0,
+    /// <summary>Models, chat completions, completions, usage: the calls an application makes.</summary>
+    Inference = 1,
+    /// <summary>Keys, files, adapters, fine-tunes: changes to what the tenant owns. Created only in the portal.</summary>
+    Manage = 2,
+    All = Inference | Manage,
 }
 
 /// <summary>How urgently the engine should serve a request, within its tenant's fair share.</summary>

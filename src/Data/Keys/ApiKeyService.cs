@@ -8,6 +8,10 @@ namespace Loom.Data.Keys;
 /// <summary>A key just created: the secret is returned here once and never again.</summary>
 public sealed record CreatedApiKey(ApiKey Key, string Secret);
 
+/// <summary>What a new key is: its name, default priority, scopes and optional expiry.</summary>
+public sealed record NewApiKey(
+    string Name, RequestPriority Priority = RequestPriority.Interactive, ApiKeyScopes Scopes = ApiKeyScopes.Inference, DateTimeOffset? ExpiresAt = null);
+
 /// <summary>A key that authenticated, with its tenant's limits and fair-share weight.</summary>
 public sealed record AuthenticatedKey(ApiKey Key, int? RequestsPerMinute, int? TokensPerMinute, double ShareWeight);
 
@@ -19,14 +23,22 @@ public sealed class ApiKeyService(PlatformDbContext db, TimeProvider clock)
     private static readonly TimeSpan LastUsedResolution = TimeSpan.FromMinutes(1);
     private const string Alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-    public async Task<CreatedApiKey> CreateAsync(Guid tenantId, string name, CancellationToken ct = default) =>
-        await CreateAsync(tenantId, name, RequestPriority.Interactive, ct);
+    public Task<CreatedApiKey> CreateAsync(Guid tenantId, string name, CancellationToken ct = default) =>
+        CreateAsync(tenantId, new NewApiKey(name), ct);
 
-    public async Task<CreatedApiKey> CreateAsync(Guid tenantId, string name, RequestPriority priority, CancellationToken ct = default)
+    public Task<CreatedApiKey> CreateAsync(Guid tenantId, string name, RequestPriority priority, CancellationToken ct = default) =>
+        CreateAsync(tenantId, new NewApiKey(name, priority), ct);
+
+    public async Task<CreatedApiKey> CreateAsync(Guid tenantId, NewApiKey spec, CancellationToken ct = default)
     {
-        name = name?.Trim() ?? "";
+        var name = spec.Name?.Trim() ?? "";
         if (name.Length is 0 or > 200)
-            throw new ArgumentException("A key name must be 1 to 200 characters.", nameof(name));
+            throw new ArgumentException("A key name must be 1 to 200 characters.", nameof(spec));
+        if (spec.Scopes == ApiKeyScopes.None || (spec.Scopes & ~ApiKeyScopes.All) != 0)
+            throw new ArgumentException("A key needs at least one known scope.", nameof(spec));
+        var now = clock.GetUtcNow();
+        if (spec.ExpiresAt is { } expires && expires <= now)
+            throw new ArgumentException("A key's expiry must be in the future.", nameof(spec));
         var secret = NewSecret();
         var key = new ApiKey
         {
@@ -35,8 +47,10 @@ public sealed class ApiKeyService(PlatformDbContext db, TimeProvider clock)
             Name = name,
             Prefix = secret[..DisplayPrefixLength],
             SecretHash = Hash(secret),
-            CreatedAt = clock.GetUtcNow(),
-            Priority = priority,
+            CreatedAt = now,
+            Priority = spec.Priority,
+            Scopes = spec.Scopes,
+            ExpiresAt = spec.ExpiresAt,
         };
         db.ApiKeys.Add(key);
         await db.SaveChangesAsync(ct);
@@ -66,10 +80,10 @@ public sealed class ApiKeyService(PlatformDbContext db, TimeProvider clock)
             .Where(k => k.SecretHash == hash)
             .Join(db.Tenants, k => k.TenantId, t => t.Id, (k, t) => new { Key = k, t.RequestsPerMinute, t.TokensPerMinute, t.ShareWeight })
             .SingleOrDefaultAsync(ct);
-        if (found is null || found.Key.IsRevoked) return null;
+        var now = clock.GetUtcNow();
+        if (found is null || found.Key.IsRevoked || found.Key.IsExpired(now)) return null;
 
         // Record use at most once a minute per key, so authentication does not write on every request.
-        var now = clock.GetUtcNow();
         if (found.Key.LastUsedAt is not { } last || now - last > LastUsedResolution)
         {
             await db.ApiKeys.IgnoreQueryFilters().Where(k => k.Id == found.Key.Id)

@@ -37,7 +37,8 @@ internal sealed class DemoSeeder(
             logger.LogInformation("Demo API key: see {KeyFile}", Path.GetFullPath(options.ApiKeyFile));
             return;
         }
-        var created = await keys.CreateAsync(tenant.Id, "demo key", ct);
+        // The demo key can do everything a tenant can, through the API alone.
+        var created = await keys.CreateAsync(tenant.Id, new NewApiKey("demo key", Scopes: ApiKeyScopes.All), ct);
         WriteSecretFile(options.ApiKeyFile, created.Secret + "\n");
         logger.LogWarning("Demo API key (shown once, also saved to {KeyFile}): {Secret}", Path.GetFullPath(options.ApiKeyFile), created.Secret);
     }
