@@ -50,7 +50,7 @@ CASES = [
     # three AdamW steps with warmup, weight decay and clipping; two micro-batches of one example per step
     dict(name="llama_gqa_tied_adamw", model="llama_gqa_tied", r=4, alpha=8, targets=["q_proj", "v_proj", "o_proj", "gate_proj", "down_proj"],
          lengths=[9, 12, 8, 10, 11, 7], steps=3, per_step=2,
-         hp=dict(learning_rate=0.01, warmup_steps=2, schedule="linear", weight_decay=0.1, beta1=0.9, beta2=0.99, eps=1e-8,
+         hp=dict(learning_rate=0.002, warmup_steps=2, schedule="linear", weight_decay=0.1, beta1=0.9, beta2=0.99, eps=1e-8,
                  max_grad_norm=0.05)),
     dict(name="qwen2_bias_adamw_cosine", model="qwen2_bias", r=2, alpha=2, targets=ALL,
          lengths=[8, 9, 10], steps=3, per_step=1,

@@ -47,6 +47,18 @@ public sealed class InferenceOptions
     /// one of its sequences is preempted for the waiting one.</summary>
     public double VtcFairnessGap { get; set; } = 2048;
 
+    /// <summary>VTC: service counted per trained token of a fine-tuning run (its forward and backward cost about three
+    /// forward tokens).</summary>
+    public double VtcTrainingWeight { get; set; } = 3;
+    /// <summary>Fraction of the engine's time fine-tuning may take while inference requests are running (FlexLLM
+    /// co-serving); with no inference to serve, training takes all the time.</summary>
+    public double TrainingShareWhileServing { get; set; } = 0.2;
+    /// <summary>Tokens of training work per slice when no inference runs (bounds how long an arriving request waits for
+    /// the slice in progress).</summary>
+    public int TrainingSliceTokens { get; set; } = 128;
+    /// <summary>Bytes of activations a training run may keep for its backward pass; layers beyond it are recomputed.</summary>
+    public long TrainingActivationBytes { get; set; } = 1L << 30;
+
     /// <summary>The first problem with these options, or null.</summary>
     public string? Problem() =>
         MaxContext < 1 ? "Inference:MaxContext must be positive"
@@ -63,6 +75,10 @@ public sealed class InferenceOptions
         : !(VtcInputWeight >= 0 && VtcOutputWeight >= 0 && VtcInputWeight + VtcOutputWeight > 0) || double.IsInfinity(VtcInputWeight + VtcOutputWeight)
             ? "Inference:VtcInputWeight and VtcOutputWeight must be finite, not negative, and not both zero"
         : !(VtcFairnessGap >= 0) ? "Inference:VtcFairnessGap must not be negative"
+        : !(VtcTrainingWeight >= 0) || double.IsInfinity(VtcTrainingWeight) ? "Inference:VtcTrainingWeight must be finite and not negative"
+        : !(TrainingShareWhileServing >= 0 && TrainingShareWhileServing <= 1) ? "Inference:TrainingShareWhileServing must be between 0 and 1"
+        : TrainingSliceTokens < 1 ? "Inference:TrainingSliceTokens must be positive"
+        : TrainingActivationBytes < 0 ? "Inference:TrainingActivationBytes must not be negative"
         : null;
 
     /// <summary>The scheduling policy these options choose.</summary>

@@ -347,6 +347,7 @@ public sealed partial class ServingEngine
         // shutting down: end every stream
         Drain();
         FailAll(new ObjectDisposedException(nameof(ServingEngine)));
+        EndTraining(new ObjectDisposedException(nameof(ServingEngine)));
     }
 
     private void Iteration()
@@ -358,6 +359,7 @@ public sealed partial class ServingEngine
         if (_scheduler.IsIdle)
         {
             Publish(0, 0);
+            if (TrainingSlice(0, 0)) return; // nothing to serve: training takes the time
             if (_copies.Count > 0) WaitForCopies(stalled: false); // copies of requests that left: their pages come back
             else _wake.WaitOne();
             return;
@@ -373,11 +375,15 @@ public sealed partial class ServingEngine
         {
             // nothing can run now: the queue head waits for an adapter read, for memory, or for a swap copy
             Publish(0, 0);
+            if (TrainingSlice(0, 0)) return;
             if (_copies.Count > 0) WaitForCopies(stalled: true);
             else _wake.WaitOne(5);
             return;
         }
+        bool training = _training.Count != 0 || !_trainingArrivals.IsEmpty;
+        long start = training ? Stopwatch.GetTimestamp() : 0;
         Step(plan);
+        if (training) TrainingSlice(_options.TokenBudget - plan.Tokens, Math.Max(1, Stopwatch.GetTimestamp() - start));
     }
 
     private void FailAll(Exception error)

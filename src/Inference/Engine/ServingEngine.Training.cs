@@ -1,14 +1,96 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Loom.Inference.Scheduling;
 using Loom.Inference.Training;
 
 namespace Loom.Inference.Engine;
 
+/// <summary>Fine-tuning co-served in the engine loop (FlexLLM): each iteration serves inference first, then gives
+/// training a slice of what is left: at most <see cref="InferenceOptions.TrainingShareWhileServing"/> of the loop's time
+/// while requests run, all of it when none do. A slice is whole units (a layer's forward or backward of one row), so the
+/// training result does not depend on what ran beside it.</summary>
 public sealed partial class ServingEngine : ITrainingEngine
 {
+    private readonly ConcurrentQueue<TrainingRun> _trainingArrivals = new();
+    private readonly List<TrainingRun> _training = [];   // loop thread
+    private int _trainingNext;                          // round-robin cursor over _training
+    private double _trainingCredit;                     // Stopwatch ticks of loop time training may still take while serving
+    private int _nextTrainingRun;
+    private long _trainedTokens, _trainingSlices, _trainingTicks;
+
     /// <inheritdoc/>
     public ITrainingRun SubmitTraining(TrainingRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
         ObjectDisposedException.ThrowIf(_stopping, this);
-        throw new NotSupportedException("training runs are not built yet: the contract (src/Inference/Training) is in place, the trainer is not");
+        string id = $"train-{Interlocked.Increment(ref _nextTrainingRun)}";
+        var run = TrainingRunFactory.Create(id, _model, request, Model.Name, _options.TrainingActivationBytes, () =>
+        {
+            try { _wake.Set(); }
+            catch (ObjectDisposedException) { }
+        });
+        _trainingArrivals.Enqueue(run);
+        _wake.Set();
+        if (_stopping && !_thread.IsAlive) run.End(TrainingRunState.Failed, new ObjectDisposedException(nameof(ServingEngine)));
+        return run;
     }
+
+    /// <summary>Runs one training slice if a run wants one and the loop may give it time. <paramref name="servedTicks"/>:
+    /// time the iteration spent on inference (0: none ran). Returns whether training ran.</summary>
+    private bool TrainingSlice(int leftoverTokens, long servedTicks)
+    {
+        while (_trainingArrivals.TryDequeue(out var arrived)) _training.Add(arrived);
+        if (_training.Count == 0) return false;
+        TrainingRun? run = null;
+        for (int i = 0; i < _training.Count && run is null; i++)
+        {
+            var r = _training[(_trainingNext + i) % _training.Count];
+            if (r.WantsWork) run = r;
+        }
+        if (run is null) return false;
+        _trainingNext++;
+        bool serving = servedTicks > 0;
+        if (serving)
+        {
+            _trainingCredit = Math.Min(_trainingCredit + _options.TrainingShareWhileServing * servedTicks, 4.0 * servedTicks);
+            if (_trainingCredit <= 0 || leftoverTokens <= 0) return false;
+            // a tenant fine-tuning does not take time from less-served tenants whose requests wait
+            if (_policy is VtcPolicy vtc && vtc.LowestWaitingCounter() is { } low && vtc.Counter(run.TenantId) > low) return false;
+        }
+        else
+        {
+            _trainingCredit = 0;
+            leftoverTokens = _options.TrainingSliceTokens;
+        }
+        long start = Stopwatch.GetTimestamp();
+        long tokens = run.RunSlice((double)leftoverTokens * _model.Config.NumLayers);
+        long spent = Stopwatch.GetTimestamp() - start;
+        if (serving) _trainingCredit -= spent;
+        Interlocked.Add(ref _trainingTicks, spent);
+        Interlocked.Increment(ref _trainingSlices);
+        if (tokens > 0)
+        {
+            Interlocked.Add(ref _trainedTokens, tokens);
+            if (_policy is VtcPolicy v)
+            {
+                v.SetShare(run.TenantId, run.TenantShare);
+                v.ChargeTraining(run.TenantId, tokens * _options.VtcTrainingWeight);
+            }
+        }
+        _training.RemoveAll(r => r.IsDone);
+        return true;
+    }
+
+    /// <summary>Ends every training run (the engine is stopping or its loop failed).</summary>
+    private void EndTraining(Exception error)
+    {
+        while (_trainingArrivals.TryDequeue(out var arrived)) _training.Add(arrived);
+        foreach (var r in _training) r.End(TrainingRunState.Failed, error);
+        _training.Clear();
+    }
+
+    /// <summary>Training runs not yet ended, trained tokens, slices and time spent in them.</summary>
+    internal (int Runs, long TrainedTokens, long Slices, TimeSpan Time) TrainingCounters =>
+        (_training.Count + _trainingArrivals.Count, Interlocked.Read(ref _trainedTokens), Interlocked.Read(ref _trainingSlices),
+         Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _trainingTicks)));
 }

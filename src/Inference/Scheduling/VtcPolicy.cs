@@ -220,6 +220,30 @@ public sealed class VtcPolicy : ISchedulingPolicy
         }
     }
 
+    /// <summary>Charges a tenant for fine-tuning work done in the engine loop: <paramref name="weightedTokens"/> (trained
+    /// tokens times the configured weight) divided by its share, like served tokens.</summary>
+    public void ChargeTraining(string? tenantId, double weightedTokens)
+    {
+        if (!(weightedTokens >= 0)) throw new ArgumentOutOfRangeException(nameof(weightedTokens));
+        lock (_lock)
+        {
+            var t = Get(tenantId ?? "");
+            t.Counter += weightedTokens / t.Share;
+        }
+    }
+
+    /// <summary>The lowest counter among tenants with sequences waiting, or null when nobody waits.</summary>
+    public double? LowestWaitingCounter()
+    {
+        lock (_lock)
+        {
+            double? low = null;
+            foreach (var t in _tenants.Values)
+                if (t.Waiting > 0 && (low is null || t.Counter < low)) low = t.Counter;
+            return low;
+        }
+    }
+
     /// <summary>Every tenant seen so far, by id.</summary>
     public IReadOnlyList<TenantServiceSnapshot> Snapshot()
     {

@@ -21,8 +21,9 @@ public interface ITrainingRun
     void Cancel();
 
     /// <summary>A consistent copy of the run's state between two optimizer steps (LoRA weights, AdamW moments, step,
-    /// data-order RNG, data cursor), taken by the training loop at the next step boundary (at once when paused or not
-    /// started). Give it to <see cref="TrainingRequest.ResumeFrom"/> to continue bitwise-identically.</summary>
+    /// data-order RNG, data cursor), taken by the training loop at the next step boundary: a run paused in the middle of
+    /// a step finishes that step first (then stays paused). Give it to <see cref="TrainingRequest.ResumeFrom"/> to continue
+    /// bitwise-identically. Faults when the run has ended.</summary>
     Task<TrainingSnapshot> TakeSnapshotAsync(CancellationToken cancellationToken = default);
 
     /// <summary>The result once the final adapter is written; faults with the error of a failed run, or

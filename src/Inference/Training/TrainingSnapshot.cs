@@ -28,7 +28,8 @@ public sealed class TrainingSnapshot
     /// <summary>Epoch in progress (0-based) and the index of the next micro-batch row in that epoch's order.</summary>
     public required int Epoch { get; init; }
     public required int Cursor { get; init; }
-    /// <summary>State of the data-order generator (xoshiro256**).</summary>
+    /// <summary>State of the data-order generator (xoshiro256**) at the start of epoch <see cref="Epoch"/>; a restore
+    /// checks it (with the cursor) against the run's own data order.</summary>
     public required ulong[] RngState { get; init; }
     public required long TrainedTokens { get; init; }
     public required double LastTrainLoss { get; init; }

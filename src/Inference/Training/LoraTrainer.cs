@@ -1,0 +1,194 @@
+using Loom.Inference.Model;
+
+namespace Loom.Inference.Training;
+
+/// <summary>The training loop as a state machine that runs in slices: each call runs units of work (a layer's forward
+/// or backward of one row, the loss head, the optimizer step, a validation layer) until its budget is spent. Units run
+/// the same computations in the same order however the run is sliced, so the result does not depend on how much
+/// inference ran beside it. Budgets and costs are in layer-tokens (one token through one layer's forward).</summary>
+internal sealed class LoraTrainer
+{
+    private enum Phase { Forward, Head, Backward, Optimizer, Validate }
+
+    private readonly TrainingModel _model;
+    private readonly LoraParameters _p;
+    private readonly TrainingPlan _plan;
+    private readonly TrainingHyperparameters _hp;
+    private readonly IReadOnlyList<TrainingExample> _validation;
+    private readonly int _layers;
+    private readonly double _headCostPerToken;
+
+    private Phase _phase = Phase.Forward;
+    private int _step, _row, _layer;
+    private bool _rowSet;
+    private double _stepLoss;
+    private int _valIndex;
+    private double _valLoss;
+    private long _valTokens;
+
+    public LoraParameters Parameters => _p;
+    public TrainingPlan Plan => _plan;
+    public int Step => _step;
+    public int TotalSteps => _plan.Steps.Count;
+    public bool Finished => _step >= _plan.Steps.Count && _phase != Phase.Validate;
+    /// <summary>No step is partly computed (gradients are zero): a snapshot taken now is consistent.</summary>
+    public bool AtStepBoundary => _phase == Phase.Forward && _row == 0 && !_rowSet;
+    public long TrainedTokens { get; private set; }
+    public long ComputedTokens { get; private set; }
+    public double LastLoss { get; private set; } = double.NaN;
+    public double? LastValidationLoss { get; private set; }
+    public double LastLearningRate { get; private set; }
+    public double LastGradientNorm { get; private set; }
+
+    public LoraTrainer(Transformer model, LoraParameters p, TrainingPlan plan, TrainingHyperparameters hp,
+        IReadOnlyList<TrainingExample>? validation, int storedLayers, int rowTokens = 0)
+    {
+        _p = p;
+        _plan = plan;
+        _hp = hp;
+        _validation = validation ?? [];
+        _layers = model.Config.NumLayers;
+        _model = new TrainingModel(model, p, rowTokens > 0 ? rowTokens : plan.MaxRowTokens, storedLayers);
+        var c = model.Config;
+        double layerParams = 2.0 * c.HiddenSize * c.QDim + 2.0 * c.HiddenSize * c.KvDim + 3.0 * c.HiddenSize * c.IntermediateSize;
+        _headCostPerToken = 3.0 * c.VocabSize * c.HiddenSize / layerParams;
+    }
+
+    /// <summary>Continues from a snapshot's step (its weights and moments are already in the parameters).</summary>
+    public void RestoreProgress(TrainingSnapshot s)
+    {
+        if (s.Step < 0 || s.Step > TotalSteps) throw new ArgumentException($"the snapshot is at step {s.Step}; this run has {TotalSteps} steps");
+        var (epoch, cursor, rng) = CursorAt(s.Step);
+        if (s.Epoch != epoch || s.Cursor != cursor || !s.RngState.AsSpan().SequenceEqual(rng))
+            throw new ArgumentException("the snapshot's data cursor does not match this run's data order (different data or hyperparameters)");
+        _step = s.Step;
+        TrainedTokens = s.TrainedTokens;
+        LastLoss = s.LastTrainLoss;
+        LastValidationLoss = s.LastValidationLoss;
+    }
+
+    /// <summary>(epoch, first row of the next step in that epoch's order, data-order generator state at that epoch's start).</summary>
+    public (int Epoch, int Cursor, ulong[] Rng) CursorAt(int step) =>
+        step < _plan.Steps.Count
+            ? (_plan.Steps[step].Epoch, _plan.Steps[step].FirstRow, _plan.EpochRngStates[_plan.Steps[step].Epoch])
+            : (_hp.Epochs, 0, _plan.FinalRngState);
+
+    /// <summary>Runs units until <paramref name="budget"/> is spent (at least one unit) or an optimizer step (with its
+    /// validation, when due) completes. Returns true when a step completed.</summary>
+    public bool Run(ref double budget)
+    {
+        while (!Finished)
+        {
+            switch (_phase)
+            {
+                case Phase.Forward:
+                {
+                    var sp = _plan.Steps[_step];
+                    if (!_rowSet)
+                    {
+                        _model.SetRow(sp.Rows[_row]);
+                        _model.Embed();
+                        _rowSet = true;
+                        _layer = 0;
+                    }
+                    _model.ForwardLayer(_layer++);
+                    budget -= _model.RowTokens;
+                    if (_layer == _layers) _phase = Phase.Head;
+                    break;
+                }
+                case Phase.Head:
+                {
+                    var sp = _plan.Steps[_step];
+                    _stepLoss += _model.Head(1f / sp.TrainedTokens, backward: true);
+                    budget -= _headCostPerToken * _model.RowTokens;
+                    _phase = Phase.Backward;
+                    _layer = _layers - 1;
+                    break;
+                }
+                case Phase.Backward:
+                {
+                    bool recompute = _model.Recomputes(_layer);
+                    _model.BackwardLayer(_layer--);
+                    budget -= (recompute ? 3 : 2) * _model.RowTokens;
+                    if (_layer >= 0) break;
+                    ComputedTokens += _model.RowTokens;
+                    _rowSet = false;
+                    _phase = ++_row == _plan.Steps[_step].Rows.Length ? Phase.Optimizer : Phase.Forward;
+                    break;
+                }
+                case Phase.Optimizer:
+                {
+                    var sp = _plan.Steps[_step];
+                    LastLearningRate = LearningRate.At(_hp, _step, TotalSteps);
+                    LastGradientNorm = AdamW.Step(_p, _hp, _step + 1, LastLearningRate);
+                    _p.ZeroGradients();
+                    LastLoss = _stepLoss / sp.TrainedTokens;
+                    TrainedTokens += sp.TrainedTokens;
+                    _stepLoss = 0;
+                    _row = 0;
+                    _step++;
+                    bool due = _validation.Count > 0 && (_step == TotalSteps || (_hp.ValidationEvery > 0 && _step % _hp.ValidationEvery == 0));
+                    if (!due)
+                    {
+                        _phase = Phase.Forward;
+                        return true;
+                    }
+                    _phase = Phase.Validate;
+                    _valIndex = 0;
+                    _valLoss = 0;
+                    _valTokens = 0;
+                    break;
+                }
+                case Phase.Validate:
+                {
+                    if (ValidationUnit(ref budget))
+                    {
+                        _phase = Phase.Forward;
+                        return true;
+                    }
+                    break;
+                }
+            }
+            if (budget <= 0) return false;
+        }
+        return false;
+    }
+
+    /// <summary>One layer of the validation forward pass; true when the whole validation set is done.</summary>
+    private bool ValidationUnit(ref double budget)
+    {
+        var ex = _validation[_valIndex];
+        if (!_rowSet)
+        {
+            _model.SetRow([ex]);
+            _model.Embed();
+            _rowSet = true;
+            _layer = 0;
+        }
+        if (_layer < _layers)
+        {
+            _model.ForwardLayer(_layer++);
+            budget -= _model.RowTokens;
+            return false;
+        }
+        _valLoss += _model.Head(0, backward: false);
+        _valTokens += ex.TrainedTokens;
+        budget -= _headCostPerToken * _model.RowTokens / 3;
+        _rowSet = false;
+        if (++_valIndex < _validation.Count) return false;
+        LastValidationLoss = _valLoss / _valTokens;
+        return true;
+    }
+
+    public TrainingSnapshot Snapshot(string fingerprint, TimeSpan elapsed)
+    {
+        if (!AtStepBoundary) throw new InvalidOperationException("a snapshot is taken between optimizer steps");
+        var (epoch, cursor, rng) = CursorAt(_step);
+        return new TrainingSnapshot
+        {
+            Fingerprint = fingerprint, Step = _step, Epoch = epoch, Cursor = cursor, RngState = rng, TrainedTokens = TrainedTokens,
+            LastTrainLoss = LastLoss, LastValidationLoss = LastValidationLoss, Elapsed = elapsed, Rank = _p.Rank, Alpha = _p.Alpha,
+            Modules = _p.ExportStates(),
+        };
+    }
+}

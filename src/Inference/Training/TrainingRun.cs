@@ -1,0 +1,234 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using Loom.Inference.Formats;
+
+namespace Loom.Inference.Training;
+
+/// <summary>A training run as the engine drives it: <see cref="RunSlice"/> is called from one driver thread (the engine
+/// loop) and does a bounded amount of work; control calls (pause, resume, cancel, snapshot) come from any thread and
+/// take effect at the next slice.</summary>
+internal sealed class TrainingRun : ITrainingRun
+{
+    private readonly LoraTrainer _trainer;
+    private readonly string _fingerprint;
+    private readonly string _outputFolder;
+    private readonly string? _baseModelName;
+    private readonly Action _wake;
+    private readonly ConcurrentQueue<TaskCompletionSource<TrainingSnapshot>> _snapshots = new();
+    private readonly TaskCompletionSource<TrainingResult> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly List<Channel<TrainingProgress>> _readers = [];
+    private readonly Lock _lock = new();
+    private readonly TimeSpan _elapsedBefore;
+    private readonly long _tokensBefore;
+    private readonly int _stepsBefore;
+    private volatile bool _pauseRequested, _cancelRequested;
+    private volatile TrainingProgress _latest;
+    private int _state;                 // TrainingRunState
+    private long _runningTicks;         // Stopwatch ticks while Running (driver thread)
+    private long _runningSince;         // 0 when not running
+
+    public string Id { get; }
+    public string? TenantId { get; }
+    public double TenantShare { get; }
+    internal LoraTrainer Trainer => _trainer;
+
+    public TrainingRun(string id, LoraTrainer trainer, string fingerprint, TrainingRequest request, string outputFolder, string? baseModelName, Action wake)
+    {
+        Id = id;
+        _trainer = trainer;
+        _fingerprint = fingerprint;
+        _outputFolder = outputFolder;
+        _baseModelName = baseModelName;
+        _wake = wake;
+        TenantId = request.TenantId;
+        TenantShare = request.TenantShare;
+        _elapsedBefore = request.ResumeFrom?.Elapsed ?? TimeSpan.Zero;
+        _tokensBefore = trainer.TrainedTokens;
+        _stepsBefore = trainer.Step;
+        _latest = Progress(TrainingRunState.Queued);
+    }
+
+    public TrainingRunState State => (TrainingRunState)Volatile.Read(ref _state);
+    public TrainingProgress Latest => _latest;
+    public Task<TrainingResult> Completion => _completion.Task;
+    public bool IsDone => State is TrainingRunState.Completed or TrainingRunState.Cancelled or TrainingRunState.Failed;
+
+    /// <summary>Whether the driver should give this run a slice now.</summary>
+    public bool WantsWork => !IsDone && (!_pauseRequested || _cancelRequested || !_snapshots.IsEmpty || State != TrainingRunState.Paused);
+
+    public void Pause() { _pauseRequested = true; _wake(); }
+
+    public void Resume() { _pauseRequested = false; _wake(); }
+
+    public void Cancel() { _cancelRequested = true; _wake(); }
+
+    public Task<TrainingSnapshot> TakeSnapshotAsync(CancellationToken cancellationToken = default)
+    {
+        var tcs = new TaskCompletionSource<TrainingSnapshot>(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (IsDone) tcs.SetException(new InvalidOperationException($"the run has ended ({State})"));
+        else
+        {
+            _snapshots.Enqueue(tcs);
+            _wake();
+        }
+        return cancellationToken.CanBeCanceled ? tcs.Task.WaitAsync(cancellationToken) : tcs.Task;
+    }
+
+    public async IAsyncEnumerable<TrainingProgress> ReadProgressAsync([EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var ch = Channel.CreateBounded<TrainingProgress>(new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.DropOldest, SingleReader = true });
+        lock (_lock)
+        {
+            ch.Writer.TryWrite(_latest);
+            if (IsDone) ch.Writer.TryComplete();
+            else _readers.Add(ch);
+        }
+        try
+        {
+            await foreach (var p in ch.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false)) yield return p;
+        }
+        finally
+        {
+            lock (_lock) _readers.Remove(ch);
+        }
+    }
+
+    /// <summary>Does up to <paramref name="budget"/> layer-tokens of work (at least one unit when it runs at all). Returns
+    /// the trained tokens of the optimizer steps completed in this slice.</summary>
+    public long RunSlice(double budget)
+    {
+        if (IsDone) return 0;
+        if (_cancelRequested)
+        {
+            End(TrainingRunState.Cancelled, new OperationCanceledException($"training run {Id} was cancelled"));
+            return 0;
+        }
+        if (_pauseRequested && _snapshots.IsEmpty)
+        {
+            if (State != TrainingRunState.Paused)
+            {
+                StopClock();
+                SetState(TrainingRunState.Paused);
+                Publish(Progress(TrainingRunState.Paused));
+            }
+            return 0;
+        }
+        if (State != TrainingRunState.Running)
+        {
+            SetState(TrainingRunState.Running);
+            Publish(Progress(TrainingRunState.Running));
+        }
+        StartClock();
+        try
+        {
+            ServeSnapshots();
+            if (_pauseRequested && _snapshots.IsEmpty && _trainer.AtStepBoundary) return 0; // a pause that waited for a snapshot
+            long before = _trainer.TrainedTokens;
+            if (!_trainer.Finished && _trainer.Run(ref budget))
+            {
+                Publish(Progress(TrainingRunState.Running));
+                ServeSnapshots();
+            }
+            if (_trainer.Finished) Finish();
+            return _trainer.TrainedTokens - before;
+        }
+        catch (Exception e)
+        {
+            End(TrainingRunState.Failed, e);
+            return 0;
+        }
+    }
+
+    private void ServeSnapshots()
+    {
+        if (_snapshots.IsEmpty || !_trainer.AtStepBoundary) return;
+        var s = _trainer.Snapshot(_fingerprint, Elapsed);
+        while (_snapshots.TryDequeue(out var tcs)) tcs.TrySetResult(s);
+    }
+
+    private void Finish()
+    {
+        ServeSnapshots();
+        var weights = _trainer.Parameters.ExportWeights();
+        var config = new PeftAdapterConfig
+        {
+            Rank = _trainer.Parameters.Rank, Alpha = _trainer.Parameters.Alpha, Targets = _trainer.Parameters.Targets, BaseModelNameOrPath = _baseModelName,
+        };
+        PeftAdapterWriter.Write(_outputFolder, config, weights);
+        var p = Progress(TrainingRunState.Completed);
+        SetState(TrainingRunState.Completed);
+        Publish(p, complete: true);
+        _completion.TrySetResult(new TrainingResult(_outputFolder, _trainer.Step, _trainer.TrainedTokens, _trainer.LastLoss, _trainer.LastValidationLoss, p.Elapsed));
+    }
+
+    /// <summary>Ends the run (cancelled, failed, or the engine stopping): pending snapshots and the completion fault.</summary>
+    public void End(TrainingRunState state, Exception error)
+    {
+        if (IsDone) return;
+        StopClock();
+        SetState(state);
+        Publish(Progress(state), complete: true);
+        while (_snapshots.TryDequeue(out var tcs)) tcs.TrySetException(new InvalidOperationException($"the run has ended ({state})", error));
+        if (error is OperationCanceledException oce) _completion.TrySetCanceled(oce.CancellationToken);
+        else _completion.TrySetException(error);
+    }
+
+    private void SetState(TrainingRunState s) => Volatile.Write(ref _state, (int)s);
+
+    private void StartClock() { if (_runningSince == 0) _runningSince = Stopwatch.GetTimestamp(); }
+
+    private void StopClock()
+    {
+        if (_runningSince == 0) return;
+        Interlocked.Add(ref _runningTicks, Stopwatch.GetTimestamp() - _runningSince);
+        _runningSince = 0;
+    }
+
+    /// <summary>Wall time while the run was running (its slices and the inference work between them; pauses excluded).</summary>
+    private TimeSpan Elapsed => _elapsedBefore + Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _runningTicks))
+        + (_runningSince == 0 ? TimeSpan.Zero : Stopwatch.GetElapsedTime(_runningSince));
+
+    private TrainingProgress Progress(TrainingRunState state)
+    {
+        var t = _trainer;
+        var elapsed = Elapsed;
+        long tokens = t.TrainedTokens - _tokensBefore;
+        double seconds = (elapsed - _elapsedBefore).TotalSeconds;
+        double tps = seconds > 0 ? tokens / seconds : 0;
+        int stepsDone = t.Step, total = t.TotalSteps;
+        TimeSpan? eta = null;
+        if (stepsDone > _stepsBefore && seconds > 0)
+        {
+            double perStep = seconds / (stepsDone - _stepsBefore);
+            eta = TimeSpan.FromSeconds(perStep * (total - stepsDone));
+        }
+        double epoch = total == 0 ? 0 : EpochOf(stepsDone);
+        return new TrainingProgress(state, stepsDone, total, epoch, t.LastLoss, t.LastValidationLoss, t.LastLearningRate, tps, t.TrainedTokens, elapsed, eta);
+    }
+
+
+    /// <summary>Fractional epochs done after <paramref name="steps"/> steps.</summary>
+    private double EpochOf(int steps)
+    {
+        var plan = _trainer.Plan.Steps;
+        if (steps >= plan.Count) return _trainer.Plan.Steps.Count == 0 ? 0 : plan[^1].Epoch + 1;
+        var s = plan[steps];
+        int rows = _trainer.Plan.RowsInEpoch(s.Epoch);
+        return s.Epoch + (double)s.FirstRow / Math.Max(1, rows);
+    }
+
+    private void Publish(TrainingProgress p, bool complete = false)
+    {
+        _latest = p;
+        lock (_lock)
+        {
+            foreach (var ch in _readers)
+            {
+                ch.Writer.TryWrite(p);
+                if (complete) ch.Writer.TryComplete();
+            }
+        }
+    }
+}
