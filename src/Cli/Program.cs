@@ -1,5 +1,7 @@
 // loom generate: streams a completion from a Hugging Face model folder to the terminal.
+// loom train: LoRA fine-tuning of a model folder on a JSONL file, written as a PEFT adapter folder.
 // Usage: dotnet run --project src/Cli -- generate --model <dir> --prompt "text" [options]
+//        dotnet run --project src/Cli -- train --model <dir> --data <jsonl> --out <adapter dir> [options]
 using System.Diagnostics;
 using System.Globalization;
 using Loom.Cli;
@@ -7,9 +9,25 @@ using Loom.Inference.Engine;
 using Loom.Inference.Formats;
 using Loom.Inference.Model;
 
+if (args.Length > 0 && args[0] == "train")
+{
+    try
+    {
+        var train = TrainCommand.Parse(args.AsSpan(1));
+        using var stop = new CancellationTokenSource();
+        Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
+        return await train.RunAsync(stop.Token);
+    }
+    catch (Exception e) when (e is ArgumentException or ModelFormatException or AdapterFormatException or InvalidOperationException or IOException or FormatException)
+    {
+        Console.Error.WriteLine($"error: {e.Message}");
+        return 1;
+    }
+}
 if (args.Length == 0 || args[0] is "-h" or "--help" || args[0] != "generate")
 {
     Console.Error.WriteLine(GenerateCommand.Usage);
+    Console.Error.WriteLine(TrainCommand.Usage);
     return args.Length > 0 && args[0] is "-h" or "--help" ? 0 : 2;
 }
 try

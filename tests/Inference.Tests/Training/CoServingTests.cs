@@ -1,0 +1,76 @@
+using Loom.Inference.Engine;
+using Loom.Inference.Sampling;
+using Loom.Inference.Tests.Serving;
+using Loom.Inference.Training;
+using Xunit.Abstractions;
+
+namespace Loom.Inference.Tests.Training;
+
+/// <summary>Training co-served with inference in the engine loop: the adapter is bitwise the same whatever requests ran
+/// beside it, the requests get the same tokens as without training, and training is charged to its tenant.</summary>
+public sealed class CoServingTests(ITestOutputHelper log) : IDisposable
+{
+    private readonly TrainingHarness _h = new();
+    public void Dispose() => _h.Dispose();
+
+    private static GenerationRequest Greedy(int i) => new()
+    {
+        PromptTokenIds = Enumerable.Range(0, 5 + i % 7).Select(t => (t * 37 + i * 11) % 300).ToArray(),
+        Sampling = new SamplingParams { Temperature = 0, MaxTokens = 12, IgnoreEos = true },
+        TenantId = $"t{i % 3}",
+    };
+
+    [Fact]
+    public async Task TheAdapterIsBitwiseTheSameWhateverInferenceRunsBesideIt()
+    {
+        var g = TrainingGolden.Load("llama_gqa_tied_adamw");
+        var engine = _h.Engine(g.Model);
+        var request = _h.Plain(g, epochs: 8) with { TenantId = "trainer" };
+        var alone = await TrainingHarness.Finish(engine.SubmitTraining(request));
+        var solo = new List<int[]>();
+        for (int i = 0; i < 24; i++) solo.Add(ServingHarness.Tokens(await ServingHarness.Run(engine, Greedy(i))));
+
+        // the same run again with 24 requests arriving while it trains (four at a time)
+        var run = engine.SubmitTraining(request with { OutputFolder = _h.Folder() });
+        var outputs = new int[24][];
+        for (int wave = 0; wave < 6; wave++)
+        {
+            var batch = Enumerable.Range(wave * 4, 4).Select(async i => outputs[i] = ServingHarness.Tokens(await ServingHarness.Run(engine, Greedy(i)))).ToArray();
+            await Task.WhenAll(batch);
+        }
+        var beside = await TrainingHarness.Finish(run);
+        Assert.Equal(TrainingHarness.AdapterBytes(alone), TrainingHarness.AdapterBytes(beside));
+        for (int i = 0; i < 24; i++) Assert.Equal(solo[i], outputs[i]);
+        var (_, trained, slices, time) = engine.TrainingCounters;
+        log.WriteLine($"{slices} training slices, {trained} trained tokens, {time.TotalMilliseconds:F0} ms of training");
+        var tenant = engine.GetMetrics().Tenants.Single(t => t.TenantId == "trainer");
+        Assert.True(tenant.Counter >= 2 * alone.TrainedTokens * 3, $"trainer counter {tenant.Counter}");
+    }
+
+    [Fact]
+    public async Task TrainingGivesWayToRequestsWhileTheyRun()
+    {
+        var g = TrainingGolden.Load("llama_gqa_tied_adamw");
+        var engine = _h.Engine(g.Model, o => { o.TrainingShareWhileServing = 0; return o; });
+        var run = engine.SubmitTraining(_h.Plain(g, epochs: 200));
+        await Until(() => run.Latest.Step >= 1);
+        // with no share while serving, a long request runs to the end without a training slice in between
+        var (_, _, before, _) = engine.TrainingCounters;
+        var events = await ServingHarness.Run(engine, Greedy(1) with { Sampling = new SamplingParams { Temperature = 0, MaxTokens = 40, IgnoreEos = true } });
+        var (_, _, after, _) = engine.TrainingCounters;
+        Assert.Equal(40, ServingHarness.Tokens(events).Length);
+        Assert.InRange(after - before, 0, 2); // the slice in progress at arrival, and one after the request finished
+        run.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => run.Completion.WaitAsync(TrainingHarness.Limit));
+    }
+
+    private static async Task Until(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + TrainingHarness.Limit;
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "timed out");
+            await Task.Delay(1);
+        }
+    }
+}
