@@ -40,12 +40,14 @@ public static class ApiModule
         services.AddOptions<RateLimitOptions>().BindConfiguration("Api:RateLimits");
         services.AddSingleton<TenantRateLimiter>();
         services.AddScoped<CompletionService>();
+        services.AddSingleton<UsageRecorder>();
+        services.AddHostedService(sp => sp.GetRequiredService<UsageRecorder>());
         services.AddSingleton<EngineAdapters>();
         services.AddScoped<AdapterService>();
         services.AddScoped<FileService>();
         // A node without the inference role has no engine: completions then answer that the model is not served here.
         services.TryAddSingleton<IInferenceEngine, UnconfiguredInferenceEngine>();
-        services.AddAuthentication().AddScheme<AuthenticationSchemeOptions, ApiKeyAuthenticationHandler>(ApiKeyDefaults.Scheme, null);
+        services.AddApiKeyAuthentication();
         // Every /v1 endpoint needs a key holding the scope the endpoint declares (manage when it declares none).
         services.AddSingleton<Microsoft.AspNetCore.Authorization.IAuthorizationHandler, ScopeAuthorizationHandler>();
         services.AddAuthorizationBuilder().AddPolicy(PolicyName, p => p.AddAuthenticationSchemes(ApiKeyDefaults.Scheme).RequireAuthenticatedUser()
@@ -53,6 +55,15 @@ public static class ApiModule
         // Let body-binding failures reach ApiExceptionMiddleware, which answers in OpenAI's envelope.
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
         services.AddOptions<FormOptions>().Configure<IOptions<ApiOptions>>((form, api) => form.MultipartBodyLengthLimit = api.Value.MaxUploadBytes);
+        return services;
+    }
+
+    /// <summary>The bearer API-key scheme (<see cref="ApiKeyDefaults.Scheme"/>); safe to call from several modules
+    /// (the API, and the web role's hubs that also accept keys).</summary>
+    public static IServiceCollection AddApiKeyAuthentication(this IServiceCollection services)
+    {
+        if (services.Any(d => d.ServiceType == typeof(ApiKeyAuthenticationHandler))) return services;
+        services.AddAuthentication().AddScheme<AuthenticationSchemeOptions, ApiKeyAuthenticationHandler>(ApiKeyDefaults.Scheme, null);
         return services;
     }
 

@@ -21,6 +21,9 @@ public class PlatformDbContext(DbContextOptions<PlatformDbContext> options, ITen
     public DbSet<Adapter> Adapters => Set<Adapter>();
     public DbSet<FileObject> Files => Set<FileObject>();
     public DbSet<UsageRecord> UsageRecords => Set<UsageRecord>();
+    public DbSet<UsageDaily> UsageDaily => Set<UsageDaily>();
+    public DbSet<UsageRollupState> UsageRollupState => Set<UsageRollupState>();
+    public DbSet<JobEvent> JobEvents => Set<JobEvent>();
 
     /// <summary>Read by the query filters on every query (EF parameterises it per context instance).</summary>
     internal Guid? CurrentTenantId => tenant.TenantId;

@@ -1,32 +1,60 @@
+using Hangfire;
+using Hangfire.PostgreSql;
 using Loom.Data;
+using Loom.Jobs.Events;
+using Loom.Jobs.Maintenance;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
-using Quartz;
+using Microsoft.Extensions.Options;
 
 namespace Loom.Jobs;
 
 /// <summary>
-/// Entry point of the background-jobs module (role "jobs"): a Quartz scheduler clustered on the
-/// platform's PostgreSQL, so several job nodes share one store and a dead node's jobs are recovered.
+/// Entry point of the background-jobs module: Hangfire on the platform's PostgreSQL (its own schema). Every role
+/// can enqueue jobs and publish job events; only processes with the jobs role run a Hangfire server, and those
+/// keep the recurring jobs registered.
 /// </summary>
 public static class JobsModule
 {
-    public static IServiceCollection AddJobs(this IServiceCollection services, IConfiguration configuration)
+    public static IServiceCollection AddJobs(this IServiceCollection services, IConfiguration configuration, bool runServer)
     {
         var connectionString = configuration.GetConnectionString(DataModule.ConnectionStringName)
             ?? throw new InvalidOperationException($"Connection string 'ConnectionStrings:{DataModule.ConnectionStringName}' is not configured.");
-        services.AddQuartz(q =>
+        services.AddOptions<JobsOptions>().BindConfiguration("Jobs")
+            .Validate(o => !o.Problems().Any(), "Invalid Jobs options (see JobsOptions).").ValidateOnStart();
+
+        services.AddHangfire((sp, c) =>
         {
-            q.ConfigureScheduler(o => { o.InstanceName = "loom"; o.GenerateInstanceId = true; });
-            q.UsePersistentStore(s =>
-            {
-                s.UsePostgres(connectionString);
-                s.UseClustering(c => c.CheckinInterval = TimeSpan.FromSeconds(5));
-                s.UseSystemTextJsonSerializer();
-                s.ProvisionSchema();
-            });
+            var o = sp.GetRequiredService<IOptions<JobsOptions>>().Value;
+            c.SetDataCompatibilityLevel(CompatibilityLevel.Version_180)
+                .UseSimpleAssemblyNameTypeSerializer()
+                .UseRecommendedSerializerSettings()
+                .UsePostgreSqlStorage(p => p.UseNpgsqlConnection(connectionString), new PostgreSqlStorageOptions
+                {
+                    SchemaName = o.Schema,
+                    PrepareSchemaIfNecessary = true,
+                    InvisibilityTimeout = o.InvisibilityTimeout,
+                    UseSlidingInvisibilityTimeout = true,
+                    QueuePollInterval = o.QueuePollInterval,
+                    EnableLongPolling = true,
+                    DistributedLockTimeout = TimeSpan.FromSeconds(30),
+                });
         });
-        services.AddQuartzHostedService(o => o.WaitForJobsToComplete = true);
+        services.AddSingleton<IJobEventPublisher, JobEventPublisher>();
+        services.AddScoped<BlobCollectionJob>();
+        services.AddScoped<UsageRollupJob>();
+
+        if (runServer)
+        {
+            services.AddHangfireServer((sp, s) =>
+            {
+                var o = sp.GetRequiredService<IOptions<JobsOptions>>().Value;
+                s.WorkerCount = o.WorkerCount;
+                s.ServerName = $"{Environment.MachineName}:{Environment.ProcessId}";
+                s.SchedulePollingInterval = TimeSpan.FromSeconds(1);
+            });
+            services.AddHostedService<RecurringJobs>();
+        }
         return services;
     }
 }

@@ -1,9 +1,12 @@
 using Loom.Api;
 using Loom.Data;
 using Loom.Inference;
+using Loom.Data.Entities;
 using Loom.Jobs;
+using Loom.Jobs.Dashboard;
 using Loom.Web.Hosting;
 using Loom.Web.Portal;
+using Loom.Web.Realtime;
 
 var builder = WebApplication.CreateBuilder(args);
 var roles = LoomRoles.From(builder.Configuration);
@@ -12,8 +15,9 @@ builder.Services.AddLoomDataProtection(builder.Configuration);
 builder.Services.AddData(builder.Configuration);
 if (roles.Inference) builder.Services.AddInference(builder.Configuration);
 if (roles.Api) builder.Services.AddApi(builder.Configuration);
-if (roles.Jobs) builder.Services.AddJobs(builder.Configuration);
-if (roles.Web) builder.Services.AddPortal(builder.Configuration);
+// Every role enqueues jobs and publishes job events; only the jobs role runs a Hangfire server.
+builder.Services.AddJobs(builder.Configuration, runServer: roles.Jobs);
+if (roles.Web) builder.Services.AddPortal(builder.Configuration).AddRealtime();
 
 var app = builder.Build();
 if (!await app.PrepareDatabaseAsync(builder.Configuration)) return 2;
@@ -22,7 +26,12 @@ if (roles.Inference) await app.RegisterServedModelAsync();
 
 app.MapHealth();
 if (roles.Api) app.MapApi();
-if (roles.Web) app.MapPortal();
+if (roles.Web)
+{
+    app.MapPortal();
+    app.UseJobsDashboard(LoomIdentity.AdminRole);
+    app.MapRealtime();
+}
 
 app.Logger.LogInformation("Loom started with roles {Roles}", roles);
 await app.RunAsync();

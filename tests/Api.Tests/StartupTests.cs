@@ -5,7 +5,8 @@ using Loom.Tests.Shared;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.DependencyInjection;
-using Quartz;
+using Hangfire;
+using Microsoft.Extensions.Hosting;
 
 namespace Loom.Api.Tests;
 
@@ -82,7 +83,9 @@ public class StartupTests
             b.UseSetting("Loom:Roles", roles);
         });
         _ = factory.Server;
-        Assert.Equal(expectScheduler, factory.Services.GetService<ISchedulerFactory>() is not null);
+        // Every role may enqueue; only the jobs role runs a Hangfire server.
+        Assert.NotNull(factory.Services.GetService<IBackgroundJobClient>());
+        Assert.Equal(expectScheduler, factory.Services.GetServices<IHostedService>().Any(s => s.GetType().Name.Contains("BackgroundJobServer")));
         // The portal (web role) is absent in both: its pages are not mapped.
         Assert.Equal(HttpStatusCode.NotFound, (await factory.CreateClient().GetAsync("/")).StatusCode);
     }

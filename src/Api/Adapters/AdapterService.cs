@@ -77,13 +77,9 @@ public sealed partial class AdapterService(PlatformDbContext db, IBlobStore blob
         }
         catch (DbUpdateException e) when (e.InnerException is PostgresException { SqlState: PostgresErrorCodes.UniqueViolation })
         {
-            await BlobReferences.DeleteIfUnreferencedAsync(db, blobs, blob.Sha256, CancellationToken.None);
+            // The stored blob, if nothing else refers to it, goes with the blob collection job: content is shared
+            // across tenants, and deleting it here could race with another tenant's upload of the same bytes.
             throw Exists(name);
-        }
-        catch
-        {
-            await BlobReferences.DeleteIfUnreferencedAsync(db, blobs, blob.Sha256, CancellationToken.None);
-            throw;
         }
         entity.BaseModel = baseModel;
         return entity;
@@ -109,8 +105,8 @@ public sealed partial class AdapterService(PlatformDbContext db, IBlobStore blob
         if (!engine.TryUnregister(a))
             throw new ApiRequestException(StatusCodes.Status409Conflict, $"The adapter '{a.Name}' is serving a request right now; try again when it finishes.", "id", "adapter_in_use");
         db.Adapters.Remove(a);
+        // Its blob is removed by the blob collection job once no row of any tenant refers to it.
         await db.SaveChangesAsync(ct);
-        await BlobReferences.DeleteIfUnreferencedAsync(db, blobs, a.BlobSha256, ct);
     }
 
     private static ApiRequestException Exists(string name) =>

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Loom.Api.Adapters;
 using Loom.Api.Limits;
+using Loom.Api.Usage;
 using Loom.Data;
 using Loom.Data.Entities;
 using Loom.Data.Keys;
@@ -42,7 +43,7 @@ internal sealed class CompletionRefusedException(int status, string message, str
 /// and the tenant's token budget, runs the choices on the engine and records usage.
 /// </summary>
 internal sealed class CompletionService(
-    IInferenceEngine engine, PlatformDbContext db, TenantRateLimiter limiter, EngineAdapters adapters, TimeProvider clock, ILogger<CompletionService> logger)
+    IInferenceEngine engine, PlatformDbContext db, TenantRateLimiter limiter, EngineAdapters adapters, TimeProvider clock, UsageRecorder usage, ILogger<CompletionService> logger)
 {
     public async Task<ResolvedModel> ResolveAsync(string name, CancellationToken ct)
     {
@@ -141,21 +142,11 @@ internal sealed class CompletionService(
         }
     }
 
-    private async Task RecordAsync(PreparedCompletion p, AuthenticatedKey key, int completionTokens, TimeSpan latency)
-    {
-        try
+    private Task RecordAsync(PreparedCompletion p, AuthenticatedKey key, int completionTokens, TimeSpan latency) =>
+        usage.RecordAsync(new UsageRecord
         {
-            db.UsageRecords.Add(new UsageRecord
-            {
-                TenantId = key.Key.TenantId, ApiKeyId = PortalCaller.IsPortal(key) ? null : key.Key.Id, Model = p.Model.Name, AdapterId = p.Model.AdapterId,
-                PromptTokens = p.PromptIds.Length * p.Options.N, CompletionTokens = completionTokens,
-                LatencyMs = (int)Math.Min(int.MaxValue, latency.TotalMilliseconds), CreatedAt = clock.GetUtcNow(),
-            });
-            await db.SaveChangesAsync(CancellationToken.None);
-        }
-        catch (Exception e)
-        {
-            logger.LogError(e, "Could not record usage for tenant {Tenant}", key.Key.TenantId);
-        }
-    }
+            RequestId = Guid.NewGuid(), TenantId = key.Key.TenantId, ApiKeyId = PortalCaller.IsPortal(key) ? null : key.Key.Id, Model = p.Model.Name, AdapterId = p.Model.AdapterId,
+            PromptTokens = p.PromptIds.Length * p.Options.N, CompletionTokens = completionTokens,
+            LatencyMs = (int)Math.Min(int.MaxValue, latency.TotalMilliseconds), CreatedAt = clock.GetUtcNow(),
+        });
 }

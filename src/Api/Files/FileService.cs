@@ -38,15 +38,8 @@ public sealed class FileService(PlatformDbContext db, IBlobStore blobs, TimeProv
             Bytes = blob.Length, BlobSha256 = blob.Sha256, CreatedAt = clock.GetUtcNow(),
         };
         db.Files.Add(entity);
-        try
-        {
-            await db.SaveChangesAsync(ct);
-        }
-        catch
-        {
-            await BlobReferences.DeleteIfUnreferencedAsync(db, blobs, blob.Sha256, CancellationToken.None);
-            throw;
-        }
+        // On failure the stored blob, if nothing else refers to it, goes with the blob collection job.
+        await db.SaveChangesAsync(ct);
         return entity;
     }
 
@@ -61,7 +54,7 @@ public sealed class FileService(PlatformDbContext db, IBlobStore blobs, TimeProv
     public async Task DeleteAsync(FileObject f, CancellationToken ct)
     {
         db.Files.Remove(f);
+        // Its blob is removed by the blob collection job once no row of any tenant refers to it.
         await db.SaveChangesAsync(ct);
-        await BlobReferences.DeleteIfUnreferencedAsync(db, blobs, f.BlobSha256, ct);
     }
 }

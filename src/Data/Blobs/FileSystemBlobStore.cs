@@ -41,7 +41,13 @@ public sealed class FileSystemBlobStore(IOptions<BlobStoreOptions> options) : IB
             }
             var path = PathOf(sha);
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-            if (File.Exists(path)) File.Delete(temp);
+            if (File.Exists(path))
+            {
+                // Equal content is there already: mark it as written now, so blob collection's grace period
+                // protects it until the row that refers to it is committed.
+                File.Delete(temp);
+                File.SetLastWriteTimeUtc(path, DateTime.UtcNow);
+            }
             else File.Move(temp, path);
             return new BlobRef(sha, length);
         }
@@ -62,9 +68,49 @@ public sealed class FileSystemBlobStore(IOptions<BlobStoreOptions> options) : IB
         return Task.CompletedTask;
     }
 
+    public IEnumerable<StoredBlob> List()
+    {
+        if (!Directory.Exists(_root)) yield break;
+        foreach (var dir in Directory.EnumerateDirectories(_root))
+        {
+            if (Path.GetFileName(dir).Length != 2) continue;
+            foreach (var file in Directory.EnumerateFiles(dir))
+            {
+                var name = Path.GetFileName(file);
+                if (!IsBlobId(name)) continue;
+                var info = new FileInfo(file);
+                if (!info.Exists) continue;
+                yield return new StoredBlob(name, info.Length, new DateTimeOffset(info.LastWriteTimeUtc, TimeSpan.Zero));
+            }
+        }
+    }
+
+    public async Task<bool> CollectAsync(string sha256, DateTimeOffset writtenBefore, Func<CancellationToken, Task<bool>> isReferenced, CancellationToken ct = default)
+    {
+        var path = PathOf(sha256);
+        if (!File.Exists(path) || File.GetLastWriteTimeUtc(path) >= writtenBefore.UtcDateTime) return false;
+        if (await isReferenced(ct)) return false;
+        // Move it out of reach first: from here on a Put of the same content writes a fresh copy. Then look again:
+        // a Put that came before the move refreshed the write time, and a row committed since refers to it.
+        var doomed = Path.Combine(_root, $".collect-{sha256}-{Guid.NewGuid():N}");
+        try { File.Move(path, doomed); }
+        catch (FileNotFoundException) { return false; }
+        if (File.GetLastWriteTimeUtc(doomed) < writtenBefore.UtcDateTime && !await isReferenced(CancellationToken.None))
+        {
+            File.Delete(doomed);
+            return true;
+        }
+        // Still wanted: put it back unless a fresh copy (equal content) was written meanwhile.
+        try { File.Move(doomed, path); }
+        catch (IOException) when (File.Exists(path)) { File.Delete(doomed); }
+        return false;
+    }
+
+    private static bool IsBlobId(string s) => s.Length == 64 && s.AsSpan().IndexOfAnyExcept("0123456789abcdef") < 0;
+
     private string PathOf(string sha256)
     {
-        if (sha256.Length != 64 || sha256.AsSpan().IndexOfAnyExcept("0123456789abcdef") >= 0)
+        if (!IsBlobId(sha256))
             throw new ArgumentException("A blob id is 64 lower-case hex characters.", nameof(sha256));
         return Path.Combine(_root, sha256[..2], sha256);
     }

@@ -12,7 +12,19 @@ public interface IBlobStore
     bool Exists(string sha256);
 
     Task DeleteAsync(string sha256, CancellationToken ct = default);
+
+    /// <summary>Every stored blob with its length and when it was last written (a Put of equal content refreshes it).</summary>
+    IEnumerable<StoredBlob> List();
+
+    /// <summary>
+    /// Deletes a blob last written before <paramref name="writtenBefore"/> if <paramref name="isReferenced"/> still says
+    /// no once the blob is out of reach of readers and writers. A Put of the same content that races with this either
+    /// refreshed the blob before (then it is kept) or writes it anew after (then it exists again). True if deleted.
+    /// </summary>
+    Task<bool> CollectAsync(string sha256, DateTimeOffset writtenBefore, Func<CancellationToken, Task<bool>> isReferenced, CancellationToken ct = default);
 }
+
+public sealed record StoredBlob(string Sha256, long Length, DateTimeOffset LastWritten);
 
 public sealed record BlobRef(string Sha256, long Length);
 

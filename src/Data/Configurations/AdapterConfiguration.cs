@@ -14,6 +14,8 @@ internal sealed class AdapterConfiguration : IEntityTypeConfiguration<Adapter>
         b.HasIndex(a => new { a.TenantId, a.Name }).IsUnique();
         b.Property(a => a.TargetModules).HasMaxLength(500).IsRequired();
         b.Property(a => a.BlobSha256).HasMaxLength(64).IsRequired();
+        // Blob collection and deletes look rows up by content hash.
+        b.HasIndex(a => a.BlobSha256);
         b.HasOne<Tenant>().WithMany().HasForeignKey(a => a.TenantId).OnDelete(DeleteBehavior.Cascade);
         b.HasOne(a => a.BaseModel).WithMany().HasForeignKey(a => a.BaseModelId).OnDelete(DeleteBehavior.Restrict);
     }

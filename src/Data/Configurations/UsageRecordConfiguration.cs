@@ -13,6 +13,8 @@ internal sealed class UsageRecordConfiguration : IEntityTypeConfiguration<UsageR
         b.Property(u => u.Id).UseIdentityByDefaultColumn();
         b.Property(u => u.Model).HasMaxLength(200).IsRequired();
         b.HasIndex(u => new { u.TenantId, u.CreatedAt });
+        b.HasIndex(u => u.RequestId).IsUnique();
+        b.HasIndex(u => u.CreatedAt);
         b.HasOne<Tenant>().WithMany().HasForeignKey(u => u.TenantId).OnDelete(DeleteBehavior.Cascade);
     }
 }

@@ -4,6 +4,8 @@ namespace Loom.Data.Entities;
 public class UsageRecord : ITenantOwned
 {
     public long Id { get; set; }
+    /// <summary>Identifies the request, so a retried write of the same record inserts it once.</summary>
+    public Guid RequestId { get; set; } = Guid.NewGuid();
     public Guid TenantId { get; set; }
     public Guid? ApiKeyId { get; set; }
     /// <summary>The model id as requested (base model or adapter name).</summary>
