@@ -24,6 +24,8 @@ public class PlatformDbContext(DbContextOptions<PlatformDbContext> options, ITen
     public DbSet<UsageDaily> UsageDaily => Set<UsageDaily>();
     public DbSet<UsageRollupState> UsageRollupState => Set<UsageRollupState>();
     public DbSet<JobEvent> JobEvents => Set<JobEvent>();
+    public DbSet<FineTuneJob> FineTuneJobs => Set<FineTuneJob>();
+    public DbSet<FineTuneCheckpoint> FineTuneCheckpoints => Set<FineTuneCheckpoint>();
 
     /// <summary>Read by the query filters on every query (EF parameterises it per context instance).</summary>
     internal Guid? CurrentTenantId => tenant.TenantId;

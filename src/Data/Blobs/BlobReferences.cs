@@ -10,5 +10,6 @@ public static class BlobReferences
 {
     public static async Task<bool> IsReferencedAsync(PlatformDbContext db, string sha256, CancellationToken ct) =>
         await db.Files.IgnoreQueryFilters().AnyAsync(f => f.BlobSha256 == sha256, ct)
-        || await db.Adapters.IgnoreQueryFilters().AnyAsync(a => a.BlobSha256 == sha256, ct);
+        || await db.Adapters.IgnoreQueryFilters().AnyAsync(a => a.BlobSha256 == sha256, ct)
+        || await db.FineTuneCheckpoints.IgnoreQueryFilters().AnyAsync(c => c.BlobSha256 == sha256, ct);
 }
