@@ -54,8 +54,9 @@ public sealed class JobEventPublisher(IServiceScopeFactory scopes, TimeProvider 
             var conn = db.Database.GetDbConnection();
             var now = clock.GetUtcNow();
             long seq;
+            await using (var lockCmd = Command(conn, tx, "SELECT pg_advisory_xact_lock(hashtextextended(@tenant::text || '/' || @job, 0))", ("tenant", tenantId), ("job", jobId)))
+                await lockCmd.ExecuteNonQueryAsync(ct);
             await using (var cmd = Command(conn, tx, """
-                SELECT pg_advisory_xact_lock(hashtextextended(@tenant::text || '/' || @job, 0));
                 INSERT INTO job_events ("TenantId", "JobId", "Seq", "CreatedAt", "Kind", "Payload")
                 VALUES (@tenant, @job, (SELECT COALESCE(MAX("Seq"), 0) + 1 FROM job_events WHERE "TenantId" = @tenant AND "JobId" = @job),
                         @now, @kind, @payload::jsonb)
