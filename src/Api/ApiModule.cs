@@ -39,6 +39,9 @@ public static class ApiModule
         });
         services.AddOptions<RateLimitOptions>().BindConfiguration("Api:RateLimits");
         services.AddSingleton<TenantRateLimiter>();
+        services.AddOptions<UploadOptions>().BindConfiguration("Api:Uploads");
+        services.AddSingleton<UploadGate>();
+        services.AddScoped<StorageQuota>();
         services.AddScoped<CompletionService>();
         services.AddSingleton<UsageRecorder>();
         services.AddHostedService(sp => sp.GetRequiredService<UsageRecorder>());

@@ -12,6 +12,9 @@ public sealed class ApiOptions
     /// <summary>Largest LoRA rank an uploaded adapter may have.</summary>
     public int MaxAdapterRank { get; set; } = 128;
 
-    /// <summary>Where stored adapters are unpacked for the engine (one folder per adapter content hash).</summary>
-    public string AdapterCacheDirectory { get; set; } = Path.Combine(Path.GetTempPath(), "loom-adapters");
+    /// <summary>
+    /// Where stored adapters are unpacked for the engine (one folder per adapter content hash, checked against it
+    /// before serving). Empty: "adapters" beside the blob store's root, in the data directory.
+    /// </summary>
+    public string AdapterCacheDirectory { get; set; } = "";
 }

@@ -10,7 +10,8 @@ namespace Loom.Api.Tests;
 public sealed class AdapterLoomFactory : ChatModelFactory
 {
     public string BlobRoot { get; } = Path.Combine(Path.GetTempPath(), $"loom-blobs-{Guid.NewGuid():N}");
-    protected override IEnumerable<KeyValuePair<string, string?>> Settings => base.Settings.Append(new("Loom:Blobs:Root", BlobRoot));
+    protected override IEnumerable<KeyValuePair<string, string?>> Settings =>
+        base.Settings.Append(new("Loom:Blobs:Root", BlobRoot)).Append(new("Api:AdapterCacheDirectory", BlobRoot + "-adapters"));
 }
 
 public class AdaptersTests(AdapterLoomFactory factory) : IClassFixture<AdapterLoomFactory>

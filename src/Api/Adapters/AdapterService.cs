@@ -2,6 +2,7 @@ using System.Text.RegularExpressions;
 using Loom.Api.Completions;
 using Loom.Api.Errors;
 using Loom.Api.Files;
+using Loom.Api.Limits;
 using Loom.Data;
 using Loom.Data.Blobs;
 using Loom.Data.Entities;
@@ -18,7 +19,8 @@ namespace Loom.Api.Adapters;
 /// A tenant's adapters, for /v1/adapters and the portal: upload (validated against its base model before anything
 /// is stored), list, find, delete. Lookups go through the tenant query filter.
 /// </summary>
-public sealed partial class AdapterService(PlatformDbContext db, IBlobStore blobs, EngineAdapters engine, IOptions<ApiOptions> options, TimeProvider clock)
+public sealed partial class AdapterService(
+    PlatformDbContext db, IBlobStore blobs, EngineAdapters engine, IOptions<ApiOptions> options, IOptions<UploadOptions> limits, StorageQuota quota, TimeProvider clock)
 {
     [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")]
     private static partial Regex NamePattern();
@@ -44,7 +46,7 @@ public sealed partial class AdapterService(PlatformDbContext db, IBlobStore blob
         BlobRef blob;
         try
         {
-            using var upload = await AdapterUpload.FromFormAsync(files, options.Value.MaxUploadBytes, ct);
+            using var upload = await AdapterUpload.FromFormAsync(files, limits.Value, ct);
             try
             {
                 var config = ModelConfig.Load(baseModel.Path);
@@ -56,6 +58,7 @@ public sealed partial class AdapterService(PlatformDbContext db, IBlobStore blob
             {
                 throw ApiRequestException.BadRequest($"Invalid adapter: {Path.GetFileName(e.File)}: {e.Problem}", "file", "invalid_adapter");
             }
+            await quota.EnsureRoomAsync(upload.Bytes, ct);
             blob = await AdapterBlob.StoreAsync(blobs, upload.Folder, ct);
         }
         catch (InvalidRequestException e)

@@ -1,3 +1,4 @@
+using Loom.Api.Limits;
 using System.Security.Claims;
 using System.Text.Json.Serialization;
 using Loom.Api.Auth;
@@ -50,10 +51,13 @@ public static class AdaptersApi
         return v1;
     }
 
-    private static async Task<IResult> Upload(HttpRequest request, ClaimsPrincipal user, AdapterService adapters, CancellationToken ct)
+    private static async Task<IResult> Upload(HttpRequest request, ClaimsPrincipal user, AdapterService adapters, UploadGate gate, CancellationToken ct)
     {
         if (!request.HasFormContentType)
             return ApiErrors.BadRequest("Upload the adapter as multipart/form-data: 'name', 'base_model', and the PEFT files or one archive.", "file");
+        // Taken before the body is read: reading it is what costs disk.
+        using var slot = gate.TryEnter(user.TenantId());
+        if (slot is null) return gate.TooMany(request.HttpContext);
         var form = await request.ReadFormAsync(ct);
         try
         {

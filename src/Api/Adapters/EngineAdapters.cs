@@ -1,24 +1,38 @@
 using Loom.Data.Blobs;
 using Loom.Data.Entities;
 using Loom.Inference.Engine;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
 namespace Loom.Api.Adapters;
 
 /// <summary>
 /// Makes a tenant's stored adapter servable: unpacks its blob once into a folder named by its SHA-256
-/// (under Api:AdapterCacheDirectory) and registers it with the engine under the adapter's id.
+/// (under Api:AdapterCacheDirectory, beside the blobs in the data directory) and registers it with the engine
+/// under the adapter's id. A folder found on disk is served only after its content hashes to the adapter's
+/// recorded blob hash; one that does not is unpacked again from the (hash-checked) blob.
 /// </summary>
-public sealed class EngineAdapters(IInferenceEngine engine, IBlobStore blobs, IOptions<ApiOptions> options)
+public sealed class EngineAdapters(IInferenceEngine engine, IBlobStore blobs, IOptions<ApiOptions> options, IOptions<BlobStoreOptions> blobOptions,
+    ILogger<EngineAdapters> logger)
 {
     public static string EngineId(Adapter adapter) => adapter.Id.ToString("N");
+
+    /// <summary>Api:AdapterCacheDirectory, or "adapters" beside the blob store's root.</summary>
+    public string CacheRoot => Path.GetFullPath(options.Value.AdapterCacheDirectory is { Length: > 0 } dir
+        ? dir
+        : Path.Combine(Path.GetDirectoryName(Path.GetFullPath(blobOptions.Value.Root).TrimEnd(Path.DirectorySeparatorChar)) ?? ".", "adapters"));
 
     public async Task<string> EnsureRegisteredAsync(Adapter adapter, CancellationToken ct)
     {
         var id = EngineId(adapter);
         if (engine.IsAdapterRegistered(id)) return id;
-        var root = Path.GetFullPath(options.Value.AdapterCacheDirectory);
+        var root = CacheRoot;
         var folder = Path.Combine(root, adapter.BlobSha256);
+        if (Directory.Exists(folder) && !await MatchesAsync(folder, adapter.BlobSha256, ct))
+        {
+            logger.LogWarning("Unpacked adapter folder {Folder} does not match its recorded hash; unpacking it again", folder);
+            Directory.Delete(folder, recursive: true);
+        }
         if (!Directory.Exists(folder))
         {
             // Unpack beside the target and move into place, so a half-written folder is never seen.
@@ -36,6 +50,18 @@ public sealed class EngineAdapters(IInferenceEngine engine, IBlobStore blobs, IO
         }
         engine.RegisterAdapter(id, folder);
         return id;
+    }
+
+    private static async Task<bool> MatchesAsync(string folder, string sha256, CancellationToken ct)
+    {
+        try
+        {
+            return await AdapterBlob.HashFolderAsync(folder, ct) == sha256;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false; // a file is missing or unreadable: unpack again
+        }
     }
 
     /// <summary>Forgets a deleted adapter in the engine; false while a running request still uses it.</summary>

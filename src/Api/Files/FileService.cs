@@ -1,15 +1,17 @@
 using Loom.Api.Errors;
+using Loom.Api.Limits;
 using Loom.Data;
 using Loom.Data.Blobs;
 using Loom.Data.Entities;
 using Microsoft.AspNetCore.Http;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
 
 namespace Loom.Api.Files;
 
 /// <summary>A tenant's files, for /v1/files and the portal: upload (JSONL validated line by line before anything is
 /// stored), list, find, delete. Lookups go through the tenant query filter.</summary>
-public sealed class FileService(PlatformDbContext db, IBlobStore blobs, TimeProvider clock)
+public sealed class FileService(PlatformDbContext db, IBlobStore blobs, IOptions<UploadOptions> limits, StorageQuota quota, TimeProvider clock)
 {
     public const string FineTunePurpose = "fine-tune";
 
@@ -26,10 +28,11 @@ public sealed class FileService(PlatformDbContext db, IBlobStore blobs, TimeProv
         // Validate before anything is stored.
         await using (var check = file.OpenReadStream())
         {
-            var result = await JsonlValidator.ValidateAsync(check, ct);
+            var result = await JsonlValidator.ValidateAsync(check, limits.Value.MaxJsonlLineBytes, ct);
             if (!result.Ok) throw ApiRequestException.BadRequest($"Invalid file format: line {result.BadLine}: {result.Problem}", "file", "invalid_file_format");
         }
 
+        await quota.EnsureRoomAsync(file.Length, ct);
         BlobRef blob;
         await using (var content = file.OpenReadStream()) blob = await blobs.PutAsync(content, ct);
         var entity = new FileObject

@@ -1,3 +1,4 @@
+using Loom.Api.Limits;
 using System.Security.Claims;
 using System.Text.Json.Serialization;
 using Loom.Api.Auth;
@@ -50,9 +51,12 @@ public static class FilesApi
         return v1;
     }
 
-    private static async Task<IResult> Upload(HttpRequest request, ClaimsPrincipal user, FileService files, CancellationToken ct)
+    private static async Task<IResult> Upload(HttpRequest request, ClaimsPrincipal user, FileService files, UploadGate gate, CancellationToken ct)
     {
         if (!request.HasFormContentType) return ApiErrors.BadRequest("Upload the file as multipart/form-data with fields 'file' and 'purpose'.", "file");
+        // Taken before the body is read: reading it is what costs disk.
+        using var slot = gate.TryEnter(user.TenantId());
+        if (slot is null) return gate.TooMany(request.HttpContext);
         var form = await request.ReadFormAsync(ct);
         try
         {

@@ -1,4 +1,4 @@
-using System.Text;
+using System.Text.Unicode;
 using System.Text.Json;
 
 namespace Loom.Api.Files;
@@ -17,30 +17,37 @@ public sealed record JsonlValidation(bool Ok, TrainingFormat? Format, int Lines,
 public static class JsonlValidator
 {
     private static readonly HashSet<string> Roles = ["system", "user", "assistant"];
-    private static readonly UTF8Encoding StrictUtf8 = new(false, throwOnInvalidBytes: true);
 
-    public static async Task<JsonlValidation> ValidateAsync(Stream content, CancellationToken ct = default)
+    /// <summary>Longest line read by default (bytes); a longer one is reported as a bad line, never buffered whole.</summary>
+    public const int DefaultMaxLineBytes = 1024 * 1024;
+
+    public static Task<JsonlValidation> ValidateAsync(Stream content, CancellationToken ct = default) =>
+        ValidateAsync(content, DefaultMaxLineBytes, ct);
+
+    public static async Task<JsonlValidation> ValidateAsync(Stream content, int maxLineBytes, CancellationToken ct = default)
     {
-        using var reader = new StreamReader(content, StrictUtf8, detectEncodingFromByteOrderMarks: false);
         TrainingFormat? format = null;
         var lineNo = 0;
         var lines = 0;
         var pendingBlank = 0;
+        var reader = new LineReader(content, maxLineBytes);
         while (true)
         {
-            string? line;
-            try { line = await reader.ReadLineAsync(ct); }
-            catch (DecoderFallbackException) { return Bad(lineNo + 1, "the file is not valid UTF-8."); }
-            if (line is null) break;
+            var line = await reader.NextAsync(ct);
+            if (line.End) break;
             lineNo++;
-            if (string.IsNullOrWhiteSpace(line)) { pendingBlank = pendingBlank == 0 ? lineNo : pendingBlank; continue; }
+            if (line.TooLong) return Bad(lineNo, $"the line is longer than {maxLineBytes} bytes.");
+            var bytes = line.Bytes;
+            if (lineNo == 1 && bytes.Span.StartsWith(Utf8Bom)) bytes = bytes[Utf8Bom.Length..];
+            if (!Utf8.IsValid(bytes.Span)) return Bad(lineNo, "the file is not valid UTF-8.");
+            if (bytes.Span.IndexOfAnyExcept(" \t\r\f\v"u8) < 0) { pendingBlank = pendingBlank == 0 ? lineNo : pendingBlank; continue; }
             if (pendingBlank > 0) return Bad(pendingBlank, "empty line; every line must hold one JSON object.");
 
             string? problem;
             TrainingFormat lineFormat;
             try
             {
-                using var doc = JsonDocument.Parse(line);
+                using var doc = JsonDocument.Parse(bytes);
                 (lineFormat, problem) = CheckExample(doc.RootElement);
             }
             catch (JsonException e)
@@ -55,6 +62,8 @@ public static class JsonlValidator
         }
         return lines == 0 ? Bad(1, "the file holds no training examples.") : new JsonlValidation(true, format, lines, null, null);
     }
+
+    private static ReadOnlySpan<byte> Utf8Bom => [0xEF, 0xBB, 0xBF];
 
     private static JsonlValidation Bad(int line, string problem) => new(false, null, 0, line, problem);
 
