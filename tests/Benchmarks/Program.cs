@@ -8,6 +8,10 @@
 //                                one tenant flooding at 4x the others' rate: FCFS vs VTC latency of the others against
 //                                their solo run, service gap between backlogged tenants over time (PNG), swap bandwidth,
 //                                time spent on preemption, multi-turn time to first token with and without prefix reuse
+//   training [speed|coserve|quality] [--quick]
+//                                LoRA fine-tuning on the SmolLM2-135M shape against PyTorch eager CPU (same run);
+//                                inference latency and training throughput co-served vs alone (PNG); held-out exact
+//                                match on models/loom-demo before and after fine-tuning
 using Loom.Benchmarks;
 
 string suite = args.Length > 0 ? args[0] : "";
@@ -24,6 +28,9 @@ switch (suite)
         return 0;
     case "fairness":
         FairnessBenchmark.Run(args[1..]);
+        return 0;
+    case "training":
+        TrainingBenchmark.Run(args[1..]);
         return 0;
     default:
         Console.WriteLine("usage: dotnet run -c Release --project tests/Benchmarks -- engine [--quick] [--no-1b]");

@@ -6,12 +6,10 @@ namespace Loom.Inference.Kernels;
 
 /// <summary>The backward product through a frozen weight: y = x W, y[b, k] = Σ_r x[b, r] · W[r, k], for W [rows, cols]
 /// (HF layout [out, in]) read where it lives (memory-mapped or packed, F32 or BF16), never copied. x is (n, rows), y is
-/// (n, cols); y is overwritten. Parallel over blocks of 16 output columns, so each output is summed by one thread in a
-/// fixed order: the result does not depend on the number of cores.</summary>
+/// (n, cols); y is overwritten. Each output is summed over the rows of W in order by one thread: the result does not
+/// depend on the number of cores.</summary>
 public static unsafe class MatMulTransposedKernel
 {
-    private const int PanelChunk = 64;   // panels (1,024 weight rows) whose 16-column block stays hot while all inputs pass
-
     public static void Forward(Span<float> y, ReadOnlySpan<float> x, WeightMatrix w, int n, SimdLevel level)
     {
         if (x.Length < (long)n * w.Rows || y.Length < (long)n * w.Cols)
@@ -24,92 +22,144 @@ public static unsafe class MatMulTransposedKernel
         fixed (float* yp = y)
         fixed (float* xp = x)
         {
+            if (level == SimdLevel.Vector512 && Avx512F.IsSupported && w.Cols % Cols8 == 0)
+            {
+                Lanes(yp, xp, w, n);
+                return;
+            }
             nint ya = (nint)yp, xa = (nint)xp;
             int blocks = (w.Cols + 15) / 16;
-            bool packed512 = w.Packed && level == SimdLevel.Vector512 && Avx512F.IsSupported && w.Cols % 16 == 0;
             long work = (long)n * w.Rows * w.Cols;
-            void Block(int kb)
-            {
-                if (packed512) PackedBlock((float*)ya, (float*)xa, w, n, kb * 16);
-                else RowMajorBlock((float*)ya, (float*)xa, w, n, kb * 16, Math.Min(16, w.Cols - kb * 16), level);
-            }
+            void Block(int kb) => RowMajorBlock((float*)ya, (float*)xa, w, n, kb * 16, Math.Min(16, w.Cols - kb * 16), level);
             if (work < 1 << 16 || blocks == 1) for (int kb = 0; kb < blocks; kb++) Block(kb);
             else Parallel.For(0, blocks, Block);
         }
     }
 
-    /// <summary>Columns [k0, k0+16) of a packed matrix: for each chunk of panels and each input row, 16 accumulators
-    /// (one per output column, lanes over the panel's 16 rows) summed across the chunk, then reduced and added.</summary>
-    private static void PackedBlock(float* y, float* x, WeightMatrix w, int n, int k0)
+    private const int Cols8 = 8;     // output columns per task
+    private const int Lanes32 = 32;  // input rows per task (two vectors of 16)
+
+    [ThreadStatic] private static float[]? _xT;
+
+    /// <summary>The AVX-512 path: x transposed once to xT (rows, n rounded up to 32) so that 32 input rows sit in two
+    /// vectors; each task computes 8 output columns × 32 input rows with 16 accumulators, broadcasting one weight per
+    /// (row of W, column) and reading W where it lives (packed panels or row-major, F32 or BF16). Tasks are (row block,
+    /// column group) pairs; each output is summed over the rows of W in order by one thread.</summary>
+    private static void Lanes(float* y, float* x, WeightMatrix w, int n)
     {
-        int rows = w.Rows, cols = w.Cols, panels = rows / WeightMatrix.PanelRows;
-        bool f32 = w.Type == WeightType.F32;
-        for (int b = 0; b < n; b++) new Span<float>(y + (long)b * cols + k0, 16).Clear();
-        for (int p0 = 0; p0 < panels; p0 += PanelChunk)
+        int rows = w.Rows, cols = w.Cols, nPad = (n + Lanes32 - 1) / Lanes32 * Lanes32;
+        long size = (long)rows * nPad;
+        if (_xT == null || _xT.Length < size) _xT = GC.AllocateArray<float>((int)Math.Max(size, 4096), pinned: true);
+        fixed (float* xt = _xT)
         {
-            int p1 = Math.Min(panels, p0 + PanelChunk);
-            for (int b = 0; b < n; b++)
-            {
-                float* xb = x + (long)b * rows;
-                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
-                Vector512<float> a8 = default, a9 = default, a10 = default, a11 = default, a12 = default, a13 = default, a14 = default, a15 = default;
-                for (int p = p0; p < p1; p++)
+            // transposed in 16×32 tiles, padding rows zeroed
+            for (int r0 = 0; r0 < rows; r0 += 16)
+                for (int b0 = 0; b0 < nPad; b0 += Lanes32)
                 {
-                    var xv = Vector512.Load(xb + p * 16);
-                    long at = (long)p * 16 * cols + (long)k0 * 16;
-                    if (f32)
-                    {
-                        float* wp = (float*)w.Data + at;
-                        a0 = Vector512.FusedMultiplyAdd(Vector512.Load(wp), xv, a0);
-                        a1 = Vector512.FusedMultiplyAdd(Vector512.Load(wp + 16), xv, a1);
-                        a2 = Vector512.FusedMultiplyAdd(Vector512.Load(wp + 32), xv, a2);
-                        a3 = Vector512.FusedMultiplyAdd(Vector512.Load(wp + 48), xv, a3);
-                        a4 = Vector512.FusedMultiplyAdd(Vector512.Load(wp + 64), xv, a4);
-                        a5 = Vector512.FusedMultiplyAdd(Vector512.Load(wp + 80), xv, a5);
-                        a6 = Vector512.FusedMultiplyAdd(Vector512.Load(wp + 96), xv, a6);
-                        a7 = Vector512.FusedMultiplyAdd(Vector512.Load(wp + 112), xv, a7);
-                        a8 = Vector512.FusedMultiplyAdd(Vector512.Load(wp + 128), xv, a8);
-                        a9 = Vector512.FusedMultiplyAdd(Vector512.Load(wp + 144), xv, a9);
-                        a10 = Vector512.FusedMultiplyAdd(Vector512.Load(wp + 160), xv, a10);
-                        a11 = Vector512.FusedMultiplyAdd(Vector512.Load(wp + 176), xv, a11);
-                        a12 = Vector512.FusedMultiplyAdd(Vector512.Load(wp + 192), xv, a12);
-                        a13 = Vector512.FusedMultiplyAdd(Vector512.Load(wp + 208), xv, a13);
-                        a14 = Vector512.FusedMultiplyAdd(Vector512.Load(wp + 224), xv, a14);
-                        a15 = Vector512.FusedMultiplyAdd(Vector512.Load(wp + 240), xv, a15);
-                    }
-                    else
-                    {
-                        ushort* wp = (ushort*)w.Data + at;
-                        a0 = Vector512.FusedMultiplyAdd(Widen(wp), xv, a0);
-                        a1 = Vector512.FusedMultiplyAdd(Widen(wp + 16), xv, a1);
-                        a2 = Vector512.FusedMultiplyAdd(Widen(wp + 32), xv, a2);
-                        a3 = Vector512.FusedMultiplyAdd(Widen(wp + 48), xv, a3);
-                        a4 = Vector512.FusedMultiplyAdd(Widen(wp + 64), xv, a4);
-                        a5 = Vector512.FusedMultiplyAdd(Widen(wp + 80), xv, a5);
-                        a6 = Vector512.FusedMultiplyAdd(Widen(wp + 96), xv, a6);
-                        a7 = Vector512.FusedMultiplyAdd(Widen(wp + 112), xv, a7);
-                        a8 = Vector512.FusedMultiplyAdd(Widen(wp + 128), xv, a8);
-                        a9 = Vector512.FusedMultiplyAdd(Widen(wp + 144), xv, a9);
-                        a10 = Vector512.FusedMultiplyAdd(Widen(wp + 160), xv, a10);
-                        a11 = Vector512.FusedMultiplyAdd(Widen(wp + 176), xv, a11);
-                        a12 = Vector512.FusedMultiplyAdd(Widen(wp + 192), xv, a12);
-                        a13 = Vector512.FusedMultiplyAdd(Widen(wp + 208), xv, a13);
-                        a14 = Vector512.FusedMultiplyAdd(Widen(wp + 224), xv, a14);
-                        a15 = Vector512.FusedMultiplyAdd(Widen(wp + 240), xv, a15);
-                    }
+                    int r1 = Math.Min(rows, r0 + 16);
+                    for (int b = b0; b < b0 + Lanes32; b++)
+                        for (int r = r0; r < r1; r++) xt[(long)r * nPad + b] = b < n ? x[(long)b * rows + r] : 0;
                 }
-                float* yb = y + (long)b * cols + k0;
-                yb[0] += Vector512.Sum(a0); yb[1] += Vector512.Sum(a1); yb[2] += Vector512.Sum(a2); yb[3] += Vector512.Sum(a3);
-                yb[4] += Vector512.Sum(a4); yb[5] += Vector512.Sum(a5); yb[6] += Vector512.Sum(a6); yb[7] += Vector512.Sum(a7);
-                yb[8] += Vector512.Sum(a8); yb[9] += Vector512.Sum(a9); yb[10] += Vector512.Sum(a10); yb[11] += Vector512.Sum(a11);
-                yb[12] += Vector512.Sum(a12); yb[13] += Vector512.Sum(a13); yb[14] += Vector512.Sum(a14); yb[15] += Vector512.Sum(a15);
+            nint ya = (nint)y, xta = (nint)xt;
+            int groups = cols / Cols8, bBlocks = nPad / Lanes32, tasks = groups * bBlocks;
+            long work = (long)n * rows * cols;
+            void Task(int t)
+            {
+                int bb = t / groups, g = t % groups;
+                if (w.Type == WeightType.F32) LanesF32((float*)ya, (float*)xta, w, n, nPad, bb * Lanes32, g * Cols8);
+                else LanesBF16((float*)ya, (float*)xta, w, n, nPad, bb * Lanes32, g * Cols8);
             }
+            Chunked(tasks, work, Task);
         }
     }
 
+    /// <summary>Runs body(0..count) in a few contiguous chunks per core (one Parallel.For item per chunk, not per task),
+    /// or inline when the work is small.</summary>
+    private static void Chunked(int count, long work, Action<int> body)
+    {
+        int chunks = Math.Min(count, Environment.ProcessorCount * 4);
+        if (work < 1 << 18 || chunks <= 1)
+        {
+            for (int t = 0; t < count; t++) body(t);
+            return;
+        }
+        Parallel.For(0, chunks, c =>
+        {
+            int a = (int)((long)count * c / chunks), b = (int)((long)count * (c + 1) / chunks);
+            for (int t = a; t < b; t++) body(t);
+        });
+    }
+
+    private static void LanesF32(float* y, float* xt, WeightMatrix w, int n, int nPad, int b0, int k0)
+    {
+        int rows = w.Rows, cols = w.Cols;
+        bool packed = w.Packed;
+        int kStride = packed ? WeightMatrix.PanelRows : 1;
+        float* data = (float*)w.Data;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        for (int r = 0; r < rows; r++)
+        {
+            float* wr = data + (packed ? (long)(r >> 4) * 16 * cols + (r & 15) : (long)r * cols) + (long)k0 * kStride;
+            float* xr = xt + (long)r * nPad + b0;
+            var u = Vector512.Load(xr);
+            var v = Vector512.Load(xr + 16);
+            var s = Vector512.Create(wr[0]); a0 = Vector512.FusedMultiplyAdd(s, u, a0); c0 = Vector512.FusedMultiplyAdd(s, v, c0);
+            s = Vector512.Create(wr[kStride]); a1 = Vector512.FusedMultiplyAdd(s, u, a1); c1 = Vector512.FusedMultiplyAdd(s, v, c1);
+            s = Vector512.Create(wr[2 * kStride]); a2 = Vector512.FusedMultiplyAdd(s, u, a2); c2 = Vector512.FusedMultiplyAdd(s, v, c2);
+            s = Vector512.Create(wr[3 * kStride]); a3 = Vector512.FusedMultiplyAdd(s, u, a3); c3 = Vector512.FusedMultiplyAdd(s, v, c3);
+            s = Vector512.Create(wr[4 * kStride]); a4 = Vector512.FusedMultiplyAdd(s, u, a4); c4 = Vector512.FusedMultiplyAdd(s, v, c4);
+            s = Vector512.Create(wr[5 * kStride]); a5 = Vector512.FusedMultiplyAdd(s, u, a5); c5 = Vector512.FusedMultiplyAdd(s, v, c5);
+            s = Vector512.Create(wr[6 * kStride]); a6 = Vector512.FusedMultiplyAdd(s, u, a6); c6 = Vector512.FusedMultiplyAdd(s, v, c6);
+            s = Vector512.Create(wr[7 * kStride]); a7 = Vector512.FusedMultiplyAdd(s, u, a7); c7 = Vector512.FusedMultiplyAdd(s, v, c7);
+        }
+        Store(y, n, cols, b0, k0, a0, a1, a2, a3, a4, a5, a6, a7, c0, c1, c2, c3, c4, c5, c6, c7);
+    }
+
+    private static void LanesBF16(float* y, float* xt, WeightMatrix w, int n, int nPad, int b0, int k0)
+    {
+        int rows = w.Rows, cols = w.Cols;
+        bool packed = w.Packed;
+        int kStride = packed ? WeightMatrix.PanelRows : 1;
+        ushort* data = (ushort*)w.Data;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        for (int r = 0; r < rows; r++)
+        {
+            ushort* wr = data + (packed ? (long)(r >> 4) * 16 * cols + (r & 15) : (long)r * cols) + (long)k0 * kStride;
+            float* xr = xt + (long)r * nPad + b0;
+            var u = Vector512.Load(xr);
+            var v = Vector512.Load(xr + 16);
+            var s = B(wr[0]); a0 = Vector512.FusedMultiplyAdd(s, u, a0); c0 = Vector512.FusedMultiplyAdd(s, v, c0);
+            s = B(wr[kStride]); a1 = Vector512.FusedMultiplyAdd(s, u, a1); c1 = Vector512.FusedMultiplyAdd(s, v, c1);
+            s = B(wr[2 * kStride]); a2 = Vector512.FusedMultiplyAdd(s, u, a2); c2 = Vector512.FusedMultiplyAdd(s, v, c2);
+            s = B(wr[3 * kStride]); a3 = Vector512.FusedMultiplyAdd(s, u, a3); c3 = Vector512.FusedMultiplyAdd(s, v, c3);
+            s = B(wr[4 * kStride]); a4 = Vector512.FusedMultiplyAdd(s, u, a4); c4 = Vector512.FusedMultiplyAdd(s, v, c4);
+            s = B(wr[5 * kStride]); a5 = Vector512.FusedMultiplyAdd(s, u, a5); c5 = Vector512.FusedMultiplyAdd(s, v, c5);
+            s = B(wr[6 * kStride]); a6 = Vector512.FusedMultiplyAdd(s, u, a6); c6 = Vector512.FusedMultiplyAdd(s, v, c6);
+            s = B(wr[7 * kStride]); a7 = Vector512.FusedMultiplyAdd(s, u, a7); c7 = Vector512.FusedMultiplyAdd(s, v, c7);
+        }
+        Store(y, n, cols, b0, k0, a0, a1, a2, a3, a4, a5, a6, a7, c0, c1, c2, c3, c4, c5, c6, c7);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Widen(ushort* p) =>
-        Vector512.ShiftLeft(Avx512F.ConvertToVector512UInt32(Vector256.Load(p)), 16).AsSingle();
+    private static Vector512<float> B(ushort bits) => Vector512.Create(BitConverter.Int32BitsToSingle(bits << 16));
+
+    /// <summary>a_j holds y[b0..b0+16, k0+j], c_j holds y[b0+16..b0+32, k0+j]: written out row by row (rows ≥ n skipped).</summary>
+    private static void Store(float* y, int n, int cols, int b0, int k0,
+        Vector512<float> a0, Vector512<float> a1, Vector512<float> a2, Vector512<float> a3, Vector512<float> a4, Vector512<float> a5, Vector512<float> a6, Vector512<float> a7,
+        Vector512<float> c0, Vector512<float> c1, Vector512<float> c2, Vector512<float> c3, Vector512<float> c4, Vector512<float> c5, Vector512<float> c6, Vector512<float> c7)
+    {
+        float* t = stackalloc float[Lanes32 * Cols8];   // (column, lane)
+        a0.Store(t); c0.Store(t + 16); a1.Store(t + 32); c1.Store(t + 48); a2.Store(t + 64); c2.Store(t + 80); a3.Store(t + 96); c3.Store(t + 112);
+        a4.Store(t + 128); c4.Store(t + 144); a5.Store(t + 160); c5.Store(t + 176); a6.Store(t + 192); c6.Store(t + 208); a7.Store(t + 224); c7.Store(t + 240);
+        int end = Math.Min(Lanes32, n - b0);
+        for (int lane = 0; lane < end; lane++)
+        {
+            float* yr = y + (long)(b0 + lane) * cols + k0;
+            for (int j = 0; j < Cols8; j++) yr[j] = t[j * Lanes32 + lane];
+        }
+    }
 
     /// <summary>Columns [k0, k0+width) of a row-major matrix (or any matrix at Vector256): y[b, k0..] = Σ_r x[b, r] W[r, k0..],
     /// two input rows per pass, rows of W read as vectors.</summary>
