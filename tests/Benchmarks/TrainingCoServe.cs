@@ -48,7 +48,7 @@ internal static partial class TrainingBenchmark
         Console.WriteLine($"inference with training:  {both.Tokens / seconds:F1} tokens/s; inter-token p50 {P(both.Itl, 0.5)} ms, p90 {P(both.Itl, 0.9)} ms, p99 {P(both.Itl, 0.99)} ms");
         double p50a = alone.Itl.Order().ElementAt(alone.Itl.Count / 2), p50b = both.Itl.Order().ElementAt(both.Itl.Count / 2);
         Console.WriteLine($"p50 inter-token time with / without training: {p50b / p50a:F2}x (target ≤ 1.2x)");
-        Console.WriteLine($"training beside inference: {both.Trained / seconds:F1} trained tokens/s; solo: {solo.Trained / seconds:F1}; ratio {both.Trained / Math.Max(1, solo.Trained):P0} (target ≥ 50%)");
+        Console.WriteLine($"training beside inference: {both.Trained / seconds:F1} trained tokens/s; solo: {solo.Trained / seconds:F1}; ratio {(double)both.Trained / Math.Max(1, solo.Trained):P0} (target ≥ 50%)");
         string png = args.SkipWhile(a => a != "--png").Skip(1).FirstOrDefault() ?? "tests/Benchmarks/training-coserve.png";
         var chart = new PngChart(900, 400);
         double yMax = Math.Max(alone.Series.Max(p => p.Y), Math.Max(both.Series.Max(p => p.Y), solo.TrainSeries.Max(p => p.Y))) * 1.1;

@@ -86,6 +86,11 @@ public sealed record EngineMetrics(
     public long PrefixCacheHits { get; init; }
     public long PrefixTokensReused { get; init; }
     public long PrefixCacheBytes { get; init; }
+    /// <summary>Pages of the pool counted against the activations of training runs (then PoolFreePages + PoolKvPages +
+    /// PoolAdapterPages + PoolTrainingPages = PoolPages); training runs not yet ended; tokens they trained.</summary>
+    public int PoolTrainingPages { get; init; }
+    public int TrainingRuns { get; init; }
+    public long TrainedTokens { get; init; }
     /// <summary>Per tenant (VTC only): counter, share, waiting and running sequences, tokens served, preemptions.</summary>
     public IReadOnlyList<TenantServiceSnapshot> Tenants { get; init; } = [];
 }

@@ -365,6 +365,8 @@ public sealed partial class ServingEngine
             return;
         }
         var plan = _scheduler.Schedule();
+        if (_training.Count != 0 && (plan.OutOfMemory.Count > 0 || plan.Preempted.Count > 0 || (plan.Chunks.Count == 0 && _scheduler.Waiting.Count > 0)))
+            ReclaimTrainingMemory();
         foreach (var (s, error) in plan.Failed) Fail((Request)s.Handle!, error);
         foreach (var s in plan.OutOfMemory) Finish((Request)s.Handle!, FinishReason.Length);
         Interlocked.Add(ref _c.Preemptions, plan.Preempted.Count);

@@ -23,12 +23,13 @@ public sealed partial class ServingEngine : ITrainingEngine
     {
         ArgumentNullException.ThrowIfNull(request);
         ObjectDisposedException.ThrowIf(_stopping, this);
-        string id = $"train-{Interlocked.Increment(ref _nextTrainingRun)}";
-        var run = TrainingRunFactory.Create(id, _model, request, Model.Name, _options.TrainingActivationBytes, () =>
+        int number = Interlocked.Increment(ref _nextTrainingRun);
+        var run = TrainingRunFactory.Create($"train-{number}", _model, request, Model.Name, _options.TrainingActivationBytes, () =>
         {
             try { _wake.Set(); }
             catch (ObjectDisposedException) { }
         });
+        run.Number = number;
         _trainingArrivals.Enqueue(run);
         _wake.Set();
         if (_stopping && !_thread.IsAlive) run.End(TrainingRunState.Failed, new ObjectDisposedException(nameof(ServingEngine)));
@@ -39,7 +40,11 @@ public sealed partial class ServingEngine : ITrainingEngine
     /// time the iteration spent on inference (0: none ran). Returns whether training ran.</summary>
     private bool TrainingSlice(int leftoverTokens, long servedTicks)
     {
-        while (_trainingArrivals.TryDequeue(out var arrived)) _training.Add(arrived);
+        while (_trainingArrivals.TryDequeue(out var arrived))
+        {
+            _training.Add(arrived);
+            ReserveActivations(arrived);
+        }
         if (_training.Count == 0) return false;
         TrainingRun? run = null;
         for (int i = 0; i < _training.Count && run is null; i++)
@@ -77,17 +82,67 @@ public sealed partial class ServingEngine : ITrainingEngine
                 v.ChargeTraining(run.TenantId, tokens * _options.VtcTrainingWeight);
             }
         }
-        _training.RemoveAll(r => r.IsDone);
+        for (int i = _training.Count - 1; i >= 0; i--)
+        {
+            if (!_training[i].IsDone) continue;
+            ReleaseActivations(_training[i]);
+            _training.RemoveAt(i);
+        }
         return true;
+    }
+
+    /// <summary>Counts a new run's activations in the unified pool: it keeps as many layers' activations as fit in at most
+    /// half of the free pages (and in Inference:TrainingActivationBytes), holding those pages while it runs; the other
+    /// layers are recomputed in the backward pass (bitwise the same result).</summary>
+    private void ReserveActivations(TrainingRun run)
+    {
+        var m = run.Trainer.Model;
+        int layers = m.AllocatedLayers;
+        long pageBytes = _pool.PageBytes, room = _pool.FreePages / 2 * pageBytes;
+        while (layers > 1 && m.BytesFor(layers) > room) layers--;
+        int pages = (int)Math.Min(_pool.FreePages / 2, (m.BytesFor(layers) + pageBytes - 1) / pageBytes);
+        var ids = new int[pages];
+        if (pages > 0 && _pool.TryAllocate(Memory.PageOwner.Training(run.Number), ids)) run.Pages = ids;
+        m.LimitStoredLayers(layers);
+    }
+
+    private void ReleaseActivations(TrainingRun run)
+    {
+        if (run.Pages is not { } ids) return;
+        run.Pages = null;
+        _pool.Free(Memory.PageOwner.Training(run.Number), ids);
+    }
+
+    /// <summary>Inference is short of memory: every run gives its pages back and recomputes all but its last layer from
+    /// its next row on. Training never holds memory a request waits for.</summary>
+    private void ReclaimTrainingMemory()
+    {
+        foreach (var r in _training)
+        {
+            if (r.Pages is null) continue;
+            TrainingReclaims++;
+            ReleaseActivations(r);
+            r.Trainer.Model.LimitStoredLayers(1);
+        }
     }
 
     /// <summary>Ends every training run (the engine is stopping or its loop failed).</summary>
     private void EndTraining(Exception error)
     {
         while (_trainingArrivals.TryDequeue(out var arrived)) _training.Add(arrived);
-        foreach (var r in _training) r.End(TrainingRunState.Failed, error);
+        foreach (var r in _training)
+        {
+            r.End(TrainingRunState.Failed, error);
+            ReleaseActivations(r);
+        }
         _training.Clear();
     }
+
+    /// <summary>Times a run gave its pages back to requests short of memory (tests).</summary>
+    internal int TrainingReclaims { get; private set; }
+
+    /// <summary>Pages of the pool counted against training runs' activations.</summary>
+    internal int TrainingPages => _pool.Usage.TrainingPages;
 
     /// <summary>Training runs not yet ended, trained tokens, slices and time spent in them.</summary>
     internal (int Runs, long TrainedTokens, long Slices, TimeSpan Time) TrainingCounters =>

@@ -166,6 +166,9 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
             PrefixTokensReused = _prefix?.TokensReused ?? 0,
             PrefixCacheBytes = _prefix?.Bytes ?? 0,
             Tenants = (_policy as VtcPolicy)?.Snapshot() ?? [],
+            PoolTrainingPages = _pool.Usage.TrainingPages,
+            TrainingRuns = TrainingCounters.Runs,
+            TrainedTokens = TrainingCounters.TrainedTokens,
         };
     }
 

@@ -3,18 +3,21 @@ using System.Runtime.InteropServices;
 namespace Loom.Inference.Memory;
 
 /// <summary>What a page of the pool holds.</summary>
-public enum PageOwnerKind : byte { Free, Kv, Adapter }
+public enum PageOwnerKind : byte { Free, Kv, Adapter, Training }
 
-/// <summary>The owner tag of a page: free, a sequence's KV cache, or an adapter's weights.</summary>
+/// <summary>The owner tag of a page: free, a sequence's KV cache, an adapter's weights, or the activation budget of a
+/// training run.</summary>
 public readonly record struct PageOwner(PageOwnerKind Kind, int Id)
 {
     public static readonly PageOwner Free = new(PageOwnerKind.Free, 0);
     public static PageOwner Kv(int sequence) => new(PageOwnerKind.Kv, sequence);
     public static PageOwner Adapter(int slot) => new(PageOwnerKind.Adapter, slot);
+    public static PageOwner Training(int run) => new(PageOwnerKind.Training, run);
 }
 
 /// <summary>Page counts of the pool at one moment.</summary>
-public readonly record struct PoolUsage(int TotalPages, int FreePages, int KvPages, int AdapterPages, int PageBytes);
+/// <param name="TrainingPages">Pages counted against training runs' activations (0 unless a run is active).</param>
+public readonly record struct PoolUsage(int TotalPages, int FreePages, int KvPages, int AdapterPages, int PageBytes, int TrainingPages = 0);
 
 /// <summary>The unified pool (S-LoRA unified paging): one native, 64-byte aligned buffer cut into fixed-size pages of
 /// <see cref="PageFloats"/> float32 values (the model's hidden_size). KV-cache pages and adapter-weight pages come from
@@ -29,7 +32,7 @@ public sealed unsafe class PagePool : IDisposable
     private readonly int[] _stackSlot;  // (PageCount) position of a free page in _freeStack, -1 when owned
     private readonly PageOwnerKind[] _kind; // (PageCount)
     private readonly int[] _ownerId;    // (PageCount)
-    private int _freeCount, _kvPages, _adapterPages;
+    private int _freeCount, _kvPages, _adapterPages, _trainingPages;
     private readonly Lock _lock = new();
 
     public int PageFloats { get; }
@@ -66,7 +69,7 @@ public sealed unsafe class PagePool : IDisposable
 
     public PoolUsage Usage
     {
-        get { lock (_lock) return new PoolUsage(PageCount, _freeCount, _kvPages, _adapterPages, PageBytes); }
+        get { lock (_lock) return new PoolUsage(PageCount, _freeCount, _kvPages, _adapterPages, PageBytes, _trainingPages); }
     }
 
     /// <summary>Start of the page buffer, for kernels that read through page tables.</summary>
@@ -108,7 +111,8 @@ public sealed unsafe class PagePool : IDisposable
                 ids[i] = id;
             }
             if (owner.Kind == PageOwnerKind.Kv) _kvPages += ids.Length;
-            else _adapterPages += ids.Length;
+            else if (owner.Kind == PageOwnerKind.Adapter) _adapterPages += ids.Length;
+            else _trainingPages += ids.Length;
             return true;
         }
     }
@@ -139,7 +143,8 @@ public sealed unsafe class PagePool : IDisposable
                 _freeStack[_freeCount++] = id;
             }
             if (owner.Kind == PageOwnerKind.Kv) _kvPages -= ids.Length;
-            else _adapterPages -= ids.Length;
+            else if (owner.Kind == PageOwnerKind.Adapter) _adapterPages -= ids.Length;
+            else _trainingPages -= ids.Length;
         }
     }
 
@@ -149,7 +154,7 @@ public sealed unsafe class PagePool : IDisposable
     {
         lock (_lock)
         {
-            int kv = 0, ad = 0, free = 0;
+            int kv = 0, ad = 0, tr = 0, free = 0;
             for (int id = 0; id < PageCount; id++)
             {
                 switch (_kind[id])
@@ -160,11 +165,13 @@ public sealed unsafe class PagePool : IDisposable
                         if (s < 0 || s >= _freeCount || _freeStack[s] != id) return $"free page {id} is not on the free list";
                         break;
                     case PageOwnerKind.Kv: kv++; if (_stackSlot[id] != -1) return $"owned page {id} is on the free list"; break;
+                    case PageOwnerKind.Training: tr++; if (_stackSlot[id] != -1) return $"owned page {id} is on the free list"; break;
                     default: ad++; if (_stackSlot[id] != -1) return $"owned page {id} is on the free list"; break;
                 }
             }
             if (free != _freeCount) return $"{free} pages are tagged free but the free list holds {_freeCount}";
-            if (kv != _kvPages || ad != _adapterPages) return $"counters say kv={_kvPages} adapter={_adapterPages}, tags say kv={kv} adapter={ad}";
+            if (kv != _kvPages || ad != _adapterPages || tr != _trainingPages)
+                return $"counters say kv={_kvPages} adapter={_adapterPages} training={_trainingPages}, tags say kv={kv} adapter={ad} training={tr}";
             return null;
         }
     }

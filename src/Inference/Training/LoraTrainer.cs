@@ -27,6 +27,7 @@ internal sealed class LoraTrainer
     private long _valTokens;
 
     public LoraParameters Parameters => _p;
+    public TrainingModel Model => _model;
     public TrainingPlan Plan => _plan;
     public int Step => _step;
     public int TotalSteps => _plan.Steps.Count;

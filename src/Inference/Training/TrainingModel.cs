@@ -22,7 +22,11 @@ internal sealed class TrainingModel
     private readonly float _eps;
 
     public int MaxTokens { get; }
-    public int StoredLayers { get; }
+    /// <summary>Layers whose activations are kept (the last ones); the others are recomputed in the backward pass.</summary>
+    public int StoredLayers { get; private set; }
+    /// <summary>Layers whose activation sets are allocated (the most <see cref="StoredLayers"/> can be).</summary>
+    public int AllocatedLayers { get; }
+    private int _pendingStored;
 
     // the row
     private readonly int[] _tokens;      // (T) token ids
@@ -65,13 +69,13 @@ internal sealed class TrainingModel
         _eps = (float)_c.RmsNormEps;
         MaxTokens = maxTokens;
         int L = _c.NumLayers;
-        StoredLayers = Math.Clamp(storedLayers, 1, L);
+        StoredLayers = AllocatedLayers = _pendingStored = Math.Clamp(storedLayers, 1, L);
         _rope = new RopeTable(_c, Math.Min(maxTokens, _c.MaxPositionEmbeddings));
         int T = maxTokens, dim = _c.HiddenSize, hid = _c.IntermediateSize;
         _tokens = new int[T]; _positions = new int[T]; _starts = new int[T]; _targets = new int[T];
         _xin = new float[L + 1][];
         for (int l = 0; l <= L; l++) _xin[l] = new float[T * dim];
-        _sets = new LayerActivations[StoredLayers + (StoredLayers < L ? 1 : 0)];
+        _sets = new LayerActivations[StoredLayers + 1]; // + a scratch set for recomputed layers
         for (int i = 0; i < _sets.Length; i++) _sets[i] = new LayerActivations(_c, T, p.Rank, p.Targets);
         _dx = new float[T * dim]; _dxn = new float[T * dim]; _tmpDim = new float[T * dim];
         _dh = new float[T * hid]; _dup = new float[T * hid];
@@ -90,17 +94,21 @@ internal sealed class TrainingModel
     public static long BytesFor(ModelConfig c, int maxTokens, int rank, int targets, int storedLayers)
     {
         int L = c.NumLayers, s = Math.Clamp(storedLayers, 1, L);
-        long sets = (s + (s < L ? 1 : 0)) * LayerActivations.BytesFor(c, maxTokens, rank, targets);
+        long sets = (s + 1) * LayerActivations.BytesFor(c, maxTokens, rank, targets);
         long T = maxTokens;
         long other = sizeof(float) * (T * c.HiddenSize * (L + 1 + 3) + T * c.IntermediateSize * 2 + T * c.QDim * 2 + T * c.KvDim * 2
             + 2L * c.NumHeads * T * c.HeadDim + c.NumHeads * T + T * rank + (long)HeadChunk * (2 * c.HiddenSize + 2 * c.VocabSize));
         return sets + other;
     }
 
+    /// <summary>Bytes of activations and buffers with <paramref name="storedLayers"/> layers kept, for this model's rows.</summary>
+    public long BytesFor(int storedLayers) => BytesFor(_c, MaxTokens, _p.Rank, _p.Targets.Count, storedLayers);
+
     /// <summary>Sets the row: examples packed one after another, each (tokens, loss mask). Token i of an example is trained
     /// when its mask is true (predicted from the example's tokens before it).</summary>
     public void SetRow(IReadOnlyList<TrainingExample> examples)
     {
+        StoredLayers = _pendingStored;
         int t = 0;
         foreach (var e in examples)
         {
@@ -119,6 +127,10 @@ internal sealed class TrainingModel
 
     public int RowTokens => _T;
 
+    /// <summary>Keeps at most <paramref name="layers"/> layers' activations from the next row on (at least one; never
+    /// more than allocated); the rest are recomputed, with bitwise the same results.</summary>
+    public void LimitStoredLayers(int layers) => _pendingStored = Math.Clamp(layers, 1, AllocatedLayers);
+
     public void Embed()
     {
         int dim = _c.HiddenSize;
@@ -128,7 +140,7 @@ internal sealed class TrainingModel
     private LayerActivations SetOf(int layer)
     {
         int first = _c.NumLayers - StoredLayers;
-        return layer >= first ? _sets[layer - first] : _sets[^1];
+        return layer >= first ? _sets[layer - first] : _sets[AllocatedLayers];
     }
 
     /// <summary>Whether layer l's activations are recomputed in the backward pass.</summary>

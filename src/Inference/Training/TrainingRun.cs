@@ -30,6 +30,9 @@ internal sealed class TrainingRun : ITrainingRun
     private long _runningSince;         // 0 when not running
 
     public string Id { get; }
+    /// <summary>The engine's number for the run (owner id of its pool pages) and the pages it holds (loop thread).</summary>
+    internal int Number { get; set; }
+    internal int[]? Pages { get; set; }
     public string? TenantId { get; }
     public double TenantShare { get; }
     internal LoraTrainer Trainer => _trainer;

@@ -74,3 +74,50 @@ public sealed class CoServingTests(ITestOutputHelper log) : IDisposable
         }
     }
 }
+
+/// <summary>Training activations counted in the unified pool: pages held while a run trains, given back when requests
+/// need the memory (the run then recomputes, bitwise the same), none left after.</summary>
+public sealed class TrainingMemoryTests : IDisposable
+{
+    private readonly TrainingHarness _h = new();
+    public void Dispose() => _h.Dispose();
+
+    [Fact]
+    public async Task ActivationsAreCountedInThePoolAndGivenBackToRequestsThatNeedThem()
+    {
+        var g = TrainingGolden.Load("llama_gqa_tied_adamw");
+        var roomy = _h.Engine(g.Model, o => { o.PoolBytes = 8 << 20; return o; });
+        var request = _h.Plain(g, epochs: 60);
+        var reference = await TrainingHarness.Finish(roomy.SubmitTraining(request));
+
+        var tight = _h.Engine(g.Model, o => { o.PoolBytes = 384 << 10; o.MaxRunningSequences = 8; return o; });
+        var run = tight.SubmitTraining(request with { OutputFolder = _h.Folder() });
+        await Until(() => run.Latest.Step >= 1);
+        var m = tight.GetMetrics();
+        Assert.True(m.PoolTrainingPages > 0, "the run's activations are not counted in the pool");
+        Assert.Equal(m.PoolPages, m.PoolFreePages + m.PoolKvPages + m.PoolAdapterPages + m.PoolTrainingPages);
+        // eight long requests want more pages than the run left free
+        var requests = Enumerable.Range(0, 8).Select(i => ServingHarness.Run(tight, new GenerationRequest
+        {
+            PromptTokenIds = Enumerable.Range(0, 20).Select(t => (t * 13 + i) % 300).ToArray(),
+            Sampling = new SamplingParams { Temperature = 0, MaxTokens = 40, IgnoreEos = true },
+        })).ToArray();
+        var outputs = await Task.WhenAll(requests).WaitAsync(TrainingHarness.Limit);
+        Assert.All(outputs, o => Assert.Equal(40, ServingHarness.Tokens(o).Length));
+        Assert.Equal(1, tight.TrainingReclaims);
+        var result = await TrainingHarness.Finish(run);
+        Assert.Equal(TrainingHarness.AdapterBytes(reference), TrainingHarness.AdapterBytes(result));
+        await Until(() => tight.GetMetrics().PoolTrainingPages == 0);
+        Assert.Null(tight.Pool.Audit());
+    }
+
+    private static async Task Until(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + TrainingHarness.Limit;
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "timed out");
+            await Task.Delay(1);
+        }
+    }
+}
