@@ -24,6 +24,7 @@ namespace Loom.Api;
 public static class ApiModule
 {
     public const string PolicyName = "loom-api-key";
+    private const long ChunkedSlackBytes = 2L * 1024 * 1024;
 
     public static IServiceCollection AddApi(this IServiceCollection services, IConfiguration configuration)
     {
@@ -41,6 +42,8 @@ public static class ApiModule
         services.AddSingleton<TenantRateLimiter>();
         services.AddOptions<UploadOptions>().BindConfiguration("Api:Uploads");
         services.AddSingleton<UploadGate>();
+        services.AddOptions<FailedAuthOptions>().BindConfiguration("Api:FailedAuth");
+        services.TryAddSingleton<FailedAuthLimiter>();
         services.AddScoped<StorageQuota>();
         services.AddScoped<CompletionService>();
         services.AddSingleton<UsageRecorder>();
@@ -78,9 +81,15 @@ public static class ApiModule
             branch.Use((context, next) =>
             {
                 var maxBody = IsUpload(context.Request) ? limits.MaxUploadBytes : limits.MaxRequestBodyBytes;
-                if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit) limit.MaxRequestBodySize = maxBody;
                 if (context.Request.ContentLength > maxBody)
                     return ApiErrors.WriteAsync(context, StatusCodes.Status413PayloadTooLarge, $"The request body is too large (limit {maxBody} bytes).", "invalid_request_error", code: "request_too_large");
+                var chunked = context.Request.ContentLength is null;
+                // A chunked body is counted by LimitedRequestBody, which answers 413 in the envelope. The server's own
+                // limit stays above it as a backstop: Kestrel counts whole reads from its input buffer (up to 1 MiB), and
+                // its error would reach JSON binding as an IOException and leave an empty 413.
+                if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
+                    limit.MaxRequestBodySize = chunked ? maxBody + ChunkedSlackBytes : maxBody;
+                if (chunked) context.Request.Body = new LimitedRequestBody(context.Request.Body, maxBody);
                 return next(context);
             });
             branch.UseMiddleware<ApiExceptionMiddleware>();

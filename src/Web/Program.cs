@@ -12,6 +12,7 @@ var builder = WebApplication.CreateBuilder(args);
 var roles = LoomRoles.From(builder.Configuration);
 
 builder.Services.AddLoomDataProtection(builder.Configuration);
+builder.Services.AddLoomProxy(builder.Configuration);
 builder.Services.AddData(builder.Configuration);
 if (roles.Inference) builder.Services.AddInference(builder.Configuration);
 if (roles.Api) builder.Services.AddApi(builder.Configuration);
@@ -24,6 +25,7 @@ if (!await app.PrepareDatabaseAsync(builder.Configuration)) return 2;
 if (!await app.SeedAsync()) return 1;
 if (roles.Inference) await app.RegisterServedModelAsync();
 
+app.UseLoomProxy();
 app.MapHealth();
 if (roles.Api) app.MapApi();
 if (roles.Web)

@@ -6,6 +6,7 @@ using Loom.Tests.Shared;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 namespace Loom.Api.Tests;
 
@@ -34,6 +35,7 @@ public class LoomFactory : WebApplicationFactory<Program>, IAsyncLifetime
         builder.UseSetting("ConnectionStrings:Loom", Database.ConnectionString);
         builder.UseSetting("Loom:Roles", "api");
         foreach (var (k, v) in Settings) builder.UseSetting(k, v);
+        builder.ConfigureLogging(l => l.AddProvider(CapturedLogs.Provider));
     }
 
     public async Task<Tenant> CreateTenantAsync(string name)
@@ -51,7 +53,9 @@ public class LoomFactory : WebApplicationFactory<Program>, IAsyncLifetime
     {
         await using var scope = Services.CreateAsyncScope();
         scope.ServiceProvider.GetRequiredService<TenantContext>().TenantId = tenantId;
-        return await scope.ServiceProvider.GetRequiredService<ApiKeyService>().CreateAsync(tenantId, new NewApiKey(name, Scopes: scopes, ExpiresAt: expiresAt));
+        var created = await scope.ServiceProvider.GetRequiredService<ApiKeyService>().CreateAsync(tenantId, new NewApiKey(name, Scopes: scopes, ExpiresAt: expiresAt));
+        CapturedLogs.AddSecret(created.Secret);
+        return created;
     }
 
     /// <summary>Runs work in a scope whose tenant context is <paramref name="tenantId"/> (null: no tenant).</summary>

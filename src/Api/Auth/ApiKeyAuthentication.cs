@@ -1,6 +1,7 @@
 using System.Security.Claims;
 using System.Text.Encodings.Web;
 using Loom.Api.Errors;
+using Loom.Api.Limits;
 using Loom.Data.Keys;
 using Loom.Data.Tenancy;
 using Microsoft.AspNetCore.Authentication;
@@ -23,7 +24,7 @@ public static class ApiKeyDefaults
 /// </summary>
 internal sealed class ApiKeyAuthenticationHandler(
     IOptionsMonitor<AuthenticationSchemeOptions> options, ILoggerFactory logger, UrlEncoder encoder,
-    ApiKeyService keys, TenantContext tenant)
+    ApiKeyService keys, TenantContext tenant, FailedAuthLimiter failures)
     : AuthenticationHandler<AuthenticationSchemeOptions>(options, logger, encoder)
 {
     private const string FailureItem = "loom:auth_failure";
@@ -32,12 +33,15 @@ internal sealed class ApiKeyAuthenticationHandler(
     {
         string? header = Request.Headers.Authorization;
         if (string.IsNullOrEmpty(header)) return Fail("missing");
-        if (!header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)) return Fail("malformed");
+        // An address that has used up its failed attempts is refused before its key is looked at, right or wrong.
+        var client = FailedAuthLimiter.ClientOf(Context);
+        if (failures.IsBlocked(client)) return Fail("throttled");
+        if (!header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)) return Failed(client, "malformed");
         var presented = header["Bearer ".Length..].Trim();
-        if (!ApiKeyService.LooksLikeSecret(presented)) return Fail("malformed");
+        if (!ApiKeyService.LooksLikeSecret(presented)) return Failed(client, "malformed");
 
         var found = await keys.AuthenticateAsync(presented, Context.RequestAborted);
-        if (found is null) return Fail("unknown");
+        if (found is null) return Failed(client, "unknown");
         var key = found.Key;
         Context.Features.Set(found);
 
@@ -51,6 +55,12 @@ internal sealed class ApiKeyAuthenticationHandler(
         return AuthenticateResult.Success(new AuthenticationTicket(new ClaimsPrincipal(identity), ApiKeyDefaults.Scheme));
     }
 
+    private AuthenticateResult Failed(string client, string reason)
+    {
+        failures.RecordFailure(client);
+        return Fail(reason);
+    }
+
     private AuthenticateResult Fail(string reason)
     {
         Context.Items[FailureItem] = reason;
@@ -59,6 +69,12 @@ internal sealed class ApiKeyAuthenticationHandler(
 
     protected override Task HandleChallengeAsync(AuthenticationProperties properties)
     {
+        if (Context.Items[FailureItem] as string == "throttled")
+        {
+            Response.Headers.RetryAfter = failures.RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return ApiErrors.WriteAsync(Context, StatusCodes.Status429TooManyRequests,
+                "Too many failed authentication attempts from your address. Try again later.", "requests", code: "too_many_failed_authentications");
+        }
         var message = (Context.Items[FailureItem] as string) switch
         {
             "missing" => "You didn't provide an API key. Provide your API key in an Authorization header using Bearer auth (Authorization: Bearer sk-loom-...).",

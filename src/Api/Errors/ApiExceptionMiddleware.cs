@@ -25,6 +25,11 @@ internal sealed class ApiExceptionMiddleware(RequestDelegate next, ILogger<ApiEx
                     await ApiErrors.WriteAsync(context, 405, $"Method {context.Request.Method} is not allowed for {context.Request.Path}.", "invalid_request_error", code: "method_not_allowed");
             }
         }
+        catch (RequestBodyTooLargeException e) when (!context.Response.HasStarted)
+        {
+            context.Response.Clear();
+            await ApiErrors.WriteAsync(context, 413, $"The request body is too large (limit {e.Limit} bytes).", "invalid_request_error", code: "request_too_large");
+        }
         catch (BadHttpRequestException e) when (!context.Response.HasStarted)
         {
             if (e.StatusCode == StatusCodes.Status413PayloadTooLarge)

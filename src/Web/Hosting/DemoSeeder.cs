@@ -16,6 +16,9 @@ internal sealed class DemoSeeder(
     PlatformDbContext db, TenantContext tenantContext, UserManager<LoomUser> users, RoleManager<IdentityRole<Guid>> roles,
     ApiKeyService keys, TimeProvider clock, ILogger<DemoSeeder> logger)
 {
+    /// <summary>Where the one-time secrets are printed: the process's own standard output.</summary>
+    private readonly TextWriter terminal = Console.Out;
+
     public async Task SeedAsync(SeedOptions options, CancellationToken ct = default)
     {
         if (!options.Demo) return;
@@ -40,7 +43,9 @@ internal sealed class DemoSeeder(
         // The demo key can do everything a tenant can, through the API alone.
         var created = await keys.CreateAsync(tenant.Id, new NewApiKey("demo key", Scopes: ApiKeyScopes.All), ct);
         WriteSecretFile(options.ApiKeyFile, created.Secret + "\n");
-        logger.LogWarning("Demo API key (shown once, also saved to {KeyFile}): {Secret}", Path.GetFullPath(options.ApiKeyFile), created.Secret);
+        // The secret goes to the terminal that started Loom, never through logging (log sinks are kept and shipped).
+        terminal.WriteLine($"Demo API key (shown once, also saved to {Path.GetFullPath(options.ApiKeyFile)}): {created.Secret}");
+        logger.LogWarning("Created the demo API key {Prefix}... (secret saved to {KeyFile})", created.Key.Prefix, Path.GetFullPath(options.ApiKeyFile));
     }
 
     private async Task EnsureAdminAsync(SeedOptions options, Tenant tenant, CancellationToken ct)
@@ -57,7 +62,8 @@ internal sealed class DemoSeeder(
         {
             var file = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.ApiKeyFile))!, "demo-admin");
             WriteSecretFile(file, $"user: {options.AdminUser}\npassword: {password}\n");
-            logger.LogWarning("Demo admin user '{User}' with password {Password} (also saved to {File})", options.AdminUser, password, file);
+            terminal.WriteLine($"Demo admin user '{options.AdminUser}' with password {password} (also saved to {file})");
+            logger.LogWarning("Created the demo admin user '{User}' (password saved to {File})", options.AdminUser, file);
         }
         _ = ct;
     }

@@ -1,4 +1,6 @@
+using Loom.Api.Limits;
 using Loom.Data.Entities;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Loom.Web.Portal.Identity;
 using Microsoft.AspNetCore.Components.Authorization;
 using Microsoft.AspNetCore.Components.Server.Circuits;
@@ -28,6 +30,8 @@ public static class PortalModule
             o.Cookie.Name = "loom.portal";
             o.Cookie.HttpOnly = true;
             o.Cookie.SameSite = SameSiteMode.Lax;
+            // Secure whenever the request came over HTTPS (directly, or through a proxy named in Loom:Proxy).
+            o.Cookie.SecurePolicy = CookieSecurePolicy.SameAsRequest;
             o.LoginPath = SignInPath;
             o.LogoutPath = SignOutPath;
             o.AccessDeniedPath = AccessDeniedPath;
@@ -35,6 +39,10 @@ public static class PortalModule
             o.ExpireTimeSpan = TimeSpan.FromHours(8);
         });
         services.AddAuthorization();
+        services.AddAntiforgery(o => o.Cookie.SecurePolicy = CookieSecurePolicy.SameAsRequest);
+        // Failed sign-ins per client address, shared with the API's failed key checks.
+        services.AddOptions<FailedAuthOptions>().BindConfiguration("Api:FailedAuth");
+        services.TryAddSingleton<FailedAuthLimiter>();
 
         services.AddScoped<AuthenticationStateProvider, PortalAuthenticationStateProvider>();
 
