@@ -11,6 +11,11 @@ using Loom.Inference.Model;
 
 if (args.Length > 0 && args[0] == "train")
 {
+    if (args.Length == 1 || args[1] is "-h" or "--help")
+    {
+        Console.Error.WriteLine(TrainCommand.Usage);
+        return args.Length == 1 ? 2 : 0;
+    }
     try
     {
         var train = TrainCommand.Parse(args.AsSpan(1));

@@ -96,7 +96,11 @@ internal static partial class TrainingBenchmark
         string output = p.StandardOutput.ReadToEnd() + p.StandardError.ReadToEnd();
         p.WaitForExit();
         Console.WriteLine($"PyTorch anchor (same run, OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset): {output.Trim()}");
-        var m = System.Text.RegularExpressions.Regex.Match(output, @"= (\d+(?:\.\d+)?) trained tokens/s");
-        return m.Success ? double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) : null;
+        // from the step time (the script rounds tokens/s to an integer)
+        var m = System.Text.RegularExpressions.Regex.Match(output, @"(\d+) ms per step of (\d+) tokens");
+        if (!m.Success) return null;
+        double tps = double.Parse(m.Groups[2].Value) / (double.Parse(m.Groups[1].Value) / 1000);
+        Console.WriteLine($"PyTorch: {tps:F2} trained tokens/s");
+        return tps;
     }
 }
