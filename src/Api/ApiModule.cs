@@ -3,6 +3,7 @@ using Loom.Api.Adapters;
 using Loom.Api.Completions;
 using Loom.Api.Errors;
 using Loom.Api.Files;
+using Loom.Api.FineTuning;
 using Loom.Api.Keys;
 using Loom.Api.Limits;
 using Loom.Api.Models;
@@ -51,6 +52,9 @@ public static class ApiModule
         services.AddSingleton<EngineAdapters>();
         services.AddScoped<AdapterService>();
         services.AddScoped<FileService>();
+        services.AddScoped<FineTuneService>();
+        services.AddOptions<FineTuningOptions>().BindConfiguration("FineTuning")
+            .Validate(o => !o.Problems().Any(), "Invalid FineTuning options (see FineTuningOptions).").ValidateOnStart();
         // A node without the inference role has no engine: completions then answer that the model is not served here.
         services.TryAddSingleton<IInferenceEngine, UnconfiguredInferenceEngine>();
         services.AddApiKeyAuthentication();
@@ -103,6 +107,7 @@ public static class ApiModule
         v1.MapCompletions();
         v1.MapFiles();
         v1.MapAdapters();
+        v1.MapFineTuning();
         v1.MapUsage();
         return app;
     }

@@ -2,6 +2,7 @@ using Hangfire;
 using Hangfire.PostgreSql;
 using Loom.Data;
 using Loom.Jobs.Events;
+using Loom.Jobs.FineTuning;
 using Loom.Jobs.Maintenance;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -43,6 +44,7 @@ public static class JobsModule
         services.AddSingleton<IJobEventPublisher, JobEventPublisher>();
         services.AddScoped<BlobCollectionJob>();
         services.AddScoped<UsageRollupJob>();
+        services.AddFineTuningJobs();
 
         if (runServer)
         {

@@ -1,0 +1,108 @@
+using System.Diagnostics;
+using System.Threading.Channels;
+using Loom.Api.FineTuning;
+using Loom.Data;
+using Loom.Data.Blobs;
+using Loom.Data.Entities;
+using Loom.Data.Tenancy;
+using Loom.Inference.Training;
+using Loom.Jobs.Events;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Loom.Jobs.FineTuning;
+
+/// <summary>
+/// Persists a job's checkpoints off the training loop: the engine hands over an in-memory snapshot (taken between two
+/// optimizer steps), and this writer, on its own task, writes it as a checkpoint folder (temporary name, fsync, atomic
+/// rename), stores it as a blob, records a <see cref="FineTuneCheckpoint"/> row and a "checkpoint" event, then applies
+/// retention (the last K plus the best by validation loss). A failed write is reported and training goes on.
+/// </summary>
+internal sealed class CheckpointWriter(
+    IServiceScopeFactory scopes, IBlobStore blobs, IJobEventPublisher events, IOptions<FineTuningOptions> options, TimeProvider clock, ILogger logger,
+    FineTuneJob job, string root, string baseModelName, string modelName)
+{
+    private readonly Channel<Task<TrainingSnapshot>> _pending = Channel.CreateUnbounded<Task<TrainingSnapshot>>(new UnboundedChannelOptions { SingleReader = true });
+
+    public void Enqueue(Task<TrainingSnapshot> snapshot) => _pending.Writer.TryWrite(snapshot);
+
+    /// <summary>No more checkpoints; <see cref="RunAsync"/> ends once the queued ones are written.</summary>
+    public void Complete() => _pending.Writer.TryComplete();
+
+    public async Task RunAsync(CancellationToken ct)
+    {
+        await using var scope = scopes.CreateAsyncScope();
+        scope.ServiceProvider.GetRequiredService<TenantContext>().TenantId = job.TenantId;
+        var db = scope.ServiceProvider.GetRequiredService<PlatformDbContext>();
+        int last = -1;
+        await foreach (var pending in _pending.Reader.ReadAllAsync(ct))
+        {
+            TrainingSnapshot snapshot;
+            try { snapshot = await pending; }
+            catch (Exception) { continue; } // the run ended before the step boundary: nothing to write
+            if (snapshot.Step <= last) continue;
+            last = snapshot.Step;
+            try
+            {
+                await WriteAsync(db, snapshot, ct);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                logger.LogError(e, "Checkpoint at step {Step} of {Job} was not written", snapshot.Step, FineTuneIds.Job(job.Id));
+                await events.PublishAsync(job.TenantId, FineTuneIds.Job(job.Id), "checkpoint_failed", new FineTuneEvent("checkpoint_failed",
+                    $"The checkpoint at step {snapshot.Step} could not be written: {e.Message}", "warn").Payload, CancellationToken.None);
+            }
+        }
+    }
+
+    private async Task WriteAsync(PlatformDbContext db, TrainingSnapshot snapshot, CancellationToken ct)
+    {
+        var watch = Stopwatch.StartNew();
+        string folder = await Task.Run(() => CheckpointFiles.Write(snapshot, root, baseModelName), ct);
+        var blob = await CheckpointFiles.StoreAsync(blobs, folder, ct);
+        var row = new FineTuneCheckpoint
+        {
+            Id = Guid.NewGuid(), TenantId = job.TenantId, JobId = job.Id, Step = snapshot.Step, TrainLoss = double.IsFinite(snapshot.LastTrainLoss) ? snapshot.LastTrainLoss : 0,
+            ValidationLoss = snapshot.LastValidationLoss, TrainedTokens = snapshot.TrainedTokens, BlobSha256 = blob.Sha256, SizeBytes = blob.Length,
+            CreatedAt = clock.GetUtcNow(),
+        };
+        await using (var tx = await db.Database.BeginTransactionAsync(ct))
+        {
+            // A run before this one may have recorded the same step (it holds the same state): keep that row.
+            if (!await db.FineTuneCheckpoints.AnyAsync(c => c.JobId == job.Id && c.Step == snapshot.Step, ct))
+            {
+                db.FineTuneCheckpoints.Add(row);
+                await db.SaveChangesAsync(ct);
+                await events.PublishAsync(db, job.TenantId, FineTuneIds.Job(job.Id), "checkpoint", new FineTuneEvent("checkpoint",
+                    $"Checkpoint saved at step {snapshot.Step}: {FineTuneIds.CheckpointModelName(modelName, snapshot.Step)}.", Data: new Dictionary<string, object?>
+                    {
+                        ["step"] = snapshot.Step, ["bytes"] = blob.Length, ["write_ms"] = watch.Elapsed.TotalMilliseconds,
+                        ["train_loss"] = row.TrainLoss, ["valid_loss"] = row.ValidationLoss,
+                    }).Payload, ct);
+            }
+            await tx.CommitAsync(ct);
+        }
+        db.ChangeTracker.Clear();
+        await ApplyRetentionAsync(db, ct);
+    }
+
+    /// <summary>Keeps the newest K checkpoints and the best by validation loss; the others' rows and local folders go
+    /// (their blobs with the blob collection job).</summary>
+    private async Task ApplyRetentionAsync(PlatformDbContext db, CancellationToken ct)
+    {
+        var rows = await db.FineTuneCheckpoints.Where(c => c.JobId == job.Id).OrderByDescending(c => c.Step).ToListAsync(ct);
+        var keep = rows.Take(options.Value.KeepLastCheckpoints).Select(c => c.Id).ToHashSet();
+        if (rows.Where(c => c.ValidationLoss is not null).MinBy(c => c.ValidationLoss) is { } best) keep.Add(best.Id);
+        var drop = rows.Where(c => !keep.Contains(c.Id)).ToList();
+        if (drop.Count == 0) return;
+        db.FineTuneCheckpoints.RemoveRange(drop);
+        await db.SaveChangesAsync(ct);
+        foreach (var c in drop)
+        {
+            string folder = Path.Combine(root, CheckpointFiles.FolderName(c.Step));
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
+    }
+}

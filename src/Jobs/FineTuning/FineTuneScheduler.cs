@@ -1,0 +1,16 @@
+using Hangfire;
+using Loom.Api.FineTuning;
+using Loom.Data;
+using Loom.Data.Entities;
+using Loom.Jobs.Events;
+
+namespace Loom.Jobs.FineTuning;
+
+/// <summary>The API's handle on the jobs tier: fine-tuning events go to the job-event stream, runs to Hangfire.</summary>
+public sealed class FineTuneScheduler(IJobEventPublisher events, IBackgroundJobClient client) : IFineTuneScheduler
+{
+    public Task PublishAsync(PlatformDbContext db, FineTuneJob job, FineTuneEvent e, CancellationToken ct) =>
+        events.PublishAsync(db, job.TenantId, FineTuneIds.Job(job.Id), e.Kind, e.Payload, ct);
+
+    public void Enqueue(Guid jobId) => client.Enqueue<FineTuneJobRunner>(r => r.RunAsync(jobId, CancellationToken.None));
+}
