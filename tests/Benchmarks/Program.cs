@@ -8,7 +8,7 @@
 //                                one tenant flooding at 4x the others' rate: FCFS vs VTC latency of the others against
 //                                their solo run, service gap between backlogged tenants over time (PNG), swap bandwidth,
 //                                time spent on preemption, multi-turn time to first token with and without prefix reuse
-//   training [speed|coserve|quality] [--quick]
+//   training [speed|coserve|quality] [--quick] [--share X] [--png F]
 //                                LoRA fine-tuning on the SmolLM2-135M shape against PyTorch eager CPU (same run);
 //                                inference latency and training throughput co-served vs alone (PNG); held-out exact
 //                                match on models/loom-demo before and after fine-tuning

@@ -22,9 +22,11 @@ internal static partial class TrainingBenchmark
         Console.WriteLine();
         Console.WriteLine($"== co-serving: SmolLM2-135M shape, bf16 base (random weights); training rank 16 on all seven modules, rows of 256 trained tokens ==");
         var model = new Transformer(ModelWeights.CreateRandom(Smol, WeightType.BF16, seed: 1), maxContext: 512);
+        double share = args.SkipWhile(a => a != "--share").Skip(1).Select(double.Parse).DefaultIfEmpty(0.2).First();
+        Console.WriteLine($"Inference:TrainingShareWhileServing = {share}");
         using var engine = new ServingEngine(model, null, new InferenceOptions
         {
-            MaxContext = 512, PoolBytes = 256L << 20, TokenBudget = 256, MaxRunningSequences = 16, PrefillChunk = 64,
+            MaxContext = 512, PoolBytes = 256L << 20, TokenBudget = 256, MaxRunningSequences = 16, PrefillChunk = 64, TrainingShareWhileServing = share,
         }, "smol");
         var r = new Random(9);
         int[] Prompt() => Enumerable.Range(0, 16).Select(_ => r.Next(Smol.VocabSize)).ToArray();
