@@ -1,3 +1,4 @@
+using Loom.Data.Audit;
 using Loom.Data.Blobs;
 using Loom.Data.Entities;
 using Loom.Data.Keys;
@@ -25,6 +26,8 @@ public static class DataModule
         services.AddScoped<ITenantContext>(sp => sp.GetRequiredService<TenantContext>());
         services.AddDbContext<PlatformDbContext>(o => Configure(o, connectionString));
         services.AddScoped<ApiKeyService>();
+        services.AddScoped<AuditActor>();
+        services.AddScoped<AuditLog>();
         // Identity stores for portal users; the portal adds sign-in and cookies on top.
         services.AddIdentityCore<LoomUser>(o =>
             {

@@ -21,6 +21,7 @@ public class PlatformDbContext(DbContextOptions<PlatformDbContext> options, ITen
     public DbSet<Adapter> Adapters => Set<Adapter>();
     public DbSet<FileObject> Files => Set<FileObject>();
     public DbSet<UsageRecord> UsageRecords => Set<UsageRecord>();
+    public DbSet<AuditEntry> AuditEntries => Set<AuditEntry>();
     public DbSet<UsageDaily> UsageDaily => Set<UsageDaily>();
     public DbSet<UsageRollupState> UsageRollupState => Set<UsageRollupState>();
     public DbSet<JobEvent> JobEvents => Set<JobEvent>();

@@ -4,6 +4,7 @@ using Loom.Api.Errors;
 using Loom.Api.Files;
 using Loom.Api.Limits;
 using Loom.Data;
+using Loom.Data.Audit;
 using Loom.Data.Blobs;
 using Loom.Data.Entities;
 using Loom.Inference.Formats;
@@ -20,7 +21,7 @@ namespace Loom.Api.Adapters;
 /// is stored), list, find, delete. Lookups go through the tenant query filter.
 /// </summary>
 public sealed partial class AdapterService(
-    PlatformDbContext db, IBlobStore blobs, EngineAdapters engine, IOptions<ApiOptions> options, IOptions<UploadOptions> limits, StorageQuota quota, TimeProvider clock)
+    PlatformDbContext db, IBlobStore blobs, EngineAdapters engine, IOptions<ApiOptions> options, IOptions<UploadOptions> limits, StorageQuota quota, AuditLog audit, TimeProvider clock)
 {
     [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")]
     private static partial Regex NamePattern();
@@ -74,6 +75,7 @@ public sealed partial class AdapterService(
             BlobSha256 = blob.Sha256, SizeBytes = blob.Length, CreatedAt = clock.GetUtcNow(),
         };
         db.Adapters.Add(entity);
+        audit.Add("adapter.created", tenantId, "adapter", AdapterIds.Format(entity.Id), $"name={name}; bytes={entity.SizeBytes}");
         try
         {
             await db.SaveChangesAsync(ct);
@@ -108,6 +110,7 @@ public sealed partial class AdapterService(
         if (!engine.TryUnregister(a))
             throw new ApiRequestException(StatusCodes.Status409Conflict, $"The adapter '{a.Name}' is serving a request right now; try again when it finishes.", "id", "adapter_in_use");
         db.Adapters.Remove(a);
+        audit.Add("adapter.deleted", a.TenantId, "adapter", AdapterIds.Format(a.Id), $"name={a.Name}");
         // Its blob is removed by the blob collection job once no row of any tenant refers to it.
         await db.SaveChangesAsync(ct);
     }

@@ -24,7 +24,7 @@ public static class ApiKeyDefaults
 /// </summary>
 internal sealed class ApiKeyAuthenticationHandler(
     IOptionsMonitor<AuthenticationSchemeOptions> options, ILoggerFactory logger, UrlEncoder encoder,
-    ApiKeyService keys, TenantContext tenant, FailedAuthLimiter failures)
+    ApiKeyService keys, TenantContext tenant, FailedAuthLimiter failures, Loom.Data.Audit.AuditActor actor)
     : AuthenticationHandler<AuthenticationSchemeOptions>(options, logger, encoder)
 {
     private const string FailureItem = "loom:auth_failure";
@@ -46,6 +46,7 @@ internal sealed class ApiKeyAuthenticationHandler(
         Context.Features.Set(found);
 
         tenant.TenantId = key.TenantId;
+        actor.Set("api_key", key.Id.ToString(), key.Prefix, client);
         var identity = new ClaimsIdentity(
             [
                 new Claim(ApiKeyDefaults.TenantClaim, key.TenantId.ToString()), new Claim(ApiKeyDefaults.KeyClaim, key.Id.ToString()),

@@ -1,6 +1,7 @@
 using Loom.Api.Errors;
 using Loom.Api.Limits;
 using Loom.Data;
+using Loom.Data.Audit;
 using Loom.Data.Blobs;
 using Loom.Data.Entities;
 using Microsoft.AspNetCore.Http;
@@ -11,7 +12,7 @@ namespace Loom.Api.Files;
 
 /// <summary>A tenant's files, for /v1/files and the portal: upload (JSONL validated line by line before anything is
 /// stored), list, find, delete. Lookups go through the tenant query filter.</summary>
-public sealed class FileService(PlatformDbContext db, IBlobStore blobs, IOptions<UploadOptions> limits, StorageQuota quota, TimeProvider clock)
+public sealed class FileService(PlatformDbContext db, IBlobStore blobs, IOptions<UploadOptions> limits, StorageQuota quota, AuditLog audit, TimeProvider clock)
 {
     public const string FineTunePurpose = "fine-tune";
 
@@ -41,6 +42,7 @@ public sealed class FileService(PlatformDbContext db, IBlobStore blobs, IOptions
             Bytes = blob.Length, BlobSha256 = blob.Sha256, CreatedAt = clock.GetUtcNow(),
         };
         db.Files.Add(entity);
+        audit.Add("file.created", tenantId, "file", FileIds.Format(entity.Id), $"name={name}; bytes={entity.Bytes}");
         // On failure the stored blob, if nothing else refers to it, goes with the blob collection job.
         await db.SaveChangesAsync(ct);
         return entity;
@@ -57,6 +59,7 @@ public sealed class FileService(PlatformDbContext db, IBlobStore blobs, IOptions
     public async Task DeleteAsync(FileObject f, CancellationToken ct)
     {
         db.Files.Remove(f);
+        audit.Add("file.deleted", f.TenantId, "file", FileIds.Format(f.Id), $"name={f.FileName}");
         // Its blob is removed by the blob collection job once no row of any tenant refers to it.
         await db.SaveChangesAsync(ct);
     }

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
+using Loom.Data.Audit;
 using Loom.Data.Entities;
 using Microsoft.EntityFrameworkCore;
 
@@ -16,7 +17,7 @@ public sealed record NewApiKey(
 public sealed record AuthenticatedKey(ApiKey Key, int? RequestsPerMinute, int? TokensPerMinute, double ShareWeight);
 
 /// <summary>Creates, lists, revokes and authenticates API keys. Only SHA-256 hashes are stored.</summary>
-public sealed class ApiKeyService(PlatformDbContext db, TimeProvider clock)
+public sealed class ApiKeyService(PlatformDbContext db, AuditLog audit, TimeProvider clock)
 {
     public const string SecretPrefix = "sk-loom-";
     private const int DisplayPrefixLength = 12;
@@ -53,6 +54,8 @@ public sealed class ApiKeyService(PlatformDbContext db, TimeProvider clock)
             ExpiresAt = spec.ExpiresAt,
         };
         db.ApiKeys.Add(key);
+        audit.Add("api_key.created", tenantId, "api_key", key.Id.ToString(),
+            $"name={name}; scopes={key.Scopes}; expires={key.ExpiresAt?.ToString("O") ?? "never"}");
         await db.SaveChangesAsync(ct);
         return new CreatedApiKey(key, secret);
     }
@@ -66,6 +69,7 @@ public sealed class ApiKeyService(PlatformDbContext db, TimeProvider clock)
     {
         var key = await db.ApiKeys.SingleOrDefaultAsync(k => k.Id == id, ct);
         if (key is null) return false;
+        if (key.RevokedAt is null) audit.Add("api_key.revoked", key.TenantId, "api_key", key.Id.ToString(), $"name={key.Name}");
         key.RevokedAt ??= clock.GetUtcNow();
         await db.SaveChangesAsync(ct);
         return true;

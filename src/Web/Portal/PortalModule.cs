@@ -45,6 +45,7 @@ public static class PortalModule
         services.TryAddSingleton<FailedAuthLimiter>();
 
         services.AddScoped<AuthenticationStateProvider, PortalAuthenticationStateProvider>();
+        services.AddScoped<PortalRoles>();
 
         // A circuit has its own DI scope: give its TenantContext the signed-in user's tenant.
         services.AddScoped<CircuitHandler, TenantCircuitHandler>();

@@ -8,15 +8,15 @@ using Microsoft.Extensions.Options;
 namespace Loom.Web.Portal.Identity;
 
 /// <summary>
-/// A circuit outlives the request that authenticated it. Every few minutes, check that the user still exists,
-/// is not locked out and still has the security stamp of its cookie; otherwise the circuit becomes anonymous
+/// A circuit outlives the request that authenticated it. Every minute, check that the user still exists, is not
+/// locked out, still has the security stamp of its cookie and the same roles; otherwise the circuit becomes anonymous
 /// (and <see cref="TenantCircuitHandler"/> clears its tenant).
 /// </summary>
 public sealed class PortalAuthenticationStateProvider(
     ILoggerFactory loggerFactory, IServiceScopeFactory scopes, IOptions<IdentityOptions> identity)
     : RevalidatingServerAuthenticationStateProvider(loggerFactory)
 {
-    protected override TimeSpan RevalidationInterval => TimeSpan.FromMinutes(5);
+    protected override TimeSpan RevalidationInterval => TimeSpan.FromMinutes(1);
 
     protected override async Task<bool> ValidateAuthenticationStateAsync(AuthenticationState state, CancellationToken cancellationToken)
     {
@@ -24,8 +24,12 @@ public sealed class PortalAuthenticationStateProvider(
         var users = scope.ServiceProvider.GetRequiredService<UserManager<LoomUser>>();
         var user = await users.GetUserAsync(state.User);
         if (user is null || await users.IsLockedOutAsync(user)) return false;
-        if (!users.SupportsUserSecurityStamp) return true;
-        var stamp = state.User.FindFirstValue(identity.Value.ClaimsIdentity.SecurityStampClaimType);
-        return stamp == await users.GetSecurityStampAsync(user);
+        if (users.SupportsUserSecurityStamp
+            && state.User.FindFirstValue(identity.Value.ClaimsIdentity.SecurityStampClaimType) != await users.GetSecurityStampAsync(user))
+            return false;
+        // Roles can change without a new stamp (a tool, a direct store call): the circuit keeps the roles it signed in with only while they still hold.
+        var signedInWith = state.User.FindAll(identity.Value.ClaimsIdentity.RoleClaimType).Select(c => c.Value).ToHashSet(StringComparer.Ordinal);
+        var now = (await users.GetRolesAsync(user)).ToHashSet(StringComparer.Ordinal);
+        return signedInWith.SetEquals(now);
     }
 }
