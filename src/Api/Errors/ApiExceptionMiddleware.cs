@@ -37,6 +37,14 @@ internal sealed class ApiExceptionMiddleware(RequestDelegate next, ILogger<ApiEx
             else
                 await ApiErrors.WriteAsync(context, 400, Describe(e), "invalid_request_error", code: "invalid_request");
         }
+        catch (Exception e) when (!context.Response.HasStarted && !context.RequestAborted.IsCancellationRequested
+                                  && (e is InvalidDataException or IOException || e is System.Text.DecoderFallbackException || e.InnerException is System.Text.DecoderFallbackException))
+        {
+            // A malformed or truncated multipart body, or JSON text that is not valid UTF-8 (found by FuzzTests).
+            context.Response.Clear();
+            await ApiErrors.WriteAsync(context, 400, e is InvalidDataException or IOException ? "The multipart body is malformed or ends early." : "The request body is not valid UTF-8.",
+                "invalid_request_error", code: "invalid_request");
+        }
         catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
         {
             // The client went away; nothing to answer.
