@@ -55,6 +55,7 @@ public static class ApiModule
         services.AddScoped<FineTuneService>();
         services.AddOptions<FineTuningOptions>().BindConfiguration("FineTuning")
             .Validate(o => !o.Problems().Any(), "Invalid FineTuning options (see FineTuningOptions).").ValidateOnStart();
+        services.AddScoped<UsageService>();
         // A node without the inference role has no engine: completions then answer that the model is not served here.
         services.TryAddSingleton<IInferenceEngine, UnconfiguredInferenceEngine>();
         services.AddApiKeyAuthentication();
