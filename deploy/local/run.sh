@@ -39,6 +39,8 @@ if [ "$(pg_psql "$PGDATA_DIR" "$PG_PORT" -c "SELECT 1 FROM pg_database WHERE dat
   pg_psql "$PGDATA_DIR" "$PG_PORT" -c "CREATE DATABASE loom OWNER loom"
 fi
 
+# The portal's chart library comes from npm at build time.
+if ! command -v npm >/dev/null; then echo "==> installing Node.js and npm from Debian"; apt_install nodejs npm; fi
 echo "==> building Loom (first run takes a minute)"
 dotnet publish "$ROOT/src/Web/Web.csproj" -c Release -o "$APP_DIR" --nologo -v quiet >/dev/null
 

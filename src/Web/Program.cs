@@ -15,7 +15,8 @@ builder.Services.AddLoomDataProtection(builder.Configuration);
 builder.Services.AddLoomProxy(builder.Configuration);
 builder.Services.AddData(builder.Configuration);
 if (roles.Inference) builder.Services.AddInference(builder.Configuration);
-if (roles.Api) builder.Services.AddApi(builder.Configuration);
+// The portal runs uploads, listings and playground chats through the API's services.
+if (roles.Api || roles.Web) builder.Services.AddApi(builder.Configuration);
 // Every role enqueues jobs and publishes job events; only the jobs role runs a Hangfire server.
 builder.Services.AddJobs(builder.Configuration, runServer: roles.Jobs);
 if (roles.Web) builder.Services.AddPortal(builder.Configuration).AddRealtime();

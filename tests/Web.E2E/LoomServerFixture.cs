@@ -68,21 +68,42 @@ public sealed partial class LoomServerFixture : IAsyncLifetime
     }
 
     /// <summary>Adds another tenant with one portal user, straight into Loom's database (the portal has no sign-up).</summary>
-    public async Task CreateTenantUserAsync(string tenantName, string userName, string password)
+    public async Task<Guid> CreateTenantUserAsync(string tenantName, string userName, string password)
+    {
+        var tenant = new Tenant { Id = Guid.NewGuid(), Name = tenantName, CreatedAt = DateTimeOffset.UtcNow };
+        await WithDatabaseAsync(async services =>
+        {
+            var db = services.GetRequiredService<PlatformDbContext>();
+            db.Tenants.Add(tenant);
+            await db.SaveChangesAsync();
+            var users = services.GetRequiredService<UserManager<LoomUser>>();
+            var created = await users.CreateAsync(new LoomUser { Id = Guid.NewGuid(), UserName = userName, TenantId = tenant.Id }, password);
+            if (!created.Succeeded)
+                throw new InvalidOperationException($"Could not create user '{userName}': {string.Join("; ", created.Errors.Select(e => e.Description))}");
+        });
+        return tenant.Id;
+    }
+
+    /// <summary>Records usage rows for a tenant, as completions would have.</summary>
+    public Task AddUsageAsync(Guid tenantId, params (string Model, DateTimeOffset At, int Prompt, int Completion)[] rows) =>
+        WithDatabaseAsync(async services =>
+        {
+            services.GetRequiredService<Loom.Data.Tenancy.TenantContext>().TenantId = tenantId;
+            var db = services.GetRequiredService<PlatformDbContext>();
+            foreach (var (model, at, prompt, completion) in rows)
+                db.UsageRecords.Add(new UsageRecord { TenantId = tenantId, Model = model, PromptTokens = prompt, CompletionTokens = completion, CreatedAt = at });
+            await db.SaveChangesAsync();
+        });
+
+    /// <summary>Runs <paramref name="work"/> with Loom's data services on Loom's database, in one scope.</summary>
+    public async Task WithDatabaseAsync(Func<IServiceProvider, Task> work)
     {
         var configuration = new ConfigurationBuilder()
             .AddInMemoryCollection(new Dictionary<string, string?> { [$"ConnectionStrings:{DataModule.ConnectionStringName}"] = _database!.ConnectionString })
             .Build();
         await using var provider = new ServiceCollection().AddLogging().AddData(configuration).BuildServiceProvider();
         await using var scope = provider.CreateAsyncScope();
-        var db = scope.ServiceProvider.GetRequiredService<PlatformDbContext>();
-        var tenant = new Tenant { Id = Guid.NewGuid(), Name = tenantName, CreatedAt = DateTimeOffset.UtcNow };
-        db.Tenants.Add(tenant);
-        await db.SaveChangesAsync();
-        var users = scope.ServiceProvider.GetRequiredService<UserManager<LoomUser>>();
-        var created = await users.CreateAsync(new LoomUser { Id = Guid.NewGuid(), UserName = userName, TenantId = tenant.Id }, password);
-        if (!created.Succeeded)
-            throw new InvalidOperationException($"Could not create user '{userName}': {string.Join("; ", created.Errors.Select(e => e.Description))}");
+        await work(scope.ServiceProvider);
     }
 
     private async Task<string> StartServerAsync(string connectionString)
@@ -147,6 +168,12 @@ public sealed partial class LoomServerFixture : IAsyncLifetime
 
     /// <summary>The demo tenant's API key, as the seeder wrote it.</summary>
     public string DemoApiKey => File.ReadAllText(Path.Combine(_workDir!, "demo-api-key")).Trim();
+
+    /// <summary>The repository's root folder.</summary>
+    public static string RepoRoot => Path.GetFullPath(Path.Combine(Metadata("LoomE2EProjectDirectory"), "..", ".."));
+
+    /// <summary>A PEFT LoRA adapter (rank 4) for the served model, from the golden tests.</summary>
+    public static string GoldenAdapterDirectory => Path.Combine(RepoRoot, "tests", "golden", "lora", "llama3_scaled_bf16_r4");
 
     /// <summary>The tiny generated Llama of the golden tests, with a Llama-3 chat template.</summary>
     private string CreateModelDirectory() =>

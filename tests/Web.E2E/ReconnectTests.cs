@@ -11,6 +11,9 @@ public sealed class ReconnectTests(LoomServerFixture loom) : PortalTest(loom)
     public async Task ADroppedConnectionShowsTheReconnectOverlayAndTheCircuitResumes()
     {
         var page = await OpenAsync();
+        // The cut connection is logged by the script and its renegotiation fails while "offline": both on purpose.
+        Allow(new Regex("console error: .*(WebSocket|connection|Connection|reconnect|Failed to fetch|negotiat|ERR_FAILED)"));
+        Allow(new Regex("request failed: POST .*/_blazor/negotiate"));
         await SignInAsync(page);
 
         // Route the circuit's traffic through Playwright so the test can cut it like a network drop.

@@ -49,6 +49,7 @@ public static class PortalModule
 
         // A circuit has its own DI scope: give its TenantContext the signed-in user's tenant.
         services.AddScoped<CircuitHandler, TenantCircuitHandler>();
+        services.AddScoped<Playground.PlaygroundModels>();
         return services;
     }
 
