@@ -69,6 +69,10 @@ public abstract class PortalTest(LoomServerFixture loom) : IAsyncLifetime
         foreach (var width in new[] { 1280, 390 })
         {
             await page.SetViewportSizeAsync(width, 844);
+            // Charts resize on the next frames after the window does: give the layout a moment to settle.
+            const string fits = "() => document.documentElement.scrollWidth <= document.documentElement.clientWidth";
+            try { await page.WaitForFunctionAsync(fits, null, new() { Timeout = 3000 }); }
+            catch (TimeoutException) { }
             var overflow = await page.EvaluateAsync<int>("() => document.documentElement.scrollWidth - document.documentElement.clientWidth");
             if (overflow > 0)
             {
