@@ -12,4 +12,8 @@ public class Tenant
     /// <summary>Per-tenant override of the tokens-per-minute limit; null uses the configured default.</summary>
     public int? TokensPerMinute { get; set; }
     public DateTimeOffset CreatedAt { get; set; }
+    /// <summary>Set while an administrator has suspended the tenant: its API keys do not authenticate and its users cannot sign in.</summary>
+    public DateTimeOffset? SuspendedAt { get; set; }
+
+    public bool IsSuspended => SuspendedAt is not null;
 }

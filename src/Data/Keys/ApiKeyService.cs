@@ -82,10 +82,11 @@ public sealed class ApiKeyService(PlatformDbContext db, AuditLog audit, TimeProv
         var hash = Hash(presented);
         var found = await db.ApiKeys.IgnoreQueryFilters().AsNoTracking()
             .Where(k => k.SecretHash == hash)
-            .Join(db.Tenants, k => k.TenantId, t => t.Id, (k, t) => new { Key = k, t.RequestsPerMinute, t.TokensPerMinute, t.ShareWeight })
+            .Join(db.Tenants, k => k.TenantId, t => t.Id, (k, t) => new { Key = k, t.RequestsPerMinute, t.TokensPerMinute, t.ShareWeight, t.SuspendedAt })
             .SingleOrDefaultAsync(ct);
         var now = clock.GetUtcNow();
-        if (found is null || found.Key.IsRevoked || found.Key.IsExpired(now)) return null;
+        // A suspended tenant's keys stop working until an administrator resumes it.
+        if (found is null || found.Key.IsRevoked || found.Key.IsExpired(now) || found.SuspendedAt is not null) return null;
 
         // Record use at most once a minute per key, so authentication does not write on every request.
         if (found.Key.LastUsedAt is not { } last || now - last > LastUsedResolution)
