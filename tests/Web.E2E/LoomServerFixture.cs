@@ -95,6 +95,19 @@ public sealed partial class LoomServerFixture : IAsyncLifetime
             await db.SaveChangesAsync();
         });
 
+    /// <summary>Creates an API key of the tenant (inference scope) and returns its secret.</summary>
+    public async Task<string> CreateApiKeyAsync(Guid tenantId)
+    {
+        var secret = "";
+        await WithDatabaseAsync(async services =>
+        {
+            services.GetRequiredService<Loom.Data.Tenancy.TenantContext>().TenantId = tenantId;
+            var created = await services.GetRequiredService<Loom.Data.Keys.ApiKeyService>().CreateAsync(tenantId, new Loom.Data.Keys.NewApiKey("e2e"));
+            secret = created.Secret;
+        });
+        return secret;
+    }
+
     /// <summary>Runs <paramref name="work"/> with Loom's data services on Loom's database, in one scope.</summary>
     public async Task WithDatabaseAsync(Func<IServiceProvider, Task> work)
     {

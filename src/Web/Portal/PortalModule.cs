@@ -22,7 +22,7 @@ public static class PortalModule
 
         // The data module registers the Identity stores; the portal adds sign-in and cookies.
         services.AddIdentityCore<LoomUser>()
-            .AddSignInManager()
+            .AddSignInManager<LoomSignInManager>()
             .AddClaimsPrincipalFactory<LoomClaimsPrincipalFactory>();
         services.AddAuthentication(IdentityConstants.ApplicationScheme).AddIdentityCookies();
         services.ConfigureApplicationCookie(o =>
@@ -50,6 +50,8 @@ public static class PortalModule
         // A circuit has its own DI scope: give its TenantContext the signed-in user's tenant.
         services.AddScoped<CircuitHandler, TenantCircuitHandler>();
         services.AddScoped<Playground.PlaygroundModels>();
+        services.AddScoped<Admin.TenantAdministration>();
+        services.AddScoped<Admin.UserAdministration>();
         return services;
     }
 
