@@ -42,6 +42,22 @@ public sealed class EngineDashboardTests(LoomServerFixture loom) : PortalTest(lo
         await Expect(row.GetByTestId("tenant-output")).ToHaveTextAsync((outputBefore + 5).ToString("N0", CultureInfo.InvariantCulture));
         await Expect(page.GetByTestId("tokens-generated")).Not.ToHaveTextAsync("0");
         Assert.True(Count(await row.GetByTestId("tenant-input").TextContentAsync()) > 0);
+
+        // The time series, sampled once a second: every sample's pool pages add up to the pool, and the tenant that
+        // was just served has a counter line.
+        await page.WaitForFunctionAsync($$"""
+            () => window.Chart && Chart.getChart('engine-batch') && Chart.getChart('engine-pool')?.data.labels.length >= 2
+                  && Chart.getChart('engine-tenants')?.data.datasets.some(d => d.label === '{{LoomServerFixture.TenantName}}')
+            """);
+        var sums = await page.EvaluateAsync<long[]>("""
+            () => { const sets = Chart.getChart('engine-pool').data.datasets; return sets[0].data.map((_, i) => sets.reduce((a, d) => a + d.data[i], 0)); }
+            """);
+        Assert.All(sums, s => Assert.Equal((long)total, s));
+        Assert.Equal(["KV cache", "adapters", "training", "free"], await page.EvaluateAsync<string[]>("() => Chart.getChart('engine-pool').data.datasets.map(d => d.label)"));
+        Assert.Equal(["batch size", "running", "queue length"], await page.EvaluateAsync<string[]>("() => Chart.getChart('engine-batch').data.datasets.map(d => d.label)"));
+        var counter = await page.EvaluateAsync<double>($"() => Chart.getChart('engine-tenants').data.datasets.find(d => d.label === '{LoomServerFixture.TenantName}').data.at(-1)");
+        Assert.True(counter > 0, "the served tenant's counter line is flat at zero");
+        await AssertLayoutAndLabelsAsync(page);
     }
 
     /// <summary>A counter as the page shows it ("N0": thousands separated).</summary>

@@ -52,6 +52,8 @@ public static class PortalModule
         services.AddScoped<Playground.PlaygroundModels>();
         services.AddScoped<Admin.TenantAdministration>();
         services.AddScoped<Admin.UserAdministration>();
+        services.AddSingleton<Admin.EngineHistory>();
+        services.AddHostedService(sp => sp.GetRequiredService<Admin.EngineHistory>());
         return services;
     }
 

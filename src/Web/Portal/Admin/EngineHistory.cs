@@ -1,0 +1,51 @@
+using Loom.Inference.Engine;
+
+namespace Loom.Web.Portal.Admin;
+
+/// <summary>One second of the engine: pool pages by use, batch and queue, and each tenant's virtual token counter.</summary>
+public sealed record EngineSample(DateTimeOffset At, int KvPages, int AdapterPages, int TrainingPages, int FreePages,
+    int BatchSequences, int Running, int Waiting, IReadOnlyDictionary<string, double> TenantCounters);
+
+/// <summary>
+/// Samples this node's engine once a second and keeps the last <see cref="Capacity"/> samples, so the admin engine
+/// page shows the recent past as time series from the moment it opens. Runs only in processes with the web role and
+/// an engine; a node without one keeps nothing.
+/// </summary>
+public sealed class EngineHistory(IServiceProvider services, TimeProvider clock, ILogger<EngineHistory> logger) : BackgroundService
+{
+    public const int Capacity = 300;
+    private readonly Queue<EngineSample> _samples = new();
+
+    public IReadOnlyList<EngineSample> Snapshot()
+    {
+        lock (_samples) return [.. _samples];
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        if (services.GetService<IInferenceEngine>() is not { } engine) return;
+        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1), clock);
+        try
+        {
+            do
+            {
+                try { Add(Sample(engine.GetMetrics())); }
+                catch (InvalidOperationException e) { logger.LogDebug(e, "The engine is not serving; no sample"); }
+            }
+            while (await timer.WaitForNextTickAsync(stoppingToken));
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested) { }
+    }
+
+    private EngineSample Sample(EngineMetrics m) => new(clock.GetUtcNow(), m.PoolKvPages, m.PoolAdapterPages, m.PoolTrainingPages, m.PoolFreePages,
+        m.LastBatchSequences, m.Running, m.Waiting, m.Tenants.ToDictionary(t => t.TenantId, t => t.Counter, StringComparer.Ordinal));
+
+    private void Add(EngineSample sample)
+    {
+        lock (_samples)
+        {
+            _samples.Enqueue(sample);
+            while (_samples.Count > Capacity) _samples.Dequeue();
+        }
+    }
+}
