@@ -1,5 +1,6 @@
 using Hangfire;
 using Hangfire.PostgreSql;
+using Hangfire.PostgreSql.Factories;
 using Loom.Data;
 using Loom.Jobs.Events;
 using Loom.Jobs.FineTuning;
@@ -24,23 +25,28 @@ public static class JobsModule
         services.AddOptions<JobsOptions>().BindConfiguration("Jobs")
             .Validate(o => !o.Problems().Any(), "Invalid Jobs options (see JobsOptions).").ValidateOnStart();
 
-        services.AddHangfire((sp, c) =>
+        // This process's storage, registered before AddHangfire (which only adds one if none is there): Hangfire's
+        // own registration hands out the static JobStorage.Current, which several hosts in one process (the tests'
+        // web nodes) would overwrite for each other.
+        services.AddSingleton<JobStorage>(sp =>
         {
             var o = sp.GetRequiredService<IOptions<JobsOptions>>().Value;
-            c.SetDataCompatibilityLevel(CompatibilityLevel.Version_180)
-                .UseSimpleAssemblyNameTypeSerializer()
-                .UseRecommendedSerializerSettings()
-                .UsePostgreSqlStorage(p => p.UseNpgsqlConnection(connectionString), new PostgreSqlStorageOptions
-                {
-                    SchemaName = o.Schema,
-                    PrepareSchemaIfNecessary = true,
-                    InvisibilityTimeout = o.InvisibilityTimeout,
-                    UseSlidingInvisibilityTimeout = true,
-                    QueuePollInterval = o.QueuePollInterval,
-                    EnableLongPolling = true,
-                    DistributedLockTimeout = TimeSpan.FromSeconds(30),
-                });
+            var storageOptions = new PostgreSqlStorageOptions
+            {
+                SchemaName = o.Schema,
+                PrepareSchemaIfNecessary = true,
+                InvisibilityTimeout = o.InvisibilityTimeout,
+                UseSlidingInvisibilityTimeout = true,
+                QueuePollInterval = o.QueuePollInterval,
+                EnableLongPolling = true,
+                DistributedLockTimeout = TimeSpan.FromSeconds(30),
+            };
+            return new PostgreSqlStorage(new NpgsqlConnectionFactory(connectionString, storageOptions), storageOptions);
         });
+        services.AddHangfire((sp, c) => c.SetDataCompatibilityLevel(CompatibilityLevel.Version_180)
+            .UseSimpleAssemblyNameTypeSerializer()
+            .UseRecommendedSerializerSettings()
+            .UseStorage(sp.GetRequiredService<JobStorage>()));
         services.AddSingleton<IJobEventPublisher, JobEventPublisher>();
         services.AddScoped<BlobCollectionJob>();
         services.AddScoped<UsageRollupJob>();
