@@ -64,8 +64,8 @@ public sealed class TwoServersTests : IAsyncLifetime
         Assert.All(ticks.GroupBy(t => t.Occurrence), g => Assert.Single(g));
         // One occurrence every 2 s over ~14 s: at most 8 (both servers schedule; neither fires one twice). A loaded
         // machine may skip an occurrence (Hangfire fires a missed one once, not late copies of each).
+        // (Twice per occurrence, from both servers, would give about 14.)
         Assert.InRange(ticks.Count, 4, (int)(watch.Elapsed.TotalSeconds / 2) + 1);
-        Assert.All(ticks, t => Assert.Equal(0, t.Occurrence % 2));
     }
 
     [Fact]
