@@ -14,7 +14,8 @@ public sealed record TensorInfo(string Name, TensorDType DType, long[] Shape, lo
 /// then raw little-endian tensor data. Every inconsistency is reported as a <see cref="ModelFormatException"/>.</summary>
 public sealed unsafe class SafetensorsFile : IDisposable
 {
-    /// <summary>Headers past this size are refused before anything is allocated for them.</summary>
+    /// <summary>Headers past this size are refused before anything is allocated for them (a base model's; callers
+    /// reading smaller files, such as adapters, pass a tighter bound to <see cref="Open(string, long)"/>).</summary>
     public const long MaxHeaderBytes = 100L * 1024 * 1024;
 
     private readonly Dictionary<string, TensorInfo> _tensors;
@@ -42,8 +43,11 @@ public sealed unsafe class SafetensorsFile : IDisposable
         }
     }
 
-    public static SafetensorsFile Open(string path)
+    public static SafetensorsFile Open(string path) => Open(path, MaxHeaderBytes);
+
+    public static SafetensorsFile Open(string path, long maxHeaderBytes)
     {
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(maxHeaderBytes, MaxHeaderBytes);
         long fileLength;
         byte[] header;
         using (var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read))
@@ -56,8 +60,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
             ulong headerLen = BitConverter.ToUInt64(lenBytes);
             if (headerLen > (ulong)(fileLength - 8))
                 throw new ModelFormatException(path, $"header length {headerLen} runs past the end of the file ({fileLength} bytes)");
-            if ((long)headerLen > MaxHeaderBytes)
-                throw new ModelFormatException(path, $"header of {headerLen} bytes exceeds the {MaxHeaderBytes}-byte limit");
+            if (headerLen > (ulong)maxHeaderBytes)
+                throw new ModelFormatException(path, $"header of {headerLen} bytes exceeds the {maxHeaderBytes}-byte limit");
             header = new byte[(int)headerLen];
             fs.ReadExactly(header);
         }

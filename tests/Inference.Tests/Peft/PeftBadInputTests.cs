@@ -172,4 +172,30 @@ public sealed class PeftBadInputTests
         t.EditTensors(d => d[QA0].Values[17] = float.NaN);
         Refused(t, $"tensor '{QA0}': contains NaN");
     }
+
+    [Fact]
+    public void HeaderPastTheAdapterBoundIsRefusedBeforeItIsRead()
+    {
+        using var t = TempAdapter.CopyOf(Name);
+        const int declared = 4 * 1024 * 1024 + 1;
+        var bytes = new byte[8 + declared];
+        BitConverter.TryWriteBytes(bytes.AsSpan(0, 8), (ulong)declared);
+        bytes.AsSpan(8).Fill((byte)' ');
+        File.WriteAllBytes(t.Weights, bytes);
+        Refused(t, "exceeds the 4194304-byte limit");
+        // The bound decides: allowed a larger header, the same file fails later, on its content.
+        var e = Assert.Throws<AdapterFormatException>(() => PeftAdapter.Load(t.Path, Base, new PeftValidation(MaxHeaderBytes: 8 * 1024 * 1024)));
+        Assert.DoesNotContain("exceeds", e.Message);
+    }
+
+    [Fact]
+    public void OversizedConfigIsRefusedUnread()
+    {
+        using var t = TempAdapter.CopyOf(Name);
+        var config = File.ReadAllText(t.ConfigJson);
+        File.WriteAllText(t.ConfigJson, new string(' ', 1024 * 1024) + config);
+        Refused(t, "at most 1048576 are read");
+        // Within a larger bound the padded config is valid JSON and loads.
+        Assert.NotNull(PeftAdapter.Load(t.Path, Base, new PeftValidation(MaxConfigBytes: 2 * 1024 * 1024)));
+    }
 }

@@ -7,7 +7,10 @@ namespace Loom.Inference.Formats;
 /// <param name="MaxRank">Largest LoRA rank accepted.</param>
 /// <param name="BaseModelName">When set, an adapter whose base_model_name_or_path names another model is refused
 /// (compared on the last path segment, case-insensitively; an adapter that names none is accepted).</param>
-public sealed record PeftValidation(int MaxRank = 128, string? BaseModelName = null);
+/// <param name="MaxHeaderBytes">The largest safetensors header accepted: an adapter's is a tensor table of kilobytes (448
+/// modules of a 64-layer model take about 100 KiB), so the base model's 100 MiB bound would be far too generous.</param>
+/// <param name="MaxConfigBytes">The largest adapter_config.json read.</param>
+public sealed record PeftValidation(int MaxRank = 128, string? BaseModelName = null, long MaxHeaderBytes = 4 * 1024 * 1024, long MaxConfigBytes = 1024 * 1024);
 
 /// <summary>A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) read fully into
 /// float32 and checked against the base model. Loading either succeeds completely or throws
@@ -57,13 +60,16 @@ public sealed partial class PeftAdapter
                 throw new AdapterFormatException(weightsPath, "only adapter_model.bin (a pickle) is present; save the adapter with safe_serialization=True");
             throw new AdapterFormatException(weightsPath, "adapter_model.safetensors is missing");
         }
+        long configBytes = new FileInfo(configPath).Length;
+        if (configBytes > validation.MaxConfigBytes)
+            throw new AdapterFormatException(configPath, $"adapter_config.json is {configBytes} bytes; at most {validation.MaxConfigBytes} are read");
         var config = PeftAdapterConfig.Parse(configPath, File.ReadAllText(configPath), validation.MaxRank);
         CheckBaseModel(configPath, config, validation.BaseModelName);
         if (config.LayersToTransform?.FirstOrDefault(l => l >= baseModel.NumLayers) is int bad && bad >= baseModel.NumLayers)
             throw new AdapterFormatException(configPath, $"layers_to_transform names layer {bad} but the base model has {baseModel.NumLayers} layers");
 
         SafetensorsFile file;
-        try { file = SafetensorsFile.Open(weightsPath); }
+        try { file = SafetensorsFile.Open(weightsPath, validation.MaxHeaderBytes); }
         catch (ModelFormatException e) { throw new AdapterFormatException(weightsPath, e.Problem, e); }
         catch (IOException e) { throw new AdapterFormatException(weightsPath, $"cannot read ({e.Message})", e); }
         using (file)
