@@ -13,11 +13,16 @@ namespace Loom.Jobs;
 
 /// <summary>
 /// Entry point of the background-jobs module: Hangfire on the platform's PostgreSQL (its own schema). Every role
-/// can enqueue jobs and publish job events; only processes with the jobs role run a Hangfire server, and those
-/// keep the recurring jobs registered.
+/// can enqueue jobs and publish job events. Processes with the jobs role run a Hangfire server on the default queue
+/// (maintenance jobs) and keep the recurring jobs registered; a process whose engine serves a base model runs a
+/// second server on that model's fine-tune queue (<see cref="FineTuneServer"/>), so fine-tunes train where their
+/// model is.
 /// </summary>
 public static class JobsModule
 {
+    /// <summary>The queue of maintenance jobs (Hangfire's default).</summary>
+    private const string EnqueuedStateDefaultQueue = Hangfire.States.EnqueuedState.DefaultQueue;
+
     public static IServiceCollection AddJobs(this IServiceCollection services, IConfiguration configuration, bool runServer)
     {
         var connectionString = configuration.GetConnectionString(DataModule.ConnectionStringName)
@@ -51,6 +56,9 @@ public static class JobsModule
         services.AddScoped<BlobCollectionJob>();
         services.AddScoped<UsageRollupJob>();
         services.AddFineTuningJobs();
+        // Starts a server only where an engine serves a model (decided at start, whatever the order of registrations).
+        services.AddSingleton<FineTuneServer>();
+        services.AddHostedService(sp => sp.GetRequiredService<FineTuneServer>());
 
         if (runServer)
         {
@@ -58,6 +66,7 @@ public static class JobsModule
             {
                 var o = sp.GetRequiredService<IOptions<JobsOptions>>().Value;
                 s.WorkerCount = o.WorkerCount;
+                s.Queues = [EnqueuedStateDefaultQueue];
                 s.ServerName = $"{Environment.MachineName}:{Environment.ProcessId}";
                 s.SchedulePollingInterval = TimeSpan.FromSeconds(1);
             });

@@ -19,6 +19,10 @@ public sealed class JobsOptions
     /// <summary>Worker threads per jobs process.</summary>
     public int WorkerCount { get; set; } = 4;
 
+    /// <summary>Workers of the fine-tune server in a process that serves a base model (<see cref="FineTuning.FineTuneServer"/>):
+    /// fine-tunes of that model this node trains at once. 0: this node takes no fine-tunes.</summary>
+    public int FineTuneWorkerCount { get; set; } = 2;
+
     /// <summary>Unreferenced blobs younger than this are kept (an upload may still be committing its row).</summary>
     public TimeSpan BlobGracePeriod { get; set; } = TimeSpan.FromHours(1);
 
@@ -38,6 +42,7 @@ public sealed class JobsOptions
         if (InvisibilityTimeout < TimeSpan.FromSeconds(2)) yield return "Jobs:InvisibilityTimeout must be at least 2 seconds.";
         if (QueuePollInterval < TimeSpan.FromMilliseconds(100)) yield return "Jobs:QueuePollInterval must be at least 100 ms.";
         if (WorkerCount is < 1 or > 256) yield return "Jobs:WorkerCount must be between 1 and 256.";
+        if (FineTuneWorkerCount is < 0 or > 64) yield return "Jobs:FineTuneWorkerCount must be between 0 and 64.";
         if (BlobGracePeriod < TimeSpan.Zero) yield return "Jobs:BlobGracePeriod must not be negative.";
         if (UsageRollupLookbackDays is < 1 or > 366) yield return "Jobs:UsageRollupLookbackDays must be between 1 and 366.";
     }

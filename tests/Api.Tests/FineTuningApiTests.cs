@@ -22,7 +22,7 @@ public class FineTuningApiTests(FineTuningFactory factory) : IClassFixture<FineT
         var id = job.GetProperty("id").GetString()!;
         Assert.StartsWith("ftjob-", id);
         Assert.Equal("fine_tuning.job", job.GetProperty("object").GetString());
-        Assert.Equal("validating_files", job.GetProperty("status").GetString());
+        Assert.Equal("queued", job.GetProperty("status").GetString()); // files checked; it waits for a node serving the model
         Assert.Equal(ChatModelFactory.ModelName, job.GetProperty("model").GetString());
         Assert.Equal(file, job.GetProperty("training_file").GetString());
         Assert.Equal(42, job.GetProperty("seed").GetInt64());
@@ -53,8 +53,10 @@ public class FineTuningApiTests(FineTuningFactory factory) : IClassFixture<FineT
         Assert.Equal(id, next.GetProperty("data")[0].GetProperty("id").GetString());
         Assert.False(next.GetProperty("has_more").GetBoolean());
 
-        var events = await GetAsync(client, $"/v1/fine_tuning/jobs/{id}/events");
-        var created = Assert.Single(events.GetProperty("data").EnumerateArray());
+        var events = (await GetAsync(client, $"/v1/fine_tuning/jobs/{id}/events")).GetProperty("data").EnumerateArray().ToList();
+        Assert.Equal(["validated", "created"], events.Select(e => e.GetProperty("kind").GetString())); // newest first
+        Assert.Equal(4, events[0].GetProperty("data").GetProperty("training_examples").GetInt32());
+        var created = events[1];
         Assert.Equal("fine_tuning.job.event", created.GetProperty("object").GetString());
         Assert.Contains(id, created.GetProperty("message").GetString());
         Assert.Equal("info", created.GetProperty("level").GetString());
@@ -138,7 +140,7 @@ public class FineTuningApiTests(FineTuningFactory factory) : IClassFixture<FineT
         Assert.Equal("cancelled", cancelled.GetProperty("status").GetString());
         await ErrorAssert.IsEnvelopeAsync(await client.PostAsync($"/v1/fine_tuning/jobs/{id}/cancel", null), HttpStatusCode.Conflict, "job_finished");
         var events = (await GetAsync(client, $"/v1/fine_tuning/jobs/{id}/events")).GetProperty("data").EnumerateArray().Select(e => e.GetProperty("kind").GetString()).ToList();
-        Assert.Equal(["cancelled", "created"], events);
+        Assert.Equal(["cancelled", "validated", "created"], events);
         // The cancelled job's run does nothing.
         await factory.RunJobAsync(id!);
         Assert.Equal("cancelled", (await GetAsync(client, $"/v1/fine_tuning/jobs/{id}")).GetProperty("status").GetString());

@@ -8,16 +8,19 @@ using Microsoft.Extensions.DependencyInjection;
 namespace Loom.Api.Tests;
 
 /// <summary>Loom with the api and inference roles on the tiny chat model, small fine-tuning intervals, its own blob
-/// and checkpoint folders. No Hangfire server runs: tests start a job's run themselves (<see cref="RunJobAsync"/>).</summary>
+/// and checkpoint folders. No Hangfire server takes fine-tunes (Jobs:FineTuneWorkerCount 0): tests start a job's run
+/// themselves (<see cref="RunJobAsync"/>).</summary>
 public class FineTuningFactory : ChatModelFactory
 {
     public string BlobRoot { get; } = Path.Combine(Path.GetTempPath(), $"loom-ft-blobs-{Guid.NewGuid():N}");
     public string CheckpointRoot { get; } = Path.Combine(Path.GetTempPath(), $"loom-ft-ckpt-{Guid.NewGuid():N}");
     protected virtual string Roles => "api,inference";
+    protected virtual string FineTuneWorkers => "0";
 
     protected override IEnumerable<KeyValuePair<string, string?>> Settings => base.Settings.Concat(
     [
         new("Loom:Roles", Roles),
+        new("Jobs:FineTuneWorkerCount", FineTuneWorkers),
         new("Loom:Blobs:Root", BlobRoot),
         new("FineTuning:CheckpointDirectory", CheckpointRoot),
         new("FineTuning:CheckpointEverySteps", "4"),
@@ -76,8 +79,9 @@ public class FineTuningFactory : ChatModelFactory
         JsonDocument.Parse(await client.GetStringAsync(path)).RootElement.Clone();
 }
 
-/// <summary>The same with the jobs role: Hangfire runs fine-tuning jobs in this process.</summary>
+/// <summary>The same with the jobs role and a fine-tune server: Hangfire runs fine-tuning jobs in this process.</summary>
 public sealed class FineTuningWithJobsFactory : FineTuningFactory
 {
     protected override string Roles => "api,inference,jobs";
+    protected override string FineTuneWorkers => "1";
 }

@@ -172,7 +172,7 @@ public class FineTuningRunTests(FineTuningFactory factory) : IClassFixture<FineT
         var run = factory.RunJobAsync(id);
         await Task.Delay(1500);
         Assert.False(run.IsCompleted);
-        Assert.Equal("validating_files", (await RowAsync(id)).Status);
+        Assert.Equal("queued", (await RowAsync(id)).Status);
         await run;
         Assert.True(DateTimeOffset.UtcNow >= until);
         Assert.Equal("succeeded", (await RowAsync(id)).Status);

@@ -32,8 +32,8 @@ public sealed class FineTuneService(
         }
         var training = await FindFileAsync(r.TrainingFile, "training_file", ct);
         var validation = r.ValidationFile is null ? null : await FindFileAsync(r.ValidationFile, "validation_file", ct);
-        await CheckFileAsync(training, "training_file", baseModel.Name, ct);
-        if (validation is not null) await CheckFileAsync(validation, "validation_file", baseModel.Name, ct);
+        int trainingExamples = await CheckFileAsync(training, "training_file", baseModel.Name, ct);
+        int? validationExamples = validation is null ? null : await CheckFileAsync(validation, "validation_file", baseModel.Name, ct);
 
         var targets = r.TargetModules ?? (initial is null ? [LoraTarget.QProj, LoraTarget.VProj] : ParseTargets(initial.TargetModules));
         var job = new FineTuneJob
@@ -44,7 +44,8 @@ public sealed class FineTuneService(
             Epochs = r.Epochs ?? O.AutoEpochs, BatchSize = r.BatchSize ?? 1, LearningRateMultiplier = r.LearningRateMultiplier ?? 1,
             Rank = initial?.Rank ?? r.Rank ?? O.DefaultRank, Alpha = initial?.Alpha ?? r.Alpha ?? O.DefaultAlpha,
             TargetModules = string.Join(",", targets.Select(LoraTargets.Name)),
-            Status = FineTuneStatus.ValidatingFiles, CreatedAt = clock.GetUtcNow(),
+            // The files are checked: the job waits in its base model's queue until a node serving the model runs it.
+            Status = FineTuneStatus.Queued, CreatedAt = clock.GetUtcNow(),
         };
 
         await using (var tx = await db.Database.BeginTransactionAsync(ct))
@@ -63,9 +64,12 @@ public sealed class FineTuneService(
             db.FineTuneJobs.Add(job);
             await db.SaveChangesAsync(ct);
             await scheduler.PublishAsync(db, job, new FineTuneEvent("created", $"Created fine-tuning job: {FineTuneIds.Job(job.Id)}"), ct);
+            await scheduler.PublishAsync(db, job, new FineTuneEvent("validated",
+                $"Files validated: {trainingExamples} training example(s){(validationExamples is { } v ? $", {v} validation example(s)" : "")}.",
+                Data: new Dictionary<string, object?> { ["training_examples"] = trainingExamples, ["validation_examples"] = validationExamples }), ct);
             await tx.CommitAsync(ct);
         }
-        scheduler.Enqueue(job.Id);
+        scheduler.Enqueue(job.Id, baseModel.Name);
         return job;
     }
 
@@ -84,21 +88,22 @@ public sealed class FineTuneService(
         return file;
     }
 
-    /// <summary>Format per line; where this node serves the base model, also tokens per example against its context.</summary>
-    private async Task CheckFileAsync(FileObject file, string param, string baseName, CancellationToken ct)
+    /// <summary>Format per line; where this node serves the base model, also tokens per example against its context (else
+    /// the node that trains checks them). Returns the number of examples.</summary>
+    private async Task<int> CheckFileAsync(FileObject file, string param, string baseName, CancellationToken ct)
     {
         if (engine is not UnconfiguredInferenceEngine && engine.Model.Name == baseName && engine.Model.Tokenizer is { } tokenizer)
         {
             await using var stream = blobs.OpenRead(file.BlobSha256);
             using var reader = new StreamReader(stream);
-            try { JsonlExamples.Read(reader, tokenizer, new JsonlLimits(engine.Model.MaxContext)); }
+            try { return JsonlExamples.Read(reader, tokenizer, new JsonlLimits(engine.Model.MaxContext)).Count; }
             catch (JsonlFormatException e) { throw BadFile(file, param, e.Line, e.Problem); }
-            return;
         }
         await using (var stream = blobs.OpenRead(file.BlobSha256))
         {
             var result = await JsonlValidator.ValidateAsync(stream, ct);
             if (!result.Ok) throw BadFile(file, param, result.BadLine ?? 1, result.Problem ?? "invalid");
+            return result.Lines;
         }
     }
 

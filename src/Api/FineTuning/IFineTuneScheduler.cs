@@ -10,8 +10,8 @@ public interface IFineTuneScheduler
     /// when there is one, so the event commits with the caller's writes).</summary>
     Task PublishAsync(PlatformDbContext db, FineTuneJob job, FineTuneEvent e, CancellationToken ct);
 
-    /// <summary>Queues the background run of a job whose row is committed.</summary>
-    void Enqueue(Guid jobId);
+    /// <summary>Queues the background run of a job whose row is committed, for a node that serves its base model.</summary>
+    void Enqueue(Guid jobId, string baseModelName);
 }
 
 /// <summary>One event of a fine-tuning job as stored in the job-event stream.</summary>

@@ -20,14 +20,15 @@ namespace Loom.Jobs.FineTuning;
 
 /// <summary>
 /// The background run of one fine-tuning job (a Hangfire job; it may run again after a crash, a retry or a restart).
-/// It takes the job's lease (so two runs never train the same job), tokenizes the files, submits the run to this
-/// node's engine (resuming from the newest checkpoint that verifies), follows its progress (events, row updates,
+/// It runs on a node whose engine serves the job's base model (the job is on that model's queue; one that reached
+/// another node is moved there). It takes the job's lease (so two runs never train the same job), tokenizes the files,
+/// submits the run to this node's engine (resuming from the newest checkpoint that verifies), follows its progress (events, row updates,
 /// pause / resume / cancel requests), persists a checkpoint every N steps in the background, and at the end registers
 /// the adapter as the job's fine-tuned model.
 /// </summary>
 [AutomaticRetry(Attempts = 3)]
 public sealed class FineTuneJobRunner(
-    IServiceScopeFactory scopes, IServiceProvider services, IBlobStore blobs, IJobEventPublisher events, EngineAdapters engineAdapters,
+    IServiceScopeFactory scopes, IServiceProvider services, IBlobStore blobs, IJobEventPublisher events, IFineTuneScheduler scheduler, EngineAdapters engineAdapters,
     IOptions<FineTuningOptions> options, TimeProvider clock, ILogger<FineTuneJobRunner> logger)
 {
     private FineTuningOptions O => options.Value;
@@ -40,6 +41,15 @@ public sealed class FineTuneJobRunner(
         var job = await db.FineTuneJobs.IgnoreQueryFilters().AsNoTracking().SingleOrDefaultAsync(j => j.Id == jobId, ct);
         if (job is null || FineTuneStatus.IsFinal(job.Status)) return;
         scope.ServiceProvider.GetRequiredService<TenantContext>().TenantId = job.TenantId;
+        var baseName = await db.BaseModels.AsNoTracking().Where(m => m.Id == job.BaseModelId).Select(m => m.Name).SingleAsync(ct);
+        if (!ServesHere(baseName))
+        {
+            // Queued before fine-tunes had a queue per base model, or moved here by hand: hand it to its model's queue,
+            // where it waits (queued) until a node serving the model takes it.
+            logger.LogInformation("Fine-tuning job {Job}: '{Model}' is not served here; moved to queue {Queue}", FineTuneIds.Job(job.Id), baseName, FineTuneQueues.For(baseName));
+            scheduler.Enqueue(job.Id, baseName);
+            return;
+        }
         if (!await TakeLeaseAsync(db, job, ct)) return;
 
         using var leaseLost = new CancellationTokenSource();
@@ -90,15 +100,12 @@ public sealed class FineTuneJobRunner(
             await FinishAsync(db, job, FineTuneStatus.Cancelled, new FineTuneEvent("cancelled", "The job was cancelled."), ct);
             return;
         }
-        if (services.GetService<ITrainingEngine>() is not { } trainer || services.GetService<IInferenceEngine>() is not { } engine || engine is UnconfiguredInferenceEngine)
-        {
-            await FailAsync(db, job, "engine_unavailable", "This node has no inference engine to train on.", null, ct);
-            return;
-        }
+        var engine = services.GetRequiredService<IInferenceEngine>();
+        var trainer = services.GetRequiredService<ITrainingEngine>(); // ServesHere: this node's engine serves the job's base model
         var baseModel = await db.BaseModels.AsNoTracking().SingleAsync(m => m.Id == job.BaseModelId, ct);
-        if (engine.Model.Name != baseModel.Name || engine.Model.Tokenizer is not { } tokenizer)
+        if (engine.Model.Tokenizer is not { } tokenizer)
         {
-            await FailAsync(db, job, "model_not_served", $"The base model '{baseModel.Name}' is not served by the node that ran the job.", "model", ct);
+            await FailAsync(db, job, "model_has_no_tokenizer", $"The base model '{baseModel.Name}' has no tokenizer, so it cannot be fine-tuned on text.", "model", ct);
             return;
         }
         var tenantName = await db.Tenants.AsNoTracking().Where(t => t.Id == job.TenantId).Select(t => t.Name).SingleAsync(ct);
@@ -256,6 +263,11 @@ public sealed class FineTuneJobRunner(
             }
         }
     }
+
+    /// <summary>Whether this process's engine serves <paramref name="baseModelName"/> (and can train).</summary>
+    private bool ServesHere(string baseModelName) =>
+        services.GetService<IInferenceEngine>() is { } engine and not UnconfiguredInferenceEngine && services.GetService<ITrainingEngine>() is not null
+        && engine.Model.Name == baseModelName;
 
     private static double? Finite(double d) => double.IsFinite(d) ? d : null;
 

@@ -6,11 +6,15 @@ using Loom.Jobs.Events;
 
 namespace Loom.Jobs.FineTuning;
 
-/// <summary>The API's handle on the jobs tier: fine-tuning events go to the job-event stream, runs to Hangfire.</summary>
+/// <summary>The API's handle on the jobs tier: fine-tuning events go to the job-event stream, runs to Hangfire (on the
+/// base model's queue).</summary>
 public sealed class FineTuneScheduler(IJobEventPublisher events, IBackgroundJobClient client) : IFineTuneScheduler
 {
     public Task PublishAsync(PlatformDbContext db, FineTuneJob job, FineTuneEvent e, CancellationToken ct) =>
         events.PublishAsync(db, job.TenantId, FineTuneIds.Job(job.Id), e.Kind, e.Payload, ct);
 
-    public void Enqueue(Guid jobId) => client.Enqueue<FineTuneJobRunner>(r => r.RunAsync(jobId, CancellationToken.None));
+    /// <summary>On the base model's queue, which only nodes serving that model listen to; the queue is part of the job, so
+    /// a retry goes back to it.</summary>
+    public void Enqueue(Guid jobId, string baseModelName) =>
+        client.Enqueue<FineTuneJobRunner>(FineTuneQueues.For(baseModelName), r => r.RunAsync(jobId, CancellationToken.None));
 }
