@@ -69,9 +69,10 @@ public static class BackwardOps
     }
 
     /// <summary>Masked cross-entropy of one position: returns −log softmax(logits)[target], and writes
-    /// dlogits = (softmax(logits) − onehot(target)) · scale.</summary>
+    /// dlogits = (softmax(logits) − onehot(target)) · scale. dlogits may be logits (overwritten).</summary>
     public static double CrossEntropy(Span<float> dlogits, ReadOnlySpan<float> logits, int target, float scale)
     {
+        float at = logits[target];
         float max = TensorPrimitives.Max(logits);
         TensorPrimitives.Subtract(logits, max, dlogits);
         TensorPrimitives.Exp(dlogits, dlogits);
@@ -81,7 +82,7 @@ public static class BackwardOps
         double lse = max + Math.Log(sum);
         TensorPrimitives.Multiply(dlogits, (float)(scale / sum), dlogits);
         dlogits[target] -= scale;
-        return lse - logits[target];
+        return lse - at;
     }
 }
 
@@ -113,11 +114,12 @@ public static class NaiveBackwardOps
 
     public static double CrossEntropy(Span<float> dlogits, ReadOnlySpan<float> logits, int target, float scale)
     {
+        double at = logits[target];
         double max = double.NegativeInfinity;
         foreach (float v in logits) max = Math.Max(max, v);
         double sum = 0;
         foreach (float v in logits) sum += Math.Exp(v - max);
         for (int i = 0; i < logits.Length; i++) dlogits[i] = (float)(Math.Exp(logits[i] - max) / sum * scale - (i == target ? scale : 0));
-        return max + Math.Log(sum) - logits[target];
+        return max + Math.Log(sum) - at;
     }
 }

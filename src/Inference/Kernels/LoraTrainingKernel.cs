@@ -1,16 +1,39 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
 namespace Loom.Inference.Kernels;
 
 /// <summary>Dense LoRA forward and backward for one module over a training row (contiguous f32 weights, not pool pages).
-/// Shapes: x (T, in), u = x·Aᵀ (T, r), A (r, in), Bt = Bᵀ (r, out), y and dY (T, out). Parallel over independent rows
-/// of each result; every sum runs in a fixed order (t ascending, then i ascending), so results do not depend on cores.</summary>
+/// Shapes: x (T, in), u = x·Aᵀ (T, r), A (r, in), Bt = Bᵀ (r, out), y and dY (T, out). With AVX-512 every product is
+/// a <see cref="Gemm"/> on row-major operands (the small transposed operands, r × in or r × T, are copied into
+/// per-thread scratch first); otherwise parallel over independent rows of each result with vector dot products and
+/// axpys. Every sum runs in a fixed order, so results do not depend on the number of cores.</summary>
 public static unsafe class LoraTrainingKernel
 {
+    [ThreadStatic] private static float[]? _s1, _s2;   // per-thread scratch for transposed operands, pinned
+
+    private static float* Scratch(ref float[]? buffer, int length)
+    {
+        if (buffer == null || buffer.Length < length) buffer = GC.AllocateArray<float>(Math.Max(length, 1024), pinned: true);
+        return (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer));   // pinned: the address is stable
+    }
+
+    /// <summary>dst (cols, rows) = scale · src (rows, cols)ᵀ.</summary>
+    private static void Transpose(float* dst, float* src, int rows, int cols, float scale)
+    {
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++) dst[(long)j * rows + i] = scale * src[(long)i * cols + j];
+    }
+
+    private static bool Blocked(SimdLevel level) => level == SimdLevel.Vector512 && Gemm.Supported;
+
     /// <summary>u (T, r) = x · Aᵀ.</summary>
     public static void Shrink(Span<float> u, ReadOnlySpan<float> x, ReadOnlySpan<float> a, int T, int r, int inDim, SimdLevel level)
     {
         if (level == SimdLevel.Scalar) { NaiveLoraTraining.Shrink(u, x, a, T, r, inDim); return; }
         fixed (float* up = u) fixed (float* xp = x) fixed (float* ap = a)
         {
+
             nint ua = (nint)up, xa = (nint)xp, aa = (nint)ap;
             For(T, (long)T * r * inDim, t =>
             {
@@ -26,6 +49,13 @@ public static unsafe class LoraTrainingKernel
         if (level == SimdLevel.Scalar) { NaiveLoraTraining.Expand(y, u, bt, scale, T, r, outDim); return; }
         fixed (float* yp = y) fixed (float* up = u) fixed (float* bp = bt)
         {
+            if (Blocked(level))
+            {
+                float* us = Scratch(ref _s1, T * r);   // (T, r) scale · u
+                for (long i = 0; i < (long)T * r; i++) us[i] = scale * up[i];
+                Gemm.RowMajor(yp, outDim, us, r, bp, outDim, T, r, outDim, accumulate: true);
+                return;
+            }
             nint ya = (nint)yp, ua = (nint)up, ba = (nint)bp;
             For(T, (long)T * r * outDim, t =>
             {
@@ -45,12 +75,26 @@ public static unsafe class LoraTrainingKernel
         fixed (float* xp = x) fixed (float* up = u) fixed (float* ap = a) fixed (float* bp = bt)
         {
             nint dxa = (nint)dxp, daa = (nint)dap, dba = (nint)dbp, ta = (nint)tp, dya = (nint)dyp, xa = (nint)xp, ua = (nint)up, aa = (nint)ap, ba = (nint)bp;
-            // tmp = scale · dY · B  (T, r)
+            // tmp (T, r) = scale · dY · B: dot products of length out (split over vector lanes: the accuracy of this
+            // small product carries into every A gradient)
             For(T, (long)T * r * outDim, t =>
             {
                 for (int i = 0; i < r; i++)
                     ((float*)ta)[(long)t * r + i] = scale * VecOps.Dot((float*)dya + (long)t * outDim, (float*)ba + (long)i * outDim, outDim, level);
             });
+            if (Blocked(level))
+            {
+                // dBt (r, out) += (scale · u)ᵀ · dY
+                float* t2 = Scratch(ref _s2, r * T);
+                Transpose(t2, up, T, r, scale);
+                Gemm.RowMajor(dbp, outDim, t2, T, dyp, outDim, r, T, outDim, accumulate: true);
+                // dA (r, in) += tmpᵀ · x
+                Transpose(t2, tp, T, r, 1);
+                Gemm.RowMajor(dap, inDim, t2, T, xp, inDim, r, T, inDim, accumulate: true);
+                // dx (T, in) += tmp · A
+                if (dx.Length != 0) Gemm.RowMajor(dxp, inDim, tp, r, ap, inDim, T, r, inDim, accumulate: true);
+                return;
+            }
             For(r, (long)T * r * (inDim + outDim), i =>
             {
                 float* dai = (float*)daa + (long)i * inDim, dbi = (float*)dba + (long)i * outDim;

@@ -15,6 +15,11 @@ public static unsafe class TrainingAttention
             NaiveTrainingAttention.Forward(output, probs, q, k, v, start, T, heads, kvHeads, hd);
             return;
         }
+        if (level == SimdLevel.Vector512 && hd == 64)
+        {
+            TrainingAttention64.Forward(output, probs, q, k, v, start, T, heads, kvHeads);
+            return;
+        }
         int qDim = heads * hd, kvDim = kvHeads * hd, groups = heads / kvHeads;
         float scale = 1f / MathF.Sqrt(hd);
         fixed (float* op = output) fixed (float* pp = probs) fixed (float* qp = q) fixed (float* kp = k) fixed (float* vp = v) fixed (int* sp = start)
@@ -61,6 +66,11 @@ public static unsafe class TrainingAttention
         if (level == SimdLevel.Scalar)
         {
             NaiveTrainingAttention.Backward(dq, dk, dv, dOut, probs, q, k, v, start, T, heads, kvHeads, hd);
+            return;
+        }
+        if (level == SimdLevel.Vector512 && hd == 64)
+        {
+            TrainingAttention64.Backward(dq, dk, dv, dOut, probs, q, k, v, start, T, heads, kvHeads, dkHeads, dvHeads);
             return;
         }
         int qDim = heads * hd, kvDim = kvHeads * hd, groups = heads / kvHeads;

@@ -21,6 +21,10 @@ public sealed class BackwardKernelTests(ITestOutputHelper log)
     [InlineData(2048, 48, 3, WeightType.F32, true)]
     [InlineData(64, 96, 7, WeightType.F32, false)]
     [InlineData(40, 37, 4, WeightType.BF16, false)]
+    [InlineData(544, 96, 19, WeightType.F32, true)]     // three row blocks (256, 256, 32), 8-row tiles and single rows
+    [InlineData(544, 96, 19, WeightType.BF16, true)]
+    [InlineData(288, 80, 17, WeightType.BF16, false)]   // a partial 32-column block
+    [InlineData(300, 50, 9, WeightType.F32, false)]
     public void TransposedMatMulMatchesItsScalarTwin(int rows, int cols, int n, WeightType type, bool pack)
     {
         using var w0 = WeightMatrix.FromFloats(Random(rows * cols, 1), rows, cols, type);
@@ -35,10 +39,38 @@ public sealed class BackwardKernelTests(ITestOutputHelper log)
         if (Simd.Best != SimdLevel.Vector512) log.WriteLine("no AVX-512 here: the packed path was not exercised");
     }
 
-    [Fact]
-    public void TrainingAttentionMatchesItsScalarTwin()
+    [Theory]
+    [InlineData(WeightType.F32, true)]
+    [InlineData(WeightType.BF16, true)]
+    [InlineData(WeightType.BF16, false)]
+    public void TransposedMatMulRowDoesNotDependOnTheRestOfTheBatch(WeightType type, bool pack)
     {
-        int T = 23, heads = 6, kvHeads = 2, hd = 16;
+        int rows = 320, cols = 96;
+        using var w0 = WeightMatrix.FromFloats(Random(rows * cols, 1), rows, cols, type);
+        using var w = pack ? w0.Pack() : null;
+        var m = w ?? w0;
+        // row 0 alone, then the same row first in a batch of 13 (an 8-row tile) and last in a batch of 11 (a single row)
+        var x = Random(13 * rows, 2);
+        var alone = new float[cols];
+        MatMulTransposedKernel.Forward(alone, x.AsSpan(0, rows), m, 1, Simd.Best);
+        var batch = new float[13 * cols];
+        MatMulTransposedKernel.Forward(batch, x, m, 13, Simd.Best);
+        Assert.True(alone.AsSpan().SequenceEqual(batch.AsSpan(0, cols)), "row 0 differs inside an 8-row tile");
+        var x2 = new float[11 * rows];
+        x.AsSpan(rows, 10 * rows).CopyTo(x2);
+        x.AsSpan(0, rows).CopyTo(x2.AsSpan(10 * rows));
+        var batch2 = new float[11 * cols];
+        MatMulTransposedKernel.Forward(batch2, x2, m, 11, Simd.Best);
+        Assert.True(alone.AsSpan().SequenceEqual(batch2.AsSpan(10 * cols, cols)), "row 0 differs as a single row after a tile");
+    }
+
+    [Theory]
+    [InlineData(23, 16)]
+    [InlineData(23, 64)]   // the AVX-512 path for heads of 64
+    [InlineData(80, 64)]   // more than one block of 64 keys
+    public void TrainingAttentionMatchesItsScalarTwin(int T, int hd)
+    {
+        int heads = 6, kvHeads = 2;
         var start = new int[T];
         for (int t = 0; t < T; t++) start[t] = t < 9 ? 0 : 9;  // two packed examples
         var q = Random(T * heads * hd, 3); var k = Random(T * kvHeads * hd, 4); var v = Random(T * kvHeads * hd, 5);

@@ -1,0 +1,116 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Loom.Inference.Kernels;
+
+/// <summary>The AVX-512 path of <see cref="MatMulTransposedKernel"/>: y (n, cols) = x (n, rows) · W (rows, cols), blocked
+/// as a GEMM (<see cref="Gemm"/>). Row-major f32 weights are read in place. Otherwise each task owns a block of 32
+/// output columns; for each block of <see cref="KC"/> rows of W it copies W[r0.., k0..k0+32] as f32 into a per-thread
+/// panel (KC, 32) (gathered from packed panels, widened from BF16), then runs the 8×32 register tiles over every group
+/// of 8 input rows. The panel is reused by all n input rows, so the copy costs
+/// 1/n of the products. Every output is one fused multiply-add chain over the rows of W in ascending order (kept in
+/// memory between row blocks), whatever the tile, the task split or the number of cores: the results are bitwise the
+/// same for a given input row whatever else is in the batch.</summary>
+internal static unsafe class MatMulTransposedBlocked
+{
+    private const int NR = Gemm.NR;   // output columns per task (two vectors)
+    private const int KC = Gemm.KC;   // rows of W per panel (a multiple of the 16-row packed panels)
+
+    [ThreadStatic] private static float[]? _panel;   // (KC, NR) f32 copy of a block of W, pinned
+
+    public static bool Supports(WeightMatrix w) => Avx512F.IsSupported && Avx2.IsSupported && w.Cols > 0 && w.Rows > 0;
+
+    public static void Forward(float* y, float* x, WeightMatrix w, int n)
+    {
+        if (!w.Packed && w.Type == WeightType.F32)
+        {
+            // row-major f32: the rows of W are read in place
+            Gemm.RowMajor(y, w.Cols, x, w.Rows, (float*)w.Data, w.Cols, n, w.Rows, w.Cols, accumulate: false);
+            return;
+        }
+        int blocks = (w.Cols + NR - 1) / NR;
+        long work = (long)n * w.Rows * w.Cols;
+        nint ya = (nint)y, xa = (nint)x;
+        int chunks = Math.Min(blocks, Environment.ProcessorCount * 4);
+        if (work < 1 << 18 || chunks <= 1)
+        {
+            for (int j = 0; j < blocks; j++) ColumnBlock(y, x, w, n, j * NR);
+            return;
+        }
+        Parallel.For(0, chunks, c =>
+        {
+            int a = (int)((long)blocks * c / chunks), b = (int)((long)blocks * (c + 1) / chunks);
+            for (int j = a; j < b; j++) ColumnBlock((float*)ya, (float*)xa, w, n, j * NR);
+        });
+    }
+
+    private static void ColumnBlock(float* y, float* x, WeightMatrix w, int n, int k0)
+    {
+        int rows = w.Rows, cols = w.Cols, width = Math.Min(NR, cols - k0);
+        _panel ??= GC.AllocateArray<float>(KC * NR, pinned: true);
+        fixed (float* p = _panel)
+        {
+            for (int r0 = 0; r0 < rows; r0 += KC)
+            {
+                int kc = Math.Min(KC, rows - r0);
+                Pack(p, w, r0, kc, k0, width);
+                if (width == NR) Gemm.Rows(y + k0, cols, x + r0, rows, p, NR, 0, n, kc, first: r0 == 0, narrow: false);
+                else Gemm.PartialRows(y + k0, cols, x + r0, rows, p, 0, n, kc, width, first: r0 == 0);
+            }
+        }
+    }
+
+    /// <summary>p (kc, NR) = W[r0..r0+kc, k0..k0+width] as f32, zero past width.</summary>
+    private static void Pack(float* p, WeightMatrix w, int r0, int kc, int k0, int width)
+    {
+        int cols = w.Cols;
+        bool f32 = w.Type == WeightType.F32;
+        if (w.Packed && width == NR)
+        {
+            // element (r, k) at (r/16)·16·cols + k·16 + r%16: a row's 16 consecutive columns are 16 floats apart
+            var idx = Vector256.Create(0, 16, 32, 48, 64, 80, 96, 112);
+            var high = Vector256.Create(unchecked((int)0xFFFF0000));
+            for (int r = 0; r < kc; r++)
+            {
+                int row = r0 + r;
+                long at = (long)(row >> 4) * 16 * cols + (long)k0 * 16 + (row & 15);
+                float* dst = p + r * NR;
+                if (f32)
+                {
+                    float* src = (float*)w.Data + at;
+                    for (int q = 0; q < 4; q++) Avx2.GatherVector256(src + q * 128, idx, 4).Store(dst + q * 8);
+                }
+                else
+                {
+                    // the dword that ends with a bf16 holds it in its high half (read from one element before, never
+                    // past the matrix's end): with the low half cleared it is the f32
+                    var src = (int*)((ushort*)w.Data + at - 1);
+                    for (int q = 0; q < 4; q++) (Avx2.GatherVector256(src + q * 64, idx, 2) & high).AsSingle().Store(dst + q * 8);
+                }
+            }
+            return;
+        }
+        if (!w.Packed && width == NR)
+        {
+            for (int r = 0; r < kc; r++)
+            {
+                long at = (long)(r0 + r) * cols + k0;
+                float* dst = p + r * NR;
+                if (f32)
+                {
+                    Vector512.Load((float*)w.Data + at).Store(dst);
+                    Vector512.Load((float*)w.Data + at + 16).Store(dst + 16);
+                }
+                else
+                {
+                    var u = Vector512.Load((ushort*)w.Data + at);
+                    Vector512.ShiftLeft(Vector512.WidenLower(u), 16).AsSingle().Store(dst);
+                    Vector512.ShiftLeft(Vector512.WidenUpper(u), 16).AsSingle().Store(dst + 16);
+                }
+            }
+            return;
+        }
+        for (int r = 0; r < kc; r++)
+            for (int j = 0; j < NR; j++) p[r * NR + j] = j < width ? w.At(r0 + r, k0 + j) : 0;
+    }
+}
