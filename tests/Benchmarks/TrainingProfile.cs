@@ -41,8 +41,6 @@ internal static class TrainingProfile
             state.Add(kv, ex.TokenIds);
             model.Forward(state);
             double prefill = sw.Elapsed.TotalMilliseconds;
-            Console.WriteLine(string.Join(", ", TrainingModel.ProfNames.Select((n, i) => $"{n} {TrainingModel.Prof[i]:F0}")));
-            Array.Clear(TrainingModel.Prof);
             Console.WriteLine($"  profile: forward {fwd:F0} ms, head {head:F0} ms, backward {bwd:F0} ms, AdamW {opt:F0} ms; inference prefill of the same 257 tokens {prefill:F0} ms");
         }
     }

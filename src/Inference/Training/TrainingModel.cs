@@ -11,11 +11,6 @@ namespace Loom.Inference.Training;
 /// the backward pass (bitwise the same values: same kernels, same inputs). Allocates nothing per call.</summary>
 internal sealed class TrainingModel
 {
-    public static readonly double[] Prof = new double[16];
-    public static readonly string[] ProfNames = ["fwd-mm","fwd-lora","fwd-att","fwd-other","bwd-mmT","bwd-lora","bwd-att","bwd-other","head-mm","head-ce","head-mmT","head-other"];
-    private static long _pt;
-    private static void P(int i) { long n = System.Diagnostics.Stopwatch.GetTimestamp(); Prof[i] += (n - _pt) * 1000.0 / System.Diagnostics.Stopwatch.Frequency; _pt = n; }
-    private static void P0() => _pt = System.Diagnostics.Stopwatch.GetTimestamp();
     private const int HeadChunk = 128;     // trained positions per LM-head block (bounds the logits buffer; the LM head
                                            // is read once per block, forward and transposed)
 
@@ -159,56 +154,34 @@ internal sealed class TrainingModel
         var a = SetOf(l);
         int T = _T, dim = c.HiddenSize, qDim = c.QDim, kvDim = c.KvDim, hid = c.IntermediateSize, hd = c.HeadDim;
         var x = _xin[l];
-        P0();
 
         _k.RmsNorm(a.Xn1, x, L.AttnNorm, _eps, T);
-        P(3);
         _k.MatMul(a.Q, L.Q.Weight, a.K, L.K.Weight, a.V, L.V.Weight, a.Xn1, T);
-        P(0);
         AddBias(a.Q, L.Q, T); AddBias(a.K, L.K, T); AddBias(a.V, L.V, T);
-        P(3);
         Lora(a, a.Q, a.Xn1, l, LoraTarget.QProj);
-        P(1);
         Lora(a, a.K, a.Xn1, l, LoraTarget.KProj);
-        P(1);
         Lora(a, a.V, a.Xn1, l, LoraTarget.VProj);
-        P(1);
         for (int t = 0; t < T; t++)
         {
             int pos = _positions[t];
             _k.Rope(a.Q.AsSpan(t * qDim, qDim), c.NumHeads, hd, _rope.Cos(pos), _rope.Sin(pos));
-            P(3);
             _k.Rope(a.K.AsSpan(t * kvDim, kvDim), c.NumKvHeads, hd, _rope.Cos(pos), _rope.Sin(pos));
-            P(3);
         }
         TrainingAttention.Forward(a.Att, a.P, a.Q, a.K, a.V, _starts, T, c.NumHeads, c.NumKvHeads, hd, _level);
-        P(2);
         _k.MatMul(_tmpDim, a.Att, L.O.Weight, T);
-        P(0);
         AddBias(_tmpDim, L.O, T);
-        P(3);
         Lora(a, _tmpDim, a.Att, l, LoraTarget.OProj);
-        P(1);
         var xmid = a.Xmid.AsSpan(0, T * dim);
         System.Numerics.Tensors.TensorPrimitives.Add(x.AsSpan(0, T * dim), _tmpDim.AsSpan(0, T * dim), xmid);
-        P(3);
 
         _k.RmsNorm(a.Xn2, a.Xmid, L.MlpNorm, _eps, T);
-        P(3);
         _k.MatMul(a.G, L.Gate.Weight, a.Up, L.Up.Weight, default, null, a.Xn2, T);
-        P(0);
         Lora(a, a.G, a.Xn2, l, LoraTarget.GateProj);
-        P(1);
         Lora(a, a.Up, a.Xn2, l, LoraTarget.UpProj);
-        P(1);
         _k.SiluMul(a.H.AsSpan(0, T * hid), a.G.AsSpan(0, T * hid), a.Up.AsSpan(0, T * hid));
-        P(3);
         _k.MatMul(_tmpDim, a.H, L.Down.Weight, T);
-        P(0);
         Lora(a, _tmpDim, a.H, l, LoraTarget.DownProj);
-        P(1);
         System.Numerics.Tensors.TensorPrimitives.Add(xmid, _tmpDim.AsSpan(0, T * dim), _xin[l + 1].AsSpan(0, T * dim));
-        P(3);
     }
 
     /// <summary>The loss head: final norm, LM head and cross-entropy of the trained positions, in blocks of
@@ -219,7 +192,6 @@ internal sealed class TrainingModel
         int T = _T, dim = _c.HiddenSize, V = _c.VocabSize;
         var xl = _xin[_c.NumLayers];
         if (backward) Array.Clear(_dx, 0, T * dim);
-        P0();
         double loss = 0;
         int t = 0;
         while (t < T)
@@ -227,30 +199,22 @@ internal sealed class TrainingModel
             int n = 0;
             for (; t < T && n < HeadChunk; t++)
                 if (_targets[t] >= 0) _headRows[n++] = t;
-                P(11);
             if (n == 0) break;
-            P(11);
             for (int i = 0; i < n; i++)
                 _k.RmsNorm(_xf.AsSpan(i * dim, dim), xl.AsSpan(_headRows[i] * dim, dim), _w.FinalNorm, _eps, 1);
-                P(11);
             _k.MatMul(_logits, _xf, _w.LmHead, n);
-            P(8);
             for (int i = 0; i < n; i++)
             {
                 var lg = _logits.AsSpan(i * V, V);
                 int target = _targets[_headRows[i]];
                 loss += _level == SimdLevel.Scalar ? NaiveBackwardOps.CrossEntropy(lg, lg, target, gradScale) : BackwardOps.CrossEntropy(lg, lg, target, gradScale);
-                P(9);
             }
             if (!backward) continue;
-            P(11);
             MatMulTransposedKernel.Forward(_dxf, _logits, _w.LmHead, n, _level);
-            P(10);
             for (int i = 0; i < n; i++)
             {
                 int row = _headRows[i];
                 RmsNormBackward(_dx.AsSpan(row * dim, dim), _dxf.AsSpan(i * dim, dim), xl.AsSpan(row * dim, dim), _w.FinalNorm, accumulate: false);
-                P(11);
             }
         }
         return loss;
@@ -261,8 +225,6 @@ internal sealed class TrainingModel
     public void BackwardLayer(int l)
     {
         if (Recomputes(l)) ForwardLayer(l);
-        P0();
-        P(7);
         var c = _c;
         var L = _w.Layers[l];
         var a = SetOf(l);
@@ -271,67 +233,44 @@ internal sealed class TrainingModel
 
         // mlp: x_out = x_mid + down(silu(gate(xn2)) · up(xn2))
         MatMulTransposedKernel.Forward(_dh, _dx, L.Down.Weight, T, _level);
-        P(4);
         LoraBackward(_dh, _dx, a.H, a, l, LoraTarget.DownProj);
-        P(5);
         if (_level == SimdLevel.Scalar) NaiveBackwardOps.SiluMul(_dh.AsSpan(0, T * hid), _dup.AsSpan(0, T * hid), _dh.AsSpan(0, T * hid), a.G.AsSpan(0, T * hid), a.Up.AsSpan(0, T * hid));
         else BackwardOps.SiluMul(_dh.AsSpan(0, T * hid), _dup.AsSpan(0, T * hid), _dh.AsSpan(0, T * hid), a.G.AsSpan(0, T * hid), a.Up.AsSpan(0, T * hid));
-        P(7);
         MatMulTransposedKernel.Forward(_dxn, _dh, L.Gate.Weight, T, _level);
-        P(4);
         LoraBackward(_dxn, _dh, a.Xn2, a, l, LoraTarget.GateProj);
-        P(5);
         MatMulTransposedKernel.Forward(_tmpDim, _dup, L.Up.Weight, T, _level);
-        P(4);
         System.Numerics.Tensors.TensorPrimitives.Add(_dxn.AsSpan(0, T * dim), _tmpDim.AsSpan(0, T * dim), _dxn.AsSpan(0, T * dim));
-        P(7);
         LoraBackward(_dxn, _dup, a.Xn2, a, l, LoraTarget.UpProj);
-        P(5);
         for (int t = 0; t < T; t++)
             RmsNormBackward(_dx.AsSpan(t * dim, dim), _dxn.AsSpan(t * dim, dim), a.Xmid.AsSpan(t * dim, dim), L.MlpNorm, accumulate: true);
-            P(7);
 
         // attention: x_mid = x_in + o(attention(rope(q(xn1)), rope(k(xn1)), v(xn1)))
         MatMulTransposedKernel.Forward(_datt, _dx, L.O.Weight, T, _level);
-        P(4);
         LoraBackward(_datt, _dx, a.Att, a, l, LoraTarget.OProj);
-        P(5);
         TrainingAttention.Backward(_dq, _dk, _dv, _datt, a.P, a.Q, a.K, a.V, _starts, T, c.NumHeads, c.NumKvHeads, hd,
             _dkHeads, _dvHeads, _rowScratch, _level);
         for (int t = 0; t < T; t++)
         {
             int pos = _positions[t];
             BackwardOps.RopeInverse(_dq.AsSpan(t * qDim, qDim), c.NumHeads, hd, _rope.Cos(pos), _rope.Sin(pos));
-            P(7);
             BackwardOps.RopeInverse(_dk.AsSpan(t * kvDim, kvDim), c.NumKvHeads, hd, _rope.Cos(pos), _rope.Sin(pos));
-            P(7);
         }
         if (inputGrad)
         {
             MatMulTransposedKernel.Forward(_dxn, _dq, L.Q.Weight, T, _level);
-            P(4);
             MatMulTransposedKernel.Forward(_tmpDim, _dk, L.K.Weight, T, _level);
-            P(4);
             System.Numerics.Tensors.TensorPrimitives.Add(_dxn.AsSpan(0, T * dim), _tmpDim.AsSpan(0, T * dim), _dxn.AsSpan(0, T * dim));
-            P(7);
             MatMulTransposedKernel.Forward(_tmpDim, _dv, L.V.Weight, T, _level);
-            P(4);
             System.Numerics.Tensors.TensorPrimitives.Add(_dxn.AsSpan(0, T * dim), _tmpDim.AsSpan(0, T * dim), _dxn.AsSpan(0, T * dim));
-            P(7);
         }
         var dxn = inputGrad ? _dxn : [];
         LoraBackward(dxn, _dq, a.Xn1, a, l, LoraTarget.QProj);
-        P(5);
         LoraBackward(dxn, _dk, a.Xn1, a, l, LoraTarget.KProj);
-        P(5);
         LoraBackward(dxn, _dv, a.Xn1, a, l, LoraTarget.VProj);
-        P(5);
         if (!inputGrad) return;
-        P(7);
         var xin = _xin[l];
         for (int t = 0; t < T; t++)
             RmsNormBackward(_dx.AsSpan(t * dim, dim), _dxn.AsSpan(t * dim, dim), xin.AsSpan(t * dim, dim), L.AttnNorm, accumulate: true);
-            P(7);
     }
 
     private void RmsNormBackward(Span<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ReadOnlySpan<float> w, bool accumulate)
