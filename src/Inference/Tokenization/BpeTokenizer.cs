@@ -66,6 +66,8 @@ internal sealed class BpeTokenizer : ITokenizer
 
     public bool IsSpecial(int id) => (uint)id < (uint)VocabSize && _isSpecial[id];
 
+    public byte[]? TokenBytes(int id) => BytesOf(id, skipSpecialTokens: false);
+
     public int[] Encode(string text, bool addSpecialTokens = false)
     {
         ArgumentNullException.ThrowIfNull(text);

@@ -33,6 +33,10 @@ public interface ITokenizer
     /// <summary>True for added tokens marked special (skipped by decoding with skipSpecialTokens).</summary>
     bool IsSpecial(int id) => false;
 
+    /// <summary>The bytes an id contributes to decoded output (before UTF-8 decoding), or null for an id with no
+    /// token. Constrained decoding matches these against a grammar.</summary>
+    byte[]? TokenBytes(int id) => null;
+
     IReadOnlyList<AddedToken> AddedTokens => [];
 
     /// <summary>The chat template from tokenizer_config.json, or null when it has none.</summary>
