@@ -1,4 +1,6 @@
+using System.Globalization;
 using System.Text.Json;
+using Loom.Inference.Constrained;
 using Loom.Inference.Sampling;
 
 namespace Loom.Api.Completions;
@@ -24,6 +26,13 @@ internal sealed record CompletionOptions
     public string? User { get; init; }
     /// <summary>Extension (as vLLM's OpenAI server has it): keep generating past end-of-sequence tokens, up to max_tokens.</summary>
     public bool IgnoreEos { get; init; }
+    public float PresencePenalty { get; init; }
+    public float FrequencyPenalty { get; init; }
+    /// <summary>Extension (as vLLM's OpenAI server has it); 1 disables.</summary>
+    public float RepetitionPenalty { get; init; } = 1f;
+    public IReadOnlyDictionary<int, float> LogitBias { get; init; } = new Dictionary<int, float>();
+    /// <summary>From response_format: the JSON the output must be; null for free text.</summary>
+    public JsonGrammar? Grammar { get; init; }
 
     /// <summary>Reads the shared fields. <paramref name="chat"/> selects chat's logprobs (bool + top_logprobs) over legacy's (int).</summary>
     public static CompletionOptions Read(RequestReader r, bool chat)
@@ -69,13 +78,6 @@ internal sealed record CompletionOptions
             }
         }
 
-        foreach (var penalty in new[] { "frequency_penalty", "presence_penalty" })
-            if (r.OptionalNumber(penalty, -2, 2) is { } v && v != 0)
-                throw new InvalidRequestException($"'{penalty}' is not supported by this server; omit it or send 0.", penalty);
-        var bias = r.Get("logit_bias");
-        if (bias.ValueKind == JsonValueKind.Object && bias.EnumerateObject().Any() || bias.ValueKind is not (JsonValueKind.Undefined or JsonValueKind.Null or JsonValueKind.Object))
-            throw new InvalidRequestException("'logit_bias' is not supported by this server.", "logit_bias");
-
         var options = new CompletionOptions
         {
             Model = model,
@@ -92,9 +94,34 @@ internal sealed record CompletionOptions
             IncludeUsage = includeUsage,
             User = r.OptionalString("user"),
             IgnoreEos = r.OptionalBool("ignore_eos") ?? false,
+            PresencePenalty = (float)(r.OptionalNumber("presence_penalty", -2, 2) ?? 0),
+            FrequencyPenalty = (float)(r.OptionalNumber("frequency_penalty", -2, 2) ?? 0),
+            RepetitionPenalty = (float)(r.OptionalNumber("repetition_penalty", 0, 10) ?? 1),
+            LogitBias = ReadLogitBias(r.Get("logit_bias")),
+            Grammar = ResponseFormat.Read(r.Get("response_format"), "response_format"),
         };
+        if (options.RepetitionPenalty == 0) throw new InvalidRequestException("'repetition_penalty' must be greater than 0.", "repetition_penalty");
         if (options.TopP == 0) throw new InvalidRequestException("'top_p' must be greater than 0.", "top_p");
         return options;
+    }
+
+    /// <summary>OpenAI's logit_bias: an object from token ids (as strings) to a bias between -100 and 100.</summary>
+    private static IReadOnlyDictionary<int, float> ReadLogitBias(JsonElement bias)
+    {
+        var map = new Dictionary<int, float>();
+        if (bias.ValueKind is JsonValueKind.Undefined or JsonValueKind.Null) return map;
+        if (bias.ValueKind != JsonValueKind.Object) throw new InvalidRequestException("'logit_bias' must be an object mapping token ids to numbers.", "logit_bias");
+        foreach (var p in bias.EnumerateObject())
+        {
+            if (map.Count == SamplingParams.MaxLogitBiasEntries)
+                throw new InvalidRequestException($"'logit_bias' takes at most {SamplingParams.MaxLogitBiasEntries} tokens.", "logit_bias");
+            if (!int.TryParse(p.Name, NumberStyles.None, CultureInfo.InvariantCulture, out int id))
+                throw new InvalidRequestException($"'logit_bias' keys must be token ids; got '{p.Name}'.", "logit_bias");
+            if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetDouble(out var v) || v < -100 || v > 100)
+                throw new InvalidRequestException($"'logit_bias' values must be numbers between -100 and 100 (token {id}).", "logit_bias");
+            map[id] = (float)v;
+        }
+        return map;
     }
 
     private static IReadOnlyList<string> ReadStop(JsonElement stop)
@@ -131,5 +158,10 @@ internal sealed record CompletionOptions
         StopStrings = Stop,
         Logprobs = TopLogprobs,
         IgnoreEos = IgnoreEos,
+        PresencePenalty = PresencePenalty,
+        FrequencyPenalty = FrequencyPenalty,
+        RepetitionPenalty = RepetitionPenalty,
+        LogitBias = LogitBias,
+        Grammar = Grammar,
     };
 }

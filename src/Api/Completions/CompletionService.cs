@@ -105,6 +105,9 @@ internal sealed class CompletionService(
                 $"This model's maximum context length is {context} tokens. However, you requested {promptIds.Length + requested} tokens ({promptIds.Length} in the prompt, {requested} for the completion). Please reduce the prompt or the completion length.",
                 "invalid_request_error", "max_tokens", "context_length_exceeded");
         var maxTokens = options.MaxTokens ?? context - promptIds.Length;
+        if (options.LogitBias.Keys.FirstOrDefault(id => id >= model.Tokenizer.VocabSize, -1) is >= 0 and var unknown)
+            throw new CompletionRefusedException(400, $"'logit_bias' names token {unknown}, which is not in this model's vocabulary of {model.Tokenizer.VocabSize} tokens.",
+                "invalid_request_error", "logit_bias", null);
 
         var decision = limiter.TryTokens(key, checked(promptIds.Length + maxTokens * options.N));
         if (!decision.Allowed)

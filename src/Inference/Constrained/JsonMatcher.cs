@@ -6,8 +6,9 @@ namespace Loom.Inference.Constrained;
 /// A pushdown automaton over UTF-8 bytes that accepts exactly the JSON texts a <see cref="JsonGrammar"/> allows (objects
 /// with their declared properties in declared order, each optional one possibly left out). Its whole state is a small
 /// stack of value-type frames, so copying it (the token trie walk copies it at every node) is a short memcpy, and the
-/// stack's bytes are a key for caching token masks. Whitespace between tokens is allowed up to
-/// <see cref="MaxWhitespace"/> bytes per gap, and numbers to <see cref="MaxDigits"/> digits per part, so every output
+/// stack's bytes are a key for caching token masks. The text starts with the value itself (no leading whitespace) and
+/// ends with it; whitespace between tokens is allowed up to a newline and two spaces of indentation per level (at
+/// most <see cref="MaxWhitespace"/> bytes) per gap, and numbers to <see cref="MaxDigits"/> digits per part, so every output
 /// makes progress toward its end.
 /// </summary>
 public sealed class JsonMatcher
@@ -106,7 +107,7 @@ public sealed class JsonMatcher
             switch (f.Kind)
             {
                 case Kind.Value:
-                    if (IsWhitespace(b)) return Whitespace(ref f);
+                    if (IsWhitespace(b)) return _depth > 1 && Whitespace(ref f); // the output starts with the value itself
                     return Start(ref f, f.Node, b);
                 case Kind.Object:
                     return ObjectByte(ref f, b);
@@ -131,9 +132,11 @@ public sealed class JsonMatcher
 
     private static bool IsWhitespace(byte b) => b is (byte)' ' or (byte)'\n' or (byte)'\r' or (byte)'\t';
 
-    private static bool Whitespace(ref Frame f)
+    /// <summary>Whitespace in a gap between tokens: enough for a newline and two spaces of indentation per level of
+    /// nesting (pretty-printed JSON), no more, so that a model drawn to whitespace still makes progress.</summary>
+    private bool Whitespace(ref Frame f)
     {
-        if (f.Ws >= MaxWhitespace) return false;
+        if (f.Ws >= Math.Min(MaxWhitespace, 1 + 2 * _depth)) return false;
         f.Ws++;
         return true;
     }

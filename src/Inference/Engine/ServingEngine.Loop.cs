@@ -476,6 +476,12 @@ public sealed partial class ServingEngine
     {
         if (r.Closed) return;
         int token = r.Sampler.Sample(logits);
+        if (token < 0)
+        {
+            Finish(r, FinishReason.Length); // the grammar allows no token of this vocabulary here
+            return;
+        }
+        r.Sampler.Accept(token);
         var logprobs = r.Logprobs is int top ? WithText(Sampling.Sampler.Logprobs(logits, token, top)) : null;
         r.Sampled++;
         Interlocked.Increment(ref _c.TokensGenerated);
@@ -486,7 +492,7 @@ public sealed partial class ServingEngine
         }
         string text = r.Stops.Push(r.Decoder?.Push(token) ?? "");
         r.Channel.Writer.TryWrite(new GenerationEvent { TokenId = token, Text = text, Logprobs = logprobs });
-        if (r.Stops.Stopped) Finish(r, FinishReason.Stop);
+        if (r.Stops.Stopped || r.Sampler.Done) Finish(r, FinishReason.Stop);
         else if (r.Sampled >= r.MaxNew) Finish(r, FinishReason.Length);
         else r.Sequence.Append(token);
     }

@@ -1,3 +1,4 @@
+using Loom.Inference.Constrained;
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
@@ -19,6 +20,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
 {
     private readonly Transformer _model;
     private readonly ITokenizer? _tokenizer;
+    private TokenTrie? _trie; // the vocabulary's byte trie, built at the first constrained request
     private readonly InferenceOptions _options;
     private readonly PagePool _pool;         // KV pages, and adapter pages too (unified)
     private readonly PagePool _adapterPool;  // the same pool, or a fixed adapter partition (benchmark comparison only)
@@ -236,11 +238,20 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         if (!p.IgnoreEos) stopIds.UnionWith(_eos);
         int id2 = Interlocked.Increment(ref _nextSequence);
         var seq = new Sequence(id2, prompt, prompt.Length + maxNew, request.AdapterId, request.TenantId, request.Priority);
-        var r = new Request(this, seq, maxNew, new Sampler(p, c.VocabSize), _tokenizer?.CreateStreamingDecoder(), new StopStringMatcher(p.StopStrings),
+        var r = new Request(this, seq, maxNew, new Sampler(p, c.VocabSize, ConstraintFor(p), prompt), _tokenizer?.CreateStreamingDecoder(), new StopStringMatcher(p.StopStrings),
             stopIds, p.Logprobs, PagedKvCache.For(_pool, c, id2, prompt.Length + maxNew));
         seq.Handle = r;
         (_policy as VtcPolicy)?.SetShare(request.TenantId, request.TenantShare);
         return r;
+    }
+
+    /// <summary>The per-request grammar state for constrained output, over this model's vocabulary (its trie built once).</summary>
+    private TokenConstraint? ConstraintFor(SamplingParams p)
+    {
+        if (p.Grammar is not { } grammar) return null;
+        var tokenizer = _tokenizer ?? throw new ArgumentException("constrained output needs the model's tokenizer");
+        var trie = LazyInitializer.EnsureInitialized(ref _trie, () => TokenTrie.Build(tokenizer));
+        return new TokenConstraint(grammar, trie, id => tokenizer.IsSpecial(id) ? null : tokenizer.TokenBytes(id), _eos);
     }
 
     private void Cancel(Request r)

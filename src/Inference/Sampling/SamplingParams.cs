@@ -1,7 +1,10 @@
+using Loom.Inference.Constrained;
+
 namespace Loom.Inference.Sampling;
 
-/// <summary>How tokens are chosen and when generation ends.
-/// Filters apply in this order: temperature → top-k → top-p → min-p, each on what the previous one kept.</summary>
+/// <summary>How tokens are chosen and when generation ends. The logits are first adjusted (logit bias, then the
+/// repetition, presence and frequency penalties, then the grammar's mask); filters then apply in this order:
+/// temperature → top-k → top-p → min-p, each on what the previous one kept.</summary>
 public sealed record SamplingParams
 {
     /// <summary>0 means greedy (argmax).</summary>
@@ -22,6 +25,20 @@ public sealed record SamplingParams
     public bool IgnoreEos { get; init; }
     /// <summary>Number of top alternatives to report with each token's logprob; null reports no logprobs.</summary>
     public int? Logprobs { get; init; }
+    /// <summary>Added to the logits of these token ids (OpenAI's logit_bias: -100 bans a token, 100 forces it).</summary>
+    public IReadOnlyDictionary<int, float> LogitBias { get; init; } = new Dictionary<int, float>();
+    /// <summary>OpenAI's: subtracted once from the logit of every token already generated.</summary>
+    public float PresencePenalty { get; init; }
+    /// <summary>OpenAI's: subtracted from a token's logit once per time it was generated.</summary>
+    public float FrequencyPenalty { get; init; }
+    /// <summary>As in Hugging Face and vLLM: the logit of every token of the prompt or the output is divided by it when
+    /// positive, multiplied by it when negative; 1 disables.</summary>
+    public float RepetitionPenalty { get; init; } = 1f;
+    /// <summary>Constrained output: every generated token keeps the text a prefix of a JSON value this grammar allows,
+    /// and generation ends when the value is complete.</summary>
+    public JsonGrammar? Grammar { get; init; }
+
+    public const int MaxLogitBiasEntries = 300;
 
     public void Validate()
     {
@@ -32,6 +49,11 @@ public sealed record SamplingParams
         if (MaxTokens < 1) throw new ArgumentException("max_tokens must be >= 1");
         if (Logprobs is < 0 or > 20) throw new ArgumentException("logprobs must be between 0 and 20");
         if (StopStrings.Any(string.IsNullOrEmpty)) throw new ArgumentException("stop strings must not be empty");
+        if (!(PresencePenalty is >= -2 and <= 2)) throw new ArgumentException("presence_penalty must be between -2 and 2");
+        if (!(FrequencyPenalty is >= -2 and <= 2)) throw new ArgumentException("frequency_penalty must be between -2 and 2");
+        if (!(RepetitionPenalty is > 0 and <= 10)) throw new ArgumentException("repetition_penalty must be in (0, 10]");
+        if (LogitBias.Count > MaxLogitBiasEntries) throw new ArgumentException($"logit_bias takes at most {MaxLogitBiasEntries} tokens");
+        if (LogitBias.Any(b => b.Key < 0 || !(b.Value is >= -100 and <= 100))) throw new ArgumentException("logit_bias maps token ids to values between -100 and 100");
     }
 }
 

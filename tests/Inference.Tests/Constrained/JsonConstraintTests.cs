@@ -2,6 +2,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Loom.Inference.Constrained;
+using Loom.Tests.Shared;
 
 namespace Loom.Inference.Tests.Constrained;
 

@@ -1,11 +1,11 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
-namespace Loom.Inference.Tests.Constrained;
+namespace Loom.Tests.Shared;
 
 /// <summary>An independent JSON-schema validator for the subset constrained decoding supports (written separately from
 /// the matcher, so that a test compares two implementations), and a seeded generator of random schemas in that subset.</summary>
-internal static class SchemaCheck
+public static class SchemaCheck
 {
     public static bool Validates(JsonElement v, JsonElement s, JsonElement root, out string why)
     {
