@@ -13,8 +13,9 @@ using Microsoft.Playwright;
 namespace Loom.Web.E2E;
 
 /// <summary>
-/// Runs the real Loom (built Loom.Web.dll, roles web and api, Development so static web assets resolve from bin)
-/// as a child process on a fresh database with demo data, and one headless Chromium for the whole collection.
+/// Runs the real Loom (built Loom.Web.dll, all four roles: web, api, inference and jobs, so fine-tunes train on the
+/// served test model; Development so static web assets resolve from bin) as a child process on a fresh database with
+/// demo data, and one headless Chromium for the whole collection.
 /// </summary>
 public sealed partial class LoomServerFixture : IAsyncLifetime
 {
@@ -95,17 +96,60 @@ public sealed partial class LoomServerFixture : IAsyncLifetime
             await db.SaveChangesAsync();
         });
 
-    /// <summary>Creates an API key of the tenant (inference scope) and returns its secret.</summary>
-    public async Task<string> CreateApiKeyAsync(Guid tenantId)
+    /// <summary>Creates an API key of the tenant (inference scope unless told) and returns its secret.</summary>
+    public async Task<string> CreateApiKeyAsync(Guid tenantId, ApiKeyScopes scopes = ApiKeyScopes.Inference)
     {
         var secret = "";
         await WithDatabaseAsync(async services =>
         {
             services.GetRequiredService<Loom.Data.Tenancy.TenantContext>().TenantId = tenantId;
-            var created = await services.GetRequiredService<Loom.Data.Keys.ApiKeyService>().CreateAsync(tenantId, new Loom.Data.Keys.NewApiKey("e2e"));
+            var created = await services.GetRequiredService<Loom.Data.Keys.ApiKeyService>().CreateAsync(tenantId, new Loom.Data.Keys.NewApiKey("e2e", Scopes: scopes));
             secret = created.Secret;
         });
         return secret;
+    }
+
+    /// <summary>Appends an event to a job's stream through Loom's own publisher (insert + NOTIFY), as the jobs tier does.</summary>
+    public async Task<long> PublishJobEventAsync(Guid tenantId, string jobId, string kind, object payload)
+    {
+        long seq = 0;
+        await WithDatabaseAsync(async services =>
+        {
+            var publisher = new Loom.Jobs.Events.JobEventPublisher(services.GetRequiredService<IServiceScopeFactory>(), TimeProvider.System);
+            seq = (await publisher.PublishAsync(tenantId, jobId, kind, payload)).Seq;
+        });
+        return seq;
+    }
+
+    /// <summary>Records a fine-tuning job of the tenant on the served model, as if it were running, without queueing a run:
+    /// its events are then only those a test publishes. Returns its public id (ftjob-...).</summary>
+    public async Task<string> AddRunningFineTuneAsync(Guid tenantId, int totalSteps)
+    {
+        var id = Guid.NewGuid();
+        await WithDatabaseAsync(async services =>
+        {
+            services.GetRequiredService<Loom.Data.Tenancy.TenantContext>().TenantId = tenantId;
+            var db = services.GetRequiredService<PlatformDbContext>();
+            var model = await Microsoft.EntityFrameworkCore.EntityFrameworkQueryableExtensions.SingleAsync(db.BaseModels.Where(m => m.Name == ModelName));
+            db.FineTuneJobs.Add(new FineTuneJob
+            {
+                Id = id, TenantId = tenantId, Model = ModelName, BaseModelId = model.Id, TrainingFileId = Guid.NewGuid(), Seed = 1, Epochs = 1,
+                BatchSize = 1, LearningRateMultiplier = 1, Rank = 4, Alpha = 8, TargetModules = "q_proj,v_proj", Status = FineTuneStatus.Running,
+                TotalSteps = totalSteps, CreatedAt = DateTimeOffset.UtcNow, StartedAt = DateTimeOffset.UtcNow,
+            });
+            await db.SaveChangesAsync();
+        });
+        return $"ftjob-{id:N}";
+    }
+
+    /// <summary>The id of the demo tenant (the one <see cref="AdminUser"/> belongs to).</summary>
+    public async Task<Guid> DemoTenantIdAsync()
+    {
+        var id = Guid.Empty;
+        await WithDatabaseAsync(async services =>
+            id = await Microsoft.EntityFrameworkCore.EntityFrameworkQueryableExtensions.SingleAsync(
+                services.GetRequiredService<PlatformDbContext>().Tenants.Where(t => t.Name == TenantName).Select(t => t.Id)));
+        return id;
     }
 
     /// <summary>Runs <paramref name="work"/> with Loom's data services on Loom's database, in one scope.</summary>
@@ -136,7 +180,14 @@ public sealed partial class LoomServerFixture : IAsyncLifetime
         env["ASPNETCORE_ENVIRONMENT"] = "Development";
         env["ASPNETCORE_URLS"] = "http://127.0.0.1:0";
         env["ConnectionStrings__Loom"] = connectionString;
-        env["Loom__Roles"] = "web,api,inference";
+        env["Loom__Roles"] = "web,api,inference,jobs";
+        // Fine-tunes of a few steps on the tiny model: a metrics event every step, a checkpoint every two.
+        env["FineTuning__MetricsEverySteps"] = "1";
+        env["FineTuning__CheckpointEverySteps"] = "2";
+        env["FineTuning__CheckpointDirectory"] = Path.Combine(_workDir!, "checkpoints");
+        env["FineTuning__ControlPollInterval"] = "00:00:00.100";
+        env["Jobs__Schema"] = "hangfire";
+        env["Jobs__WorkerCount"] = "2";
         env["Inference__ModelDirectory"] = CreateModelDirectory();
         env["Inference__PoolBytes"] = (16 << 20).ToString();
         env["Loom__Seed__Demo"] = "true";

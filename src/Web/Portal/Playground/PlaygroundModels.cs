@@ -1,19 +1,40 @@
 using Loom.Api.Adapters;
+using Loom.Api.FineTuning;
 using Loom.Data;
 using Microsoft.EntityFrameworkCore;
 
 namespace Loom.Web.Portal.Playground;
 
-/// <summary>A model the tenant may chat with: a base model or one of its adapters.</summary>
+/// <summary>A model the tenant may chat with: a base model, one of its adapters or fine-tuned models, or a checkpoint.</summary>
 public sealed record PlaygroundModel(string Name, string Kind, string? BaseModel);
 
-/// <summary>The models of the playground's picker: every base model, then the tenant's adapters (tenant query filter).</summary>
-public sealed class PlaygroundModels(PlatformDbContext db, AdapterService adapters)
+/// <summary>The models of the playground's picker: every base model, then the tenant's uploaded adapters, fine-tuned
+/// models and fine-tune checkpoints (<c>&lt;fine-tuned model&gt;:ckpt-step-N</c>), all through the tenant query filter.</summary>
+public sealed class PlaygroundModels(PlatformDbContext db, AdapterService adapters, FineTuneService fineTunes)
 {
+    public const string BaseKind = "base model";
+    public const string AdapterKind = "adapter";
+    public const string FineTunedKind = "fine-tuned model";
+    public const string CheckpointKind = "checkpoint";
+
     public async Task<List<PlaygroundModel>> ListAsync(CancellationToken ct)
     {
-        var models = await db.BaseModels.AsNoTracking().OrderBy(m => m.Name).Select(m => new PlaygroundModel(m.Name, "base model", null)).ToListAsync(ct);
-        models.AddRange((await adapters.ListAsync(ct)).Select(a => new PlaygroundModel(a.Name, "adapter", a.BaseModel!.Name)));
+        var models = await db.BaseModels.AsNoTracking().OrderBy(m => m.Name).Select(m => new PlaygroundModel(m.Name, BaseKind, null)).ToListAsync(ct);
+        var results = (await db.FineTuneJobs.AsNoTracking().Where(j => j.ResultAdapterId != null).Select(j => j.ResultAdapterId!.Value).ToListAsync(ct)).ToHashSet();
+        var all = await adapters.ListAsync(ct);
+        models.AddRange(all.Where(a => !results.Contains(a.Id)).Select(a => new PlaygroundModel(a.Name, AdapterKind, a.BaseModel!.Name)));
+        models.AddRange(all.Where(a => results.Contains(a.Id)).Select(a => new PlaygroundModel(a.Name, FineTunedKind, a.BaseModel!.Name)));
+
+        var checkpoints = await db.FineTuneCheckpoints.AsNoTracking()
+            .Join(db.FineTuneJobs.AsNoTracking(), c => c.JobId, j => j.Id, (c, j) => new { c.Step, Job = j })
+            .OrderByDescending(x => x.Job.CreatedAt).ThenByDescending(x => x.Step).ToListAsync(ct);
+        var baseNames = await db.BaseModels.AsNoTracking().ToDictionaryAsync(m => m.Id, m => m.Name, ct);
+        var names = new Dictionary<Guid, string>();
+        foreach (var c in checkpoints)
+        {
+            if (!names.TryGetValue(c.Job.Id, out var model)) names[c.Job.Id] = model = await fineTunes.ModelNameAsync(c.Job, ct);
+            models.Add(new PlaygroundModel(FineTuneIds.CheckpointModelName(model, c.Step), CheckpointKind, baseNames.GetValueOrDefault(c.Job.BaseModelId)));
+        }
         return models;
     }
 }
