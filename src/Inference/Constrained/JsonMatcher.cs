@@ -92,6 +92,19 @@ public sealed class JsonMatcher
     /// <summary>The state as bytes: equal states give equal keys (used to cache token masks).</summary>
     public ReadOnlySpan<byte> StateKey => MemoryMarshal.AsBytes(_stack.AsSpan(0, _depth));
 
+    /// <summary>The top of the stack is inside a string, between characters: <paramref name="room"/> is how many more
+    /// characters its length bound allows (int.MaxValue when unbounded). Every plain-text token fits the state there.</summary>
+    public bool InPlainString(out int room)
+    {
+        room = 0;
+        if (_depth == 0) return false;
+        ref Frame f = ref _stack[_depth - 1];
+        if (f.Kind != Kind.String || f.Stage != 0) return false;
+        var n = _nodes[f.Node];
+        room = n.HasStringBounds ? n.MaxLength - f.A : int.MaxValue;
+        return true;
+    }
+
     public bool Advance(ReadOnlySpan<byte> bytes)
     {
         foreach (byte b in bytes) if (!Advance(b)) return false;

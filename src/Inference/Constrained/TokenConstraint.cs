@@ -69,8 +69,21 @@ public sealed class TokenConstraint
             _bits = hit.Bits;
             return hit.Count;
         }
-        var bits = new ulong[_bits.Length];
-        int count = _state.IsDone ? 0 : _trie.Walk(_state, _scratch, bits);
+        ulong[] bits;
+        int count;
+        if (_state.InPlainString(out int room) && _trie.NonPlain is { } escapes)
+        {
+            // Plain-text tokens that fit, from the precomputed sets; only quotes, escapes and split characters are walked.
+            bits = (ulong[])_trie.PlainUpTo[Math.Min(room, _trie.MaxPlainChars)].Clone();
+            count = 0;
+            foreach (ulong w in bits) count += System.Numerics.BitOperations.PopCount(w);
+            count += escapes.Walk(_state, _scratch, bits);
+        }
+        else
+        {
+            bits = new ulong[_bits.Length];
+            count = _state.IsDone ? 0 : _trie.Walk(_state, _scratch, bits);
+        }
         if (_state.CanEnd)
             foreach (int id in _eos)
             {
@@ -88,6 +101,16 @@ public sealed class TokenConstraint
     {
         if (_eos.Contains(token)) return _state.CanEnd;
         if (_bytesOf(token) is not { Length: > 0 } bytes) return false;
+        _probe.CopyFrom(_state);
+        if (!_probe.Advance(bytes)) return false;
+        _state.CopyFrom(_probe);
+        return true;
+    }
+
+    /// <summary>Moves past text already in the output (bytes, not tokens). False, with the state unchanged, when the
+    /// grammar does not allow it.</summary>
+    public bool AcceptBytes(ReadOnlySpan<byte> bytes)
+    {
         _probe.CopyFrom(_state);
         if (!_probe.Advance(bytes)) return false;
         _state.CopyFrom(_probe);

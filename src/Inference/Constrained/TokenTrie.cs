@@ -21,6 +21,17 @@ public sealed class TokenTrie
     public int NodeCount => _label.Length;
     public int MaxTokenBytes { get; }
 
+    /// <summary>
+    /// Inside a JSON string most tokens are plain text: no quote, no backslash, no control byte, whole UTF-8 characters.
+    /// Any string state accepts such a token as long as its characters fit the string's length bound, whatever lies
+    /// below on the stack, so their mask is precomputed: <c>PlainUpTo[k]</c> holds the plain tokens of at most k
+    /// characters (k up to <see cref="MaxPlainChars"/>, which holds them all). Only the other tokens, in the much smaller
+    /// <see cref="NonPlain"/> trie, are walked there.
+    /// </summary>
+    public ulong[][] PlainUpTo { get; private set; } = [];
+    public int MaxPlainChars { get; private set; }
+    public TokenTrie? NonPlain { get; private set; }
+
     private TokenTrie(int vocab, byte[] label, int[] firstChild, int[] nextSibling, int[] tokenStart, int[] tokens, int maxBytes)
     {
         VocabSize = vocab;
@@ -36,6 +47,47 @@ public sealed class TokenTrie
 
     /// <summary>From each id's bytes (null or empty: the id is never allowed by a grammar).</summary>
     public static TokenTrie Build(int vocabSize, Func<int, byte[]?> bytesOf)
+    {
+        var bytes = new byte[]?[vocabSize];
+        for (int id = 0; id < vocabSize; id++) bytes[id] = bytesOf(id);
+        var chars = bytes.Select(b => b is { Length: > 0 } ? PlainChars(b) : -1).ToArray();
+        var trie = BuildTrie(vocabSize, id => bytes[id]);
+        trie.MaxPlainChars = chars.DefaultIfEmpty(-1).Max() is var m && m > 0 ? m : 0;
+        trie.PlainUpTo = new ulong[trie.MaxPlainChars + 1][];
+        for (int k = 0; k <= trie.MaxPlainChars; k++)
+        {
+            var bits = new ulong[(vocabSize + 63) / 64];
+            for (int id = 0; id < vocabSize; id++)
+                if (chars[id] > 0 && chars[id] <= k) bits[id >> 6] |= 1UL << (id & 63);
+            trie.PlainUpTo[k] = bits;
+        }
+        trie.NonPlain = BuildTrie(vocabSize, id => chars[id] > 0 ? null : bytes[id]);
+        return trie;
+    }
+
+    /// <summary>The characters of a token that is plain string text (see <see cref="PlainUpTo"/>), else -1. UTF-8 is
+    /// checked by the same rules as the matcher's (no overlong forms, surrogates or code points past U+10FFFF).</summary>
+    private static int PlainChars(byte[] b)
+    {
+        int chars = 0;
+        for (int i = 0; i < b.Length; chars++)
+        {
+            byte lead = b[i];
+            if (lead < 0x20 || lead == '"' || lead == '\\' || (lead >= 0x80 && lead < 0xC2) || lead > 0xF4) return -1;
+            int more = lead < 0x80 ? 0 : lead < 0xE0 ? 1 : lead < 0xF0 ? 2 : 3;
+            if (i + more >= b.Length) return -1; // a character cut off at the token's end
+            for (int j = 1; j <= more; j++)
+            {
+                byte c = b[i + j];
+                var (low, high) = j > 1 ? (0x80, 0xBF) : lead switch { 0xE0 => (0xA0, 0xBF), 0xED => (0x80, 0x9F), 0xF0 => (0x90, 0xBF), 0xF4 => (0x80, 0x8F), _ => (0x80, 0xBF) };
+                if (c < low || c > high) return -1;
+            }
+            i += 1 + more;
+        }
+        return chars;
+    }
+
+    private static TokenTrie BuildTrie(int vocabSize, Func<int, byte[]?> bytesOf)
     {
         var entries = new List<(byte[] Bytes, int Id)>();
         for (int id = 0; id < vocabSize; id++)
