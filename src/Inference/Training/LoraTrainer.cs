@@ -22,6 +22,7 @@ internal sealed class LoraTrainer
     private int _step, _row, _layer;
     private bool _rowSet;
     private double _stepLoss;
+    private double _headLoss;            // loss of the current row's head blocks so far
     private int _valIndex;
     private double _valLoss;
     private long _valTokens;
@@ -99,9 +100,13 @@ internal sealed class LoraTrainer
                 }
                 case Phase.Head:
                 {
+                    // one block of trained positions per unit (the LM head is the largest product of a step)
                     var sp = _plan.Steps[_step];
-                    _stepLoss += _model.Head(1f / sp.TrainedTokens, backward: true);
-                    budget -= _headCostPerToken * _model.RowTokens;
+                    bool done = _model.HeadBlock(1f / sp.TrainedTokens, backward: true, ref _headLoss, out int positions);
+                    budget -= _headCostPerToken * Math.Max(positions, 1);
+                    if (!done) break;
+                    _stepLoss += _headLoss;
+                    _headLoss = 0;
                     _phase = Phase.Backward;
                     _layer = _layers - 1;
                     break;

@@ -58,6 +58,7 @@ internal sealed class TrainingModel
     private readonly float[] _logits;    // (HeadChunk, vocab) logits, overwritten by their gradient
     private readonly float[] _dxf;       // (HeadChunk, dim)
     private readonly int[] _headRows = new int[HeadChunk];
+    private int _headCursor = -1;        // next row position of the loss head; -1: not started for this row
 
     public TrainingModel(Transformer model, LoraParameters p, int maxTokens, int storedLayers)
     {
@@ -109,6 +110,7 @@ internal sealed class TrainingModel
     public void SetRow(IReadOnlyList<TrainingExample> examples)
     {
         StoredLayers = _pendingStored;
+        _headCursor = -1;
         int t = 0;
         foreach (var e in examples)
         {
@@ -189,17 +191,31 @@ internal sealed class TrainingModel
     /// (loss · gradScale) w.r.t. the last layer's output into the residual gradient (zero where untrained).</summary>
     public double Head(float gradScale, bool backward)
     {
+        double loss = 0;
+        while (!HeadBlock(gradScale, backward, ref loss, out _)) { }
+        return loss;
+    }
+
+    /// <summary>One block of the loss head: up to <see cref="HeadChunk"/> trained positions from where the last block
+    /// stopped (the first block of a row clears the residual gradient). Adds the block's summed loss to
+    /// <paramref name="loss"/>; <paramref name="positions"/>: trained positions in the block. Returns true when the head
+    /// is done for this row. Blocks in sequence compute exactly what <see cref="Head"/> computes.</summary>
+    public bool HeadBlock(float gradScale, bool backward, ref double loss, out int positions)
+    {
         int T = _T, dim = _c.HiddenSize, V = _c.VocabSize;
         var xl = _xin[_c.NumLayers];
-        if (backward) Array.Clear(_dx, 0, T * dim);
-        double loss = 0;
-        int t = 0;
-        while (t < T)
+        if (_headCursor < 0)
         {
-            int n = 0;
-            for (; t < T && n < HeadChunk; t++)
-                if (_targets[t] >= 0) _headRows[n++] = t;
-            if (n == 0) break;
+            if (backward) Array.Clear(_dx, 0, T * dim);
+            _headCursor = 0;
+        }
+        int t = _headCursor, n = 0;
+        for (; t < T && n < HeadChunk; t++)
+            if (_targets[t] >= 0) _headRows[n++] = t;
+        _headCursor = t;
+        positions = n;
+        if (n > 0)
+        {
             for (int i = 0; i < n; i++)
                 _k.RmsNorm(_xf.AsSpan(i * dim, dim), xl.AsSpan(_headRows[i] * dim, dim), _w.FinalNorm, _eps, 1);
             _k.MatMul(_logits, _xf, _w.LmHead, n);
@@ -209,15 +225,19 @@ internal sealed class TrainingModel
                 int target = _targets[_headRows[i]];
                 loss += _level == SimdLevel.Scalar ? NaiveBackwardOps.CrossEntropy(lg, lg, target, gradScale) : BackwardOps.CrossEntropy(lg, lg, target, gradScale);
             }
-            if (!backward) continue;
-            MatMulTransposedKernel.Forward(_dxf, _logits, _w.LmHead, n, _level);
-            for (int i = 0; i < n; i++)
+            if (backward)
             {
-                int row = _headRows[i];
-                RmsNormBackward(_dx.AsSpan(row * dim, dim), _dxf.AsSpan(i * dim, dim), xl.AsSpan(row * dim, dim), _w.FinalNorm, accumulate: false);
+                MatMulTransposedKernel.Forward(_dxf, _logits, _w.LmHead, n, _level);
+                for (int i = 0; i < n; i++)
+                {
+                    int row = _headRows[i];
+                    RmsNormBackward(_dx.AsSpan(row * dim, dim), _dxf.AsSpan(i * dim, dim), xl.AsSpan(row * dim, dim), _w.FinalNorm, accumulate: false);
+                }
             }
         }
-        return loss;
+        if (n > 0 && t < T) return false;
+        _headCursor = -1;
+        return true;
     }
 
     /// <summary>Layer l backward: the residual gradient at its output (in _dx) becomes the gradient at its input; LoRA
