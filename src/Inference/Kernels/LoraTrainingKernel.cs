@@ -27,7 +27,9 @@ public static unsafe class LoraTrainingKernel
 
     private static bool Blocked(SimdLevel level) => level == SimdLevel.Vector512 && Gemm.Supported;
 
-    /// <summary>u (T, r) = x · Aᵀ.</summary>
+    /// <summary>u (T, r) = x · Aᵀ: dot products split over vector lanes (their accuracy carries through AdamW into every
+    /// weight; one fused multiply-add chain per output over in, as a GEMM tile sums, moved the oracle's three-step AdamW
+    /// case from 7.7e-5 to 1.2e-4 relative).</summary>
     public static void Shrink(Span<float> u, ReadOnlySpan<float> x, ReadOnlySpan<float> a, int T, int r, int inDim, SimdLevel level)
     {
         if (level == SimdLevel.Scalar) { NaiveLoraTraining.Shrink(u, x, a, T, r, inDim); return; }
