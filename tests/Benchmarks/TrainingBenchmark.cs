@@ -61,20 +61,28 @@ internal static partial class TrainingBenchmark
             Examples = rows, Hyperparameters = SmolHp(steps + 1), OutputFolder = Path.Combine(Path.GetTempPath(), "loom-bench-train"),
         });
         var stepTimes = new List<double>();
+        var cpuTimes = new List<double>();
         var last = Stopwatch.StartNew();
+        var self = Process.GetCurrentProcess();
+        var lastCpu = self.TotalProcessorTime;
         foreach (var p in run.ReadProgressAsync().ToBlockingEnumerable())
         {
             if (p.State != TrainingRunState.Running || p.Step == 0) continue;
             double s = last.Elapsed.TotalSeconds;
             last.Restart();
-            Console.WriteLine($"  step {p.Step}: {s * 1000:F0} ms, loss {p.TrainLoss:F4}");
-            if (p.Step > 1) stepTimes.Add(s);   // the first step warms up (JIT, page faults)
+            self.Refresh();
+            double cpu = (self.TotalProcessorTime - lastCpu).TotalSeconds;
+            lastCpu = self.TotalProcessorTime;
+            Console.WriteLine($"  step {p.Step}: {s * 1000:F0} ms, {cpu:F2} CPU-s, loss {p.TrainLoss:F4}");
+            if (p.Step > 1) { stepTimes.Add(s); cpuTimes.Add(cpu); }   // the first step warms up (JIT, page faults)
         }
         run.Completion.GetAwaiter().GetResult();
         stepTimes.Sort();
+        cpuTimes.Sort();
         double median = stepTimes[stepTimes.Count / 2];
         double loomTps = 256 / median;
-        Console.WriteLine($"Loom: median step {median * 1000:F0} ms over {stepTimes.Count} steps = {loomTps:F1} trained tokens/s");
+        Console.WriteLine($"Loom: median step {median * 1000:F0} ms over {stepTimes.Count} steps = {loomTps:F1} trained tokens/s " +
+            $"(median {cpuTimes[cpuTimes.Count / 2]:F2} CPU-seconds per step on {Environment.ProcessorCount} cores)");
         double? torchTps = TorchAnchor();
         if (torchTps is { } t) Console.WriteLine($"ratio Loom / PyTorch: {loomTps / t:F2}x");
     }

@@ -58,8 +58,10 @@ public static unsafe class TrainingAttention
     }
 
     /// <summary>dq (T, heads·hd) = gradient of the queries; dk, dv (T, kvHeads·hd) = gradients of keys and values
-    /// (summed over the heads of each group in head order). dkHeads, dvHeads: (heads, T, hd) scratch; rowScratch: (heads, T).</summary>
-    public static void Backward(Span<float> dq, Span<float> dk, Span<float> dv, ReadOnlySpan<float> dOut, ReadOnlySpan<float> probs,
+    /// (summed over the heads of each group in head order). dkHeads, dvHeads: (heads, T, hd) scratch; rowScratch: (heads, T).
+    /// The probabilities may be overwritten (with the score gradients, by the AVX-512 path for heads of 64): this is the
+    /// last use of a layer's probabilities.</summary>
+    public static void Backward(Span<float> dq, Span<float> dk, Span<float> dv, ReadOnlySpan<float> dOut, Span<float> probs,
         ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<int> start, int T, int heads, int kvHeads, int hd,
         Span<float> dkHeads, Span<float> dvHeads, Span<float> rowScratch, SimdLevel level)
     {

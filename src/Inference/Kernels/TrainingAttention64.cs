@@ -15,7 +15,6 @@ internal static unsafe class TrainingAttention64
 
     [ThreadStatic] private static float[]? _t;    // (kvHeads, 64, tp) keys or values transposed (tp: T rounded up to 64, + 64
                                                  // so a block of 64 keys never reads past the buffer), pinned
-    [ThreadStatic] private static float[]? _ds;   // (heads, T, T) score gradients, pinned
 
     private static float* Pinned(ref float[]? buffer, long length)
     {
@@ -113,15 +112,15 @@ internal static unsafe class TrainingAttention64
         }
     }
 
-    /// <summary>See <see cref="TrainingAttention.Backward"/>; dkHeads, dvHeads: (heads, T, 64) scratch.</summary>
-    public static void Backward(Span<float> dq, Span<float> dk, Span<float> dv, ReadOnlySpan<float> dOut, ReadOnlySpan<float> probs,
+    /// <summary>See <see cref="TrainingAttention.Backward"/>; dkHeads, dvHeads: (heads, T, 64) scratch. The probabilities
+    /// are overwritten with the score gradients (dv is taken from them first), so no (heads, T, T) scratch is needed.</summary>
+    public static void Backward(Span<float> dq, Span<float> dk, Span<float> dv, ReadOnlySpan<float> dOut, Span<float> probs,
         ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<int> start, int T, int heads, int kvHeads,
         Span<float> dkHeads, Span<float> dvHeads)
     {
         int qDim = heads * HD, kvDim = kvHeads * HD, groups = heads / kvHeads, tp = ((T + 63) & ~63) + 64;
         float scale = 1f / MathF.Sqrt(HD);
         nint vt = (nint)Transposed(v, T, tp, kvHeads);
-        nint dsa = (nint)Pinned(ref _ds, (long)heads * T * T);
         fixed (float* dqp = dq) fixed (float* dop = dOut) fixed (float* pp = probs) fixed (float* qp = q) fixed (float* kp = k) fixed (int* sp = start)
         fixed (float* dkh = dkHeads) fixed (float* dvh = dvHeads)
         {
@@ -129,25 +128,43 @@ internal static unsafe class TrainingAttention64
             Parallel.For(0, heads, h =>
             {
                 int g = h / groups;
-                float* vtg = (float*)vt + (long)g * HD * tp, P = (float*)pa + (long)h * T * T, DS = (float*)dsa + (long)h * T * T;
+                float* vtg = (float*)vt + (long)g * HD * tp, P = (float*)pa + (long)h * T * T;
                 float* K = (float*)ka + g * HD, dO = (float*)doa + h * HD, Q = (float*)qa + h * HD;
+                float* dKh = (float*)dkha + (long)h * T * HD, dVh = (float*)dvha + (long)h * T * HD;
                 int* st = (int*)sa;
+                // dv_j = Σ_t p[t, j] dO_t over the queries t ≥ j of its example, t ascending
+                for (int j = 0; j < T; j++)
+                {
+                    Vector512<float> v0 = default, v1 = default, v2 = default, v3 = default;
+                    for (int t = j; t < T && st[t] <= j; t++)
+                    {
+                        var pj = Vector512.Create(P[(long)t * T + j]);
+                        float* dot = dO + (long)t * qDim;
+                        v0 = Vector512.FusedMultiplyAdd(Vector512.Load(dot), pj, v0);
+                        v1 = Vector512.FusedMultiplyAdd(Vector512.Load(dot + 16), pj, v1);
+                        v2 = Vector512.FusedMultiplyAdd(Vector512.Load(dot + 32), pj, v2);
+                        v3 = Vector512.FusedMultiplyAdd(Vector512.Load(dot + 48), pj, v3);
+                    }
+                    float* dvj = dVh + (long)j * HD;
+                    v0.Store(dvj); v1.Store(dvj + 16); v2.Store(dvj + 32); v3.Store(dvj + 48);
+                }
                 for (int t = 0; t < T; t++)
                 {
-                    float* row = P + (long)t * T, ds = DS + (long)t * T, dot = dO + (long)t * qDim;
+                    float* row = P + (long)t * T, dot = dO + (long)t * qDim;
                     int s0 = st[t], len = t - s0 + 1;
-                    // dp_j = dO_t · V_j, then ds_j = p_j (dp_j − Σ p·dp) · scale
-                    Products(ds, dot, vtg, tp, s0, t, 1f);
-                    var dsSpan = new Span<float>(ds + s0, len);
-                    var pSpan = new ReadOnlySpan<float>(row + s0, len);
-                    float d = TensorPrimitives.Dot(pSpan, dsSpan);
-                    TensorPrimitives.Subtract(dsSpan, d, dsSpan);
-                    TensorPrimitives.Multiply(dsSpan, pSpan, dsSpan);
-                    TensorPrimitives.Multiply(dsSpan, scale, dsSpan);
+                    // dp_j = dO_t · V_j, then ds_j = p_j (dp_j − Σ p·dp) · scale, written over p_j
+                    var pSpan = new Span<float>(row + s0, len);
+                    float* tmp = Scratch(T);
+                    Products(tmp, dot, vtg, tp, s0, t, 1f);
+                    var dpSpan = new Span<float>(tmp + s0, len);
+                    float d = TensorPrimitives.Dot(pSpan, dpSpan);
+                    TensorPrimitives.Subtract(dpSpan, d, dpSpan);
+                    TensorPrimitives.Multiply(dpSpan, pSpan, pSpan);
+                    TensorPrimitives.Multiply(pSpan, scale, pSpan);
                     Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
                     for (int j = s0; j <= t; j++)
                     {
-                        var sj = Vector512.Create(ds[j]);
+                        var sj = Vector512.Create(row[j]);
                         float* kj = K + (long)j * kvDim;
                         a0 = Vector512.FusedMultiplyAdd(Vector512.Load(kj), sj, a0);
                         a1 = Vector512.FusedMultiplyAdd(Vector512.Load(kj + 16), sj, a1);
@@ -157,33 +174,29 @@ internal static unsafe class TrainingAttention64
                     float* dqt = (float*)dqa + (long)t * qDim + h * HD;
                     a0.Store(dqt); a1.Store(dqt + 16); a2.Store(dqt + 32); a3.Store(dqt + 48);
                 }
-                // per key j: dk_j = Σ_t ds[t, j] q_t, dv_j = Σ_t p[t, j] dO_t over the queries t ≥ j of its example, t ascending
-                float* dKh = (float*)dkha + (long)h * T * HD, dVh = (float*)dvha + (long)h * T * HD;
+                // dk_j = Σ_t ds[t, j] q_t, t ascending
                 for (int j = 0; j < T; j++)
                 {
                     Vector512<float> k0 = default, k1 = default, k2 = default, k3 = default;
-                    Vector512<float> v0 = default, v1 = default, v2 = default, v3 = default;
                     for (int t = j; t < T && st[t] <= j; t++)
                     {
-                        var sj = Vector512.Create(DS[(long)t * T + j]);
-                        var pj = Vector512.Create(P[(long)t * T + j]);
-                        float* qt = Q + (long)t * qDim, dot = dO + (long)t * qDim;
+                        var sj = Vector512.Create(P[(long)t * T + j]);
+                        float* qt = Q + (long)t * qDim;
                         k0 = Vector512.FusedMultiplyAdd(Vector512.Load(qt), sj, k0);
                         k1 = Vector512.FusedMultiplyAdd(Vector512.Load(qt + 16), sj, k1);
                         k2 = Vector512.FusedMultiplyAdd(Vector512.Load(qt + 32), sj, k2);
                         k3 = Vector512.FusedMultiplyAdd(Vector512.Load(qt + 48), sj, k3);
-                        v0 = Vector512.FusedMultiplyAdd(Vector512.Load(dot), pj, v0);
-                        v1 = Vector512.FusedMultiplyAdd(Vector512.Load(dot + 16), pj, v1);
-                        v2 = Vector512.FusedMultiplyAdd(Vector512.Load(dot + 32), pj, v2);
-                        v3 = Vector512.FusedMultiplyAdd(Vector512.Load(dot + 48), pj, v3);
                     }
-                    float* dkj = dKh + (long)j * HD, dvj = dVh + (long)j * HD;
+                    float* dkj = dKh + (long)j * HD;
                     k0.Store(dkj); k1.Store(dkj + 16); k2.Store(dkj + 32); k3.Store(dkj + 48);
-                    v0.Store(dvj); v1.Store(dvj + 16); v2.Store(dvj + 32); v3.Store(dvj + 48);
                 }
             });
             TrainingAttention.SumGroups(dk, dkHeads, T, heads, kvHeads, HD);
             TrainingAttention.SumGroups(dv, dvHeads, T, heads, kvHeads, HD);
         }
     }
+
+    [ThreadStatic] private static float[]? _row;   // (T) one row's dO·V products, per worker thread, pinned
+
+    private static float* Scratch(int T) => Pinned(ref _row, T + 64);
 }
