@@ -16,7 +16,7 @@ namespace Loom.Api.Completions;
 /// <summary>POST /v1/chat/completions: OpenAI's chat completions, plain or streamed (SSE).</summary>
 public static class ChatCompletionsApi
 {
-    private static readonly HashSet<string> Roles = ["system", "developer", "user", "assistant"];
+    private static readonly HashSet<string> Roles = ["system", "developer", "user", "assistant", "tool"];
 
     public static RouteGroupBuilder MapChatCompletions(this RouteGroupBuilder v1)
     {
@@ -29,13 +29,22 @@ public static class ChatCompletionsApi
     {
         var key = http.Features.Get<AuthenticatedKey>()!;
         PreparedCompletion prepared;
+        ToolCalling tools;
         try
         {
             using var doc = await RequestBody.ReadJsonAsync(http.Request, ct);
             var reader = RequestReader.Parse(doc);
             var messages = ReadMessages(reader.Get("messages"));
             var options = CompletionOptions.Read(reader, chat: true);
+            tools = ToolCalling.Read(reader);
             reader.RejectUnknown();
+            if (tools.Constraint() is var (grammar, trigger))
+            {
+                if (options.Grammar is not null)
+                    throw new InvalidRequestException("'response_format' with a JSON schema cannot be combined with tool calls; use tool_choice 'none' or drop one.", "response_format");
+                options = options with { Grammar = grammar, GrammarTrigger = trigger };
+            }
+            messages = [.. tools.Render(messages)];
             var model = await service.ResolveAsync(options.Model, ct);
             int[] prompt;
             try { prompt = model.Tokenizer.EncodeChat(messages); }
@@ -49,7 +58,7 @@ public static class ChatCompletionsApi
         var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         if (prepared.Options.Stream)
         {
-            await StreamAsync(http, service, prepared, key, id, created, ct);
+            await StreamAsync(http, service, prepared, key, id, created, tools, ct);
             return Results.Empty;
         }
 
@@ -65,13 +74,25 @@ public static class ChatCompletionsApi
             if (e.IsFinal) { finish[i] = Reason(e.FinishReason!.Value); completionTokens += e.Usage!.CompletionTokens; }
         }
         var promptTokens = prepared.PromptIds.Length * n;
-        var choices = Enumerable.Range(0, n).Select(i => new ChatChoice(i, new ChatMessageObject("assistant", text[i].ToString()),
-            prepared.Options.TopLogprobs is null ? null : new ChoiceLogprobs(logprobs[i]), finish[i])).ToList();
+        var choices = Enumerable.Range(0, n).Select(i =>
+        {
+            var (message, reason) = Message(tools, text[i].ToString(), finish[i]);
+            return new ChatChoice(i, message, prepared.Options.TopLogprobs is null ? null : new ChoiceLogprobs(logprobs[i]), reason);
+        }).ToList();
         return Results.Json(new ChatCompletion(id, "chat.completion", created, prepared.Options.Model, choices,
             new UsageObject(promptTokens, completionTokens, promptTokens + completionTokens)));
     }
 
-    private static async Task StreamAsync(HttpContext http, CompletionService service, PreparedCompletion p, AuthenticatedKey key, string id, long created, CancellationToken ct)
+    /// <summary>The assistant message of a choice: with tools, the calls split out of the text (finish_reason "tool_calls").</summary>
+    private static (ChatMessageObject Message, string Finish) Message(ToolCalling tools, string text, string finish)
+    {
+        if (!tools.Enabled) return (new ChatMessageObject("assistant", text), finish);
+        var (content, calls) = tools.Parse(text);
+        return calls.Count == 0 ? (new ChatMessageObject("assistant", content ?? ""), finish)
+            : (new ChatMessageObject("assistant", content, calls), finish == "stop" ? "tool_calls" : finish);
+    }
+
+    private static async Task StreamAsync(HttpContext http, CompletionService service, PreparedCompletion p, AuthenticatedKey key, string id, long created, ToolCalling tools, CancellationToken ct)
     {
         var response = http.Response;
         Sse.Start(response);
@@ -80,6 +101,7 @@ public static class ChatCompletionsApi
         ChatCompletionChunk Chunk(ChatChunkChoice choice) => new(id, "chat.completion.chunk", created, p.Options.Model, [choice], usage);
         var completionTokens = 0;
         var begun = new bool[p.Options.N];
+        var held = Enumerable.Range(0, p.Options.N).Select(_ => new StringBuilder()).ToArray();
         try
         {
             var type = WireJson.Default.ChatCompletionChunk;
@@ -91,12 +113,28 @@ public static class ChatCompletionsApi
                     Sse.Write(response, Chunk(new ChatChunkChoice(i, new ChatDelta("assistant", ""), null, null)), type);
                 }
                 var logprobs = e.Logprobs is { } lp ? new ChoiceLogprobs([LogprobMapping.Chat(lp, p.Model.Tokenizer)]) : null;
-                if (e.Text.Length > 0 || logprobs is not null)
+                if (tools.Enabled)
+                {
+                    // Calls are known once their text is complete: the choice's text is held back and sent split at its end.
+                    held[i].Append(e.Text);
+                }
+                else if (e.Text.Length > 0 || logprobs is not null)
                     Sse.Write(response, Chunk(new ChatChunkChoice(i, new ChatDelta(null, e.Text), logprobs, null)), type);
                 if (e.IsFinal)
                 {
                     completionTokens += e.Usage!.CompletionTokens;
-                    Sse.Write(response, Chunk(new ChatChunkChoice(i, new ChatDelta(null, null), null, Reason(e.FinishReason!.Value))), type);
+                    var finish = Reason(e.FinishReason!.Value);
+                    if (tools.Enabled)
+                    {
+                        var (message, reason) = Message(tools, held[i].ToString(), finish);
+                        if (!string.IsNullOrEmpty(message.Content))
+                            Sse.Write(response, Chunk(new ChatChunkChoice(i, new ChatDelta(null, message.Content), null, null)), type);
+                        if (message.ToolCalls is { } calls)
+                            Sse.Write(response, Chunk(new ChatChunkChoice(i, new ChatDelta(null, null,
+                                [.. calls.Select((c, k) => new ToolCallDelta(k, c.Id, c.Type, c.Function))]), null, null)), type);
+                        finish = reason;
+                    }
+                    Sse.Write(response, Chunk(new ChatChunkChoice(i, new ChatDelta(null, null), null, finish)), type);
                 }
             }
             if (usageField)
@@ -139,12 +177,42 @@ public static class ChatCompletionsApi
             if (!m.TryGetProperty("role", out var role) || role.ValueKind != JsonValueKind.String)
                 throw new InvalidRequestException($"'{at}.role' is required.", $"{at}.role");
             var r = role.GetString()!;
-            if (!Roles.Contains(r)) throw new InvalidRequestException($"'{at}.role' must be one of system, developer, user, assistant; got '{r}'.", $"{at}.role");
+            if (!Roles.Contains(r)) throw new InvalidRequestException($"'{at}.role' must be one of system, developer, user, assistant, tool; got '{r}'.", $"{at}.role");
             foreach (var p in m.EnumerateObject())
-                if (p.Name is not ("role" or "content" or "name"))
+                if (!(p.Name is "role" or "content" or "name" || (p.Name == "tool_calls" && r == "assistant") || (p.Name == "tool_call_id" && r == "tool")))
                     throw new InvalidRequestException($"'{at}.{p.Name}' is not supported.", $"{at}.{p.Name}");
-            list.Add(new ChatMessage(r == "developer" ? "system" : r, ReadContent(m, at)));
+            if (r == "assistant" && m.TryGetProperty("tool_calls", out var calls) && calls.ValueKind == JsonValueKind.Array)
+            {
+                // An earlier answer that called functions, written back in the format the model writes calls in.
+                var text = m.TryGetProperty("content", out var c) && c.ValueKind != JsonValueKind.Null ? ReadContent(m, at) + "\n" : "";
+                list.Add(new ChatMessage("assistant", text + ToolCalling.WriteCalls(ReadCalls(calls, $"{at}.tool_calls"))));
+            }
+            else if (r == "tool")
+            {
+                if (!m.TryGetProperty("tool_call_id", out var callId) || callId.ValueKind != JsonValueKind.String)
+                    throw new InvalidRequestException($"'{at}.tool_call_id' is required for a tool message.", $"{at}.tool_call_id");
+                list.Add(new ChatMessage("user", ToolCalling.WriteResult(ReadContent(m, at))));
+            }
+            else list.Add(new ChatMessage(r == "developer" ? "system" : r, ReadContent(m, at)));
             i++;
+        }
+        return list;
+    }
+
+    private static List<(string Name, string Arguments)> ReadCalls(JsonElement calls, string at)
+    {
+        var list = new List<(string, string)>();
+        int j = 0;
+        foreach (var call in calls.EnumerateArray())
+        {
+            string where = $"{at}[{j++}]";
+            if (call.ValueKind != JsonValueKind.Object || !call.TryGetProperty("function", out var f) || f.ValueKind != JsonValueKind.Object
+                || !f.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String
+                || !f.TryGetProperty("arguments", out var args) || args.ValueKind != JsonValueKind.String)
+                throw new InvalidRequestException($"'{where}' must be {{\"id\", \"type\": \"function\", \"function\": {{\"name\", \"arguments\"}}}} with arguments as a JSON string.", where);
+            try { using var _ = JsonDocument.Parse(args.GetString()!); }
+            catch (JsonException) { throw new InvalidRequestException($"'{where}.function.arguments' is not valid JSON.", $"{where}.function.arguments"); }
+            list.Add((name.GetString()!, args.GetString()!));
         }
         return list;
     }

@@ -33,6 +33,8 @@ internal sealed record CompletionOptions
     public IReadOnlyDictionary<int, float> LogitBias { get; init; } = new Dictionary<int, float>();
     /// <summary>From response_format: the JSON the output must be; null for free text.</summary>
     public JsonGrammar? Grammar { get; init; }
+    /// <summary>With tool calls under tool_choice "auto": the text that starts the constrained part.</summary>
+    public string? GrammarTrigger { get; init; }
 
     /// <summary>Reads the shared fields. <paramref name="chat"/> selects chat's logprobs (bool + top_logprobs) over legacy's (int).</summary>
     public static CompletionOptions Read(RequestReader r, bool chat)
@@ -163,5 +165,6 @@ internal sealed record CompletionOptions
         RepetitionPenalty = RepetitionPenalty,
         LogitBias = LogitBias,
         Grammar = Grammar,
+        GrammarTrigger = GrammarTrigger,
     };
 }

@@ -25,7 +25,8 @@ public sealed record ChoiceLogprobs([property: JsonPropertyName("content")] IRea
 
 public sealed record ChatMessageObject(
     [property: JsonPropertyName("role")] string Role,
-    [property: JsonPropertyName("content")] string Content);
+    [property: JsonPropertyName("content")] string? Content,
+    [property: JsonPropertyName("tool_calls"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<ToolCallObject>? ToolCalls = null);
 
 public sealed record ChatChoice(
     [property: JsonPropertyName("index")] int Index,
@@ -44,7 +45,8 @@ public sealed record ChatCompletion(
 
 public sealed record ChatDelta(
     [property: JsonPropertyName("role"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Role,
-    [property: JsonPropertyName("content"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Content);
+    [property: JsonPropertyName("content"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Content,
+    [property: JsonPropertyName("tool_calls"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<ToolCallDelta>? ToolCalls = null);
 
 public sealed record ChatChunkChoice(
     [property: JsonPropertyName("index")] int Index,

@@ -12,7 +12,7 @@ public sealed class GrammarNotSupportedException(string message, string path) : 
 }
 
 /// <summary>What one schema node allows. Nodes refer to each other by index into <see cref="JsonGrammar.Nodes"/>.</summary>
-public enum GrammarNodeKind : byte { Any, Object, Array, String, Number, Integer, Literals, Union }
+public enum GrammarNodeKind : byte { Any, Object, Array, String, Number, Integer, Literals, Union, Tagged }
 
 /// <summary>One object property: its JSON-encoded name without the opening quote (so it ends with the closing quote),
 /// the node of its value, whether it must appear.</summary>
@@ -32,9 +32,11 @@ public sealed record GrammarNode(GrammarNodeKind Kind)
     /// <summary>String: length bounds in characters (an escape counts as one).</summary>
     public int MinLength { get; init; }
     public int MaxLength { get; init; } = int.MaxValue;
-    /// <summary>Literals: the compact JSON text of each allowed value (enum, const, true/false/null).</summary>
+    /// <summary>Literals: the compact JSON text of each allowed value (enum, const, true/false/null). Tagged: the text
+    /// that opens each alternative (an object up to one property's value, which then follows, and a closing brace).</summary>
     public byte[][] Literals { get; init; } = [];
-    /// <summary>Union: alternatives, told apart by the first byte of the value (see <see cref="FirstBytes"/>).</summary>
+    /// <summary>Union: alternatives, told apart by the first byte of the value (see <see cref="FirstBytes"/>). Tagged:
+    /// the value node that follows each literal prefix.</summary>
     public int[] Alternatives { get; init; } = [];
 
     public bool HasStringBounds => MinLength > 0 || MaxLength != int.MaxValue;
@@ -67,7 +69,7 @@ public sealed class JsonGrammar
     private readonly JsonElement _root;
 
     public IReadOnlyList<GrammarNode> Nodes => _nodes!;
-    public int Root { get; }
+    public int Root { get; private set; }
     /// <summary>Nodes an unconstrained value (<see cref="GrammarNodeKind.Any"/>) turns into once its first byte is seen.</summary>
     public int AnyObject { get; }
     public int AnyArray { get; }
@@ -89,6 +91,24 @@ public sealed class JsonGrammar
 
     /// <summary>Any JSON object (OpenAI's <c>response_format: {type: "json_object"}</c>).</summary>
     public static JsonGrammar ForAnyObject() => new(default, anyObject: true);
+
+    /// <summary>A function call, <c>{"name": "f", "arguments": {...}}</c> with the arguments valid against f's parameter
+    /// schema (the name picks the schema); with <paramref name="several"/> a non-empty array of them.</summary>
+    public static JsonGrammar ForToolCalls(IReadOnlyList<(string Name, JsonElement Parameters)> tools, bool several)
+    {
+        var g = new JsonGrammar(default, anyObject: true);
+        var prefixes = new List<byte[]>();
+        var values = new List<int>();
+        foreach (var (name, parameters) in tools)
+        {
+            var encoded = JsonSerializer.Serialize(name, Compact);
+            prefixes.Add(Encoding.UTF8.GetBytes($"{{\"name\": {encoded}, \"arguments\": "));
+            values.Add(parameters.ValueKind == JsonValueKind.Undefined ? g.AnyObject : g.Compile(parameters.Clone(), $"#/{Escape(name)}"));
+        }
+        int call = g.Add(new GrammarNode(GrammarNodeKind.Tagged) { Literals = [.. prefixes], Alternatives = [.. values] });
+        g.Root = several ? g.Add(new GrammarNode(GrammarNodeKind.Array) { Items = call, MinItems = 1 }) : call;
+        return g;
+    }
 
     /// <summary>Compiles a JSON schema. Throws <see cref="GrammarNotSupportedException"/> naming the first unsupported part.</summary>
     public static JsonGrammar FromSchema(JsonElement schema) => new(schema.Clone(), anyObject: false);
@@ -278,7 +298,7 @@ public sealed class JsonGrammar
             GrammarNodeKind.Array => [(byte)'['],
             GrammarNodeKind.String => [(byte)'"'],
             GrammarNodeKind.Number or GrammarNodeKind.Integer => "-0123456789"u8.ToArray(),
-            GrammarNodeKind.Literals => node.Literals.Select(l => l[0]).Distinct().ToArray(),
+            GrammarNodeKind.Literals or GrammarNodeKind.Tagged => node.Literals.Select(l => l[0]).Distinct().ToArray(),
             GrammarNodeKind.Union => node.Alternatives.SelectMany(FirstBytes).ToArray(),
             _ => "{[\"-0123456789tfn"u8.ToArray(),
         };

@@ -17,7 +17,7 @@ public sealed class JsonMatcher
     public const int MaxWhitespace = 20;
     public const int MaxDigits = 18;
 
-    private enum Kind : byte { Value, Object, Key, Array, String, Number, Literals }
+    private enum Kind : byte { Value, Object, Key, Array, String, Number, Literals, Tagged }
 
     /// <summary>One level of the stack. Field use by kind: Object (Stage, A = next property, C = current property or -1
     /// for a free key), Key (B = candidate properties, A = bytes matched), Array (Stage, A = items when bounded), String
@@ -136,6 +136,8 @@ public sealed class JsonMatcher
                 case Kind.Literals:
                     if (LiteralByte(ref f, b)) return true;
                     break;
+                case Kind.Tagged:
+                    return TaggedByte(ref f, b);
             }
             if (!Completable(in f)) return false;
             Pop(); // a completed number or literal; the byte belongs to the enclosing value
@@ -205,6 +207,12 @@ public sealed class JsonMatcher
             case GrammarNodeKind.Number or GrammarNodeKind.Integer:
                 f = new Frame { Kind = Kind.Number, Node = node, Stage = 0 };
                 return NumberByte(ref f, b);
+            case GrammarNodeKind.Tagged:
+                ulong prefixes = 0;
+                for (int i = 0; i < n.Literals.Length; i++) if (n.Literals[i][0] == b) prefixes |= 1UL << i;
+                if (prefixes == 0) return false;
+                f = new Frame { Kind = Kind.Tagged, Node = node, A = 1, B = prefixes };
+                return true;
             case GrammarNodeKind.Literals:
                 ulong mask = 0;
                 for (int i = 0; i < n.Literals.Length; i++) if (n.Literals[i][0] == b) mask |= 1UL << i;
@@ -230,6 +238,7 @@ public sealed class JsonMatcher
         ref Frame parent = ref _stack[_depth - 1];
         parent.Ws = 0;
         if (parent.Kind == Kind.Object) parent.Stage = parent.Stage == 1 ? (byte)2 : (byte)4;
+        else if (parent.Kind == Kind.Tagged) parent.Stage = 2;
         else if (parent.Kind == Kind.Array)
         {
             parent.Stage = 2;
@@ -421,6 +430,39 @@ public sealed class JsonMatcher
             case 6 or 7 when digit: f.Stage = 8; f.A = 1; return true;
         }
         return false;
+    }
+
+    // Tagged stages: 0 matching the prefixes (B candidates, A bytes), 1 in the value (a frame above; C = the prefix),
+    // 2 after the value, expecting '}'.
+    private bool TaggedByte(ref Frame f, byte b)
+    {
+        var n = _nodes[f.Node];
+        if (f.Stage == 2)
+        {
+            if (IsWhitespace(b)) return Whitespace(ref f);
+            if (b != '}') return false;
+            Pop();
+            return true;
+        }
+        ulong next = 0;
+        int ended = -1;
+        for (ulong m = f.B; m != 0; m &= m - 1)
+        {
+            int i = System.Numerics.BitOperations.TrailingZeroCount(m);
+            var prefix = n.Literals[i];
+            if (prefix.Length > f.A && prefix[f.A] == b)
+            {
+                next |= 1UL << i;
+                if (prefix.Length == f.A + 1) ended = i;
+            }
+        }
+        if (next == 0) return false;
+        f.B = next;
+        f.A++;
+        if (ended < 0) return true;
+        f.Stage = 1;
+        f.C = ended;
+        return Push(new Frame { Kind = Kind.Value, Node = n.Alternatives[ended] });
     }
 
     private bool LiteralByte(ref Frame f, byte b)

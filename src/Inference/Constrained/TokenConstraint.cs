@@ -5,6 +5,8 @@ namespace Loom.Inference.Constrained;
 /// grammar does not allow next to -infinity; after it, <see cref="Accept"/> moves the grammar past the chosen token.
 /// End-of-sequence tokens are allowed only where the text is a complete value. Masks are cached by grammar state
 /// (inside a long string, say, every step has the same state and costs one lookup).
+/// With a trigger (lazy mode, as for tool calls that the model may or may not make) the text is free until the output
+/// ends with the trigger; from there a value of the grammar is enforced, and once it is complete the text is free again.
 /// </summary>
 public sealed class TokenConstraint
 {
@@ -18,9 +20,14 @@ public sealed class TokenConstraint
     private readonly Func<int, byte[]?> _bytesOf;
     private readonly Dictionary<byte[], (ulong[] Bits, int Count)> _cache = new(ByteArrayComparer.Instance);
     private ulong[] _bits;                   // (ceil(vocab / 64)) the current step's mask, one bit per token id
+    private readonly byte[]? _trigger;
+    private readonly List<byte> _window = []; // lazy mode: the free text's last bytes, searched for the trigger
+    private bool _active;
 
-    public TokenConstraint(JsonGrammar grammar, TokenTrie trie, Func<int, byte[]?> bytesOf, IEnumerable<int> eosIds)
+    public TokenConstraint(JsonGrammar grammar, TokenTrie trie, Func<int, byte[]?> bytesOf, IEnumerable<int> eosIds, byte[]? trigger = null)
     {
+        _trigger = trigger is { Length: > 0 } ? trigger : null;
+        _active = _trigger is null;
         _trie = trie;
         _bytesOf = bytesOf;
         _state = new JsonMatcher(grammar);
@@ -31,14 +38,18 @@ public sealed class TokenConstraint
         _bits = new ulong[(trie.VocabSize + 63) / 64];
     }
 
-    /// <summary>The value is complete: nothing but the end of the sequence may follow.</summary>
-    public bool IsDone => _state.IsDone;
+    /// <summary>The value is complete: nothing but the end of the sequence may follow (never in lazy mode).</summary>
+    public bool IsDone => _trigger is null && _state.IsDone;
+
+    /// <summary>Lazy mode: a value is being written under the grammar now.</summary>
+    public bool Active => _active;
 
     /// <summary>Masks disallowed tokens in <paramref name="logits"/> (its length may exceed the vocabulary: those ids are
     /// padding and are masked too). Returns how many tokens remain allowed (0: the grammar is stuck, which a
     /// well-formed vocabulary never causes).</summary>
     public int Mask(Span<float> logits)
     {
+        if (!_active) return logits.Length;
         int count = Allowed();
         var bits = _bits;
         int vocab = Math.Min(logits.Length, _trie.VocabSize);
@@ -99,12 +110,44 @@ public sealed class TokenConstraint
     /// <summary>Moves past <paramref name="token"/>. False when the grammar does not allow it (the state is then unchanged).</summary>
     public bool Accept(int token)
     {
+        if (!_active)
+        {
+            if (_bytesOf(token) is { Length: > 0 } text) Watch(text);
+            return true;
+        }
         if (_eos.Contains(token)) return _state.CanEnd;
         if (_bytesOf(token) is not { Length: > 0 } bytes) return false;
         _probe.CopyFrom(_state);
         if (!_probe.Advance(bytes)) return false;
         _state.CopyFrom(_probe);
+        if (_trigger is not null && _state.IsDone) Deactivate();
         return true;
+    }
+
+    /// <summary>Lazy mode: free text; when it ends with the trigger, the grammar takes over (with the token's bytes past it).</summary>
+    private void Watch(ReadOnlySpan<byte> text)
+    {
+        var trigger = _trigger!;
+        _window.AddRange(text);
+        int at = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_window).IndexOf(trigger);
+        if (at < 0)
+        {
+            if (_window.Count >= trigger.Length) _window.RemoveRange(0, _window.Count - (trigger.Length - 1));
+            return;
+        }
+        var rest = _window.Skip(at + trigger.Length).ToArray();
+        _window.Clear();
+        _state.Reset();
+        _active = true;
+        if (rest.Length > 0 && !AcceptBytes(rest)) Deactivate(); // what followed the trigger is no value: stay free
+        else if (_state.IsDone) Deactivate();
+    }
+
+    private void Deactivate()
+    {
+        _active = false;
+        _state.Reset();
+        _window.Clear();
     }
 
     /// <summary>Moves past text already in the output (bytes, not tokens). False, with the state unchanged, when the

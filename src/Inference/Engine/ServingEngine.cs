@@ -251,7 +251,8 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         if (p.Grammar is not { } grammar) return null;
         var tokenizer = _tokenizer ?? throw new ArgumentException("constrained output needs the model's tokenizer");
         var trie = LazyInitializer.EnsureInitialized(ref _trie, () => TokenTrie.Build(tokenizer));
-        return new TokenConstraint(grammar, trie, id => tokenizer.IsSpecial(id) ? null : tokenizer.TokenBytes(id), _eos);
+        return new TokenConstraint(grammar, trie, id => tokenizer.IsSpecial(id) ? null : tokenizer.TokenBytes(id), _eos,
+            p.GrammarTrigger is { } trigger ? System.Text.Encoding.UTF8.GetBytes(trigger) : null);
     }
 
     private void Cancel(Request r)

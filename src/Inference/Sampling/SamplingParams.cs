@@ -37,6 +37,9 @@ public sealed record SamplingParams
     /// <summary>Constrained output: every generated token keeps the text a prefix of a JSON value this grammar allows,
     /// and generation ends when the value is complete.</summary>
     public JsonGrammar? Grammar { get; init; }
+    /// <summary>With a grammar: the text is free until the output ends with this, then a value of the grammar follows
+    /// (and the text is free again once it is complete). Null: the whole output is the value.</summary>
+    public string? GrammarTrigger { get; init; }
 
     public const int MaxLogitBiasEntries = 300;
 

@@ -163,4 +163,29 @@ public sealed class JsonConstraintTests
         Assert.True(finished >= walks * 8 / 10, $"only {finished} of {walks} walks finished within 400 tokens");
         Assert.True(bruteChecks > walks);
     }
+
+    [Fact]
+    public void LazyModeIsFreeUntilTheTriggerThenEnforcesOneValueThenIsFreeAgain()
+    {
+        var g = JsonGrammar.ForToolCalls([("get_time", JsonDocument.Parse("""{"type":"object","properties":{"zone":{"enum":["UTC"]}},"required":["zone"]}""").RootElement)], several: false);
+        var c = new TokenConstraint(g, Trie, id => id < Vocab.Length ? Vocab[id] : null, [Eos], Encoding.UTF8.GetBytes("<tc>"));
+        var logits = new float[Vocab.Length + 1];
+        int Allowed() { Array.Clear(logits); return c.Mask(logits); }
+        void Feed(string text) { foreach (byte b in Encoding.UTF8.GetBytes(text)) Assert.True(c.Accept(b)); } // ids 0-255 are single bytes
+
+        Assert.Equal(logits.Length, Allowed()); // free text
+        Feed("Sure. <t");
+        Assert.False(c.Active);
+        Feed("c>");
+        Assert.True(c.Active);
+        Assert.True(Allowed() < 5); // only the call's opening brace (and pieces starting with it)
+        Assert.False(c.IsAllowed(Eos)); // a call cannot be left unfinished
+        Feed("{\"name\": \"get_time\", \"arguments\": {\"zone\":\"UTC\"}}");
+        Assert.False(c.Active); // complete: free again
+        Assert.Equal(logits.Length, Allowed());
+        Assert.False(c.IsDone); // lazy mode never ends the sequence by itself
+        // A wrong call is refused while active.
+        Feed("<tc>");
+        Assert.False(c.Accept(Encoding.UTF8.GetBytes("[")[0]));
+    }
 }
