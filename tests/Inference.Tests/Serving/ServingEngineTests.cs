@@ -187,6 +187,11 @@ public sealed class ServingEngineTests : IDisposable
         await foreach (var ev in e.GenerateAsync(new GenerationRequest { PromptTokenIds = [317, 6], Sampling = new SamplingParams { MaxTokens = 50, IgnoreEos = true } }))
             break;
         Assert.Equal(40, Tokens(await other.WaitAsync(Limit)).Length);
+        // A cancel can reach the loop after the pages are free (a request cancelled before admission holds none): wait
+        // until all three are accounted for, then for the engine to be idle.
+        var deadline = DateTime.UtcNow + Limit;
+        while (e.GetMetrics() is var seenSoFar && seenSoFar.RequestsCancelled + seenSoFar.RequestsFinished < 3 && DateTime.UtcNow < deadline)
+            await Task.Delay(5);
         await Idle(e);
         var m = e.GetMetrics();
         // both were cancelled unless the engine, racing ahead of a slow reader, finished them first
