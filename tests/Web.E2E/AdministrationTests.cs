@@ -6,7 +6,7 @@ using static Microsoft.Playwright.Assertions;
 namespace Loom.Web.E2E;
 
 /// <summary>Administration: tenants (create, rename, share and limits, suspend and resume) and users (create with an
-/// initial password, tenant and role, new password, lock and unlock); administrators only.</summary>
+/// initial password, tenant and role, new password, lock and unlock), each change in the audit log; administrators only.</summary>
 public sealed class AdministrationTests(LoomServerFixture loom) : PortalTest(loom)
 {
     [Fact]
@@ -73,6 +73,29 @@ public sealed class AdministrationTests(LoomServerFixture loom) : PortalTest(loo
         Assert.Equal(200, await ModelsStatusAsync(secret));
         await SignInAsync(member, password, user);
         await Expect(member.GetByRole(AriaRole.Heading, new() { Level = 1 })).ToHaveTextAsync($"halted-{suffix}");
+
+        // Every change is in the audit log, by the administrator.
+        await ExpectAuditAsync(page, "tenant.", [
+            ("tenant.created", $"name=acme-{suffix};"), ("tenant.updated", $"-> name=acme-{suffix}-co; share=2.5; rpm=120; tpm=5000"),
+            ("tenant.suspended", $"name=halted-{suffix}"), ("tenant.resumed", $"name=halted-{suffix}")]);
+    }
+
+    /// <summary>The audit page, filtered by an action prefix, has one row per expected (action, detail) pair, each by the
+    /// signed-in administrator.</summary>
+    private static async Task ExpectAuditAsync(IPage page, string prefix, (string Action, string Detail)[] expected)
+    {
+        await page.GotoAsync("/admin/audit");
+        var filter = page.GetByLabel("Action starts with");
+        await Expect(filter).ToBeEnabledAsync();
+        await filter.FillAsync(prefix);
+        await filter.PressAsync("Tab");
+        var log = page.GetByTestId("audit-log");
+        foreach (var (action, detail) in expected)
+        {
+            var row = log.GetByRole(AriaRole.Row).Filter(new() { Has = page.GetByRole(AriaRole.Rowheader, new() { Name = action, Exact = true }) }).Filter(new() { HasText = detail });
+            await Expect(row).ToHaveCountAsync(1);
+            await Expect(row).ToContainTextAsync($"user {LoomServerFixture.AdminUser}");
+        }
     }
 
     [Fact]
@@ -131,6 +154,10 @@ public sealed class AdministrationTests(LoomServerFixture loom) : PortalTest(loo
         await Expect(row).ToContainTextAsync("Active");
         await SignInAsync(again, "Nina-second-2", name);
         await Expect(again.GetByRole(AriaRole.Heading, new() { Level = 1 })).ToHaveTextAsync(tenant);
+
+        await ExpectAuditAsync(page, "user.", [
+            ("user.created", $"name={name}; admin=False"), ("user.updated", $"name={name};"), ("user.password_set", $"name={name}"),
+            ("user.locked", $"name={name}"), ("user.unlocked", $"name={name}")]);
     }
 
     [Fact]

@@ -53,6 +53,37 @@ public sealed class ScreenshotTour(LoomServerFixture loom) : PortalTest(loom)
         await page.GetByRole(AriaRole.Button, new() { Name = "Upload file" }).ClickAsync();
         await Expect(page.GetByTestId("validation")).ToContainTextAsync("Line 7:");
         await Shot(page, "files", "Files");
+        var valid = Enumerable.Range(41, 8).Select(i => $$"""{"messages":[{"role":"user","content":"word {{i}}?"},{"role":"assistant","content":"gloss {{i}}"}]}""");
+        await page.GetByLabel("JSONL file").SetInputFilesAsync(new FilePayload { Name = "glossary-valid.jsonl", MimeType = "application/jsonl", Buffer = Encoding.UTF8.GetBytes(string.Join("\n", valid) + "\n") });
+        await page.GetByRole(AriaRole.Button, new() { Name = "Upload file" }).ClickAsync();
+        await Expect(page.GetByTestId("validation")).ToContainTextAsync("Valid.");
+
+        // A fine-tune on the glossary, trained by the jobs tier while the page follows it.
+        await page.GotoAsync("/fine-tunes/new");
+        var start = page.GetByRole(AriaRole.Button, new() { Name = "Start fine-tune" });
+        await Expect(start).ToBeEnabledAsync();
+        await page.GetByLabel("Model to start from").SelectOptionAsync(LoomServerFixture.ModelName);
+        foreach (var (label, file) in new[] { ("Training file", "glossary-train.jsonl"), ("Validation file", "glossary-valid.jsonl") })
+        {
+            var select = page.GetByLabel(label);
+            await select.SelectOptionAsync((await select.Locator("option", new() { HasText = file }).First.GetAttributeAsync("value"))!);
+        }
+        await page.GetByLabel("Epochs").FillAsync("3");
+        await page.GetByLabel("Learning-rate multiplier").FillAsync("20");
+        await page.GetByLabel("Rank").FillAsync("8");
+        await page.GetByLabel("Alpha").FillAsync("16");
+        await page.GetByLabel("Suffix").FillAsync("glossary");
+        await page.GetByLabel("Seed").FillAsync("14");
+        await Shot(page, "fine-tune-new", "New fine-tune");
+        await start.ClickAsync();
+        await Expect(page.GetByTestId("status")).ToHaveTextAsync("succeeded", new() { Timeout = 120_000 });
+        await page.WaitForFunctionAsync("() => Chart.getChart('ft-loss')?.data.datasets[0].data.length === 120");
+        await Shot(page, "fine-tune-detail", new System.Text.RegularExpressions.Regex("^ftjob-"));
+        await page.SetViewportSizeAsync(390, 844);
+        await Shot(page, "fine-tune-detail-390px", new System.Text.RegularExpressions.Regex("^ftjob-"), fullPage: false);
+        await page.SetViewportSizeAsync(1280, 800);
+        await page.GotoAsync("/fine-tunes");
+        await Shot(page, "fine-tunes", "Fine-tunes");
 
         await page.GotoAsync($"/playground?model={adapter}");
         await page.GetByLabel("System prompt").FillAsync("You write one-line glossary entries.");
@@ -89,14 +120,29 @@ public sealed class ScreenshotTour(LoomServerFixture loom) : PortalTest(loom)
         await page.GotoAsync("/admin/tenants");
         await Shot(page, "admin-tenants", "Tenants");
         await page.GotoAsync("/admin/users");
+        await Expect(page.GetByRole(AriaRole.Button, new() { Name = "Create invitation link" })).ToBeEnabledAsync();
+        await page.GetByLabel("Email address").FillAsync("new.colleague@example.com");
+        await page.Locator("#invite-tenant").SelectOptionAsync(new SelectOptionValue { Label = LoomServerFixture.TenantName });
+        await page.GetByRole(AriaRole.Button, new() { Name = "Create invitation link" }).ClickAsync();
+        await Expect(page.GetByTestId("invite-link")).ToBeVisibleAsync();
         await Shot(page, "admin-users", "Users");
+        var invitation = (await page.GetByTestId("invite-link").TextContentAsync())!.Trim();
+        var guest = await Loom.NewContextAsync();
+        var guestPage = await guest.NewPageAsync();
+        await guestPage.GotoAsync(invitation);
+        await Expect(guestPage.GetByRole(AriaRole.Button, new() { Name = "Set password" })).ToBeEnabledAsync();
+        await Shot(guestPage, "invitation", "Accept invitation");
+        await guest.CloseAsync();
         await page.GotoAsync("/admin/engine");
         await Expect(page.GetByTestId("pool-total")).ToBeVisibleAsync();
         await page.WaitForTimeoutAsync(3000); // a few seconds of the engine's time series
         await Shot(page, "admin-engine", "Inference engine");
     }
 
-    private static async Task Shot(IPage page, string name, string heading, bool fullPage = true)
+    private static Task Shot(IPage page, string name, string heading, bool fullPage = true) =>
+        Shot(page, name, new System.Text.RegularExpressions.Regex($"^{System.Text.RegularExpressions.Regex.Escape(heading)}$"), fullPage);
+
+    private static async Task Shot(IPage page, string name, System.Text.RegularExpressions.Regex heading, bool fullPage = true)
     {
         await Expect(page.GetByRole(AriaRole.Heading, new() { Level = 1 })).ToHaveTextAsync(heading);
         await page.ScreenshotAsync(new() { Path = Path.Combine(Folder, $"{name}.png"), FullPage = fullPage });

@@ -50,8 +50,13 @@ public static class PortalModule
         // A circuit has its own DI scope: give its TenantContext the signed-in user's tenant.
         services.AddScoped<CircuitHandler, TenantCircuitHandler>();
         services.AddScoped<Playground.PlaygroundModels>();
+        services.AddSingleton<Uploads.PortalUploadGate>();
         services.AddScoped<Admin.TenantAdministration>();
         services.AddScoped<Admin.UserAdministration>();
+        services.AddScoped<Admin.Invitations>();
+        services.AddOptions<Admin.InvitationOptions>().BindConfiguration("Portal:Invitations")
+            .Validate(o => o.Lifetime > TimeSpan.Zero && o.Lifetime <= TimeSpan.FromDays(30), "Portal:Invitations:Lifetime must be positive and at most 30 days.")
+            .ValidateOnStart();
         services.AddSingleton<Admin.EngineHistory>();
         services.AddHostedService(sp => sp.GetRequiredService<Admin.EngineHistory>());
         return services;

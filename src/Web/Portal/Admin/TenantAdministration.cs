@@ -1,4 +1,5 @@
 using Loom.Data;
+using Loom.Data.Audit;
 using Loom.Data.Entities;
 using Microsoft.EntityFrameworkCore;
 
@@ -16,8 +17,9 @@ public sealed class AdminInputException(string field, string message) : Exceptio
     public string Field { get; } = field;
 }
 
-/// <summary>Tenants for administrators: list, create, change name, share and limits, suspend and resume.</summary>
-public sealed class TenantAdministration(PlatformDbContext db, TimeProvider clock)
+/// <summary>Tenants for administrators: list, create, change name, share and limits, suspend and resume. Each change
+/// writes an audit entry in the same SaveChanges.</summary>
+public sealed class TenantAdministration(PlatformDbContext db, AuditLog audit, TimeProvider clock)
 {
     public const double MaxShare = 100;
 
@@ -32,6 +34,7 @@ public sealed class TenantAdministration(PlatformDbContext db, TimeProvider cloc
         var tenant = new Tenant { Id = Guid.NewGuid(), Name = "", CreatedAt = clock.GetUtcNow() };
         await ApplyAsync(tenant, settings, ct);
         db.Tenants.Add(tenant);
+        audit.Add("tenant.created", tenant.Id, "tenant", tenant.Id.ToString(), Describe(tenant));
         await SaveAsync(ct);
         return tenant;
     }
@@ -39,15 +42,22 @@ public sealed class TenantAdministration(PlatformDbContext db, TimeProvider cloc
     public async Task UpdateAsync(Guid id, TenantSettings settings, CancellationToken ct)
     {
         var tenant = await db.Tenants.SingleOrDefaultAsync(t => t.Id == id, ct) ?? throw new AdminInputException("name", "The tenant no longer exists.");
+        var before = Describe(tenant);
         await ApplyAsync(tenant, settings, ct);
+        audit.Add("tenant.updated", tenant.Id, "tenant", tenant.Id.ToString(), $"{before} -> {Describe(tenant)}");
         await SaveAsync(ct);
     }
+
+    private static string Describe(Tenant t) =>
+        FormattableString.Invariant($"name={t.Name}; share={t.ShareWeight}; rpm={t.RequestsPerMinute?.ToString() ?? "default"}; tpm={t.TokensPerMinute?.ToString() ?? "default"}");
 
     /// <summary>Suspends (keys stop authenticating, users cannot sign in) or resumes a tenant.</summary>
     public async Task SetSuspendedAsync(Guid id, bool suspended, CancellationToken ct)
     {
         var tenant = await db.Tenants.SingleAsync(t => t.Id == id, ct);
-        tenant.SuspendedAt = suspended ? tenant.SuspendedAt ?? clock.GetUtcNow() : null;
+        if (suspended == tenant.SuspendedAt is not null) return;
+        tenant.SuspendedAt = suspended ? clock.GetUtcNow() : null;
+        audit.Add(suspended ? "tenant.suspended" : "tenant.resumed", tenant.Id, "tenant", tenant.Id.ToString(), $"name={tenant.Name}");
         await db.SaveChangesAsync(ct);
     }
 

@@ -21,6 +21,7 @@ public sealed partial class Adapters : ComponentBase
     [Inject] private AdapterService Service { get; set; } = default!;
     [Inject] private PlatformDbContext Db { get; set; } = default!;
     [Inject] private TenantContext Tenant { get; set; } = default!;
+    [Inject] private PortalUploadGate Gate { get; set; } = default!;
     [Inject] private IOptions<ApiOptions> Options { get; set; } = default!;
     [Inject] private ILogger<Adapters> Logger { get; set; } = default!;
 
@@ -68,6 +69,13 @@ public sealed partial class Adapters : ComponentBase
         if (picked.Count == 0) errors["file"] = "Pick the adapter's files or an archive.";
         if (errors.Count > 0 || Tenant.TenantId is not { } tenantId) return;
 
+        // The API's per-tenant bound on uploads in flight, taken before any byte is copied.
+        using var slot = Gate.TryEnter(tenantId, out var refusal);
+        if (slot is null)
+        {
+            errors["file"] = refusal!;
+            return;
+        }
         busy = true;
         progressDone = 0;
         progressTotal = picked.Sum(f => f.Size);

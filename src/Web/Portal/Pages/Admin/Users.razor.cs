@@ -10,6 +10,27 @@ public sealed partial class Users : ComponentBase
     [Inject] private UserAdministration Service { get; set; } = default!;
     [Inject] private TenantAdministration TenantService { get; set; } = default!;
     [Inject] private ILogger<Users> Logger { get; set; } = default!;
+    [Inject] private Invitations Invitations { get; set; } = default!;
+    [Inject] private NavigationManager Navigation { get; set; } = default!;
+    [Inject] private Microsoft.Extensions.Options.IOptions<InvitationOptions> InvitationOptions { get; set; } = default!;
+
+    private string inviteEmail = "", inviteTenant = "";
+    private bool inviteAdmin;
+    private string? inviteLink, invitedEmail, invitedUntil;
+
+    private string InviteDays => InvitationOptions.Value.Lifetime is var t && t.TotalHours >= 48 ? $"{t.TotalDays:0.#} days" : $"{t.TotalHours:0.#} hours";
+
+    private Task InviteAsync() => RunAsync(async () =>
+    {
+        inviteLink = null;
+        if (!Guid.TryParse(inviteTenant, out var tenantId)) throw new AdminInputException("invite-tenant", "Pick a tenant.");
+        var invitation = await Invitations.InviteAsync(inviteEmail, tenantId, inviteAdmin, CancellationToken.None);
+        Logger.LogInformation("Portal user {UserId} invited by an administrator", invitation.User.Id);
+        inviteLink = Navigation.ToAbsoluteUri($"account/invitation/{invitation.User.Id}?token={Uri.EscapeDataString(invitation.Token)}").ToString();
+        invitedEmail = invitation.User.Email;
+        invitedUntil = invitation.ExpiresAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm 'UTC'");
+        (inviteEmail, inviteAdmin) = ("", false);
+    }, field => field == "tenant" ? "invite-tenant" : field);
 
     private List<UserRow>? users;
     private List<TenantRow> tenants = [];

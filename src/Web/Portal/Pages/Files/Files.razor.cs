@@ -18,6 +18,7 @@ public sealed partial class Files : ComponentBase
 
     [Inject] private FileService Service { get; set; } = default!;
     [Inject] private TenantContext Tenant { get; set; } = default!;
+    [Inject] private PortalUploadGate Gate { get; set; } = default!;
     [Inject] private IOptions<ApiOptions> Options { get; set; } = default!;
 
     private List<FileObject>? files;
@@ -53,6 +54,13 @@ public sealed partial class Files : ComponentBase
         }
         if (Tenant.TenantId is not { } tenantId) return;
 
+        // The API's per-tenant bound on uploads in flight, taken before any byte is copied.
+        using var slot = Gate.TryEnter(tenantId, out var refusal);
+        if (slot is null)
+        {
+            fieldError = refusal;
+            return;
+        }
         busy = true;
         progressDone = 0;
         progressTotal = picked.Size;
