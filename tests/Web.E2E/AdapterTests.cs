@@ -24,7 +24,7 @@ public sealed class AdapterTests(LoomServerFixture loom) : PortalTest(loom)
         var name = $"ad-{Guid.NewGuid():N}"[..12];
         await page.GetByLabel("Name", new() { Exact = true }).FillAsync(name);
         await page.GetByLabel("Base model").SelectOptionAsync(LoomServerFixture.ModelName);
-        await page.GetByLabel("Files").SetInputFilesAsync(FolderFiles);
+        await SetFilesAsync(page.GetByLabel("Files"), FolderFiles);
         await page.GetByRole(AriaRole.Button, new() { Name = "Upload adapter" }).ClickAsync();
 
         await Expect(page.GetByTestId("upload-done")).ToContainTextAsync($"Adapter “{name}” uploaded.");
@@ -80,7 +80,7 @@ public sealed class AdapterTests(LoomServerFixture loom) : PortalTest(loom)
             await Expect(page.GetByRole(AriaRole.Button, new() { Name = "Upload adapter" })).ToBeEnabledAsync();
             var name = $"zip-{Guid.NewGuid():N}"[..12];
             await page.GetByLabel("Name", new() { Exact = true }).FillAsync(name);
-            await page.GetByLabel("Files").SetInputFilesAsync(zip);
+            await SetFilesAsync(page.GetByLabel("Files"), zip);
             await Expect(page.GetByTestId("picked")).ToContainTextAsync(Path.GetFileName(zip));
             await page.GetByRole(AriaRole.Button, new() { Name = "Upload adapter" }).ClickAsync();
             await Expect(page.GetByTestId("upload-done")).ToBeVisibleAsync();
@@ -108,7 +108,7 @@ public sealed class AdapterTests(LoomServerFixture loom) : PortalTest(loom)
 
         // A name the API refuses, checked by the same service.
         await page.GetByLabel("Name", new() { Exact = true }).FillAsync("bad name!");
-        await page.GetByLabel("Files").SetInputFilesAsync(FolderFiles);
+        await SetFilesAsync(page.GetByLabel("Files"), FolderFiles);
         await upload.ClickAsync();
         await Expect(page.Locator("#adapter-name-error")).ToHaveTextAsync(new Regex("^'name' must be 1-100 characters"));
         await Expect(page.Locator("#adapter-files-error")).ToBeEmptyAsync();
@@ -116,12 +116,12 @@ public sealed class AdapterTests(LoomServerFixture loom) : PortalTest(loom)
         // Only the config: the weights are missing.
         var name = $"bad-{Guid.NewGuid():N}"[..12];
         await page.GetByLabel("Name", new() { Exact = true }).FillAsync(name);
-        await page.GetByLabel("Files").SetInputFilesAsync(FolderFiles[0]);
+        await SetFilesAsync(page.GetByLabel("Files"), FolderFiles[0]);
         await upload.ClickAsync();
         await Expect(page.Locator("#adapter-files-error")).ToHaveTextAsync(new Regex("'adapter_model.safetensors' is missing"));
 
         // A corrupt archive.
-        await page.GetByLabel("Files").SetInputFilesAsync(new FilePayload { Name = "adapter.zip", MimeType = "application/zip", Buffer = [1, 2, 3, 4] });
+        await SetFilesAsync(page.GetByLabel("Files"), new FilePayload { Name = "adapter.zip", MimeType = "application/zip", Buffer = [1, 2, 3, 4] });
         await upload.ClickAsync();
         await Expect(page.Locator("#adapter-files-error")).ToHaveTextAsync(new Regex("^The .zip archive is corrupt"));
 

@@ -27,7 +27,7 @@ public sealed class FileTests(LoomServerFixture loom) : PortalTest(loom)
         await Expect(page.GetByRole(AriaRole.Button, new() { Name = "Upload file" })).ToBeEnabledAsync();
         var name = $"train-{Guid.NewGuid():N}"[..14] + ".jsonl";
         var bytes = Encoding.UTF8.GetBytes(Good + "\n");
-        await page.GetByLabel("JSONL file").SetInputFilesAsync(new FilePayload { Name = name, MimeType = "application/jsonl", Buffer = bytes });
+        await SetFilesAsync(page.GetByLabel("JSONL file"), new FilePayload { Name = name, MimeType = "application/jsonl", Buffer = bytes });
         await page.GetByRole(AriaRole.Button, new() { Name = "Upload file" }).ClickAsync();
 
         await Expect(page.GetByTestId("validation")).ToHaveTextAsync("Valid. 3 examples in chat format.");
@@ -63,14 +63,14 @@ public sealed class FileTests(LoomServerFixture loom) : PortalTest(loom)
         var name = $"bad-{Guid.NewGuid():N}"[..12] + ".jsonl";
         var lines = Good.Split('\n');
         var bad = string.Join("\n", lines[0], lines[1], "{\"messages\": [{\"role\": \"user\", \"content\": \"no answer\"}]}", lines[2], "{not json");
-        await page.GetByLabel("JSONL file").SetInputFilesAsync(new FilePayload { Name = name, MimeType = "application/jsonl", Buffer = Encoding.UTF8.GetBytes(bad) });
+        await SetFilesAsync(page.GetByLabel("JSONL file"), new FilePayload { Name = name, MimeType = "application/jsonl", Buffer = Encoding.UTF8.GetBytes(bad) });
         await upload.ClickAsync();
         await Expect(page.GetByTestId("validation")).ToContainTextAsync("Line 3: 'messages' needs at least one assistant message to learn from.");
         await Expect(page.GetByTestId("bad-line")).ToHaveTextAsync("{\"messages\": [{\"role\": \"user\", \"content\": \"no answer\"}]}");
         await Expect(page.GetByRole(AriaRole.Rowheader, new() { Name = name, Exact = true })).ToHaveCountAsync(0);
 
         // Not JSON at all on line 1.
-        await page.GetByLabel("JSONL file").SetInputFilesAsync(new FilePayload { Name = name, MimeType = "application/jsonl", Buffer = "hello\n"u8.ToArray() });
+        await SetFilesAsync(page.GetByLabel("JSONL file"), new FilePayload { Name = name, MimeType = "application/jsonl", Buffer = "hello\n"u8.ToArray() });
         await upload.ClickAsync();
         await Expect(page.GetByTestId("validation")).ToContainTextAsync(new Regex("^Line 1: not valid JSON"));
 

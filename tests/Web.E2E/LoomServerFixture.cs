@@ -188,6 +188,9 @@ public sealed partial class LoomServerFixture : IAsyncLifetime
         env["FineTuning__ControlPollInterval"] = "00:00:00.100";
         env["Jobs__Schema"] = "hangfire";
         env["Jobs__WorkerCount"] = "2";
+        // Tests write usage rows for days long past straight into the table; the roll-up would close those days
+        // without them (it recomputes only its look-back window), so it runs once a year here instead of every 10 minutes.
+        env["Jobs__UsageRollupCron"] = "0 0 1 1 *";
         env["Inference__ModelDirectory"] = CreateModelDirectory();
         env["Inference__PoolBytes"] = (16 << 20).ToString();
         env["Loom__Seed__Demo"] = "true";

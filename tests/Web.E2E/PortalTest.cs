@@ -47,6 +47,34 @@ public abstract class PortalTest(LoomServerFixture loom) : IAsyncLifetime
         lock (_problems) _problems.Add(text);
     }
 
+    /// <summary>Sets an InputFile's files once Blazor has hooked its change event (before that, a pick is lost:
+    /// the button next to it can already be enabled while the input's script is still being attached).</summary>
+    protected static async Task SetFilesAsync(ILocator input, IEnumerable<string> files)
+    {
+        await WaitForInputFileAsync(input);
+        await input.SetInputFilesAsync(files);
+    }
+
+    protected static Task SetFilesAsync(ILocator input, string file) => SetFilesAsync(input, [file]);
+
+    protected static async Task SetFilesAsync(ILocator input, FilePayload file)
+    {
+        await WaitForInputFileAsync(input);
+        await input.SetInputFilesAsync(file);
+    }
+
+    protected static async Task SetFilesAsync(ILocator input, IEnumerable<FilePayload> files)
+    {
+        await WaitForInputFileAsync(input);
+        await input.SetInputFilesAsync(files);
+    }
+
+    private static async Task WaitForInputFileAsync(ILocator input)
+    {
+        var handle = await input.ElementHandleAsync();
+        await input.Page.WaitForFunctionAsync("e => e._blazorInputFileNextFileId !== undefined", handle);
+    }
+
     protected static async Task SignInAsync(IPage page, string password = LoomServerFixture.AdminPassword, string user = LoomServerFixture.AdminUser)
     {
         await page.GotoAsync("/account/signin");

@@ -35,7 +35,7 @@ public sealed class ScreenshotTour(LoomServerFixture loom) : PortalTest(loom)
         if (await page.GetByRole(AriaRole.Rowheader, new() { Name = adapter, Exact = true }).CountAsync() == 0)
         {
             await page.GetByLabel("Name", new() { Exact = true }).FillAsync(adapter);
-            await page.GetByLabel("Files").SetInputFilesAsync(new[] { "adapter_config.json", "adapter_model.safetensors" }.Select(f => Path.Combine(LoomServerFixture.GoldenAdapterDirectory, f)));
+            await SetFilesAsync(page.GetByLabel("Files"), new[] { "adapter_config.json", "adapter_model.safetensors" }.Select(f => Path.Combine(LoomServerFixture.GoldenAdapterDirectory, f)));
             await page.GetByRole(AriaRole.Button, new() { Name = "Upload adapter" }).ClickAsync();
             await Expect(page.GetByTestId("upload-done")).ToBeVisibleAsync();
         }
@@ -46,15 +46,15 @@ public sealed class ScreenshotTour(LoomServerFixture loom) : PortalTest(loom)
         await page.GotoAsync("/files");
         await Expect(page.GetByRole(AriaRole.Button, new() { Name = "Upload file" })).ToBeEnabledAsync();
         var lines = Enumerable.Range(1, 40).Select(i => $$"""{"messages":[{"role":"user","content":"word {{i}}?"},{"role":"assistant","content":"gloss {{i}}"}]}""");
-        await page.GetByLabel("JSONL file").SetInputFilesAsync(new FilePayload { Name = "glossary-train.jsonl", MimeType = "application/jsonl", Buffer = Encoding.UTF8.GetBytes(string.Join("\n", lines) + "\n") });
+        await SetFilesAsync(page.GetByLabel("JSONL file"), new FilePayload { Name = "glossary-train.jsonl", MimeType = "application/jsonl", Buffer = Encoding.UTF8.GetBytes(string.Join("\n", lines) + "\n") });
         await page.GetByRole(AriaRole.Button, new() { Name = "Upload file" }).ClickAsync();
         await Expect(page.GetByTestId("validation")).ToContainTextAsync("Valid.");
-        await page.GetByLabel("JSONL file").SetInputFilesAsync(new FilePayload { Name = "glossary-bad.jsonl", MimeType = "application/jsonl", Buffer = Encoding.UTF8.GetBytes(string.Join("\n", lines.Take(6)) + "\n{\"messages\": [{\"role\": \"user\", \"content\": \"no answer\"}]}\n") });
+        await SetFilesAsync(page.GetByLabel("JSONL file"), new FilePayload { Name = "glossary-bad.jsonl", MimeType = "application/jsonl", Buffer = Encoding.UTF8.GetBytes(string.Join("\n", lines.Take(6)) + "\n{\"messages\": [{\"role\": \"user\", \"content\": \"no answer\"}]}\n") });
         await page.GetByRole(AriaRole.Button, new() { Name = "Upload file" }).ClickAsync();
         await Expect(page.GetByTestId("validation")).ToContainTextAsync("Line 7:");
         await Shot(page, "files", "Files");
         var valid = Enumerable.Range(41, 8).Select(i => $$"""{"messages":[{"role":"user","content":"word {{i}}?"},{"role":"assistant","content":"gloss {{i}}"}]}""");
-        await page.GetByLabel("JSONL file").SetInputFilesAsync(new FilePayload { Name = "glossary-valid.jsonl", MimeType = "application/jsonl", Buffer = Encoding.UTF8.GetBytes(string.Join("\n", valid) + "\n") });
+        await SetFilesAsync(page.GetByLabel("JSONL file"), new FilePayload { Name = "glossary-valid.jsonl", MimeType = "application/jsonl", Buffer = Encoding.UTF8.GetBytes(string.Join("\n", valid) + "\n") });
         await page.GetByRole(AriaRole.Button, new() { Name = "Upload file" }).ClickAsync();
         await Expect(page.GetByTestId("validation")).ToContainTextAsync("Valid.");
 

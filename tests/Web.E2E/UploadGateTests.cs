@@ -42,7 +42,7 @@ public sealed class UploadGateTests(LoomServerFixture loom) : PortalTest(loom)
         var upload = page.GetByRole(AriaRole.Button, new() { Name = "Upload file" });
         await Expect(upload).ToBeEnabledAsync();
         var file = $"{name}.jsonl";
-        await page.GetByLabel("JSONL file").SetInputFilesAsync(new FilePayload { Name = file, MimeType = "application/jsonl", Buffer = Line });
+        await SetFilesAsync(page.GetByLabel("JSONL file"), new FilePayload { Name = file, MimeType = "application/jsonl", Buffer = Line });
         await upload.ClickAsync();
         await Expect(page.Locator("#file-input-error")).ToHaveTextAsync($"Too many uploads in progress for your tenant (at most {Slots} at once). Try again when one finishes.");
         await Expect(page.GetByRole(AriaRole.Rowheader, new() { Name = file, Exact = true })).ToHaveCountAsync(0);

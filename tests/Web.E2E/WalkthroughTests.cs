@@ -30,7 +30,7 @@ public sealed class WalkthroughTests(LoomServerFixture loom) : PortalTest(loom)
         await Expect(page.GetByRole(AriaRole.Button, new() { Name = "Upload adapter" })).ToBeEnabledAsync();
         var adapter = $"{name}-lora";
         await page.GetByLabel("Name", new() { Exact = true }).FillAsync(adapter);
-        await page.GetByLabel("Files").SetInputFilesAsync(new[] { "adapter_config.json", "adapter_model.safetensors" }.Select(f => Path.Combine(LoomServerFixture.GoldenAdapterDirectory, f)));
+        await SetFilesAsync(page.GetByLabel("Files"), new[] { "adapter_config.json", "adapter_model.safetensors" }.Select(f => Path.Combine(LoomServerFixture.GoldenAdapterDirectory, f)));
         await page.GetByRole(AriaRole.Button, new() { Name = "Upload adapter" }).ClickAsync();
         await Expect(page.GetByTestId("upload-done")).ToBeVisibleAsync();
         await page.GetByTestId("upload-done").GetByRole(AriaRole.Link, new() { Name = "Try it in the playground" }).ClickAsync();
@@ -41,7 +41,7 @@ public sealed class WalkthroughTests(LoomServerFixture loom) : PortalTest(loom)
         await Expect(page.GetByRole(AriaRole.Button, new() { Name = "Upload file" })).ToBeEnabledAsync();
         var lines = Enumerable.Range(1, Examples).Select(i => $$"""{"messages":[{"role":"user","content":"word {{i}}?"},{"role":"assistant","content":"gloss {{i}} of the harbor"}]}""");
         var file = $"{name}.jsonl";
-        await page.GetByLabel("JSONL file").SetInputFilesAsync(new FilePayload { Name = file, MimeType = "application/jsonl", Buffer = Encoding.UTF8.GetBytes(string.Join("\n", lines) + "\n") });
+        await SetFilesAsync(page.GetByLabel("JSONL file"), new FilePayload { Name = file, MimeType = "application/jsonl", Buffer = Encoding.UTF8.GetBytes(string.Join("\n", lines) + "\n") });
         await page.GetByRole(AriaRole.Button, new() { Name = "Upload file" }).ClickAsync();
         await Expect(page.GetByTestId("validation")).ToContainTextAsync("Valid.");
 
