@@ -71,6 +71,15 @@ public class FineTuningRunTests(FineTuningFactory factory) : IClassFixture<FineT
         Assert.Equal($"{model}:ckpt-step-{steps[0]}", checkpoints[0].GetProperty("fine_tuned_model_checkpoint").GetString());
         Assert.True(checkpoints[0].GetProperty("metrics").GetProperty("train_loss").GetDouble() > 0);
 
+        // The result file: every step's metrics as CSV, a file of the tenant (purpose fine-tune-results).
+        var csv = await ResultCsvAsync(client, job);
+        Assert.Equal(Enumerable.Range(1, 12), csv.Select(r => r.Step));
+        Assert.All(csv, r => Assert.True(r.TrainLoss > 0 && r.LearningRate > 0 && r.ValidLoss is null, $"{r}"));
+        var resultFile = job.GetProperty("result_files")[0].GetString()!;
+        var meta = await GetAsync(client, $"/v1/files/{resultFile}");
+        Assert.Equal("fine-tune-results", meta.GetProperty("purpose").GetString());
+        Assert.Equal("step_metrics.csv", meta.GetProperty("filename").GetString());
+
         var models = await GetAsync(client, "/v1/models");
         Assert.Contains(models.GetProperty("data").EnumerateArray(), m => m.GetProperty("id").GetString() == model);
         var chat = await client.PostAsJsonAsync("/v1/chat/completions", new { model, max_tokens = 4, messages = new[] { new { role = "user", content = "word 1:" } } });
@@ -79,6 +88,66 @@ public class FineTuningRunTests(FineTuningFactory factory) : IClassFixture<FineT
         var other = await factory.TenantClientAsync();
         var refused = await other.PostAsJsonAsync("/v1/chat/completions", new { model, max_tokens = 4, messages = new[] { new { role = "user", content = "hi" } } });
         Assert.Equal(HttpStatusCode.NotFound, refused.StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await other.GetAsync($"/v1/files/{resultFile}")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await other.GetAsync($"/v1/files/{resultFile}/content")).StatusCode);
+    }
+
+    private sealed record CsvRow(int Step, double TrainLoss, double? ValidLoss, double LearningRate);
+
+    /// <summary>The job's one result file, read through /v1/files/{id}/content and parsed.</summary>
+    private static async Task<List<CsvRow>> ResultCsvAsync(HttpClient client, JsonElement job)
+    {
+        var files = job.GetProperty("result_files").EnumerateArray().Select(f => f.GetString()!).ToList();
+        Assert.Single(files);
+        var text = await client.GetStringAsync($"/v1/files/{files[0]}/content");
+        var lines = text.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("step,train_loss,valid_loss,learning_rate", lines[0]);
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        return lines.Skip(1).Select(l => l.Split(',')).Select(c => new CsvRow(int.Parse(c[0], inv), double.Parse(c[1], inv),
+            c[2].Length == 0 ? null : double.Parse(c[2], inv), double.Parse(c[3], inv))).ToList();
+    }
+
+    [Fact]
+    public async Task CheckpointsAreModelsOfTheirTenantUntilRetentionRemovesThem()
+    {
+        var client = await factory.TenantClientAsync();
+        var file = await UploadAsync(client, Examples(6, "-ckpt"));
+        // 18 steps, a checkpoint every 4: more checkpoints than the 2 kept.
+        var id = (await CreateAsync(client, Job(file, seed: 5, epochs: 3, suffix: "ck"))).GetProperty("id").GetString()!;
+        await factory.RunJobAsync(id);
+        var job = await JobAsync(client, id);
+        Assert.Equal("succeeded", job.GetProperty("status").GetString());
+        var model = job.GetProperty("fine_tuned_model").GetString()!;
+
+        var kept = (await GetAsync(client, $"/v1/fine_tuning/jobs/{id}/checkpoints")).GetProperty("data").EnumerateArray()
+            .Select(c => c.GetProperty("fine_tuned_model_checkpoint").GetString()!).ToList();
+        var written = (await EventsAsync(client, id)).Where(e => e.GetProperty("kind").GetString() == "checkpoint")
+            .Select(e => $"{model}:ckpt-step-{e.GetProperty("data").GetProperty("step").GetInt32()}").ToList();
+        var dropped = written.Except(kept).ToList();
+        Assert.Equal(2, kept.Count);
+        Assert.NotEmpty(dropped);
+
+        var listed = (await GetAsync(client, "/v1/models")).GetProperty("data").EnumerateArray().Select(m => m.GetProperty("id").GetString()).ToList();
+        Assert.All(kept, k => Assert.Contains(k, listed));
+        Assert.All(dropped, d => Assert.DoesNotContain(d, listed));
+        foreach (var k in kept)
+        {
+            var chat = await client.PostAsJsonAsync("/v1/chat/completions", new { model = k, max_tokens = 3, messages = new[] { new { role = "user", content = "word 1-ckpt:" } } });
+            Assert.True(chat.StatusCode == HttpStatusCode.OK, await chat.Content.ReadAsStringAsync());
+            Assert.Equal(k, JsonDocument.Parse(await chat.Content.ReadAsStringAsync()).RootElement.GetProperty("model").GetString());
+            Assert.Equal(HttpStatusCode.OK, (await client.GetAsync($"/v1/models/{Uri.EscapeDataString(k)}")).StatusCode);
+        }
+        // A checkpoint retention removed is no model any more.
+        var gone = await client.PostAsJsonAsync("/v1/chat/completions", new { model = dropped[0], max_tokens = 3, messages = new[] { new { role = "user", content = "hi" } } });
+        Assert.Equal(HttpStatusCode.NotFound, gone.StatusCode);
+
+        // Another tenant neither sees nor uses them.
+        var other = await factory.TenantClientAsync();
+        var theirs = (await GetAsync(other, "/v1/models")).GetProperty("data").EnumerateArray().Select(m => m.GetProperty("id").GetString()).ToList();
+        Assert.DoesNotContain(theirs, m => m!.StartsWith(model, StringComparison.Ordinal));
+        var refused = await other.PostAsJsonAsync("/v1/chat/completions", new { model = kept[0], max_tokens = 3, messages = new[] { new { role = "user", content = "hi" } } });
+        await ErrorAssert.IsEnvelopeAsync(refused, HttpStatusCode.NotFound, "model_not_found", "model");
+        Assert.Equal(HttpStatusCode.NotFound, (await other.GetAsync($"/v1/models/{Uri.EscapeDataString(kept[0])}")).StatusCode);
     }
 
     [Fact]
@@ -114,6 +183,11 @@ public class FineTuningRunTests(FineTuningFactory factory) : IClassFixture<FineT
         Assert.Equal(2, started.Count);
         Assert.True(started[1].GetProperty("data").GetProperty("resumed_from_step").GetInt32() >= 4, started[1].GetRawText());
         Assert.Equal(await AdapterHashAsync(whole), await AdapterHashAsync(interrupted));
+        // The result file holds every step of the last run and the earlier run's metrics up to the resumed step.
+        int resumedFrom = started[1].GetProperty("data").GetProperty("resumed_from_step").GetInt32();
+        var steps = (await ResultCsvAsync(client, await JobAsync(client, interrupted))).Select(r => r.Step).ToList();
+        Assert.Equal(Enumerable.Range(resumedFrom + 1, 12 - resumedFrom), steps.Where(s => s > resumedFrom));
+        Assert.Contains(steps, s => s <= resumedFrom);
     }
 
     [Fact]
@@ -205,5 +279,9 @@ public class FineTuningRunTests(FineTuningFactory factory) : IClassFixture<FineT
         Assert.Contains("resumed", kinds);
         Assert.Equal("cancelled", kinds[^1]);
         Assert.Null((await RowAsync(id)).FineTunedModel);
+        // A cancelled run that trained keeps its metrics as its result file.
+        var csv = await ResultCsvAsync(client, await JobAsync(client, id));
+        Assert.True(csv.Count > step, $"{csv.Count} rows");
+        Assert.Equal(Enumerable.Range(1, csv.Count), csv.Select(r => r.Step));
     }
 }

@@ -53,7 +53,8 @@ public sealed record FineTuneJobObject(
             j.TargetModules.Split(',', StringSplitOptions.RemoveEmptyEntries));
         return new FineTuneJobObject(FineTuneIds.Job(j.Id), "fine_tuning.job", j.CreatedAt.ToUnixTimeSeconds(), j.FinishedAt?.ToUnixTimeSeconds(),
             j.Model, j.FineTunedModel, $"tenant-{j.TenantId:N}", j.Status, hp, new FineTuneMethod("supervised", new FineTuneSupervised(hp)),
-            FileIds.Format(j.TrainingFileId), j.ValidationFileId is { } v ? FileIds.Format(v) : null, [],
+            FileIds.Format(j.TrainingFileId), j.ValidationFileId is { } v ? FileIds.Format(v) : null,
+            j.ResultFileId is { } r ? [FileIds.Format(r)] : [],
             j.Status == FineTuneStatus.Succeeded || j.TrainedTokens > 0 ? j.TrainedTokens : null,
             j.ErrorCode is null ? null : new FineTuneError(j.ErrorCode, j.ErrorMessage ?? "", j.ErrorParam),
             j.Seed, FineTuneStatus.IsFinal(j.Status) ? null : j.EstimatedFinish?.ToUnixTimeSeconds(), j.Suffix, null, null);

@@ -35,6 +35,8 @@ public class FineTuneJob : ITenantOwned
     /// <summary>The adapter's model name once the job succeeded (<c>ft:base:tenant:suffix:id</c>).</summary>
     public string? FineTunedModel { get; set; }
     public Guid? ResultAdapterId { get; set; }
+    /// <summary>The metrics CSV the run wrote when it ended (a file of the tenant, purpose <c>fine-tune-results</c>), or null.</summary>
+    public Guid? ResultFileId { get; set; }
     public string? ErrorCode { get; set; }
     public string? ErrorMessage { get; set; }
     public string? ErrorParam { get; set; }

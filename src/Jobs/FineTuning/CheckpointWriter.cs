@@ -1,10 +1,12 @@
 using System.Diagnostics;
 using System.Threading.Channels;
+using Loom.Api.Adapters;
 using Loom.Api.FineTuning;
 using Loom.Data;
 using Loom.Data.Blobs;
 using Loom.Data.Entities;
 using Loom.Data.Tenancy;
+using Loom.Inference.Formats;
 using Loom.Inference.Training;
 using Loom.Jobs.Events;
 using Microsoft.EntityFrameworkCore;
@@ -19,10 +21,13 @@ namespace Loom.Jobs.FineTuning;
 /// optimizer steps), and this writer, on its own task, writes it as a checkpoint folder (temporary name, fsync, atomic
 /// rename), stores it as a blob, records a <see cref="FineTuneCheckpoint"/> row and a "checkpoint" event, then applies
 /// retention (the last K plus the best by validation loss). A failed write is reported and training goes on.
+/// Each kept checkpoint is also a model of the tenant, <c>&lt;fine_tuned_model&gt;:ckpt-step-&lt;n&gt;</c> (OpenAI's
+/// <c>fine_tuned_model_checkpoint</c>): an adapter row over the checkpoint's adapter files, listed by /v1/models for the
+/// owning tenant and served by chat/completions; retention removes it with the checkpoint.
 /// </summary>
 internal sealed class CheckpointWriter(
-    IServiceScopeFactory scopes, IBlobStore blobs, IJobEventPublisher events, IOptions<FineTuningOptions> options, TimeProvider clock, ILogger logger,
-    FineTuneJob job, string root, string baseModelName, string modelName)
+    IServiceScopeFactory scopes, IBlobStore blobs, IJobEventPublisher events, EngineAdapters engineAdapters, IOptions<FineTuningOptions> options,
+    TimeProvider clock, ILogger logger, FineTuneJob job, string root, string baseModelName, string modelName)
 {
     private readonly Channel<Task<TrainingSnapshot>> _pending = Channel.CreateUnbounded<Task<TrainingSnapshot>>(new UnboundedChannelOptions { SingleReader = true });
 
@@ -62,6 +67,11 @@ internal sealed class CheckpointWriter(
         var watch = Stopwatch.StartNew();
         string folder = await Task.Run(() => CheckpointFiles.Write(snapshot, root, baseModelName), ct);
         var blob = await CheckpointFiles.StoreAsync(blobs, folder, ct);
+        // The checkpoint as a servable adapter: the same two adapter files, stored as an adapter blob.
+        var adapterBlob = await AdapterBlob.StoreAsync(blobs, folder, ct);
+        string configPath = Path.Combine(folder, AdapterFileNames.Config);
+        var config = PeftAdapterConfig.Parse(configPath, await File.ReadAllTextAsync(configPath, ct), TrainingHyperparameters.MaxRank);
+        string checkpointModel = FineTuneIds.CheckpointModelName(modelName, snapshot.Step);
         var row = new FineTuneCheckpoint
         {
             Id = Guid.NewGuid(), TenantId = job.TenantId, JobId = job.Id, Step = snapshot.Step, TrainLoss = double.IsFinite(snapshot.LastTrainLoss) ? snapshot.LastTrainLoss : 0,
@@ -74,6 +84,13 @@ internal sealed class CheckpointWriter(
             if (!await db.FineTuneCheckpoints.AnyAsync(c => c.JobId == job.Id && c.Step == snapshot.Step, ct))
             {
                 db.FineTuneCheckpoints.Add(row);
+                if (!await db.Adapters.AnyAsync(a => a.Name == checkpointModel, ct))
+                    db.Adapters.Add(new Adapter
+                    {
+                        Id = Guid.NewGuid(), TenantId = job.TenantId, Name = checkpointModel, BaseModelId = job.BaseModelId, Rank = config.Rank, Alpha = config.Alpha,
+                        TargetModules = string.Join(",", config.Targets.Select(LoraTargets.Name)), BlobSha256 = adapterBlob.Sha256, SizeBytes = adapterBlob.Length,
+                        CreatedAt = row.CreatedAt,
+                    });
                 await db.SaveChangesAsync(ct);
                 await events.PublishAsync(db, job.TenantId, FineTuneIds.Job(job.Id), "checkpoint", new FineTuneEvent("checkpoint",
                     $"Checkpoint saved at step {snapshot.Step}: {FineTuneIds.CheckpointModelName(modelName, snapshot.Step)}.", Data: new Dictionary<string, object?>
@@ -88,8 +105,8 @@ internal sealed class CheckpointWriter(
         await ApplyRetentionAsync(db, ct);
     }
 
-    /// <summary>Keeps the newest K checkpoints and the best by validation loss; the others' rows and local folders go
-    /// (their blobs with the blob collection job).</summary>
+    /// <summary>Keeps the newest K checkpoints and the best by validation loss; the others' rows, their models and local
+    /// folders go (their blobs with the blob collection job).</summary>
     private async Task ApplyRetentionAsync(PlatformDbContext db, CancellationToken ct)
     {
         var rows = await db.FineTuneCheckpoints.Where(c => c.JobId == job.Id).OrderByDescending(c => c.Step).ToListAsync(ct);
@@ -98,7 +115,12 @@ internal sealed class CheckpointWriter(
         var drop = rows.Where(c => !keep.Contains(c.Id)).ToList();
         if (drop.Count == 0) return;
         db.FineTuneCheckpoints.RemoveRange(drop);
+        var names = drop.Select(c => FineTuneIds.CheckpointModelName(modelName, c.Step)).ToList();
+        var models = await db.Adapters.Where(a => names.Contains(a.Name)).ToListAsync(ct);
+        db.Adapters.RemoveRange(models);
         await db.SaveChangesAsync(ct);
+        // The engine forgets them; one streaming a reply right now stays loaded until evicted, but no request can name it.
+        foreach (var m in models) engineAdapters.TryUnregister(m);
         foreach (var c in drop)
         {
             string folder = Path.Combine(root, CheckpointFiles.FolderName(c.Step));

@@ -33,6 +33,10 @@ public sealed class FineTuneJobRunner(
 {
     private FineTuningOptions O => options.Value;
     private readonly string _owner = $"{Environment.MachineName}:{Environment.ProcessId}:{Guid.NewGuid():N}";
+    /// <summary>Every step this run trained, for the result file.</summary>
+    private readonly List<StepMetrics> _metrics = [];
+    /// <summary>The step this run resumed from (steps up to it come from earlier runs' metrics events).</summary>
+    private int _resumedFrom;
 
     public async Task RunAsync(Guid jobId, CancellationToken ct)
     {
@@ -180,6 +184,9 @@ public sealed class FineTuneJobRunner(
             return;
         }
         control.Run = run;
+        // Read progress from now on (the first move registers the reader at once), so the result file misses no step.
+        await using var progress = run.ReadProgressAsync(ct).GetAsyncEnumerator(ct);
+        var firstProgress = progress.MoveNextAsync();
         var startedAt = clock.GetUtcNow();
         await UpdateAsync(db, job, s => s.SetProperty(j => j.Status, FineTuneStatus.Running).SetProperty(j => j.StartedAt, j => j.StartedAt ?? startedAt)
             .SetProperty(j => j.TotalSteps, run.Latest.TotalSteps), ct);
@@ -188,11 +195,12 @@ public sealed class FineTuneJobRunner(
             : $"Fine-tuning resumed from the checkpoint at step {resume.Step} of {run.Latest.TotalSteps}.",
             Data: new Dictionary<string, object?> { ["total_steps"] = run.Latest.TotalSteps, ["resumed_from_step"] = resume?.Step }).Payload, ct);
 
-        var writer = new CheckpointWriter(scopes, blobs, events, options, clock, logger, job, root, baseModel.Name, modelName);
+        _resumedFrom = resume?.Step ?? 0;
+        var writer = new CheckpointWriter(scopes, blobs, events, engineAdapters, options, clock, logger, job, root, baseModel.Name, modelName);
         var writing = writer.RunAsync(CancellationToken.None);
         try
         {
-            await FollowAsync(db, job, run, writer, resume?.Step ?? 0, ct);
+            await FollowAsync(db, job, run, progress, firstProgress, writer, resume?.Step ?? 0, ct);
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
@@ -221,14 +229,18 @@ public sealed class FineTuneJobRunner(
     }
 
     /// <summary>Reads progress until the run ends: status changes, metrics every N steps, checkpoints every N steps.</summary>
-    private async Task FollowAsync(PlatformDbContext db, FineTuneJob job, ITrainingRun run, CheckpointWriter writer, int startStep, CancellationToken ct)
+    private async Task FollowAsync(PlatformDbContext db, FineTuneJob job, ITrainingRun run, IAsyncEnumerator<TrainingProgress> progress,
+        ValueTask<bool> firstProgress, CheckpointWriter writer, int startStep, CancellationToken ct)
     {
         string key = FineTuneIds.Job(job.Id);
         int reported = startStep;
         int nextCheckpoint = (startStep / O.CheckpointEverySteps + 1) * O.CheckpointEverySteps;
         bool paused = false;
-        await foreach (var p in run.ReadProgressAsync(ct))
+        for (bool more = await firstProgress; more; more = await progress.MoveNextAsync())
         {
+            var p = progress.Current;
+            if (p.Step > startStep && (_metrics.Count == 0 || p.Step > _metrics[^1].Step))
+                _metrics.Add(new StepMetrics(p.Step, p.TrainLoss, p.ValidationLoss, p.LearningRate));
             if (p.State == TrainingRunState.Paused && !paused)
             {
                 paused = true;
@@ -339,13 +351,17 @@ public sealed class FineTuneJobRunner(
             Id = Guid.NewGuid(), TenantId = job.TenantId, Name = modelName, BaseModelId = baseModel.Id, Rank = config.Rank, Alpha = config.Alpha,
             TargetModules = string.Join(",", config.Targets.Select(LoraTargets.Name)), BlobSha256 = blob.Sha256, SizeBytes = blob.Length, CreatedAt = now,
         };
+        var metrics = await AllMetricsAsync(db, job, ct);
         await using (var tx = await db.Database.BeginTransactionAsync(ct))
         {
             db.Adapters.Add(adapter);
+            var resultFile = await ResultFiles.AddAsync(db, blobs, job.TenantId, metrics, now, ct);
             await db.SaveChangesAsync(ct);
-            await UpdateAsync(db, job, s => s.SetProperty(j => j.Status, FineTuneStatus.Succeeded).SetProperty(j => j.FinishedAt, now)
+            // A run that lost its lease records nothing (its adapter and result file roll back with it).
+            if (await UpdateAsync(db, job, s => s.SetProperty(j => j.Status, FineTuneStatus.Succeeded).SetProperty(j => j.FinishedAt, now)
+                .SetProperty(j => j.ResultFileId, resultFile == null ? null : resultFile.Id)
                 .SetProperty(j => j.FineTunedModel, modelName).SetProperty(j => j.ResultAdapterId, adapter.Id)
-                .SetProperty(j => j.TrainedTokens, result.TrainedTokens).SetProperty(j => j.Step, result.Steps).SetProperty(j => j.EstimatedFinish, (DateTimeOffset?)null), ct);
+                .SetProperty(j => j.TrainedTokens, result.TrainedTokens).SetProperty(j => j.Step, result.Steps).SetProperty(j => j.EstimatedFinish, (DateTimeOffset?)null), ct) == 0) return;
             await events.PublishAsync(db, job.TenantId, FineTuneIds.Job(job.Id), "succeeded", new FineTuneEvent("succeeded",
                 $"The job has successfully completed: {modelName}.", Data: new Dictionary<string, object?>
                 {
@@ -369,11 +385,25 @@ public sealed class FineTuneJobRunner(
         (string Code, string Message, string? Param)? error = null)
     {
         var now = clock.GetUtcNow();
+        // A failed or cancelled run that trained keeps its metrics too.
+        var metrics = await AllMetricsAsync(db, job, ct);
         await using var tx = await db.Database.BeginTransactionAsync(ct);
-        await UpdateAsync(db, job, s => s.SetProperty(j => j.Status, status).SetProperty(j => j.FinishedAt, now).SetProperty(j => j.EstimatedFinish, (DateTimeOffset?)null)
-            .SetProperty(j => j.ErrorCode, error?.Code).SetProperty(j => j.ErrorMessage, error?.Message).SetProperty(j => j.ErrorParam, error?.Param), ct);
+        var resultFile = await ResultFiles.AddAsync(db, blobs, job.TenantId, metrics, now, ct);
+        if (resultFile is not null) await db.SaveChangesAsync(ct);
+        if (await UpdateAsync(db, job, s => s.SetProperty(j => j.Status, status).SetProperty(j => j.FinishedAt, now).SetProperty(j => j.EstimatedFinish, (DateTimeOffset?)null)
+            .SetProperty(j => j.ResultFileId, resultFile == null ? null : resultFile.Id)
+            .SetProperty(j => j.ErrorCode, error?.Code).SetProperty(j => j.ErrorMessage, error?.Message).SetProperty(j => j.ErrorParam, error?.Param), ct) == 0)
+            return; // the lease was lost: another run owns the job (the result file rolls back)
         await events.PublishAsync(db, job.TenantId, FineTuneIds.Job(job.Id), e.Kind, e.Payload, ct);
         await tx.CommitAsync(ct);
+    }
+
+    /// <summary>Steps of earlier runs (from the metrics events, up to where this run resumed) and of this run.</summary>
+    private async Task<List<StepMetrics>> AllMetricsAsync(PlatformDbContext db, FineTuneJob job, CancellationToken ct)
+    {
+        var rows = _resumedFrom > 0 ? await ResultFiles.FromEventsAsync(db, job.Id, _resumedFrom, ct) : [];
+        rows.AddRange(_metrics);
+        return rows;
     }
 
     /// <summary>Updates the job's row while this run holds its lease (a run that lost it writes nothing).</summary>
