@@ -1,10 +1,11 @@
 // Drives Loom's /v1 API with the official openai client and checks what a client relies on.
 // Environment: LOOM_BASE_URL (…/v1), LOOM_API_KEY, LOOM_LIMITED_KEY (a key whose tenant allows few
-// requests per minute), LOOM_MODEL, and optionally LOOM_ADAPTER_DIR (a PEFT folder to upload).
+// requests per minute), LOOM_MODEL, and optionally LOOM_ADAPTER_DIR (a PEFT folder to upload). The server must
+// train fine-tunes of LOOM_MODEL (a node serving it with a fine-tune server) and checkpoint within a few steps.
 // Exits non-zero on the first failed check. Run by Loom.Api.Tests.CompatibilityTests.
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import OpenAI, { AuthenticationError, BadRequestError, NotFoundError, RateLimitError, toFile } from 'openai';
+import OpenAI, { AuthenticationError, BadRequestError, ConflictError, NotFoundError, RateLimitError, toFile } from 'openai';
 
 const baseURL = process.env.LOOM_BASE_URL;
 const apiKey = process.env.LOOM_API_KEY;
@@ -99,6 +100,93 @@ if (process.env.LOOM_ADAPTER_DIR) {
     assert.ok(r.usage.completion_tokens > 0);
   });
 }
+
+// Fine-tuning on the small test model: tiny hyperparameters, so the job trains within seconds.
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function waitFor(id, done, ms = 90_000) {
+  const until = Date.now() + ms;
+  for (;;) {
+    const job = await client.fineTuning.jobs.retrieve(id);
+    if (done(job) || Date.now() > until) return job;
+    await sleep(200);
+  }
+}
+const final = (job) => ['succeeded', 'failed', 'cancelled'].includes(job.status);
+let trainingFile;
+let fineTune;
+await check('fineTuning.jobs.create from an uploaded JSONL', async () => {
+  const lines = ['harbor', 'meadow', 'lantern', 'pebble'].map((w) => JSON.stringify({
+    messages: [{ role: 'user', content: `Define: ${w}` }, { role: 'assistant', content: `A ${w}.` }],
+  }));
+  trainingFile = await client.files.create({ file: await toFile(Buffer.from(lines.join('\n') + '\n'), 'train.jsonl'), purpose: 'fine-tune' });
+  // rank is Loom's LoRA extension, sent beside OpenAI's fields.
+  fineTune = await client.fineTuning.jobs.create({
+    model, training_file: trainingFile.id, suffix: 'compat', seed: 7,
+    hyperparameters: { n_epochs: 2, batch_size: 1, learning_rate_multiplier: 10 }, rank: 2,
+  });
+  assert.equal(fineTune.object, 'fine_tuning.job');
+  assert.ok(fineTune.id.startsWith('ftjob-'));
+  assert.equal(fineTune.model, model);
+  assert.equal(fineTune.training_file, trainingFile.id);
+  assert.equal(fineTune.hyperparameters.n_epochs, 2);
+  assert.ok(['validating_files', 'queued', 'running'].includes(fineTune.status), fineTune.status);
+});
+
+await check('fineTuning.jobs.list and retrieve', async () => {
+  const ids = [];
+  for await (const j of client.fineTuning.jobs.list({ limit: 1 })) ids.push(j.id); // pages through `after`
+  assert.ok(ids.includes(fineTune.id), `jobs: ${ids}`);
+  const again = await client.fineTuning.jobs.retrieve(fineTune.id);
+  assert.equal(again.id, fineTune.id);
+  assert.equal(again.seed, 7);
+});
+
+await check('the job succeeds; listEvents and checkpoints.list', async () => {
+  const job = await waitFor(fineTune.id, final);
+  assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
+  assert.ok(job.fine_tuned_model.startsWith(`ft:${model}:`), job.fine_tuned_model);
+  assert.ok(job.trained_tokens > 0);
+  assert.equal(job.result_files.length, 1);
+  const csv = await (await client.files.content(job.result_files[0])).text();
+  assert.ok(csv.startsWith('step,train_loss,valid_loss,learning_rate\n'), csv);
+  const events = [];
+  for await (const e of client.fineTuning.jobs.listEvents(fineTune.id, { limit: 5 })) events.push(e);
+  assert.ok(events.every((e) => e.object === 'fine_tuning.job.event'));
+  assert.ok(events.some((e) => e.type === 'metrics' && typeof e.data.train_loss === 'number'), 'a metrics event');
+  assert.ok(events.some((e) => /successfully completed/.test(e.message)), 'the success event');
+  const checkpoints = [];
+  for await (const c of client.fineTuning.jobs.checkpoints.list(fineTune.id)) checkpoints.push(c);
+  assert.ok(checkpoints.length > 0, 'checkpoints');
+  for (const c of checkpoints) {
+    assert.equal(c.object, 'fine_tuning.job.checkpoint');
+    assert.equal(c.fine_tuning_job_id, fineTune.id);
+    assert.equal(c.fine_tuned_model_checkpoint, `${job.fine_tuned_model}:ckpt-step-${c.step_number}`);
+  }
+  fineTune = job;
+});
+
+await check('chat with fine_tuned_model (and a checkpoint)', async () => {
+  const r = await client.chat.completions.create({ model: fineTune.fine_tuned_model, messages, max_tokens: 8, temperature: 0 });
+  assert.equal(r.model, fineTune.fine_tuned_model);
+  assert.ok(r.usage.completion_tokens > 0);
+  const ids = [];
+  for await (const m of client.models.list()) ids.push(m.id);
+  assert.ok(ids.includes(fineTune.fine_tuned_model), `models: ${ids}`);
+  const checkpoint = ids.find((id) => id.startsWith(`${fineTune.fine_tuned_model}:ckpt-step-`));
+  assert.ok(checkpoint, 'a checkpoint model');
+  const c = await client.chat.completions.create({ model: checkpoint, messages, max_tokens: 4, temperature: 0 });
+  assert.equal(c.model, checkpoint);
+});
+
+await check('fineTuning.jobs.cancel a second job', async () => {
+  const second = await client.fineTuning.jobs.create({ model, training_file: trainingFile.id, hyperparameters: { n_epochs: 50 }, rank: 2 });
+  const cancelled = await client.fineTuning.jobs.cancel(second.id);
+  assert.equal(cancelled.id, second.id);
+  const job = await waitFor(second.id, final, 30_000);
+  assert.equal(job.status, 'cancelled');
+  assert.equal(job.fine_tuned_model, null);
+  await expectError(ConflictError, client.fineTuning.jobs.cancel(second.id)); // already cancelled
+});
 
 await check('a bad key raises AuthenticationError', async () => {
   const bad = new OpenAI({ baseURL, apiKey: 'sk-loom-' + 'A'.repeat(43), maxRetries: 0 });

@@ -5,10 +5,19 @@ using Microsoft.Extensions.DependencyInjection;
 
 namespace Loom.Api.Tests;
 
-/// <summary>Loom on a real socket for clients outside the process.</summary>
+/// <summary>Loom on a real socket for clients outside the process; its fine-tune server trains jobs of the tiny model,
+/// with a checkpoint every 2 steps so a few steps give checkpoints to list.</summary>
 public sealed class KestrelTinyChatFactory : ChatModelFactory
 {
     public KestrelTinyChatFactory() => UseKestrel(0);
+
+    protected override IEnumerable<KeyValuePair<string, string?>> Settings => base.Settings.Concat(
+    [
+        new("FineTuning:CheckpointDirectory", Path.Combine(Path.GetTempPath(), $"loom-compat-ckpt-{Guid.NewGuid():N}")),
+        new("FineTuning:CheckpointEverySteps", "2"),
+        new("FineTuning:MetricsEverySteps", "1"),
+        new("Jobs:FineTuneWorkerCount", "1"),
+    ]);
 
     public string BaseUrl => Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
 }
