@@ -21,20 +21,25 @@ public sealed class PlaygroundModels(PlatformDbContext db, AdapterService adapte
     {
         var models = await db.BaseModels.AsNoTracking().OrderBy(m => m.Name).Select(m => new PlaygroundModel(m.Name, BaseKind, null)).ToListAsync(ct);
         var results = (await db.FineTuneJobs.AsNoTracking().Where(j => j.ResultAdapterId != null).Select(j => j.ResultAdapterId!.Value).ToListAsync(ct)).ToHashSet();
-        var all = await adapters.ListAsync(ct);
-        models.AddRange(all.Where(a => !results.Contains(a.Id)).Select(a => new PlaygroundModel(a.Name, AdapterKind, a.BaseModel!.Name)));
-        models.AddRange(all.Where(a => results.Contains(a.Id)).Select(a => new PlaygroundModel(a.Name, FineTunedKind, a.BaseModel!.Name)));
 
         var checkpoints = await db.FineTuneCheckpoints.AsNoTracking()
             .Join(db.FineTuneJobs.AsNoTracking(), c => c.JobId, j => j.Id, (c, j) => new { c.Step, Job = j })
             .OrderByDescending(x => x.Job.CreatedAt).ThenByDescending(x => x.Step).ToListAsync(ct);
         var baseNames = await db.BaseModels.AsNoTracking().ToDictionaryAsync(m => m.Id, m => m.Name, ct);
         var names = new Dictionary<Guid, string>();
+        var checkpointModels = new List<PlaygroundModel>();
         foreach (var c in checkpoints)
         {
             if (!names.TryGetValue(c.Job.Id, out var model)) names[c.Job.Id] = model = await fineTunes.ModelNameAsync(c.Job, ct);
-            models.Add(new PlaygroundModel(FineTuneIds.CheckpointModelName(model, c.Step), CheckpointKind, baseNames.GetValueOrDefault(c.Job.BaseModelId)));
+            checkpointModels.Add(new PlaygroundModel(FineTuneIds.CheckpointModelName(model, c.Step), CheckpointKind, baseNames.GetValueOrDefault(c.Job.BaseModelId)));
         }
+
+        // A checkpoint is served as an adapter row of the same name: listed once, as a checkpoint.
+        var checkpointNames = checkpointModels.Select(m => m.Name).ToHashSet(StringComparer.Ordinal);
+        var all = (await adapters.ListAsync(ct)).Where(a => !checkpointNames.Contains(a.Name)).ToList();
+        models.AddRange(all.Where(a => !results.Contains(a.Id)).Select(a => new PlaygroundModel(a.Name, AdapterKind, a.BaseModel!.Name)));
+        models.AddRange(all.Where(a => results.Contains(a.Id)).Select(a => new PlaygroundModel(a.Name, FineTunedKind, a.BaseModel!.Name)));
+        models.AddRange(checkpointModels);
         return models;
     }
 }
