@@ -92,6 +92,39 @@ public class FineTuningRunTests(FineTuningFactory factory) : IClassFixture<FineT
         Assert.Equal(HttpStatusCode.NotFound, (await other.GetAsync($"/v1/files/{resultFile}/content")).StatusCode);
     }
 
+    [Fact]
+    public async Task ADeletedFineTunedModelsBlobGoesWithBlobCollectionAndItsCheckpointsStay()
+    {
+        var client = await factory.TenantClientAsync();
+        var file = await UploadAsync(client, Examples(6, "-gc"));
+        var id = (await CreateAsync(client, Job(file, seed: 9, suffix: "gc"))).GetProperty("id").GetString()!;
+        await factory.RunJobAsync(id);
+        var row = await RowAsync(id);
+        Assert.Equal("succeeded", row.Status);
+        var adapter = await DbAsync(db => db.Adapters.IgnoreQueryFilters().AsNoTracking().SingleAsync(a => a.Id == row.ResultAdapterId));
+        var checkpoints = await DbAsync(db => db.FineTuneCheckpoints.IgnoreQueryFilters().AsNoTracking().Where(c => c.JobId == row.Id).ToListAsync());
+        var checkpointModels = await DbAsync(db => db.Adapters.IgnoreQueryFilters().AsNoTracking().Where(a => a.Name.StartsWith(adapter.Name + ":ckpt-step-")).ToListAsync());
+        Assert.NotEmpty(checkpoints);
+        Assert.Equal(checkpoints.Count, checkpointModels.Count);
+
+        // Delete the fine-tuned model (an adapter of the tenant): its row goes at once, its blob only with collection.
+        var listed = (await GetAsync(client, "/v1/adapters")).GetProperty("data").EnumerateArray().Single(a => a.GetProperty("name").GetString() == adapter.Name);
+        Assert.Equal(HttpStatusCode.OK, (await client.DeleteAsync($"/v1/adapters/{listed.GetProperty("id").GetString()}")).StatusCode);
+        var mine = new[] { adapter.BlobSha256 }.Concat(checkpoints.Select(c => c.BlobSha256)).Concat(checkpointModels.Select(a => a.BlobSha256)).ToList();
+        Assert.All(mine, sha => Assert.True(File.Exists(BlobPath(sha)), sha));
+        // Past the grace period (aged by hand), collection removes the model's blob and keeps what rows still refer to.
+        foreach (var sha in mine) File.SetLastWriteTimeUtc(BlobPath(sha), DateTime.UtcNow.AddHours(-2));
+        await using (var scope = factory.Services.CreateAsyncScope())
+            await scope.ServiceProvider.GetRequiredService<Loom.Jobs.Maintenance.BlobCollectionJob>().RunAsync(CancellationToken.None);
+        Assert.False(File.Exists(BlobPath(adapter.BlobSha256)), "the deleted model's blob is still there");
+        Assert.All(checkpoints, c => Assert.True(File.Exists(BlobPath(c.BlobSha256)), $"checkpoint {c.Step}"));
+        Assert.All(checkpointModels, a => Assert.True(File.Exists(BlobPath(a.BlobSha256)), a.Name));
+        var chat = await client.PostAsJsonAsync("/v1/chat/completions", new { model = adapter.Name, max_tokens = 3, messages = new[] { new { role = "user", content = "hi" } } });
+        Assert.Equal(HttpStatusCode.NotFound, chat.StatusCode);
+    }
+
+    private string BlobPath(string sha) => Path.Combine(factory.BlobRoot, sha[..2], sha);
+
     private sealed record CsvRow(int Step, double TrainLoss, double? ValidLoss, double LearningRate);
 
     /// <summary>The job's one result file, read through /v1/files/{id}/content and parsed.</summary>
@@ -279,6 +312,12 @@ public class FineTuningRunTests(FineTuningFactory factory) : IClassFixture<FineT
         Assert.Contains("resumed", kinds);
         Assert.Equal("cancelled", kinds[^1]);
         Assert.Null((await RowAsync(id)).FineTunedModel);
+        // Create, pause, resume and cancel were each audited, as the key that asked for them.
+        var tenantId = (await RowAsync(id)).TenantId;
+        var audit = await DbAsync(db => db.AuditEntries.AsNoTracking().Where(e => e.TenantId == tenantId && e.TargetId == id).OrderBy(e => e.Id).ToListAsync());
+        Assert.Equal(["fine_tune.created", "fine_tune.paused", "fine_tune.resumed", "fine_tune.cancelled"], audit.Select(e => e.Action));
+        Assert.All(audit, e => { Assert.Equal("api_key", e.ActorKind); Assert.Equal("fine_tuning_job", e.TargetKind); });
+
         // A cancelled run that trained keeps its metrics as its result file.
         var csv = await ResultCsvAsync(client, await JobAsync(client, id));
         Assert.True(csv.Count > step, $"{csv.Count} rows");

@@ -1,6 +1,7 @@
 using Loom.Api.Errors;
 using Loom.Api.Files;
 using Loom.Data;
+using Loom.Data.Audit;
 using Loom.Data.Blobs;
 using Loom.Data.Entities;
 using Loom.Inference.Engine;
@@ -13,9 +14,11 @@ using Microsoft.Extensions.Options;
 namespace Loom.Api.FineTuning;
 
 /// <summary>A tenant's fine-tuning jobs for the API and the portal: create (files checked before the job is queued),
-/// list, find, cancel, pause, resume, events and checkpoints. Every lookup goes through the tenant query filter.</summary>
+/// list, find, cancel, pause, resume, events and checkpoints. Every lookup goes through the tenant query filter; create,
+/// cancel, pause and resume leave an audit entry saved with the change.</summary>
 public sealed class FineTuneService(
-    PlatformDbContext db, IBlobStore blobs, IInferenceEngine engine, IFineTuneScheduler scheduler, IOptions<FineTuningOptions> options, TimeProvider clock)
+    PlatformDbContext db, IBlobStore blobs, IInferenceEngine engine, IFineTuneScheduler scheduler, IOptions<FineTuningOptions> options, AuditLog audit,
+    TimeProvider clock)
 {
     private FineTuningOptions O => options.Value;
 
@@ -62,6 +65,8 @@ public sealed class FineTuneService(
                     $"You have {trainingNow} fine-tuning job(s) running and {waiting} queued, the most allowed ({O.MaxRunningJobsPerTenant} running, {O.MaxQueuedJobsPerTenant} queued). Wait for one to finish or cancel one.",
                     null, "rate_limit_exceeded", "rate_limit_exceeded");
             db.FineTuneJobs.Add(job);
+            audit.Add("fine_tune.created", tenantId, AuditTarget, FineTuneIds.Job(job.Id),
+                $"model={r.Model}; training_file={FileIds.Format(training.Id)}{(validation is null ? "" : $"; validation_file={FileIds.Format(validation.Id)}")}");
             await db.SaveChangesAsync(ct);
             await scheduler.PublishAsync(db, job, new FineTuneEvent("created", $"Created fine-tuning job: {FineTuneIds.Job(job.Id)}"), ct);
             await scheduler.PublishAsync(db, job, new FineTuneEvent("validated",
@@ -146,6 +151,7 @@ public sealed class FineTuneService(
                     .SetProperty(j => j.RequestedAction, "cancel"), ct);
             if (done == 1) await scheduler.PublishAsync(db, job, new FineTuneEvent("cancelled", "The job was cancelled before it started."), ct);
             else await db.FineTuneJobs.Where(j => j.Id == job.Id).ExecuteUpdateAsync(s => s.SetProperty(j => j.RequestedAction, "cancel"), ct);
+            await AuditAsync("fine_tune.cancelled", job, $"status={job.Status}", ct);
             await tx.CommitAsync(ct);
         }
         return await WaitForAsync(job.Id, j => FineTuneStatus.IsFinal(j.Status), wait, ct);
@@ -155,7 +161,13 @@ public sealed class FineTuneService(
     {
         if (job.Status is not (FineTuneStatus.Running or FineTuneStatus.Paused))
             throw new ApiRequestException(StatusCodes.Status409Conflict, $"Only a running job can be paused; this one is {job.Status}.", "id", "job_not_running");
-        await db.FineTuneJobs.Where(j => j.Id == job.Id && j.RequestedAction != "cancel").ExecuteUpdateAsync(s => s.SetProperty(j => j.RequestedAction, "pause"), ct);
+        await using (var tx = await db.Database.BeginTransactionAsync(ct))
+        {
+            if (await db.FineTuneJobs.Where(j => j.Id == job.Id && (j.RequestedAction == null || j.RequestedAction != "cancel"))
+                    .ExecuteUpdateAsync(s => s.SetProperty(j => j.RequestedAction, "pause"), ct) == 1)
+                await AuditAsync("fine_tune.paused", job, null, ct);
+            await tx.CommitAsync(ct);
+        }
         return await WaitForAsync(job.Id, j => j.Status != FineTuneStatus.Running, wait, ct);
     }
 
@@ -163,8 +175,23 @@ public sealed class FineTuneService(
     {
         if (job.Status != FineTuneStatus.Paused && job.RequestedAction != "pause")
             throw new ApiRequestException(StatusCodes.Status409Conflict, $"Only a paused job can be resumed; this one is {job.Status}.", "id", "job_not_paused");
-        await db.FineTuneJobs.Where(j => j.Id == job.Id && j.RequestedAction == "pause").ExecuteUpdateAsync(s => s.SetProperty(j => j.RequestedAction, (string?)null), ct);
+        await using (var tx = await db.Database.BeginTransactionAsync(ct))
+        {
+            if (await db.FineTuneJobs.Where(j => j.Id == job.Id && j.RequestedAction == "pause")
+                    .ExecuteUpdateAsync(s => s.SetProperty(j => j.RequestedAction, (string?)null), ct) == 1)
+                await AuditAsync("fine_tune.resumed", job, null, ct);
+            await tx.CommitAsync(ct);
+        }
         return await WaitForAsync(job.Id, j => j.Status != FineTuneStatus.Paused, wait, ct);
+    }
+
+    private const string AuditTarget = "fine_tuning_job";
+
+    /// <summary>Saves an audit entry for a change made with ExecuteUpdate (in the caller's transaction).</summary>
+    private Task AuditAsync(string action, FineTuneJob job, string? detail, CancellationToken ct)
+    {
+        audit.Add(action, job.TenantId, AuditTarget, FineTuneIds.Job(job.Id), detail);
+        return db.SaveChangesAsync(ct);
     }
 
     private async Task<FineTuneJob> WaitForAsync(Guid id, Func<FineTuneJob, bool> done, TimeSpan wait, CancellationToken ct)

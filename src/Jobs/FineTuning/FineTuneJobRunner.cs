@@ -234,13 +234,13 @@ public sealed class FineTuneJobRunner(
     {
         string key = FineTuneIds.Job(job.Id);
         int reported = startStep;
-        int nextCheckpoint = (startStep / O.CheckpointEverySteps + 1) * O.CheckpointEverySteps;
         bool paused = false;
-        for (bool more = await firstProgress; more; more = await progress.MoveNextAsync())
+        // A fast reader asks for checkpoints and records every step's metrics without waiting for the database; this loop
+        // writes rows and events at its own pace.
+        var feed = Channel.CreateUnbounded<TrainingProgress>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        var pump = PumpAsync(run, progress, firstProgress, writer, startStep, feed.Writer);
+        await foreach (var p in feed.Reader.ReadAllAsync(ct))
         {
-            var p = progress.Current;
-            if (p.Step > startStep && (_metrics.Count == 0 || p.Step > _metrics[^1].Step))
-                _metrics.Add(new StepMetrics(p.Step, p.TrainLoss, p.ValidationLoss, p.LearningRate));
             if (p.State == TrainingRunState.Paused && !paused)
             {
                 paused = true;
@@ -267,12 +267,7 @@ public sealed class FineTuneJobRunner(
                         ["learning_rate"] = p.LearningRate, ["tokens_per_second"] = p.TokensPerSecond, ["trained_tokens"] = p.TrainedTokens,
                     }).Payload, ct);
             }
-            if (p.Step >= nextCheckpoint && p.Step < p.TotalSteps && p.State is TrainingRunState.Running or TrainingRunState.Paused)
-            {
-                // The engine copies its state at the next step boundary; the writer persists it off the training loop.
-                writer.Enqueue(run.TakeSnapshotAsync(CancellationToken.None));
-                nextCheckpoint = (p.Step / O.CheckpointEverySteps + 1) * O.CheckpointEverySteps;
-            }
+
         }
     }
 
@@ -280,6 +275,35 @@ public sealed class FineTuneJobRunner(
     private bool ServesHere(string baseModelName) =>
         services.GetService<IInferenceEngine>() is { } engine and not UnconfiguredInferenceEngine && services.GetService<ITrainingEngine>() is not null
         && engine.Model.Name == baseModelName;
+
+    /// <summary>Reads the run's progress as it comes: records each step's metrics, asks for a checkpoint every N steps (the
+    /// engine copies its state at the next step boundary; the writer persists it off the training loop), and forwards each
+    /// event to <paramref name="feed"/>.</summary>
+    private async Task PumpAsync(ITrainingRun run, IAsyncEnumerator<TrainingProgress> progress, ValueTask<bool> firstProgress, CheckpointWriter writer,
+        int startStep, ChannelWriter<TrainingProgress> feed)
+    {
+        int nextCheckpoint = (startStep / O.CheckpointEverySteps + 1) * O.CheckpointEverySteps;
+        try
+        {
+            for (bool more = await firstProgress; more; more = await progress.MoveNextAsync())
+            {
+                var p = progress.Current;
+                if (p.Step > startStep && (_metrics.Count == 0 || p.Step > _metrics[^1].Step))
+                    _metrics.Add(new StepMetrics(p.Step, p.TrainLoss, p.ValidationLoss, p.LearningRate));
+                if (p.Step >= nextCheckpoint && p.Step < p.TotalSteps && p.State is TrainingRunState.Running or TrainingRunState.Paused)
+                {
+                    writer.Enqueue(run.TakeSnapshotAsync(CancellationToken.None));
+                    nextCheckpoint = (p.Step / O.CheckpointEverySteps + 1) * O.CheckpointEverySteps;
+                }
+                feed.TryWrite(p);
+            }
+            feed.TryComplete();
+        }
+        catch (Exception e)
+        {
+            feed.TryComplete(e);
+        }
+    }
 
     private static double? Finite(double d) => double.IsFinite(d) ? d : null;
 
