@@ -1,4 +1,5 @@
 using Hangfire;
+using Hangfire.AspNetCore;
 using Hangfire.PostgreSql;
 using Hangfire.PostgreSql.Factories;
 using Loom.Data;
@@ -7,6 +8,7 @@ using Loom.Jobs.FineTuning;
 using Loom.Jobs.Maintenance;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
 namespace Loom.Jobs;
@@ -48,10 +50,15 @@ public static class JobsModule
             };
             return new PostgreSqlStorage(new NpgsqlConnectionFactory(connectionString, storageOptions), storageOptions);
         });
+        // Likewise the activator: Hangfire's registration hands out the static JobActivator.Current, set by whichever host
+        // built its configuration last, so a server would build its jobs from another host's services (and database).
+        services.AddSingleton<JobActivator>(sp => new AspNetCoreJobActivator(sp.GetRequiredService<IServiceScopeFactory>()));
         services.AddHangfire((sp, c) => c.SetDataCompatibilityLevel(CompatibilityLevel.Version_180)
             .UseSimpleAssemblyNameTypeSerializer()
             .UseRecommendedSerializerSettings()
+            .UseLogProvider(AttachLogging(sp))
             .UseStorage(sp.GetRequiredService<JobStorage>()));
+        services.AddSingleton<HangfireLogAttachment>();
         services.AddSingleton<IJobEventPublisher, JobEventPublisher>();
         services.AddScoped<BlobCollectionJob>();
         services.AddScoped<UsageRollupJob>();
@@ -73,5 +80,20 @@ public static class JobsModule
             services.AddHostedService<RecurringJobs>();
         }
         return services;
+    }
+
+    /// <summary>Hangfire logs through this host while it lives (see <see cref="HangfireLogBridge"/>).</summary>
+    private static HangfireLogBridge AttachLogging(IServiceProvider sp)
+    {
+        sp.GetRequiredService<HangfireLogAttachment>();
+        return HangfireLogBridge.Instance;
+    }
+
+    /// <summary>This host's place in <see cref="HangfireLogBridge"/>, given up when the host's services are disposed.</summary>
+    private sealed class HangfireLogAttachment(ILoggerFactory loggerFactory) : IDisposable
+    {
+        private readonly IDisposable _handle = HangfireLogBridge.Instance.Attach(loggerFactory);
+
+        public void Dispose() => _handle.Dispose();
     }
 }
