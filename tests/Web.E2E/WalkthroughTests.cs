@@ -84,9 +84,10 @@ public sealed class WalkthroughTests(LoomServerFixture loom) : PortalTest(loom)
         Assert.StartsWith($"ft:{LoomServerFixture.ModelName}:{name}:walk:", model);
         await AssertLayoutAndLabelsAsync(page);
 
-        // A checkpoint is offered in the playground; the finished model answers.
+        // A checkpoint answers in the playground, and so does the finished model.
         await page.GetByTestId("checkpoints").GetByRole(AriaRole.Link).First.ClickAsync();
         await Expect(page.GetByLabel("Model")).ToHaveValueAsync(new Regex($"^{Regex.Escape(model)}:ckpt-step-\\d+$"));
+        await ChatAsync(page, await page.GetByLabel("Model").InputValueAsync());
         await page.GoBackAsync();
         await page.GetByTestId("chat-link").ClickAsync();
         await ChatAsync(page, model);
