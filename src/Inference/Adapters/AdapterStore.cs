@@ -113,39 +113,40 @@ public sealed class AdapterStore
     /// request waiting. Engine loop thread.</summary>
     public AdapterResidency? EnsureResident(string id)
     {
-        PeftAdapter? adapter;
-        lock (_lock)
+        while (true)
         {
-            var e = Get(id);
-            e.LastUsed = ++_tick;
-            if (e.Resident is { } r)
+            Entry e;
+            PeftAdapter? adapter;
+            lock (_lock)
             {
+                e = Get(id);
+                e.LastUsed = ++_tick;
+                if (e.Resident is { } r)
+                {
+                    e.Pins++;
+                    return r;
+                }
+                adapter = e.Host;
+                if (adapter is not null) Touch(e);
+            }
+            adapter ??= LoadFromDisk(e.Folder); // the folder may have changed since registration: same checks
+            lock (_lock)
+            {
+                // Read without the lock: the id may have been unregistered, or registered again with other weights,
+                // meanwhile. What was read belongs to the entry it was read for, never to a newer one.
+                if (!ReferenceEquals(Get(id), e)) continue;
+                if (e.Host is null) PutInHostCache(e, adapter);
+                if (e.Resident is null)
+                {
+                    if (!EvictUntilFree(e.Pages, except: e)) return null;
+                    var r = AdapterResidency.TryCreate(_pool, id, _nextSlot++, adapter);
+                    if (r is null) return null;
+                    e.Resident = r;
+                    _poolLoads++;
+                }
                 e.Pins++;
-                return r;
+                return e.Resident;
             }
-            adapter = e.Host;
-            if (adapter is not null) Touch(e);
-        }
-        if (adapter is null)
-        {
-            string folder;
-            lock (_lock) folder = Get(id).Folder;
-            adapter = LoadFromDisk(folder); // the folder may have changed since registration: same checks
-        }
-        lock (_lock)
-        {
-            var e = Get(id);
-            if (e.Host is null) PutInHostCache(e, adapter);
-            if (e.Resident is null)
-            {
-                if (!EvictUntilFree(e.Pages, except: e)) return null;
-                var r = AdapterResidency.TryCreate(_pool, id, _nextSlot++, adapter);
-                if (r is null) return null;
-                e.Resident = r;
-                _poolLoads++;
-            }
-            e.Pins++;
-            return e.Resident;
         }
     }
 
@@ -223,8 +224,13 @@ public sealed class AdapterStore
         }
     }
 
+    /// <summary>Tests only: called before each read of an adapter folder (on the reading thread), so a test can hold a
+    /// read in flight.</summary>
+    internal Action<string>? BeforeRead;
+
     private PeftAdapter LoadFromDisk(string folder)
     {
+        BeforeRead?.Invoke(folder);
         var a = PeftAdapter.Load(folder, _base, _validation);
         Interlocked.Increment(ref _diskLoads);
         return a;

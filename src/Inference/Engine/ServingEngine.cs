@@ -37,6 +37,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     private readonly Thread _thread;
     private readonly Dictionary<string, string> _folders = new(StringComparer.Ordinal);
     private readonly Lock _registry = new();
+    private readonly Dictionary<string, (string Folder, TaskCompletionSource Done)> _registering = new(StringComparer.Ordinal); // reads under way
     private readonly List<ScheduledChunk> _batch = [];
     private readonly List<string> _prefetchIds = [];
     private Task _prefetch = Task.CompletedTask;
@@ -51,6 +52,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     private readonly SwapCopier _copier = new();
     private readonly Dictionary<string, Task> _hostLoads = new(StringComparer.Ordinal); // adapter reads admission waits for (loop thread)
     private volatile bool _stopping;
+    private int _disposed; // 1 once Dispose has begun (exactly one caller disposes)
     private int _nextSequence;
     private Counters _c;
 
@@ -69,6 +71,9 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         _tokenizer = tokenizer;
         _options = options;
         var c = model.Config;
+        // A pool page is one hidden-size row; a KV block is whole positions of KV width per page.
+        if (c.KvDim > c.HiddenSize)
+            throw new NotSupportedException($"the model's KV width ({c.NumKvHeads} KV heads × {c.HeadDim} = {c.KvDim}) exceeds its hidden size ({c.HiddenSize}); the page pool stores a KV position within one hidden-size page, so this model cannot be served");
         if (adapterPartitionBytes < 0 || adapterPartitionBytes >= options.PoolBytes) throw new ArgumentOutOfRangeException(nameof(adapterPartitionBytes));
         _pool = new PagePool(options.PoolBytes - adapterPartitionBytes, c.HiddenSize);
         _adapterPool = adapterPartitionBytes == 0 ? _pool : new PagePool(adapterPartitionBytes, c.HiddenSize);
@@ -111,6 +116,8 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         ArgumentException.ThrowIfNullOrWhiteSpace(folder);
         ObjectDisposedException.ThrowIf(_stopping, this);
         string full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder));
+        TaskCompletionSource mine;
+        Task? concurrent = null;
         lock (_registry)
         {
             if (_folders.TryGetValue(adapterId, out var existing))
@@ -118,8 +125,36 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
                 if (existing == full) return;
                 throw new InvalidOperationException($"adapter '{adapterId}' is already registered from another folder ({existing})");
             }
+            mine = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            if (_registering.TryGetValue(adapterId, out var pending))
+            {
+                if (pending.Folder != full)
+                    throw new InvalidOperationException($"adapter '{adapterId}' is being registered from another folder ({pending.Folder})");
+                concurrent = pending.Done.Task;
+            }
+            else _registering.Add(adapterId, (full, mine));
+        }
+        if (concurrent is not null)
+        {
+            concurrent.GetAwaiter().GetResult(); // the same registration under way: its outcome, error included
+            return;
+        }
+        // The folder is read and validated outside the registry lock: requests for other adapters keep being prepared.
+        try
+        {
             _store.Register(adapterId, full); // validates fully; throws AdapterFormatException with nothing registered
-            _folders.Add(adapterId, full);
+            lock (_registry)
+            {
+                _folders.Add(adapterId, full);
+                _registering.Remove(adapterId);
+            }
+            mine.SetResult();
+        }
+        catch (Exception e)
+        {
+            lock (_registry) _registering.Remove(adapterId);
+            mine.SetException(e);
+            throw;
         }
     }
 
@@ -190,7 +225,9 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         var r = Prepare(request);
         cancellationToken.ThrowIfCancellationRequested();
         _arrivals.Enqueue(r);
-        _wake.Set();
+        // Racing Dispose: the wake handle may be gone, or the loop may have stopped before taking this request in.
+        try { _wake.Set(); }
+        catch (ObjectDisposedException) { }
         if (_stopping && !_thread.IsAlive) Close(r, new ObjectDisposedException(nameof(ServingEngine))); // lost the race with Dispose
         using var registration = cancellationToken.Register(static o => ((Request)o!).Engine.Cancel((Request)o!), r);
         bool done = false;
@@ -265,7 +302,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
 
     public void Dispose()
     {
-        if (_stopping) return;
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         _stopping = true;
         _wake.Set();
         _thread.Join();

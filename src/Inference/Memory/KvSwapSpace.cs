@@ -67,12 +67,17 @@ public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes) : IDis
     {
         int length = cache.Length;
         if (length == 0) return null;
-        int pages = (length + cache.BlockSize - 1) / cache.BlockSize * cache.Layers * 2, used = cache.BlockSize * cache.KvDim;
-        long bytes = (long)pages * used * sizeof(float);
+        int pages = PagesFor(cache), used = cache.BlockSize * cache.KvDim;
+        long bytes = BytesFor(cache);
         var (data, capacity) = Rent(bytes);
         if (data == 0) return null;
         return new SwappedKv(this, (float*)data, capacity, length, pages, used);
     }
+
+    /// <summary>Host bytes a swap out of the cache's valid positions takes.</summary>
+    public static long BytesFor(PagedKvCache cache) => (long)PagesFor(cache) * cache.BlockSize * cache.KvDim * sizeof(float);
+
+    private static int PagesFor(PagedKvCache cache) => (cache.Length + cache.BlockSize - 1) / cache.BlockSize * cache.Layers * 2;
 
     /// <summary>Copies the cache's pages into the buffer of <see cref="BeginSwapOut"/>. Thread-safe across swaps.</summary>
     internal void CopyOut(PagedKvCache cache, SwappedKv swapped, bool parallel = true)

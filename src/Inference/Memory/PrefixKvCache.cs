@@ -11,13 +11,15 @@ public sealed class PrefixKvCache(KvSwapSpace space) : IDisposable
 
     private readonly LinkedList<Entry> _lru = new(); // most recently used first
     private readonly Lock _lock = new();
-    private long _hits, _misses, _reused, _evictions;
+    private long _hits, _misses, _reused, _evictions, _tooLarge;
 
     public long Hits => Interlocked.Read(ref _hits);
     public long Misses => Interlocked.Read(ref _misses);
     /// <summary>Prompt tokens that hits did not have to compute.</summary>
     public long TokensReused => Interlocked.Read(ref _reused);
     public long Evictions => Interlocked.Read(ref _evictions);
+    /// <summary>Puts refused because the KV alone is larger than the whole space.</summary>
+    public long TooLarge => Interlocked.Read(ref _tooLarge);
     public long Bytes => space.UsedBytes;
     public int Count
     {
@@ -31,6 +33,12 @@ public sealed class PrefixKvCache(KvSwapSpace space) : IDisposable
     {
         if (tokens.Length != cache.Length) throw new ArgumentException($"{tokens.Length} tokens for a cache of {cache.Length} positions", nameof(tokens));
         if (cache.Length == 0) return;
+        // Larger than the whole space: evicting everything would still not make room, so nothing is stored or dropped.
+        if (KvSwapSpace.BytesFor(cache) > space.CapacityBytes)
+        {
+            Interlocked.Increment(ref _tooLarge);
+            return;
+        }
         lock (_lock)
         {
             for (var n = _lru.First; n != null;)

@@ -200,4 +200,33 @@ public sealed class AdapterStoreTests : IDisposable
         Assert.Equal(m.AdaptersInPool * 32, m.Pool.AdapterPages);
         Assert.Equal(0L, m.PrefetchFailures);
     }
+
+    [Fact]
+    public async Task AReadRacingAnUnregisterAndAReRegisterNeverServesTheOldWeightsUnderTheNewEntry()
+    {
+        using var pool = Pool(200);
+        var store = new AdapterStore(Config, pool, new AdapterStoreOptions { HostCacheBytes = 1 }); // nothing cached: EnsureResident reads the folder
+        string oldFolder = NewAdapter(1, rank: 2), newFolder = NewAdapter(2, rank: 4);
+        store.Register("a", oldFolder);
+        using var reading = new ManualResetEventSlim();
+        using var proceed = new ManualResetEventSlim();
+        store.BeforeRead = folder =>
+        {
+            if (folder != oldFolder) return;
+            reading.Set();
+            Assert.True(proceed.Wait(TimeSpan.FromSeconds(30)));
+        };
+        var resident = Task.Run(() => store.EnsureResident("a"));
+        Assert.True(reading.Wait(TimeSpan.FromSeconds(30)));
+        Assert.True(store.Unregister("a"));      // while the old folder is being read
+        store.Register("a", newFolder);          // the same id, other weights (rank 4)
+        proceed.Set();
+
+        var r = (await resident.WaitAsync(TimeSpan.FromSeconds(30)))!;
+        Assert.Equal(4, r.Rank);
+        Assert.Equal(store.PagesOf("a"), r.PageCount);
+        Assert.True(store.IsResident("a"));
+        store.Release(r);
+        Assert.Null(pool.Audit());
+    }
 }

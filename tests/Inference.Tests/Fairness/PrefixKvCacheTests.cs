@@ -93,4 +93,27 @@ public sealed class PrefixKvCacheTests : IDisposable
         p.Forget("x");
         Assert.Equal(1, p.Count);
     }
+
+    [Fact]
+    public void AnEntryLargerThanTheWholeSpaceIsRefusedWithoutEvictingAnyone()
+    {
+        int[] small = [1, 2, 3], large = [.. Enumerable.Range(1, 64)];
+        var c = Filled(small);
+        var l = Filled(large);
+        long room = KvSwapSpace.BytesFor(c) * 2;
+        Assert.True(KvSwapSpace.BytesFor(l) > room);
+        using var p = NewCache(_pool, room);
+        p.Put("a", null, small, c);
+        p.Put("b", null, [7, 8, 9], c);
+        p.Put("a", null, large, l);  // another tenant's entry and this tenant's own shorter one both stay
+        Assert.Equal((2, 0L, 1L), (p.Count, p.Evictions, p.TooLarge));
+        foreach (var (tenant, prompt) in new[] { ("a", new[] { 1, 2, 3, 4 }), ("b", [7, 8, 9, 10]) })
+        {
+            var kv = p.Take(tenant, null, prompt);
+            Assert.NotNull(kv);
+            kv.Owner.Drop(kv);
+        }
+        c.Release();
+        l.Release();
+    }
 }

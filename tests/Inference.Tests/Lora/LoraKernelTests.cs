@@ -50,13 +50,13 @@ public sealed class LoraKernelTests(ITestOutputHelper log)
 
     /// <summary>A batch of segments with mixed ranks (2, 8, 16), a base-only segment and an adapter that does not
     /// target the module: the SIMD kernel equals the scalar twin, and base-only rows are untouched.</summary>
-    [Theory]
+    [SkippableTheory]
     [InlineData(SimdLevel.Vector512)]
     [InlineData(SimdLevel.Vector256)]
     [InlineData(SimdLevel.Scalar)]
     public void MixedRanksInOneBatchMatchTheScalarTwin(SimdLevel level)
     {
-        if (level == SimdLevel.Vector512 && Simd.Best != SimdLevel.Vector512) level = Simd.Best;
+        Skip.If(level == SimdLevel.Vector512 && Simd.Best != SimdLevel.Vector512, "no AVX-512 on this machine: the Vector512 kernels are not tested here");
         var config = ModelConfig.Load(Golden.PathOf("llama_gqa_tied"));
         using var a2 = TempAdapter.Random(config, 2, [LoraTarget.DownProj, LoraTarget.QProj], seed: 1);
         using var a8 = TempAdapter.Random(config, 8, [LoraTarget.DownProj], seed: 2, rsLora: true);
@@ -85,13 +85,13 @@ public sealed class LoraKernelTests(ITestOutputHelper log)
 
     /// <summary>Tokens are computed four at a time; a token's delta must not depend on its neighbours
     /// (batched == one at a time, bit for bit), at every SIMD level.</summary>
-    [Theory]
+    [SkippableTheory]
     [InlineData(SimdLevel.Vector512)]
     [InlineData(SimdLevel.Vector256)]
     [InlineData(SimdLevel.Scalar)]
     public void ATokensDeltaDoesNotDependOnItsBatch(SimdLevel level)
     {
-        if (level == SimdLevel.Vector512 && Simd.Best != SimdLevel.Vector512) level = Simd.Best;
+        Skip.If(level == SimdLevel.Vector512 && Simd.Best != SimdLevel.Vector512, "no AVX-512 on this machine: the Vector512 kernels are not tested here");
         var g = LoraGolden.Load("llama_gqa_tied_r8");
         using var pool = new PagePool(4096L * 64 * 4, 64);
         var r = AdapterResidency.TryCreate(pool, "g", 1, PeftAdapter.Load(g.Directory, g.BaseConfig))!;

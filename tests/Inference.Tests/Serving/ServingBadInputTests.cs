@@ -91,4 +91,17 @@ public sealed class ServingBadInputTests : IDisposable
         Assert.Equal(3, Tokens(await Run(e, Greedy(null, 317) with { Sampling = new SamplingParams { MaxTokens = 3, IgnoreEos = true } }).WaitAsync(Limit)).Length);
         Assert.Throws<ArgumentException>(() => new ServingEngine(Model.GoldenLogitsTests.Open(Base), null, new InferenceOptions { TokenBudget = 0 }));
     }
+
+    [Fact]
+    public void AModelWhoseKvWidthExceedsItsHiddenSizeIsRefusedAtLoadNotAtEveryRequest()
+    {
+        var config = new Loom.Inference.Model.ModelConfig
+        {
+            ModelType = "llama", HiddenSize = 32, IntermediateSize = 64, NumLayers = 1, NumHeads = 2, NumKvHeads = 2, HeadDim = 32, VocabSize = 64,
+        };
+        using var model = new Loom.Inference.Model.Transformer(Loom.Inference.Model.ModelWeights.CreateRandom(config, Loom.Inference.Kernels.WeightType.F32, 1), maxContext: 64);
+        var ex = Assert.Throws<NotSupportedException>(() => new ServingEngine(model, null, new InferenceOptions { MaxContext = 64, PoolBytes = 1 << 20 }));
+        Assert.Contains("KV width", ex.Message);
+        Assert.Contains("64", ex.Message);
+    }
 }

@@ -175,14 +175,25 @@ public sealed class ServingEngineTests : IDisposable
     public async Task CancellationFreesPagesAndOthersKeepGoing()
     {
         var e = _h.Engine();
+        e.Steps = new SemaphoreSlim(0); // the engine runs only the iterations this test allows
         using var cts = new CancellationTokenSource();
         var other = Run(e, new GenerationRequest { PromptTokenIds = [317, 3], Sampling = new SamplingParams { MaxTokens = 40, IgnoreEos = true, Seed = 1 } });
         int seen = 0;
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () =>
+        var cancelled = Assert.ThrowsAnyAsync<OperationCanceledException>(async () =>
         {
             await foreach (var _ in e.GenerateAsync(new GenerationRequest { PromptTokenIds = [317, 4, 5], Sampling = new SamplingParams { MaxTokens = 50, IgnoreEos = true } }, cts.Token))
                 if (++seen == 2) cts.Cancel();
         });
+        // At most 20 iterations (20 tokens of the 50) before the reader cancels, however slow it is: the cancel is
+        // queued before the engine may run on, so this request is cancelled, never finished.
+        for (int i = 0; i < 20 && !cts.IsCancellationRequested; i++)
+        {
+            e.Steps.Release();
+            await Task.Delay(10);
+        }
+        await Until(() => cts.IsCancellationRequested, () => $"the reader saw {seen} tokens");
+        e.Steps.Release(int.MaxValue / 2);
+        await cancelled.WaitAsync(Limit);
         // a reader that stops early (break) also cancels
         await foreach (var ev in e.GenerateAsync(new GenerationRequest { PromptTokenIds = [317, 6], Sampling = new SamplingParams { MaxTokens = 50, IgnoreEos = true } }))
             break;
@@ -194,7 +205,7 @@ public sealed class ServingEngineTests : IDisposable
             await Task.Delay(5);
         await Idle(e);
         var m = e.GetMetrics();
-        // both were cancelled unless the engine, racing ahead of a slow reader, finished them first
+        // the first was cancelled; the one whose reader broke off too, unless the engine finished it first
         Assert.True(m.RequestsCancelled >= 1 && m.RequestsCancelled + m.RequestsFinished == 3, m.ToString());
         Assert.Equal(0, m.PoolKvPages);
         Assert.Equal(m.PoolPages, m.PoolFreePages);
