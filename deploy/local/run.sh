@@ -50,7 +50,6 @@ export Loom__Roles=${LOOM_ROLES:-web,api,jobs,inference}
 export Loom__Seed__Demo=true
 export Loom__Seed__ApiKeyFile="$DATA/demo-api-key"
 export Loom__Blobs__Root="$DATA/blobs"
-export Loom__DataProtection__KeysPath="$DATA/keys"
 ARGS=(--urls "$URL")
 if [ -f "$ROOT/models/loom-demo/config.json" ]; then
   # The demo base model (models/README.md); the inference role registers it as "loom-demo" (its folder name).

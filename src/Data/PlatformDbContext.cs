@@ -1,6 +1,7 @@
 using System.Reflection;
 using Loom.Data.Entities;
 using Loom.Data.Tenancy;
+using Microsoft.AspNetCore.DataProtection.EntityFrameworkCore;
 using Microsoft.AspNetCore.Identity;
 using Microsoft.AspNetCore.Identity.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore;
@@ -13,7 +14,7 @@ namespace Loom.Data;
 /// refuses to insert, update or delete a tenant-owned row of another tenant (<see cref="TenantWriteGuard"/>).
 /// </summary>
 public class PlatformDbContext(DbContextOptions<PlatformDbContext> options, ITenantContext tenant)
-    : IdentityDbContext<LoomUser, IdentityRole<Guid>, Guid>(options)
+    : IdentityDbContext<LoomUser, IdentityRole<Guid>, Guid>(options), IDataProtectionKeyContext
 {
     public DbSet<Tenant> Tenants => Set<Tenant>();
     public DbSet<ApiKey> ApiKeys => Set<ApiKey>();
@@ -27,6 +28,8 @@ public class PlatformDbContext(DbContextOptions<PlatformDbContext> options, ITen
     public DbSet<JobEvent> JobEvents => Set<JobEvent>();
     public DbSet<FineTuneJob> FineTuneJobs => Set<FineTuneJob>();
     public DbSet<FineTuneCheckpoint> FineTuneCheckpoints => Set<FineTuneCheckpoint>();
+    /// <summary>The portal's data-protection key ring (sign-in cookies, antiforgery), shared by every web node.</summary>
+    public DbSet<DataProtectionKey> DataProtectionKeys => Set<DataProtectionKey>();
 
     /// <summary>Read by the query filters on every query (EF parameterises it per context instance).</summary>
     internal Guid? CurrentTenantId => tenant.TenantId;

@@ -11,7 +11,7 @@ using Loom.Web.Realtime;
 var builder = WebApplication.CreateBuilder(args);
 var roles = LoomRoles.From(builder.Configuration);
 
-builder.Services.AddLoomDataProtection(builder.Configuration);
+builder.Services.AddLoomDataProtection();
 builder.Services.AddLoomProxy(builder.Configuration);
 builder.Services.AddData(builder.Configuration);
 if (roles.Inference) builder.Services.AddInference(builder.Configuration);

@@ -25,9 +25,15 @@ public class LoomFactory : WebApplicationFactory<Program>, IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        _database = await TestDatabase.CreateAsync("loom_api");
+        _database = await DatabaseAsync();
         StartServer(); // start the host now: applies migrations
     }
+
+    /// <summary>The database this host runs on: a fresh one, unless a test class shares another host's.</summary>
+    protected virtual Task<TestDatabase> DatabaseAsync() => TestDatabase.CreateAsync("loom_api");
+
+    /// <summary>Whether disposing this host drops its database.</summary>
+    protected virtual bool OwnsDatabase => true;
 
     protected override void ConfigureWebHost(IWebHostBuilder builder)
     {
@@ -76,6 +82,6 @@ public class LoomFactory : WebApplicationFactory<Program>, IAsyncLifetime
     async Task IAsyncLifetime.DisposeAsync()
     {
         await base.DisposeAsync();
-        if (_database is not null) await _database.DisposeAsync();
+        if (_database is not null && OwnsDatabase) await _database.DisposeAsync();
     }
 }

@@ -1,3 +1,4 @@
+using Loom.Data;
 using Microsoft.AspNetCore.DataProtection;
 
 namespace Loom.Web.Hosting;
@@ -5,15 +6,13 @@ namespace Loom.Web.Hosting;
 internal static class DataProtectionSetup
 {
     /// <summary>
-    /// Keys that protect sign-in cookies and antiforgery tokens. With Loom:DataProtection:KeysPath set they
-    /// are kept in that folder, so sign-ins survive a restart and nodes sharing the folder accept each
-    /// other's cookies; without it they live in memory (tests) and every restart signs users out.
+    /// Keys that protect sign-in cookies and antiforgery tokens live in the platform database (table
+    /// <c>data_protection_keys</c>), so every web node on that database accepts the others' cookies and a restart
+    /// signs nobody out. The key ring is read through a fresh scope of <see cref="PlatformDbContext"/> (no tenant).
     /// </summary>
-    public static IServiceCollection AddLoomDataProtection(this IServiceCollection services, IConfiguration configuration)
+    public static IServiceCollection AddLoomDataProtection(this IServiceCollection services)
     {
-        var builder = services.AddDataProtection().SetApplicationName("loom");
-        if (configuration["Loom:DataProtection:KeysPath"] is { Length: > 0 } path)
-            builder.PersistKeysToFileSystem(new DirectoryInfo(path));
+        services.AddDataProtection().SetApplicationName("loom").PersistKeysToDbContext<PlatformDbContext>();
         return services;
     }
 }
