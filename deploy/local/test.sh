@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test project in the solution against a throwaway PostgreSQL, after installing what the
-# tests need (PostgreSQL, Chromium, npm packages). Exits non-zero on any failure.
+# tests need (PostgreSQL, Chromium, Redis, npm packages). Exits non-zero on any failure.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=deploy/local/pg.sh
@@ -12,6 +12,7 @@ command -v dotnet >/dev/null || { echo "the .NET 10 SDK (dotnet) is required" >&
 pg_install
 if [ ! -x /usr/bin/chromium ]; then echo "==> installing Chromium from Debian"; apt_install chromium; fi
 if ! command -v npm >/dev/null; then echo "==> installing Node.js and npm from Debian"; apt_install nodejs npm; fi
+if [ ! -x /usr/bin/redis-server ]; then echo "==> installing Redis from Debian (cluster-wide rate-limit tests)"; apt_install redis-server; fi
 for pkg in "$ROOT"/tests/*/package.json; do
   [ -f "$pkg" ] || continue
   echo "==> npm ci in $(dirname "$pkg")"

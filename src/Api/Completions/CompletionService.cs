@@ -110,6 +110,8 @@ internal sealed class CompletionService(
                 "invalid_request_error", "logit_bias", null);
 
         var decision = limiter.TryTokens(key, checked(promptIds.Length + maxTokens * options.N));
+        if (decision == TenantRateLimiter.Unavailable)
+            throw new CompletionRefusedException(503, "The rate limiter is unavailable. Please try again in 1s.", "server_error", null, "rate_limiter_unavailable", decision.RetryAfter);
         if (!decision.Allowed)
             throw new CompletionRefusedException(429, $"Rate limit reached for tokens per minute. Please try again in {Math.Ceiling(decision.RetryAfter.TotalSeconds)}s.",
                 "tokens", null, "rate_limit_exceeded", decision.RetryAfter);

@@ -12,7 +12,7 @@ internal sealed class RateLimitFilter(TenantRateLimiter limiter) : IEndpointFilt
     {
         if (context.HttpContext.Features.Get<AuthenticatedKey>() is { } key)
         {
-            var decision = limiter.TryRequest(key);
+            var decision = await limiter.TryRequestAsync(key, context.HttpContext.RequestAborted);
             if (!decision.Allowed) return TooMany(context.HttpContext, decision);
         }
         return await next(context);
@@ -22,6 +22,9 @@ internal sealed class RateLimitFilter(TenantRateLimiter limiter) : IEndpointFilt
     {
         var seconds = (int)Math.Ceiling(decision.RetryAfter.TotalSeconds);
         http.Response.Headers.RetryAfter = seconds.ToString(CultureInfo.InvariantCulture);
+        if (decision.Kind == TenantRateLimiter.Unavailable.Kind)
+            return ApiErrors.Error(StatusCodes.Status503ServiceUnavailable,
+                $"The rate limiter is unavailable. Please try again in {seconds}s.", "server_error", code: "rate_limiter_unavailable");
         var what = decision.Kind == "tokens" ? "tokens per minute" : "requests per minute";
         return ApiErrors.Error(StatusCodes.Status429TooManyRequests,
             $"Rate limit reached for {what}. Please try again in {seconds}s.", decision.Kind, code: "rate_limit_exceeded");

@@ -7,7 +7,7 @@ namespace Loom.Data.Migrations;
 /// <summary>The portal's data-protection key ring in the database, so every web node reads the same keys: a sign-in
 /// (or an antiforgery token) made on one node is accepted by the others, and survives restarts.</summary>
 [DbContext(typeof(PlatformDbContext))]
-[Migration("20261129500000_DataProtectionKeys")]
+[Migration("20261129450000_DataProtectionKeys")]
 public partial class DataProtectionKeys : Migration
 {
     protected override void Up(MigrationBuilder m) =>
