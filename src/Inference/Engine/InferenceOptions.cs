@@ -50,12 +50,19 @@ public sealed class InferenceOptions
     /// <summary>VTC: service counted per trained token of a fine-tuning run (its forward and backward cost about three
     /// forward tokens).</summary>
     public double VtcTrainingWeight { get; set; } = 3;
-    /// <summary>Fraction of the engine's time fine-tuning may take while inference requests are running (FlexLLM
-    /// co-serving); with no inference to serve, training takes all the time.</summary>
-    public double TrainingShareWhileServing { get; set; } = 0.2;
-    /// <summary>Tokens of training work per slice when no inference runs (bounds how long an arriving request waits for
-    /// the slice in progress).</summary>
-    public int TrainingSliceTokens { get; set; } = 128;
+    /// <summary>Time fine-tuning may take while inference requests are running, as a fraction of the time spent serving
+    /// them (0.5: a third of the loop; FlexLLM co-serving), taken in bursts of <see cref="TrainingBurstMs"/>; with no
+    /// inference to serve, training takes all the time.</summary>
+    public double TrainingShareWhileServing { get; set; } = 0.5;
+    /// <summary>While requests run, training takes its share in bursts of about this many milliseconds (whole units), each
+    /// once its share of the serving time has added up to it: one inter-token interval in many carries the training
+    /// time instead of every one carrying a part (the median time between tokens stays near that of inference alone;
+    /// the tail grows by about one burst). 0: a unit as soon as there is credit.</summary>
+    public double TrainingBurstMs { get; set; } = 250;
+    /// <summary>Tokens of training work (times the layers) per slice when no inference runs; a slice runs at least one
+    /// unit (a layer of one row). Bounds how long an arriving request waits for the slice in progress: the default, 1,
+    /// is one unit per slice, and the loop looks for arrivals between slices.</summary>
+    public int TrainingSliceTokens { get; set; } = 1;
     /// <summary>Bytes of activations a training run may keep for its backward pass; layers beyond it are recomputed.</summary>
     public long TrainingActivationBytes { get; set; } = 1L << 30;
 
@@ -77,6 +84,7 @@ public sealed class InferenceOptions
         : !(VtcFairnessGap >= 0) ? "Inference:VtcFairnessGap must not be negative"
         : !(VtcTrainingWeight >= 0) || double.IsInfinity(VtcTrainingWeight) ? "Inference:VtcTrainingWeight must be finite and not negative"
         : !(TrainingShareWhileServing >= 0 && TrainingShareWhileServing <= 1) ? "Inference:TrainingShareWhileServing must be between 0 and 1"
+        : !(TrainingBurstMs >= 0 && TrainingBurstMs <= 60_000) ? "Inference:TrainingBurstMs must be between 0 and 60000"
         : TrainingSliceTokens < 1 ? "Inference:TrainingSliceTokens must be positive"
         : TrainingActivationBytes < 0 ? "Inference:TrainingActivationBytes must not be negative"
         : null;

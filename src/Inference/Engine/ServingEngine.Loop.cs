@@ -360,8 +360,10 @@ public sealed partial class ServingEngine
         {
             Publish(0, 0);
             if (TrainingSlice(0, 0)) return; // nothing to serve: training takes the time
+            long idle = Stopwatch.GetTimestamp();
             if (_copies.Count > 0) WaitForCopies(stalled: false); // copies of requests that left: their pages come back
             else _wake.WaitOne();
+            Interlocked.Add(ref _c.IdleTicks, Stopwatch.GetTimestamp() - idle);
             return;
         }
         var plan = _scheduler.Schedule();
@@ -383,9 +385,11 @@ public sealed partial class ServingEngine
             return;
         }
         bool training = _training.Count != 0 || !_trainingArrivals.IsEmpty;
-        long start = training ? Stopwatch.GetTimestamp() : 0;
+        long start = Stopwatch.GetTimestamp();
         Step(plan);
-        if (training) TrainingSlice(_options.TokenBudget - plan.Tokens, Math.Max(1, Stopwatch.GetTimestamp() - start));
+        long served = Math.Max(1, Stopwatch.GetTimestamp() - start);
+        Interlocked.Add(ref _c.StepTicks, served);
+        if (training) TrainingSlice(_options.TokenBudget - plan.Tokens, served);
     }
 
     private void FailAll(Exception error)

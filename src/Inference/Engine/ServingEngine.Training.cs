@@ -5,18 +5,24 @@ using Loom.Inference.Training;
 
 namespace Loom.Inference.Engine;
 
-/// <summary>Fine-tuning co-served in the engine loop (FlexLLM): each iteration serves inference first, then gives
-/// training a slice of what is left: at most <see cref="InferenceOptions.TrainingShareWhileServing"/> of the loop's time
-/// while requests run, all of it when none do. A slice is whole units (a layer's forward or backward of one row), so the
-/// training result does not depend on what ran beside it.</summary>
+/// <summary>Fine-tuning co-served in the engine loop (FlexLLM): each iteration serves inference first, then may give
+/// training a slice: while requests run, training earns <see cref="InferenceOptions.TrainingShareWhileServing"/> of the
+/// time spent serving them and spends it in bursts of about <see cref="InferenceOptions.TrainingBurstMs"/> (one
+/// inter-token interval in many carries the training time instead of every one carrying a part of it); with
+/// nothing to serve it takes every iteration, one unit at a time, so an arriving request waits one unit at most. A
+/// slice is whole units (a layer's forward or backward of one row), so the training result does not depend on what ran
+/// beside it.</summary>
 public sealed partial class ServingEngine : ITrainingEngine
 {
     private readonly ConcurrentQueue<TrainingRun> _trainingArrivals = new();
     private readonly List<TrainingRun> _training = [];   // loop thread
     private int _trainingNext;                          // round-robin cursor over _training
     private double _trainingCredit;                     // Stopwatch ticks of loop time training may still take while serving
+    private double _trainingWork;                       // layer-tokens of training units done (the trainer's cost measure)
+    private bool _trainingBurst;                        // a burst of training units is under way (its credit not yet spent)
+    private double _ticksPerLayerToken;                 // Stopwatch ticks per layer-token of the last slices (0: none ran yet)
     private int _nextTrainingRun;
-    private long _trainedTokens, _trainingSlices, _trainingTicks;
+    private long _trainedTokens, _trainingSlices, _trainingTicks, _longestSlice, _servingSlices;
 
     /// <inheritdoc/>
     public ITrainingRun SubmitTraining(TrainingRequest request)
@@ -55,24 +61,44 @@ public sealed partial class ServingEngine : ITrainingEngine
         if (run is null) return false;
         _trainingNext++;
         bool serving = servedTicks > 0;
+        double budget;
         if (serving)
         {
-            _trainingCredit = Math.Min(_trainingCredit + _options.TrainingShareWhileServing * servedTicks, 4.0 * servedTicks);
-            if (_trainingCredit <= 0 || leftoverTokens <= 0) return false;
+            // credit accrues at the share of the time spent serving; training spends it in bursts of about
+            // TrainingBurstMs, so that one inter-token interval of the running requests in many takes the training time
+            // rather than every one taking a part of it
+            double burst = _options.TrainingBurstMs * (Stopwatch.Frequency / 1000.0);
+            _trainingCredit = Math.Min(_trainingCredit + _options.TrainingShareWhileServing * servedTicks, Math.Max(burst, servedTicks));
+            if (_trainingCredit <= 0 || leftoverTokens <= 0 || (!_trainingBurst && _trainingCredit < burst)) return false;
             // a tenant fine-tuning does not take time from less-served tenants whose requests wait
             if (_policy is VtcPolicy vtc && vtc.LowestWaitingCounter() is { } low && vtc.Counter(run.TenantId) > low) return false;
+            // units while the credit lasts, at the pace the last slices ran (at least one unit; never more than the
+            // iteration's leftover token budget)
+            budget = Math.Min(_ticksPerLayerToken > 0 ? _trainingCredit / _ticksPerLayerToken : 0, (double)leftoverTokens * _model.Config.NumLayers);
         }
         else
         {
-            _trainingCredit = 0;
-            leftoverTokens = _options.TrainingSliceTokens;
+            budget = (double)_options.TrainingSliceTokens * _model.Config.NumLayers;
         }
+        double planned = budget;
         long start = Stopwatch.GetTimestamp();
-        long tokens = run.RunSlice((double)leftoverTokens * _model.Config.NumLayers);
+        long tokens = run.RunSlice(ref budget);
         long spent = Stopwatch.GetTimestamp() - start;
-        if (serving) _trainingCredit -= spent;
+        _trainingWork += planned - budget;
+        if (planned - budget > 0)
+        {
+            double pace = spent / (planned - budget);
+            _ticksPerLayerToken = _ticksPerLayerToken > 0 ? 0.5 * _ticksPerLayerToken + 0.5 * pace : pace;
+        }
+        if (serving)
+        {
+            _trainingCredit -= spent;
+            _trainingBurst = _trainingCredit > 0; // a burst cut short by an optimizer step goes on after the next decode step
+        }
         Interlocked.Add(ref _trainingTicks, spent);
+        if (spent > Volatile.Read(ref _longestSlice)) Volatile.Write(ref _longestSlice, spent);
         Interlocked.Increment(ref _trainingSlices);
+        if (serving) Interlocked.Increment(ref _servingSlices);
         if (tokens > 0)
         {
             Interlocked.Add(ref _trainedTokens, tokens);
@@ -143,6 +169,19 @@ public sealed partial class ServingEngine : ITrainingEngine
 
     /// <summary>Pages of the pool counted against training runs' activations.</summary>
     internal int TrainingPages => _pool.Usage.TrainingPages;
+
+    /// <summary>Training work done, in layer-tokens (one token through one layer's forward; a backward counts two or
+    /// three, the loss head its share): progress finer than optimizer steps, the same for the same work however it was
+    /// sliced (loop thread; read it while no run trains, or accept a torn read).</summary>
+    internal double TrainingWork => Volatile.Read(ref _trainingWork);
+
+    /// <summary>Training slices run in iterations that also served requests.</summary>
+    internal long ServingSlices => Interlocked.Read(ref _servingSlices);
+
+    /// <summary>Loop time in inference steps, waiting with nothing to do, and in training slices (the longest one too).</summary>
+    internal (TimeSpan Steps, TimeSpan Idle, TimeSpan Training, TimeSpan LongestSlice) LoopTimes =>
+        (Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _c.StepTicks)), Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _c.IdleTicks)),
+         Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _trainingTicks)), Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _longestSlice)));
 
     /// <summary>Training runs not yet ended, trained tokens, slices and time spent in them.</summary>
     internal (int Runs, long TrainedTokens, long Slices, TimeSpan Time) TrainingCounters =>

@@ -212,7 +212,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     private struct Counters
     {
         public int Running, Waiting, LastBatchSequences, LastBatchTokens;
-        public long SwapWaitTicks;
+        public long SwapWaitTicks, StepTicks, IdleTicks;
         public long Iterations, TokensComputed, TokensGenerated, Preemptions, FairnessPreemptions, RecomputeTokens, Finished, Cancelled, Failed;
     }
 

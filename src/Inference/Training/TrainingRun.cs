@@ -98,9 +98,10 @@ internal sealed class TrainingRun : ITrainingRun
         }
     }
 
-    /// <summary>Does up to <paramref name="budget"/> layer-tokens of work (at least one unit when it runs at all). Returns
-    /// the trained tokens of the optimizer steps completed in this slice.</summary>
-    public long RunSlice(double budget)
+    /// <summary>Does up to <paramref name="budget"/> layer-tokens of work (at least one unit when it runs at all) and
+    /// takes what it did off <paramref name="budget"/>. Returns the trained tokens of the optimizer steps completed in
+    /// this slice.</summary>
+    public long RunSlice(ref double budget)
     {
         if (IsDone) return 0;
         if (_cancelRequested)

@@ -54,12 +54,36 @@ public sealed class CoServingTests(ITestOutputHelper log) : IDisposable
         var engine = _h.Engine(g.Model, o => { o.TrainingShareWhileServing = 0; return o; });
         var run = engine.SubmitTraining(_h.Plain(g, epochs: 200));
         await Until(() => run.Latest.Step >= 1);
-        // with no share while serving, a long request runs to the end without a training slice in between
-        var (_, _, before, _) = engine.TrainingCounters;
+        // with no share while serving, a long request runs to the end without a training slice in between; idle slices
+        // are one unit each, so the run keeps going around the request
+        long before = engine.ServingSlices;
         var events = await ServingHarness.Run(engine, Greedy(1) with { Sampling = new SamplingParams { Temperature = 0, MaxTokens = 40, IgnoreEos = true } });
-        var (_, _, after, _) = engine.TrainingCounters;
         Assert.Equal(40, ServingHarness.Tokens(events).Length);
-        Assert.InRange(after - before, 0, 2); // the slice in progress at arrival, and one after the request finished
+        Assert.Equal(0, engine.ServingSlices - before);
+        var (_, _, idleAfter, _) = engine.TrainingCounters;
+        await Until(() => engine.TrainingCounters.Slices > idleAfter);
+        run.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => run.Completion.WaitAsync(TrainingHarness.Limit));
+    }
+
+    [Fact]
+    public async Task TrainingTakesItsShareBetweenDecodeStepsAndIdleSlicesAreOneUnit()
+    {
+        var g = TrainingGolden.Load("llama_gqa_tied_adamw");
+        var engine = _h.Engine(g.Model, o => { o.TrainingShareWhileServing = 1; o.TrainingBurstMs = 0; return o; });
+        // alone: a slice is one unit, so a request that arrives waits for one layer of one row at most
+        var result = await TrainingHarness.Finish(engine.SubmitTraining(_h.Plain(g, epochs: 2)));
+        int layers = engine.Model.Config.NumLayers;
+        var (_, _, slices, _) = engine.TrainingCounters;
+        Assert.True(slices >= result.Steps * (2L * layers + 1), $"{slices} slices for {result.Steps} steps of {layers} layers");
+
+        // serving: the run keeps its share in the iterations between decode steps
+        var run = engine.SubmitTraining(_h.Plain(g, epochs: 200));
+        await Until(() => run.Latest.Step >= 1);
+        long before = engine.ServingSlices;
+        var events = await ServingHarness.Run(engine, Greedy(2) with { Sampling = new SamplingParams { Temperature = 0, MaxTokens = 40, IgnoreEos = true } });
+        Assert.Equal(40, ServingHarness.Tokens(events).Length);
+        Assert.True(engine.ServingSlices - before > 0, "no training slice ran while the request was served");
         run.Cancel();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => run.Completion.WaitAsync(TrainingHarness.Limit));
     }
