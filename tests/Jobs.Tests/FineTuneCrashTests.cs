@@ -1,0 +1,133 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Hangfire;
+using Loom.Data.Entities;
+using Xunit.Abstractions;
+using static Loom.Jobs.Tests.FineTuneCluster;
+
+namespace Loom.Jobs.Tests;
+
+/// <summary>
+/// kill -9 of the real Loom process training a fine-tune, mid-run: after a restart (jobs and inference in one process)
+/// or on another live inference node (jobs and inference in separate processes), the job resumes from its last complete
+/// checkpoint, loses at most one checkpoint interval, and ends with an adapter bitwise equal to an uninterrupted run
+/// with the same seed.
+/// </summary>
+public sealed class FineTuneCrashTests(ITestOutputHelper output) : IAsyncLifetime
+{
+    // 8 examples x 4 epochs = 32 steps, a checkpoint every 4.
+    private const int ExampleCount = 8, Epochs = 4, Seed = 11;
+    private readonly FineTuneCluster _cluster = new();
+
+    public Task InitializeAsync() => _cluster.InitializeAsync();
+    public Task DisposeAsync() => _cluster.DisposeAsync();
+
+    private Task<LoomProcess> StartAsync(string name, string roles, bool servesModel) =>
+        LoomProcess.StartAsync(name, roles, _cluster.Settings(name, servesModel));
+
+    [Fact]
+    public async Task AKilledJobsAndInferenceNodeResumesAfterRestartBitwiseEqual()
+    {
+        await using var api = _cluster.Node("api", "api");
+        await _cluster.RegisterModelAsync(api);
+        var client = await TenantClientAsync(api);
+        var file = await UploadAsync(client, Examples(ExampleCount));
+
+        var first = await StartAsync("a", "jobs,inference", servesModel: true);
+        try
+        {
+            var reference = await CreateJobAsync(client, file, Seed, Epochs);
+            Assert.Equal("succeeded", (await _cluster.FinishedAsync(reference, TimeSpan.FromSeconds(60), () => first.Output)).Status);
+
+            var id = await CreateJobAsync(client, file, Seed, Epochs);
+            var kill = await KillAfterACheckpointAsync(id, _ => first);
+            // The same node comes back (same checkpoint folder, as after a reboot).
+            await using var restarted = await StartAsync("a", "jobs,inference", servesModel: true);
+            await CheckRecoveryAsync(id, reference, kill, () => restarted.Output);
+        }
+        finally
+        {
+            await first.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task AKilledInferenceNodesJobResumesOnAnotherLiveNodeBitwiseEqual()
+    {
+        await using var api = _cluster.Node("api", "api");
+        await _cluster.RegisterModelAsync(api);
+        var client = await TenantClientAsync(api);
+        var file = await UploadAsync(client, Examples(ExampleCount));
+
+        // A jobs-only node and two inference nodes, each with its own checkpoint folder (a resume elsewhere reads the blob).
+        var starting = new[] { StartAsync("jobs", "jobs", servesModel: false), StartAsync("b", "inference", servesModel: true), StartAsync("c", "inference", servesModel: true) };
+        await using var jobs = await starting[0];
+        await using var b = await starting[1];
+        await using var c = await starting[2];
+        var nodes = new[] { b, c };
+
+        var reference = await CreateJobAsync(client, file, Seed, Epochs);
+        Assert.Equal("succeeded", (await _cluster.FinishedAsync(reference, TimeSpan.FromSeconds(60), () => b.Output + c.Output)).Status);
+
+        var id = await CreateJobAsync(client, file, Seed, Epochs);
+        var kill = await KillAfterACheckpointAsync(id, row => nodes.Single(n => row.LeaseOwner!.Contains($":{n.Pid}:", StringComparison.Ordinal)));
+        var survivor = nodes.Single(n => n != kill.Victim);
+        await CheckRecoveryAsync(id, reference, kill, () => survivor.Output);
+
+        // Hangfire ran it on the killed node, then on the survivor; the jobs-only node never took it.
+        var servers = ProcessingServers(id);
+        Assert.Equal([kill.Victim.Pid, survivor.Pid], servers.Select(s => nodes.Single(n => s.Contains($":{n.Pid}:", StringComparison.Ordinal)).Pid));
+        Assert.DoesNotContain(servers, s => s.Contains($":{jobs.Pid}:", StringComparison.Ordinal));
+    }
+
+    private sealed record Kill(LoomProcess Victim, int StepAtKill, int LastCheckpoint, Stopwatch SinceKill);
+
+    /// <summary>Waits until the run has recorded a checkpoint and trained past it, then SIGKILLs the node that runs it.</summary>
+    private async Task<Kill> KillAfterACheckpointAsync(string id, Func<FineTuneJob, LoomProcess> runner)
+    {
+        FineTuneJob? row = null;
+        Assert.True(await JobsDatabase.UntilAsync(async () =>
+        {
+            var checkpoints = await _cluster.CheckpointsAsync(id);
+            row = await _cluster.RowAsync(id);
+            return checkpoints.Count > 0 && row.Step > checkpoints[^1].Step && row.LeaseOwner is not null || FineTuneStatus.IsFinal(row.Status);
+        }, TimeSpan.FromSeconds(60)), "no checkpoint within a minute");
+        Assert.Equal("running", row!.Status);
+        var victim = runner(row);
+        victim.KillHard();
+        var sinceKill = Stopwatch.StartNew();
+        // What the dead process left: the step it had reached and its last complete checkpoint.
+        var after = await _cluster.RowAsync(id);
+        int lastCheckpoint = (await _cluster.CheckpointsAsync(id)).Max(c => c.Step);
+        output.WriteLine($"killed pid {victim.Pid} at step {after.Step} of {after.TotalSteps}; last complete checkpoint at step {lastCheckpoint}");
+        return new Kill(victim, after.Step, lastCheckpoint, sinceKill);
+    }
+
+    private async Task CheckRecoveryAsync(string id, string reference, Kill kill, Func<string> diagnostics)
+    {
+        Assert.True(await JobsDatabase.UntilAsync(async () => (await _cluster.EventsAsync(id)).Count(e => e.Kind == "started") >= 2, TimeSpan.FromSeconds(45)),
+            $"the job did not start again: {diagnostics()}");
+        var recovery = kill.SinceKill.Elapsed;
+        var row = await _cluster.FinishedAsync(id, TimeSpan.FromSeconds(60), diagnostics);
+        Assert.True(row.Status == "succeeded", $"{row.Status} {row.ErrorCode} {row.ErrorMessage}");
+
+        var started = (await _cluster.EventsAsync(id)).Where(e => e.Kind == "started").ToList();
+        Assert.Equal(2, started.Count);
+        using var data = JsonDocument.Parse(started[1].Payload);
+        int resumedFrom = data.RootElement.GetProperty("data").GetProperty("resumed_from_step").GetInt32();
+        int lost = kill.StepAtKill - resumedFrom;
+        output.WriteLine($"running again {recovery.TotalSeconds:F1} s after kill -9 (lease {LeaseDuration.TotalSeconds:F0} s, invisibility {JobsDatabase.InvisibilityTimeout.TotalSeconds:F0} s); resumed from step {resumedFrom}; {lost} step(s) lost");
+        Assert.Equal(kill.LastCheckpoint, resumedFrom); // the last complete checkpoint
+        Assert.InRange(lost, 0, CheckpointEvery);       // at most one checkpoint interval
+        Assert.Equal(await _cluster.AdapterHashAsync(reference), await _cluster.AdapterHashAsync(id)); // bitwise equal
+    }
+
+    /// <summary>The ServerId of every Processing state of the job's Hangfire run, oldest first.</summary>
+    private List<string> ProcessingServers(string id)
+    {
+        var monitoring = _cluster.Storage.GetMonitoringApi();
+        var guid = JobGuid(id);
+        var hangfireId = monitoring.SucceededJobs(0, 100).Single(j => j.Value.Job.Args[0] is Guid g && g == guid).Key;
+        return monitoring.JobDetails(hangfireId).History.Where(h => h.StateName == "Processing").OrderBy(h => h.CreatedAt).Select(h => h.Data["ServerId"]).ToList();
+    }
+}
