@@ -22,6 +22,13 @@ public sealed class FineTuningOptions
     /// <summary>A checkpoint every this many optimizer steps (and one at the end).</summary>
     public int CheckpointEverySteps { get; set; } = 50;
 
+    /// <summary>How many steps training may run past a checkpoint that is still being written before it waits for that
+    /// write (back-pressure). A kill -9 loses at most <see cref="CheckpointEverySteps"/> + this many steps. Null: one
+    /// interval (each write overlaps the next interval's training; the loop waits only at the next checkpoint, and only if
+    /// the write is still going); 0: every write is waited for (synchronous: at most one interval lost, the whole write is
+    /// a stall).</summary>
+    public int? CheckpointLagSteps { get; set; }
+
     /// <summary>A metrics event every this many optimizer steps (and the last step).</summary>
     public int MetricsEverySteps { get; set; } = 10;
 
@@ -49,6 +56,7 @@ public sealed class FineTuningOptions
         if (DefaultRank is < 1 or > 128) yield return "FineTuning:DefaultRank must be between 1 and 128.";
         if (!(DefaultAlpha > 0)) yield return "FineTuning:DefaultAlpha must be positive.";
         if (CheckpointEverySteps < 1) yield return "FineTuning:CheckpointEverySteps must be at least 1.";
+        if (CheckpointLagSteps is { } lag && (lag < 0 || lag > CheckpointEverySteps)) yield return "FineTuning:CheckpointLagSteps must be between 0 and CheckpointEverySteps.";
         if (MetricsEverySteps < 1) yield return "FineTuning:MetricsEverySteps must be at least 1.";
         if (KeepLastCheckpoints < 1) yield return "FineTuning:KeepLastCheckpoints must be at least 1.";
         if (string.IsNullOrWhiteSpace(CheckpointDirectory)) yield return "FineTuning:CheckpointDirectory is required.";

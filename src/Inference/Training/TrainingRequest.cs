@@ -24,4 +24,7 @@ public sealed record TrainingRequest
     public string? TenantId { get; init; }
     /// <summary>The tenant's weight in the fair division of service (as <c>GenerationRequest.TenantShare</c>).</summary>
     public double TenantShare { get; init; } = 1;
+    /// <summary>Checkpoints the loop takes every N steps, with back-pressure on their writes. Null: snapshots only when
+    /// asked (<see cref="ITrainingRun.TakeSnapshotAsync"/>).</summary>
+    public CheckpointSchedule? Checkpoints { get; init; }
 }

@@ -28,6 +28,12 @@ internal sealed class TrainingRun : ITrainingRun
     private int _state;                 // TrainingRunState
     private long _runningTicks;         // Stopwatch ticks while Running (driver thread)
     private long _runningSince;         // 0 when not running
+    private readonly CheckpointSchedule? _checkpoints;
+    private int _nextCheckpoint;        // the step of the next scheduled checkpoint (driver thread)
+    private int _unwrittenStep;         // the step of the newest checkpoint handed over whose write is not known done (driver thread)
+    private volatile Task? _unwritten;  // its write; null once done
+    private volatile Task? _waitingFor; // the write the loop waits for (back-pressure); null when it is not waiting
+    private long _waitSince, _stallTicks; // Stopwatch ticks: start of the current wait; stall since the last checkpoint (driver thread)
 
     public string Id { get; }
     /// <summary>The engine's number for the run (owner id of its pool pages) and the pages it holds (loop thread).</summary>
@@ -51,6 +57,8 @@ internal sealed class TrainingRun : ITrainingRun
         _tokensBefore = trainer.TrainedTokens;
         _stepsBefore = trainer.Step;
         _latest = Progress(TrainingRunState.Queued);
+        _checkpoints = request.Checkpoints;
+        if (_checkpoints is not null) _nextCheckpoint = (_stepsBefore / _checkpoints.EverySteps + 1) * _checkpoints.EverySteps;
     }
 
     public TrainingRunState State => (TrainingRunState)Volatile.Read(ref _state);
@@ -59,7 +67,8 @@ internal sealed class TrainingRun : ITrainingRun
     public bool IsDone => State is TrainingRunState.Completed or TrainingRunState.Cancelled or TrainingRunState.Failed;
 
     /// <summary>Whether the driver should give this run a slice now.</summary>
-    public bool WantsWork => !IsDone && (!_pauseRequested || _cancelRequested || !_snapshots.IsEmpty || State != TrainingRunState.Paused);
+    public bool WantsWork => !IsDone && (_cancelRequested
+        || _waitingFor is not { IsCompleted: false } && (!_pauseRequested || !_snapshots.IsEmpty || State != TrainingRunState.Paused));
 
     public void Pause() { _pauseRequested = true; _wake(); }
 
@@ -109,6 +118,7 @@ internal sealed class TrainingRun : ITrainingRun
             End(TrainingRunState.Cancelled, new OperationCanceledException($"training run {Id} was cancelled"));
             return 0;
         }
+        if (WaitsForCheckpoint()) return 0;
         if (_pauseRequested && _snapshots.IsEmpty)
         {
             if (State != TrainingRunState.Paused)
@@ -128,6 +138,7 @@ internal sealed class TrainingRun : ITrainingRun
         try
         {
             ServeSnapshots();
+            if (TakeCheckpoint() && WaitsForCheckpoint()) return 0;
             if (_pauseRequested && _snapshots.IsEmpty && _trainer.AtStepBoundary) return 0; // a pause that waited for a snapshot
             long before = _trainer.TrainedTokens;
             if (!_trainer.Finished && _trainer.Run(ref budget))
@@ -150,6 +161,49 @@ internal sealed class TrainingRun : ITrainingRun
         if (_snapshots.IsEmpty || !_trainer.AtStepBoundary) return;
         var s = _trainer.Snapshot(_fingerprint, Elapsed);
         while (_snapshots.TryDequeue(out var tcs)) tcs.TrySetResult(s);
+    }
+
+    /// <summary>Takes the scheduled checkpoint when the loop is at its step: copies the state and hands it to the schedule's
+    /// persist callback. True when it took one.</summary>
+    private bool TakeCheckpoint()
+    {
+        if (_checkpoints is null || _trainer.Step != _nextCheckpoint || _trainer.Step >= _trainer.TotalSteps || !_trainer.AtStepBoundary) return false;
+        long start = Stopwatch.GetTimestamp();
+        var s = _trainer.Snapshot(_fingerprint, Elapsed);
+        s.Stall = Stopwatch.GetElapsedTime(0, _stallTicks) + Stopwatch.GetElapsedTime(start);
+        _stallTicks = 0;
+        _nextCheckpoint += _checkpoints.EverySteps;
+        Task written;
+        try { written = _checkpoints.Persist(s) ?? Task.CompletedTask; }
+        catch (Exception e) { written = Task.FromException(e); } // nothing to wait for: training goes on
+        _unwritten = written;
+        _unwrittenStep = s.Step;
+        return true;
+    }
+
+    /// <summary>Back-pressure: true while the loop is <see cref="CheckpointSchedule.LagSteps"/> or more steps past a checkpoint
+    /// whose write has not completed (it starts no step; the write's completion wakes the engine). Counts the wait as stall.</summary>
+    private bool WaitsForCheckpoint()
+    {
+        if (_unwritten is not { } write) return false;
+        if (write.IsCompleted)
+        {
+            if (_waitingFor is not null)
+            {
+                _stallTicks += Stopwatch.GetTimestamp() - _waitSince;
+                _waitingFor = null;
+            }
+            _unwritten = null;
+            return false;
+        }
+        if (_trainer.Step < _unwrittenStep + _checkpoints!.LagSteps || !_trainer.AtStepBoundary) return false;
+        if (_waitingFor is null)
+        {
+            _waitSince = Stopwatch.GetTimestamp();
+            _waitingFor = write;
+            write.ContinueWith(static (_, wake) => ((Action)wake!)(), _wake, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+        return true;
     }
 
     private void Finish()

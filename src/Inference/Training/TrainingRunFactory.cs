@@ -26,6 +26,7 @@ internal static class TrainingRunFactory
         if (!(request.TenantShare > 0) || double.IsInfinity(request.TenantShare)) throw new ArgumentException("the tenant share must be positive and finite");
         if (request.InitialAdapterFolder is not null && request.ResumeFrom is not null)
             throw new ArgumentException("give an initial adapter or a snapshot to resume from, not both");
+        if (request.Checkpoints?.Problem() is { } badSchedule) throw new ArgumentException(badSchedule);
 
         string fingerprint = Fingerprint(request, maxLen);
         LoraParameters p;

@@ -36,6 +36,9 @@ public sealed class TrainingSnapshot
     public double? LastValidationLoss { get; init; }
     /// <summary>Run time before this snapshot (progress only; not part of the result).</summary>
     public TimeSpan Elapsed { get; init; }
+    /// <summary>For a checkpoint the loop took by its <see cref="CheckpointSchedule"/>: how long the loop stood still for
+    /// checkpoints since the one before (waiting for an earlier write, back-pressure) plus the copy of this one. Not stored.</summary>
+    public TimeSpan Stall { get; internal set; }
     public required int Rank { get; init; }
     public required double Alpha { get; init; }
     public required IReadOnlyList<LoraModuleState> Modules { get; init; }

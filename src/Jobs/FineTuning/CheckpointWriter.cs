@@ -18,9 +18,11 @@ namespace Loom.Jobs.FineTuning;
 
 /// <summary>
 /// Persists a job's checkpoints off the training loop: the engine hands over an in-memory snapshot (taken between two
-/// optimizer steps), and this writer, on its own task, writes it as a checkpoint folder (temporary name, fsync, atomic
-/// rename), stores it as a blob, records a <see cref="FineTuneCheckpoint"/> row and a "checkpoint" event, then applies
-/// retention (the last K plus the best by validation loss). A failed write is reported and training goes on.
+/// optimizer steps, <see cref="Persist"/>), and this writer, on its own task, writes it as a checkpoint folder (temporary
+/// name, fsync, atomic rename), stores it as a blob, records a <see cref="FineTuneCheckpoint"/> row and a "checkpoint"
+/// event, then applies retention (the last K plus the best by validation loss). The task <see cref="Persist"/> returned
+/// completes once the row is committed (the checkpoint is durable) or the write has failed; the engine holds the
+/// training loop on it (back-pressure, <see cref="CheckpointSchedule"/>). A failed write is reported and training goes on.
 /// Each kept checkpoint is also a model of the tenant, <c>&lt;fine_tuned_model&gt;:ckpt-step-&lt;n&gt;</c> (OpenAI's
 /// <c>fine_tuned_model_checkpoint</c>): an adapter row over the checkpoint's adapter files, listed by /v1/models for the
 /// owning tenant and served by chat/completions; retention removes it with the checkpoint.
@@ -29,36 +31,57 @@ internal sealed class CheckpointWriter(
     IServiceScopeFactory scopes, IBlobStore blobs, IJobEventPublisher events, EngineAdapters engineAdapters, IOptions<FineTuningOptions> options,
     TimeProvider clock, ILogger logger, FineTuneJob job, string root, string baseModelName, string modelName)
 {
-    private readonly Channel<Task<TrainingSnapshot>> _pending = Channel.CreateUnbounded<Task<TrainingSnapshot>>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<(TrainingSnapshot Snapshot, TaskCompletionSource Written)> _pending =
+        Channel.CreateUnbounded<(TrainingSnapshot, TaskCompletionSource)>(new UnboundedChannelOptions { SingleReader = true });
 
-    public void Enqueue(Task<TrainingSnapshot> snapshot) => _pending.Writer.TryWrite(snapshot);
+    /// <summary>The run whose checkpoints this writes (for the step it reached when each became durable).</summary>
+    public ITrainingRun? Run { get; set; }
+
+    /// <summary>Queues <paramref name="snapshot"/> (called on the engine's loop thread: returns at once); the task completes
+    /// when it is durable or its write failed.</summary>
+    public Task Persist(TrainingSnapshot snapshot)
+    {
+        var written = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (!_pending.Writer.TryWrite((snapshot, written))) written.TrySetResult(); // the writer has stopped: nothing holds training
+        return written.Task;
+    }
 
     /// <summary>No more checkpoints; <see cref="RunAsync"/> ends once the queued ones are written.</summary>
     public void Complete() => _pending.Writer.TryComplete();
 
     public async Task RunAsync(CancellationToken ct)
     {
-        await using var scope = scopes.CreateAsyncScope();
-        scope.ServiceProvider.GetRequiredService<TenantContext>().TenantId = job.TenantId;
-        var db = scope.ServiceProvider.GetRequiredService<PlatformDbContext>();
-        int last = -1;
-        await foreach (var pending in _pending.Reader.ReadAllAsync(ct))
+        try
         {
-            TrainingSnapshot snapshot;
-            try { snapshot = await pending; }
-            catch (Exception) { continue; } // the run ended before the step boundary: nothing to write
-            if (snapshot.Step <= last) continue;
-            last = snapshot.Step;
-            try
+            await using var scope = scopes.CreateAsyncScope();
+            scope.ServiceProvider.GetRequiredService<TenantContext>().TenantId = job.TenantId;
+            var db = scope.ServiceProvider.GetRequiredService<PlatformDbContext>();
+            await foreach (var (snapshot, written) in _pending.Reader.ReadAllAsync(ct))
             {
-                await WriteAsync(db, snapshot, ct);
+                try
+                {
+                    await WriteAsync(db, snapshot, ct);
+                    written.TrySetResult(); // durable: training may run on
+                    await ApplyRetentionAsync(db, ct);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    written.TrySetResult();
+                    logger.LogError(e, "Checkpoint at step {Step} of {Job} was not written", snapshot.Step, FineTuneIds.Job(job.Id));
+                    await events.PublishAsync(job.TenantId, FineTuneIds.Job(job.Id), "checkpoint_failed", new FineTuneEvent("checkpoint_failed",
+                        $"The checkpoint at step {snapshot.Step} could not be written: {e.Message}", "warn").Payload, CancellationToken.None);
+                }
+                finally
+                {
+                    written.TrySetResult();
+                }
             }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                logger.LogError(e, "Checkpoint at step {Step} of {Job} was not written", snapshot.Step, FineTuneIds.Job(job.Id));
-                await events.PublishAsync(job.TenantId, FineTuneIds.Job(job.Id), "checkpoint_failed", new FineTuneEvent("checkpoint_failed",
-                    $"The checkpoint at step {snapshot.Step} could not be written: {e.Message}", "warn").Payload, CancellationToken.None);
-            }
+        }
+        finally
+        {
+            // Whatever ends the writer, no training loop waits on it.
+            _pending.Writer.TryComplete();
+            while (_pending.Reader.TryRead(out var left)) left.Written.TrySetResult();
         }
     }
 
@@ -96,14 +119,19 @@ internal sealed class CheckpointWriter(
                     $"Checkpoint saved at step {snapshot.Step}: {FineTuneIds.CheckpointModelName(modelName, snapshot.Step)}.", Data: new Dictionary<string, object?>
                     {
                         ["step"] = snapshot.Step, ["bytes"] = blob.Length, ["write_ms"] = watch.Elapsed.TotalMilliseconds,
+                        ["stall_ms"] = snapshot.Stall.TotalMilliseconds, ["step_time_ms"] = StepTimeMs(snapshot),
+                        // the step training had reached when this checkpoint became durable (back-pressure bounds it)
+                        ["training_step"] = Run?.Latest.Step,
                         ["train_loss"] = row.TrainLoss, ["valid_loss"] = row.ValidationLoss,
                     }).Payload, ct);
             }
             await tx.CommitAsync(ct);
         }
         db.ChangeTracker.Clear();
-        await ApplyRetentionAsync(db, ct);
     }
+
+    /// <summary>Mean wall time of a step over the run so far (from the snapshot's run time), for the stall's share.</summary>
+    private static double? StepTimeMs(TrainingSnapshot s) => s.Step > 0 && s.Elapsed > TimeSpan.Zero ? s.Elapsed.TotalMilliseconds / s.Step : null;
 
     /// <summary>Keeps the newest K checkpoints and the best by validation loss; the others' rows, their models and local
     /// folders go (their blobs with the blob collection job).</summary>

@@ -160,10 +160,14 @@ public sealed class FineTuneJobRunner(
             await AdapterBlob.ExtractAsync(blobs, initial.BlobSha256, initialFolder, ct);
         }
         string output = Path.Combine(root, "final");
+        // The engine checkpoints every N steps and hands each snapshot to the writer; it waits for a write once it is
+        // CheckpointLagSteps past it (back-pressure), so a crash loses at most CheckpointEverySteps + CheckpointLagSteps steps.
+        var writer = new CheckpointWriter(scopes, blobs, events, engineAdapters, options, clock, logger, job, root, baseModel.Name, modelName);
         var request = new TrainingRequest
         {
             Examples = training, Validation = validation, Hyperparameters = hp, ResumeFrom = resume, InitialAdapterFolder = initialFolder,
             OutputFolder = output, BaseModelName = baseModel.Name, TenantId = job.TenantId.ToString("N"),
+            Checkpoints = new CheckpointSchedule(O.CheckpointEverySteps, O.CheckpointLagSteps ?? O.CheckpointEverySteps, writer.Persist),
         };
         ITrainingRun run;
         try
@@ -184,6 +188,7 @@ public sealed class FineTuneJobRunner(
             return;
         }
         control.Run = run;
+        writer.Run = run;
         // Read progress from now on (the first move registers the reader at once), so the result file misses no step.
         await using var progress = run.ReadProgressAsync(ct).GetAsyncEnumerator(ct);
         var firstProgress = progress.MoveNextAsync();
@@ -196,11 +201,10 @@ public sealed class FineTuneJobRunner(
             Data: new Dictionary<string, object?> { ["total_steps"] = run.Latest.TotalSteps, ["resumed_from_step"] = resume?.Step }).Payload, ct);
 
         _resumedFrom = resume?.Step ?? 0;
-        var writer = new CheckpointWriter(scopes, blobs, events, engineAdapters, options, clock, logger, job, root, baseModel.Name, modelName);
         var writing = writer.RunAsync(CancellationToken.None);
         try
         {
-            await FollowAsync(db, job, run, progress, firstProgress, writer, resume?.Step ?? 0, ct);
+            await FollowAsync(db, job, progress, firstProgress, resume?.Step ?? 0, ct);
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
@@ -229,16 +233,16 @@ public sealed class FineTuneJobRunner(
     }
 
     /// <summary>Reads progress until the run ends: status changes, metrics every N steps, checkpoints every N steps.</summary>
-    private async Task FollowAsync(PlatformDbContext db, FineTuneJob job, ITrainingRun run, IAsyncEnumerator<TrainingProgress> progress,
-        ValueTask<bool> firstProgress, CheckpointWriter writer, int startStep, CancellationToken ct)
+    private async Task FollowAsync(PlatformDbContext db, FineTuneJob job, IAsyncEnumerator<TrainingProgress> progress,
+        ValueTask<bool> firstProgress, int startStep, CancellationToken ct)
     {
         string key = FineTuneIds.Job(job.Id);
         int reported = startStep;
         bool paused = false;
-        // A fast reader asks for checkpoints and records every step's metrics without waiting for the database; this loop
-        // writes rows and events at its own pace.
+        // A fast reader records every step's metrics without waiting for the database; this loop writes rows and events
+        // at its own pace.
         var feed = Channel.CreateUnbounded<TrainingProgress>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        var pump = PumpAsync(run, progress, firstProgress, writer, startStep, feed.Writer);
+        var pump = PumpAsync(progress, firstProgress, startStep, feed.Writer);
         await foreach (var p in feed.Reader.ReadAllAsync(ct))
         {
             if (p.State == TrainingRunState.Paused && !paused)
@@ -276,13 +280,11 @@ public sealed class FineTuneJobRunner(
         services.GetService<IInferenceEngine>() is { } engine and not UnconfiguredInferenceEngine && services.GetService<ITrainingEngine>() is not null
         && engine.Model.Name == baseModelName;
 
-    /// <summary>Reads the run's progress as it comes: records each step's metrics, asks for a checkpoint every N steps (the
-    /// engine copies its state at the next step boundary; the writer persists it off the training loop), and forwards each
-    /// event to <paramref name="feed"/>.</summary>
-    private async Task PumpAsync(ITrainingRun run, IAsyncEnumerator<TrainingProgress> progress, ValueTask<bool> firstProgress, CheckpointWriter writer,
-        int startStep, ChannelWriter<TrainingProgress> feed)
+    /// <summary>Reads the run's progress as it comes: records each step's metrics and forwards each event to
+    /// <paramref name="feed"/>.</summary>
+    private async Task PumpAsync(IAsyncEnumerator<TrainingProgress> progress, ValueTask<bool> firstProgress, int startStep,
+        ChannelWriter<TrainingProgress> feed)
     {
-        int nextCheckpoint = (startStep / O.CheckpointEverySteps + 1) * O.CheckpointEverySteps;
         try
         {
             for (bool more = await firstProgress; more; more = await progress.MoveNextAsync())
@@ -290,11 +292,6 @@ public sealed class FineTuneJobRunner(
                 var p = progress.Current;
                 if (p.Step > startStep && (_metrics.Count == 0 || p.Step > _metrics[^1].Step))
                     _metrics.Add(new StepMetrics(p.Step, p.TrainLoss, p.ValidationLoss, p.LearningRate));
-                if (p.Step >= nextCheckpoint && p.Step < p.TotalSteps && p.State is TrainingRunState.Running or TrainingRunState.Paused)
-                {
-                    writer.Enqueue(run.TakeSnapshotAsync(CancellationToken.None));
-                    nextCheckpoint = (p.Step / O.CheckpointEverySteps + 1) * O.CheckpointEverySteps;
-                }
                 feed.TryWrite(p);
             }
             feed.TryComplete();

@@ -1,0 +1,115 @@
+using System.Collections.Concurrent;
+using Loom.Inference.Training;
+using Xunit.Abstractions;
+
+namespace Loom.Inference.Tests.Training;
+
+/// <summary>Checkpoints the loop takes by its <see cref="CheckpointSchedule"/>: at exact steps, handed over while training
+/// goes on, with back-pressure on writes that have not completed (the loop never runs more than LagSteps past one), the
+/// wait counted as stall; the result is unchanged.</summary>
+public sealed class CheckpointScheduleTests(ITestOutputHelper log) : IDisposable
+{
+    private readonly TrainingHarness _h = new();
+    public void Dispose() => _h.Dispose();
+
+    /// <summary>Stand-in for the checkpoint writer: keeps every snapshot with the task that says it is written.</summary>
+    private sealed class Writes
+    {
+        public readonly ConcurrentQueue<(TrainingSnapshot Snapshot, TaskCompletionSource Written)> All = new();
+        /// <summary>From now on every write completes at once.</summary>
+        public volatile bool Instant;
+        public Task Persist(TrainingSnapshot s)
+        {
+            var written = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            if (Instant) written.SetResult();
+            All.Enqueue((s, written));
+            return written.Task;
+        }
+        public (TrainingSnapshot Snapshot, TaskCompletionSource Written) this[int i] => All.ElementAt(i);
+    }
+
+    [Fact]
+    public async Task TheLoopWaitsAtTheNextCheckpointForAWriteStillGoingAndEndsBitwiseEqual()
+    {
+        var g = TrainingGolden.Load("qwen2_bias_adamw_cosine");
+        var engine = _h.Engine(g.Model);
+        var request = _h.Plain(g, epochs: 6);
+        var whole = await TrainingHarness.Finish(engine.SubmitTraining(request));
+        Assert.True(whole.Steps >= 8, $"{whole.Steps} steps");
+
+        var writes = new Writes();
+        var run = engine.SubmitTraining(request with { OutputFolder = _h.Folder(), Checkpoints = new CheckpointSchedule(2, 2, writes.Persist) });
+        // The write of step 2 does not complete: the loop takes step 2's snapshot, trains to step 4 and waits there.
+        await Until(() => run.Latest.Step >= 4);
+        await Task.Delay(400);
+        Assert.Equal(4, run.Latest.Step);
+        Assert.Single(writes.All);
+        Assert.Equal(2, writes[0].Snapshot.Step);
+
+        writes[0].Written.SetResult();
+        await Until(() => writes.All.Count >= 2);
+        var second = writes[1].Snapshot;
+        Assert.Equal(4, second.Step);
+        log.WriteLine($"stall before the checkpoint at step 4: {second.Stall.TotalMilliseconds:F0} ms (the loop waited for step 2's write)");
+        Assert.True(second.Stall >= TimeSpan.FromMilliseconds(350), $"stall {second.Stall}");
+        await Until(() => run.Latest.Step >= 6);
+        await Task.Delay(200);
+        Assert.Equal(6, run.Latest.Step);
+
+        // From here every write completes at once: the run ends, never waiting, with the uninterrupted run's adapter.
+        writes.Instant = true;
+        writes[1].Written.SetResult();
+        var result = await TrainingHarness.Finish(run);
+        Assert.Equal(TrainingHarness.AdapterBytes(whole), TrainingHarness.AdapterBytes(result));
+        var steps = writes.All.Select(w => w.Snapshot.Step).ToList();
+        Assert.Equal(Enumerable.Range(1, (whole.Steps - 1) / 2).Select(i => 2 * i), steps);
+        // A checkpoint restores like any snapshot.
+        var resumed = await TrainingHarness.Finish(engine.SubmitTraining(request with { OutputFolder = _h.Folder(), ResumeFrom = writes[1].Snapshot }));
+        Assert.Equal(TrainingHarness.AdapterBytes(whole), TrainingHarness.AdapterBytes(resumed));
+    }
+
+    [Fact]
+    public async Task WithNoLagTheLoopWaitsForEachWrite()
+    {
+        var g = TrainingGolden.Load("qwen2_bias_adamw_cosine");
+        var engine = _h.Engine(g.Model);
+        var writes = new Writes();
+        var run = engine.SubmitTraining(_h.Plain(g, epochs: 6) with { Checkpoints = new CheckpointSchedule(3, 0, writes.Persist) });
+        await Until(() => !writes.All.IsEmpty);
+        await Task.Delay(400);
+        Assert.Equal(3, run.Latest.Step);
+        Assert.Single(writes.All);
+        writes[0].Written.SetResult();
+        await Until(() => writes.All.Count >= 2);
+        Assert.Equal(6, writes[1].Snapshot.Step);
+        // a failed write does not hold training either
+        writes[1].Written.SetException(new IOException("disk full"));
+        // pause and cancel still apply while the loop waits
+        await Until(() => writes.All.Count >= 3);
+        run.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => run.Completion.WaitAsync(TrainingHarness.Limit));
+        Assert.Equal(9, writes[2].Snapshot.Step);
+    }
+
+    [Theory]
+    [InlineData(0, 0)]
+    [InlineData(4, 5)]
+    [InlineData(4, -1)]
+    public void ABadScheduleIsRefused(int every, int lag)
+    {
+        var g = TrainingGolden.Load("qwen2_bias_adamw_cosine");
+        var engine = _h.Engine(g.Model);
+        var e = Assert.Throws<ArgumentException>(() => engine.SubmitTraining(_h.Plain(g) with { Checkpoints = new CheckpointSchedule(every, lag, _ => Task.CompletedTask) }));
+        Assert.Contains("checkpoints", e.Message);
+    }
+
+    private static async Task Until(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + TrainingHarness.Limit;
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "timed out");
+            await Task.Delay(1);
+        }
+    }
+}
