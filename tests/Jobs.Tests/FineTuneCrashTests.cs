@@ -64,6 +64,12 @@ public sealed class FineTuneCrashTests(ITestOutputHelper output) : IAsyncLifetim
 
         // A jobs-only node and two inference nodes, each with its own checkpoint folder (a resume elsewhere reads the blob).
         var starting = new[] { StartAsync("jobs", "jobs", servesModel: false), StartAsync("b", "inference", servesModel: true), StartAsync("c", "inference", servesModel: true) };
+        try { await Task.WhenAll(starting); }
+        catch
+        {
+            foreach (var t in starting.Where(t => t.IsCompletedSuccessfully)) await (await t).DisposeAsync();
+            throw;
+        }
         await using var jobs = await starting[0];
         await using var b = await starting[1];
         await using var c = await starting[2];
@@ -78,7 +84,7 @@ public sealed class FineTuneCrashTests(ITestOutputHelper output) : IAsyncLifetim
         await CheckRecoveryAsync(id, reference, kill, CheckpointEvery, () => survivor.Output); // the default lag: one interval
 
         // Hangfire ran it on the killed node, then on the survivor; the jobs-only node never took it.
-        var servers = ProcessingServers(id);
+        var servers = await ProcessingServersAsync(id);
         Assert.Equal([kill.Victim.Pid, survivor.Pid], servers.Select(s => nodes.Single(n => s.Contains($":{n.Pid}:", StringComparison.Ordinal)).Pid));
         Assert.DoesNotContain(servers, s => s.Contains($":{jobs.Pid}:", StringComparison.Ordinal));
     }
@@ -142,12 +148,18 @@ public sealed class FineTuneCrashTests(ITestOutputHelper output) : IAsyncLifetim
         }
     }
 
-    /// <summary>The ServerId of every Processing state of the job's Hangfire run, oldest first.</summary>
-    private List<string> ProcessingServers(string id)
+    /// <summary>The ServerId of every Processing state of the job's Hangfire run, oldest first, once Hangfire has marked the run
+    /// succeeded (a moment after the fine-tune's own row).</summary>
+    private async Task<List<string>> ProcessingServersAsync(string id)
     {
         var monitoring = _cluster.Storage.GetMonitoringApi();
         var guid = JobGuid(id);
-        var hangfireId = monitoring.SucceededJobs(0, 100).Single(j => j.Value.Job.Args[0] is Guid g && g == guid).Key;
+        string? hangfireId = null;
+        Assert.True(await JobsDatabase.UntilAsync(() =>
+        {
+            hangfireId = monitoring.SucceededJobs(0, 100).Where(j => j.Value.Job.Args[0] is Guid g && g == guid).Select(j => j.Key).SingleOrDefault();
+            return Task.FromResult(hangfireId is not null);
+        }, TimeSpan.FromSeconds(30)), "Hangfire did not mark the run succeeded");
         return monitoring.JobDetails(hangfireId).History.Where(h => h.StateName == "Processing").OrderBy(h => h.CreatedAt).Select(h => h.Data["ServerId"]).ToList();
     }
 }
