@@ -12,6 +12,7 @@ var builder = WebApplication.CreateBuilder(args);
 var roles = LoomRoles.From(builder.Configuration);
 
 builder.Services.AddLoomDataProtection();
+builder.Services.AddLoomTelemetry(builder.Configuration, roles);
 builder.Services.AddLoomProxy(builder.Configuration);
 builder.Services.AddData(builder.Configuration);
 if (roles.Inference) builder.Services.AddInference(builder.Configuration);
@@ -27,6 +28,7 @@ if (!await app.SeedAsync()) return 1;
 if (roles.Inference) await app.RegisterServedModelAsync();
 
 app.UseLoomProxy();
+app.MapTelemetry();
 app.MapHealth();
 if (roles.Api) app.MapApi();
 if (roles.Web)

@@ -47,8 +47,8 @@ public sealed class TestDatabase : IAsyncDisposable
         await using var conn = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(_server) { Database = "postgres", Pooling = false }.ConnectionString);
         await conn.OpenAsync();
         await using var cmd = new NpgsqlCommand($"DROP DATABASE IF EXISTS \"{Name}\" WITH (FORCE)", conn);
-        // FORCE ends the sessions it finds; one that connects meanwhile (a background loop of a host being stopped) makes
-        // the drop fail with object_in_use, and a second try ends it too.
+        // FORCE ends the sessions it finds; one that connects meanwhile (a background loop of a host being stopped) can
+        // make the drop fail, and another try ends it too. A drop that keeps failing says why, with PostgreSQL's code.
         for (var attempt = 1; ; attempt++)
         {
             try
@@ -56,9 +56,14 @@ public sealed class TestDatabase : IAsyncDisposable
                 await cmd.ExecuteNonQueryAsync();
                 return;
             }
-            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.ObjectInUse && attempt < 5)
+            catch (PostgresException e) when (attempt < 5)
             {
+                Console.Error.WriteLine($"dropping test database {Name}: {e.SqlState} {e.MessageText}; trying again");
                 await Task.Delay(200 * attempt);
+            }
+            catch (PostgresException e)
+            {
+                throw new InvalidOperationException($"dropping test database {Name} failed: {e.SqlState} {e.MessageText}", e);
             }
         }
     }

@@ -1,0 +1,68 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
+using Loom.Inference.Engine;
+using Npgsql;
+using OpenTelemetry;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+using OpenTelemetry.Trace;
+
+namespace Loom.Web.Hosting;
+
+/// <summary>
+/// OpenTelemetry for every role: metrics (ASP.NET Core, HttpClient, the .NET runtime, and the engine's own meter
+/// <see cref="EngineMeters"/> where this process serves a model) and traces (ASP.NET Core, HttpClient, Npgsql).
+/// Metrics are scraped by Prometheus at <c>/metrics</c>; both signals go to an OTLP collector when the standard
+/// <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> is set. The scrape endpoint answers requests from loopback, or bearing
+/// <c>Loom:Telemetry:ScrapeToken</c> when one is configured (its per-tenant series name tenants); others get a 404.
+/// </summary>
+internal static class Telemetry
+{
+    public const string ScrapePath = "/metrics";
+
+    public static IServiceCollection AddLoomTelemetry(this IServiceCollection services, IConfiguration configuration, LoomRoles roles)
+    {
+        var otlp = !string.IsNullOrWhiteSpace(configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]);
+        var builder = services.AddOpenTelemetry()
+            .ConfigureResource(r => r.AddService("loom", serviceInstanceId: $"{Environment.MachineName}:{Environment.ProcessId}")
+                .AddAttributes([new("loom.roles", roles.ToString())]))
+            .WithMetrics(m =>
+            {
+                m.AddAspNetCoreInstrumentation().AddHttpClientInstrumentation().AddRuntimeInstrumentation()
+                    .AddMeter(EngineMeters.MeterName)
+                    .AddPrometheusExporter();
+            })
+            .WithTracing(t => t.AddAspNetCoreInstrumentation(o => o.Filter = http => http.Request.Path != ScrapePath)
+                .AddHttpClientInstrumentation().AddNpgsql());
+        if (otlp) builder.UseOtlpExporter();
+        // Where a model is served (an unconfigured engine has nothing to measure).
+        if (roles.Inference)
+            services.AddSingleton(sp => sp.GetRequiredService<IInferenceEngine>() is ServingEngine engine
+                ? new EngineMetersHandle(new EngineMeters(engine, sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>()))
+                : new EngineMetersHandle(null));
+        return services;
+    }
+
+    /// <summary>Builds the engine's instruments (they register with the meter on creation) and maps the scrape endpoint.</summary>
+    public static void MapTelemetry(this WebApplication app)
+    {
+        app.Services.GetService<EngineMetersHandle>();
+        var token = app.Configuration["Loom:Telemetry:ScrapeToken"];
+        app.UseOpenTelemetryPrometheusScrapingEndpoint(http => http.Request.Path == ScrapePath && MayScrape(http, token));
+    }
+
+    private static bool MayScrape(HttpContext http, string? token)
+    {
+        if (string.IsNullOrEmpty(token)) return http.Connection.RemoteIpAddress is { } ip && IPAddress.IsLoopback(ip);
+        var header = http.Request.Headers.Authorization.ToString();
+        return header.StartsWith("Bearer ", StringComparison.Ordinal)
+            && CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(header[7..]), Encoding.UTF8.GetBytes(token));
+    }
+
+    /// <summary>The engine's instruments, or none where no model is served; disposed with the host.</summary>
+    private sealed class EngineMetersHandle(EngineMeters? meters) : IDisposable
+    {
+        public void Dispose() => meters?.Dispose();
+    }
+}

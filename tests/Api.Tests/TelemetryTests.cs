@@ -1,0 +1,77 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.RegularExpressions;
+
+namespace Loom.Api.Tests;
+
+/// <summary>The tiny chat model with a Prometheus scrape token.</summary>
+public sealed class TelemetryChatModelFactory : ChatModelFactory
+{
+    public const string ScrapeToken = "scrape-token-for-tests";
+
+    protected override IEnumerable<KeyValuePair<string, string?>> Settings =>
+        base.Settings.Append(new("Loom:Telemetry:ScrapeToken", ScrapeToken));
+}
+
+/// <summary>The Prometheus scrape endpoint: the engine's own series move with the traffic, ASP.NET Core's are there too,
+/// and a scrape without the token gets nothing.</summary>
+public partial class TelemetryTests(TelemetryChatModelFactory factory) : IClassFixture<TelemetryChatModelFactory>
+{
+    [Fact]
+    public async Task EngineSeriesFollowTheTrafficAndTheEndpointNeedsItsToken()
+    {
+        var tenant = await factory.CreateTenantAsync($"otel-{Guid.NewGuid():N}"[..12]);
+        var client = factory.ClientWithKey((await factory.CreateKeyAsync(tenant.Id)).Secret);
+
+        var before = await ScrapeAsync();
+        var chat = await client.PostAsJsonAsync("/v1/chat/completions", new
+        {
+            model = ChatModelFactory.ModelName, max_tokens = 5, temperature = 0,
+            messages = new[] { new { role = "user", content = "hello" } },
+        });
+        Assert.True(chat.IsSuccessStatusCode, await chat.Content.ReadAsStringAsync());
+        // Observable instruments are read at scrape time; the exporter caches a scrape for a short while.
+        string after = before;
+        for (var deadline = DateTime.UtcNow.AddSeconds(30); DateTime.UtcNow < deadline; await Task.Delay(200))
+        {
+            after = await ScrapeAsync();
+            if (Value(after, "loom_engine_requests_total", "outcome=\"finished\"") > Value(before, "loom_engine_requests_total", "outcome=\"finished\"")
+                && after.Contains("http_server_request_duration_seconds", StringComparison.Ordinal)) break;
+        }
+        Assert.Equal(Value(before, "loom_engine_requests_total", "outcome=\"finished\"") + 1, Value(after, "loom_engine_requests_total", "outcome=\"finished\""));
+        Assert.True(Value(after, "loom_engine_tokens_generated_total") >= Value(before, "loom_engine_tokens_generated_total") + 5, after);
+        Assert.True(Value(after, "loom_engine_pool_pages", "owner=\"free\"") > 0, after);
+        Assert.Contains($"model=\"{ChatModelFactory.ModelName}\"", after);
+        Assert.Contains("http_server_request_duration_seconds", after);
+
+        using var anonymous = factory.CreateClient();
+        Assert.Equal(HttpStatusCode.NotFound, (await anonymous.GetAsync("/metrics")).StatusCode);
+        using var wrong = factory.CreateClient();
+        wrong.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", "not-the-token");
+        Assert.Equal(HttpStatusCode.NotFound, (await wrong.GetAsync("/metrics")).StatusCode);
+    }
+
+    private async Task<string> ScrapeAsync()
+    {
+        using var http = factory.CreateClient();
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", TelemetryChatModelFactory.ScrapeToken);
+        var response = await http.GetAsync("/metrics");
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, text);
+        return text;
+    }
+
+    /// <summary>The value of the first sample of <paramref name="metric"/> whose labels contain <paramref name="label"/>
+    /// (0 when there is none yet).</summary>
+    private static double Value(string exposition, string metric, string label = "")
+    {
+        foreach (Match m in Sample().Matches(exposition))
+            if (m.Groups["name"].Value == metric && m.Groups["labels"].Value.Contains(label, StringComparison.Ordinal))
+                return double.Parse(m.Groups["value"].Value, System.Globalization.CultureInfo.InvariantCulture);
+        return 0;
+    }
+
+    [GeneratedRegex(@"^(?<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?<labels>[^}]*)\})? (?<value>[-+0-9.eE]+|NaN)", RegexOptions.Multiline)]
+    private static partial Regex Sample();
+}
