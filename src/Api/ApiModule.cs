@@ -7,6 +7,7 @@ using Loom.Api.FineTuning;
 using Loom.Api.Keys;
 using Loom.Api.Limits;
 using Loom.Api.Models;
+using Loom.Api.Responses;
 using Loom.Api.Usage;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Builder;
@@ -47,6 +48,9 @@ public static class ApiModule
         services.TryAddSingleton<FailedAuthLimiter>();
         services.AddScoped<StorageQuota>();
         services.AddScoped<CompletionService>();
+        services.AddScoped<ResponseStore>();
+        services.AddOptions<ResponsesOptions>().BindConfiguration("Api:Responses")
+            .Validate(o => !o.Problems().Any(), "Invalid Api:Responses options (see ResponsesOptions).").ValidateOnStart();
         services.AddSingleton<UsageRecorder>();
         services.AddHostedService(sp => sp.GetRequiredService<UsageRecorder>());
         services.AddSingleton<EngineAdapters>();
@@ -106,6 +110,7 @@ public static class ApiModule
         v1.MapApiKeys();
         v1.MapChatCompletions();
         v1.MapCompletions();
+        v1.MapResponses();
         v1.MapFiles();
         v1.MapAdapters();
         v1.MapFineTuning();

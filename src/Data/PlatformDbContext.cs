@@ -30,6 +30,7 @@ public class PlatformDbContext(DbContextOptions<PlatformDbContext> options, ITen
     public DbSet<FineTuneCheckpoint> FineTuneCheckpoints => Set<FineTuneCheckpoint>();
     /// <summary>The portal's data-protection key ring (sign-in cookies, antiforgery), shared by every web node.</summary>
     public DbSet<DataProtectionKey> DataProtectionKeys => Set<DataProtectionKey>();
+    public DbSet<StoredResponse> Responses => Set<StoredResponse>();
 
     /// <summary>Read by the query filters on every query (EF parameterises it per context instance).</summary>
     internal Guid? CurrentTenantId => tenant.TenantId;

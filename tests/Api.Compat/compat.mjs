@@ -6,6 +6,8 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import OpenAI, { AuthenticationError, BadRequestError, ConflictError, NotFoundError, RateLimitError, toFile } from 'openai';
+import { zodResponseFormat, zodTextFormat } from 'openai/helpers/zod';
+import { z } from 'zod';
 
 const baseURL = process.env.LOOM_BASE_URL;
 const apiKey = process.env.LOOM_API_KEY;
@@ -186,6 +188,116 @@ await check('fineTuning.jobs.cancel a second job', async () => {
   assert.equal(job.status, 'cancelled');
   assert.equal(job.fine_tuned_model, null);
   await expectError(ConflictError, client.fineTuning.jobs.cancel(second.id)); // already cancelled
+});
+
+// The Responses API.
+let firstResponse;
+await check('responses.create, retrieve, inputItems.list', async () => {
+  const r = await client.responses.create({ model, input: 'Define: harbor', instructions: 'Be brief.', max_output_tokens: 16, temperature: 0 });
+  assert.equal(r.object, 'response');
+  assert.ok(['completed', 'incomplete'].includes(r.status));
+  assert.equal(typeof r.output_text, 'string');
+  assert.ok(r.output_text.length > 0);
+  assert.equal(r.usage.total_tokens, r.usage.input_tokens + r.usage.output_tokens);
+  const again = await client.responses.retrieve(r.id);
+  assert.equal(again.id, r.id);
+  assert.equal(again.output_text, r.output_text);
+  const items = [];
+  for await (const item of client.responses.inputItems.list(r.id)) items.push(item);
+  assert.equal(items.length, 1);
+  assert.equal(items[0].role, 'user');
+  firstResponse = r;
+});
+
+await check('responses.create with stream: semantic events reassemble the text', async () => {
+  const stream = await client.responses.create({ model, input: 'Define: harbor', instructions: 'Be brief.', max_output_tokens: 16, temperature: 0, stream: true });
+  let text = '';
+  const types = [];
+  let final;
+  for await (const event of stream) {
+    types.push(event.type);
+    if (event.type === 'response.output_text.delta') text += event.delta;
+    if (event.type === 'response.completed' || event.type === 'response.incomplete') final = event.response;
+  }
+  assert.equal(types[0], 'response.created');
+  assert.ok(types.includes('response.output_text.done'), types.join(','));
+  assert.equal(text, firstResponse.output_text);
+  assert.equal(final.output_text ?? final.output[0].content[0].text, text);
+
+  const helper = client.responses.stream({ model, input: 'Define: harbor', instructions: 'Be brief.', max_output_tokens: 16, temperature: 0 });
+  let helperText = '';
+  helper.on('response.output_text.delta', (e) => { helperText += e.delta; });
+  const done = await helper.finalResponse();
+  assert.equal(helperText, firstResponse.output_text);
+  assert.equal(done.output_text, firstResponse.output_text);
+});
+
+await check('responses.create with previous_response_id carries the conversation', async () => {
+  const next = await client.responses.create({ model, input: 'And a boat?', previous_response_id: firstResponse.id, max_output_tokens: 8, temperature: 0 });
+  assert.equal(next.previous_response_id, firstResponse.id);
+  const alone = await client.responses.create({ model, input: 'And a boat?', max_output_tokens: 8, temperature: 0, store: false });
+  assert.ok(next.usage.input_tokens > alone.usage.input_tokens + firstResponse.usage.output_tokens, `${next.usage.input_tokens} vs ${alone.usage.input_tokens}`);
+  await expectError(NotFoundError, client.responses.retrieve(alone.id));
+  await client.responses.delete(next.id);
+  await expectError(NotFoundError, client.responses.retrieve(next.id));
+});
+
+const City = z.object({ city: z.enum(['Oslo', 'Lima', 'Pune']), unit: z.enum(['c', 'f']) });
+await check('responses.parse with a zod text format', async () => {
+  const r = await client.responses.parse({ model, input: 'Weather in Oslo?', max_output_tokens: 80, temperature: 0, text: { format: zodTextFormat(City, 'weather') } });
+  assert.equal(r.status, 'completed', JSON.stringify(r.output));
+  assert.ok(['Oslo', 'Lima', 'Pune'].includes(r.output_parsed.city), JSON.stringify(r.output_parsed));
+});
+
+await check('chat.completions.parse with a zod response format', async () => {
+  const r = await client.chat.completions.parse({ model, messages, max_tokens: 80, temperature: 0, response_format: zodResponseFormat(City, 'weather') });
+  assert.equal(r.choices[0].finish_reason, 'stop', JSON.stringify(r.choices[0]));
+  assert.ok(['c', 'f'].includes(r.choices[0].message.parsed.unit), JSON.stringify(r.choices[0].message));
+});
+
+const weatherTool = {
+  type: 'function', name: 'get_weather', description: 'Weather in a city', strict: true,
+  parameters: { type: 'object', properties: { city: { type: 'string', enum: ['Oslo', 'Lima'] } }, required: ['city'], additionalProperties: false },
+};
+await check('responses.create with a function tool, then its output sent back', async () => {
+  const r = await client.responses.create({ model, input: 'Weather in Oslo?', tools: [weatherTool], tool_choice: 'required', parallel_tool_calls: false, max_output_tokens: 80, temperature: 0 });
+  const call = r.output.find((o) => o.type === 'function_call');
+  assert.ok(call, JSON.stringify(r.output));
+  assert.equal(call.name, 'get_weather');
+  assert.ok(['Oslo', 'Lima'].includes(JSON.parse(call.arguments).city));
+  const answer = await client.responses.create({
+    model, previous_response_id: r.id, tools: [weatherTool], tool_choice: 'none', max_output_tokens: 8, temperature: 0,
+    input: [{ type: 'function_call_output', call_id: call.call_id, output: '{"temp": 3}' }],
+  });
+  assert.equal(answer.output[0].type, 'message');
+
+  const stream = await client.responses.create({ model, input: 'Weather in Lima?', tools: [weatherTool], tool_choice: 'required', parallel_tool_calls: false, max_output_tokens: 80, temperature: 0, stream: true });
+  let args = '';
+  let doneArgs;
+  for await (const event of stream) {
+    if (event.type === 'response.function_call_arguments.delta') args += event.delta;
+    if (event.type === 'response.function_call_arguments.done') doneArgs = event.arguments;
+  }
+  assert.equal(args, doneArgs);
+  assert.ok(['Oslo', 'Lima'].includes(JSON.parse(args).city));
+});
+
+await check('chat tool-call round trip', async () => {
+  const tools = [{ type: 'function', function: { name: weatherTool.name, description: weatherTool.description, parameters: weatherTool.parameters } }];
+  const r = await client.chat.completions.create({ model, messages: [{ role: 'user', content: 'Weather in Oslo?' }], tools, tool_choice: 'required', parallel_tool_calls: false, max_tokens: 80, temperature: 0 });
+  const call = r.choices[0].message.tool_calls?.[0];
+  assert.ok(call, JSON.stringify(r.choices[0]));
+  const answer = await client.chat.completions.create({
+    model, tools, tool_choice: 'none', max_tokens: 8, temperature: 0,
+    messages: [{ role: 'user', content: 'Weather in Oslo?' }, r.choices[0].message, { role: 'tool', tool_call_id: call.id, content: '{"temp": 3}' }],
+  });
+  assert.equal(typeof answer.choices[0].message.content, 'string');
+});
+
+await check('a bad Responses request raises BadRequestError naming the param', async () => {
+  const e = await expectError(BadRequestError, client.responses.create({ model, input: 'x', tools: [{ type: 'web_search' }] }));
+  assert.equal(e.param ?? e.error?.param, 'tools[0].type');
+  await expectError(NotFoundError, client.responses.create({ model, input: 'x', previous_response_id: 'resp_000000000000000000000000' }));
 });
 
 await check('a bad key raises AuthenticationError', async () => {

@@ -7,7 +7,7 @@ namespace Loom.Api.Tests;
 
 /// <summary>Loom on a real socket for clients outside the process; its fine-tune server trains jobs of the tiny model,
 /// with a checkpoint every 2 steps so a few steps give checkpoints to list.</summary>
-public sealed class KestrelTinyChatFactory : ChatModelFactory
+public sealed class KestrelTinyChatFactory : LongContextChatModelFactory
 {
     public KestrelTinyChatFactory() => UseKestrel(0);
 

@@ -9,7 +9,7 @@ namespace Loom.Api.Tests;
 
 /// <summary>The tiny chat model with a context of 2,048 positions (its weights are random, so any length serves),
 /// room for the tool descriptions in the system prompt.</summary>
-public sealed class LongContextChatModelFactory : ChatModelFactory
+public class LongContextChatModelFactory : ChatModelFactory
 {
     protected override string CreateModelDir()
     {

@@ -74,21 +74,7 @@ internal sealed partial class ToolCalling
                 if (t.ValueKind != JsonValueKind.Object || !t.TryGetProperty("type", out var type) || type.GetString() != "function"
                     || !t.TryGetProperty("function", out var f) || f.ValueKind != JsonValueKind.Object)
                     throw new InvalidRequestException($"'{at}' must be {{\"type\": \"function\", \"function\": {{...}}}}.", at);
-                if (!f.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String || !NamePattern().IsMatch(name.GetString()!))
-                    throw new InvalidRequestException($"'{at}.function.name' must be 1 to 64 letters, digits, underscores or dashes.", $"{at}.function.name");
-                if (tools.Any(x => x.Name == name.GetString()))
-                    throw new InvalidRequestException($"Two tools are named '{name.GetString()}'.", $"{at}.function.name");
-                var parameters = f.TryGetProperty("parameters", out var p) && p.ValueKind != JsonValueKind.Null ? p.Clone()
-                    : JsonDocument.Parse("""{"type":"object","properties":{}}""").RootElement;
-                if (parameters.ValueKind != JsonValueKind.Object)
-                    throw new InvalidRequestException($"'{at}.function.parameters' must be a JSON schema object.", $"{at}.function.parameters");
-                try { JsonGrammar.FromSchema(parameters); }
-                catch (GrammarNotSupportedException e)
-                {
-                    throw new InvalidRequestException($"Invalid schema for function '{name.GetString()}': {e.Message} (at '{e.Path}').", $"{at}.function.parameters", "invalid_function_parameters");
-                }
-                string? description = f.TryGetProperty("description", out var d) && d.ValueKind == JsonValueKind.String ? d.GetString() : null;
-                tools.Add(new ToolSpec(name.GetString()!, description, parameters));
+                tools.Add(ReadTool(f, $"{at}.function", tools));
             }
         }
 
@@ -118,6 +104,31 @@ internal sealed partial class ToolCalling
             throw new InvalidRequestException("'tool_choice' asks for a tool call but 'tools' is empty.", "tool_choice");
         return new ToolCalling { Tools = tools, Mode = mode, Named = named, Parallel = parallel };
     }
+
+    /// <summary>One function's <c>name</c>, <c>description</c> and <c>parameters</c> (a schema the decoder can enforce),
+    /// read from <paramref name="f"/>; <paramref name="at"/> names it in errors.</summary>
+    public static ToolSpec ReadTool(JsonElement f, string at, IReadOnlyList<ToolSpec> earlier)
+    {
+        if (!f.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String || !NamePattern().IsMatch(name.GetString()!))
+            throw new InvalidRequestException($"'{at}.name' must be 1 to 64 letters, digits, underscores or dashes.", $"{at}.name");
+        if (earlier.Any(x => x.Name == name.GetString()))
+            throw new InvalidRequestException($"Two tools are named '{name.GetString()}'.", $"{at}.name");
+        var parameters = f.TryGetProperty("parameters", out var p) && p.ValueKind != JsonValueKind.Null ? p.Clone()
+            : JsonDocument.Parse("""{"type":"object","properties":{}}""").RootElement;
+        if (parameters.ValueKind != JsonValueKind.Object)
+            throw new InvalidRequestException($"'{at}.parameters' must be a JSON schema object.", $"{at}.parameters");
+        try { JsonGrammar.FromSchema(parameters); }
+        catch (GrammarNotSupportedException e)
+        {
+            throw new InvalidRequestException($"Invalid schema for function '{name.GetString()}': {e.Message} (at '{e.Path}').", $"{at}.parameters", "invalid_function_parameters");
+        }
+        string? description = f.TryGetProperty("description", out var d) && d.ValueKind == JsonValueKind.String ? d.GetString() : null;
+        return new ToolSpec(name.GetString()!, description, parameters);
+    }
+
+    /// <summary>Tool calling from already validated parts (the Responses API reads its own request shape).</summary>
+    public static ToolCalling Of(IReadOnlyList<ToolSpec> tools, ToolChoiceMode mode, string? named, bool parallel) =>
+        new() { Tools = tools, Mode = tools.Count == 0 ? ToolChoiceMode.None : mode, Named = named, Parallel = parallel };
 
     /// <summary>The grammar the calls are decoded under, and the trigger that starts it (null: from the first token).</summary>
     public (JsonGrammar Grammar, string? Trigger)? Constraint()
