@@ -1,6 +1,7 @@
 using Loom.Api.Auth;
 using Loom.Api.Adapters;
 using Loom.Api.Completions;
+using Loom.Api.Embeddings;
 using Loom.Api.Errors;
 using Loom.Api.Files;
 using Loom.Api.FineTuning;
@@ -111,6 +112,7 @@ public static class ApiModule
         v1.MapChatCompletions();
         v1.MapCompletions();
         v1.MapResponses();
+        v1.MapEmbeddings();
         v1.MapFiles();
         v1.MapAdapters();
         v1.MapFineTuning();

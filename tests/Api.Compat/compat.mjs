@@ -300,6 +300,22 @@ await check('a bad Responses request raises BadRequestError naming the param', a
   await expectError(NotFoundError, client.responses.create({ model, input: 'x', previous_response_id: 'resp_000000000000000000000000' }));
 });
 
+await check('embeddings.create (float and base64)', async () => {
+  const r = await client.embeddings.create({ model, input: ['a harbor', 'a boat'] });
+  assert.equal(r.object, 'list');
+  assert.equal(r.data.length, 2);
+  const v = r.data[0].embedding;
+  assert.ok(Array.isArray(v) && v.length > 0);
+  assert.ok(Math.abs(Math.hypot(...v) - 1) < 1e-4);
+  assert.equal(r.usage.prompt_tokens, r.usage.total_tokens);
+  // The client asks for base64 by default when encoding_format is not given and decodes it to numbers.
+  const b = await client.embeddings.create({ model, input: 'a harbor', encoding_format: 'base64' });
+  assert.equal(typeof b.data[0].embedding, 'string');
+  const floats = new Float32Array(Buffer.from(b.data[0].embedding, 'base64').buffer.slice(0));
+  assert.ok(Math.abs(floats[0] - v[0]) < 1e-6);
+  await expectError(BadRequestError, client.embeddings.create({ model, input: 'x', dimensions: 3 }));
+});
+
 await check('a bad key raises AuthenticationError', async () => {
   const bad = new OpenAI({ baseURL, apiKey: 'sk-loom-' + 'A'.repeat(43), maxRetries: 0 });
   const e = await expectError(AuthenticationError, bad.models.list());

@@ -117,4 +117,10 @@ public interface IInferenceEngine
     void UnregisterAdapter(string adapterId);
 
     EngineMetrics GetMetrics();
+
+    /// <summary>One L2-normalized embedding per input: the mean over its positions of the final-normed hidden state
+    /// of the base model, or of the model with the registered adapter <paramref name="adapterId"/>. Throws
+    /// <see cref="ArgumentException"/> for an empty input, one past the context or an unknown adapter.</summary>
+    Task<float[][]> EmbedAsync(IReadOnlyList<int[]> inputs, string? adapterId, CancellationToken cancellationToken = default) =>
+        throw new NotSupportedException("this engine does not compute embeddings");
 }

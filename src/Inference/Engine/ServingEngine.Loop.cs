@@ -348,6 +348,7 @@ public sealed partial class ServingEngine
         Drain();
         FailAll(new ObjectDisposedException(nameof(ServingEngine)));
         EndTraining(new ObjectDisposedException(nameof(ServingEngine)));
+        FailEmbeddings(new ObjectDisposedException(nameof(ServingEngine)));
     }
 
     private void Iteration()
@@ -355,6 +356,7 @@ public sealed partial class ServingEngine
         if (Steps is { } steps)
             while (!steps.Wait(10)) if (_stopping) return;
         Drain();
+        RunEmbeddings();
         ReapCopies();
         if (_scheduler.IsIdle)
         {

@@ -10,6 +10,8 @@ public enum LogitsMode
     LastPerSequence,
     /// <summary>(tokens, vocab): every position (training, scoring).</summary>
     AllPositions,
+    /// <summary>No logits: the final-normed hidden state of every token (embeddings); read with <see cref="ForwardState.Hidden"/>.</summary>
+    HiddenStates,
 }
 
 /// <summary>The run state of a batched forward pass: the batch being built (sequences, their new tokens and caches)
@@ -133,4 +135,7 @@ public sealed class ForwardState
 
     /// <summary>Logits row i: the i-th sequence's last token (LastPerSequence) or the i-th token (AllPositions).</summary>
     public Span<float> Logits(int i) => LogitsBuffer.AsSpan(i * _vocab, _vocab);
+
+    /// <summary>Token t's final-normed hidden state after a <see cref="LogitsMode.HiddenStates"/> pass.</summary>
+    public ReadOnlySpan<float> Hidden(int t) => Xb.AsSpan(t * (Xb.Length / MaxTokens), Xb.Length / MaxTokens);
 }

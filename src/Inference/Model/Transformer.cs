@@ -93,7 +93,11 @@ public sealed class Transformer : IDisposable
         }
 
         // final norm and LM head, for the rows asked for
-        if (mode == LogitsMode.AllPositions)
+        if (mode == LogitsMode.HiddenStates)
+        {
+            k.RmsNorm(s.Xb, s.X, w.FinalNorm, eps, T);
+        }
+        else if (mode == LogitsMode.AllPositions)
         {
             k.RmsNorm(s.Xb, s.X, w.FinalNorm, eps, T);
             k.MatMul(s.LogitsBuffer, s.Xb, w.LmHead, T);
