@@ -18,7 +18,7 @@ public sealed class LoomProcess : IAsyncDisposable
     private LoomProcess(string name, Process process, Uri baseAddress) => (Name, _process, BaseAddress) = (name, process, baseAddress);
 
     /// <summary>How long a start may take (several processes starting at once on a loaded 2-core machine are slow).</summary>
-    private static readonly TimeSpan StartLimit = TimeSpan.FromSeconds(150);
+    private static readonly TimeSpan StartLimit = TimeSpan.FromSeconds(300);
 
     public static async Task<LoomProcess> StartAsync(string name, string roles, IReadOnlyDictionary<string, string> settings)
     {
