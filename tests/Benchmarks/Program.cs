@@ -12,6 +12,10 @@
 //                                LoRA fine-tuning on the SmolLM2-135M shape against PyTorch eager CPU (same run);
 //                                inference latency and training throughput co-served vs alone (PNG); held-out exact
 //                                match on models/loom-demo before and after fine-tuning
+//   finetuning [checkpoint [--quick] | e2e]
+//                                fine-tuning checkpoints: the loop's stall per checkpoint against the step time, and the
+//                                checkpoint write against a plain copy of the same bytes; e2e: upload, train and chat
+//                                on models/loom-demo through the HTTP API (tests/Benchmarks/FineTuning/run-e2e.sh)
 //   constrained [--quick]        structured outputs: the token-mask trie walk at 49k and 128k vocabularies, and decode at
 //                                batch 8 with and without a JSON schema on every sequence
 using Loom.Benchmarks;
@@ -33,6 +37,9 @@ switch (suite)
         return 0;
     case "training":
         TrainingBenchmark.Run(args[1..]);
+        return 0;
+    case "finetuning":
+        Loom.Benchmarks.FineTuning.FineTuningBenchmark.Run(args[1..]);
         return 0;
     case "constrained":
         ConstrainedBenchmark.Run(args[1..]);
