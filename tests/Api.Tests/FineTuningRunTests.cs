@@ -236,9 +236,15 @@ public class FineTuningRunTests(FineTuningFactory factory) : IClassFixture<FineT
         using (var stop = new CancellationTokenSource())
         {
             var run = factory.RunJobAsync(broken, stop.Token);
-            while (!await DbAsync(db => db.FineTuneCheckpoints.IgnoreQueryFilters().AnyAsync(c => c.JobId == jobGuid))) await Task.Delay(20);
+            var deadline = DateTime.UtcNow.AddSeconds(120);
+            while (!await DbAsync(db => db.FineTuneCheckpoints.IgnoreQueryFilters().AnyAsync(c => c.JobId == jobGuid)))
+            {
+                if (run.IsCompleted) await run; // ended before its first checkpoint row was seen: a failure surfaces here
+                Assert.True(DateTime.UtcNow < deadline, "no checkpoint recorded within 120 s");
+                await Task.Delay(20);
+            }
             await stop.CancelAsync();
-            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => run);
+            if (!run.IsCompletedSuccessfully) await Assert.ThrowsAnyAsync<OperationCanceledException>(() => run); // a run that finished first is fine
         }
         // Flip a byte of every checkpoint's optimizer state, in the local copy and in the blob store.
         var checkpoints = await DbAsync(db => db.FineTuneCheckpoints.IgnoreQueryFilters().Where(c => c.JobId == jobGuid).ToListAsync());
