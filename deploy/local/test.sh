@@ -31,7 +31,8 @@ fi
 cleanup() { pg_stop "$PG_TEST_DIR/data" || true; rm -rf "$PG_TEST_DIR"; }
 trap cleanup EXIT
 echo "==> starting a throwaway PostgreSQL on 127.0.0.1:$PG_PORT"
-pg_start "$PG_TEST_DIR/data" "$PG_PORT" -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300
+# autovacuum off: its workers (superuser sessions) in a test database make DROP DATABASE ... WITH (FORCE) fail
+pg_start "$PG_TEST_DIR/data" "$PG_PORT" -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c autovacuum=off
 pg_ensure_role "$PG_TEST_DIR/data" "$PG_PORT" loom_test loom_test CREATEDB
 export LOOM_TEST_PG="Host=127.0.0.1;Port=$PG_PORT;Username=loom_test;Password=loom_test;Database=postgres"
 

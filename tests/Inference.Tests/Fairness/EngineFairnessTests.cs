@@ -180,21 +180,27 @@ public sealed class EngineFairnessTests : IDisposable
         {
             if (!toHost || Interlocked.Exchange(ref held, 1) != 0) return;
             entered.Set();
-            release.Wait(TimeSpan.FromSeconds(20)); // the first copy out is held until the test lets it go
+            release.Wait(TimeSpan.FromMinutes(3)); // the first copy out is held until the test lets it go (or gives up)
         };
         using var cancelFlood = new CancellationTokenSource();
-        var (flood, quiet) = await StartFloodThenQuiet(e, cancelFlood.Token);
-        Assert.True(await Task.Run(() => entered.Wait(Limit)), $"no swap copy started: {e.GetMetrics()}");
+        try
+        {
+            var (flood, quiet) = await StartFloodThenQuiet(e, cancelFlood.Token);
+            Assert.True(await Task.Run(() => entered.Wait(Limit)), $"no swap copy started: {e.GetMetrics()}");
 
-        // every flood request goes, the one being copied out among them, and the quiet tenant is served meanwhile
-        cancelFlood.Cancel();
-        foreach (var f in flood) await Assert.ThrowsAnyAsync<OperationCanceledException>(() => f.WaitAsync(Limit));
-        var outputs = await Task.WhenAll(quiet).WaitAsync(Limit);
-        Assert.All(outputs, o => Assert.Equal(16, Tokens(o).Length));
-        await Until(() => e.GetMetrics() is { RequestsCancelled: 6, Running: 0, Waiting: 0 }, () => $"cancellations not taken: {e.GetMetrics()}");
-        // nothing runs or waits, yet the cancelled request's pages stay taken: its copy is still reading them
-        Assert.True(e.Pool.Usage.KvPages > 0, "the held copy's pages were freed while it ran");
-        release.Set();
+            // every flood request goes, the one being copied out among them, and the quiet tenant is served meanwhile
+            cancelFlood.Cancel();
+            foreach (var f in flood) await Assert.ThrowsAnyAsync<OperationCanceledException>(() => f.WaitAsync(Limit));
+            var outputs = await Task.WhenAll(quiet).WaitAsync(Limit);
+            Assert.All(outputs, o => Assert.Equal(16, Tokens(o).Length));
+            await Until(() => e.GetMetrics() is { RequestsCancelled: 6, Running: 0, Waiting: 0 }, () => $"cancellations not taken: {e.GetMetrics()}");
+            // nothing runs or waits, yet the cancelled request's pages stay taken: its copy is still reading them
+            Assert.True(e.Pool.Usage.KvPages > 0, "the held copy's pages were freed while it ran");
+        }
+        finally
+        {
+            release.Set(); // however the test went, the held copy ends (the engine's disposal waits for it)
+        }
         await Idle(e);  // also waits for the pool's KV pages to be back: the cancelled copy's are freed once it ended
         var m = e.GetMetrics();
         Assert.Equal((0, 6L, 0L), (m.PoolKvPages, m.RequestsCancelled, m.RequestsFailed));
