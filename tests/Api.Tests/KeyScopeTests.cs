@@ -107,7 +107,10 @@ public class KeyScopeTests(LoomFactory factory) : IClassFixture<LoomFactory>
         Assert.NotEmpty(endpoints);
         var inference = endpoints.Where(e => ApiScopes.Required(e) == ApiKeyScopes.Inference)
             .Select(e => $"{string.Join(",", e.Metadata.GetMetadata<IHttpMethodMetadata>()?.HttpMethods ?? [])} {e.RoutePattern.RawText}").Order().ToArray();
-        Assert.Equal(["GET /v1/models", "GET /v1/models/{id}", "GET /v1/usage", "POST /v1/chat/completions", "POST /v1/completions"], inference);
+        Assert.Equal([
+            "DELETE /v1/responses/{id}", "GET /v1/models", "GET /v1/models/{id}", "GET /v1/responses/{id}", "GET /v1/responses/{id}/input_items",
+            "GET /v1/usage", "POST /v1/chat/completions", "POST /v1/completions", "POST /v1/embeddings", "POST /v1/responses",
+        ], inference);
         Assert.All(endpoints.Where(e => ApiScopes.Required(e) != ApiKeyScopes.Inference), e => Assert.Equal(ApiKeyScopes.Manage, ApiScopes.Required(e)));
     }
 }
