@@ -82,13 +82,7 @@ internal sealed partial class ToolCalling
         string? named = null;
         if (choice.ValueKind == JsonValueKind.String)
         {
-            mode = choice.GetString() switch
-            {
-                "none" => ToolChoiceMode.None,
-                "auto" => ToolChoiceMode.Auto,
-                "required" => ToolChoiceMode.Required,
-                var other => throw new InvalidRequestException($"'tool_choice' must be 'none', 'auto', 'required' or a named function; got '{other}'.", "tool_choice"),
-            };
+            mode = ChoiceMode(choice.GetString());
         }
         else if (choice.ValueKind == JsonValueKind.Object)
         {
@@ -220,4 +214,13 @@ internal sealed partial class ToolCalling
 
     private static ToolCallObject ToCall(JsonElement call) => new(Sse.NewId("call_"), "function",
         new ToolCallFunction(call.GetProperty("name").GetString()!, call.GetProperty("arguments").GetRawText()));
+
+    /// <summary>A string <c>tool_choice</c> (chat completions and responses): none, auto or required.</summary>
+    internal static ToolChoiceMode ChoiceMode(string? value) => value switch
+    {
+        "none" => ToolChoiceMode.None,
+        "auto" => ToolChoiceMode.Auto,
+        "required" => ToolChoiceMode.Required,
+        var other => throw new InvalidRequestException($"'tool_choice' must be 'none', 'auto', 'required' or a named function; got '{other}'.", "tool_choice"),
+    };
 }

@@ -117,13 +117,7 @@ internal sealed record ResponseRequest(
         choiceEcho = JsonValue.Create("auto");
         if (choice.ValueKind == JsonValueKind.String)
         {
-            mode = choice.GetString() switch
-            {
-                "none" => ToolChoiceMode.None,
-                "auto" => ToolChoiceMode.Auto,
-                "required" => ToolChoiceMode.Required,
-                var other => throw new InvalidRequestException($"'tool_choice' must be 'none', 'auto', 'required' or a named function; got '{other}'.", "tool_choice"),
-            };
+            mode = ToolCalling.ChoiceMode(choice.GetString());
             choiceEcho = JsonValue.Create(choice.GetString())!;
         }
         else if (choice.ValueKind == JsonValueKind.Object)
