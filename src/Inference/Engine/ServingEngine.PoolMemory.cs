@@ -1,0 +1,177 @@
+using Loom.Inference.Scheduling;
+
+namespace Loom.Inference.Engine;
+
+public sealed partial class ServingEngine
+{
+    /// <summary>The scheduler's view of memory, on the pool: KV pages per sequence and adapter pins; preempted caches
+    /// swapped to host memory. With <see cref="InferenceOptions.AsyncSwap"/> the swap copies run on the copy thread while
+    /// the engine computes, and the loop never waits for one: a swapped-out sequence keeps its pages until its copy is
+    /// done (they are taken back at the start of an iteration; a sequence that needs them meanwhile waits an iteration
+    /// instead of preempting more), and a swapped-in one is admitted at once but runs once its copy back is done.</summary>
+    private sealed class PoolMemory(ServingEngine e) : ISwappingMemory
+    {
+        public bool TryReserve(Sequence s, int tokens)
+        {
+            var r = (Request)s.Handle!;
+            var store = e._store;
+            if (r.IsCopying)
+            {
+                // copying in: not runnable yet (the scheduler asks IsReady first); a copy under way: next iteration
+                if (r.Swap == SwapState.CopyingIn || !r.Copy!.IsCompleted) return false;
+                e.TakeBack(r, readmit: true);
+            }
+            int kvNeed = r.Cache.PagesToReserve(tokens);
+            bool needsAdapter = s.AdapterId is not null && r.Adapter is null;
+            int adapterNeed = 0;
+            if (needsAdapter)
+            {
+                try { adapterNeed = store.PagesToLoad(s.AdapterId!); }
+                catch (KeyNotFoundException) { throw new InvalidOperationException($"adapter '{s.AdapterId}' was unregistered"); }
+            }
+            if (kvNeed + adapterNeed == 0 && !needsAdapter) return true;
+            if (needsAdapter && !WarmInHost(s.AdapterId!)) return false;
+            // the shared budget (S-LoRA): free pages plus what evicting unpinned adapters would free
+            if (e.Unified ? kvNeed + adapterNeed > e._pool.FreePages + store.ReclaimablePages
+                : kvNeed > e._pool.FreePages || adapterNeed > e._adapterPool.FreePages + store.ReclaimablePages) return false;
+            if (needsAdapter)
+            {
+                r.Adapter = store.EnsureResident(s.AdapterId!);
+                if (r.Adapter is null) return false;
+            }
+            if (kvNeed > 0 && !r.Cache.TryReserve(tokens) && !(e.Unified && store.MakeRoom(kvNeed) && r.Cache.TryReserve(tokens)))
+            {
+                if (needsAdapter)
+                {
+                    store.Release(r.Adapter!);
+                    r.Adapter = null;
+                }
+                return false;
+            }
+            if (r.Swap == SwapState.Swapped)
+            {
+                var swapped = r.Host!;
+                if (e._options.AsyncSwap && swapped.Owner == e._swap)
+                {
+                    // copied back on the copy thread while this iteration computes; the sequence runs once it is done
+                    // (a reused prefix is copied here instead: its sequence has prompt tokens to compute at once)
+                    swapped.Owner.CheckSwapIn(swapped, r.Cache);
+                    var cache = r.Cache;
+                    e.StartCopy(r, SwapState.CopyingIn, () => swapped.Owner.CopyIn(swapped, cache, parallel: false));
+                    return true;
+                }
+                r.Host = null;
+                r.Swap = SwapState.None;
+                swapped.Owner.SwapIn(swapped, r.Cache);
+            }
+            return true;
+        }
+
+        public bool IsReady(Sequence s)
+        {
+            var r = (Request)s.Handle!;
+            if (!r.IsCopying) return true;
+            if (r.Swap != SwapState.CopyingIn || !r.Copy!.IsCompletedSuccessfully) return false; // (a failed one ends at the next reap)
+            e.TakeBack(r, readmit: false);
+            return true;
+        }
+
+        public bool RoomPending(Sequence s, int tokens)
+        {
+            int coming = 0;
+            foreach (var c in e._copies)
+                if (c.Swap != SwapState.CopyingIn) coming += c.Cache.PagesHeld;
+            if (coming == 0) return false;
+            var r = (Request)s.Handle!;
+            var store = e._store;
+            int kvNeed = r.Cache.PagesToReserve(tokens);
+            int adapterNeed = 0;
+            if (s.AdapterId is not null && r.Adapter is null)
+            {
+                try { adapterNeed = store.PagesToLoad(s.AdapterId); }
+                catch (KeyNotFoundException) { return false; } // unregistered meanwhile: TryReserve reports it
+            }
+            return e.Unified ? kvNeed + adapterNeed <= e._pool.FreePages + store.ReclaimablePages + coming
+                : kvNeed <= e._pool.FreePages + coming;
+        }
+
+        public bool TrySwapOut(Sequence s)
+        {
+            var r = (Request)s.Handle!;
+            if (r.IsCopying)
+            {
+                // preempted again before its copy back was used: the host copy still holds its tokens; the pages go
+                // back once the copy is done
+                r.Swap = SwapState.CopyInUndone;
+                ReleaseAdapter(r);
+                return true;
+            }
+            if (e._swap is null || s.Computed < e._options.SwapMinTokens || r.Cache.Length != s.Computed || r.Swap != SwapState.None) return false;
+            if (!e._options.AsyncSwap)
+            {
+                if (e._swap.SwapOut(r.Cache) is not { } copied) return false;
+                Release(s);
+                r.Host = copied;
+                r.Swap = SwapState.Swapped;
+                return true;
+            }
+            if (e._swap.BeginSwapOut(r.Cache) is not { } swapped) return false;
+            // copied on the copy thread while the next iteration computes; its pages are taken back once that is done
+            ReleaseAdapter(r);
+            r.Host = swapped;
+            var cache = r.Cache;
+            var space = e._swap;
+            e.StartCopy(r, SwapState.CopyingOut, () => space.CopyOut(cache, swapped, parallel: false));
+            return true;
+        }
+
+        /// <summary>Never stall a running batch on a disk read: when sequences are running and the adapter is neither in
+        /// the pool nor in host memory, read it on the thread pool and admit the sequence in a later iteration. Once that
+        /// read is done (cached, or not cacheable, or failed) the synchronous path runs and reports any error.</summary>
+        private bool WarmInHost(string id)
+        {
+            var store = e._store;
+            if (e._scheduler.Running.Count == 0 || store.IsResident(id) || store.IsInHostCache(id))
+            {
+                e._hostLoads.Remove(id);
+                return true;
+            }
+            if (!e._hostLoads.TryGetValue(id, out var read))
+            {
+                e._hostLoads[id] = store.Prefetch([id]);
+                return false;
+            }
+            if (!read.IsCompleted) return false;
+            e._hostLoads.Remove(id);
+            return true;
+        }
+
+        public void Release(Sequence s)
+        {
+            var r = (Request)s.Handle!;
+            ReleaseAdapter(r);
+            if (r.IsCopying)
+            {
+                // its pages and host buffer are the copy's until it ends: freed when the loop takes the copy back
+                r.Swap = SwapState.Orphaned;
+                return;
+            }
+            if (r.Host is { } swapped)
+            {
+                r.Host = null;
+                r.Swap = SwapState.None;
+                swapped.Owner.Drop(swapped);
+            }
+            r.Cache.Release();
+        }
+
+        public void ReleaseAdapter(Request r)
+        {
+            if (r.Adapter is { } a)
+            {
+                r.Adapter = null;
+                e._store.Release(a);
+            }
+        }
+    }
+}
