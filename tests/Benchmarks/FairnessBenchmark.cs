@@ -94,17 +94,17 @@ internal static class FairnessBenchmark
         foreach (var (name, r) in new[] { ("FCFS", fcfs), ("VTC", vtc) })
         {
             var (a, b) = (r.Before, r.After);
-            long pre = b.Preemptions - a.Preemptions, fair = b.FairnessPreemptions - a.FairnessPreemptions, swaps = b.SwapPreemptions - a.SwapPreemptions;
-            long recompute = b.RecomputeTokens - a.RecomputeTokens, computed = b.TokensComputed - a.TokensComputed;
-            double copySeconds = (b.SwapCopyTime - a.SwapCopyTime).TotalSeconds, waitSeconds = (b.SwapWaitTime - a.SwapWaitTime).TotalSeconds;
+            long pre = b.Scheduling.Preemptions - a.Scheduling.Preemptions, fair = b.Scheduling.FairnessPreemptions - a.Scheduling.FairnessPreemptions, swaps = b.Scheduling.Swap.Preemptions - a.Scheduling.Swap.Preemptions;
+            long recompute = b.Scheduling.RecomputeTokens - a.Scheduling.RecomputeTokens, computed = b.Loop.TokensComputed - a.Loop.TokensComputed;
+            double copySeconds = (b.Scheduling.Swap.CopyTime - a.Scheduling.Swap.CopyTime).TotalSeconds, waitSeconds = (b.Scheduling.Swap.WaitTime - a.Scheduling.Swap.WaitTime).TotalSeconds;
             // with the copies on their own thread the engine loses only the time it stood waiting for one
-            double swapSeconds = b.AsyncSwap ? waitSeconds : copySeconds;
+            double swapSeconds = b.Scheduling.Swap.Async ? waitSeconds : copySeconds;
             double recomputeSeconds = computed == 0 ? 0 : (double)recompute / computed * r.Seconds; // share of the run's compute
-            long iterations = b.Iterations - a.Iterations;
+            long iterations = b.Loop.Iterations - a.Loop.Iterations;
             Console.WriteLine($"{name}: {iterations} iterations, {(double)computed / Math.Max(1, iterations):F1} tokens each, {iterations / r.Seconds:F1} per second");
             Console.WriteLine($"{name}: preemptions {pre} ({fair} for fairness, {pre - fair} for memory; {swaps} by swap, {pre - swaps} by recompute), " +
-                $"swapped {(b.SwapBytesOut - a.SwapBytesOut) / 1e6:F1} MB out / {(b.SwapBytesIn - a.SwapBytesIn) / 1e6:F1} MB in, " +
-                $"{copySeconds * 1e3:F1} ms of copying ({(b.AsyncSwap ? "copy thread" : "engine thread")}), engine waited {waitSeconds * 1e3:F1} ms for copies, " +
+                $"swapped {(b.Scheduling.Swap.BytesOut - a.Scheduling.Swap.BytesOut) / 1e6:F1} MB out / {(b.Scheduling.Swap.BytesIn - a.Scheduling.Swap.BytesIn) / 1e6:F1} MB in, " +
+                $"{copySeconds * 1e3:F1} ms of copying ({(b.Scheduling.Swap.Async ? "copy thread" : "engine thread")}), engine waited {waitSeconds * 1e3:F1} ms for copies, " +
                 $"{recompute} tokens recomputed of {computed}; preemption time {(swapSeconds + recomputeSeconds) / r.Seconds * 100:F2}% of the run");
         }
         if (vtc.After.Tenants.Count > 0)
@@ -138,7 +138,7 @@ internal static class FairnessBenchmark
             var (first, later) = MultiTurn(e, conversations, turns);
             var m = e.GetMetrics();
             Console.WriteLine($"  {name,-22} TTFT turn 1 p50 {Ms(first, 50)}, turns 2-{turns} p50 {Ms(later, 50)} p99 {Ms(later, 99)} mean {later.Average() * 1e3:F0} ms; " +
-                $"prefix hits {m.PrefixCacheHits}, prompt tokens reused {m.PrefixTokensReused}, tokens computed {m.TokensComputed}");
+                $"prefix hits {m.Prefix.Hits}, prompt tokens reused {m.Prefix.TokensReused}, tokens computed {m.Loop.TokensComputed}");
         }
     }
 
@@ -283,7 +283,7 @@ internal static class FairnessBenchmark
             {
                 double start = clock.Elapsed.TotalSeconds, last = start;
                 var m0 = Debug ? e.GetMetrics() : null;
-                long it0 = m0?.Iterations ?? 0;
+                long it0 = m0?.Loop.Iterations ?? 0;
                 string Counters(EngineMetrics? m) => m is null ? "" : string.Join(" ", m.Tenants.Select(t => $"{t.TenantId}={t.Counter:F0}/{t.Running}r"));
                 bool first = true;
                 var gaps = new List<double>();
@@ -305,7 +305,7 @@ internal static class FairnessBenchmark
                     {
                         ttft = now - start;
                         if (Debug && r.Tenant != Flood && ttft > 0.2)
-                            Console.WriteLine($"  slow: {r.Tenant} at {start:F2}s prompt {r.Prompt.Length} ttft {ttft * 1e3:F0} ms over {e.GetMetrics().Iterations - it0} iterations; " +
+                            Console.WriteLine($"  slow: {r.Tenant} at {start:F2}s prompt {r.Prompt.Length} ttft {ttft * 1e3:F0} ms over {e.GetMetrics().Loop.Iterations - it0} iterations; " +
                                 $"counters/running at arrival {Counters(m0)}");
                     }
                     else gaps.Add(now - last);

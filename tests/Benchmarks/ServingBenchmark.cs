@@ -91,8 +91,8 @@ internal static class ServingBenchmark
                 Print($"{n} adapters", r);
             }
             var m = engine.GetMetrics();
-            Console.WriteLine($"host memory with {m.AdaptersRegistered} adapters registered: adapter host cache {m.HostCacheBytes / 1e6:F0} MB of a {m.HostCacheCapacityBytes / 1e6:F0} MB bound " +
-                $"({m.AdaptersInHostCache} adapters), {m.AdaptersInPool} in pool; process working set {Process.GetCurrentProcess().WorkingSet64 / 1e6:F0} MB " +
+            Console.WriteLine($"host memory with {m.Adapters.Registered} adapters registered: adapter host cache {m.Adapters.HostCacheBytes / 1e6:F0} MB of a {m.Adapters.HostCacheCapacityBytes / 1e6:F0} MB bound " +
+                $"({m.Adapters.InHostCache} adapters), {m.Adapters.InPool} in pool; process working set {Process.GetCurrentProcess().WorkingSet64 / 1e6:F0} MB " +
                 $"(model {model.Weights.DecodeBytesPerToken / 1e6:F0} MB, pool {options.PoolBytes / 1e6:F0} MB)");
             Console.WriteLine($"2,000 vs 5 adapters: {byCount[2000].Throughput / byCount[5].Throughput * 100:F0}% (target >= 95%); " +
                 $"1,000: {byCount[1000].Throughput / byCount[5].Throughput * 100:F0}%; 100: {byCount[100].Throughput / byCount[5].Throughput * 100:F0}%");
@@ -204,7 +204,7 @@ internal static class ServingBenchmark
         {
             while (!stop.IsCancellationRequested)
             {
-                int running = e.GetMetrics().Running;
+                int running = e.GetMetrics().Loop.Running;
                 maxRunning = Math.Max(maxRunning, running);
                 runningSum += running;
                 samples++;
@@ -258,7 +258,7 @@ internal static class ServingBenchmark
         await sampler;
         var after = e.GetMetrics();
         return new Result(seconds, generated, processed, trace.Count, ttft, tbt, maxRunning, samples > 0 ? runningSum / samples : 0,
-            after.AdapterLoads - before.AdapterLoads, after.AdapterEvictions - before.AdapterEvictions, after.Preemptions - before.Preemptions);
+            after.Adapters.Loads - before.Adapters.Loads, after.Adapters.Evictions - before.Adapters.Evictions, after.Scheduling.Preemptions - before.Scheduling.Preemptions);
     }
 
     /// <summary>The baseline: for the adapter of the oldest queued request, merge it into the base weights, serve every

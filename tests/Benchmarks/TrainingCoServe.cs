@@ -133,7 +133,7 @@ internal static partial class TrainingBenchmark
         var itl = new ConcurrentBag<double>();
         var stamps = new ConcurrentBag<double>();
         var times0 = engine.LoopTimes;
-        long iterations0 = engine.GetMetrics().Iterations, slices0 = engine.TrainingCounters.Slices;
+        long iterations0 = engine.GetMetrics().Loop.Iterations, slices0 = engine.TrainingCounters.Slices;
         var work = new List<double> { engine.TrainingWork };  // at 0, 5, 10, ... s
         var sw = Stopwatch.StartNew();
         var arrivals = new Random(21);
@@ -163,7 +163,7 @@ internal static partial class TrainingBenchmark
         }
         work.Add(engine.TrainingWork);
         var times1 = engine.LoopTimes;
-        long iterations = engine.GetMetrics().Iterations - iterations0, slices = engine.TrainingCounters.Slices - slices0;
+        long iterations = engine.GetMetrics().Loop.Iterations - iterations0, slices = engine.TrainingCounters.Slices - slices0;
         double wall = sw.Elapsed.TotalSeconds, stepS = (times1.Steps - times0.Steps).TotalSeconds, trainS = (times1.Training - times0.Training).TotalSeconds;
         double idleS = (times1.Idle - times0.Idle).TotalSeconds;
         Console.WriteLine($"  {(run is null ? "alone" : rate > 0 ? "both " : "solo ")} {wall:F0} s: inference steps {stepS:F1} s ({iterations} steps, " +

@@ -50,51 +50,6 @@ public sealed record ModelInfo(string Name, ModelConfig Config, int MaxContext, 
     public bool HasTokenizer => Tokenizer is not null;
 }
 
-/// <summary>A snapshot of the engine: the unified pool, the adapter tiers, the queue and the last iteration.</summary>
-/// <param name="PoolPages">Pages in the unified pool; <paramref name="PoolFreePages"/> + <paramref name="PoolKvPages"/>
-/// + <paramref name="PoolAdapterPages"/> = PoolPages.</param>
-/// <param name="AdapterLoads">Adapters copied into pool pages.</param>
-/// <param name="AdapterEvictions">Adapters whose pool pages were freed to make room.</param>
-/// <param name="AdapterDiskLoads">Adapter folders read from disk (registration, host-cache misses, prefetch).</param>
-/// <param name="LastBatchSequences">Sequences in the last forward pass; <paramref name="LastBatchTokens"/> its tokens.</param>
-public sealed record EngineMetrics(
-    int PoolPages, int PoolFreePages, int PoolKvPages, int PoolAdapterPages, int PageBytes,
-    int AdaptersRegistered, int AdaptersInPool, int AdaptersInHostCache, long HostCacheBytes, long HostCacheCapacityBytes,
-    int Running, int Waiting, int LastBatchSequences, int LastBatchTokens, long Iterations, long TokensComputed, long TokensGenerated,
-    long AdapterLoads, long AdapterEvictions, long AdapterDiskLoads, long Preemptions,
-    long RequestsFinished, long RequestsCancelled, long RequestsFailed)
-{
-    /// <summary>The scheduling policy (Fcfs or Vtc).</summary>
-    public string SchedulingPolicy { get; init; } = "";
-    /// <summary>Preemptions (of <see cref="Preemptions"/>) that made room for a less-served tenant; the rest were for memory.</summary>
-    public long FairnessPreemptions { get; init; }
-    /// <summary>Preemptions (of <see cref="Preemptions"/>) whose KV cache was copied to host memory; the rest are recomputed.</summary>
-    public long SwapPreemptions { get; init; }
-    /// <summary>KV bytes copied to host memory by preemptions, and back on resumption.</summary>
-    public long SwapBytesOut { get; init; }
-    public long SwapBytesIn { get; init; }
-    /// <summary>Time spent copying KV caches to and from host memory (on the copy thread when <see cref="AsyncSwap"/>).</summary>
-    public TimeSpan SwapCopyTime { get; init; }
-    /// <summary>Whether swap copies run on their own thread, overlapped with the forward pass.</summary>
-    public bool AsyncSwap { get; init; }
-    /// <summary>Time the engine loop stood waiting for swap copies (async swap): what the overlap did not hide.</summary>
-    public TimeSpan SwapWaitTime { get; init; }
-    /// <summary>Tokens dropped by preemption by recompute (computed again later).</summary>
-    public long RecomputeTokens { get; init; }
-    /// <summary>Requests that started from a cached prefix of the same tenant's earlier sequence (multi-turn reuse),
-    /// the prompt tokens they did not compute, and the bytes the prefix cache holds.</summary>
-    public long PrefixCacheHits { get; init; }
-    public long PrefixTokensReused { get; init; }
-    public long PrefixCacheBytes { get; init; }
-    /// <summary>Pages of the pool counted against the activations of training runs (then PoolFreePages + PoolKvPages +
-    /// PoolAdapterPages + PoolTrainingPages = PoolPages); training runs not yet ended; tokens they trained.</summary>
-    public int PoolTrainingPages { get; init; }
-    public int TrainingRuns { get; init; }
-    public long TrainedTokens { get; init; }
-    /// <summary>Per tenant (VTC only): counter, share, waiting and running sequences, tokens served, preemptions.</summary>
-    public IReadOnlyList<TenantServiceSnapshot> Tenants { get; init; } = [];
-}
-
 /// <summary>The engine's public surface: stream a completion, manage LoRA adapters, read metrics.</summary>
 public interface IInferenceEngine
 {

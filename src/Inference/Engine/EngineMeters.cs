@@ -27,34 +27,34 @@ public sealed class EngineMeters : IDisposable
         _meter = meters.Create(MeterName);
         _model = new("model", engine.Model.Name);
 
-        Counter("loom.engine.tokens.computed", "{token}", "Tokens run through the model (prompt and generated)", m => m.TokensComputed);
-        Counter("loom.engine.tokens.generated", "{token}", "Tokens sampled for requests", m => m.TokensGenerated);
-        Counter("loom.engine.tokens.trained", "{token}", "Tokens trained by fine-tuning runs in the engine loop", m => m.TrainedTokens);
-        Counter("loom.engine.iterations", "{iteration}", "Engine loop iterations that ran a batch", m => m.Iterations);
-        Counter("loom.engine.adapter.loads", "{load}", "Adapters copied into pool pages", m => m.AdapterLoads);
-        Counter("loom.engine.adapter.evictions", "{eviction}", "Adapters whose pool pages were freed for room", m => m.AdapterEvictions);
-        Counter("loom.engine.adapter.disk_reads", "{read}", "Adapter folders read from disk", m => m.AdapterDiskLoads);
-        Gauge("loom.engine.batch.sequences", "{sequence}", "Sequences in the last batch", m => m.LastBatchSequences);
-        Gauge("loom.engine.batch.tokens", "{token}", "Tokens in the last batch", m => m.LastBatchTokens);
-        Gauge("loom.engine.sequences.running", "{sequence}", "Sequences running", m => m.Running);
-        Gauge("loom.engine.sequences.waiting", "{sequence}", "Sequences waiting for admission (the queue)", m => m.Waiting);
-        Gauge("loom.engine.adapters.registered", "{adapter}", "Adapters registered", m => m.AdaptersRegistered);
-        Gauge("loom.engine.adapters.resident", "{adapter}", "Adapters in pool pages", m => m.AdaptersInPool);
-        Gauge("loom.engine.training.runs", "{run}", "Training runs not yet ended", m => m.TrainingRuns);
+        Counter("loom.engine.tokens.computed", "{token}", "Tokens run through the model (prompt and generated)", m => m.Loop.TokensComputed);
+        Counter("loom.engine.tokens.generated", "{token}", "Tokens sampled for requests", m => m.Loop.TokensGenerated);
+        Counter("loom.engine.tokens.trained", "{token}", "Tokens trained by fine-tuning runs in the engine loop", m => m.Training.TrainedTokens);
+        Counter("loom.engine.iterations", "{iteration}", "Engine loop iterations that ran a batch", m => m.Loop.Iterations);
+        Counter("loom.engine.adapter.loads", "{load}", "Adapters copied into pool pages", m => m.Adapters.Loads);
+        Counter("loom.engine.adapter.evictions", "{eviction}", "Adapters whose pool pages were freed for room", m => m.Adapters.Evictions);
+        Counter("loom.engine.adapter.disk_reads", "{read}", "Adapter folders read from disk", m => m.Adapters.DiskLoads);
+        Gauge("loom.engine.batch.sequences", "{sequence}", "Sequences in the last batch", m => m.Loop.LastBatchSequences);
+        Gauge("loom.engine.batch.tokens", "{token}", "Tokens in the last batch", m => m.Loop.LastBatchTokens);
+        Gauge("loom.engine.sequences.running", "{sequence}", "Sequences running", m => m.Loop.Running);
+        Gauge("loom.engine.sequences.waiting", "{sequence}", "Sequences waiting for admission (the queue)", m => m.Loop.Waiting);
+        Gauge("loom.engine.adapters.registered", "{adapter}", "Adapters registered", m => m.Adapters.Registered);
+        Gauge("loom.engine.adapters.resident", "{adapter}", "Adapters in pool pages", m => m.Adapters.InPool);
+        Gauge("loom.engine.training.runs", "{run}", "Training runs not yet ended", m => m.Training.Runs);
 
         _meter.CreateObservableGauge("loom.engine.pool.pages", () => Read(m =>
         [
-            Tagged(m.PoolFreePages, "owner", "free"), Tagged(m.PoolKvPages, "owner", "kv"),
-            Tagged(m.PoolAdapterPages, "owner", "adapter"), Tagged(m.PoolTrainingPages, "owner", "training"),
+            Tagged(m.Pool.FreePages, "owner", "free"), Tagged(m.Pool.KvPages, "owner", "kv"),
+            Tagged(m.Pool.AdapterPages, "owner", "adapter"), Tagged(m.Pool.TrainingPages, "owner", "training"),
         ]), "{page}", "Pages of the unified pool by owner");
         _meter.CreateObservableCounter("loom.engine.preemptions", () => Read(m =>
         [
-            Tagged(m.FairnessPreemptions, "cause", "fairness"), Tagged(m.Preemptions - m.FairnessPreemptions, "cause", "memory"),
+            Tagged(m.Scheduling.FairnessPreemptions, "cause", "fairness"), Tagged(m.Scheduling.Preemptions - m.Scheduling.FairnessPreemptions, "cause", "memory"),
         ]), "{preemption}", "Sequences preempted, by cause");
         _meter.CreateObservableCounter("loom.engine.requests", () => Read(m =>
         [
-            Tagged(m.RequestsFinished, "outcome", "finished"), Tagged(m.RequestsCancelled, "outcome", "cancelled"),
-            Tagged(m.RequestsFailed, "outcome", "failed"),
+            Tagged(m.Requests.Finished, "outcome", "finished"), Tagged(m.Requests.Cancelled, "outcome", "cancelled"),
+            Tagged(m.Requests.Failed, "outcome", "failed"),
         ]), "{request}", "Requests that left the engine, by outcome");
         _meter.CreateObservableCounter("loom.engine.tenant.tokens", () => Read(m => m.Tenants.SelectMany(t => new[]
         {

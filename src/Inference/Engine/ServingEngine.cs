@@ -174,48 +174,6 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         }
     }
 
-    public EngineMetrics GetMetrics()
-    {
-        var m = _store.Metrics();
-        var p = m.Pool;
-        if (!Unified)
-        {
-            var kv = _pool.Usage;
-            p = new PoolUsageSnapshot(p.TotalPages + kv.TotalPages, p.FreePages + kv.FreePages, kv.KvPages, p.AdapterPages, p.PageBytes);
-        }
-        return new EngineMetrics(p.TotalPages, p.FreePages, p.KvPages, p.AdapterPages, p.PageBytes,
-            m.Registered, m.AdaptersInPool, m.AdaptersInHostCache, m.HostCacheBytes, m.HostCacheCapacityBytes,
-            Volatile.Read(ref _c.Running), Volatile.Read(ref _c.Waiting), Volatile.Read(ref _c.LastBatchSequences), Volatile.Read(ref _c.LastBatchTokens),
-            Interlocked.Read(ref _c.Iterations), Interlocked.Read(ref _c.TokensComputed), Interlocked.Read(ref _c.TokensGenerated),
-            m.PoolLoads, m.PoolEvictions, m.DiskLoads, Interlocked.Read(ref _c.Preemptions),
-            Interlocked.Read(ref _c.Finished), Interlocked.Read(ref _c.Cancelled), Interlocked.Read(ref _c.Failed))
-        {
-            SchedulingPolicy = _policy is VtcPolicy ? nameof(SchedulingPolicyKind.Vtc) : _policy is FcfsPolicy ? nameof(SchedulingPolicyKind.Fcfs) : _policy.GetType().Name,
-            FairnessPreemptions = Interlocked.Read(ref _c.FairnessPreemptions),
-            SwapPreemptions = _swap?.SwapOuts ?? 0,
-            SwapBytesOut = _swap?.BytesOut ?? 0,
-            SwapBytesIn = _swap?.BytesIn ?? 0,
-            SwapCopyTime = _swap?.CopyTime ?? TimeSpan.Zero,
-            SwapWaitTime = System.Diagnostics.Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _c.SwapWaitTicks)),
-            AsyncSwap = _options.AsyncSwap,
-            RecomputeTokens = Interlocked.Read(ref _c.RecomputeTokens),
-            PrefixCacheHits = _prefix?.Hits ?? 0,
-            PrefixTokensReused = _prefix?.TokensReused ?? 0,
-            PrefixCacheBytes = _prefix?.Bytes ?? 0,
-            Tenants = (_policy as VtcPolicy)?.Snapshot() ?? [],
-            PoolTrainingPages = _pool.Usage.TrainingPages,
-            TrainingRuns = TrainingCounters.Runs,
-            TrainedTokens = TrainingCounters.TrainedTokens,
-        };
-    }
-
-    private struct Counters
-    {
-        public int Running, Waiting, LastBatchSequences, LastBatchTokens;
-        public long SwapWaitTicks, StepTicks, IdleTicks;
-        public long Iterations, TokensComputed, TokensGenerated, Preemptions, FairnessPreemptions, RecomputeTokens, Finished, Cancelled, Failed;
-    }
-
     // ---- requests -------------------------------------------------------------------------------------------
 
     public async IAsyncEnumerable<GenerationEvent> GenerateAsync(GenerationRequest request,

@@ -39,7 +39,7 @@ public sealed class EngineFairnessTests : IDisposable
         for (int i = 0; i < 10; i++) tasks.Add(Go(Request("flood", i)));
         await Queued(10);
         e.Steps.Release(); // one iteration: the flood arrives, two of it are admitted and run
-        await Until(() => e.GetMetrics() is { Running: 2, Waiting: 8, Iterations: 1 }, () => $"the flood never queued: {e.GetMetrics()}");
+        await Until(() => e.GetMetrics() is { Loop: { Running: 2, Waiting: 8, Iterations: 1 } }, () => $"the flood never queued: {e.GetMetrics()}");
         for (int i = 0; i < 2; i++) tasks.Add(Go(Request("quiet", 100 + i)));
         await Queued(2);
         e.Steps.Release(int.MaxValue / 2);
@@ -60,7 +60,7 @@ public sealed class EngineFairnessTests : IDisposable
         var fcfs = _h.Engine(o => { o.MaxRunningSequences = 2; o.SchedulingPolicy = SchedulingPolicyKind.Fcfs; return o; });
         var fcfsOrder = await FinishOrder(fcfs);
         Assert.True(fcfsOrder.IndexOf("quiet") >= 9, $"FCFS finish order: {string.Join(",", fcfsOrder)}");
-        Assert.Equal("Fcfs", fcfs.GetMetrics().SchedulingPolicy);
+        Assert.Equal("Fcfs", fcfs.GetMetrics().Scheduling.Policy);
         Assert.Empty(fcfs.GetMetrics().Tenants);
     }
 
@@ -74,7 +74,7 @@ public sealed class EngineFairnessTests : IDisposable
         await Run(e, b);
         await Idle(e);
         var m = e.GetMetrics();
-        Assert.Equal("Vtc", m.SchedulingPolicy);
+        Assert.Equal("Vtc", m.Scheduling.Policy);
         var ta = m.Tenants.Single(t => t.TenantId == "a");
         var tb = m.Tenants.Single(t => t.TenantId == "b");
         // a: 6 prompt + 2 x 5 generated; b: lifted to a's counter on arrival (nothing else was backlogged), then (6 + 2 x 3) / 2
@@ -102,7 +102,7 @@ public sealed class EngineFairnessTests : IDisposable
         var flood = requests.Take(6).Select(r => Run(e, r, floodToken)).ToArray();
         await Until(() => e.ArrivalsQueued >= 6, () => "the flood never reached the engine");
         e.Steps.Release(3);
-        await Until(() => e.GetMetrics() is { Iterations: 3, Running: 3 }, () => $"the flood never ran: {e.GetMetrics()}");
+        await Until(() => e.GetMetrics() is { Loop: { Iterations: 3, Running: 3 } }, () => $"the flood never ran: {e.GetMetrics()}");
         var quiet = requests.Skip(6).Select(r => Run(e, r)).ToArray();
         await Until(() => e.ArrivalsQueued >= 3, () => "the quiet tenant never reached the engine");
         e.Steps.Release(int.MaxValue / 2);
@@ -126,7 +126,7 @@ public sealed class EngineFairnessTests : IDisposable
         var e = _h.Engine(o => { o.MaxRunningSequences = 3; o.VtcFairnessGap = 4; return o; });
         var (outputs, expected) = await FloodThenQuiet(e);
         var m = e.GetMetrics();
-        Assert.True(m.FairnessPreemptions > 0, $"no fairness preemption: {m}");
+        Assert.True(m.Scheduling.FairnessPreemptions > 0, $"no fairness preemption: {m}");
         Assert.True(m.Tenants.Single(t => t.TenantId == "flood").Preemptions > 0);
         for (int i = 0; i < expected.Count; i++) Assert.Equal(expected[i], Tokens(outputs[i]));
     }
@@ -145,16 +145,16 @@ public sealed class EngineFairnessTests : IDisposable
             threads.Add(Thread.CurrentThread.Name);
             Interlocked.Increment(ref toHost ? ref outs : ref ins);
             if (!toHost || Interlocked.Exchange(ref held, 1) != 0) return;
-            long start = e.GetMetrics().Iterations;
+            long start = e.GetMetrics().Loop.Iterations;
             var until = DateTime.UtcNow + TimeSpan.FromSeconds(10);
-            while (e.GetMetrics().Iterations < start + 1 && DateTime.UtcNow < until) Thread.Sleep(1);
-            Volatile.Write(ref advanced, e.GetMetrics().Iterations - start);
+            while (e.GetMetrics().Loop.Iterations < start + 1 && DateTime.UtcNow < until) Thread.Sleep(1);
+            Volatile.Write(ref advanced, e.GetMetrics().Loop.Iterations - start);
             Volatile.Write(ref pagesWhileCopying, cache.PagesHeld);
         };
         var (outputs, expected) = await FloodThenQuiet(e);
         await Idle(e);
         var m = e.GetMetrics();
-        Assert.True(m.SwapPreemptions > 0, $"no swap: {m}");
+        Assert.True(m.Scheduling.Swap.Preemptions > 0, $"no swap: {m}");
         Assert.True(outs > 0 && ins > 0, $"copies out {outs}, in {ins}");
         Assert.DoesNotContain("loom-engine", threads);
         // the engine computed on (at least the iteration that preempted) while the copy out was held, and the swapped
@@ -163,9 +163,9 @@ public sealed class EngineFairnessTests : IDisposable
         Assert.True(Volatile.Read(ref pagesWhileCopying) > 0, "pages were freed before the copy was done");
         // every copy back restores what was copied out; a sequence readmitted before its pages were taken back keeps
         // them and needs no copy back
-        Assert.InRange(m.SwapBytesIn, 1, m.SwapBytesOut);
+        Assert.InRange(m.Scheduling.Swap.BytesIn, 1, m.Scheduling.Swap.BytesOut);
         for (int i = 0; i < expected.Count; i++) Assert.Equal(expected[i], Tokens(outputs[i]));
-        Assert.Equal(0, m.PoolKvPages);
+        Assert.Equal(0, m.Pool.KvPages);
         Assert.Null(e.Pool.Audit());
     }
 
@@ -193,7 +193,7 @@ public sealed class EngineFairnessTests : IDisposable
             foreach (var f in flood) await Assert.ThrowsAnyAsync<OperationCanceledException>(() => f.WaitAsync(Limit));
             var outputs = await Task.WhenAll(quiet).WaitAsync(Limit);
             Assert.All(outputs, o => Assert.Equal(16, Tokens(o).Length));
-            await Until(() => e.GetMetrics() is { RequestsCancelled: 6, Running: 0, Waiting: 0 }, () => $"cancellations not taken: {e.GetMetrics()}");
+            await Until(() => e.GetMetrics() is { Requests.Cancelled: 6, Loop: { Running: 0, Waiting: 0 } }, () => $"cancellations not taken: {e.GetMetrics()}");
             // nothing runs or waits, yet the cancelled request's pages stay taken: its copy is still reading them
             Assert.True(e.Pool.Usage.KvPages > 0, "the held copy's pages were freed while it ran");
         }
@@ -203,7 +203,7 @@ public sealed class EngineFairnessTests : IDisposable
         }
         await Idle(e);  // also waits for the pool's KV pages to be back: the cancelled copy's are freed once it ended
         var m = e.GetMetrics();
-        Assert.Equal((0, 6L, 0L), (m.PoolKvPages, m.RequestsCancelled, m.RequestsFailed));
+        Assert.Equal((0, 6L, 0L), (m.Pool.KvPages, m.Requests.Cancelled, m.Requests.Failed));
         Assert.Null(e.Pool.Audit());
     }
 }

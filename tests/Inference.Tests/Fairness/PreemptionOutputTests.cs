@@ -30,7 +30,7 @@ public sealed class PreemptionOutputTests : IDisposable
         var requests = Enumerable.Range(0, 8).Select(Request).ToArray();
         var expected = new List<int[]>();
         foreach (var r in requests) expected.Add(Tokens(await Run(solo, r)));
-        Assert.Equal(0, solo.GetMetrics().Preemptions);
+        Assert.Equal(0, solo.GetMetrics().Scheduling.Preemptions);
 
         // ~200 positions of KV for eight sequences of up to 40: memory runs short and sequences are preempted
         var e = _h.Engine(o =>
@@ -45,18 +45,18 @@ public sealed class PreemptionOutputTests : IDisposable
         var outputs = await Task.WhenAll(requests.Select(r => Run(e, r))).WaitAsync(Limit);
         await Idle(e);
         var m = e.GetMetrics();
-        Assert.True(m.Preemptions > 0, $"no preemption: {m}");
+        Assert.True(m.Scheduling.Preemptions > 0, $"no preemption: {m}");
         if (swap)
         {
-            Assert.True(m.SwapPreemptions > 0);
-            Assert.True(m.SwapBytesOut > 0);
-            if (asyncSwap) Assert.InRange(m.SwapBytesIn, 0, m.SwapBytesOut); // readmitted before its copy out was taken back: no copy in
-            else Assert.Equal(m.SwapBytesOut, m.SwapBytesIn);
+            Assert.True(m.Scheduling.Swap.Preemptions > 0);
+            Assert.True(m.Scheduling.Swap.BytesOut > 0);
+            if (asyncSwap) Assert.InRange(m.Scheduling.Swap.BytesIn, 0, m.Scheduling.Swap.BytesOut); // readmitted before its copy out was taken back: no copy in
+            else Assert.Equal(m.Scheduling.Swap.BytesOut, m.Scheduling.Swap.BytesIn);
         }
         else
         {
-            Assert.Equal(0, m.SwapPreemptions);
-            Assert.True(m.RecomputeTokens > 0);
+            Assert.Equal(0, m.Scheduling.Swap.Preemptions);
+            Assert.True(m.Scheduling.RecomputeTokens > 0);
         }
         for (int i = 0; i < requests.Length; i++) Assert.Equal(expected[i], Tokens(outputs[i]));
         Assert.Null(e.Pool.Audit());

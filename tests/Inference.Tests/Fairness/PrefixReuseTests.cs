@@ -33,16 +33,16 @@ public sealed class PrefixReuseTests : IDisposable
 
         var b = Tokens(await Run(e, Request("b", turn2)));       // identical prompt, other tenant
         var m = e.GetMetrics();
-        Assert.Equal(0, m.PrefixCacheHits);
-        Assert.True(m.PrefixCacheBytes > 0);
+        Assert.Equal(0, m.Prefix.Hits);
+        Assert.True(m.Prefix.Bytes > 0);
 
-        long computedBefore = m.TokensComputed;
+        long computedBefore = m.Loop.TokensComputed;
         var a = Tokens(await Run(e, Request("a", turn2)));
         m = e.GetMetrics();
-        Assert.Equal(1, m.PrefixCacheHits);
-        Assert.Equal(turn1.Length + out1.Length - 1, m.PrefixTokensReused); // the last sampled token was never fed
+        Assert.Equal(1, m.Prefix.Hits);
+        Assert.Equal(turn1.Length + out1.Length - 1, m.Prefix.TokensReused); // the last sampled token was never fed
         int reused = turn1.Length + out1.Length - 1;
-        Assert.Equal(turn2.Length - reused + a.Length - 1, m.TokensComputed - computedBefore); // only the new tokens ran
+        Assert.Equal(turn2.Length - reused + a.Length - 1, m.Loop.TokensComputed - computedBefore); // only the new tokens ran
 
         var expected = Tokens(await Run(plain, Request("a", turn2)));
         Assert.Equal(expected, a);
@@ -61,11 +61,11 @@ public sealed class PrefixReuseTests : IDisposable
         var out1 = Tokens(await Run(e, Request("a", turn1, "x")));
         int[] turn2 = [.. turn1, .. out1, 1, 2];
         await Run(e, Request("a", turn2));                       // base model: no hit
-        Assert.Equal(0, e.GetMetrics().PrefixCacheHits);
+        Assert.Equal(0, e.GetMetrics().Prefix.Hits);
         await Idle(e);
         e.UnregisterAdapter("x");
         e.RegisterAdapter("x", _h.Adapter(4, [Loom.Inference.Formats.LoraTarget.QProj], 8));
         await Run(e, Request("a", turn2, "x"));                  // same id, other weights: the old KV is gone
-        Assert.Equal(0, e.GetMetrics().PrefixCacheHits);
+        Assert.Equal(0, e.GetMetrics().Prefix.Hits);
     }
 }

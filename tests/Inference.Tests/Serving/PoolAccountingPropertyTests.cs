@@ -69,11 +69,11 @@ public sealed class PoolAccountingPropertyTests : IDisposable
 
         Assert.Null(e.Pool.Audit());
         var m = e.GetMetrics();
-        Assert.Equal(0, m.PoolKvPages);
-        Assert.Equal(m.PoolPages, m.PoolFreePages + m.PoolAdapterPages);
-        Assert.Equal(0, m.RequestsFailed);
-        if (swap) Assert.True(m.SwapPreemptions > 0, $"no swap: {m}");
-        Assert.Equal(n - cancelledBeforeStart, m.RequestsFinished + m.RequestsCancelled);
+        Assert.Equal(0, m.Pool.KvPages);
+        Assert.Equal(m.Pool.Pages, m.Pool.FreePages + m.Pool.AdapterPages);
+        Assert.Equal(0, m.Requests.Failed);
+        if (swap) Assert.True(m.Scheduling.Swap.Preemptions > 0, $"no swap: {m}");
+        Assert.Equal(n - cancelledBeforeStart, m.Requests.Finished + m.Requests.Cancelled);
         foreach (var (cancelled, events, maxTokens) in results)
         {
             if (cancelled) continue;

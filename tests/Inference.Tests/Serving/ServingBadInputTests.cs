@@ -39,13 +39,13 @@ public sealed class ServingBadInputTests : IDisposable
             Assert.Contains($"'{id}'", ex.Message);
         }
         var m = e.GetMetrics();
-        Assert.Equal((0, 0, 0), (m.AdaptersRegistered, m.AdaptersInPool, m.PoolAdapterPages));
+        Assert.Equal((0, 0, 0), (m.Adapters.Registered, m.Adapters.InPool, m.Pool.AdapterPages));
 
         // the good one registers; again with the same folder is a no-op; another folder under its id is refused
         e.RegisterAdapter("good", good);
         e.RegisterAdapter("good", good + Path.DirectorySeparatorChar);
         Assert.Throws<InvalidOperationException>(() => e.RegisterAdapter("good", tooBig));
-        Assert.Equal(1, e.GetMetrics().AdaptersRegistered);
+        Assert.Equal(1, e.GetMetrics().Adapters.Registered);
         var both = await Task.WhenAll(Run(e, Greedy("good", 317, 1, 2)), Run(e, Greedy(null, 317, 1, 2))).WaitAsync(Limit);
         Assert.All(both, r => Assert.Equal(4, Tokens(r).Length));
 
@@ -54,7 +54,7 @@ public sealed class ServingBadInputTests : IDisposable
         await Assert.ThrowsAsync<ArgumentException>(() => Run(e, Greedy("good", 317, 1)));
         e.UnregisterAdapter("never-registered");
         await Idle(e);
-        Assert.Equal(0, e.GetMetrics().PoolAdapterPages);
+        Assert.Equal(0, e.GetMetrics().Pool.AdapterPages);
         Assert.Null(e.Pool.Audit());
     }
 
@@ -75,7 +75,7 @@ public sealed class ServingBadInputTests : IDisposable
         Assert.Contains(broken.Weights, ex.Message);
         foreach (var o in others) Assert.Equal(4, Tokens(await o.WaitAsync(Limit)).Length);
         await Idle(e);
-        Assert.Equal(1, e.GetMetrics().RequestsFailed);
+        Assert.Equal(1, e.GetMetrics().Requests.Failed);
         Assert.Null(e.Pool.Audit());
         Assert.Equal(0, e.Pool.Usage.KvPages);
     }

@@ -54,7 +54,7 @@ public sealed class ServingEngineTests : IDisposable
         }).ToArray();
 
         var batched = await Task.WhenAll(requests.Select(r => Run(e, r))).WaitAsync(Limit);
-        Assert.True(e.GetMetrics().LastBatchSequences > 1 || e.GetMetrics().Iterations < 60);
+        Assert.True(e.GetMetrics().Loop.LastBatchSequences > 1 || e.GetMetrics().Loop.Iterations < 60);
         for (int i = 0; i < requests.Length; i++)
         {
             var alone = await Run(e, requests[i]).WaitAsync(Limit);
@@ -98,14 +98,14 @@ public sealed class ServingEngineTests : IDisposable
         int maxTokens = 0;
         while (!decoding.IsCompleted || !prefill.IsCompleted)
         {
-            maxTokens = Math.Max(maxTokens, e.GetMetrics().LastBatchTokens);
+            maxTokens = Math.Max(maxTokens, e.GetMetrics().Loop.LastBatchTokens);
             await Task.Delay(1);
         }
         await Task.WhenAll(decoding, prefill).WaitAsync(Limit);
         Assert.InRange(maxTokens, 1, 6);
         var m = e.GetMetrics();
         // 40 prompt tokens in chunks of at most 4 (budget 6 less the running decode): at least 10 iterations
-        Assert.True(m.Iterations >= 10 + 1, $"{m.Iterations} iterations");
+        Assert.True(m.Loop.Iterations >= 10 + 1, $"{m.Loop.Iterations} iterations");
         Assert.Equal(30, Tokens(await decoding).Length);
     }
 
@@ -124,7 +124,7 @@ public sealed class ServingEngineTests : IDisposable
             Sampling = new SamplingParams { Seed = (ulong)(100 + i), MaxTokens = 20, IgnoreEos = true },
         }).ToArray();
         var results = await Task.WhenAll(requests.Select(r => Run(small, r))).WaitAsync(Limit);
-        Assert.True(small.GetMetrics().Preemptions > 0, "the pool was meant to be too small");
+        Assert.True(small.GetMetrics().Scheduling.Preemptions > 0, "the pool was meant to be too small");
         for (int i = 0; i < requests.Length; i++)
             Assert.Equal(Tokens(await Run(big, requests[i]).WaitAsync(Limit)), Tokens(results[i]));
         await Idle(small);
@@ -157,16 +157,16 @@ public sealed class ServingEngineTests : IDisposable
         foreach (var r in requests) sequential.Add(Tokens(await Run(small, r).WaitAsync(Limit)));
         var concurrent = await Task.WhenAll(requests.Select(r => Run(small, r))).WaitAsync(Limit);
         var m = small.GetMetrics();
-        Assert.True(m.AdapterEvictions > 0 && m.AdapterLoads > 4, $"{m.AdapterLoads} loads, {m.AdapterEvictions} evictions");
-        Assert.True(m.AdaptersInPool <= 2);
-        Assert.True(m.AdapterDiskLoads > 4 + m.AdapterLoads / 2, $"{m.AdapterDiskLoads} disk loads");
+        Assert.True(m.Adapters.Evictions > 0 && m.Adapters.Loads > 4, $"{m.Adapters.Loads} loads, {m.Adapters.Evictions} evictions");
+        Assert.True(m.Adapters.InPool <= 2);
+        Assert.True(m.Adapters.DiskLoads > 4 + m.Adapters.Loads / 2, $"{m.Adapters.DiskLoads} disk loads");
         for (int i = 0; i < requests.Length; i++)
         {
             var expected = Tokens(await Run(big, requests[i]).WaitAsync(Limit));
             Assert.Equal(expected, sequential[i]);
             Assert.Equal(expected, Tokens(concurrent[i]));
         }
-        Assert.Equal(0, big.GetMetrics().AdapterEvictions);
+        Assert.Equal(0, big.GetMetrics().Adapters.Evictions);
         await Idle(small);
         Assert.Null(small.Pool.Audit());
     }
@@ -201,14 +201,14 @@ public sealed class ServingEngineTests : IDisposable
         // A cancel can reach the loop after the pages are free (a request cancelled before admission holds none): wait
         // until all three are accounted for, then for the engine to be idle.
         var deadline = DateTime.UtcNow + Limit;
-        while (e.GetMetrics() is var seenSoFar && seenSoFar.RequestsCancelled + seenSoFar.RequestsFinished < 3 && DateTime.UtcNow < deadline)
+        while (e.GetMetrics() is var seenSoFar && seenSoFar.Requests.Cancelled + seenSoFar.Requests.Finished < 3 && DateTime.UtcNow < deadline)
             await Task.Delay(5);
         await Idle(e);
         var m = e.GetMetrics();
         // the first was cancelled; the one whose reader broke off too, unless the engine finished it first
-        Assert.True(m.RequestsCancelled >= 1 && m.RequestsCancelled + m.RequestsFinished == 3, m.ToString());
-        Assert.Equal(0, m.PoolKvPages);
-        Assert.Equal(m.PoolPages, m.PoolFreePages);
+        Assert.True(m.Requests.Cancelled >= 1 && m.Requests.Cancelled + m.Requests.Finished == 3, m.ToString());
+        Assert.Equal(0, m.Pool.KvPages);
+        Assert.Equal(m.Pool.Pages, m.Pool.FreePages);
         Assert.Null(e.Pool.Audit());
     }
 

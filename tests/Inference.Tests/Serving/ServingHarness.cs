@@ -64,7 +64,7 @@ internal sealed class ServingHarness : IDisposable
     public static async Task Idle(ServingEngine e)
     {
         var deadline = DateTime.UtcNow + Limit;
-        while (e.GetMetrics() is { Running: > 0 } or { Waiting: > 0 } || e.Pool.Usage.KvPages > 0)
+        while (e.GetMetrics() is { Loop.Running: > 0 } or { Loop.Waiting: > 0 } || e.Pool.Usage.KvPages > 0)
         {
             if (DateTime.UtcNow > deadline) throw new TimeoutException($"engine still busy: {e.GetMetrics()}");
             await Task.Delay(5);

@@ -46,7 +46,7 @@ public sealed class ServingRaceTests : IDisposable
         proceed.Set();
         await Task.WhenAll(first, second).WaitAsync(Limit);
         Assert.True(e.IsAdapterRegistered("slow"));
-        Assert.Equal(2, e.GetMetrics().AdaptersRegistered);
+        Assert.Equal(2, e.GetMetrics().Adapters.Registered);
         Assert.Equal(4, Tokens(await Run(e, Greedy("slow", 317, 1)).WaitAsync(Limit)).Length);
     }
 
@@ -74,7 +74,7 @@ public sealed class ServingRaceTests : IDisposable
         await Assert.ThrowsAsync<AdapterFormatException>(() => first.WaitAsync(Limit));
         await Assert.ThrowsAsync<AdapterFormatException>(() => second.WaitAsync(Limit));
         Assert.False(e.IsAdapterRegistered("bad"));
-        Assert.Equal(0, e.GetMetrics().AdaptersRegistered);
+        Assert.Equal(0, e.GetMetrics().Adapters.Registered);
 
         e.Adapters.BeforeRead = null; // the id is free again: a good folder registers under it
         e.RegisterAdapter("bad", _h.Adapter(4, [LoraTarget.QProj], 8));

@@ -118,8 +118,8 @@ public sealed class TrainingMemoryTests : IDisposable
         var run = tight.SubmitTraining(request with { OutputFolder = _h.Folder() });
         await Until(() => run.Latest.Step >= 1);
         var m = tight.GetMetrics();
-        Assert.True(m.PoolTrainingPages > 0, "the run's activations are not counted in the pool");
-        Assert.Equal(m.PoolPages, m.PoolFreePages + m.PoolKvPages + m.PoolAdapterPages + m.PoolTrainingPages);
+        Assert.True(m.Pool.TrainingPages > 0, "the run's activations are not counted in the pool");
+        Assert.Equal(m.Pool.Pages, m.Pool.FreePages + m.Pool.KvPages + m.Pool.AdapterPages + m.Pool.TrainingPages);
         // eight long requests want more pages than the run left free
         var requests = Enumerable.Range(0, 8).Select(i => ServingHarness.Run(tight, new GenerationRequest
         {
@@ -131,7 +131,7 @@ public sealed class TrainingMemoryTests : IDisposable
         Assert.Equal(1, tight.TrainingReclaims);
         var result = await TrainingHarness.Finish(run);
         Assert.Equal(TrainingHarness.AdapterBytes(reference), TrainingHarness.AdapterBytes(result));
-        await Until(() => tight.GetMetrics().PoolTrainingPages == 0);
+        await Until(() => tight.GetMetrics().Pool.TrainingPages == 0);
         Assert.Null(tight.Pool.Audit());
     }
 

@@ -37,8 +37,8 @@ public sealed class EngineHistory(IServiceProvider services, TimeProvider clock,
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested) { }
     }
 
-    private EngineSample Sample(EngineMetrics m) => new(clock.GetUtcNow(), m.PoolKvPages, m.PoolAdapterPages, m.PoolTrainingPages, m.PoolFreePages,
-        m.LastBatchSequences, m.Running, m.Waiting, m.Tenants.ToDictionary(t => t.TenantId, t => t.Counter, StringComparer.Ordinal));
+    private EngineSample Sample(EngineMetrics m) => new(clock.GetUtcNow(), m.Pool.KvPages, m.Pool.AdapterPages, m.Pool.TrainingPages, m.Pool.FreePages,
+        m.Loop.LastBatchSequences, m.Loop.Running, m.Loop.Waiting, m.Tenants.ToDictionary(t => t.TenantId, t => t.Counter, StringComparer.Ordinal));
 
     private void Add(EngineSample sample)
     {
