@@ -11,14 +11,15 @@ public sealed partial class ServingEngine
     /// instead of preempting more), and a swapped-in one is admitted at once but runs once its copy back is done.</summary>
     private sealed class PoolMemory(ServingEngine e) : ISwappingMemory
     {
-        public bool TryReserve(Sequence s, int tokens)
+        public Reservation TryReserve(Sequence s, int tokens)
         {
             var r = (Request)s.Handle!;
             var store = e._store;
             if (r.IsCopying)
             {
-                // copying in: not runnable yet (the scheduler asks IsReady first); a copy under way: next iteration
-                if (r.Swap == SwapState.CopyingIn || !r.Copy!.IsCompleted) return false;
+                // copying in: not runnable yet (the scheduler asks IsReady first); a copy under way: next iteration (its
+                // own pages are on their way back: RoomPending says so)
+                if (r.Swap == SwapState.CopyingIn || !r.Copy!.IsCompleted) return Reservation.NoRoom;
                 e.TakeBack(r, readmit: true);
             }
             int kvNeed = r.Cache.PagesToReserve(tokens);
@@ -29,15 +30,15 @@ public sealed partial class ServingEngine
                 try { adapterNeed = store.PagesToLoad(s.AdapterId!); }
                 catch (KeyNotFoundException) { throw new InvalidOperationException($"adapter '{s.AdapterId}' was unregistered"); }
             }
-            if (kvNeed + adapterNeed == 0 && !needsAdapter) return true;
-            if (needsAdapter && !WarmInHost(s.AdapterId!)) return false;
+            if (kvNeed + adapterNeed == 0 && !needsAdapter) return Reservation.Reserved;
+            if (needsAdapter && !WarmInHost(s.AdapterId!)) return Reservation.NotYet;
             // the shared budget (S-LoRA): free pages plus what evicting unpinned adapters would free
             if (e.Unified ? kvNeed + adapterNeed > e._pool.FreePages + store.ReclaimablePages
-                : kvNeed > e._pool.FreePages || adapterNeed > e._adapterPool.FreePages + store.ReclaimablePages) return false;
+                : kvNeed > e._pool.FreePages || adapterNeed > e._adapterPool.FreePages + store.ReclaimablePages) return Reservation.NoRoom;
             if (needsAdapter)
             {
                 r.Adapter = store.EnsureResident(s.AdapterId!);
-                if (r.Adapter is null) return false;
+                if (r.Adapter is null) return Reservation.NoRoom;
             }
             if (kvNeed > 0 && !r.Cache.TryReserve(tokens) && !(e.Unified && store.MakeRoom(kvNeed) && r.Cache.TryReserve(tokens)))
             {
@@ -46,7 +47,7 @@ public sealed partial class ServingEngine
                     store.Release(r.Adapter!);
                     r.Adapter = null;
                 }
-                return false;
+                return Reservation.NoRoom;
             }
             if (r.Swap == SwapState.Swapped)
             {
@@ -58,13 +59,21 @@ public sealed partial class ServingEngine
                     swapped.Owner.CheckSwapIn(swapped, r.Cache);
                     var cache = r.Cache;
                     e.StartCopy(r, SwapState.CopyingIn, () => swapped.Owner.CopyIn(swapped, cache, parallel: false));
-                    return true;
+                    return Reservation.Reserved;
                 }
                 r.Host = null;
                 r.Swap = SwapState.None;
                 swapped.Owner.SwapIn(swapped, r.Cache);
             }
-            return true;
+            return Reservation.Reserved;
+        }
+
+        public bool CanStart(Sequence s)
+        {
+            var r = (Request)s.Handle!;
+            if (s.AdapterId is not { } id || r.Adapter is not null) return true;
+            if (!e._store.IsRegistered(id)) throw new InvalidOperationException($"adapter '{id}' was unregistered");
+            return WarmInHost(id, take: false);
         }
 
         public bool IsReady(Sequence s)
@@ -127,8 +136,9 @@ public sealed partial class ServingEngine
 
         /// <summary>Never stall a running batch on a disk read: when sequences are running and the adapter is neither in
         /// the pool nor in host memory, read it on the thread pool and admit the sequence in a later iteration. Once that
-        /// read is done (cached, or not cacheable, or failed) the synchronous path runs and reports any error.</summary>
-        private bool WarmInHost(string id)
+        /// read is done (cached, or not cacheable, or failed) the synchronous path runs and reports any error.
+        /// <paramref name="take"/>: false only asks (the read's completion stays for the reservation that follows).</summary>
+        private bool WarmInHost(string id, bool take = true)
         {
             var store = e._store;
             if (e._scheduler.Running.Count == 0 || store.IsResident(id) || store.IsInHostCache(id))
@@ -142,7 +152,7 @@ public sealed partial class ServingEngine
                 return false;
             }
             if (!read.IsCompleted) return false;
-            e._hostLoads.Remove(id);
+            if (take) e._hostLoads.Remove(id);
             return true;
         }
 

@@ -31,6 +31,7 @@ public sealed class Scheduler
     private readonly List<Sequence> _waiting = [];
     private readonly List<Sequence> _running = [];
     private readonly List<Sequence> _order = [];
+    private readonly List<Sequence> _notYet = []; // waiting sequences set aside for this admission round (adapter being read)
     private readonly SchedulerOutput _output = new();
     private long _arrivals;
     private bool _waitsForPages; // this iteration, a running sequence waits for swapped-out pages to come back
@@ -119,27 +120,37 @@ public sealed class Scheduler
         // admit waiting sequences (none in an iteration that had to preempt for memory, or where a running sequence
         // waits for pages to come back: memory is short). When the running limit or memory blocks the head, the policy
         // may preempt a running sequence for it (fairness); not while pages it could take are still being copied out.
+        // A sequence that cannot start yet for a reason of its own (its adapter is being read) is set aside for this
+        // round: nothing is preempted for it and the sequences behind it may be admitted.
         bool memoryShort = o.Preempted.Count > 0 || o.OutOfMemory.Count > 0 || _waitsForPages;
         int fairnessPreemptions = 0;
         while (budget > 0 && !memoryShort && _waiting.Count > 0)
         {
             var s = _policy.NextToAdmit(_waiting);
             int n = Math.Min(Math.Min(s.Pending, _limits.PrefillChunk), budget);
-            bool ok = false, slot = _running.Count < _limits.MaxRunning;
-            if (slot)
+            var reservation = Reservation.NoRoom;
+            bool slot = _running.Count < _limits.MaxRunning;
+            try
             {
-                try { ok = _memory.TryReserve(s, s.Computed + n); }
-                catch (Exception e)
-                {
-                    _waiting.Remove(s);
-                    _memory.Release(s);
-                    s.Status = SequenceStatus.Finished;
-                    _policy.OnDeparted(s);
-                    o.Failed.Add((s, e));
-                    continue;
-                }
+                if (slot) reservation = _memory.TryReserve(s, s.Computed + n);
+                else if (!_memory.CanStart(s)) reservation = Reservation.NotYet;
             }
-            if (!ok)
+            catch (Exception e)
+            {
+                _waiting.Remove(s);
+                _memory.Release(s);
+                s.Status = SequenceStatus.Finished;
+                _policy.OnDeparted(s);
+                o.Failed.Add((s, e));
+                continue;
+            }
+            if (reservation == Reservation.NotYet)
+            {
+                _waiting.Remove(s);
+                _notYet.Add(s);
+                continue;
+            }
+            if (reservation == Reservation.NoRoom)
             {
                 // the head waits; later arrivals do not overtake it, unless the policy preempts for it
                 if (slot && _swapping is not null && _swapping.RoomPending(s, s.Computed + n)) break;
@@ -157,16 +168,20 @@ public sealed class Scheduler
             o.Chunks.Add(new ScheduledChunk(s, s.Computed, n));
             budget -= n;
         }
+        _waiting.AddRange(_notYet); // still waiting, as far as anyone outside this round can tell
+        _notYet.Clear();
         o.Tokens = _limits.TokenBudget - budget;
         return o;
     }
 
     /// <summary>Reserves room for n more tokens of a running sequence, preempting the policy's victims until it fits.
-    /// False when the sequence itself was preempted, cannot fit at all, or waits for pages being copied out.</summary>
+    /// False when the sequence itself was preempted, cannot fit at all, waits for pages being copied out, or cannot be
+    /// placed yet for a reason of its own (then it sits this iteration out and nobody is preempted).</summary>
     private bool Grow(Sequence s, int n, ref int budget)
     {
-        while (!_memory.TryReserve(s, s.Computed + n))
+        while (_memory.TryReserve(s, s.Computed + n) is var reservation && reservation != Reservation.Reserved)
         {
+            if (reservation == Reservation.NotYet) return false;
             if (_swapping is not null && _swapping.RoomPending(s, s.Computed + n))
             {
                 // pages of sequences swapped out are on their way back: wait for them (this iteration without it)

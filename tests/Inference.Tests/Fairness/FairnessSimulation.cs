@@ -9,15 +9,15 @@ internal sealed class TokenPageMemory(int pages, int pageTokens) : ISequenceMemo
     public int Used { get; private set; }
     public int Pages => pages;
 
-    public bool TryReserve(Sequence sequence, int tokens)
+    public Reservation TryReserve(Sequence sequence, int tokens)
     {
         int need = (tokens + pageTokens - 1) / pageTokens;
         int have = _held.GetValueOrDefault(sequence.Id);
-        if (need <= have) return true;
-        if (Used + need - have > pages) return false;
+        if (need <= have) return Reservation.Reserved;
+        if (Used + need - have > pages) return Reservation.NoRoom;
         Used += need - have;
         _held[sequence.Id] = need;
-        return true;
+        return Reservation.Reserved;
     }
 
     public void Release(Sequence sequence)

@@ -12,13 +12,13 @@ public sealed class SchedulerTests
         public readonly Dictionary<Sequence, int> Held = [];
         public int Free => blocks - Held.Values.Sum();
 
-        public bool TryReserve(Sequence s, int tokens)
+        public Reservation TryReserve(Sequence s, int tokens)
         {
             int need = (tokens + 3) / 4 - Held.GetValueOrDefault(s);
-            if (need <= 0) return true;
-            if (need > Free) return false;
+            if (need <= 0) return Reservation.Reserved;
+            if (need > Free) return Reservation.NoRoom;
             Held[s] = Held.GetValueOrDefault(s) + need;
-            return true;
+            return Reservation.Reserved;
         }
 
         public void Release(Sequence s) => Held.Remove(s);
@@ -122,9 +122,64 @@ public sealed class SchedulerTests
         Assert.Equal(SequenceStatus.Finished, bad.Status);
     }
 
+    /// <summary>Sequence <paramref name="id"/> cannot be placed until <see cref="Ready"/> (as while its adapter is read).</summary>
+    private sealed class NotYetFor(BlockMemory inner, long id) : ISequenceMemory
+    {
+        public bool Ready;
+        public Reservation TryReserve(Sequence s, int tokens) => s.Id == id && !Ready ? Reservation.NotYet : inner.TryReserve(s, tokens);
+        public bool CanStart(Sequence s) => s.Id != id || Ready;
+        public void Release(Sequence s) => inner.Release(s);
+    }
+
+    /// <summary>Admits sequences never preempted first (then FCFS), names the newest running sequence with computed
+    /// tokens as a fairness victim whenever asked, and counts the asks.</summary>
+    private sealed class EagerFairness : ISchedulingPolicy
+    {
+        private readonly FcfsPolicy _fcfs = new();
+        public int Asked;
+        public Sequence NextToAdmit(IReadOnlyList<Sequence> waiting) => waiting.MinBy(s => (s.Preemptions, s.Arrival))!;
+        public Sequence ChooseVictim(IReadOnlyList<Sequence> running) => _fcfs.ChooseVictim(running);
+        public void OnServed(Sequence sequence, int promptTokens, int generatedTokens) { }
+        public Sequence? FairnessVictim(IReadOnlyList<Sequence> waiting, IReadOnlyList<Sequence> running)
+        {
+            Asked++;
+            return running.Where(r => r.Computed > 0).MaxBy(r => r.Arrival);
+        }
+    }
+
+    [Theory]
+    [InlineData(8)] // a free slot: the reservation says not yet
+    [InlineData(2)] // no free slot: asked before any preemption for it
+    public void ASequenceThatCannotStartYetPreemptsNobodyAndTheQueueBehindItMovesOn(int maxRunning)
+    {
+        var memory = new NotYetFor(new BlockMemory(100), 3);
+        var policy = new EagerFairness();
+        var s = new Scheduler(policy, memory, new SchedulerLimits(64, maxRunning, 64));
+        var running = new[] { Seq(1, 4), Seq(2, 4) };
+        foreach (var q in running) s.Add(q);
+        Run(s, s.Schedule());
+        var slow = Seq(3, 4);
+        s.Add(slow);
+        var later = Seq(4, 4); // behind it: with a free slot, admitted this round
+        if (maxRunning > 2) s.Add(later);
+
+        var o = s.Schedule();
+        Assert.Equal(SequenceStatus.Waiting, slow.Status);
+        Assert.Contains(slow, s.Waiting);
+        Assert.DoesNotContain(o.Chunks, c => c.Sequence == slow);
+        Assert.Equal(maxRunning > 2, o.Chunks.Any(c => c.Sequence == later));
+        Assert.Equal(0, policy.Asked); // the policy was never asked to preempt for it
+        Assert.Empty(o.Preempted);
+        Run(s, o);
+
+        memory.Ready = true;
+        Run(s, s.Schedule()); // it can start: with no free slot, the policy now preempts for it
+        Assert.Equal(SequenceStatus.Running, slow.Status);
+    }
+
     private sealed class ThrowingFor(BlockMemory inner, long id) : ISequenceMemory
     {
-        public bool TryReserve(Sequence s, int tokens) =>
+        public Reservation TryReserve(Sequence s, int tokens) =>
             s.Id == id ? throw new InvalidOperationException("adapter 'x' was unregistered") : inner.TryReserve(s, tokens);
 
         public void Release(Sequence s) => inner.Release(s);
@@ -138,14 +193,14 @@ public sealed class SchedulerTests
         public readonly HashSet<Sequence> SwappedOut = [], CopyingIn = [];
         public int Free => blocks - Held.Values.Sum() - CopyingOut.Values.Sum();
 
-        public bool TryReserve(Sequence s, int tokens)
+        public Reservation TryReserve(Sequence s, int tokens)
         {
-            if (CopyingOut.ContainsKey(s)) return false;
+            if (CopyingOut.ContainsKey(s)) return Reservation.NoRoom;
             int need = (tokens + 3) / 4 - Held.GetValueOrDefault(s);
-            if (need > Free) return false;
+            if (need > Free) return Reservation.NoRoom;
             if (need > 0) Held[s] = Held.GetValueOrDefault(s) + need;
             if (SwappedOut.Remove(s)) CopyingIn.Add(s);
-            return true;
+            return Reservation.Reserved;
         }
 
         public void Release(Sequence s)
