@@ -106,7 +106,17 @@ public class EmbeddingsTests(ChatModelFactory factory) : IClassFixture<ChatModel
         await Bad("""{"model":"nope","input":"a"}""", "model", HttpStatusCode.NotFound, "model_not_found");
         var tooLong = "[" + string.Join(",", Enumerable.Repeat(5, 300)) + "]";
         await Bad("""{"model":"tiny-chat","input":""" + tooLong + "}", "input", code: "context_length_exceeded");
+        // A token-id prompt longer than the 2,048-item bound is judged by its length in tokens, not as a count of inputs.
+        var farTooLong = "[" + string.Join(",", Enumerable.Repeat(5, 3000)) + "]";
+        var error = await ErrorAssertAsync("""{"model":"tiny-chat","input":""" + farTooLong + "}", "input", "context_length_exceeded");
+        Assert.Contains("maximum context length", error.GetProperty("message").GetString());
+        Assert.Contains("3000 tokens", error.GetProperty("message").GetString());
         var tooMany = "[" + string.Join(",", Enumerable.Repeat("\"a\"", 2049)) + "]";
-        await Bad("""{"model":"tiny-chat","input":""" + tooMany + "}", "input");
+        var countError = await ErrorAssertAsync("""{"model":"tiny-chat","input":""" + tooMany + "}", "input", null);
+        Assert.Contains("at most 2048 items", countError.GetProperty("message").GetString());
+        Assert.Equal(JsonValueKind.Null, countError.GetProperty("code").ValueKind);
+
+        async Task<JsonElement> ErrorAssertAsync(string body, string param, string? code) =>
+            await ErrorAssert.IsEnvelopeAsync(await client.PostAsync("/v1/embeddings", new StringContent(body, Encoding.UTF8, "application/json")), HttpStatusCode.BadRequest, code, param);
     }
 }

@@ -98,8 +98,9 @@ public static class EmbeddingsApi
         if (input.ValueKind == JsonValueKind.String) list.Add(Encode(input.GetString()!, model, "input"));
         else if (input.ValueKind != JsonValueKind.Array || input.GetArrayLength() == 0)
             throw new InvalidRequestException("'input' must be a string, an array of strings, an array of token ids or an array of token-id arrays, not empty.", "input");
-        else if (input.GetArrayLength() > MaxInputs) throw new InvalidRequestException($"'input' takes at most {MaxInputs} items.", "input");
+        // One token-id prompt: bounded by the context (context_length_exceeded), not by the count of inputs.
         else if (input[0].ValueKind == JsonValueKind.Number) list.Add(Tokens(input, model, "input"));
+        else if (input.GetArrayLength() > MaxInputs) throw new InvalidRequestException($"'input' takes at most {MaxInputs} items.", "input");
         else
         {
             var i = 0;
