@@ -294,6 +294,34 @@ await check('chat tool-call round trip', async () => {
   assert.equal(typeof answer.choices[0].message.content, 'string');
 });
 
+await check('streamed tool calls: the stream helpers assemble arguments sent in fragments', async () => {
+  const tools = [{ type: 'function', function: { name: weatherTool.name, description: weatherTool.description, parameters: weatherTool.parameters, strict: true } }];
+  const stream = client.chat.completions.stream({ model, messages: [{ role: 'user', content: 'Weather in Oslo?' }], tools, tool_choice: 'required', parallel_tool_calls: false, max_tokens: 80, temperature: 0 });
+  const fragments = [];
+  let done;
+  stream.on('tool_calls.function.arguments.delta', (e) => fragments.push(e.arguments_delta));
+  stream.on('tool_calls.function.arguments.done', (e) => { done = e; });
+  const final = await stream.finalChatCompletion();
+  const call = final.choices[0].message.tool_calls[0];
+  assert.equal(final.choices[0].finish_reason, 'tool_calls');
+  assert.equal(call.function.name, 'get_weather');
+  assert.ok(fragments.length > 1, `the arguments came in ${fragments.length} fragment(s)`);
+  assert.equal(fragments.join(''), call.function.arguments);
+  assert.equal(done.name, 'get_weather');
+  assert.ok(['Oslo', 'Lima'].includes(done.parsed_arguments.city), JSON.stringify(done)); // strict: the helper parses them
+  const plain = await client.chat.completions.create({ model, messages: [{ role: 'user', content: 'Weather in Oslo?' }], tools, tool_choice: 'required', parallel_tool_calls: false, max_tokens: 80, temperature: 0 });
+  assert.equal(call.function.arguments, plain.choices[0].message.tool_calls[0].function.arguments);
+
+  const helper = client.responses.stream({ model, input: 'Weather in Lima?', tools: [weatherTool], tool_choice: 'required', parallel_tool_calls: false, max_output_tokens: 80, temperature: 0 });
+  const deltas = [];
+  helper.on('response.function_call_arguments.delta', (e) => deltas.push(e.delta));
+  const response = await helper.finalResponse();
+  const item = response.output.find((o) => o.type === 'function_call');
+  assert.ok(deltas.length > 1, `the arguments came in ${deltas.length} delta(s)`);
+  assert.equal(deltas.join(''), item.arguments);
+  assert.ok(['Oslo', 'Lima'].includes(JSON.parse(item.arguments).city));
+});
+
 await check('a bad Responses request raises BadRequestError naming the param', async () => {
   const e = await expectError(BadRequestError, client.responses.create({ model, input: 'x', tools: [{ type: 'web_search' }] }));
   assert.equal(e.param ?? e.error?.param, 'tools[0].type');

@@ -22,35 +22,45 @@ public sealed class KestrelTinyChatFactory : LongContextChatModelFactory
     public string BaseUrl => Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
 }
 
-/// <summary>Runs tests/Api.Compat/compat.mjs (the official openai npm client) against Loom and fails if it fails.</summary>
+/// <summary>Runs the scripts of tests/Api.Compat against Loom (the official openai npm client; LangChain.js; the Vercel AI
+/// SDK) and fails if one fails.</summary>
 public class CompatibilityTests(KestrelTinyChatFactory factory) : IClassFixture<KestrelTinyChatFactory>
 {
     [Fact]
-    public async Task OfficialOpenAiClientWorksAgainstLoom()
+    public async Task OfficialOpenAiClientWorksAgainstLoom() => await RunAsync("compat.mjs", "all compatibility checks passed", "openai", withLimitedKey: true);
+
+    [Fact]
+    public async Task LangChainWorksAgainstLoom() => await RunAsync("langchain.mjs", "all langchain checks passed", "@langchain/openai");
+
+    [Fact]
+    public async Task VercelAiSdkWorksAgainstLoom() => await RunAsync("aisdk.mjs", "all ai sdk checks passed", "ai");
+
+    private async Task RunAsync(string script, string passed, string package, bool withLimitedKey = false)
     {
         var dir = Path.Combine(ChatModelFactory.RepoRoot(), "tests", "Api.Compat");
-        Assert.True(Directory.Exists(Path.Combine(dir, "node_modules", "openai")),
+        Assert.True(Directory.Exists(Path.Combine(dir, "node_modules", package)),
             $"npm packages missing in {dir}: deploy/local/test.sh runs 'npm ci' there");
 
         var tenant = await factory.CreateTenantAsync($"compat-{Guid.NewGuid():N}");
         var key = await factory.CreateKeyAsync(tenant.Id);
-        var limitedTenant = await factory.CreateTenantAsync($"compat-limited-{Guid.NewGuid():N}");
-        await factory.InTenantAsync(null, async db =>
-        {
-            (await db.Tenants.FindAsync(limitedTenant.Id))!.RequestsPerMinute = 3;
-            return await db.SaveChangesAsync();
-        });
-        var limitedKey = await factory.CreateKeyAsync(limitedTenant.Id);
-
-        var psi = new ProcessStartInfo("node", ["compat.mjs"])
+        var psi = new ProcessStartInfo("node", [script])
         {
             WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
         };
         psi.Environment["LOOM_BASE_URL"] = factory.BaseUrl.TrimEnd('/') + "/v1";
         psi.Environment["LOOM_API_KEY"] = key.Secret;
-        psi.Environment["LOOM_LIMITED_KEY"] = limitedKey.Secret;
         psi.Environment["LOOM_MODEL"] = ChatModelFactory.ModelName;
-        foreach (var (k, v) in CompatEnvironment()) psi.Environment[k] = v;
+        if (withLimitedKey)
+        {
+            var limitedTenant = await factory.CreateTenantAsync($"compat-limited-{Guid.NewGuid():N}");
+            await factory.InTenantAsync(null, async db =>
+            {
+                (await db.Tenants.FindAsync(limitedTenant.Id))!.RequestsPerMinute = 3;
+                return await db.SaveChangesAsync();
+            });
+            psi.Environment["LOOM_LIMITED_KEY"] = (await factory.CreateKeyAsync(limitedTenant.Id)).Secret;
+            foreach (var (k, v) in CompatEnvironment()) psi.Environment[k] = v;
+        }
 
         using var process = Process.Start(psi)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
@@ -58,8 +68,8 @@ public class CompatibilityTests(KestrelTinyChatFactory factory) : IClassFixture<
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
         await process.WaitForExitAsync(timeout.Token);
         var output = await stdout + await stderr;
-        Assert.True(process.ExitCode == 0, $"compat.mjs failed (exit {process.ExitCode}):\n{output}");
-        Assert.Contains("all compatibility checks passed", output);
+        Assert.True(process.ExitCode == 0, $"{script} failed (exit {process.ExitCode}):\n{output}");
+        Assert.Contains(passed, output);
     }
 
     /// <summary>The PEFT adapter (written by the PyTorch oracle for the served model) that compat.mjs uploads and chats with.</summary>

@@ -235,7 +235,13 @@ public class ResponsesTests(ResponsesModelFactory factory) : IClassFixture<Respo
         Assert.Equal("response.completed", events[^1].Event);
         var added = Assert.Single(events, e => e.Event == "response.output_item.added").Data.GetProperty("item");
         Assert.Equal(("function_call", ""), (added.GetProperty("type").GetString(), added.GetProperty("arguments").GetString()));
-        var arguments = string.Concat(events.Where(e => e.Event == "response.function_call_arguments.delta").Select(e => e.Data.GetProperty("delta").GetString()));
+        var deltas = events.Where(e => e.Event == "response.function_call_arguments.delta").ToList();
+        Assert.True(deltas.Count > 1, $"the arguments came in {deltas.Count} delta(s), not as they were generated");
+        Assert.All(deltas, d => Assert.Equal(added.GetProperty("id").GetString(), d.Data.GetProperty("item_id").GetString()));
+        // the item opens before its arguments stream, and they stream before it is done
+        Assert.True(events.FindIndex(e => e.Event == "response.output_item.added") < events.FindIndex(e => e.Event == "response.function_call_arguments.delta"));
+        Assert.True(events.FindLastIndex(e => e.Event == "response.function_call_arguments.delta") < events.FindIndex(e => e.Event == "response.function_call_arguments.done"));
+        var arguments = string.Concat(deltas.Select(e => e.Data.GetProperty("delta").GetString()));
         var done = Assert.Single(events, e => e.Event == "response.function_call_arguments.done").Data;
         Assert.Equal(arguments, done.GetProperty("arguments").GetString());
         Assert.Equal(arguments, events[^1].Data.GetProperty("response").GetProperty("output")[0].GetProperty("arguments").GetString());

@@ -92,10 +92,32 @@ public class ToolCallingTests(LongContextChatModelFactory factory) : IClassFixtu
             Ask(new { type = "function", function = new { name = "get_weather" } }, seed: 2, stream: true)));
         var deltas = chunks.Where(c => c.GetProperty("choices").GetArrayLength() > 0).Select(c => c.GetProperty("choices")[0]).ToList();
         Assert.Equal("tool_calls", deltas[^1].GetProperty("finish_reason").GetString());
-        var call = Assert.Single(deltas, d => d.GetProperty("delta").TryGetProperty("tool_calls", out _))
-            .GetProperty("delta").GetProperty("tool_calls")[0];
-        Assert.Equal(0, call.GetProperty("index").GetInt32());
-        AssertValidCall(call);
+        var parts = deltas.Where(d => d.GetProperty("delta").TryGetProperty("tool_calls", out _))
+            .Select(d => Assert.Single(d.GetProperty("delta").GetProperty("tool_calls").EnumerateArray())).ToList();
+        // The first delta of the call carries its id, type and name with empty arguments; the arguments follow in
+        // fragments as the tokens arrive (more than one: they are streamed, not sent whole at the end).
+        Assert.All(parts, p => Assert.Equal(0, p.GetProperty("index").GetInt32()));
+        var first = parts[0];
+        Assert.Equal("", first.GetProperty("function").GetProperty("arguments").GetString());
+        Assert.True(parts.Count > 2, $"the arguments came in {parts.Count - 1} delta(s)");
+        Assert.All(parts.Skip(1), p =>
+        {
+            Assert.False(p.TryGetProperty("id", out _));
+            Assert.False(p.GetProperty("function").TryGetProperty("name", out _));
+        });
+        var arguments = string.Concat(parts.Select(p => p.GetProperty("function").GetProperty("arguments").GetString()));
+        var assembled = JsonDocument.Parse(JsonSerializer.Serialize(new
+        {
+            id = first.GetProperty("id").GetString(), type = first.GetProperty("type").GetString(),
+            function = new { name = first.GetProperty("function").GetProperty("name").GetString(), arguments },
+        })).RootElement;
+        AssertValidCall(assembled);
+        // The same call as without streaming (same seed).
+        var plain = JsonDocument.Parse(await (await client.PostAsJsonAsync("/v1/chat/completions",
+            Ask(new { type = "function", function = new { name = "get_weather" } }, seed: 2))).Content.ReadAsStringAsync()).RootElement;
+        var whole = plain.GetProperty("choices")[0].GetProperty("message").GetProperty("tool_calls")[0].GetProperty("function");
+        Assert.Equal((whole.GetProperty("name").GetString(), whole.GetProperty("arguments").GetString()),
+            (assembled.GetProperty("function").GetProperty("name").GetString(), arguments));
     }
 
     [Fact]

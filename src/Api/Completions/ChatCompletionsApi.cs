@@ -101,40 +101,44 @@ public static class ChatCompletionsApi
         ChatCompletionChunk Chunk(ChatChunkChoice choice) => new(id, "chat.completion.chunk", created, p.Options.Model, [choice], usage);
         var completionTokens = 0;
         var begun = new bool[p.Options.N];
-        var held = Enumerable.Range(0, p.Options.N).Select(_ => new StringBuilder()).ToArray();
+        // With tools, each choice's text is split as it arrives: text as content, calls argument by argument.
+        var split = tools.Enabled ? Enumerable.Range(0, p.Options.N).Select(_ => new ToolCallStream(tools.Forced)).ToArray() : null;
         try
         {
             var type = WireJson.Default.ChatCompletionChunk;
+            void Write(int i, ChatDelta delta, ChoiceLogprobs? logprobs = null, string? finish = null) =>
+                Sse.Write(response, Chunk(new ChatChunkChoice(i, delta, logprobs, finish)), type);
+            void WritePieces(int i, IReadOnlyList<ToolStreamPiece> pieces)
+            {
+                foreach (var piece in pieces)
+                    Write(i, piece switch
+                    {
+                        TextPiece t => new ChatDelta(null, t.Text),
+                        CallStartedPiece c => new ChatDelta(null, null, [new ToolCallDelta(c.Index, c.Id, "function", new ToolCallFunctionDelta(c.Name, ""))]),
+                        ArgumentsPiece a => new ChatDelta(null, null, [new ToolCallDelta(a.Index, null, null, new ToolCallFunctionDelta(null, a.Fragment))]),
+                        _ => throw new InvalidOperationException($"unknown piece {piece}"),
+                    });
+            }
             await foreach (var (i, e) in service.RunAsync(p, key, ct).FlushWhenIdle(response, ct))
             {
                 if (!begun[i])
                 {
                     begun[i] = true;
-                    Sse.Write(response, Chunk(new ChatChunkChoice(i, new ChatDelta("assistant", ""), null, null)), type);
+                    Write(i, new ChatDelta("assistant", ""));
                 }
                 var logprobs = e.Logprobs is { } lp ? new ChoiceLogprobs([LogprobMapping.Chat(lp, p.Model.Tokenizer)]) : null;
-                if (tools.Enabled)
-                {
-                    // Calls are known once their text is complete: the choice's text is held back and sent split at its end.
-                    held[i].Append(e.Text);
-                }
-                else if (e.Text.Length > 0 || logprobs is not null)
-                    Sse.Write(response, Chunk(new ChatChunkChoice(i, new ChatDelta(null, e.Text), logprobs, null)), type);
+                if (split is not null) WritePieces(i, split[i].Push(e.Text));
+                else if (e.Text.Length > 0 || logprobs is not null) Write(i, new ChatDelta(null, e.Text), logprobs);
                 if (e.IsFinal)
                 {
                     completionTokens += e.Usage!.CompletionTokens;
                     var finish = Reason(e.FinishReason!.Value);
-                    if (tools.Enabled)
+                    if (split is not null)
                     {
-                        var (message, reason) = Message(tools, held[i].ToString(), finish);
-                        if (!string.IsNullOrEmpty(message.Content))
-                            Sse.Write(response, Chunk(new ChatChunkChoice(i, new ChatDelta(null, message.Content), null, null)), type);
-                        if (message.ToolCalls is { } calls)
-                            Sse.Write(response, Chunk(new ChatChunkChoice(i, new ChatDelta(null, null,
-                                [.. calls.Select((c, k) => new ToolCallDelta(k, c.Id, c.Type, c.Function))]), null, null)), type);
-                        finish = reason;
+                        WritePieces(i, split[i].Finish());
+                        if (split[i].Calls > 0 && finish == "stop") finish = "tool_calls";
                     }
-                    Sse.Write(response, Chunk(new ChatChunkChoice(i, new ChatDelta(null, null), null, finish)), type);
+                    Write(i, new ChatDelta(null, null), finish: finish);
                 }
             }
             if (usageField)

@@ -23,12 +23,17 @@ public sealed record ToolCallFunction(
     [property: JsonPropertyName("name")] string Name,
     [property: JsonPropertyName("arguments")] string Arguments);
 
-/// <summary>A streamed tool call: OpenAI's <c>delta.tool_calls</c> item (index, then id, type and the function).</summary>
+/// <summary>A streamed tool call: OpenAI's <c>delta.tool_calls</c> item. The first one of a call carries its id, type and
+/// name (and empty arguments); later ones carry only the index and a fragment of the arguments.</summary>
 public sealed record ToolCallDelta(
     [property: JsonPropertyName("index")] int Index,
-    [property: JsonPropertyName("id")] string Id,
-    [property: JsonPropertyName("type")] string Type,
-    [property: JsonPropertyName("function")] ToolCallFunction Function);
+    [property: JsonPropertyName("id"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Id,
+    [property: JsonPropertyName("type"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Type,
+    [property: JsonPropertyName("function")] ToolCallFunctionDelta Function);
+
+public sealed record ToolCallFunctionDelta(
+    [property: JsonPropertyName("name"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Name,
+    [property: JsonPropertyName("arguments")] string Arguments);
 
 /// <summary>
 /// Tool calling on chat completions (<c>tools</c>, <c>tool_choice</c>, <c>parallel_tool_calls</c>). The model is told

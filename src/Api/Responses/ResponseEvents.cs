@@ -57,16 +57,22 @@ internal sealed class ResponseEvents(HttpResponse response)
         Write("response.output_item.done", new JsonObject { ["output_index"] = index, ["item"] = item.DeepClone() });
     }
 
-    /// <summary>A function call item: added (empty arguments), its arguments as deltas, then done.</summary>
-    public void FunctionCall(int index, JsonObject item, IEnumerable<string> argumentDeltas)
+    /// <summary>output_item.added for a function call item, in progress with empty arguments.</summary>
+    public void FunctionCallOpened(int index, JsonObject item)
     {
-        var itemId = (string)item["id"]!;
         var opened = (JsonObject)item.DeepClone();
         opened["status"] = "in_progress";
         opened["arguments"] = "";
         Write("response.output_item.added", new JsonObject { ["output_index"] = index, ["item"] = opened });
-        foreach (var delta in argumentDeltas)
-            Write("response.function_call_arguments.delta", new JsonObject { ["item_id"] = itemId, ["output_index"] = index, ["delta"] = delta });
+    }
+
+    public void ArgumentsDelta(int index, string itemId, string delta) =>
+        Write("response.function_call_arguments.delta", new JsonObject { ["item_id"] = itemId, ["output_index"] = index, ["delta"] = delta });
+
+    /// <summary>function_call_arguments.done and output_item.done for a function call item.</summary>
+    public void FunctionCallClosed(int index, JsonObject item)
+    {
+        var itemId = (string)item["id"]!;
         Write("response.function_call_arguments.done", new JsonObject
         {
             ["item_id"] = itemId, ["output_index"] = index, ["name"] = (string)item["name"]!, ["arguments"] = (string)item["arguments"]!,

@@ -102,39 +102,15 @@ public static class ResponsesApi
             var snapshot = ResponseObject.Build(q, id, created, "in_progress", [], null);
             events.Write("response.created", new JsonObject { ["response"] = snapshot.DeepClone() });
             events.Write("response.in_progress", new JsonObject { ["response"] = snapshot });
-            // Without tools the text streams as it comes; with tools it is held back until the calls in it are known.
-            var messageId = Sse.NewId("msg_");
-            var opened = false;
-            var text = new StringBuilder();
+            // Text streams as it comes; with tools, calls stream argument by argument as their text arrives.
+            var streamed = new StreamedOutput(events, q.Tools);
             var (cut, outputTokens) = (false, 0);
             await foreach (var (_, e) in service.RunAsync(p, key, ct).FlushWhenIdle(response, ct))
             {
-                text.Append(e.Text);
-                if (!q.Tools.Enabled && e.Text.Length > 0)
-                {
-                    if (!opened) { events.MessageOpened(0, messageId); opened = true; }
-                    events.TextDelta(0, messageId, e.Text);
-                }
+                streamed.Push(e.Text);
                 if (e.IsFinal) (cut, outputTokens) = (e.FinishReason == FinishReason.Length, e.Usage!.CompletionTokens);
             }
-            var output = ResponseObject.Output(q.Tools, text.ToString(), cut);
-            if (opened) output[0]!["id"] = messageId;
-            for (var i = 0; i < output.Count; i++)
-            {
-                var item = output[i]!.AsObject();
-                if ((string)item["type"]! == "function_call")
-                {
-                    events.FunctionCall(i, item, [(string)item["arguments"]!]);
-                    continue;
-                }
-                if (!(opened && i == 0))
-                {
-                    events.MessageOpened(i, (string)item["id"]!);
-                    var itemText = (string)item["content"]![0]!["text"]!;
-                    if (itemText.Length > 0) events.TextDelta(i, (string)item["id"]!, itemText);
-                }
-                events.MessageClosed(i, item);
-            }
+            var output = streamed.Finish(cut);
             var final = Finished(q, id, created, output, cut, p.PromptIds.Length, outputTokens);
             if (q.Store) await store.SaveAsync(key.Key.TenantId, final, q.InputItems, depth, ct);
             events.Write(cut ? "response.incomplete" : "response.completed", new JsonObject { ["response"] = final });
