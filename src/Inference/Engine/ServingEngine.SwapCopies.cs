@@ -47,12 +47,19 @@ public sealed partial class ServingEngine
         }
     }
 
+    /// <summary>Starts a copy of the request's KV on the copy thread: a swap out or in, or (as the request leaves, an
+    /// orphan from the start) its copy into the prefix cache.</summary>
     private void StartCopy(Request r, SwapState kind, Action copy)
     {
-        var hook = SwapCopyHook;
         var cache = r.Cache;
         r.Swap = kind;
-        r.Copy = _copier.Start(hook is null ? copy : () => { hook(cache, kind == SwapState.CopyingOut); copy(); });
+        Action run = (kind, SwapCopyHook, PrefixCopyHook) switch
+        {
+            (SwapState.CopyingOut or SwapState.CopyingIn, { } swap, _) => () => { swap(cache, kind == SwapState.CopyingOut); copy(); },
+            (SwapState.Orphaned, _, { } prefix) => () => { prefix(cache); copy(); },
+            _ => copy,
+        };
+        r.Copy = _copier.Start(run);
         _copies.Add(r);
     }
 

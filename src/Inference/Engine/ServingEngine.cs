@@ -48,7 +48,10 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     internal int ArrivalsQueued => _arrivals.Count;
     /// <summary>Tests only: called on the copy thread before each asynchronous swap copy (true: out).</summary>
     internal Action<PagedKvCache, bool>? SwapCopyHook;
-    private readonly List<Request> _copies = [];   // swap copies under way or not yet taken back (loop thread)
+    /// <summary>Tests only: called on the copy thread before each copy of a finished request's KV into the prefix cache.</summary>
+    internal Action<PagedKvCache>? PrefixCopyHook;
+    private readonly List<Request> _copies = [];   // swap and prefix copies under way or not yet taken back (loop thread)
+    private readonly List<Request> _heldArrivals = []; // arrivals waiting for their tenant's prefix copy (loop thread)
     private readonly SwapCopier _copier = new();
     private readonly Dictionary<string, Task> _hostLoads = new(StringComparer.Ordinal); // adapter reads admission waits for (loop thread)
     private volatile bool _stopping;

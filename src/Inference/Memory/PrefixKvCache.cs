@@ -7,9 +7,10 @@ namespace Loom.Inference.Memory;
 /// the entry out (its KV moves to the new sequence, and comes back here when that one finishes). Thread-safe.</summary>
 public sealed class PrefixKvCache(KvSwapSpace space) : IDisposable
 {
-    private sealed record Entry(string Tenant, string? Adapter, int[] Tokens, SwappedKv Kv);
+    internal sealed record Entry(string Tenant, string? Adapter, int[] Tokens, SwappedKv Kv);
 
     private readonly LinkedList<Entry> _lru = new(); // most recently used first
+    private readonly List<PendingPut> _pending = []; // puts whose copy has not finished: neither found nor evicted
     private readonly Lock _lock = new();
     private long _hits, _misses, _reused, _evictions, _tooLarge;
 
@@ -29,38 +30,111 @@ public sealed class PrefixKvCache(KvSwapSpace space) : IDisposable
     /// <summary>Keeps a copy of the cache's KV for (tenant, adapter, tokens) — tokens being what the cache holds,
     /// position by position — evicting the least recently used entries until it fits. Entries of the same tenant and
     /// adapter that this one extends are dropped (it supersedes them).</summary>
-    public void Put(string tenant, string? adapter, ReadOnlySpan<int> tokens, PagedKvCache cache)
+    public void Put(string tenant, string? adapter, ReadOnlySpan<int> tokens, PagedKvCache cache) =>
+        BeginPut(tenant, adapter, tokens, cache)?.Copy(parallel: true);
+
+    /// <summary><see cref="Put"/> in two steps: this one reserves the host buffer (evicting and superseding as Put
+    /// does); <see cref="PendingPut.Copy"/> copies the KV, on any thread, and the entry joins the cache then. The cache's
+    /// pages must stay untouched until Copy returns. Null when nothing is to be stored (an empty cache, or one larger
+    /// than the whole space).</summary>
+    public PendingPut? BeginPut(string tenant, string? adapter, ReadOnlySpan<int> tokens, PagedKvCache cache)
     {
         if (tokens.Length != cache.Length) throw new ArgumentException($"{tokens.Length} tokens for a cache of {cache.Length} positions", nameof(tokens));
-        if (cache.Length == 0) return;
+        if (cache.Length == 0) return null;
         // Larger than the whole space: evicting everything would still not make room, so nothing is stored or dropped.
         if (KvSwapSpace.BytesFor(cache) > space.CapacityBytes)
         {
             Interlocked.Increment(ref _tooLarge);
-            return;
+            return null;
         }
         lock (_lock)
         {
-            for (var n = _lru.First; n != null;)
-            {
-                var next = n.Next;
-                var e = n.Value;
-                if (e.Tenant == tenant && e.Adapter == adapter && e.Tokens.Length <= tokens.Length && tokens.StartsWith(e.Tokens))
-                {
-                    _lru.Remove(n);
-                    space.Drop(e.Kv);
-                }
-                n = next;
-            }
-            var kv = space.SwapOut(cache);
+            DropSuperseded(tenant, adapter, tokens);
+            var kv = space.BeginSwapOut(cache);
             while (kv is null && _lru.Last is { } last)
             {
                 _lru.RemoveLast();
                 space.Drop(last.Value.Kv);
                 _evictions++;
-                kv = space.SwapOut(cache);
+                kv = space.BeginSwapOut(cache);
             }
-            if (kv is not null) _lru.AddFirst(new Entry(tenant, adapter, tokens.ToArray(), kv));
+            if (kv is null) return null;
+            var put = new PendingPut(this, new Entry(tenant, adapter, tokens.ToArray(), kv), cache);
+            _pending.Add(put);
+            return put;
+        }
+    }
+
+    /// <summary>Whether a put of this tenant and adapter is still copying (a next turn waits for it to find its KV).</summary>
+    public bool IsPutPending(string tenant, string? adapter)
+    {
+        lock (_lock)
+        {
+            foreach (var p in _pending)
+                if (p.Entry.Tenant == tenant && p.Entry.Adapter == adapter) return true;
+            return false;
+        }
+    }
+
+    /// <summary>A put whose host buffer is reserved and whose copy is still to run.</summary>
+    public sealed class PendingPut
+    {
+        private readonly PrefixKvCache _owner;
+        private readonly PagedKvCache _cache;
+        internal readonly Entry Entry;
+        internal bool Forgotten; // its adapter was unregistered meanwhile: dropped once copied
+
+        internal PendingPut(PrefixKvCache owner, Entry entry, PagedKvCache cache)
+        {
+            _owner = owner;
+            Entry = entry;
+            _cache = cache;
+        }
+
+        /// <summary>Copies the KV into the reserved buffer and adds the entry to the cache (its buffer is freed if the
+        /// copy fails). Any thread; once.</summary>
+        public void Copy(bool parallel = false)
+        {
+            try { _owner.CopyOut(_cache, Entry.Kv, parallel); }
+            catch
+            {
+                _owner.Complete(this, copied: false);
+                throw;
+            }
+            _owner.Complete(this, copied: true);
+        }
+    }
+
+    private void CopyOut(PagedKvCache cache, SwappedKv kv, bool parallel) => space.CopyOut(cache, kv, parallel);
+
+    private void Complete(PendingPut put, bool copied)
+    {
+        lock (_lock)
+        {
+            _pending.Remove(put);
+            var e = put.Entry;
+            if (!copied || put.Forgotten)
+            {
+                space.Drop(e.Kv);
+                return;
+            }
+            DropSuperseded(e.Tenant, e.Adapter, e.Tokens); // entries put meanwhile that this one extends
+            _lru.AddFirst(e);
+        }
+    }
+
+    private void DropSuperseded(string tenant, string? adapter, ReadOnlySpan<int> tokens)
+    {
+        for (var n = _lru.First; n != null;)
+        {
+            var next = n.Next;
+            var e = n.Value;
+            if (e.Tenant == tenant && e.Adapter == adapter && e.Tokens.Length <= tokens.Length && tokens.StartsWith(e.Tokens))
+            {
+                _lru.Remove(n);
+                space.Drop(e.Kv);
+            }
+            n = next;
         }
     }
 
@@ -93,6 +167,9 @@ public sealed class PrefixKvCache(KvSwapSpace space) : IDisposable
     public void Forget(string adapter)
     {
         lock (_lock)
+        {
+            foreach (var p in _pending)
+                if (p.Entry.Adapter == adapter) p.Forgotten = true;
             for (var n = _lru.First; n != null;)
             {
                 var next = n.Next;
@@ -103,8 +180,10 @@ public sealed class PrefixKvCache(KvSwapSpace space) : IDisposable
                 }
                 n = next;
             }
+        }
     }
 
+    /// <summary>Frees every entry and the space. Pending puts must have been copied (or failed) first.</summary>
     public void Dispose()
     {
         lock (_lock)

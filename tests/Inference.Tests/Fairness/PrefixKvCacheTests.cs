@@ -116,4 +116,34 @@ public sealed class PrefixKvCacheTests : IDisposable
         c.Release();
         l.Release();
     }
+
+    [Fact]
+    public void APendingPutIsNeitherFoundNorEvictedUntilCopiedAndAForgottenAdapterNeverJoins()
+    {
+        using var p = NewCache(_pool, 1 << 20);
+        int[] turn = [4, 5, 6];
+        var c = Filled(turn);
+        var put = p.BeginPut("a", "x", turn, c);
+        Assert.NotNull(put);
+        Assert.True(p.IsPutPending("a", "x"));
+        Assert.False(p.IsPutPending("a", null));
+        Assert.Null(p.Take("a", "x", [4, 5, 6, 7]));             // not yet copied
+        Assert.True(p.Bytes > 0);                                 // its buffer is reserved
+        put.Copy();
+        Assert.False(p.IsPutPending("a", "x"));
+        var kv = p.Take("a", "x", [4, 5, 6, 7]);
+        Assert.NotNull(kv);
+        var d = new PagedKvCache(_pool, ++_ids, 2, 16, 64);
+        d.Reserve(4);
+        kv.Owner.SwapIn(kv, d);
+        Assert.Equal(6, d.Keys(0, 0)[2 * 16]);                    // the copied bytes
+        d.Release();
+
+        var forgotten = p.BeginPut("a", "x", turn, c)!;
+        p.Forget("x");                                            // unregistered while copying
+        forgotten.Copy();
+        Assert.Equal((0, 0L), (p.Count, p.Bytes));
+        c.Release();
+        Assert.Null(_pool.Audit());
+    }
 }

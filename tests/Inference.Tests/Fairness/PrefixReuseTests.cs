@@ -68,4 +68,43 @@ public sealed class PrefixReuseTests : IDisposable
         await Run(e, Request("a", turn2, "x"));                  // same id, other weights: the old KV is gone
         Assert.Equal(0, e.GetMetrics().Prefix.Hits);
     }
+
+    [Fact]
+    public async Task AFinishedTurnIsCopiedOffTheEngineThreadAndTheNextTurnWaitsForItsCopy()
+    {
+        var e = _h.Engine(o => { o.PrefixCacheBytes = 1 << 20; return o; });
+        var plain = _h.Engine(o => { o.PrefixCacheBytes = 0; return o; });
+        using var copying = new ManualResetEventSlim();
+        using var hold = new ManualResetEventSlim();
+        string? thread = null;
+        int copies = 0;
+        e.PrefixCopyHook = _ =>
+        {
+            if (Interlocked.Increment(ref copies) != 1) return; // only the first turn's copy is held
+            thread = Thread.CurrentThread.Name;
+            copying.Set();
+            Assert.True(hold.Wait(Limit));
+        };
+        int[] turn1 = [3, 14, 15, 92, 65, 35, 89, 79];
+        var out1 = Tokens(await Run(e, Request("a", turn1)).WaitAsync(Limit)); // its stream ends while its copy is held
+        Assert.True(copying.Wait(Limit), "no prefix copy started");
+        Assert.Equal("loom-swap-copy", thread);
+        Assert.True(e.Pool.Usage.KvPages > 0, "the pages went back while their copy was still running");
+
+        // the engine serves on while the copy is held; the same tenant's next turn waits for it
+        int[] turn2 = [.. turn1, .. out1, 32, 38, 46];
+        var next = Run(e, Request("a", turn2));
+        Assert.Equal(10, Tokens(await Run(e, Request("b", [1, 2, 3])).WaitAsync(Limit)).Length);
+        Assert.False(next.IsCompleted);
+        Assert.Equal(0, e.GetMetrics().Prefix.Hits);
+
+        hold.Set();
+        var a = Tokens(await next.WaitAsync(Limit));
+        var m = e.GetMetrics();
+        Assert.Equal(1, m.Prefix.Hits);
+        Assert.Equal(turn1.Length + out1.Length - 1, m.Prefix.TokensReused);
+        Assert.Equal(Tokens(await Run(plain, Request("a", turn2))), a);
+        await Idle(e);
+        Assert.Null(e.Pool.Audit());
+    }
 }
