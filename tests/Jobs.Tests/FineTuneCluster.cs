@@ -42,9 +42,8 @@ public sealed class FineTuneCluster : IAsyncLifetime
     }
 
     /// <summary>Settings of a node named <paramref name="node"/> (its own checkpoint folder, as on its own machine);
-    /// with <paramref name="servesModel"/>, its engine serves tiny-chat; <paramref name="checkpointLag"/>: FineTuning:CheckpointLagSteps
-    /// (null: the default, one interval).</summary>
-    public IReadOnlyDictionary<string, string> Settings(string node, bool servesModel, int fineTuneWorkers = 1, int? checkpointLag = null)
+    /// with <paramref name="servesModel"/>, its engine serves tiny-chat.</summary>
+    public IReadOnlyDictionary<string, string> Settings(string node, bool servesModel, int fineTuneWorkers = 1)
     {
         var s = new Dictionary<string, string>(Db.Settings)
         {
@@ -59,7 +58,6 @@ public sealed class FineTuneCluster : IAsyncLifetime
             ["Jobs:FineTuneWorkerCount"] = fineTuneWorkers.ToString(),
         };
         if (servesModel) s["Inference:ModelDirectory"] = ModelDir;
-        if (checkpointLag is { } lag) s["FineTuning:CheckpointLagSteps"] = lag.ToString();
         return s;
     }
 

@@ -11,9 +11,9 @@ namespace Loom.Jobs.Tests;
 /// kill -9 of the real Loom process training a fine-tune, mid-run: after a restart (jobs and inference in one process)
 /// or on another live inference node (jobs and inference in separate processes), the job resumes from its last complete
 /// checkpoint and ends with an adapter bitwise equal to an uninterrupted run with the same seed. Steps lost are bounded by
-/// the back-pressure on checkpoint writes: at most one interval plus FineTuning:CheckpointLagSteps (the restart case runs
-/// with lag 0, synchronous writes: at most one interval; the other with the default lag of one interval: at most two),
-/// and every checkpoint became durable before training ran more than the lag past it.
+/// the back-pressure on checkpoint writes: at most one interval plus FineTuning:CheckpointLagSteps, whose default is 0 (the
+/// write overlaps the next step's forward and backward; its update waits): at most one interval in both cases, and every
+/// checkpoint became durable before training completed a step past it.
 /// </summary>
 public sealed class FineTuneCrashTests(ITestOutputHelper output) : IAsyncLifetime
 {
@@ -24,8 +24,8 @@ public sealed class FineTuneCrashTests(ITestOutputHelper output) : IAsyncLifetim
     public Task InitializeAsync() => _cluster.InitializeAsync();
     public Task DisposeAsync() => _cluster.DisposeAsync();
 
-    private Task<LoomProcess> StartAsync(string name, string roles, bool servesModel, int? checkpointLag = null) =>
-        LoomProcess.StartAsync(name, roles, _cluster.Settings(name, servesModel, checkpointLag: checkpointLag));
+    private Task<LoomProcess> StartAsync(string name, string roles, bool servesModel) =>
+        LoomProcess.StartAsync(name, roles, _cluster.Settings(name, servesModel));
 
     [Fact]
     public async Task AKilledJobsAndInferenceNodeResumesAfterRestartBitwiseEqual()
@@ -35,8 +35,8 @@ public sealed class FineTuneCrashTests(ITestOutputHelper output) : IAsyncLifetim
         var client = await TenantClientAsync(api);
         var file = await UploadAsync(client, Examples(ExampleCount));
 
-        const int lag = 0; // each write waited for: a kill loses at most one interval
-        var first = await StartAsync("a", "jobs,inference", servesModel: true, lag);
+        const int lag = 0; // the default: a kill loses at most one interval
+        var first = await StartAsync("a", "jobs,inference", servesModel: true);
         try
         {
             var reference = await CreateJobAsync(client, file, Seed, Epochs);
@@ -45,7 +45,7 @@ public sealed class FineTuneCrashTests(ITestOutputHelper output) : IAsyncLifetim
             var id = await CreateJobAsync(client, file, Seed, Epochs);
             var kill = await KillAfterACheckpointAsync(id, _ => first);
             // The same node comes back (same checkpoint folder, as after a reboot).
-            await using var restarted = await StartAsync("a", "jobs,inference", servesModel: true, lag);
+            await using var restarted = await StartAsync("a", "jobs,inference", servesModel: true);
             await CheckRecoveryAsync(id, reference, kill, lag, () => restarted.Output);
         }
         finally
@@ -81,7 +81,7 @@ public sealed class FineTuneCrashTests(ITestOutputHelper output) : IAsyncLifetim
         var id = await CreateJobAsync(client, file, Seed, Epochs);
         var kill = await KillAfterACheckpointAsync(id, row => nodes.Single(n => row.LeaseOwner!.Contains($":{n.Pid}:", StringComparison.Ordinal)));
         var survivor = nodes.Single(n => n != kill.Victim);
-        await CheckRecoveryAsync(id, reference, kill, CheckpointEvery, () => survivor.Output); // the default lag: one interval
+        await CheckRecoveryAsync(id, reference, kill, 0, () => survivor.Output); // the default lag 0: at most one interval
 
         // Hangfire ran it on the killed node, then on the survivor; the jobs-only node never took it.
         var servers = await ProcessingServersAsync(id);

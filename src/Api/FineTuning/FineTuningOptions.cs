@@ -22,11 +22,12 @@ public sealed class FineTuningOptions
     /// <summary>A checkpoint every this many optimizer steps (and one at the end).</summary>
     public int CheckpointEverySteps { get; set; } = 50;
 
-    /// <summary>How many steps training may run past a checkpoint that is still being written before it waits for that
-    /// write (back-pressure). A kill -9 loses at most <see cref="CheckpointEverySteps"/> + this many steps. Null: one
-    /// interval (each write overlaps the next interval's training; the loop waits only at the next checkpoint, and only if
-    /// the write is still going); 0: every write is waited for (synchronous: at most one interval lost, the whole write is
-    /// a stall).</summary>
+    /// <summary>How many optimizer steps training may complete past a checkpoint that is still being written before it
+    /// waits for that write (back-pressure). A kill -9 loses at most <see cref="CheckpointEverySteps"/> + this many
+    /// completed steps. Null or 0 (the default): at most one interval; the write overlaps the forward and backward passes
+    /// of the next step and only that step's optimizer update waits for it, so the loop stands still only for the part
+    /// of a write that outlasts a step. Up to <see cref="CheckpointEverySteps"/>: writes may overlap more steps, and a
+    /// crash may lose that many more.</summary>
     public int? CheckpointLagSteps { get; set; }
 
     /// <summary>A metrics event every this many optimizer steps (and the last step).</summary>

@@ -41,6 +41,11 @@ internal sealed class LoraTrainer
     public double? LastValidationLoss { get; private set; }
     public double LastLearningRate { get; private set; }
     public double LastGradientNorm { get; private set; }
+    /// <summary>The most steps the run may complete: the optimizer update that would complete step
+    /// <c>UpdateLimit + 1</c> waits (the forward and backward passes before it run). Checkpoint back-pressure sets it.</summary>
+    public int UpdateLimit { get; set; } = int.MaxValue;
+    /// <summary>The next unit is an optimizer update that <see cref="UpdateLimit"/> holds back.</summary>
+    public bool HeldAtUpdate => _phase == Phase.Optimizer && _step >= UpdateLimit;
 
     public LoraTrainer(Transformer model, LoraParameters p, TrainingPlan plan, TrainingHyperparameters hp,
         IReadOnlyList<TrainingExample>? validation, int storedLayers, int rowTokens = 0)
@@ -124,6 +129,7 @@ internal sealed class LoraTrainer
                 }
                 case Phase.Optimizer:
                 {
+                    if (_step >= UpdateLimit) return false;
                     var sp = _plan.Steps[_step];
                     LastLearningRate = LearningRate.At(_hp, _step, TotalSteps);
                     LastGradientNorm = AdamW.Step(_p, _hp, _step + 1, LastLearningRate);
@@ -186,7 +192,18 @@ internal sealed class LoraTrainer
         return true;
     }
 
-    public TrainingSnapshot Snapshot(string fingerprint, TimeSpan elapsed)
+    /// <summary>A snapshot with its own copies of the tensors in PEFT's layout.</summary>
+    public TrainingSnapshot Snapshot(string fingerprint, TimeSpan elapsed) => NewSnapshot(fingerprint, elapsed, _p.ExportStates());
+
+    /// <summary>A checkpoint's snapshot: the tensors are copied into <paramref name="staging"/> as they are (no allocation,
+    /// no transposes); the snapshot turns them into PEFT's layout when it is first read.</summary>
+    public TrainingSnapshot Snapshot(string fingerprint, TimeSpan elapsed, SnapshotStaging staging)
+    {
+        var s = NewSnapshot(fingerprint, elapsed, null);
+        return s.OverStaging(staging, staging.CopyFrom(_p));
+    }
+
+    private TrainingSnapshot NewSnapshot(string fingerprint, TimeSpan elapsed, IReadOnlyList<LoraModuleState>? modules)
     {
         if (!AtStepBoundary) throw new InvalidOperationException("a snapshot is taken between optimizer steps");
         var (epoch, cursor, rng) = CursorAt(_step);
@@ -194,7 +211,7 @@ internal sealed class LoraTrainer
         {
             Fingerprint = fingerprint, Step = _step, Epoch = epoch, Cursor = cursor, RngState = rng, TrainedTokens = TrainedTokens,
             LastTrainLoss = LastLoss, LastValidationLoss = LastValidationLoss, Elapsed = elapsed, Rank = _p.Rank, Alpha = _p.Alpha,
-            Modules = _p.ExportStates(),
+            Modules = modules!, // null: the staging buffers hold them (OverStaging)
         };
     }
 }

@@ -23,4 +23,9 @@ public sealed record TrainingProgress(
 
 /// <summary>How a run ended successfully.</summary>
 /// <param name="AdapterFolder">The final adapter as a PEFT folder, ready for <c>IInferenceEngine.RegisterAdapter</c>.</param>
-public sealed record TrainingResult(string AdapterFolder, int Steps, long TrainedTokens, double FinalTrainLoss, double? FinalValidationLoss, TimeSpan Elapsed);
+public sealed record TrainingResult(string AdapterFolder, int Steps, long TrainedTokens, double FinalTrainLoss, double? FinalValidationLoss, TimeSpan Elapsed)
+{
+    /// <summary>How long the loop stood still for its scheduled checkpoints over the run: the copies into host buffers
+    /// and any back-pressure wait for a write.</summary>
+    public TimeSpan CheckpointStall { get; init; }
+}

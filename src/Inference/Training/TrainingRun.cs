@@ -34,6 +34,8 @@ internal sealed class TrainingRun : ITrainingRun
     private volatile Task? _unwritten;  // its write; null once done
     private volatile Task? _waitingFor; // the write the loop waits for (back-pressure); null when it is not waiting
     private long _waitSince, _stallTicks; // Stopwatch ticks: start of the current wait; stall since the last checkpoint (driver thread)
+    private long _totalStallTicks;        // every checkpoint's copy and wait over the run (driver thread)
+    private readonly SnapshotStaging? _staging; // the checkpoints' host buffers, reused (allocated with the run, off the loop)
 
     public string Id { get; }
     /// <summary>The engine's number for the run (owner id of its pool pages) and the pages it holds (loop thread).</summary>
@@ -58,7 +60,11 @@ internal sealed class TrainingRun : ITrainingRun
         _stepsBefore = trainer.Step;
         _latest = Progress(TrainingRunState.Queued);
         _checkpoints = request.Checkpoints;
-        if (_checkpoints is not null) _nextCheckpoint = (_stepsBefore / _checkpoints.EverySteps + 1) * _checkpoints.EverySteps;
+        if (_checkpoints is not null)
+        {
+            _nextCheckpoint = (_stepsBefore / _checkpoints.EverySteps + 1) * _checkpoints.EverySteps;
+            _staging = new SnapshotStaging(trainer.Parameters);
+        }
     }
 
     public TrainingRunState State => (TrainingRunState)Volatile.Read(ref _state);
@@ -146,6 +152,7 @@ internal sealed class TrainingRun : ITrainingRun
                 Publish(Progress(TrainingRunState.Running));
                 ServeSnapshots();
             }
+            if (_trainer.HeldAtUpdate) WaitsForCheckpoint(); // registers the wait: no slices until the write completes
             if (_trainer.Finished) Finish();
             return _trainer.TrainedTokens - before;
         }
@@ -163,14 +170,17 @@ internal sealed class TrainingRun : ITrainingRun
         while (_snapshots.TryDequeue(out var tcs)) tcs.TrySetResult(s);
     }
 
-    /// <summary>Takes the scheduled checkpoint when the loop is at its step: copies the state and hands it to the schedule's
-    /// persist callback. True when it took one.</summary>
+    /// <summary>Takes the scheduled checkpoint when the loop is at its step: copies the state into the run's staging
+    /// buffers and hands the snapshot to the schedule's persist callback; from then on the trainer completes no more than
+    /// <see cref="CheckpointSchedule.LagSteps"/> steps until the write has completed. True when it took one.</summary>
     private bool TakeCheckpoint()
     {
-        if (_checkpoints is null || _trainer.Step != _nextCheckpoint || _trainer.Step >= _trainer.TotalSteps || !_trainer.AtStepBoundary) return false;
+        if (_checkpoints is null || _unwritten is not null || _trainer.Step != _nextCheckpoint || _trainer.Step >= _trainer.TotalSteps || !_trainer.AtStepBoundary) return false;
         long start = Stopwatch.GetTimestamp();
-        var s = _trainer.Snapshot(_fingerprint, Elapsed);
-        s.Stall = Stopwatch.GetElapsedTime(0, _stallTicks) + Stopwatch.GetElapsedTime(start);
+        var s = _trainer.Snapshot(_fingerprint, Elapsed, _staging!);
+        long copy = Stopwatch.GetTimestamp() - start;
+        s.Stall = Stopwatch.GetElapsedTime(0, _stallTicks + copy);
+        _totalStallTicks += copy;
         _stallTicks = 0;
         _nextCheckpoint += _checkpoints.EverySteps;
         Task written;
@@ -178,11 +188,15 @@ internal sealed class TrainingRun : ITrainingRun
         catch (Exception e) { written = Task.FromException(e); } // nothing to wait for: training goes on
         _unwritten = written;
         _unwrittenStep = s.Step;
+        _trainer.UpdateLimit = s.Step + _checkpoints.LagSteps;
         return true;
     }
 
-    /// <summary>Back-pressure: true while the loop is <see cref="CheckpointSchedule.LagSteps"/> or more steps past a checkpoint
-    /// whose write has not completed (it starts no step; the write's completion wakes the engine). Counts the wait as stall.</summary>
+    /// <summary>Back-pressure: true while the trainer is held by a checkpoint whose write has not completed: at the
+    /// optimizer update that would complete step <c>checkpoint + LagSteps + 1</c> (so a crash loses at most
+    /// <c>EverySteps + LagSteps</c> completed steps, while the write overlaps the forward and backward passes before that
+    /// update), or at the next checkpoint's step (one set of staging buffers, one write at a time). The write's completion
+    /// wakes the engine. Counts the wait as stall.</summary>
     private bool WaitsForCheckpoint()
     {
         if (_unwritten is not { } write) return false;
@@ -190,13 +204,17 @@ internal sealed class TrainingRun : ITrainingRun
         {
             if (_waitingFor is not null)
             {
-                _stallTicks += Stopwatch.GetTimestamp() - _waitSince;
+                long waited = Stopwatch.GetTimestamp() - _waitSince;
+                _stallTicks += waited;
+                _totalStallTicks += waited;
                 _waitingFor = null;
             }
             _unwritten = null;
+            _trainer.UpdateLimit = int.MaxValue;
             return false;
         }
-        if (_trainer.Step < _unwrittenStep + _checkpoints!.LagSteps || !_trainer.AtStepBoundary) return false;
+        bool held = _trainer.HeldAtUpdate || (_trainer.AtStepBoundary && _trainer.Step == _nextCheckpoint && _trainer.Step < _trainer.TotalSteps);
+        if (!held) return false;
         if (_waitingFor is null)
         {
             _waitSince = Stopwatch.GetTimestamp();
@@ -218,7 +236,10 @@ internal sealed class TrainingRun : ITrainingRun
         var p = Progress(TrainingRunState.Completed);
         SetState(TrainingRunState.Completed);
         Publish(p, complete: true);
-        _completion.TrySetResult(new TrainingResult(_outputFolder, _trainer.Step, _trainer.TrainedTokens, _trainer.LastLoss, _trainer.LastValidationLoss, p.Elapsed));
+        _completion.TrySetResult(new TrainingResult(_outputFolder, _trainer.Step, _trainer.TrainedTokens, _trainer.LastLoss, _trainer.LastValidationLoss, p.Elapsed)
+        {
+            CheckpointStall = Stopwatch.GetElapsedTime(0, _totalStallTicks),
+        });
     }
 
     /// <summary>Ends the run (cancelled, failed, or the engine stopping): pending snapshots and the completion fault.</summary>

@@ -41,9 +41,47 @@ public sealed class TrainingSnapshot
     public TimeSpan Stall { get; internal set; }
     public required int Rank { get; init; }
     public required double Alpha { get; init; }
-    public required IReadOnlyList<LoraModuleState> Modules { get; init; }
+    /// <summary>Every module's weights and moments in PEFT's layout. A checkpoint's snapshot over a run's staging
+    /// buffers (<see cref="OverStaging"/>) builds them at the first read; read it before the checkpoint's write task
+    /// completes (the run reuses the buffers for its next checkpoint, and a read after that throws).</summary>
+    public IReadOnlyList<LoraModuleState> Modules
+    {
+        get => _modules ?? Materialize();
+        init => _modules = value;
+    }
 
-    public long TensorBytes => Modules.Sum(m => 3L * (m.A.Length + m.B.Length) * sizeof(float));
+    private IReadOnlyList<LoraModuleState>? _modules;
+    private SnapshotStaging? _staging;
+    private int _generation;
+    private readonly Lock _materialize = new();
+
+    /// <summary>A snapshot whose tensors are in <paramref name="staging"/> at <paramref name="generation"/>.</summary>
+    internal TrainingSnapshot OverStaging(SnapshotStaging staging, int generation)
+    {
+        _staging = staging;
+        _generation = generation;
+        return this;
+    }
+
+    private IReadOnlyList<LoraModuleState> Materialize()
+    {
+        lock (_materialize)
+        {
+            if (_modules is not null) return _modules;
+            var staging = _staging ?? throw new InvalidOperationException("the snapshot has no modules");
+            string reused = $"the checkpoint at step {Step} was read after its staging buffers were reused for a later checkpoint";
+            if (staging.Generation != _generation) throw new InvalidOperationException(reused);
+            var modules = staging.Export();
+            if (staging.Generation != _generation) throw new InvalidOperationException(reused);
+            _modules = modules;
+            _staging = null;
+            return modules;
+        }
+    }
+
+    public long TensorBytes => _modules is null && _staging is { } st
+        ? st.Modules.Sum(m => 3L * (m.A.Length + m.Bt.Length) * sizeof(float))
+        : Modules.Sum(m => 3L * (m.A.Length + m.B.Length) * sizeof(float));
 
     private sealed record Header(string Fingerprint, int Step, int Epoch, int Cursor, ulong[] Rng, long TrainedTokens,
         double LastTrainLoss, double? LastValidationLoss, long ElapsedTicks, int Rank, double Alpha, int[][] Modules);

@@ -160,14 +160,15 @@ public sealed class FineTuneJobRunner(
             await AdapterBlob.ExtractAsync(blobs, initial.BlobSha256, initialFolder, ct);
         }
         string output = Path.Combine(root, "final");
-        // The engine checkpoints every N steps and hands each snapshot to the writer; it waits for a write once it is
-        // CheckpointLagSteps past it (back-pressure), so a crash loses at most CheckpointEverySteps + CheckpointLagSteps steps.
+        // The engine checkpoints every N steps and hands each snapshot to the writer; it completes at most CheckpointLagSteps
+        // (default 0) steps past a checkpoint whose write is still going (back-pressure: the next update waits), so a crash
+        // loses at most CheckpointEverySteps + CheckpointLagSteps completed steps: one interval by default.
         var writer = new CheckpointWriter(scopes, blobs, events, engineAdapters, options, clock, logger, job, root, baseModel.Name, modelName);
         var request = new TrainingRequest
         {
             Examples = training, Validation = validation, Hyperparameters = hp, ResumeFrom = resume, InitialAdapterFolder = initialFolder,
             OutputFolder = output, BaseModelName = baseModel.Name, TenantId = job.TenantId.ToString("N"),
-            Checkpoints = new CheckpointSchedule(O.CheckpointEverySteps, O.CheckpointLagSteps ?? O.CheckpointEverySteps, writer.Persist),
+            Checkpoints = new CheckpointSchedule(O.CheckpointEverySteps, O.CheckpointLagSteps ?? 0, writer.Persist),
         };
         ITrainingRun run;
         try

@@ -4,9 +4,10 @@ using Xunit.Abstractions;
 
 namespace Loom.Inference.Tests.Training;
 
-/// <summary>Checkpoints the loop takes by its <see cref="CheckpointSchedule"/>: at exact steps, handed over while training
-/// goes on, with back-pressure on writes that have not completed (the loop never runs more than LagSteps past one), the
-/// wait counted as stall; the result is unchanged.</summary>
+/// <summary>Checkpoints the loop takes by its <see cref="CheckpointSchedule"/>: at exact steps, copied into the run's
+/// staging buffers and handed over while training goes on, with back-pressure on writes that have not completed (the
+/// loop completes no more than LagSteps steps past one; with 0 the next step's forward and backward still run and only
+/// its update waits), the wait counted as stall; the result is unchanged.</summary>
 public sealed class CheckpointScheduleTests(ITestOutputHelper log) : IDisposable
 {
     private readonly TrainingHarness _h = new();
@@ -18,8 +19,11 @@ public sealed class CheckpointScheduleTests(ITestOutputHelper log) : IDisposable
         public readonly ConcurrentQueue<(TrainingSnapshot Snapshot, TaskCompletionSource Written)> All = new();
         /// <summary>From now on every write completes at once.</summary>
         public volatile bool Instant;
+        /// <summary>Reads each snapshot's tensors when it is handed over, as a writer does before its write completes.</summary>
+        public bool Read = true;
         public Task Persist(TrainingSnapshot s)
         {
+            if (Read) _ = s.Modules;
             var written = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             if (Instant) written.SetResult();
             All.Enqueue((s, written));
@@ -69,15 +73,20 @@ public sealed class CheckpointScheduleTests(ITestOutputHelper log) : IDisposable
     }
 
     [Fact]
-    public async Task WithNoLagTheLoopWaitsForEachWrite()
+    public async Task WithNoLagTheNextUpdateWaitsForEachWriteWhileItsForwardAndBackwardRun()
     {
         var g = TrainingGolden.Load("qwen2_bias_adamw_cosine");
         var engine = _h.Engine(g.Model);
         var writes = new Writes();
         var run = engine.SubmitTraining(_h.Plain(g, epochs: 6) with { Checkpoints = new CheckpointSchedule(3, 0, writes.Persist) });
+        var trainer = ((TrainingRun)run).Trainer;
         await Until(() => !writes.All.IsEmpty);
+        // step 4's forward and backward passes run while step 3's checkpoint is written; its update waits
+        await Until(() => trainer.HeldAtUpdate);
         await Task.Delay(400);
         Assert.Equal(3, run.Latest.Step);
+        Assert.Equal(3, trainer.Step);
+        Assert.True(trainer.HeldAtUpdate);
         Assert.Single(writes.All);
         writes[0].Written.SetResult();
         await Until(() => writes.All.Count >= 2);
@@ -89,6 +98,30 @@ public sealed class CheckpointScheduleTests(ITestOutputHelper log) : IDisposable
         run.Cancel();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => run.Completion.WaitAsync(TrainingHarness.Limit));
         Assert.Equal(9, writes[2].Snapshot.Step);
+    }
+
+    [Fact]
+    public async Task ACheckpointReadAfterItsStagingBuffersWereReusedThrowsAndTheNewestReadsLikeASnapshot()
+    {
+        var g = TrainingGolden.Load("qwen2_bias_adamw_cosine");
+        var engine = _h.Engine(g.Model);
+        var request = _h.Plain(g, epochs: 6);
+        var whole = await TrainingHarness.Finish(engine.SubmitTraining(request));
+        var writes = new Writes { Instant = true, Read = false };
+        var result = await TrainingHarness.Finish(engine.SubmitTraining(request with { OutputFolder = _h.Folder(), Checkpoints = new CheckpointSchedule(2, 0, writes.Persist) }));
+        Assert.Equal(TrainingHarness.AdapterBytes(whole), TrainingHarness.AdapterBytes(result));
+        Assert.True(writes.All.Count >= 3, $"{writes.All.Count} checkpoints");
+        // every checkpoint but the newest had its buffers copied over by a later one: it refuses to be read
+        foreach (var (old, _) in writes.All.SkipLast(1))
+        {
+            var e = Assert.Throws<InvalidOperationException>(() => old.Modules);
+            Assert.Contains($"step {old.Step}", e.Message);
+        }
+        var newest = writes.All.Last().Snapshot;
+        var resumed = await TrainingHarness.Finish(engine.SubmitTraining(request with { OutputFolder = _h.Folder(), ResumeFrom = newest }));
+        Assert.Equal(TrainingHarness.AdapterBytes(whole), TrainingHarness.AdapterBytes(resumed));
+        // and it round-trips through its bytes like a snapshot taken on demand
+        Assert.Equal(newest.ToBytes(), TrainingSnapshot.FromBytes(newest.ToBytes()).ToBytes());
     }
 
     [Theory]
