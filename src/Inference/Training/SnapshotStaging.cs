@@ -26,6 +26,7 @@ internal sealed class SnapshotStaging
             A[i] = new float[m.A.Length]; MA[i] = new float[m.A.Length]; VA[i] = new float[m.A.Length];
             Bt[i] = new float[m.Bt.Length]; MBt[i] = new float[m.Bt.Length]; VBt[i] = new float[m.Bt.Length];
         }
+        CopyFrom(p); // touches every page now, so the first checkpoint's copy on the loop takes no page faults
     }
 
     public IReadOnlyList<LoraModule> Modules => _p.Modules;

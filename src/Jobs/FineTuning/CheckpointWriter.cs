@@ -56,6 +56,7 @@ internal sealed class CheckpointWriter(
             await using var scope = scopes.CreateAsyncScope();
             scope.ServiceProvider.GetRequiredService<TenantContext>().TenantId = job.TenantId;
             var db = scope.ServiceProvider.GetRequiredService<PlatformDbContext>();
+            await WarmUpAsync(db, ct);
             await foreach (var (snapshot, written) in _pending.Reader.ReadAllAsync(ct))
             {
                 try
@@ -104,10 +105,10 @@ internal sealed class CheckpointWriter(
         await using (var tx = await db.Database.BeginTransactionAsync(ct))
         {
             // A run before this one may have recorded the same step (it holds the same state): keep that row.
-            if (!await db.FineTuneCheckpoints.AnyAsync(c => c.JobId == job.Id && c.Step == snapshot.Step, ct))
+            if (!await CheckpointExistsAsync(db, snapshot.Step, ct))
             {
                 db.FineTuneCheckpoints.Add(row);
-                if (!await db.Adapters.AnyAsync(a => a.Name == checkpointModel, ct))
+                if (!await ModelExistsAsync(db, checkpointModel, ct))
                     db.Adapters.Add(new Adapter
                     {
                         Id = Guid.NewGuid(), TenantId = job.TenantId, Name = checkpointModel, BaseModelId = job.BaseModelId, Rank = config.Rank, Alpha = config.Alpha,
@@ -128,6 +129,58 @@ internal sealed class CheckpointWriter(
             await tx.CommitAsync(ct);
         }
         db.ChangeTracker.Clear();
+    }
+
+    private Task<bool> CheckpointExistsAsync(PlatformDbContext db, int step, CancellationToken ct) =>
+        db.FineTuneCheckpoints.AnyAsync(c => c.JobId == job.Id && c.Step == step, ct);
+
+    private static Task<bool> ModelExistsAsync(PlatformDbContext db, string name, CancellationToken ct) => db.Adapters.AnyAsync(a => a.Name == name, ct);
+
+    /// <summary>Runs the write path once on a one-parameter checkpoint before the first real one is due (while the run's
+    /// first interval trains): the folder with its manifest, fsyncs and verification, the tar and hash of the adapter
+    /// files, the two lookups and the inserts in a transaction rolled back. A cold first write (code compiled on first
+    /// use, the database's first statements) took seconds on a loaded machine, and the loop waits for a checkpoint's
+    /// write at the next step's update. Nothing it does is kept; a failure only leaves the first write cold.</summary>
+    private async Task WarmUpAsync(PlatformDbContext db, CancellationToken ct)
+    {
+        string temp = Path.Combine(root, $".warm-up-{Guid.NewGuid():N}");
+        try
+        {
+            var snapshot = new TrainingSnapshot
+            {
+                Fingerprint = "warm-up", Step = 0, Epoch = 0, Cursor = 0, RngState = new ulong[4], TrainedTokens = 0, LastTrainLoss = 0, Rank = 1, Alpha = 1,
+                Modules = [new LoraModuleState(0, LoraTarget.QProj, 1, 1, 1, [0f], [0f], [0f], [0f], [0f], [0f])],
+            };
+            string folder = await Task.Run(() => CheckpointFiles.Write(snapshot, temp, baseModelName), ct);
+            CheckpointFiles.Verify(folder);
+            await AdapterBlob.HashFolderAsync(folder, ct);
+            await using (var tx = await db.Database.BeginTransactionAsync(ct))
+            {
+                string name = FineTuneIds.CheckpointModelName(modelName, -1);
+                await CheckpointExistsAsync(db, -1, ct);
+                await ModelExistsAsync(db, name, ct);
+                db.FineTuneCheckpoints.Add(new FineTuneCheckpoint
+                {
+                    Id = Guid.NewGuid(), TenantId = job.TenantId, JobId = job.Id, Step = -1, BlobSha256 = new string('0', 64), CreatedAt = clock.GetUtcNow(),
+                });
+                db.Adapters.Add(new Adapter
+                {
+                    Id = Guid.NewGuid(), TenantId = job.TenantId, Name = name, BaseModelId = job.BaseModelId, Rank = 1, Alpha = 1, TargetModules = "q_proj",
+                    BlobSha256 = new string('0', 64), CreatedAt = clock.GetUtcNow(),
+                });
+                await db.SaveChangesAsync(ct);
+                await tx.RollbackAsync(ct);
+            }
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            logger.LogDebug(e, "Warming the checkpoint write path of {Job} failed", FineTuneIds.Job(job.Id));
+        }
+        finally
+        {
+            db.ChangeTracker.Clear();
+            if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
+        }
     }
 
     /// <summary>Mean wall time of a step over the run so far (from the snapshot's run time), for the stall's share.</summary>
