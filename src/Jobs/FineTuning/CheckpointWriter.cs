@@ -140,7 +140,8 @@ internal sealed class CheckpointWriter(
     /// first interval trains): the folder with its manifest, fsyncs and verification, the tar and hash of the adapter
     /// files, the two lookups and the inserts in a transaction rolled back. A cold first write (code compiled on first
     /// use, the database's first statements) took seconds on a loaded machine, and the loop waits for a checkpoint's
-    /// write at the next step's update. Nothing it does is kept; a failure only leaves the first write cold.</summary>
+    /// write at the next step's update. It stops as soon as a real checkpoint is waiting (short intervals). Nothing it
+    /// does is kept; a failure only leaves the first write cold.</summary>
     private async Task WarmUpAsync(PlatformDbContext db, CancellationToken ct)
     {
         string temp = Path.Combine(root, $".warm-up-{Guid.NewGuid():N}");
@@ -154,6 +155,7 @@ internal sealed class CheckpointWriter(
             string folder = await Task.Run(() => CheckpointFiles.Write(snapshot, temp, baseModelName), ct);
             CheckpointFiles.Verify(folder);
             await AdapterBlob.HashFolderAsync(folder, ct);
+            if (_pending.Reader.TryPeek(out _)) return;
             await using (var tx = await db.Database.BeginTransactionAsync(ct))
             {
                 string name = FineTuneIds.CheckpointModelName(modelName, -1);

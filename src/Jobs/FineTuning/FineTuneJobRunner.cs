@@ -389,6 +389,8 @@ public sealed class FineTuneJobRunner(
                 {
                     ["fine_tuned_model"] = modelName, ["steps"] = result.Steps, ["trained_tokens"] = result.TrainedTokens,
                     ["train_loss"] = Finite(result.FinalTrainLoss), ["valid_loss"] = result.FinalValidationLoss,
+                    // how long this run's loop stood still for its checkpoints (copies and back-pressure waits)
+                    ["checkpoint_stall_ms"] = result.CheckpointStall.TotalMilliseconds,
                 }).Payload, ct);
             await tx.CommitAsync(ct);
         }

@@ -86,6 +86,14 @@ internal static class FineTuningEndToEnd
             Console.WriteLine($"  checkpoint at step {c.GetProperty("step").GetInt32()}: stall {c.GetProperty("stall_ms").GetDouble():F2} ms against a step of {c.GetProperty("step_time_ms").GetDouble():F0} ms " +
                               $"({c.GetProperty("stall_ms").GetDouble() / c.GetProperty("step_time_ms").GetDouble():P2}); written, stored and recorded in {c.GetProperty("write_ms").GetDouble():F0} ms; " +
                               $"durable when training was at step {c.GetProperty("training_step").GetInt32()}");
+        if (all.GetProperty("data").EnumerateArray().FirstOrDefault(e => e.GetProperty("kind").GetString() == "succeeded") is { ValueKind: JsonValueKind.Object } done
+            && checkpoints.Count > 0)
+        {
+            // every copy and every wait over the run (the last checkpoint's wait included), per checkpoint, against the mean step
+            double stall = done.GetProperty("data").GetProperty("checkpoint_stall_ms").GetDouble(), step = checkpoints[^1].GetProperty("step_time_ms").GetDouble();
+            Console.WriteLine($"  checkpoint stall over the run: {stall:F1} ms for {checkpoints.Count} checkpoints = {stall / checkpoints.Count:F1} ms per checkpoint, " +
+                              $"{stall / checkpoints.Count / step:P2} of a mean step of {step:F0} ms");
+        }
         var after = await ExactMatchAsync(http, fineTuned, cases);
         Console.WriteLine();
         Console.WriteLine($"wall time: upload {uploaded:F1} s; create {created - uploaded:F1} s; queued → running {running - created:F1} s; running → succeeded {trained - running:F1} s " +
