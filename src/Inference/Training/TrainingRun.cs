@@ -74,6 +74,8 @@ internal sealed class TrainingRun : ITrainingRun
 
     /// <summary>Whether the driver should give this run a slice now.</summary>
     public bool WantsWork => !IsDone && (_cancelRequested
+        || _pauseRequested && _snapshots.IsEmpty && State != TrainingRunState.Paused // a pause applies even while a write holds the loop
+        || !_pauseRequested && State == TrainingRunState.Paused                     // and so does a resume
         || _waitingFor is not { IsCompleted: false } && (!_pauseRequested || !_snapshots.IsEmpty || State != TrainingRunState.Paused));
 
     public void Pause() { _pauseRequested = true; _wake(); }
@@ -124,7 +126,6 @@ internal sealed class TrainingRun : ITrainingRun
             End(TrainingRunState.Cancelled, new OperationCanceledException($"training run {Id} was cancelled"));
             return 0;
         }
-        if (WaitsForCheckpoint()) return 0;
         if (_pauseRequested && _snapshots.IsEmpty)
         {
             if (State != TrainingRunState.Paused)
@@ -141,6 +142,7 @@ internal sealed class TrainingRun : ITrainingRun
             Publish(Progress(TrainingRunState.Running));
         }
         StartClock();
+        if (WaitsForCheckpoint()) return 0;
         try
         {
             ServeSnapshots();

@@ -88,6 +88,13 @@ public sealed class CheckpointScheduleTests(ITestOutputHelper log) : IDisposable
         Assert.Equal(3, trainer.Step);
         Assert.True(trainer.HeldAtUpdate);
         Assert.Single(writes.All);
+        // a pause applies at once while the write holds the loop, and a resume leaves it held until the write completes
+        run.Pause();
+        await Until(() => run.State == TrainingRunState.Paused);
+        run.Resume();
+        await Until(() => run.State == TrainingRunState.Running);
+        await Task.Delay(200);
+        Assert.Equal(3, trainer.Step);
         writes[0].Written.SetResult();
         await Until(() => writes.All.Count >= 2);
         Assert.Equal(6, writes[1].Snapshot.Step);
