@@ -118,33 +118,45 @@ internal sealed class CompletionService(
         return new PreparedCompletion(model, promptIds, maxTokens, options) { Priority = priority };
     }
 
-    /// <summary>Runs the choices one after another, streaming their events; records usage when done or cancelled.</summary>
+    /// <summary>Runs the choices, streaming their events (interleaved when there are several: on an engine that shares
+    /// the prompt's prefill between them, they run side by side over one prefill); records usage when done or cancelled.</summary>
     public async IAsyncEnumerable<ChoiceEvent> RunAsync(PreparedCompletion p, AuthenticatedKey key, [EnumeratorCancellation] CancellationToken ct)
     {
         var started = Stopwatch.GetTimestamp();
-        int finished = 0, current = 0; // completion tokens of finished choices, and of the one under way
+        var tokens = new int[p.Options.N]; // completion tokens per choice: counted as they come, the engine's count at the end
         try
         {
-            for (var i = 0; i < p.Options.N; i++)
+            var request = new GenerationRequest
             {
-                var request = new GenerationRequest
-                {
-                    PromptTokenIds = p.PromptIds, Sampling = p.Options.Sampling(p.MaxTokens, i),
-                    AdapterId = p.Model.EngineAdapterId, TenantId = key.Key.TenantId.ToString("N"), Priority = (int)p.Priority,
-                    TenantShare = double.IsFinite(key.ShareWeight) && key.ShareWeight > 0 ? key.ShareWeight : 1,
-                };
-                await foreach (var e in engine.GenerateAsync(request, ct))
-                {
-                    if (e.TokenId is not null) current++;
-                    if (e.Usage is { } u) { finished += u.CompletionTokens; current = 0; }
-                    yield return new ChoiceEvent(i, e);
-                }
+                PromptTokenIds = p.PromptIds, Sampling = p.Options.Sampling(p.MaxTokens, 0),
+                AdapterId = p.Model.EngineAdapterId, TenantId = key.Key.TenantId.ToString("N"), Priority = (int)p.Priority,
+                TenantShare = double.IsFinite(key.ShareWeight) && key.ShareWeight > 0 ? key.ShareWeight : 1,
+            };
+            await foreach (var (i, e) in Choices(request, p, ct))
+            {
+                if (e.TokenId is not null) tokens[i]++;
+                if (e.Usage is { } u) tokens[i] = u.CompletionTokens;
+                yield return new ChoiceEvent(i, e);
             }
         }
         finally
         {
-            await RecordAsync(p, key, finished + current, Stopwatch.GetElapsedTime(started));
+            await RecordAsync(p, key, tokens.Sum(), Stopwatch.GetElapsedTime(started));
         }
+    }
+
+    private async IAsyncEnumerable<(int, GenerationEvent)> Choices(GenerationRequest request, PreparedCompletion p, [EnumeratorCancellation] CancellationToken ct)
+    {
+        var n = p.Options.N;
+        if (n > 1 && engine is IChoicesEngine shared)
+        {
+            await foreach (var item in shared.GenerateChoicesAsync(request, [.. Enumerable.Range(0, n).Select(i => p.Options.Sampling(p.MaxTokens, i))], ct))
+                yield return item;
+            yield break;
+        }
+        for (var i = 0; i < n; i++)
+            await foreach (var e in engine.GenerateAsync(request with { Sampling = p.Options.Sampling(p.MaxTokens, i) }, ct))
+                yield return (i, e);
     }
 
     private Task RecordAsync(PreparedCompletion p, AuthenticatedKey key, int completionTokens, TimeSpan latency) =>

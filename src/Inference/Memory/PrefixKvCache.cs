@@ -4,10 +4,16 @@ namespace Loom.Inference.Memory;
 /// tokens it covers, so that a next request of the same tenant and adapter whose prompt extends those tokens starts
 /// from them instead of recomputing. Least recently used entries go first when the space (bounded in bytes) is full.
 /// A lookup matches only entries of the same tenant and the same adapter: cached KV never crosses tenants. A hit takes
-/// the entry out (its KV moves to the new sequence, and comes back here when that one finishes). Thread-safe.</summary>
+/// the entry out (its KV moves to the new sequence, and comes back here when that one finishes), unless the entry is
+/// pinned for several sequences of one prompt (<see cref="Pin"/>, the n choices of a request): then each hit but the
+/// last gets a copy. Thread-safe.</summary>
 public sealed class PrefixKvCache(KvSwapSpace space) : IDisposable
 {
-    internal sealed record Entry(string Tenant, string? Adapter, int[] Tokens, SwappedKv Kv);
+    internal sealed record Entry(string Tenant, string? Adapter, int[] Tokens, SwappedKv Kv)
+    {
+        /// <summary>Hits still to come that share this entry (pinned: more than one); the last one takes it.</summary>
+        public int Shares { get; set; }
+    }
 
     private readonly LinkedList<Entry> _lru = new(); // most recently used first
     private readonly List<PendingPut> _pending = []; // puts whose copy has not finished: neither found nor evicted
@@ -129,7 +135,7 @@ public sealed class PrefixKvCache(KvSwapSpace space) : IDisposable
         {
             var next = n.Next;
             var e = n.Value;
-            if (e.Tenant == tenant && e.Adapter == adapter && e.Tokens.Length <= tokens.Length && tokens.StartsWith(e.Tokens))
+            if (e.Tenant == tenant && e.Adapter == adapter && e.Shares <= 1 && e.Tokens.Length <= tokens.Length && tokens.StartsWith(e.Tokens))
             {
                 _lru.Remove(n);
                 space.Drop(e.Kv);
@@ -156,11 +162,43 @@ public sealed class PrefixKvCache(KvSwapSpace space) : IDisposable
                 _misses++;
                 return null;
             }
-            _lru.Remove(best);
             _hits++;
             _reused += best.Value.Tokens.Length;
+            if (best.Value.Shares > 1 && space.Copy(best.Value.Kv) is { } copy)
+            {
+                best.Value.Shares--;
+                return copy;
+            }
+            _lru.Remove(best);
             return best.Value.Kv;
         }
+    }
+
+    /// <summary>Pins the entry of exactly these tokens (stored, or still being copied in) for <paramref name="shares"/>
+    /// hits, the choices of one prompt: each hit but the last gets a copy of its KV, and a finishing sequence does not
+    /// supersede it meanwhile. False when there is no such entry (it was too large, evicted, or taken).</summary>
+    public bool Pin(string tenant, string? adapter, ReadOnlySpan<int> tokens, int shares)
+    {
+        lock (_lock)
+        {
+            if (Exact(tenant, adapter, tokens) is not { } e) return false;
+            e.Shares = shares;
+            return true;
+        }
+    }
+
+    /// <summary>Ends a pin: the entry, if still here, is an ordinary one again.</summary>
+    public void Unpin(string tenant, string? adapter, ReadOnlySpan<int> tokens)
+    {
+        lock (_lock)
+            if (Exact(tenant, adapter, tokens) is { } e) e.Shares = 0;
+    }
+
+    private Entry? Exact(string tenant, string? adapter, ReadOnlySpan<int> tokens)
+    {
+        foreach (var e in _lru.Concat(_pending.Select(p => p.Entry)))
+            if (e.Tenant == tenant && e.Adapter == adapter && tokens.SequenceEqual(e.Tokens)) return e;
+        return null;
     }
 
     /// <summary>Drops every entry of an adapter (it was unregistered: its id may come back with other weights).</summary>
