@@ -4,15 +4,37 @@ using Loom.Inference.Kernels;
 namespace Loom.Inference.Sampling;
 
 /// <summary>Chooses the next token from a row of logits. One per sequence (it owns the random stream, the counts of
-/// what it generated and the grammar's state); its scratch is sized once for the vocabulary.</summary>
+/// what it generated and the grammar's state); its vocabulary-sized scratch belongs to the calling thread, shared by
+/// every sampler that thread runs, so a new request allocates no vocabulary-sized arrays and a step allocates nothing.</summary>
 public sealed class Sampler
 {
+    /// <summary>Scratch of one thread, grown to the largest vocabulary it has sampled.</summary>
+    private sealed class Scratch
+    {
+        public float[] Probs = [];     // (vocab)
+        public int[] Index = [];       // (vocab) candidate token ids
+        public float[] Keys = [];      // (vocab) negated logits of the candidates (ascending = most likely first)
+        public float[] Adjusted = [];  // (vocab) the logits after bias, penalties and mask
+
+        [ThreadStatic] private static Scratch? _mine;
+
+        public static Scratch For(int vocab)
+        {
+            var s = _mine ??= new Scratch();
+            if (s.Probs.Length < vocab)
+            {
+                s.Probs = new float[vocab];
+                s.Index = new int[vocab];
+                s.Keys = new float[vocab];
+                s.Adjusted = new float[vocab];
+            }
+            return s;
+        }
+    }
+
     private readonly SamplingParams _p;
     private readonly Rng _rng;
-    private readonly float[] _probs;   // (vocab)
-    private readonly int[] _index;     // (vocab) candidate token ids
-    private readonly float[] _keys;    // (vocab) sort keys
-    private readonly float[]? _adjusted;        // (vocab) the logits after bias, penalties and mask; null when none apply
+    private readonly bool _adjusts;    // bias, penalties or a mask apply (the logits are copied and adjusted first)
     private readonly Dictionary<int, int> _generated = [];  // token id → times generated (presence / frequency)
     private readonly HashSet<int> _seen = [];               // prompt and generated ids (repetition penalty)
     private readonly TokenConstraint? _constraint;
@@ -24,12 +46,8 @@ public sealed class Sampler
         if (p.LogitBias.Keys.Any(id => id >= vocabSize)) throw new ArgumentException($"logit_bias names a token id past the vocabulary ({vocabSize} ids)");
         _p = p;
         _rng = new Rng(p.Seed ?? (ulong)Random.Shared.NextInt64());
-        _probs = new float[vocabSize];
-        _index = new int[vocabSize];
-        _keys = new float[vocabSize];
         _constraint = constraint;
-        if (p.LogitBias.Count > 0 || p.PresencePenalty != 0 || p.FrequencyPenalty != 0 || p.RepetitionPenalty != 1 || constraint is not null)
-            _adjusted = new float[vocabSize];
+        _adjusts = p.LogitBias.Count > 0 || p.PresencePenalty != 0 || p.FrequencyPenalty != 0 || p.RepetitionPenalty != 1 || constraint is not null;
         if (p.RepetitionPenalty != 1 && prompt is not null) _seen.UnionWith(prompt);
     }
 
@@ -39,19 +57,21 @@ public sealed class Sampler
     /// <summary>The next token, or -1 when the grammar allows none (never with a complete vocabulary).</summary>
     public int Sample(ReadOnlySpan<float> logits)
     {
-        if (_adjusted is not null)
+        var scratch = Scratch.For(logits.Length);
+        if (_adjusts)
         {
-            logits.CopyTo(_adjusted);
-            if (Adjust(_adjusted) == 0) return -1;
-            logits = _adjusted;
+            var adjusted = scratch.Adjusted.AsSpan(0, logits.Length);
+            logits.CopyTo(adjusted);
+            if (Adjust(adjusted) == 0) return -1;
+            logits = adjusted;
         }
-        return Choose(logits);
+        return Choose(logits, scratch);
     }
 
     /// <summary>Records the token chosen (by <see cref="Sample"/>): counts for the penalties, the grammar's next state.</summary>
     public void Accept(int token)
     {
-        if (_adjusted is null) return;
+        if (!_adjusts) return;
         _generated[token] = _generated.GetValueOrDefault(token) + 1;
         if (_p.RepetitionPenalty != 1) _seen.Add(token);
         if (_constraint is not null && !_constraint.Accept(token))
@@ -72,62 +92,111 @@ public sealed class Sampler
         return _constraint?.Mask(x) ?? x.Length;
     }
 
-    private int Choose(ReadOnlySpan<float> logits)
+    private int Choose(ReadOnlySpan<float> logits, Scratch scratch)
     {
         if (_p.Temperature == 0) return Ops.Argmax(logits);
+        var index = scratch.Index;
+        var probs = scratch.Probs;
         int v = logits.Length;
         int n;
+        float invT = 1f / _p.Temperature;
+        bool nucleus = false;
         // candidates, most likely first when a filter needs the order
         if (_p.TopK > 0 && _p.TopK < v)
-            n = Ops.TopK(_index, logits, _p.TopK);
+            n = Ops.TopK(index, logits, _p.TopK);
         else
         {
             n = 0;
-            for (int i = 0; i < v; i++) if (!float.IsNaN(logits[i])) _index[n++] = i;
-            if (_p.TopP < 1)
+            for (int i = 0; i < v; i++) if (!float.IsNaN(logits[i])) index[n++] = i;
+            if (_p.TopP < 1 && n > 0)
             {
-                for (int i = 0; i < n; i++) _keys[i] = -logits[_index[i]];
-                Array.Sort(_keys, _index, 0, n);
+                n = Nucleus(logits, index, scratch.Keys, n, invT, _p.TopP);
+                nucleus = true;
             }
         }
         if (n == 0) return Ops.Argmax(logits);
         // softmax(logits / T) over the candidates
         float max = float.NegativeInfinity;
-        for (int i = 0; i < n; i++) max = Math.Max(max, logits[_index[i]]);
+        for (int i = 0; i < n; i++) max = Math.Max(max, logits[index[i]]);
         double sum = 0;
-        float invT = 1f / _p.Temperature;
-        for (int i = 0; i < n; i++) sum += _probs[i] = MathF.Exp((logits[_index[i]] - max) * invT);
-        for (int i = 0; i < n; i++) _probs[i] = (float)(_probs[i] / sum);
-        // top-p: the sorted prefix whose mass reaches p (always at least one token)
-        if (_p.TopP < 1)
+        for (int i = 0; i < n; i++) sum += probs[i] = MathF.Exp((logits[index[i]] - max) * invT);
+        for (int i = 0; i < n; i++) probs[i] = (float)(probs[i] / sum);
+        // top-p: the sorted prefix whose mass reaches p (always at least one token; done already without top-k)
+        if (_p.TopP < 1 && !nucleus)
         {
             double cum = 0;
             int keep = 0;
-            while (keep < n && cum < _p.TopP) cum += _probs[keep++];
+            while (keep < n && cum < _p.TopP) cum += probs[keep++];
             n = Math.Max(1, keep);
         }
         // min-p: relative to the most likely remaining token
         if (_p.MinP > 0)
         {
             float best = 0;
-            for (int i = 0; i < n; i++) best = Math.Max(best, _probs[i]);
+            for (int i = 0; i < n; i++) best = Math.Max(best, probs[i]);
             float threshold = _p.MinP * best;
             int m = 0;
             for (int i = 0; i < n; i++)
-                if (_probs[i] >= threshold) { _index[m] = _index[i]; _probs[m] = _probs[i]; m++; }
+                if (probs[i] >= threshold) { index[m] = index[i]; probs[m] = probs[i]; m++; }
             n = m;
         }
         double total = 0;
-        for (int i = 0; i < n; i++) total += _probs[i];
+        for (int i = 0; i < n; i++) total += probs[i];
         double r = _rng.NextDouble() * total;
         double acc = 0;
         for (int i = 0; i < n; i++)
         {
-            acc += _probs[i];
-            if (r < acc) return _index[i];
+            acc += probs[i];
+            if (r < acc) return index[i];
         }
-        for (int i = n - 1; i > 0; i--) if (_probs[i] > 0) return _index[i]; // rounding left r at the very end: the last token with mass
-        return _index[0];
+        for (int i = n - 1; i > 0; i--) if (probs[i] > 0) return index[i]; // rounding left r at the very end: the last token with mass
+        return index[0];
+    }
+
+    /// <summary>Top-p without sorting the vocabulary: selects (quickselect on the logits, expected linear time) the
+    /// fewest most likely candidates whose share of softmax(logits / T) reaches <paramref name="topP"/>, and sorts only
+    /// those, most likely first, into the front of <paramref name="index"/>. Returns how many (at least one).</summary>
+    private static int Nucleus(ReadOnlySpan<float> logits, int[] index, float[] keys, int n, float invT, float topP)
+    {
+        float max = float.NegativeInfinity;
+        for (int i = 0; i < n; i++) max = Math.Max(max, keys[i] = logits[index[i]]);
+        double total = 0;
+        for (int i = 0; i < n; i++) total += MathF.Exp((keys[i] - max) * invT);
+        double target = topP * total, kept = 0; // kept: the mass of [0, lo), all of it above everything in [lo, n)
+        int lo = 0, hi = n;                     // [lo, hi) undecided; the nucleus ends in it; [0, hi) reaches the target
+        while (hi - lo > 1)
+        {
+            // three ways around a median-of-three pivot: [lo, gt) above it, [gt, eq) equal, [eq, hi) below
+            float a = keys[lo], b = keys[(lo + hi) >> 1], c = keys[hi - 1];
+            float pivot = Math.Max(Math.Min(a, b), Math.Min(Math.Max(a, b), c));
+            int gt = lo, eq = lo, below = hi;
+            while (eq < below)
+            {
+                float k = keys[eq];
+                if (k > pivot) { Swap(keys, index, eq++, gt++); }
+                else if (k < pivot) Swap(keys, index, eq, --below);
+                else eq++;
+            }
+            double above = 0;
+            for (int i = lo; i < gt; i++) above += MathF.Exp((keys[i] - max) * invT);
+            if (kept + above >= target) { hi = gt; continue; }
+            kept += above;
+            double one = MathF.Exp((pivot - max) * invT);
+            int take = gt;
+            while (take < eq && kept < target) { kept += one; take++; }
+            if (kept >= target || eq == hi) { lo = hi = Math.Max(take, lo + 1); break; }
+            lo = eq;
+        }
+        int keep = Math.Max(1, hi);
+        for (int i = 0; i < keep; i++) keys[i] = -keys[i];
+        Array.Sort(keys, index, 0, keep); // most likely first
+        return keep;
+    }
+
+    private static void Swap(float[] keys, int[] index, int i, int j)
+    {
+        (keys[i], keys[j]) = (keys[j], keys[i]);
+        (index[i], index[j]) = (index[j], index[i]);
     }
 
     /// <summary>log-softmax of the raw logits at <paramref name="token"/>, with the <paramref name="top"/> most likely tokens.</summary>
