@@ -116,15 +116,11 @@ internal static class FairnessBenchmark
         double bound = 2 * trace.Max(r => r.Prompt.Length + 2.0 * r.Output);
         Console.WriteLine($"largest service gap between backlogged tenants: FCFS {fcfsGap.Max(p => p.Gap):F0}, VTC {vtcGap.Max(p => p.Gap):F0} " +
             $"weighted tokens (2x the largest request: {bound:F0})");
-        var chart = new PngChart(900, 400);
-        double xMax = Math.Max(fcfs.Seconds, vtc.Seconds), yMax = Math.Max(bound * 1.5, Math.Max(fcfsGap.Max(p => p.Gap), vtcGap.Max(p => p.Gap)) * 1.05);
-        chart.Grid(xMax, yMax, 5, Math.Pow(10, Math.Floor(Math.Log10(yMax))));
-        chart.Draw([(0, bound), (xMax, bound)], (120, 120, 120), xMax, yMax, 1);
-        chart.Draw(fcfsGap, (215, 48, 39), xMax, yMax);
-        chart.Draw(vtcGap, (33, 102, 172), xMax, yMax);
-        chart.Save(png);
-        Console.WriteLine($"gap over time written to {Path.GetFullPath(png)} (x: seconds 0..{xMax:F0}, grid 5 s; y: weighted tokens 0..{yMax:F0}; " +
-            "red FCFS, blue VTC, grey 2x the largest request)");
+        LinePlot.Save(png, $"Service gap between backlogged tenants, one tenant flooding at 4x ({(quick ? "quick run" : "full run")})",
+            "time since the first arrival (s)", "largest minus smallest service among backlogged tenants (weighted tokens)",
+            [new("FCFS", ScottPlot.Colors.Red, fcfsGap), new("VTC", ScottPlot.Colors.Blue, vtcGap)],
+            (bound, "2x the largest request (VTC's bound)"));
+        Console.WriteLine($"gap over time written to {Path.GetFullPath(png)}");
 
         // multi-turn: each turn's prompt is the conversation so far (earlier prompts and answers) plus new tokens
         int conversations = quick ? 4 : 8, turns = 4;
