@@ -55,6 +55,9 @@ public static class ApiModule
         services.AddSingleton<UsageRecorder>();
         services.AddHostedService(sp => sp.GetRequiredService<UsageRecorder>());
         services.AddSingleton<EngineAdapters>();
+        services.TryAddSingleton<Loom.Cluster.IAdapterRegistrar>(sp => sp.GetRequiredService<EngineAdapters>());
+        // The engine of this process unless the cluster wiring says completions go to inference nodes.
+        services.TryAddSingleton<Loom.Cluster.IInferenceClient, Loom.Cluster.InProcessInferenceClient>();
         services.AddScoped<AdapterService>();
         services.AddScoped<FileService>();
         services.AddScoped<FineTuneService>();

@@ -31,6 +31,8 @@ public class PlatformDbContext(DbContextOptions<PlatformDbContext> options, ITen
     /// <summary>The portal's data-protection key ring (sign-in cookies, antiforgery), shared by every web node.</summary>
     public DbSet<DataProtectionKey> DataProtectionKeys => Set<DataProtectionKey>();
     public DbSet<StoredResponse> Responses => Set<StoredResponse>();
+    /// <summary>Inference nodes by their last heartbeat: the routing table of API nodes.</summary>
+    public DbSet<InferenceNode> InferenceNodes => Set<InferenceNode>();
 
     /// <summary>Read by the query filters on every query (EF parameterises it per context instance).</summary>
     internal Guid? CurrentTenantId => tenant.TenantId;

@@ -1,4 +1,5 @@
 using Loom.Api;
+using Loom.Cluster;
 using Loom.Data;
 using Loom.Inference;
 using Loom.Data.Entities;
@@ -21,6 +22,8 @@ if (roles.Api || roles.Web) builder.Services.AddApi(builder.Configuration);
 // Every role enqueues jobs and publishes job events; only the jobs role runs a Hangfire server.
 builder.Services.AddJobs(builder.Configuration, runServer: roles.Jobs);
 if (roles.Web) builder.Services.AddPortal(builder.Configuration).AddRealtime();
+// How completions reach an engine: this process's own, or inference nodes over gRPC (which then register and beat).
+builder.AddLoomCluster(inference: roles.Inference, apiOrWeb: roles.Api || roles.Web);
 
 var app = builder.Build();
 if (!await app.PrepareDatabaseAsync(builder.Configuration)) return 2;
@@ -28,6 +31,7 @@ if (!await app.SeedAsync()) return 1;
 if (roles.Inference) await app.RegisterServedModelAsync();
 
 app.UseLoomProxy();
+app.UseLoomCluster();
 app.MapTelemetry();
 app.MapHealth();
 if (roles.Api) app.MapApi();

@@ -13,7 +13,7 @@ namespace Loom.Api.Adapters;
 /// recorded blob hash; one that does not is unpacked again from the (hash-checked) blob.
 /// </summary>
 public sealed class EngineAdapters(IInferenceEngine engine, IBlobStore blobs, IOptions<ApiOptions> options, IOptions<BlobStoreOptions> blobOptions,
-    ILogger<EngineAdapters> logger)
+    ILogger<EngineAdapters> logger) : Loom.Cluster.IAdapterRegistrar
 {
     public static string EngineId(Adapter adapter) => adapter.Id.ToString("N");
 

@@ -153,9 +153,9 @@ public static class ChatCompletionsApi
         {
             // The client disconnected: the engine request was cancelled with it and its memory freed.
         }
-        catch (Exception) when (!ct.IsCancellationRequested)
+        catch (Exception e) when (!ct.IsCancellationRequested)
         {
-            await Sse.ErrorAsync(response, "The model failed while generating this completion.", CancellationToken.None);
+            await Sse.ErrorAsync(response, e, CancellationToken.None);
         }
     }
 

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
-using Loom.Api.Adapters;
+using Loom.Cluster;
 using Loom.Api.Limits;
 using Loom.Api.Usage;
 using Loom.Data;
@@ -16,7 +16,11 @@ namespace Loom.Api.Completions;
 /// <summary>The model a request named, as this node serves it.</summary>
 /// <param name="AdapterId">The tenant's adapter row, when the request named one.</param>
 /// <param name="EngineAdapterId">The id the engine knows that adapter by.</param>
-internal sealed record ResolvedModel(string Name, ITokenizer Tokenizer, int MaxContext, Guid? AdapterId, string? EngineAdapterId);
+/// <param name="BaseName">The base model it runs on (routing picks a node serving it).</param>
+internal sealed record ResolvedModel(string Name, ITokenizer Tokenizer, int MaxContext, Guid? AdapterId, string? EngineAdapterId)
+{
+    public string BaseName { get; init; } = Name;
+}
 
 /// <summary>A validated request ready for the engine: prompt ids and the completion budget per choice.</summary>
 internal sealed record PreparedCompletion(ResolvedModel Model, int[] PromptIds, int MaxTokens, CompletionOptions Options)
@@ -43,7 +47,7 @@ internal sealed class CompletionRefusedException(int status, string message, str
 /// and the tenant's token budget, runs the choices on the engine and records usage.
 /// </summary>
 internal sealed class CompletionService(
-    IInferenceEngine engine, PlatformDbContext db, TenantRateLimiter limiter, EngineAdapters adapters, TimeProvider clock, UsageRecorder usage, ILogger<CompletionService> logger)
+    IInferenceClient engines, PlatformDbContext db, TenantRateLimiter limiter, TimeProvider clock, UsageRecorder usage, ILogger<CompletionService> logger)
 {
     public async Task<ResolvedModel> ResolveAsync(string name, CancellationToken ct)
     {
@@ -51,10 +55,9 @@ internal sealed class CompletionService(
         var adapter = await db.Adapters.AsNoTracking().Include(a => a.BaseModel).SingleOrDefaultAsync(a => a.Name == name, ct);
         var baseName = adapter?.BaseModel!.Name ?? name;
 
-        ModelInfo served;
-        try { served = engine.Model; }
-        catch (InvalidOperationException) { throw NotFound(name); }
-        if (served.Name != baseName)
+        // In this process when it serves models, else on a live inference node serving the base model.
+        var served = await engines.FindModelAsync(baseName, ct);
+        if (served is null)
         {
             if (adapter is not null)
                 throw new CompletionRefusedException(503, $"The base model '{baseName}' of adapter '{name}' is not loaded on this node.", "server_error", "model", "model_not_loaded");
@@ -67,8 +70,8 @@ internal sealed class CompletionService(
         if (adapter is null) return new ResolvedModel(name, served.Tokenizer, served.MaxContext, null, null);
         try
         {
-            var engineId = await adapters.EnsureRegisteredAsync(adapter, ct);
-            return new ResolvedModel(name, served.Tokenizer, served.MaxContext, adapter.Id, engineId);
+            var engineId = await engines.PrepareAdapterAsync(adapter, ct);
+            return new ResolvedModel(name, served.Tokenizer, served.MaxContext, adapter.Id, engineId) { BaseName = baseName };
         }
         catch (Loom.Inference.Formats.AdapterFormatException e)
         {
@@ -145,19 +148,8 @@ internal sealed class CompletionService(
         }
     }
 
-    private async IAsyncEnumerable<(int, GenerationEvent)> Choices(GenerationRequest request, PreparedCompletion p, [EnumeratorCancellation] CancellationToken ct)
-    {
-        var n = p.Options.N;
-        if (n > 1 && engine is IChoicesEngine shared)
-        {
-            await foreach (var item in shared.GenerateChoicesAsync(request, [.. Enumerable.Range(0, n).Select(i => p.Options.Sampling(p.MaxTokens, i))], ct))
-                yield return item;
-            yield break;
-        }
-        for (var i = 0; i < n; i++)
-            await foreach (var e in engine.GenerateAsync(request with { Sampling = p.Options.Sampling(p.MaxTokens, i) }, ct))
-                yield return (i, e);
-    }
+    private IAsyncEnumerable<(int Choice, GenerationEvent Event)> Choices(GenerationRequest request, PreparedCompletion p, CancellationToken ct) =>
+        engines.GenerateChoicesAsync(p.Model.BaseName, request, [.. Enumerable.Range(0, p.Options.N).Select(i => p.Options.Sampling(p.MaxTokens, i))], ct);
 
     private Task RecordAsync(PreparedCompletion p, AuthenticatedKey key, int completionTokens, TimeSpan latency) =>
         usage.RecordAsync(new UsageRecord

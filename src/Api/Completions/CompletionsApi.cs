@@ -77,9 +77,9 @@ public static class CompletionsApi
                 await Sse.DoneAsync(response, ct);
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
-            catch (Exception) when (!ct.IsCancellationRequested)
+            catch (Exception e) when (!ct.IsCancellationRequested)
             {
-                await Sse.ErrorAsync(response, "The model failed while generating this completion.", CancellationToken.None);
+                await Sse.ErrorAsync(response, e, CancellationToken.None);
             }
             return Results.Empty;
         }

@@ -54,6 +54,12 @@ internal static class Sse
     public static Task ErrorAsync(HttpResponse response, string message, CancellationToken ct) =>
         WriteAsync(response, new OpenAiErrorEnvelope(new OpenAiError(message, "server_error", null, null)), WireJson.Default.OpenAiErrorEnvelope, ct);
 
+    /// <summary>The error event for a failure after the stream began: a lost inference node says it may be retried
+    /// (code <c>engine_unavailable</c>, with the wait in the message), anything else is a plain server error.</summary>
+    public static Task ErrorAsync(HttpResponse response, Exception failure, CancellationToken ct) => failure is Loom.Cluster.InferenceUnavailableException lost
+        ? WriteAsync(response, new OpenAiErrorEnvelope(new OpenAiError(lost.Message, "server_error", null, ApiErrors.EngineUnavailableCode)), WireJson.Default.OpenAiErrorEnvelope, ct)
+        : ErrorAsync(response, "The model failed while generating this completion.", ct);
+
     /// <summary>The events of <paramref name="source"/>; before waiting for one that is not ready, flushes what the
     /// caller wrote for the earlier ones.</summary>
     public static async IAsyncEnumerable<T> FlushWhenIdle<T>(this IAsyncEnumerable<T> source, HttpResponse response,

@@ -5,6 +5,9 @@ namespace Loom.Api.Errors;
 /// <summary>Results in OpenAI's error envelope with the status the official clients map to the right exception.</summary>
 public static class ApiErrors
 {
+    /// <summary>The code of a retryable 503 (or stream error event): no engine could take the request, or its inference node was lost.</summary>
+    public const string EngineUnavailableCode = "engine_unavailable";
+
     public static IResult Error(int status, string message, string type, string? param = null, string? code = null) =>
         Results.Json(new OpenAiErrorEnvelope(new OpenAiError(message, type, param, code)), statusCode: status);
 

@@ -45,6 +45,13 @@ internal sealed class ApiExceptionMiddleware(RequestDelegate next, ILogger<ApiEx
             await ApiErrors.WriteAsync(context, 400, e is InvalidDataException or IOException ? "The multipart body is malformed or ends early." : "The request body is not valid UTF-8.",
                 "invalid_request_error", code: "invalid_request");
         }
+        catch (Loom.Cluster.InferenceUnavailableException e) when (!context.Response.HasStarted)
+        {
+            // No engine could take the request, or its node was lost before the answer began: retryable.
+            context.Response.Clear();
+            context.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(e.RetryAfter.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            await ApiErrors.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, e.Message, "server_error", code: ApiErrors.EngineUnavailableCode);
+        }
         catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
         {
             // The client went away; nothing to answer.

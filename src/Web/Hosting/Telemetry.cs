@@ -30,7 +30,7 @@ internal static class Telemetry
             .WithMetrics(m =>
             {
                 m.AddAspNetCoreInstrumentation().AddHttpClientInstrumentation().AddRuntimeInstrumentation()
-                    .AddMeter(EngineMeters.MeterName)
+                    .AddMeter(EngineMeters.MeterName, Loom.Cluster.ClusterMeters.MeterName)
                     .AddPrometheusExporter();
             })
             .WithTracing(t => t.AddAspNetCoreInstrumentation(o => o.Filter = http => http.Request.Path != ScrapePath)

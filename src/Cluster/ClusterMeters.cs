@@ -1,0 +1,29 @@
+using System.Diagnostics.Metrics;
+
+namespace Loom.Cluster;
+
+/// <summary>The routing meter (<c>Loom.Cluster</c>) of API nodes: where requests went, retries and streams lost.</summary>
+public sealed class ClusterMeters : IDisposable
+{
+    public const string MeterName = "Loom.Cluster";
+    private readonly Meter _meter;
+    private readonly Counter<long> _routed;
+    private readonly Counter<long> _failovers;
+    private readonly Counter<long> _lost;
+
+    public ClusterMeters(IMeterFactory meters)
+    {
+        _meter = meters.Create(MeterName);
+        _routed = _meter.CreateCounter<long>("loom.cluster.requests", "{request}", "Generations sent to inference nodes, by placement (affinity or least_loaded)");
+        _failovers = _meter.CreateCounter<long>("loom.cluster.failovers", "{request}", "Generations sent to another node because the first could not be reached");
+        _lost = _meter.CreateCounter<long>("loom.cluster.streams_lost", "{request}", "Generations whose node was lost after they began");
+    }
+
+    public void Routed(Routing.Placement placement) =>
+        _routed.Add(1, new KeyValuePair<string, object?>("placement", placement == Routing.Placement.Affinity ? "affinity" : "least_loaded"));
+
+    public void FailedOver() => _failovers.Add(1);
+    public void Lost() => _lost.Add(1);
+
+    public void Dispose() => _meter.Dispose();
+}

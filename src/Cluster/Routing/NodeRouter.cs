@@ -1,0 +1,30 @@
+namespace Loom.Cluster.Routing;
+
+/// <summary>How a request was placed.</summary>
+public enum Placement
+{
+    /// <summary>On the node its (base model, adapter) hashes to.</summary>
+    Affinity,
+    /// <summary>On the least loaded node, because the one it hashes to was past the load threshold.</summary>
+    LeastLoaded,
+}
+
+/// <summary>
+/// Orders the live nodes serving a base model for one request: the node (base model, adapter) hashes to first, unless
+/// its load (running + waiting sequences) is at <c>maxLoad</c> or more and another node carries less, in which case
+/// the least loaded goes first. The rest follow in rendezvous order: they are where the request goes if the first
+/// cannot be reached.
+/// </summary>
+public static class NodeRouter
+{
+    public static (List<T> Order, Placement Placement) Order<T>(IReadOnlyCollection<T> nodes, Func<T, string> id, Func<T, int> load, string key, int maxLoad)
+    {
+        var ranked = Rendezvous.Rank(nodes, id, key);
+        if (ranked.Count < 2 || load(ranked[0]) < maxLoad) return (ranked, Placement.Affinity);
+        var least = ranked.MinBy(load)!; // the first of equals in rendezvous order
+        if (load(least) >= load(ranked[0])) return (ranked, Placement.Affinity);
+        ranked.Remove(least);
+        ranked.Insert(0, least);
+        return (ranked, Placement.LeastLoaded);
+    }
+}
