@@ -54,8 +54,7 @@ public static class ApiModule
             .Validate(o => !o.Problems().Any(), "Invalid Api:Responses options (see ResponsesOptions).").ValidateOnStart();
         services.AddSingleton<UsageRecorder>();
         services.AddHostedService(sp => sp.GetRequiredService<UsageRecorder>());
-        services.AddSingleton<EngineAdapters>();
-        services.TryAddSingleton<Loom.Cluster.IAdapterRegistrar>(sp => sp.GetRequiredService<EngineAdapters>());
+        services.AddEngineAdapters();
         // The engine of this process unless the cluster wiring says completions go to inference nodes.
         services.TryAddSingleton<Loom.Cluster.IInferenceClient, Loom.Cluster.InProcessInferenceClient>();
         services.AddScoped<AdapterService>();
@@ -74,6 +73,16 @@ public static class ApiModule
         // Let body-binding failures reach ApiExceptionMiddleware, which answers in OpenAI's envelope.
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
         services.AddOptions<FormOptions>().Configure<IOptions<ApiOptions>>((form, api) => form.MultipartBodyLengthLimit = api.Value.MaxUploadBytes);
+        return services;
+    }
+
+    /// <summary>Tenants' stored adapters made servable by this process's engine (<see cref="EngineAdapters"/>): API nodes
+    /// and inference nodes (which register the adapters that requests from API nodes name) both need it.</summary>
+    public static IServiceCollection AddEngineAdapters(this IServiceCollection services)
+    {
+        services.AddOptions<ApiOptions>().BindConfiguration("Api");
+        services.TryAddSingleton<EngineAdapters>();
+        services.TryAddSingleton<Loom.Cluster.IAdapterRegistrar>(sp => sp.GetRequiredService<EngineAdapters>());
         return services;
     }
 

@@ -14,13 +14,17 @@ public sealed class ClusterMeters : IDisposable
     public ClusterMeters(IMeterFactory meters)
     {
         _meter = meters.Create(MeterName);
-        _routed = _meter.CreateCounter<long>("loom.cluster.requests", "{request}", "Generations sent to inference nodes, by placement (affinity or least_loaded)");
+        _routed = _meter.CreateCounter<long>("loom.cluster.requests", "{request}", "Generations that reached an inference node, by placement (affinity, least_loaded or failover)");
         _failovers = _meter.CreateCounter<long>("loom.cluster.failovers", "{request}", "Generations sent to another node because the first could not be reached");
         _lost = _meter.CreateCounter<long>("loom.cluster.streams_lost", "{request}", "Generations whose node was lost after they began");
     }
 
-    public void Routed(Routing.Placement placement) =>
-        _routed.Add(1, new KeyValuePair<string, object?>("placement", placement == Routing.Placement.Affinity ? "affinity" : "least_loaded"));
+    public void Routed(Routing.Placement placement) => _routed.Add(1, new KeyValuePair<string, object?>("placement", placement switch
+    {
+        Routing.Placement.Affinity => "affinity",
+        Routing.Placement.LeastLoaded => "least_loaded",
+        _ => "failover",
+    }));
 
     public void FailedOver() => _failovers.Add(1);
     public void Lost() => _lost.Add(1);

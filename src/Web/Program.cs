@@ -16,7 +16,7 @@ builder.Services.AddLoomDataProtection();
 builder.Services.AddLoomTelemetry(builder.Configuration, roles);
 builder.Services.AddLoomProxy(builder.Configuration);
 builder.Services.AddData(builder.Configuration);
-if (roles.Inference) builder.Services.AddInference(builder.Configuration);
+if (roles.Inference) builder.Services.AddInference(builder.Configuration).AddEngineAdapters();
 // The portal runs uploads, listings and playground chats through the API's services.
 if (roles.Api || roles.Web) builder.Services.AddApi(builder.Configuration);
 // Every role enqueues jobs and publishes job events; only the jobs role runs a Hangfire server.

@@ -7,6 +7,8 @@ public enum Placement
     Affinity,
     /// <summary>On the least loaded node, because the one it hashes to was past the load threshold.</summary>
     LeastLoaded,
+    /// <summary>On a later node in the order, because the ones before could not be reached.</summary>
+    Failover,
 }
 
 /// <summary>

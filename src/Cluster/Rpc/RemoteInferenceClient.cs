@@ -72,7 +72,7 @@ public sealed class RemoteInferenceClient(NodeDirectory directory, IServiceScope
                     if (attempt + 1 < order.Count) meters.FailedOver();
                     continue;
                 }
-                if (attempt == 0) meters.Routed(placement);
+                meters.Routed(attempt == 0 ? placement : Placement.Failover);
                 if (first is null) yield break;
                 yield return first;
                 while (await NextAsync(call, node, cancellationToken) is { } e) yield return e;

@@ -32,6 +32,14 @@ internal static class ServedModelRegistration
             row.Path = path;
             row.ContextLength = served.MaxContext;
         }
-        await db.SaveChangesAsync();
+        try
+        {
+            await db.SaveChangesAsync();
+        }
+        catch (DbUpdateException e) when (e.InnerException is Npgsql.PostgresException { SqlState: Npgsql.PostgresErrorCodes.UniqueViolation })
+        {
+            // Another inference node serving the same model registered it at the same moment.
+            app.Logger.LogInformation("Base model '{Model}' was registered by another node", served.Name);
+        }
     }
 }

@@ -1,0 +1,163 @@
+using System.Diagnostics;
+using System.Net;
+using System.Text.Json;
+using Loom.Cluster.Routing;
+using Xunit.Abstractions;
+
+namespace Loom.Cluster.Tests;
+
+/// <summary>
+/// Real processes on loopback: an API node without an engine reaches two inference nodes over gRPC. Adapters' requests
+/// land where (base model, adapter) hashes, so each adapter is registered on one node only; a client that goes away
+/// stops the remote generation; a node killed mid-stream ends its stream with a retryable error within 2 s and the
+/// next requests succeed on the live nodes, with usage recorded once per request.
+/// </summary>
+public class ClusterRoutingTests(LoopbackCluster cluster, ITestOutputHelper output) : IClassFixture<LoopbackCluster>
+{
+    private const int Adapters = 200;
+    private const int RequestsPerAdapter = 2;
+
+    [Fact]
+    public async Task AdaptersSpreadOverBothNodesAndStayWhereTheyHash()
+    {
+        var ids = new string[Adapters];
+        await Parallel.ForEachAsync(Enumerable.Range(0, Adapters), new ParallelOptions { MaxDegreeOfParallelism = 2 },
+            async (i, _) => ids[i] = await cluster.UploadAdapterAsync($"spread-{i}"));
+
+        // Other tests of the class register adapters of their own on these nodes: count from here.
+        var onABefore = await LoopbackCluster.MetricAsync(cluster.InfA, "loom_engine_adapters_registered");
+        var onBBefore = await LoopbackCluster.MetricAsync(cluster.InfB, "loom_engine_adapters_registered");
+        var routedBefore = await LoopbackCluster.MetricAsync(cluster.Api, "loom_cluster_requests_total");
+        var affinityBefore = await LoopbackCluster.MetricAsync(cluster.Api, "loom_cluster_requests_total", "placement=\"affinity\"");
+        var statuses = new List<HttpStatusCode>();
+        await Parallel.ForEachAsync(Enumerable.Range(0, Adapters * RequestsPerAdapter), new ParallelOptions { MaxDegreeOfParallelism = 8 }, async (i, _) =>
+        {
+            using var response = await cluster.Client.PostAsync("/v1/chat/completions", LoopbackCluster.Chat($"spread-{i % Adapters}", maxTokens: 2));
+            var body = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == HttpStatusCode.OK, body);
+            lock (statuses) statuses.Add(response.StatusCode);
+        });
+        Assert.Equal(Adapters * RequestsPerAdapter, statuses.Count);
+
+        // Where each adapter hashes among the two nodes, and where the engines registered adapters.
+        var expected = ids.GroupBy(id => Rendezvous.Rank(["inf-a", "inf-b"], n => n, Rendezvous.Key(LoopbackCluster.ModelName, id))[0])
+            .ToDictionary(g => g.Key, g => g.Count());
+        var onA = await LoopbackCluster.MetricAsync(cluster.InfA, "loom_engine_adapters_registered") - onABefore;
+        var onB = await LoopbackCluster.MetricAsync(cluster.InfB, "loom_engine_adapters_registered") - onBBefore;
+        var affinity = await LoopbackCluster.MetricAsync(cluster.Api, "loom_cluster_requests_total", "placement=\"affinity\"") - affinityBefore;
+        var routed = await LoopbackCluster.MetricAsync(cluster.Api, "loom_cluster_requests_total") - routedBefore;
+        output.WriteLine($"{Adapters} adapters, {statuses.Count} requests: registered on inf-a {onA} (hashed there {expected.GetValueOrDefault("inf-a")}), " +
+                         $"on inf-b {onB} (hashed there {expected.GetValueOrDefault("inf-b")}); adapter registrations per adapter {(onA + onB) / Adapters:F3}; " +
+                         $"placed by affinity {affinity} of {routed} routed ({affinity / routed:P1} hit rate)");
+
+        // Spread: both nodes hold a fair part; affinity: every adapter is registered on one node only, the one it hashes to.
+        Assert.InRange(onA, Adapters * 0.3, Adapters * 0.7);
+        Assert.Equal(Adapters, onA + onB);
+        Assert.Equal(expected.GetValueOrDefault("inf-a"), (int)onA);
+        Assert.Equal(Adapters * RequestsPerAdapter, (int)routed);
+        Assert.Equal(routed, affinity); // 8 requests at once stay under the load threshold (32)
+    }
+
+    [Fact]
+    public async Task AClientThatGoesAwayStopsTheRemoteGeneration()
+    {
+        // The node the slow model's requests hash to (the other one, should an earlier test have killed it).
+        var (home, other) = cluster.SlowHome();
+        if (home.HasExited) home = other;
+        var cancelledBefore = await LoopbackCluster.MetricAsync(home, "loom_engine_requests_total", "outcome=\"cancelled\"");
+        var generatedBefore = await LoopbackCluster.MetricAsync(home, "loom_engine_tokens_generated_total");
+
+        using (var leave = new CancellationTokenSource())
+        using (var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = LoopbackCluster.Chat(SlowChatModel.Name, maxTokens: 200, stream: true, n: 2, ignoreEos: true) })
+        using (var response = await cluster.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, leave.Token))
+        {
+            await AssertOkAsync(response);
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+            Assert.StartsWith("data: {", await reader.ReadLineAsync());
+            // Cancelling aborts the connection mid-stream (disposing alone would drain the rest to reuse the connection).
+            await leave.CancelAsync();
+        }
+
+        var watch = Stopwatch.StartNew();
+        double cancelled = cancelledBefore;
+        while (watch.Elapsed < TimeSpan.FromSeconds(10) && cancelled <= cancelledBefore)
+        {
+            await Task.Delay(50);
+            cancelled = await LoopbackCluster.MetricAsync(home, "loom_engine_requests_total", "outcome=\"cancelled\"");
+        }
+        var generated = await LoopbackCluster.MetricAsync(home, "loom_engine_tokens_generated_total") - generatedBefore;
+        output.WriteLine($"the engine on {home.Name} counted the cancellation {watch.ElapsedMilliseconds} ms after the client left, having generated {generated} of 400 tokens");
+        Assert.True(cancelled > cancelledBefore, $"the engine on {home.Name} never cancelled the request");
+        Assert.True(generated < 2 * 200, $"the whole completion was generated ({generated} tokens): the test did not leave mid-stream");
+        // Nothing keeps running for the departed client, and no later choice starts.
+        await Task.Delay(500);
+        Assert.Equal(0, await LoopbackCluster.MetricAsync(home, "loom_engine_sequences_running"));
+        var after = await LoopbackCluster.MetricAsync(home, "loom_engine_tokens_generated_total") - generatedBefore;
+        Assert.True(after - generated <= 1, $"{after - generated} tokens were generated after the cancellation was counted");
+    }
+
+    [Fact]
+    public async Task ANodeKilledMidStreamEndsItWithARetryableErrorAndTheNextRequestsSucceed()
+    {
+        var (home, other) = cluster.SlowHome();
+        Assert.False(home.HasExited);
+        var since = DateTimeOffset.UtcNow;
+        var servedByHome = await LoopbackCluster.MetricAsync(home, "loom_engine_requests_total");
+        using (var warm = await cluster.Client.PostAsync("/v1/chat/completions", LoopbackCluster.Chat(SlowChatModel.Name, maxTokens: 2)))
+            Assert.True(warm.StatusCode == HttpStatusCode.OK, await warm.Content.ReadAsStringAsync());
+        Assert.True(await LoopbackCluster.MetricAsync(home, "loom_engine_requests_total") > servedByHome, "the request did not go to the node its model hashes to");
+
+        var sinceRequest = Stopwatch.StartNew();
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = LoopbackCluster.Chat(SlowChatModel.Name, maxTokens: 200, stream: true, n: 2, ignoreEos: true) };
+        using var response = await cluster.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        await AssertOkAsync(response);
+        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+        Assert.StartsWith("data: {", await reader.ReadLineAsync());
+
+        var firstAt = sinceRequest.ElapsedMilliseconds;
+        home.KillHard();
+        var sinceKill = Stopwatch.StartNew();
+        var killedAt = sinceRequest.ElapsedMilliseconds;
+        string? last = null;
+        var events = 0;
+        while (await reader.ReadLineAsync() is { } line)
+            if (line.StartsWith("data: ", StringComparison.Ordinal)) { last = line["data: ".Length..]; events++; }
+        var ended = sinceKill.Elapsed;
+        output.WriteLine($"first event {firstAt} ms after the request, kill -9 of {home.Name} done at {killedAt} ms; the stream ended {ended.TotalMilliseconds:F0} ms after the kill ({events} events after it), with: {last}");
+        Assert.NotNull(last);
+        Assert.NotEqual("[DONE]", last);
+        var error = JsonDocument.Parse(last).RootElement.GetProperty("error");
+        Assert.Equal("engine_unavailable", error.GetProperty("code").GetString());
+        Assert.Equal("server_error", error.GetProperty("type").GetString());
+        Assert.Contains("try again", error.GetProperty("message").GetString());
+        Assert.True(ended < TimeSpan.FromSeconds(2), $"the stream ended {ended.TotalMilliseconds:F0} ms after the kill");
+
+        // At once (before the dead node's heartbeat ages out), the model's requests succeed on the live node, streamed or not.
+        var servedByOther = await LoopbackCluster.MetricAsync(other, "loom_engine_requests_total");
+        var retry = Stopwatch.StartNew();
+        for (var i = 0; i < 6; i++)
+        {
+            using var next = await cluster.Client.PostAsync("/v1/chat/completions", LoopbackCluster.Chat(SlowChatModel.Name, maxTokens: 2, stream: i % 2 == 1));
+            var body = await next.Content.ReadAsStringAsync();
+            Assert.True(next.StatusCode == HttpStatusCode.OK, body);
+            if (i % 2 == 1) Assert.EndsWith("data: [DONE]", body.TrimEnd());
+        }
+        output.WriteLine($"6 requests after the kill took {retry.ElapsedMilliseconds} ms, all 200");
+        Assert.Equal(servedByOther + 6, await LoopbackCluster.MetricAsync(other, "loom_engine_requests_total"));
+
+        // Usage: the first request, the cut stream once (the tokens it streamed), each later request once; never twice.
+        const string usageSql = "SELECT count(*) FROM usage_records WHERE \"Model\" = 'slow-chat' AND \"CreatedAt\" >= @p";
+        const long expectedUsage = 1 + 1 + 6;
+        var watch = Stopwatch.StartNew();
+        while (await cluster.ScalarAsync<long>(usageSql, since) < expectedUsage && watch.Elapsed < TimeSpan.FromSeconds(45))
+            await Task.Delay(250);
+        await Task.Delay(1000);
+        Assert.Equal(expectedUsage, await cluster.ScalarAsync<long>(usageSql, since));
+    }
+
+    /// <summary>A streamed response's body is read only when the status is wrong (reading it would wait for the end).</summary>
+    private static async Task AssertOkAsync(HttpResponseMessage response)
+    {
+        if (response.StatusCode != HttpStatusCode.OK) Assert.Fail($"{(int)response.StatusCode}: {await response.Content.ReadAsStringAsync()}");
+    }
+}
