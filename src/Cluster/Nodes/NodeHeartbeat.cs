@@ -66,7 +66,7 @@ public sealed class NodeHeartbeat(IServiceScopeFactory scopes, IInferenceEngine 
         var url = options.Value.AdvertisedOrInternalUrl;
         await db.Database.ExecuteSqlAsync($"""
             INSERT INTO inference_nodes ("Id", "InternalUrl", "Models", "Running", "Waiting", "FreePages", "ResidentAdapters", "StartedAt", "HeartbeatAt")
-            VALUES ({identity.Id}, {url}, {models}, {m.Running}, {m.Waiting}, {m.PoolFreePages}, {m.AdaptersInPool}, {identity.StartedAt}, now())
+            VALUES ({identity.Id}, {url}, {models}, {m.Loop.Running}, {m.Loop.Waiting}, {m.Pool.FreePages}, {m.Adapters.InPool}, {identity.StartedAt}, now())
             ON CONFLICT ("Id") DO UPDATE SET "InternalUrl" = EXCLUDED."InternalUrl", "Models" = EXCLUDED."Models", "Running" = EXCLUDED."Running",
                 "Waiting" = EXCLUDED."Waiting", "FreePages" = EXCLUDED."FreePages", "ResidentAdapters" = EXCLUDED."ResidentAdapters",
                 "StartedAt" = EXCLUDED."StartedAt", "HeartbeatAt" = now()
