@@ -50,22 +50,16 @@ public static class CheckpointFiles
             var (config, modules) = snapshot.ToAdapter(baseModelName);
             PeftAdapterWriter.Write(temp, config, modules);
             using (var fs = new FileStream(Path.Combine(temp, TrainingSnapshot.StateFileName), FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
-            {
                 snapshot.WriteTo(fs);
-                fs.Flush(flushToDisk: true);
-            }
-            var files = new List<CheckpointFile>();
-            foreach (var name in Required)
+            var files = Required.Select(name =>
             {
                 string path = Path.Combine(temp, name);
-                Fsync(path);
-                files.Add(new CheckpointFile(name, new FileInfo(path).Length, Sha256Of(path)));
-            }
+                return new CheckpointFile(name, new FileInfo(path).Length, Sha256Of(path));
+            }).ToList();
             using (var fs = new FileStream(Path.Combine(temp, ManifestFile), FileMode.CreateNew, FileAccess.Write))
-            {
                 JsonSerializer.Serialize(fs, new CheckpointManifest(Format, snapshot.Step, files));
-                fs.Flush(flushToDisk: true);
-            }
+            // every file on disk before the rename: one fsync each, all at once (the file system's journal takes them together)
+            Parallel.ForEach(Required.Append(ManifestFile), name => Fsync(Path.Combine(temp, name)));
             // A folder under the final name is complete; one left by an earlier run of this step holds the same state.
             if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
             Directory.Move(temp, final);

@@ -84,7 +84,8 @@ internal static class FineTuningEndToEnd
             .Select(e => e.GetProperty("data")).OrderBy(d => d.GetProperty("step").GetInt32()).ToList();
         foreach (var c in checkpoints)
             Console.WriteLine($"  checkpoint at step {c.GetProperty("step").GetInt32()}: stall {c.GetProperty("stall_ms").GetDouble():F2} ms against a step of {c.GetProperty("step_time_ms").GetDouble():F0} ms " +
-                              $"({c.GetProperty("stall_ms").GetDouble() / c.GetProperty("step_time_ms").GetDouble():P2}); written, stored and recorded in {c.GetProperty("write_ms").GetDouble():F0} ms; " +
+                              $"({c.GetProperty("stall_ms").GetDouble() / c.GetProperty("step_time_ms").GetDouble():P2}); written, stored and recorded in {c.GetProperty("write_ms").GetDouble():F0} ms " +
+                              $"(folder {c.GetProperty("files_ms").GetDouble():F0} ms, blobs {c.GetProperty("blobs_ms").GetDouble():F0} ms); " +
                               $"durable when training was at step {c.GetProperty("training_step").GetInt32()}");
         if (all.GetProperty("data").EnumerateArray().FirstOrDefault(e => e.GetProperty("kind").GetString() == "succeeded") is { ValueKind: JsonValueKind.Object } done
             && checkpoints.Count > 0)
