@@ -131,15 +131,16 @@ internal sealed class TrainingRun : ITrainingRun
             if (State != TrainingRunState.Paused)
             {
                 StopClock();
-                SetState(TrainingRunState.Paused);
+                // progress first: whoever sees the state Paused also sees the step it paused at
                 Publish(Progress(TrainingRunState.Paused));
+                SetState(TrainingRunState.Paused);
             }
             return 0;
         }
         if (State != TrainingRunState.Running)
         {
-            SetState(TrainingRunState.Running);
             Publish(Progress(TrainingRunState.Running));
+            SetState(TrainingRunState.Running);
         }
         StartClock();
         if (WaitsForCheckpoint()) return 0;
