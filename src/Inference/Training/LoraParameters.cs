@@ -21,6 +21,14 @@ internal sealed class LoraModule
         Bt = new float[rank * outDim]; GBt = new float[Bt.Length]; MBt = new float[Bt.Length]; VBt = new float[Bt.Length];
     }
 
+    /// <summary>This module's state in PEFT's layout from its tensors as the trainer holds them (A, Bt and their moments,
+    /// these or copies of them): fresh arrays, B and its moments transposed back.</summary>
+    public LoraModuleState State(float[] a, float[] bt, float[] ma, float[] va, float[] mbt, float[] vbt)
+    {
+        float[] T(float[] t) { var b = new float[t.Length]; Transpose(t, b, Rank, Out); return b; }
+        return new LoraModuleState(Layer, Target, Rank, In, Out, (float[])a.Clone(), T(bt), (float[])ma.Clone(), (float[])va.Clone(), T(mbt), T(vbt));
+    }
+
     /// <summary>(out, r) from (r, out) or back.</summary>
     public static void Transpose(ReadOnlySpan<float> src, Span<float> dst, int rows, int cols)
     {
@@ -115,11 +123,7 @@ internal sealed class LoraParameters
     }
 
     /// <summary>Copies of every module's weights and moments in PEFT's layout.</summary>
-    public IReadOnlyList<LoraModuleState> ExportStates() => Modules.Select(m =>
-    {
-        float[] T(float[] bt) { var b = new float[bt.Length]; LoraModule.Transpose(bt, b, m.Rank, m.Out); return b; }
-        return new LoraModuleState(m.Layer, m.Target, m.Rank, m.In, m.Out, (float[])m.A.Clone(), T(m.Bt), (float[])m.MA.Clone(), (float[])m.VA.Clone(), T(m.MBt), T(m.VBt));
-    }).ToArray();
+    public IReadOnlyList<LoraModuleState> ExportStates() => Modules.Select(m => m.State(m.A, m.Bt, m.MA, m.VA, m.MBt, m.VBt)).ToArray();
 
     public IReadOnlyList<LoraWeights> ExportWeights() => Modules.Select(m =>
     {

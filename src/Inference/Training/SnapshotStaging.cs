@@ -51,13 +51,7 @@ internal sealed class SnapshotStaging
     public IReadOnlyList<LoraModuleState> Export()
     {
         var states = new LoraModuleState[_p.Modules.Count];
-        for (int i = 0; i < states.Length; i++)
-        {
-            var m = _p.Modules[i];
-            float[] T(float[] bt) { var b = new float[bt.Length]; LoraModule.Transpose(bt, b, m.Rank, m.Out); return b; }
-            states[i] = new LoraModuleState(m.Layer, m.Target, m.Rank, m.In, m.Out, (float[])A[i].Clone(), T(Bt[i]), (float[])MA[i].Clone(), (float[])VA[i].Clone(),
-                T(MBt[i]), T(VBt[i]));
-        }
+        for (int i = 0; i < states.Length; i++) states[i] = _p.Modules[i].State(A[i], Bt[i], MA[i], VA[i], MBt[i], VBt[i]);
         return states;
     }
 }
