@@ -48,7 +48,8 @@ public sealed class EngineAdapters(IInferenceEngine engine, IBlobStore blobs, IO
                 if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
             }
         }
-        engine.RegisterAdapter(id, folder);
+        // validated in full at upload (AdapterService); the folder is the blob of the recorded hash, checked above
+        engine.RegisterAdapter(id, folder, validated: true);
         return id;
     }
 

@@ -4,7 +4,8 @@ using Loom.Inference.Model;
 
 namespace Loom.Inference.Adapters;
 
-/// <summary>Registered LoRA adapters on three tiers: disk (the PEFT folder), a bytes-bounded host cache (LRU), and
+/// <summary>Registered LoRA adapters on three tiers: disk (the PEFT folder), a bytes-bounded host cache (LRU) of
+/// <see cref="AdapterImage"/>s (the pool's page layout, Bᵀ already transposed, so a pool load is a straight copy), and
 /// pool pages (<see cref="AdapterResidency"/>). An adapter is copied into the pool when a running batch needs it
 /// (<see cref="EnsureResident"/>, which pins it) and its pages are freed, least recently used first among adapters
 /// with no pin, when the pool needs room. <see cref="Prefetch"/> warms the host cache for queued requests on the
@@ -18,7 +19,7 @@ public sealed class AdapterStore
         public readonly string Id = id;
         public readonly string Folder = folder;
         public readonly int Pages = pages;
-        public PeftAdapter? Host;                   // in the host cache when non-null
+        public AdapterImage? Host;                  // in the host cache when non-null
         public LinkedListNode<Entry>? HostNode;     // position in the host LRU list
         public AdapterResidency? Resident;          // in pool pages when non-null
         public int Pins;                            // running requests using the resident copy
@@ -47,12 +48,21 @@ public sealed class AdapterStore
     public PagePool Pool => _pool;
 
     /// <summary>Reads and validates the PEFT folder against the base model, then registers it under
-    /// <paramref name="id"/>. Throws <see cref="AdapterFormatException"/> on any problem, leaving nothing registered.</summary>
-    public void Register(string id, string folder)
+    /// <paramref name="id"/>. Throws <see cref="AdapterFormatException"/> on any problem, leaving nothing registered.
+    /// <paramref name="validated"/>: the folder's files were validated in full before and are known unchanged (the
+    /// platform checks them against the hash recorded at upload), so only adapter_config.json is read now (the pages the
+    /// adapter takes follow from it); the weights are read, and checked again, when a request first needs them.</summary>
+    public void Register(string id, string folder, bool validated = false)
     {
         ArgumentException.ThrowIfNullOrEmpty(id);
-        var adapter = LoadFromDisk(folder);
-        int pages = AdapterResidency.PagesFor(adapter, _pool.PageFloats);
+        AdapterImage? image = null;
+        int pages;
+        if (validated) pages = AdapterImage.PagesFor(PeftAdapter.ReadConfig(folder, _base, _validation), _base, _pool.PageFloats);
+        else
+        {
+            image = LoadFromDisk(folder, expectedPages: -1);
+            pages = image.PageCount;
+        }
         if (pages > _pool.PageCount)
             throw new AdapterFormatException(folder, $"the adapter needs {pages} pages, more than the whole pool ({_pool.PageCount})");
         lock (_lock)
@@ -60,7 +70,7 @@ public sealed class AdapterStore
             if (_entries.ContainsKey(id)) throw new InvalidOperationException($"adapter '{id}' is already registered");
             var e = new Entry(id, folder, pages);
             _entries.Add(id, e);
-            PutInHostCache(e, adapter);
+            if (image is not null) PutInHostCache(e, image);
         }
     }
 
@@ -116,7 +126,7 @@ public sealed class AdapterStore
         while (true)
         {
             Entry e;
-            PeftAdapter? adapter;
+            AdapterImage? adapter;
             lock (_lock)
             {
                 e = Get(id);
@@ -129,7 +139,7 @@ public sealed class AdapterStore
                 adapter = e.Host;
                 if (adapter is not null) Touch(e);
             }
-            adapter ??= LoadFromDisk(e.Folder); // the folder may have changed since registration: same checks
+            adapter ??= LoadFromDisk(e.Folder, e.Pages); // the folder may have changed since registration: same checks
             lock (_lock)
             {
                 // Read without the lock: the id may have been unregistered, or registered again with other weights,
@@ -184,19 +194,19 @@ public sealed class AdapterStore
     /// <see cref="AdapterMemoryMetrics.PrefetchFailures"/> and surface again at <see cref="EnsureResident"/>.</summary>
     public Task Prefetch(IEnumerable<string> ids)
     {
-        var wanted = new List<(Entry, string)>();
+        var wanted = new List<Entry>();
         lock (_lock)
         {
             foreach (var id in ids.Distinct())
-                if (_entries.TryGetValue(id, out var e) && e.Resident is null && e.Host is null) wanted.Add((e, e.Folder));
+                if (_entries.TryGetValue(id, out var e) && e.Resident is null && e.Host is null) wanted.Add(e);
         }
         if (wanted.Count == 0) return Task.CompletedTask;
         return Task.Run(() =>
         {
-            foreach (var (e, folder) in wanted)
+            foreach (var e in wanted)
             {
-                PeftAdapter adapter;
-                try { adapter = LoadFromDisk(folder); }
+                AdapterImage adapter;
+                try { adapter = LoadFromDisk(e.Folder, e.Pages); }
                 catch (Exception ex) when (ex is AdapterFormatException or IOException or UnauthorizedAccessException)
                 {
                     Interlocked.Increment(ref _prefetchFailures);
@@ -228,12 +238,16 @@ public sealed class AdapterStore
     /// read in flight.</summary>
     internal Action<string>? BeforeRead;
 
-    private PeftAdapter LoadFromDisk(string folder)
+    /// <summary>Reads and checks the folder and lays it out in pool pages. <paramref name="expectedPages"/> (-1: any): the
+    /// pages the entry was registered with; an adapter whose configuration changed since then is refused.</summary>
+    private AdapterImage LoadFromDisk(string folder, int expectedPages)
     {
         BeforeRead?.Invoke(folder);
-        var a = PeftAdapter.Load(folder, _base, _validation);
+        var image = AdapterImage.Build(PeftAdapter.Load(folder, _base, _validation), _pool.PageFloats);
         Interlocked.Increment(ref _diskLoads);
-        return a;
+        if (expectedPages >= 0 && image.PageCount != expectedPages)
+            throw new AdapterFormatException(folder, $"the adapter changed on disk since it was registered (it takes {image.PageCount} pages, not {expectedPages})");
+        return image;
     }
 
     private Entry Get(string id) =>
@@ -260,24 +274,24 @@ public sealed class AdapterStore
         _poolEvictions++;
     }
 
-    private void PutInHostCache(Entry e, PeftAdapter adapter)
+    private void PutInHostCache(Entry e, AdapterImage adapter)
     {
-        if (adapter.WeightBytes > _options.HostCacheBytes) return; // too big to cache: used transiently
-        while (_hostBytes + adapter.WeightBytes > _options.HostCacheBytes && _hostLru.Last is { } last)
+        if (adapter.Bytes > _options.HostCacheBytes) return; // too big to cache: used transiently
+        while (_hostBytes + adapter.Bytes > _options.HostCacheBytes && _hostLru.Last is { } last)
         {
             DropFromHostCache(last.Value);
             _hostEvictions++;
         }
         e.Host = adapter;
         e.HostNode = _hostLru.AddFirst(e);
-        _hostBytes += adapter.WeightBytes;
+        _hostBytes += adapter.Bytes;
     }
 
     private void DropFromHostCache(Entry e)
     {
         if (e.HostNode is null) return;
         _hostLru.Remove(e.HostNode);
-        _hostBytes -= e.Host!.WeightBytes;
+        _hostBytes -= e.Host!.Bytes;
         e.HostNode = null;
         e.Host = null;
     }

@@ -62,8 +62,10 @@ public interface IInferenceEngine
     /// <summary>Reads and validates a PEFT adapter folder against the base model and registers it under
     /// <paramref name="adapterId"/>. Throws <see cref="Formats.AdapterFormatException"/> on bad input (nothing is
     /// registered then). Registering an id again with the same folder does nothing; with another folder it throws
-    /// <see cref="InvalidOperationException"/>.</summary>
-    void RegisterAdapter(string adapterId, string folder);
+    /// <see cref="InvalidOperationException"/>. <paramref name="validated"/>: the folder's files were validated in full
+    /// before and are known unchanged (checked against the hash recorded when they were), so only adapter_config.json is
+    /// read now; the weights are read, and checked again, when a request first needs them.</summary>
+    void RegisterAdapter(string adapterId, string folder, bool validated = false);
 
     bool IsAdapterRegistered(string adapterId);
 

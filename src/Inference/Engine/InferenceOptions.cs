@@ -22,7 +22,8 @@ public sealed class InferenceOptions
     public int TokenBudget { get; set; } = 512;
     /// <summary>Sequences in the running batch.</summary>
     public int MaxRunningSequences { get; set; } = 64;
-    /// <summary>Bytes of adapter weights kept in host memory (least recently used dropped first).</summary>
+    /// <summary>Bytes of adapters kept in host memory, laid out as the pool pages they load into (least recently used
+    /// dropped first). Set it to hold every registered adapter to serve as S-LoRA does (no disk read after the first).</summary>
     public long HostAdapterCacheBytes { get; set; } = 1L << 30;
     /// <summary>Largest LoRA rank accepted at registration.</summary>
     public int MaxLoraRank { get; set; } = 128;

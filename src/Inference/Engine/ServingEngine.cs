@@ -113,7 +113,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
 
     // ---- adapters -------------------------------------------------------------------------------------------
 
-    public void RegisterAdapter(string adapterId, string folder)
+    public void RegisterAdapter(string adapterId, string folder, bool validated = false)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(adapterId);
         ArgumentException.ThrowIfNullOrWhiteSpace(folder);
@@ -145,7 +145,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         // The folder is read and validated outside the registry lock: requests for other adapters keep being prepared.
         try
         {
-            _store.Register(adapterId, full); // validates fully; throws AdapterFormatException with nothing registered
+            _store.Register(adapterId, full, validated); // throws AdapterFormatException with nothing registered
             lock (_registry)
             {
                 _folders.Add(adapterId, full);

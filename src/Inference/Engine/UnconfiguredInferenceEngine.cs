@@ -10,7 +10,7 @@ public sealed class UnconfiguredInferenceEngine : IInferenceEngine, Training.ITr
     public IAsyncEnumerable<GenerationEvent> GenerateAsync(GenerationRequest request, CancellationToken cancellationToken = default) =>
         throw new InvalidOperationException(Missing);
 
-    public void RegisterAdapter(string adapterId, string folder) => throw new InvalidOperationException(Missing);
+    public void RegisterAdapter(string adapterId, string folder, bool validated = false) => throw new InvalidOperationException(Missing);
 
     public bool IsAdapterRegistered(string adapterId) => throw new InvalidOperationException(Missing);
 

@@ -52,66 +52,38 @@ public sealed unsafe class AdapterResidency
     public int PageCount => _pages.Length;
     public bool IsFreed { get; private set; }
 
-    private AdapterResidency(PagePool pool, string adapterId, int slot, PeftAdapter adapter, LoraModuleLayout[] modules, int pages)
+    private AdapterResidency(PagePool pool, string adapterId, int slot, AdapterImage image)
     {
         _pool = pool;
-        _pages = new int[pages];
-        _modules = modules;
-        _layers = adapter.Layers;
+        _pages = new int[image.PageCount];
+        _modules = image.Modules;
+        _layers = image.Layers;
         AdapterId = adapterId;
         Owner = PageOwner.Adapter(slot);
-        Rank = adapter.Config.Rank;
-        Scale = adapter.Config.Scale;
+        Rank = image.Rank;
+        Scale = image.Scale;
     }
 
     /// <summary>Pages the adapter takes in a pool of <paramref name="pageFloats"/>-float pages.</summary>
-    public static int PagesFor(PeftAdapter adapter, int pageFloats)
-    {
-        long pages = 0;
-        foreach (var m in adapter.Modules)
-            pages += (long)m.Rank * ((m.In + pageFloats - 1) / pageFloats + (m.Out + pageFloats - 1) / pageFloats);
-        return checked((int)pages);
-    }
+    public static int PagesFor(PeftAdapter adapter, int pageFloats) => AdapterImage.PagesFor(adapter, pageFloats);
 
-    /// <summary>Allocates the adapter's pages and copies its weights in; null (nothing taken) if the pool lacks room.</summary>
-    public static AdapterResidency? TryCreate(PagePool pool, string adapterId, int slot, PeftAdapter adapter)
+    /// <summary>Lays the adapter out (<see cref="AdapterImage.Build"/>) and copies it in; null (nothing taken) if the pool
+    /// lacks room.</summary>
+    public static AdapterResidency? TryCreate(PagePool pool, string adapterId, int slot, PeftAdapter adapter) =>
+        TryCreate(pool, adapterId, slot, AdapterImage.Build(adapter, pool.PageFloats));
+
+    /// <summary>Allocates the image's pages and copies it in, one straight copy per page; null (nothing taken) if the
+    /// pool lacks room.</summary>
+    public static AdapterResidency? TryCreate(PagePool pool, string adapterId, int slot, AdapterImage image)
     {
-        int pf = pool.PageFloats;
-        var modules = new LoraModuleLayout[adapter.Layers * LoraTargets.Count];
-        int offset = 0;
-        foreach (var m in adapter.Modules)
-        {
-            int aPages = m.Rank * ((m.In + pf - 1) / pf), bPages = m.Rank * ((m.Out + pf - 1) / pf);
-            modules[m.Layer * LoraTargets.Count + (int)m.Target] = new LoraModuleLayout(m.Rank, m.In, m.Out, offset, offset + aPages);
-            offset += aPages + bPages;
-        }
-        var r = new AdapterResidency(pool, adapterId, slot, adapter, modules, offset);
+        if (image.PageFloats != pool.PageFloats)
+            throw new ArgumentException($"the image was laid out for pages of {image.PageFloats} floats, the pool's hold {pool.PageFloats}", nameof(image));
+        var r = new AdapterResidency(pool, adapterId, slot, image);
         if (!pool.TryAllocate(r.Owner, r._pages)) return null;
-        foreach (var m in adapter.Modules)
-        {
-            var a = r.A(m.Layer, m.Target);
-            var bt = r.BT(m.Layer, m.Target);
-            for (int i = 0; i < m.Rank; i++)
-            {
-                for (int c = 0; c < a.Chunks; c++)
-                    m.A.AsSpan(i * m.In + c * pf, a.ChunkLength(c)).CopyTo(new Span<float>(a.Chunk(i, c), a.ChunkLength(c)));
-            }
-            // Bᵀ row i = column i of B, transposed in blocks of 16 outputs: the 16 rows of B a block reads stay in cache
-            // across every i, and each row of Bᵀ gets 16 consecutive floats (one cache line) per block
-            for (int c = 0; c < bt.Chunks; c++)
-            {
-                int o0 = c * pf, len = bt.ChunkLength(c);
-                for (int ob = 0; ob < len; ob += 16)
-                {
-                    int oe = Math.Min(len, ob + 16);
-                    for (int i = 0; i < m.Rank; i++)
-                    {
-                        float* dst = bt.Chunk(i, c);
-                        for (int o = ob; o < oe; o++) dst[o] = m.B[(o0 + o) * m.Rank + i];
-                    }
-                }
-            }
-        }
+        float* poolBase = pool.Base;
+        int pf = pool.PageFloats;
+        for (int j = 0; j < r._pages.Length; j++)
+            image.Page(j).CopyTo(new Span<float>(poolBase + (long)r._pages[j] * pf, pf));
         return r;
     }
 

@@ -90,7 +90,7 @@ public sealed class AdapterStoreTests : IDisposable
     public void HostCacheStaysWithinItsBytesLeastRecentlyUsedFirst()
     {
         using var pool = Pool(1000);
-        long bytes = PeftAdapter.Load(NewAdapter(0), Config).WeightBytes;
+        long bytes = AdapterImage.Build(PeftAdapter.Load(NewAdapter(0), Config), 64).Bytes; // the host copy is the pool-page image
         var store = new AdapterStore(Config, pool, new AdapterStoreOptions { HostCacheBytes = 2 * bytes + 10 });
         store.Register("a", NewAdapter(1));
         store.Register("b", NewAdapter(2));
@@ -111,7 +111,7 @@ public sealed class AdapterStoreTests : IDisposable
     {
         using var pool = Pool(1000);
         string fa = NewAdapter(3), fb = NewAdapter(4);
-        long one = PeftAdapter.Load(fa, Config).WeightBytes;
+        long one = AdapterImage.Build(PeftAdapter.Load(fa, Config), 64).Bytes;
         var s = new AdapterStore(Config, pool, new AdapterStoreOptions { HostCacheBytes = one });
         s.Register("p", fa);
         s.Register("q", fb);                                     // pushes p out of the one-adapter host cache
@@ -228,5 +228,85 @@ public sealed class AdapterStoreTests : IDisposable
         Assert.True(store.IsResident("a"));
         store.Release(r);
         Assert.Null(pool.Audit());
+    }
+
+    [Fact]
+    public void AValidatedRegistrationReadsOnlyTheConfigAndTheWeightsWhenFirstNeeded()
+    {
+        using var pool = Pool(1000);
+        string folder = NewAdapter(3);
+        var full = new AdapterStore(Config, pool);
+        full.Register("full", folder);
+        var s = new AdapterStore(Config, pool);
+        var reads = new List<string>();
+        s.BeforeRead = reads.Add;
+        s.Register("v", folder, validated: true);
+        Assert.Empty(reads);
+        Assert.Equal(0L, s.Metrics().DiskLoads);
+        Assert.False(s.IsInHostCache("v"));
+        Assert.Equal(full.PagesOf("full"), s.PagesOf("v"));
+        Assert.Equal(32, s.PagesOf("v"));
+
+        var r = s.EnsureResident("v")!;
+        Assert.Equal([folder], reads);
+        Assert.True(s.IsInHostCache("v"));
+        Assert.Equal(32, r.PageCount);
+        s.Release(r);
+    }
+
+    [Fact]
+    public void AValidatedRegistrationStillChecksTheConfigAndTheWeightsWhenTheyAreRead()
+    {
+        using var pool = Pool(1000);
+        var s = new AdapterStore(Config, pool, new AdapterStoreOptions { MaxRank = 8 });
+        Assert.Throws<AdapterFormatException>(() => s.Register("big", NewAdapter(1, rank: 16), validated: true));
+        Assert.Throws<AdapterFormatException>(() => s.Register("nowhere", "/nonexistent/adapter", validated: true));
+        using (var other = TempAdapter.CopyOf("llama3_scaled_bf16_r4")) // another base model: its layers_to_transform or shapes
+        {
+            var e = Record.Exception(() => s.Register("other", other.Path, validated: true));
+            if (e is null) Assert.Throws<AdapterFormatException>(() => s.EnsureResident("other"));
+            else Assert.IsType<AdapterFormatException>(e);
+        }
+
+        // corrupted after registration: refused when first read, nothing taken from the pool
+        var t = TempAdapter.Random(Config, 4, Targets, 5);
+        _temps.Add(t);
+        s.Register("corrupt", t.Path, validated: true);
+        File.WriteAllBytes(t.Weights, [1, 2, 3]);
+        Assert.Equal(t.Weights, Assert.Throws<AdapterFormatException>(() => s.EnsureResident("corrupt")).File);
+
+        // rewritten with another rank after registration: the pages it was admitted with no longer hold; refused
+        var u = TempAdapter.Random(Config, 4, Targets, 6);
+        _temps.Add(u);
+        s.Register("changed", u.Path, validated: true);
+        var rank2 = TempAdapter.Random(Config, 2, Targets, 7);
+        _temps.Add(rank2);
+        foreach (var f in Directory.GetFiles(rank2.Path)) File.Copy(f, Path.Combine(u.Path, Path.GetFileName(f)), overwrite: true);
+        Assert.Contains("changed on disk", Assert.Throws<AdapterFormatException>(() => s.EnsureResident("changed")).Message);
+        Assert.Equal(0, pool.Usage.AdapterPages);
+        Assert.Null(pool.Audit());
+    }
+
+    [Fact]
+    public void TheHostImageLoadsIntoPoolPagesAsAAndBTransposed()
+    {
+        using var pool = Pool(1000);
+        string folder = NewAdapter(9, rank: 8);
+        var adapter = PeftAdapter.Load(folder, Config);
+        var image = AdapterImage.Build(adapter, pool.PageFloats);
+        Assert.Equal(AdapterImage.PagesFor(adapter.Config, Config, pool.PageFloats), image.PageCount);
+        pool.TryAllocate(PageOwner.Kv(1), new int[7]); // the adapter's pages are not the first ones
+        var r = AdapterResidency.TryCreate(pool, "a", 1, image)!;
+        foreach (var m in adapter.Modules)
+        {
+            var a = r.A(m.Layer, m.Target);
+            var bt = r.BT(m.Layer, m.Target);
+            for (int i = 0; i < m.Rank; i++)
+            {
+                for (int c = 0; c < m.In; c++) Assert.Equal(m.A[i * m.In + c], a[i, c]);
+                for (int o = 0; o < m.Out; o++) Assert.Equal(m.B[o * m.Rank + i], bt[i, o]);
+            }
+        }
+        Assert.Equal(image.PageCount, pool.Usage.AdapterPages);
     }
 }

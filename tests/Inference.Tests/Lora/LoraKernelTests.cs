@@ -118,7 +118,7 @@ public sealed class LoraKernelTests(ITestOutputHelper log)
         var probe = PeftAdapter.Load(g.Directory, config);
         int pages = AdapterResidency.PagesFor(probe, config.HiddenSize);
         using var pool = new PagePool((long)(pages + pages / 2) * config.HiddenSize * 4, config.HiddenSize); // room for one
-        var store = new AdapterStore(config, pool, new AdapterStoreOptions { HostCacheBytes = probe.WeightBytes }); // host holds one
+        var store = new AdapterStore(config, pool, new AdapterStoreOptions { HostCacheBytes = AdapterImage.Build(probe, config.HiddenSize).Bytes }); // host holds one
         store.Register("golden", g.Directory);
         store.Register("other", other.Path);
 

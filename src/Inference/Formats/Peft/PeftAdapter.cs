@@ -50,6 +50,22 @@ public sealed partial class PeftAdapter
     public static PeftAdapter Load(string folder, ModelConfig baseModel, PeftValidation? validation = null)
     {
         validation ??= new PeftValidation();
+        var config = ReadConfig(folder, baseModel, validation);
+        string weightsPath = Path.Combine(folder, WeightsFileName);
+        SafetensorsFile file;
+        try { file = SafetensorsFile.Open(weightsPath, validation.MaxHeaderBytes); }
+        catch (ModelFormatException e) { throw new AdapterFormatException(weightsPath, e.Problem, e); }
+        catch (IOException e) { throw new AdapterFormatException(weightsPath, $"cannot read ({e.Message})", e); }
+        using (file)
+            return new PeftAdapter(folder, config, baseModel.NumLayers, ReadModules(weightsPath, file, config, baseModel));
+    }
+
+    /// <summary>Reads and checks adapter_config.json against the base model and checks the weights file is there, without
+    /// reading it: enough to register an adapter whose files were validated in full before (at upload) and are
+    /// known unchanged (their recorded hash). <see cref="Load"/> still checks every tensor when the weights are read.</summary>
+    public static PeftAdapterConfig ReadConfig(string folder, ModelConfig baseModel, PeftValidation? validation = null)
+    {
+        validation ??= new PeftValidation();
         if (!Directory.Exists(folder)) throw new AdapterFormatException(folder, "adapter folder does not exist");
         string configPath = Path.Combine(folder, PeftAdapterConfig.FileName);
         string weightsPath = Path.Combine(folder, WeightsFileName);
@@ -67,13 +83,7 @@ public sealed partial class PeftAdapter
         CheckBaseModel(configPath, config, validation.BaseModelName);
         if (config.LayersToTransform?.FirstOrDefault(l => l >= baseModel.NumLayers) is int bad && bad >= baseModel.NumLayers)
             throw new AdapterFormatException(configPath, $"layers_to_transform names layer {bad} but the base model has {baseModel.NumLayers} layers");
-
-        SafetensorsFile file;
-        try { file = SafetensorsFile.Open(weightsPath, validation.MaxHeaderBytes); }
-        catch (ModelFormatException e) { throw new AdapterFormatException(weightsPath, e.Problem, e); }
-        catch (IOException e) { throw new AdapterFormatException(weightsPath, $"cannot read ({e.Message})", e); }
-        using (file)
-            return new PeftAdapter(folder, config, baseModel.NumLayers, ReadModules(weightsPath, file, config, baseModel));
+        return config;
     }
 
     private static void CheckBaseModel(string file, PeftAdapterConfig config, string? expected)
