@@ -5,6 +5,9 @@
 //   matmul                       the matmul kernel alone at several shapes and batch sizes
 //   serving [--quick]            multi-adapter serving on S-LoRA's workload shape (throughput vs adapters, LoRA
 //                                overhead, merge-and-swap baseline, unified vs partitioned pool, latency)
+//   serving slora [--quick] [--rounds N]
+//                                S-LoRA's setting (rank 8 on q/k/v/o, every adapter in host memory): registration of
+//                                10,000 adapters, throughput with 5..2,000 adapters (median of rounds), mixed ranks
 //   fairness [--quick] [--png F] [--gap N] [--swap-min N]
 //                                one tenant flooding at 4x the others' rate: FCFS vs VTC latency of the others against
 //                                their solo run, service gap between backlogged tenants over time (PNG), swap bandwidth,
@@ -32,6 +35,9 @@ switch (suite)
         return 0;
     case "matmul":
         MatMulBenchmark.Run(args[1..]);
+        return 0;
+    case "serving" when args.Length > 1 && args[1] == "slora":
+        SLoraSettingBenchmark.Run(args[2..]);
         return 0;
     case "serving":
         ServingBenchmark.Run(args[1..]);

@@ -16,7 +16,7 @@ namespace Loom.Benchmarks;
 internal static class ServingBenchmark
 {
     // the SmolLM2-135M shape of the engine suite (random weights, f32)
-    private static readonly ModelConfig Smol = new()
+    internal static readonly ModelConfig Smol = new()
     {
         ModelType = "llama", HiddenSize = 576, IntermediateSize = 1536, NumLayers = 30, NumHeads = 9, NumKvHeads = 3,
         HeadDim = 64, VocabSize = 49152, TieWordEmbeddings = true, RmsNormEps = 1e-5, RopeTheta = 100000, MaxPositionEmbeddings = 8192,
@@ -25,9 +25,9 @@ internal static class ServingBenchmark
     private static readonly int[] Ranks = [8, 16, 32, 64, 128];
     private static readonly LoraTarget[] Targets = [LoraTarget.QProj, LoraTarget.VProj];
 
-    private sealed record TraceRequest(double Arrival, int Adapter, int[] Prompt, int Output);
+    internal sealed record TraceRequest(double Arrival, int Adapter, int[] Prompt, int Output);
 
-    private sealed record Result(double Seconds, long Generated, long Processed, int Requests, List<double> Ttft, List<double> Tbt,
+    internal sealed record Result(double Seconds, long Generated, long Processed, int Requests, List<double> Ttft, List<double> Tbt,
         int MaxRunning, double MeanRunning, long Loads, long Evictions, long Preemptions)
     {
         public double Throughput => Generated / Seconds;
@@ -150,7 +150,7 @@ internal static class ServingBenchmark
     }
 
     /// <summary>S-LoRA's trace shape with a fixed seed. rate 0: every request arrives at t = 0.</summary>
-    private static List<TraceRequest> Trace(int count, int adapters, double alpha, double cv, double rate, int seed, (int Lo, int Hi) input, (int Lo, int Hi) output)
+    internal static List<TraceRequest> Trace(int count, int adapters, double alpha, double cv, double rate, int seed, (int Lo, int Hi) input, (int Lo, int Hi) output)
     {
         var rng = new Random(seed);
         var list = new List<TraceRequest>();
@@ -187,7 +187,7 @@ internal static class ServingBenchmark
         }
     }
 
-    private static Result Serve(ServingEngine e, List<TraceRequest> trace, Func<int, string?> adapterId, bool arrivals) =>
+    internal static Result Serve(ServingEngine e, List<TraceRequest> trace, Func<int, string?> adapterId, bool arrivals) =>
         ServeAsync(e, trace, adapterId, arrivals).GetAwaiter().GetResult();
 
     private static async Task<Result> ServeAsync(ServingEngine e, List<TraceRequest> trace, Func<int, string?> adapterId, bool arrivals)
@@ -331,17 +331,19 @@ internal static class ServingBenchmark
         }
     }
 
-    private static string WriteAdapter(string folder, int rank, int seed)
+    private static string WriteAdapter(string folder, int rank, int seed) => WriteAdapter(folder, rank, seed, Targets);
+
+    internal static string WriteAdapter(string folder, int rank, int seed, LoraTarget[] targets)
     {
         var rng = new Random(seed);
         var modules = new List<LoraWeights>();
         for (int l = 0; l < Smol.NumLayers; l++)
-            foreach (var t in Targets)
+            foreach (var t in targets)
             {
                 var (i, o) = LoraTargets.Dims(Smol, t);
                 modules.Add(new LoraWeights(l, t, rank, i, o, Random(rng, rank * i, 1 / MathF.Sqrt(i)), Random(rng, o * rank, 1 / MathF.Sqrt(rank))));
             }
-        PeftAdapterWriter.Write(folder, new PeftAdapterConfig { Rank = rank, Alpha = 2 * rank, Targets = Targets }, modules);
+        PeftAdapterWriter.Write(folder, new PeftAdapterConfig { Rank = rank, Alpha = 2 * rank, Targets = targets }, modules);
         return folder;
     }
 
@@ -352,14 +354,14 @@ internal static class ServingBenchmark
         return a;
     }
 
-    private static double Pct(List<double> xs, double p)
+    internal static double Pct(List<double> xs, double p)
     {
         if (xs.Count == 0) return double.NaN;
         var s = xs.OrderBy(x => x).ToArray();
         return s[Math.Min(s.Length - 1, (int)Math.Ceiling(p / 100 * s.Length) - 1)];
     }
 
-    private static void Print(string what, Result r) =>
+    internal static void Print(string what, Result r) =>
         Console.WriteLine($"  {what,-26} {r.Seconds,6:F1} s, {r.Throughput,6:F1} generated tokens/s ({r.Processed / r.Seconds,6:F0} tokens/s incl. prompts), " +
             $"running max {r.MaxRunning} mean {r.MeanRunning:F1}, adapter loads {r.Loads}, evictions {r.Evictions}, preemptions {r.Preemptions}");
 }
