@@ -9,7 +9,7 @@ using Loom.Inference.Scheduling;
 namespace Loom.Benchmarks;
 
 /// <summary>Fairness across tenants: one tenant sends four times the others' rate, FCFS vs VTC on the same trace and
-/// model, against the well-behaved tenants served alone; the service gap between backlogged tenants over time (PNG);
+/// model, against the well-behaved tenants served alone and against the flood sending exactly its fair share; the service gap between backlogged tenants over time (PNG);
 /// swap bandwidth against a plain copy of the same bytes; time spent on preemption.</summary>
 internal static class FairnessBenchmark
 {
@@ -73,7 +73,12 @@ internal static class FairnessBenchmark
         var trace = Trace(rate, 0, seconds, input, output, 7);
         var soloTrace = trace.Where(r => r.Tenant != Flood).ToList();
         Console.WriteLine($"trace: {trace.Count} requests ({trace.Count(r => r.Tenant == Flood)} flood)");
+        // the baseline that isolates fairness: the flood sends exactly its max-min fair share (what the machine has left
+        // after the well-behaved tenants' demand), so the batch is as full as under the flood but nobody exceeds a share
+        double fairMultiple = (capacity - 2 * rate) / rate;
+        var fairTrace = Trace(rate, 0, seconds, input, output, 7, fairMultiple);
         var solo = Serve(NewEngine(SchedulingPolicyKind.Vtc), soloTrace, seconds);
+        var fairShare = Serve(NewEngine(SchedulingPolicyKind.Vtc), fairTrace, seconds);
         var fcfs = Serve(NewEngine(SchedulingPolicyKind.Fcfs), trace, seconds);
         var vtc = Serve(NewEngine(SchedulingPolicyKind.Vtc), trace, seconds);
         Console.WriteLine($"load average at end: {File.ReadAllText("/proc/loadavg").Trim()}");
@@ -81,7 +86,7 @@ internal static class FairnessBenchmark
         Console.WriteLine();
         Console.WriteLine("                     well-behaved (b, c)                        flood");
         Console.WriteLine("run       seconds    TTFT p50   p99       TBT p50   p99          TTFT p50   p99       TBT p50   p99");
-        foreach (var (name, r) in new[] { ("solo", solo), ("FCFS", fcfs), ("VTC", vtc) })
+        foreach (var (name, r) in new[] { ("solo", solo), ("fair", fairShare), ("FCFS", fcfs), ("VTC", vtc) })
         {
             var q = (Ttft: Quiet.SelectMany(t => r.Ttft.GetValueOrDefault(t, [])).ToList(), Tbt: Quiet.SelectMany(t => r.Tbt.GetValueOrDefault(t, [])).ToList());
             var f = (Ttft: r.Ttft.GetValueOrDefault(Flood, []), Tbt: r.Tbt.GetValueOrDefault(Flood, []));
@@ -89,7 +94,9 @@ internal static class FairnessBenchmark
                 $"{(f.Ttft.Count == 0 ? "" : $"{Ms(f.Ttft, 50),7} {Ms(f.Ttft, 99),7}   {Ms(f.Tbt, 50),7} {Ms(f.Tbt, 99),7}")}");
         }
         double P99(Outcome r) => Pct(Quiet.SelectMany(t => r.Ttft.GetValueOrDefault(t, [])).ToList(), 99);
-        Console.WriteLine($"well-behaved p99 TTFT vs solo: FCFS {P99(fcfs) / P99(solo):F2}x, VTC {P99(vtc) / P99(solo):F2}x (target under VTC <= 1.5x)");
+        Console.WriteLine($"well-behaved p99 TTFT vs solo: FCFS {P99(fcfs) / P99(solo):F2}x, VTC {P99(vtc) / P99(solo):F2}x");
+        Console.WriteLine($"well-behaved p99 TTFT vs the fair-share baseline (flood at {fairMultiple:F1}x, its max-min share; {fairTrace.Count(r => r.Tenant == Flood)} flood requests): " +
+            $"FCFS {P99(fcfs) / P99(fairShare):F2}x, VTC {P99(vtc) / P99(fairShare):F2}x (target under VTC <= 1.5x)");
 
         foreach (var (name, r) in new[] { ("FCFS", fcfs), ("VTC", vtc) })
         {
@@ -225,9 +232,10 @@ internal static class FairnessBenchmark
             $"swap out {bytes / bestOut / 1e9 / parallel * 100:F0}% and in {bytes / bestIn / 1e9 / parallel * 100:F0}% of the {cores}-core copy");
     }
 
-    /// <summary>Poisson arrivals for 'seconds' (rate per second per well-behaved tenant, the flood at 4x), or, with
-    /// rate 0, 'count' requests of the flood tenant all at t = 0.</summary>
-    private static List<Req> Trace(double rate, int count, double seconds, (int Lo, int Hi) input, (int Lo, int Hi) output, int seed)
+    /// <summary>Poisson arrivals: the well-behaved tenants at <paramref name="rate"/> each, the flood at
+    /// <paramref name="floodMultiple"/> times that. Each tenant draws from its own generator, so the well-behaved tenants'
+    /// requests are the same whatever the flood sends. rate 0: <paramref name="count"/> flood requests at t = 0.</summary>
+    private static List<Req> Trace(double rate, int count, double seconds, (int Lo, int Hi) input, (int Lo, int Hi) output, int seed, double floodMultiple = 4)
     {
         var rng = new Random(seed);
         int[] Prompt() => Enumerable.Range(0, rng.Next(input.Lo, input.Hi)).Select(_ => rng.Next(Smol.VocabSize)).ToArray();
@@ -237,9 +245,12 @@ internal static class FairnessBenchmark
             for (int i = 0; i < count; i++) list.Add(new Req(0, Flood, Prompt(), rng.Next(output.Lo, output.Hi)));
             return list;
         }
-        foreach (var (tenant, r) in new[] { (Flood, 4 * rate), (Quiet[0], rate), (Quiet[1], rate) })
+        foreach (var (tenant, r, stream) in new[] { (Flood, floodMultiple * rate, 0), (Quiet[0], rate, 1), (Quiet[1], rate, 2) })
+        {
+            rng = new Random(seed * 31 + stream);
             for (double t = -Math.Log(1 - rng.NextDouble()) / r; t < seconds; t += -Math.Log(1 - rng.NextDouble()) / r)
                 list.Add(new Req(t, tenant, Prompt(), rng.Next(output.Lo, output.Hi)));
+        }
         return [.. list.OrderBy(r => r.Arrival)];
     }
 
