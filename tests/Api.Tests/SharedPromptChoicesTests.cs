@@ -45,7 +45,7 @@ public class SharedPromptChoicesTests(ChatModelFactory factory) : IClassFixture<
         var after = Engine.GetMetrics();
 
         var usage = shared.GetProperty("usage");
-        int prompt = usage.GetProperty("prompt_tokens").GetInt32() / n, completion = usage.GetProperty("completion_tokens").GetInt32();
+        int prompt = usage.GetProperty("prompt_tokens").GetInt32(), completion = usage.GetProperty("completion_tokens").GetInt32();
         Assert.Equal(n * 12, completion);
         // One prefill of the prompt but its last token, then per choice that last token and its own tokens (each
         // sampled token but the last is fed back): (prompt - 1) + n * 12, where n separate prefills would run
@@ -58,7 +58,13 @@ public class SharedPromptChoicesTests(ChatModelFactory factory) : IClassFixture<
         // tenant, whose requests never see this tenant's cached KV.
         var other = await ClientAsync();
         var alone = new List<string>();
-        for (var i = 0; i < n; i++) alone.Add(Texts(await OkAsync(await other.PostAsJsonAsync(path, Body(1, 1234 + i))), chat)[0]);
+        for (var i = 0; i < n; i++)
+        {
+            var one = await OkAsync(await other.PostAsJsonAsync(path, Body(1, 1234 + i)));
+            alone.Add(Texts(one, chat)[0]);
+            // the prompt is counted once, as for one choice (OpenAI's usage), not once per choice
+            Assert.Equal(prompt, one.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+        }
         var choices = Texts(shared, chat);
         Assert.Equal(alone, choices);
         Assert.True(choices.Distinct().Count() > 1, "seeded choices at temperature 1 should differ");

@@ -73,7 +73,7 @@ public static class ChatCompletionsApi
             if (e.Logprobs is { } lp) logprobs[i].Add(LogprobMapping.Chat(lp, prepared.Model.Tokenizer));
             if (e.IsFinal) { finish[i] = Reason(e.FinishReason!.Value); completionTokens += e.Usage!.CompletionTokens; }
         }
-        var promptTokens = prepared.PromptIds.Length * n;
+        var promptTokens = prepared.PromptIds.Length; // once, whatever n: the choices share one prompt (and one prefill)
         var choices = Enumerable.Range(0, n).Select(i =>
         {
             var (message, reason) = Message(tools, text[i].ToString(), finish[i]);
@@ -143,7 +143,7 @@ public static class ChatCompletionsApi
             }
             if (usageField)
             {
-                var promptTokens = p.PromptIds.Length * p.Options.N;
+                var promptTokens = p.PromptIds.Length;
                 Sse.Write(response, new ChatCompletionChunk(id, "chat.completion.chunk", created, p.Options.Model, [],
                     ChunkUsage.Of(new UsageObject(promptTokens, completionTokens, promptTokens + completionTokens))), type);
             }

@@ -155,7 +155,7 @@ internal sealed class CompletionService(
         usage.RecordAsync(new UsageRecord
         {
             RequestId = Guid.NewGuid(), TenantId = key.Key.TenantId, ApiKeyId = PortalCaller.IsPortal(key) ? null : key.Key.Id, Model = p.Model.Name, AdapterId = p.Model.AdapterId,
-            PromptTokens = p.PromptIds.Length * p.Options.N, CompletionTokens = completionTokens,
+            PromptTokens = p.PromptIds.Length, CompletionTokens = completionTokens,
             LatencyMs = (int)Math.Min(int.MaxValue, latency.TotalMilliseconds), CreatedAt = clock.GetUtcNow(),
         });
 }

@@ -71,7 +71,7 @@ public static class CompletionsApi
                 }
                 if (p.Options.IncludeUsage)
                 {
-                    var promptTokens = p.PromptIds.Length * p.Options.N;
+                    var promptTokens = p.PromptIds.Length;
                     Sse.Write(response, Chunk(null!, new UsageObject(promptTokens, completionTokens, promptTokens + completionTokens)), type);
                 }
                 await Sse.DoneAsync(response, ct);
@@ -104,7 +104,7 @@ public static class CompletionsApi
             texts[i].Append(e.Text);
             if (e.IsFinal) { finish[i] = ChatCompletionsApi.Reason(e.FinishReason!.Value); total += e.Usage!.CompletionTokens; }
         }
-        var promptCount = p.PromptIds.Length * n;
+        var promptCount = p.PromptIds.Length; // once, whatever n (as OpenAI counts it)
         var choices = Enumerable.Range(0, n).Select(i => new TextChoice(texts[i].ToString(), i,
             withLogprobs ? new LegacyLogprobs(tokens[i], tokenLps[i], tops[i], offsets[i]) : null, finish[i])).ToList();
         return Results.Json(new TextCompletion(id, "text_completion", created, p.Options.Model, choices, new UsageObject(promptCount, total, promptCount + total)));
