@@ -11,7 +11,7 @@ public sealed class BlobStoreOptions
 
 /// <summary>
 /// Blobs as files under Root/ab/abcdef... named by their SHA-256. Writes go to a temporary file that
-/// is hashed while copying and renamed into place, so a reader never sees a partial blob.
+/// is hashed while copying, fsynced and renamed into place, so a reader never sees a partial blob.
 /// </summary>
 public sealed class FileSystemBlobStore(IOptions<BlobStoreOptions> options) : IBlobStore
 {
@@ -36,6 +36,9 @@ public sealed class FileSystemBlobStore(IOptions<BlobStoreOptions> options) : IB
                     await file.WriteAsync(buffer.AsMemory(0, n), ct);
                 }
                 await file.FlushAsync(ct);
+                // on disk before the rename: a blob under its name is whole after a crash (a database row may refer to it
+                // as soon as this returns)
+                file.Flush(flushToDisk: true);
                 length = file.Length;
                 sha = Convert.ToHexStringLower(hash.GetHashAndReset());
             }
