@@ -61,8 +61,15 @@ internal static class EngineBenchmark
             for (int i = 0; i < b; i++) next[i] = rng.Next(c.VocabSize);
             // warm-up steps (the JIT tiers up the kernels), then the timed steps, each timed on its own
             var times = new List<double>();
+            var proc = System.Diagnostics.Process.GetCurrentProcess();
+            TimeSpan cpu = default;
             for (int s = -3; s < steps; s++)
             {
+                if (s == 0)
+                {
+                    proc.Refresh();
+                    cpu = proc.TotalProcessorTime;
+                }
                 sw.Restart();
                 state.Clear();
                 for (int i = 0; i < b; i++) state.Add(caches[i], next.AsSpan(i, 1));
@@ -70,18 +77,24 @@ internal static class EngineBenchmark
                 for (int i = 0; i < b; i++) next[i] = model.Kernels.Argmax(state.Logits(i));
                 if (s >= 0) times.Add(sw.Elapsed.TotalMilliseconds);
             }
+            proc.Refresh();
+            double cpuPerStep = (proc.TotalProcessorTime - cpu).TotalSeconds / steps;
             times.Sort();
             double ms = times[times.Count / 2], best = times[0];
             double tps = b * 1000 / ms;
+            // the FLOPs of the middle timed step (context promptLen + steps/2 for every sequence)
+            double stepFlops = b * DecodeFlops(c, promptLen + steps / 2);
+            string fma = $"; {stepFlops / ms / 1e6:F1} GFLOP/s = {stepFlops / ms / 1e6 / (peak / 1e9) * 100:F0}% of measured FMA peak, " +
+                $"{stepFlops / cpuPerStep / 1e9:F1} GFLOP per CPU-second = {stepFlops / cpuPerStep / corePeak * 100:F0}% of the per-CPU-second peak";
             if (b == 1)
             {
                 batch1 = tps;
-                Console.WriteLine($"decode batch 1:  {ms,7:F2} ms/token median ({best:F2} best of {steps}), {tps,7:F1} tokens/s; bandwidth floor {floorMs:F2} ms/token → {floorMs / ms * 100:F0}% of the floor's speed (best step {floorMs / best * 100:F0}%; target ≥ 75%)");
+                Console.WriteLine($"decode batch 1:  {ms,7:F2} ms/token median ({best:F2} best of {steps}), {tps,7:F1} tokens/s; bandwidth floor {floorMs:F2} ms/token → {floorMs / ms * 100:F0}% of the floor's speed (best step {floorMs / best * 100:F0}%; target ≥ 75%){fma}");
             }
             else
             {
                 string target = c == Smol ? $" (target ≥ {(b == 8 ? 6 : 15)}x)" : "";
-                Console.WriteLine($"decode batch {b,-2}: {ms,7:F2} ms/step median ({best:F2} best of {steps}), {tps,7:F1} tokens/s = {tps / batch1:F1}x batch 1{target}");
+                Console.WriteLine($"decode batch {b,-2}: {ms,7:F2} ms/step median ({best:F2} best of {steps}), {tps,7:F1} tokens/s = {tps / batch1:F1}x batch 1{target}{fma}");
             }
         }
         if (prefill)
@@ -114,6 +127,14 @@ internal static class EngineBenchmark
             Console.WriteLine($"                 CPU time {bestCpu * 1e3:F0} ms over {cores} cores: {flops / bestCpu / 1e9:F1} GFLOP per CPU-second = {flops / bestCpu / corePeak * 100:F0}% of the per-CPU-second peak (what the kernels reach when they hold a core)");
         }
         Console.WriteLine();
+    }
+
+    /// <summary>Multiply-adds ×2 of one decode token at context <paramref name="context"/>: every projection, attention
+    /// over the visible positions, and the LM head.</summary>
+    private static double DecodeFlops(ModelConfig c, int context)
+    {
+        double perLayer = 2.0 * c.HiddenSize * (2 * c.QDim + 2 * c.KvDim) + 2.0 * 3 * c.HiddenSize * c.IntermediateSize + 2.0 * 2 * context * c.QDim;
+        return c.NumLayers * perLayer + 2.0 * c.HiddenSize * c.VocabSize;
     }
 
     /// <summary>Multiply-adds ×2 of a causal prefill: projections and MLP for every token, attention scores and

@@ -2,6 +2,7 @@
 // Usage: dotnet run -c Release --project tests/Benchmarks -- <suite>
 //   engine [--quick] [--no-1b]   memory bandwidth, FMA peak, decode (batch 1/8/32) and prefill on random models
 //   engine alloc [--quick]       managed bytes allocated per decode step (forward, sampling) in steady state
+//   engine checksum              a hash of the exact logits bits of prefill and batched decode (two builds compared)
 //   matmul                       the matmul kernel alone at several shapes and batch sizes
 //   serving [--quick]            multi-adapter serving on S-LoRA's workload shape (throughput vs adapters, LoRA
 //                                overhead, merge-and-swap baseline, unified vs partitioned pool, latency)
@@ -29,6 +30,9 @@ switch (suite)
 {
     case "engine" when args.Length > 1 && args[1] == "alloc":
         AllocationBenchmark.Run(quick: args.Contains("--quick"));
+        return 0;
+    case "engine" when args.Length > 1 && args[1] == "checksum":
+        ChecksumBenchmark.Run();
         return 0;
     case "engine":
         EngineBenchmark.Run(quick: args.Contains("--quick"), include1B: !args.Contains("--no-1b"));

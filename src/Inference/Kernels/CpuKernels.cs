@@ -2,18 +2,24 @@ using Loom.Inference.Model;
 
 namespace Loom.Inference.Kernels;
 
-/// <summary>The CPU backend: System.Numerics.Tensors and Vector256/Vector512, Parallel.For over output rows.</summary>
-public sealed unsafe class CpuKernels(SimdLevel level) : IKernels
+/// <summary>The CPU backend: System.Numerics.Tensors and Vector256/Vector512, parallel over output rows on the
+/// instance's own persistent workers (<see cref="WorkerPool"/>, started with the instance, stopped by Dispose).</summary>
+public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IKernels, IDisposable
 {
     public CpuKernels() : this(Simd.Best) { }
+    public CpuKernels(SimdLevel level) : this(level, Environment.ProcessorCount) { }
 
     public SimdLevel Level { get; } = level;
+    /// <summary>The threads every parallel region of this backend runs on.</summary>
+    public WorkerPool Pool { get; } = new(workers);
     public int AttentionScratchRows { get; } = Environment.ProcessorCount * 4;
+
+    public void Dispose() => Pool.Dispose();
 
     public void MatMul(Span<float> y, ReadOnlySpan<float> x, WeightMatrix w, int n)
     {
         if (Level == SimdLevel.Scalar) MatMulKernel.Naive(y, x, w, n);
-        else MatMulKernel.Forward(y, x, w, n, Level);
+        else MatMulKernel.Forward(y, x, w, n, Level, Pool);
     }
 
     public void MatMul(Span<float> y1, WeightMatrix w1, Span<float> y2, WeightMatrix w2, Span<float> y3, WeightMatrix? w3, ReadOnlySpan<float> x, int n)
@@ -31,8 +37,8 @@ public sealed unsafe class CpuKernels(SimdLevel level) : IKernels
         fixed (float* p3 = y3)
         fixed (float* xp = x)
         {
-            if (w3 == null) MatMulKernel.Forward([new MatMulTarget((nint)p1, w1), new MatMulTarget((nint)p2, w2)], xp, n, Level);
-            else MatMulKernel.Forward([new MatMulTarget((nint)p1, w1), new MatMulTarget((nint)p2, w2), new MatMulTarget((nint)p3, w3)], xp, n, Level);
+            if (w3 == null) MatMulKernel.Forward([new MatMulTarget((nint)p1, w1), new MatMulTarget((nint)p2, w2)], xp, n, Level, Pool);
+            else MatMulKernel.Forward([new MatMulTarget((nint)p1, w1), new MatMulTarget((nint)p2, w2), new MatMulTarget((nint)p3, w3)], xp, n, Level, Pool);
         }
     }
 
@@ -89,7 +95,6 @@ public sealed unsafe class CpuKernels(SimdLevel level) : IKernels
     {
         var cache = b.Caches[t0];
         int length = b.Lengths[t1 - 1];
-        int blocks = (length + 15) / 16;
         Kernels.Attention.TransposeKeys(b.KeysT, cache, b.Layer, length, b.KvHeads, b.HeadDim);
         int items = (t1 - t0) * b.Heads;
         int chunks = Math.Min(AttentionScratchRows, items);
@@ -99,20 +104,16 @@ public sealed unsafe class CpuKernels(SimdLevel level) : IKernels
         fixed (float* ktP = b.KeysT)
         fixed (int* lenP = b.Lengths)
         {
-            nint o = (nint)outP, q = (nint)qP, s = (nint)sP, kt = (nint)ktP, len = (nint)lenP;
-            int heads = b.Heads, hd = b.HeadDim, layer = b.Layer, row = b.ScratchRowLength, ktLength = b.KeysT.Length;
-            Parallel.For(0, chunks, c =>
+            var job = _prefillJob ??= new PrefillAttentionJob();
+            job.Set(b, outP, qP, sP, ktP, lenP, t0, chunks, items, groups, (length + 15) / 16);
+            try
             {
-                var scores = new Span<float>((float*)s + (long)c * row, row);
-                var keysT = new ReadOnlySpan<float>((float*)kt, ktLength);
-                for (int i = c; i < items; i += chunks)   // round-robin: causal rows grow with position
-                {
-                    int t = t0 + i / heads, h = i % heads;
-                    var qh = new ReadOnlySpan<float>((float*)q + ((long)t * heads + h) * hd, hd);
-                    var oh = new Span<float>((float*)o + ((long)t * heads + h) * hd, hd);
-                    Kernels.Attention.HeadTransposed(oh, qh, keysT, blocks, cache, layer, h / groups, ((int*)len)[t], scores);
-                }
-            });
+                Pool.Run(job, chunks);
+            }
+            finally
+            {
+                job.Cache = null;
+            }
         }
     }
 
@@ -127,31 +128,24 @@ public sealed unsafe class CpuKernels(SimdLevel level) : IKernels
         fixed (int* lenP = b.Lengths)
         fixed (bool* skipP = skip)
         {
-            nint o = (nint)outP, q = (nint)qP, s = (nint)sP, len = (nint)lenP, sk = (nint)skipP;
-            var caches = b.Caches;
-            int heads = b.Heads, hd = b.HeadDim, layer = b.Layer, row = b.ScratchRowLength;
-            var level = Level;
-            void Run(int c)
-            {
-                // items dealt round-robin: causal rows grow with position, so contiguous ranges would be uneven
-                var scores = new Span<float>((float*)s + (long)c * row, row);
-                for (int i = c; i < items; i += chunks)
-                {
-                    int t = i / heads, h = i % heads;
-                    if (((bool*)sk)[t]) continue;
-                    int length = ((int*)len)[t];
-                    var qh = new ReadOnlySpan<float>((float*)q + ((long)t * heads + h) * hd, hd);
-                    var oh = new Span<float>((float*)o + ((long)t * heads + h) * hd, hd);
-                    if (level == SimdLevel.Scalar) Kernels.Attention.NaiveHead(oh, qh, caches[t], layer, h / groups, length);
-                    else Kernels.Attention.Head(oh, qh, caches[t], layer, h / groups, length, scores, level);
-                }
-            }
+            var job = _perTokenJob ??= new PerTokenAttentionJob();
+            job.Set(b, outP, qP, sP, lenP, skipP, chunks, items, groups, Level);
             long work = 0;
             for (int t = 0; t < b.Tokens; t++) if (!skip[t]) work += b.Lengths[t];
-            if (chunks == 1 || work * heads * hd < 1 << 15)
-                for (int c = 0; c < chunks; c++) Run(c);
-            else
-                Parallel.For(0, chunks, Run);
+            try
+            {
+                if (chunks == 1 || work * b.Heads * b.HeadDim < 1 << 15)
+                    for (int c = 0; c < chunks; c++) job.Execute(c);
+                else
+                    Pool.Run(job, chunks);
+            }
+            finally
+            {
+                job.Caches = null;
+            }
         }
     }
+
+    [ThreadStatic] private static PrefillAttentionJob? _prefillJob;
+    [ThreadStatic] private static PerTokenAttentionJob? _perTokenJob;
 }

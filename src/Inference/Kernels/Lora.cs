@@ -17,10 +17,12 @@ public static unsafe class LoraKernel
     /// <summary>Adds the LoRA delta of every segment to y for one module of one layer.
     /// y: (n, outDim) the base projection's output; x: (n, inDim) its input;
     /// scratch: at least (n, max rank in the batch) floats for the shrunk activations.</summary>
+    /// <param name="pool">The workers (null: the shared pool).</param>
     public static void Apply(Span<float> y, ReadOnlySpan<float> x, int inDim, int outDim, ReadOnlySpan<LoraSegment> segments,
-        int layer, LoraTarget target, Span<float> scratch, SimdLevel level)
+        int layer, LoraTarget target, Span<float> scratch, SimdLevel level, WorkerPool? pool = null)
     {
-        if (TryApplyAcrossSegments(y, x, inDim, outDim, segments, layer, target, scratch, level)) return;
+        pool ??= WorkerPool.Shared;
+        if (TryApplyAcrossSegments(y, x, inDim, outDim, segments, layer, target, scratch, level, pool)) return;
         foreach (var seg in segments)
         {
             if (seg.Count == 0 || seg.Adapter is not { } ad || !ad.Targets(layer, target)) continue;
@@ -34,20 +36,19 @@ public static unsafe class LoraKernel
             fixed (float* yp = y)
             fixed (float* xp = x)
             fixed (float* sp = scratch)
-                Segment(yp + (long)seg.Start * outDim, xp + (long)seg.Start * inDim, sp, seg.Count, a, bt, ad.Scale, level);
+                Segment(yp + (long)seg.Start * outDim, xp + (long)seg.Start * inDim, sp, seg.Count, a, bt, ad.Scale, level, pool);
         }
     }
 
-    [ThreadStatic] private static (LoraSegment Segment, int T0, int T1)[]? _items;
 
     /// <summary>Many small segments (decodes of different adapters) would each run on one core: run pieces of all
     /// segments side by side instead (a long segment is cut into runs of tokens so the cores stay even), each token with
     /// its own scratch row (token t of the batch uses scratch row t). Per token the arithmetic is unchanged. False
     /// (nothing done) when the batch has fewer than two segments with work, is too small, or the scratch lacks room.</summary>
     private static bool TryApplyAcrossSegments(Span<float> y, ReadOnlySpan<float> x, int inDim, int outDim, ReadOnlySpan<LoraSegment> segments,
-        int layer, LoraTarget target, Span<float> scratch, SimdLevel level)
+        int layer, LoraTarget target, Span<float> scratch, SimdLevel level, WorkerPool pool)
     {
-        int workers = Environment.ProcessorCount;
+        int workers = pool.Workers;
         if (workers == 1 || segments.Length < 2) return false;
         int active = 0, maxRank = 0, end = 0, tokens = 0;
         long work = 0;
@@ -67,7 +68,8 @@ public static unsafe class LoraKernel
         int count = 0;
         foreach (var seg in segments)
             if (seg.Count > 0 && seg.Adapter is { } ad && ad.Targets(layer, target)) count += (seg.Count + piece - 1) / piece;
-        var items = _items is { } buffer && buffer.Length >= count ? buffer : _items = new (LoraSegment, int, int)[Math.Max(64, count)];
+        var job = _piecesJob ??= new PiecesJob();
+        var items = job.Items(count);
         count = 0;
         foreach (var seg in segments)
         {
@@ -78,16 +80,65 @@ public static unsafe class LoraKernel
         fixed (float* xp = x)
         fixed (float* sp = scratch)
         {
-            nint yA = (nint)yp, xA = (nint)xp, sA = (nint)sp;
-            Parallel.For(0, count, i =>
+            job.Set(yp, xp, sp, inDim, outDim, maxRank, layer, target, level);
+            try
             {
-                var (seg, t0, t1) = items[i];
-                var ad = seg.Adapter!;
-                Rows((float*)yA + (long)seg.Start * outDim, (float*)xA + (long)seg.Start * inDim, (float*)sA + (long)seg.Start * maxRank,
-                    t0, t1, ad.A(layer, target), ad.BT(layer, target), ad.Scale, level);
-            });
+                pool.Run(job, count);
+            }
+            finally
+            {
+                Array.Clear(items, 0, count);   // drops the adapters
+            }
         }
         return true;
+    }
+
+    [ThreadStatic] private static PiecesJob? _piecesJob;
+    [ThreadStatic] private static SegmentJob? _segmentJob;
+
+    /// <summary>Pieces of many segments side by side (see <see cref="TryApplyAcrossSegments"/>); one per calling thread, reused.</summary>
+    private sealed class PiecesJob : PoolJob
+    {
+        private (LoraSegment Segment, int T0, int T1)[] _items = new (LoraSegment, int, int)[64];
+        private float* _y, _x, _s;
+        private int _inDim, _outDim, _maxRank, _layer;
+        private LoraTarget _target;
+        private SimdLevel _level;
+
+        public (LoraSegment Segment, int T0, int T1)[] Items(int count) =>
+            _items.Length >= count ? _items : _items = new (LoraSegment, int, int)[count];
+
+        public void Set(float* y, float* x, float* s, int inDim, int outDim, int maxRank, int layer, LoraTarget target, SimdLevel level)
+        {
+            _y = y; _x = x; _s = s;
+            (_inDim, _outDim, _maxRank, _layer, _target, _level) = (inDim, outDim, maxRank, layer, target, level);
+        }
+
+        public override void Execute(int i)
+        {
+            var (seg, t0, t1) = _items[i];
+            var ad = seg.Adapter!;
+            Rows(_y + (long)seg.Start * _outDim, _x + (long)seg.Start * _inDim, _s + (long)seg.Start * _maxRank,
+                t0, t1, ad.A(_layer, _target), ad.BT(_layer, _target), ad.Scale, _level);
+        }
+    }
+
+    /// <summary>One segment's tokens cut into one contiguous run per worker; one per calling thread, reused.</summary>
+    private sealed class SegmentJob : PoolJob
+    {
+        public PagedMatrix A, BT;
+        private float* _y, _x, _s;
+        private int _n, _parts;
+        private float _scale;
+        private SimdLevel _level;
+
+        public void Set(float* y, float* x, float* s, int n, int parts, float scale, SimdLevel level)
+        {
+            _y = y; _x = x; _s = s;
+            (_n, _parts, _scale, _level) = (n, parts, scale, level);
+        }
+
+        public override void Execute(int w) => Rows(_y, _x, _s, _n * w / _parts, _n * (w + 1) / _parts, A, BT, _scale, _level);
     }
 
     private static void CheckShapes(in PagedMatrix a, in PagedMatrix bt, int inDim, int outDim)
@@ -96,18 +147,27 @@ public static unsafe class LoraKernel
             throw new ArgumentException($"LoRA module is ({a.Cols} -> {bt.Cols}), the projection is ({inDim} -> {outDim})");
     }
 
-    private static void Segment(float* y, float* x, float* s, int n, PagedMatrix a, PagedMatrix bt, float scale, SimdLevel level)
+    private static void Segment(float* y, float* x, float* s, int n, PagedMatrix a, PagedMatrix bt, float scale, SimdLevel level, WorkerPool pool)
     {
         long work = (long)n * a.Rows * (a.Cols + bt.Cols);
-        int workers = Math.Min(n, Environment.ProcessorCount);
+        int workers = Math.Min(n, pool.Workers);
         if (work < 1 << 20 || workers == 1)
         {
             Rows(y, x, s, 0, n, a, bt, scale, level);
             return;
         }
-        nint yA = (nint)y, xA = (nint)x, sA = (nint)s;
-        Parallel.For(0, workers, w =>
-            Rows((float*)yA, (float*)xA, (float*)sA, n * w / workers, n * (w + 1) / workers, a, bt, scale, level));
+        var job = _segmentJob ??= new SegmentJob();
+        job.A = a;
+        job.BT = bt;
+        job.Set(y, x, s, n, workers, scale, level);
+        try
+        {
+            pool.Run(job, workers);
+        }
+        finally
+        {
+            job.A = job.BT = default;
+        }
     }
 
     /// <summary>Tokens [t0, t1): four at a time, so each A and Bᵀ chunk loaded from a page feeds four tokens.

@@ -15,23 +15,24 @@ public static unsafe class MatMulKernel
 {
     private const int BatchBlock = 64;    // input rows kept hot in L2 while a weight chunk streams past
 
-    public static void Forward(Span<float> y, ReadOnlySpan<float> x, WeightMatrix w, int n, SimdLevel level)
+    public static void Forward(Span<float> y, ReadOnlySpan<float> x, WeightMatrix w, int n, SimdLevel level, WorkerPool? pool = null)
     {
         if (x.Length < n * w.Cols || y.Length < n * w.Rows)
             throw new ArgumentException($"matmul buffers too small for n={n}, W=[{w.Rows},{w.Cols}]");
         fixed (float* yp = y)
         fixed (float* xp = x)
-            Forward(yp, xp, w, n, level);
+            Forward(yp, xp, w, n, level, pool);
     }
 
-    public static void Forward(float* y, float* x, WeightMatrix w, int n, SimdLevel level) =>
-        Forward([new MatMulTarget((nint)y, w)], x, n, level);
+    public static void Forward(float* y, float* x, WeightMatrix w, int n, SimdLevel level, WorkerPool? pool = null) =>
+        Forward([new MatMulTarget((nint)y, w)], x, n, level, pool);
 
     /// <summary>Several matrices applied to the same input in one parallel region (q/k/v, gate/up), so the
-    /// cores meet at one barrier instead of one per matrix.</summary>
-    public static void Forward(ReadOnlySpan<MatMulTarget> targets, float* x, int n, SimdLevel level)
+    /// cores meet at one barrier instead of one per matrix. <paramref name="pool"/>: the workers (null: the shared pool).</summary>
+    public static void Forward(ReadOnlySpan<MatMulTarget> targets, float* x, int n, SimdLevel level, WorkerPool? pool = null)
     {
-        int workers = Environment.ProcessorCount;
+        pool ??= WorkerPool.Shared;
+        int workers = pool.Workers;
         long work = 0;
         int totalRows = 0;
         bool anyPacked = false;
@@ -49,19 +50,54 @@ public static unsafe class MatMulKernel
             foreach (var t in targets) Rows((float*)t.Y, x, xt, t.W, n, 0, t.W.Rows, level);
             return;
         }
-        // (target, first row) of every chunk
-        var chunks = new (int Target, int Row)[targets.Length == 1 ? (targets[0].W.Rows + chunkRows - 1) / chunkRows : totalRows / chunkRows + targets.Length];
-        int count = 0;
-        for (int i = 0; i < targets.Length; i++)
-            for (int r = 0; r < targets[i].W.Rows; r += chunkRows) chunks[count++] = (i, r);
-        var jobs = targets.ToArray();
-        nint xA = (nint)x, xtA = (nint)xt;
-        Parallel.For(0, count, c =>
+        var job = _job ??= new RowsJob();
+        int count = job.Prepare(targets, x, xt, n, chunkRows, level);
+        try
         {
-            var (i, r0) = chunks[c];
-            var t = jobs[i];
-            Rows((float*)t.Y, (float*)xA, (float*)xtA, t.W, n, r0, Math.Min(t.W.Rows, r0 + chunkRows), level);
-        });
+            pool.Run(job, count);
+        }
+        finally
+        {
+            job.Release();
+        }
+    }
+
+    [ThreadStatic] private static RowsJob? _job;
+
+    /// <summary>The chunks of one fused matmul: (target, first row) of every run of chunkRows output rows. One per
+    /// calling thread, reused (its arrays grow, rarely), so a region allocates nothing.</summary>
+    private sealed class RowsJob : PoolJob
+    {
+        private MatMulTarget[] _targets = new MatMulTarget[3];
+        private (int Target, int Row)[] _chunks = new (int, int)[64];
+        private float* _x, _xt;
+        private int _n, _chunkRows;
+        private SimdLevel _level;
+
+        public int Prepare(ReadOnlySpan<MatMulTarget> targets, float* x, float* xt, int n, int chunkRows, SimdLevel level)
+        {
+            if (_targets.Length < targets.Length) _targets = new MatMulTarget[targets.Length];
+            targets.CopyTo(_targets);
+            int needed = targets.Length;
+            foreach (var t in targets) needed += t.W.Rows / chunkRows;
+            if (_chunks.Length < needed) _chunks = new (int, int)[needed];
+            int count = 0;
+            for (int i = 0; i < targets.Length; i++)
+                for (int r = 0; r < targets[i].W.Rows; r += chunkRows) _chunks[count++] = (i, r);
+            _x = x; _xt = xt;
+            (_n, _chunkRows, _level) = (n, chunkRows, level);
+            return count;
+        }
+
+        /// <summary>Drops the references to the weights once the region is over.</summary>
+        public void Release() => Array.Clear(_targets);
+
+        public override void Execute(int chunk)
+        {
+            var (i, r0) = _chunks[chunk];
+            var t = _targets[i];
+            Rows((float*)t.Y, _x, _xt, t.W, _n, r0, Math.Min(t.W.Rows, r0 + _chunkRows), _level);
+        }
     }
 
     [ThreadStatic] private static float[]? _interleaved;

@@ -137,7 +137,7 @@ public sealed class Transformer : IDisposable
         if (s.SegmentCount == 0) return;
         int T = s.TokenCount;
         LoraKernel.Apply(y.AsSpan(0, T * outDim), x.AsSpan(0, T * inDim), inDim, outDim, s.Segments.AsSpan(0, s.SegmentCount),
-            layer, target, s.LoraScratch, Kernels.Level);
+            layer, target, s.LoraScratch, Kernels.Level, (Kernels as CpuKernels)?.Pool);
     }
 
     private static void AddBias(Span<float> y, Linear p, int n)
@@ -147,5 +147,10 @@ public sealed class Transformer : IDisposable
         for (int i = 0; i < n; i++) Ops.AddInPlace(y.Slice(i * o, o), bias);
     }
 
-    public void Dispose() => Weights.Dispose();
+    /// <summary>Frees the weights and stops the kernels' workers.</summary>
+    public void Dispose()
+    {
+        Weights.Dispose();
+        (Kernels as IDisposable)?.Dispose();
+    }
 }

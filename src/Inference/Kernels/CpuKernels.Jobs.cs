@@ -1,0 +1,75 @@
+using Loom.Inference.Model;
+
+namespace Loom.Inference.Kernels;
+
+public sealed unsafe partial class CpuKernels
+{
+    /// <summary>Attention of a prefill run of one sequence against its transposed keys: chunk c takes items c,
+    /// c + chunks, ... (item = token × head; round-robin, since causal rows grow with position) with scratch row c.</summary>
+    private sealed class PrefillAttentionJob : PoolJob
+    {
+        public IKvCache? Cache;
+        private float* _out, _q, _scratch, _keysT;
+        private int* _lengths;
+        private int _t0, _chunks, _items, _groups, _blocks, _heads, _headDim, _layer, _row, _keysTLength;
+
+        public void Set(in AttentionBatch b, float* output, float* q, float* scratch, float* keysT, int* lengths,
+            int t0, int chunks, int items, int groups, int blocks)
+        {
+            Cache = b.Caches[t0];
+            _out = output; _q = q; _scratch = scratch; _keysT = keysT; _lengths = lengths;
+            (_t0, _chunks, _items, _groups, _blocks) = (t0, chunks, items, groups, blocks);
+            (_heads, _headDim, _layer, _row, _keysTLength) = (b.Heads, b.HeadDim, b.Layer, b.ScratchRowLength, b.KeysT.Length);
+        }
+
+        public override void Execute(int c)
+        {
+            var scores = new Span<float>(_scratch + (long)c * _row, _row);
+            var keysT = new ReadOnlySpan<float>(_keysT, _keysTLength);
+            for (int i = c; i < _items; i += _chunks)
+            {
+                int t = _t0 + i / _heads, h = i % _heads;
+                var qh = new ReadOnlySpan<float>(_q + ((long)t * _heads + h) * _headDim, _headDim);
+                var oh = new Span<float>(_out + ((long)t * _heads + h) * _headDim, _headDim);
+                Kernels.Attention.HeadTransposed(oh, qh, keysT, _blocks, Cache!, _layer, h / _groups, _lengths[t], scores);
+            }
+        }
+    }
+
+    /// <summary>Attention of single tokens (decode, short runs) over their own caches: chunk c takes items c,
+    /// c + chunks, ... with scratch row c; tokens marked in skip were done by a prefill run.</summary>
+    private sealed class PerTokenAttentionJob : PoolJob
+    {
+        public IKvCache[]? Caches;
+        private float* _out, _q, _scratch;
+        private int* _lengths;
+        private bool* _skip;
+        private int _chunks, _items, _groups, _heads, _headDim, _layer, _row;
+        private SimdLevel _level;
+
+        public void Set(in AttentionBatch b, float* output, float* q, float* scratch, int* lengths, bool* skip,
+            int chunks, int items, int groups, SimdLevel level)
+        {
+            Caches = b.Caches;
+            _out = output; _q = q; _scratch = scratch; _lengths = lengths; _skip = skip;
+            (_chunks, _items, _groups, _level) = (chunks, items, groups, level);
+            (_heads, _headDim, _layer, _row) = (b.Heads, b.HeadDim, b.Layer, b.ScratchRowLength);
+        }
+
+        public override void Execute(int c)
+        {
+            var scores = new Span<float>(_scratch + (long)c * _row, _row);
+            var caches = Caches!;
+            for (int i = c; i < _items; i += _chunks)
+            {
+                int t = i / _heads, h = i % _heads;
+                if (_skip[t]) continue;
+                int length = _lengths[t];
+                var qh = new ReadOnlySpan<float>(_q + ((long)t * _heads + h) * _headDim, _headDim);
+                var oh = new Span<float>(_out + ((long)t * _heads + h) * _headDim, _headDim);
+                if (_level == SimdLevel.Scalar) Kernels.Attention.NaiveHead(oh, qh, caches[t], _layer, h / _groups, length);
+                else Kernels.Attention.Head(oh, qh, caches[t], _layer, h / _groups, length, scores, _level);
+            }
+        }
+    }
+}
