@@ -6,7 +6,7 @@
 //   matmul                       the matmul kernel alone at several shapes and batch sizes
 //   serving [--quick]            multi-adapter serving on S-LoRA's workload shape (throughput vs adapters, LoRA
 //                                overhead, merge-and-swap baseline, unified vs partitioned pool, latency)
-//   serving slora [--quick] [--rounds N]
+//   serving slora [--quick] [--rounds N] [--png F]
 //                                S-LoRA's setting (rank 8 on q/k/v/o, every adapter in host memory): registration of
 //                                10,000 adapters, throughput with 5..2,000 adapters (median of rounds), mixed ranks
 //   fairness [--quick] [--png F] [--gap N] [--swap-min N]

@@ -96,6 +96,16 @@ internal static class SLoraSettingBenchmark
                 }
             }
             Console.WriteLine($"mixed ranks, 2,000 vs 5 adapters: {Median(mixedByCount[2000]) / Median(mixedByCount[5]) * 100:F0}% (target >= 84%; S-LoRA: 6.73 / 8.05 req/s = 84%)");
+            string png = args.SkipWhile(x => x != "--png").Skip(1).FirstOrDefault() ?? "tests/Benchmarks/serving-adapters.png";
+            LinePlot.Save(png, $"Serving throughput against the number of adapters (S-LoRA's trace shape, {requests} requests at once, median of {rounds} round(s))",
+                "adapters registered (requests spread over them, alpha 1)", "generated tokens/s",
+                [
+                    new("rank 8 on q, k, v, o; every adapter in host memory", ScottPlot.Colors.Blue, [.. byCount.OrderBy(kv => kv.Key).Select(kv => ((double)kv.Key, Median(kv.Value)))]),
+                    new($"ranks 8..128 on q, k, v, o; pool {mixedPool >> 20} MiB, host cache {mixedCache >> 30} GiB", ScottPlot.Colors.OrangeRed,
+                        [.. mixedByCount.OrderBy(kv => kv.Key).Select(kv => ((double)kv.Key, Median(kv.Value)))]),
+                ],
+                (Median(baseRuns), "base model alone"));
+            Console.WriteLine($"plot: {Path.GetFullPath(png)}");
             Console.WriteLine($"load average at the end: {File.ReadAllText("/proc/loadavg").Trim()}");
         }
         finally { Directory.Delete(root, true); }

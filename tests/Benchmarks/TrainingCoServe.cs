@@ -89,16 +89,15 @@ internal static partial class TrainingBenchmark
         var blue = Joined(both, w => w.Series, seconds, 1);
         var orange = Joined(both, w => w.TrainSeries, seconds, 1 / workPerToken);
         var light = Joined(solo, w => w.TrainSeries, seconds, 1 / workPerToken);
-        var chart = new PngChart(900, 400);
-        double yMax = new[] { grey, blue, orange, light }.Max(s => s.Count == 0 ? 0 : s.Max(p => p.Y)) * 1.1;
-        chart.Grid(total, yMax, 10, yMax / 5);
-        chart.Draw(grey, (120, 120, 120), total, yMax);
-        chart.Draw(blue, (0, 90, 200), total, yMax);
-        chart.Draw(orange, (220, 80, 0), total, yMax);
-        chart.Draw(light, (250, 180, 120), total, yMax);
-        chart.Save(png);
-        Console.WriteLine($"chart: {png} (x: seconds, the rounds of each phase one after another; y: tokens/s per 5 s window; grey: inference alone, " +
-            "blue: inference with training, orange: training beside inference, light orange: training solo)");
+        LinePlot.Save(png, $"Co-serving: inference at {rate * 32:F0} tokens/s offered (half its capacity) with and without a training run; training beside it and solo",
+            "time (s; the rounds of each phase one after another)", "tokens/s per 5 s window",
+            [
+                new("inference alone (generated tokens/s)", ScottPlot.Colors.Gray, grey),
+                new("inference with training (generated tokens/s)", ScottPlot.Colors.Blue, blue),
+                new("training beside inference (trained tokens/s)", ScottPlot.Colors.OrangeRed, orange),
+                new("training solo (trained tokens/s)", ScottPlot.Colors.Orange, light),
+            ]);
+        Console.WriteLine($"chart: {png}");
     }
 
     /// <summary>Pauses the run and waits until it is (between two units).</summary>
