@@ -50,6 +50,13 @@ public sealed unsafe class AdapterResidency
     public int Rank { get; }
     public float Scale { get; }
     public int PageCount => _pages.Length;
+    internal PagePool Pool => _pool;
+    internal int Layers => _layers;
+    /// <summary>(PageCount) page ids, module by module (see <see cref="Layout"/>).</summary>
+    internal ReadOnlySpan<int> PageTable => _pages;
+    /// <summary>Where a module lives in <see cref="PageTable"/>; rank 0 when the adapter does not target it.</summary>
+    internal LoraModuleLayout Layout(int layer, LoraTarget target) =>
+        (uint)layer < (uint)_layers ? _modules[layer * LoraTargets.Count + (int)target] : default;
     public bool IsFreed { get; private set; }
 
     private AdapterResidency(PagePool pool, string adapterId, int slot, AdapterImage image)

@@ -32,6 +32,7 @@ public sealed unsafe class PagePool : IDisposable
     private readonly int[] _stackSlot;  // (PageCount) position of a free page in _freeStack, -1 when owned
     private readonly PageOwnerKind[] _kind; // (PageCount)
     private readonly int[] _ownerId;    // (PageCount)
+    private readonly int[] _generation; // (PageCount) allocations of each page so far (a device mirror re-reads a page whose count moved)
     private int _freeCount, _kvPages, _adapterPages, _trainingPages;
     private readonly Lock _lock = new();
 
@@ -56,6 +57,7 @@ public sealed unsafe class PagePool : IDisposable
         _stackSlot = new int[PageCount];
         _kind = new PageOwnerKind[PageCount];
         _ownerId = new int[PageCount];
+        _generation = new int[PageCount];
         // lowest ids on top, so a fresh pool hands out pages in order
         for (int i = 0; i < PageCount; i++)
         {
@@ -89,6 +91,11 @@ public sealed unsafe class PagePool : IDisposable
         return new Span<float>(Base + (long)id * PageFloats, PageFloats);
     }
 
+    /// <summary>How many times page <paramref name="id"/> has been allocated. The host writes a page's contents only
+    /// after allocating it (KV swap-in, prefix restore, adapter load), so a copy of the page made at the same count is
+    /// current, except for rows the forward pass writes (the GPU backend writes those on both sides).</summary>
+    internal int Generation(int id) => Volatile.Read(ref _generation[id]);
+
     public PageOwner OwnerOf(int id)
     {
         if ((uint)id >= (uint)PageCount) throw new ArgumentOutOfRangeException(nameof(id));
@@ -108,6 +115,7 @@ public sealed unsafe class PagePool : IDisposable
                 _stackSlot[id] = -1;
                 _kind[id] = owner.Kind;
                 _ownerId[id] = owner.Id;
+                _generation[id]++;
                 ids[i] = id;
             }
             if (owner.Kind == PageOwnerKind.Kv) _kvPages += ids.Length;

@@ -15,6 +15,9 @@ public sealed class PagedKvCache : IKvCache, IDisposable
     private int _blocks;
 
     public PageOwner Owner { get; }
+    internal PagePool Pool => _pool;
+    /// <summary>(blocks, layers, 2) page ids of the pages held, in the order above.</summary>
+    internal ReadOnlySpan<int> PageTable => _pages.AsSpan(0, PagesHeld);
     public int BlockSize { get; }
     public int KvDim { get; }
     public int Layers { get; }

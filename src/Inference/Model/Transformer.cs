@@ -15,6 +15,8 @@ public sealed class Transformer : IDisposable
     public IKernels Kernels { get; }
     /// <summary>Longest sequence (prompt + generated) this instance can run.</summary>
     public int MaxContext { get; }
+    /// <summary>Where Forward runs when not on the CPU kernels (null: the CPU kernels).</summary>
+    public IForwardBackend? Backend { get; private set; }
 
     public Transformer(ModelWeights weights, IKernels? kernels = null, int maxContext = 4096)
     {
@@ -25,16 +27,32 @@ public sealed class Transformer : IDisposable
         _rope = new RopeTable(Config, MaxContext);
     }
 
+    /// <summary>Runs every later forward pass on <paramref name="backend"/> (owned: disposed with this model).</summary>
+    public Transformer UseBackend(IForwardBackend backend)
+    {
+        Backend = backend;
+        return this;
+    }
+
     /// <param name="maxLoraRank">Largest LoRA rank of an adapter in a batch (0: base model only).</param>
     public ForwardState CreateState(int maxTokens, int maxSequences, bool allPositionLogits = false, int maxLoraRank = 0) =>
         new(Config, maxTokens, maxSequences, MaxContext, allPositionLogits, Kernels.AttentionScratchRows, maxLoraRank);
 
-    public KvCache CreateCache(int maxTokens = 0) => KvCache.For(Config, maxTokens > 0 ? Math.Min(maxTokens, MaxContext) : MaxContext);
+    public IKvCache CreateCache(int maxTokens = 0)
+    {
+        int n = maxTokens > 0 ? Math.Min(maxTokens, MaxContext) : MaxContext;
+        return Backend?.CreateCache(this, n) ?? KvCache.For(Config, n);
+    }
 
     /// <summary>Runs the batch in <paramref name="s"/>: writes the new tokens' keys and values into their caches,
     /// advances the caches, and fills the logits (read them with <see cref="ForwardState.Logits"/>).</summary>
     public void Forward(ForwardState s, LogitsMode mode = LogitsMode.LastPerSequence)
     {
+        if (Backend is { } backend)
+        {
+            backend.Forward(this, s, mode);
+            return;
+        }
         var c = Config;
         var w = Weights;
         var k = Kernels;
@@ -147,9 +165,10 @@ public sealed class Transformer : IDisposable
         for (int i = 0; i < n; i++) Ops.AddInPlace(y.Slice(i * o, o), bias);
     }
 
-    /// <summary>Frees the weights and stops the kernels' workers.</summary>
+    /// <summary>Frees the backend, the weights and stops the kernels' workers.</summary>
     public void Dispose()
     {
+        Backend?.Dispose();
         Weights.Dispose();
         (Kernels as IDisposable)?.Dispose();
     }

@@ -1,0 +1,93 @@
+using ILGPU;
+using ILGPU.Algorithms;
+
+namespace Loom.Inference.Kernels.Gpu;
+
+/// <summary>Where a layer's KV lives on the device: the mirror of the pool's pages (pages, PageFloats) and each
+/// sequence's page table in PagedKvCache order ([block][layer][keys | values]), concatenated; a token finds its
+/// sequence's table at TableOffset[t].</summary>
+internal readonly record struct PagedKvShape(int Layer, int Layers, int BlockSize, int KvDim, int PageFloats)
+{
+    /// <summary>Pool index of element 0 of position <paramref name="pos"/> in a sequence's keys (kv 0) or values (kv 1).</summary>
+    public long RowAt(ArrayView<int> table, int tableOffset, int pos, int kv) =>
+        (long)table[tableOffset + (pos / BlockSize * Layers + Layer) * 2 + kv] * PageFloats + (long)(pos % BlockSize) * KvDim;
+}
+
+/// <summary>Head layout of an attention call.</summary>
+internal readonly record struct AttentionShape(int Heads, int KvHeads, int HeadDim, float Scale);
+
+/// <summary>Device code of causal GQA attention over the paged KV cache (decode and prefill alike: token t sees positions
+/// [0, Lengths[t])), and of the write of new keys and values into their pages. One group per (token, head): keys are
+/// scored in chunks of <see cref="Chunk"/> into shared memory with an online softmax (running max and sum), the output
+/// accumulates in shared memory, so the context length is bounded only by the page table. Scalar twin:
+/// <see cref="Attention.Head"/>.</summary>
+internal static class GpuAttention
+{
+    public const int Chunk = 256;
+    public const int MaxHeadDim = 256;
+
+    /// <summary>output (tokens, heads*headDim) from q (tokens, heads*headDim). Grid: tokens × heads groups.</summary>
+    public static void Attend(ArrayView<float> output, ArrayView<float> q, ArrayView<float> pages, ArrayView<int> table,
+        ArrayView<int> tableOffset, ArrayView<int> lengths, PagedKvShape kv, AttentionShape s)
+    {
+        int t = Grid.IdxX / s.Heads, h = Grid.IdxX % s.Heads, tid = Group.IdxX, g = Group.DimX;
+        var qs = SharedMemory.Allocate<float>(MaxHeadDim);
+        var acc = SharedMemory.Allocate<float>(MaxHeadDim);
+        var sc = SharedMemory.Allocate<float>(Chunk);
+        var red = SharedMemory.Allocate<float>(GpuMatMul.MaxGroup);
+        int hd = s.HeadDim, head = h / (s.Heads / s.KvHeads) * hd, len = lengths[t], tab = tableOffset[t];
+        long qo = ((long)t * s.Heads + h) * hd;
+        for (int d = tid; d < hd; d += g)
+        {
+            qs[d] = q[qo + d];
+            acc[d] = 0f;
+        }
+        Group.Barrier();
+        float m = float.NegativeInfinity, l = 0f;
+        for (int j0 = 0; j0 < len; j0 += Chunk)
+        {
+            int n = XMath.Min(Chunk, len - j0);
+            float localMax = float.NegativeInfinity;
+            for (int j = tid; j < n; j += g)
+            {
+                long k = kv.RowAt(table, tab, j0 + j, 0) + head;
+                float dot = 0f;
+                for (int d = 0; d < hd; d++) dot += qs[d] * pages[k + d];
+                dot *= s.Scale;
+                sc[j] = dot;
+                localMax = XMath.Max(localMax, dot);
+            }
+            float newM = XMath.Max(m, GpuReduce.Max(red, localMax, tid, g));
+            float factor = XMath.Exp(m - newM);
+            float localSum = 0f;
+            for (int j = tid; j < n; j += g)
+            {
+                float p = XMath.Exp(sc[j] - newM);
+                sc[j] = p;
+                localSum += p;
+            }
+            l = l * factor + GpuReduce.Sum(red, localSum, tid, g);
+            for (int d = tid; d < hd; d += g)
+            {
+                float a = acc[d] * factor;
+                for (int j = 0; j < n; j++) a += sc[j] * pages[kv.RowAt(table, tab, j0 + j, 1) + head + d];
+                acc[d] = a;
+            }
+            m = newM;
+            Group.Barrier();
+        }
+        for (int d = tid; d < hd; d += g) output[qo + d] = acc[d] / l;
+    }
+
+    /// <summary>Writes the new keys k and values v (tokens, kvDim) into their pages at Positions[t], and into the staging
+    /// copy (2, tokens, kvDim) that goes back to the host pool. One thread per (keys | values, token, element).</summary>
+    public static void WriteKv(Index1D index, ArrayView<float> pages, ArrayView<float> staging, ArrayView<float> k, ArrayView<float> v,
+        ArrayView<int> table, ArrayView<int> tableOffset, ArrayView<int> positions, PagedKvShape kv, int tokens)
+    {
+        int i = index % kv.KvDim, t = index / kv.KvDim % tokens, which = index / kv.KvDim / tokens;
+        long src = (long)t * kv.KvDim + i;
+        float value = which == 0 ? k[src] : v[src];
+        pages[kv.RowAt(table, tableOffset[t], positions[t], which) + i] = value;
+        staging[index] = value;
+    }
+}

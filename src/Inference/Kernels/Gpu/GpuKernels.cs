@@ -1,0 +1,123 @@
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Loom.Inference.Kernels.Gpu;
+
+/// <summary>The device kernels, compiled once per accelerator, with their launch shapes. Everything is enqueued on the
+/// accelerator's default stream in order; nothing here waits for the device.</summary>
+public sealed class GpuKernels
+{
+    /// <summary>Up to this many token rows a matmul uses the decode kernel (one group per output); more use the tiles.</summary>
+    public const int DecodeRows = 4;
+
+    private readonly Accelerator _a;
+    private readonly int _g;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape> _rowsF32, _tiledF32;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, MatMulShape> _rowsBF16, _tiledBF16;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _rmsNorm;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, RopeShape> _rope;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> _siluMul;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _add;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> _bias;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int> _embedF32;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, int> _embedBF16;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int> _gather;
+    private readonly Action<KernelConfig, ArrayView<int>, ArrayView<float>, int> _argmax;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedKvShape, AttentionShape> _attend;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedKvShape, int> _writeKv;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, LoraShape> _shrink;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<int>, LoraShape> _expand;
+
+    public GpuAccelerator Device { get; }
+
+    public GpuKernels(GpuAccelerator device)
+    {
+        Device = device;
+        _a = device.Accelerator;
+        _g = device.GroupSize;
+        _rowsF32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(GpuMatMul.RowsF32);
+        _tiledF32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(GpuMatMul.TiledF32);
+        _rowsBF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, MatMulShape>(GpuMatMul.RowsBF16);
+        _tiledBF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, MatMulShape>(GpuMatMul.TiledBF16);
+        _rmsNorm = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(GpuOps.RmsNorm);
+        _rope = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, RopeShape>(GpuOps.Rope);
+        _siluMul = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(GpuOps.SiluMul);
+        _add = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(GpuOps.AddInPlace);
+        _bias = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(GpuOps.AddBias);
+        _embedF32 = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(GpuOps.EmbedF32);
+        _embedBF16 = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, int>(GpuOps.EmbedBF16);
+        _gather = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(GpuOps.GatherRows);
+        _argmax = _a.LoadStreamKernel<ArrayView<int>, ArrayView<float>, int>(GpuOps.Argmax);
+        _attend = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedKvShape, AttentionShape>(GpuAttention.Attend);
+        _writeKv = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedKvShape, int>(GpuAttention.WriteKv);
+        _shrink = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, LoraShape>(GpuLora.Shrink);
+        _expand = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<int>, LoraShape>(GpuLora.Expand);
+    }
+
+    private KernelConfig Groups(int groups) => new(groups, _g);
+
+    /// <summary>y (n, w.Rows) = x (n, w.Cols) · Wᵀ.</summary>
+    public void MatMul(ArrayView<float> y, ArrayView<float> x, DeviceMatrix w, int n)
+    {
+        var s = new MatMulShape(n, w.Rows, w.Cols);
+        bool rows = n <= DecodeRows;
+        var config = rows ? Groups(w.Rows) : Groups((w.Rows + _g - 1) / _g * ((n + GpuMatMul.TileTokens - 1) / GpuMatMul.TileTokens));
+        if (w.IsBF16)
+        {
+            if (rows) _rowsBF16(config, y, x, w.BF16, s);
+            else _tiledBF16(config, y, x, w.BF16, s);
+        }
+        else
+        {
+            if (rows) _rowsF32(config, y, x, w.F32, s);
+            else _tiledF32(config, y, x, w.F32, s);
+        }
+    }
+
+    /// <summary>y (n, dim) = RMSNorm of each row of x (n, dim).</summary>
+    public void RmsNorm(ArrayView<float> y, ArrayView<float> x, ArrayView<float> weight, int dim, float eps, int n) =>
+        _rmsNorm(Groups(n), y, x, weight, dim, eps);
+
+    /// <summary>RoPE in place on q (n, heads*headDim) and k (n, kvHeads*headDim) at each token's position.</summary>
+    internal void Rope(ArrayView<float> q, ArrayView<float> k, ArrayView<int> positions, ArrayView<float> cos, ArrayView<float> sin,
+        int n, RopeShape s) => _rope(n * (s.Heads + s.KvHeads) * (s.HeadDim / 2), q, k, positions, cos, sin, s);
+
+    public void SiluMul(ArrayView<float> y, ArrayView<float> gate, ArrayView<float> up, int count) => _siluMul(count, y, gate, up);
+
+    public void AddInPlace(ArrayView<float> x, ArrayView<float> y, int count) => _add(count, x, y);
+
+    /// <summary>y (n, width) += bias (width).</summary>
+    public void AddBias(ArrayView<float> y, ArrayView<float> bias, int width, int n) => _bias(n * width, y, bias, width);
+
+    public void Embed(ArrayView<float> x, DeviceMatrix embedding, ArrayView<int> tokens, int n)
+    {
+        int dim = embedding.Cols;
+        if (embedding.IsBF16) _embedBF16(n * dim, x, embedding.BF16, tokens, dim);
+        else _embedF32(n * dim, x, embedding.F32, tokens, dim);
+    }
+
+    public void GatherRows(ArrayView<float> dst, ArrayView<float> src, ArrayView<int> index, int width, int rows) =>
+        _gather(rows * width, dst, src, index, width);
+
+    /// <summary>ids (rows) = argmax of each row of x (rows, width).</summary>
+    public void Argmax(ArrayView<int> ids, ArrayView<float> x, int width, int rows) => _argmax(Groups(rows), ids, x, width);
+
+    internal void Attention(ArrayView<float> output, ArrayView<float> q, ArrayView<float> pages, ArrayView<int> table,
+        ArrayView<int> tableOffset, ArrayView<int> lengths, int tokens, PagedKvShape kv, AttentionShape s)
+    {
+        if (s.HeadDim > GpuAttention.MaxHeadDim) throw new NotSupportedException($"head_dim {s.HeadDim} exceeds the GPU attention kernel's {GpuAttention.MaxHeadDim}");
+        _attend(Groups(tokens * s.Heads), output, q, pages, table, tableOffset, lengths, kv, s);
+    }
+
+    internal void WriteKv(ArrayView<float> pages, ArrayView<float> staging, ArrayView<float> k, ArrayView<float> v, ArrayView<int> table,
+        ArrayView<int> tableOffset, ArrayView<int> positions, int tokens, PagedKvShape kv) =>
+        _writeKv(2 * tokens * kv.KvDim, pages, staging, k, v, table, tableOffset, positions, kv, tokens);
+
+    internal void LoraShrink(ArrayView<float> scratch, ArrayView<float> x, ArrayView<float> pages, ArrayView<int> arena,
+        ArrayView<int> modules, ArrayView<int> tokenSlot, int tokens, LoraShape s) =>
+        _shrink(Groups(tokens * s.R), scratch, x, pages, arena, modules, tokenSlot, s);
+
+    internal void LoraExpand(ArrayView<float> y, ArrayView<float> scratch, ArrayView<float> pages, ArrayView<int> arena,
+        ArrayView<int> modules, ArrayView<float> scales, ArrayView<int> tokenSlot, int tokens, LoraShape s) =>
+        _expand(tokens * s.Out, y, scratch, pages, arena, modules, scales, tokenSlot, s);
+}
