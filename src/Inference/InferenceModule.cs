@@ -1,6 +1,7 @@
 using Loom.Inference.Engine;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
 namespace Loom.Inference;
@@ -10,21 +11,24 @@ public static class InferenceModule
 {
     /// <summary>Registers <see cref="IInferenceEngine"/> (and the same object as <see cref="Training.ITrainingEngine"/>) as a singleton: the continuous-batching <see cref="ServingEngine"/>
     /// over the model in Inference:ModelDirectory, loaded on first use; without one, a stand-in that refuses requests.
-    /// Options (section "Inference"): ModelDirectory, WeightFormat, MaxContext, PrefillChunk, PoolBytes, TokenBudget,
+    /// Options (section "Inference"): Backend (auto | cpu | cuda | ilgpu-cpu), ModelDirectory, WeightFormat, MaxContext, PrefillChunk, PoolBytes, TokenBudget,
     /// MaxRunningSequences, HostAdapterCacheBytes, MaxLoraRank, SwapSpaceBytes, SwapMinTokens, PrefixCacheBytes, SchedulingPolicy (Vtc | Fcfs),
     /// VtcInputWeight, VtcOutputWeight, VtcFairnessGap; validated at start.</summary>
     public static IServiceCollection AddInference(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddOptions<InferenceOptions>()
             .Bind(configuration.GetSection(InferenceOptions.SectionName))
+            .Validate(o => InferenceBackends.IsKnown(o.Backend), $"Inference:Backend must be one of {string.Join(", ", InferenceBackends.All)}")
             .Validate(o => o.Problem() is null, "Inference options are invalid: MaxContext, PrefillChunk, PoolBytes, TokenBudget, MaxRunningSequences and MaxLoraRank must be positive, HostAdapterCacheBytes, SwapSpaceBytes, SwapMinTokens and PrefixCacheBytes not negative, SchedulingPolicy Fcfs or Vtc, VTC weights and gap not negative")
             .ValidateOnStart();
         services.AddSingleton<IInferenceEngine>(sp =>
         {
             var options = sp.GetRequiredService<IOptions<InferenceOptions>>().Value;
-            return string.IsNullOrWhiteSpace(options.ModelDirectory)
-                ? new UnconfiguredInferenceEngine()
-                : ServingEngine.Load(options);
+            if (string.IsNullOrWhiteSpace(options.ModelDirectory)) return new UnconfiguredInferenceEngine();
+            var engine = ServingEngine.Load(options);
+            sp.GetService<ILoggerFactory>()?.CreateLogger(typeof(ServingEngine)).LogInformation(
+                "Inference backend {Backend} (Inference:Backend = {Configured})", engine.Model.Backend, options.Backend);
+            return engine;
         });
         // the same engine trains: LoRA fine-tuning co-served with inference
         services.AddSingleton(sp => (Training.ITrainingEngine)sp.GetRequiredService<IInferenceEngine>());

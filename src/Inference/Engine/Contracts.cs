@@ -47,6 +47,8 @@ public sealed record GenerationEvent
 /// <summary>What is being served.</summary>
 public sealed record ModelInfo(string Name, ModelConfig Config, int MaxContext, ITokenizer? Tokenizer)
 {
+    /// <summary>Where the forward pass runs (Inference:Backend as resolved on this node, with the device).</summary>
+    public string Backend { get; init; } = "cpu";
     public bool HasTokenizer => Tokenizer is not null;
 }
 

@@ -10,6 +10,10 @@ public sealed class InferenceOptions
 
     /// <summary>A Hugging Face model folder (config.json, safetensors, tokenizer.json). Null: no model served.</summary>
     public string? ModelDirectory { get; set; }
+    /// <summary>Where the forward pass runs: auto (CUDA when ILGPU lists a CUDA device, else cpu), cpu (the SIMD kernels),
+    /// cuda (the GPU backend; fails at start without a device) or ilgpu-cpu (the GPU kernels on ILGPU's CPU accelerator:
+    /// for tests, far too slow to serve). See docs/decisions/010-ilgpu-backend.md.</summary>
+    public string Backend { get; set; } = InferenceBackends.Auto;
     /// <summary>Weight storage in memory: Auto keeps what the checkpoint has (F16 becomes F32), or force F32 / BF16.</summary>
     public WeightFormat WeightFormat { get; set; } = WeightFormat.Auto;
     /// <summary>Longest prompt + completion (also capped by the model's max_position_embeddings).</summary>
@@ -70,7 +74,8 @@ public sealed class InferenceOptions
 
     /// <summary>The first problem with these options, or null.</summary>
     public string? Problem() =>
-        MaxContext < 1 ? "Inference:MaxContext must be positive"
+        !InferenceBackends.IsKnown(Backend) ? $"Inference:Backend must be one of {string.Join(", ", InferenceBackends.All)} (got '{Backend}')"
+        : MaxContext < 1 ? "Inference:MaxContext must be positive"
         : PrefillChunk < 1 ? "Inference:PrefillChunk must be positive"
         : PoolBytes < 1 ? "Inference:PoolBytes must be positive"
         : TokenBudget < 1 ? "Inference:TokenBudget must be positive"

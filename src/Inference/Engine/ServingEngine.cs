@@ -90,7 +90,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         var eos = new HashSet<int>(c.EosTokenIds);
         if (tokenizer != null) eos.UnionWith(tokenizer.EosTokenIds);
         _eos = eos.ToArray();
-        Model = new ModelInfo(name, c, model.MaxContext, tokenizer);
+        Model = new ModelInfo(name, c, model.MaxContext, tokenizer) { Backend = model.BackendDescription };
         _thread = new Thread(Loop) { IsBackground = true, Name = "loom-engine" };
         _thread.Start();
     }
@@ -102,6 +102,15 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         var config = ModelConfig.Load(dir);
         var weights = ModelWeights.Load(dir, config, options.WeightFormat);
         var model = new Transformer(weights, maxContext: options.MaxContext);
+        try
+        {
+            InferenceBackends.Apply(model, options.Backend);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
         var tokenizer = File.Exists(Path.Combine(dir, "tokenizer.json")) ? TokenizerLoader.Load(dir) : null;
         return new ServingEngine(model, tokenizer, options, Path.GetFileName(Path.TrimEndingDirectorySeparator(dir)));
     }

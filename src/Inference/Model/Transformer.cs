@@ -17,6 +17,8 @@ public sealed class Transformer : IDisposable
     public int MaxContext { get; }
     /// <summary>Where Forward runs when not on the CPU kernels (null: the CPU kernels).</summary>
     public IForwardBackend? Backend { get; private set; }
+    /// <summary>What runs the forward pass, for logs and /admin/engine.</summary>
+    public string BackendDescription => Backend?.Description ?? $"cpu: SIMD kernels ({Kernels.Level}, {Environment.ProcessorCount} cores)";
 
     public Transformer(ModelWeights weights, IKernels? kernels = null, int maxContext = 4096)
     {

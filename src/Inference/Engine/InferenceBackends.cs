@@ -1,0 +1,41 @@
+using Loom.Inference.Kernels.Gpu;
+using Loom.Inference.Model;
+using Loom.Inference.Model.Gpu;
+
+namespace Loom.Inference.Engine;
+
+/// <summary>The values of Inference:Backend and how a model is put on the one chosen.</summary>
+public static class InferenceBackends
+{
+    public const string Auto = "auto", Cpu = "cpu", Cuda = "cuda", IlgpuCpu = "ilgpu-cpu";
+    public static readonly IReadOnlyList<string> All = [Auto, Cpu, Cuda, IlgpuCpu];
+
+    public static bool IsKnown(string? value) => value is not null && All.Contains(value.Trim().ToLowerInvariant());
+
+    /// <summary>The backend <paramref name="value"/> means on this machine: auto becomes cuda when ILGPU lists a CUDA
+    /// device, else cpu.</summary>
+    public static string Resolve(string value)
+    {
+        string v = value.Trim().ToLowerInvariant();
+        if (!All.Contains(v)) throw new ArgumentException($"Inference:Backend must be one of {string.Join(", ", All)} (got '{value}')");
+        return v == Auto ? (GpuAccelerator.CudaAvailable() ? Cuda : Cpu) : v;
+    }
+
+    /// <summary>Puts <paramref name="model"/> on the resolved backend (cpu: unchanged) and returns what it runs on.</summary>
+    public static string Apply(Transformer model, string value)
+    {
+        string chosen = Resolve(value);
+        if (chosen == Cpu) return model.BackendDescription;
+        var device = chosen == Cuda ? GpuAccelerator.Cuda() : GpuAccelerator.Cpu();
+        try
+        {
+            model.UseBackend(new DeviceForward(device, model));
+        }
+        catch
+        {
+            device.Dispose();
+            throw;
+        }
+        return model.BackendDescription;
+    }
+}

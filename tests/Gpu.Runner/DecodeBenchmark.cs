@@ -1,0 +1,132 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using ILGPU;
+using ILGPU.Runtime;
+using Loom.Inference.Engine;
+using Loom.Inference.Kernels;
+using Loom.Inference.Kernels.Gpu;
+using Loom.Inference.Model;
+using Loom.Inference.Model.Gpu;
+
+namespace Loom.Gpu.Runner;
+
+/// <summary>Decode on the Llama-3.2-1B shape (random bf16 weights): the memory-bandwidth floor measured in the same run,
+/// batch 1 against it, and batched decode at 8, 64 and 256 sequences as multiples of batch 1.</summary>
+internal static class DecodeBenchmark
+{
+    public static int Run(string backend, bool quick)
+    {
+        string chosen = InferenceBackends.Resolve(backend);
+        int[] batches = quick ? [1, 8] : [1, 8, 64, 256];
+        const int prompt = 16;
+        int steps = quick ? 4 : 16;
+        var c = Args.Llama1B;
+        var sw = Stopwatch.StartNew();
+        var model = new Transformer(ModelWeights.CreateRandom(c, WeightType.BF16, seed: 1, pack: chosen == InferenceBackends.Cpu ? null : false), maxContext: 1024);
+        long kvBytesPerToken = (long)c.NumLayers * 2 * c.KvDim * 4;
+        long poolBytes = kvBytesPerToken * batches.Max() * (prompt + steps + 8) * 2;
+        double bandwidth;
+        if (chosen == InferenceBackends.Cpu)
+        {
+            bandwidth = HostReadBandwidth();
+            Console.WriteLine($"backend: {model.BackendDescription}");
+        }
+        else
+        {
+            var device = chosen == InferenceBackends.Cuda ? GpuAccelerator.Cuda() : GpuAccelerator.Cpu();
+            bandwidth = DeviceCopyBandwidth(device.Accelerator, quick || chosen != InferenceBackends.Cuda ? 64L << 20 : 2L << 30);
+            model.UseBackend(new DeviceForward(device, model, poolBytes));
+            Console.WriteLine($"backend: {model.BackendDescription}");
+        }
+        using var _ = model;
+        long bytes = model.Weights.DecodeBytesPerToken;
+        double floorMs = bytes / bandwidth * 1e3;
+        Console.WriteLine($"model: Llama-3.2-1B shape, bf16, {c.ParameterCount / 1e6:F0}M parameters, {bytes / 1e6:F1} MB of weights read per decode step (built and uploaded in {sw.Elapsed.TotalSeconds:F1} s)");
+        Console.WriteLine($"memory bandwidth (same run): {bandwidth / 1e9:F1} GB/s → bandwidth floor {floorMs:F3} ms/token");
+        double batch1 = 0;
+        var device1 = model.Backend as DeviceForward;
+        foreach (int b in batches)
+        {
+            var state = model.CreateState(b * prompt, b);
+            var caches = Enumerable.Range(0, b).Select(_ => model.CreateCache(prompt + steps + 8)).ToArray();
+            var rng = new Random(b);
+            state.Clear();
+            foreach (var cache in caches) state.Add(cache, Enumerable.Range(0, prompt).Select(_ => rng.Next(c.VocabSize)).ToArray());
+            model.Forward(state);
+            var next = new int[b];
+            for (int i = 0; i < b; i++) next[i] = rng.Next(c.VocabSize);
+            var times = new List<double>();
+            for (int s = -3; s < steps; s++)
+            {
+                sw.Restart();
+                state.Clear();
+                for (int i = 0; i < b; i++) state.Add(caches[i], next.AsSpan(i, 1));
+                if (device1 is not null) device1.ForwardGreedy(model, state, next); // only the ids come back
+                else
+                {
+                    model.Forward(state);
+                    for (int i = 0; i < b; i++) next[i] = model.Kernels.Argmax(state.Logits(i));
+                }
+                if (s >= 0) times.Add(sw.Elapsed.TotalMilliseconds);
+            }
+            foreach (var cache in caches) (cache as IDisposable)?.Dispose();
+            times.Sort();
+            double ms = times[times.Count / 2], best = times[0], tps = b * 1000 / ms;
+            if (b == 1)
+            {
+                batch1 = tps;
+                Console.WriteLine($"decode batch 1:   {ms,8:F3} ms/token median ({best:F3} best of {steps}), {tps,8:F1} tokens/s; {floorMs / ms * 100:F0}% of the bandwidth floor's speed (target ≥ 50%)");
+            }
+            else Console.WriteLine($"decode batch {b,-3}: {ms,8:F3} ms/step median ({best:F3} best of {steps}), {tps,8:F1} tokens/s = {tps / batch1:F1}x batch 1");
+        }
+        return 0;
+    }
+
+    /// <summary>Device-to-device copies of a buffer (read + write bytes per second), best of several.</summary>
+    private static double DeviceCopyBandwidth(Accelerator a, long bytes)
+    {
+        long n = bytes / 4;
+        using var src = a.Allocate1D<float>(n);
+        using var dst = a.Allocate1D<float>(n);
+        src.MemSetToZero();
+        a.Synchronize();
+        double best = double.MaxValue;
+        for (int i = 0; i < 6; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            src.View.CopyTo(dst.View);
+            a.Synchronize();
+            if (i > 0) best = Math.Min(best, sw.Elapsed.TotalSeconds);
+        }
+        return 2.0 * bytes / best;
+    }
+
+    /// <summary>Sums a 1 GiB host array on every core, best of several passes (bytes read per second).</summary>
+    private static unsafe double HostReadBandwidth()
+    {
+        const long bytes = 1L << 30;
+        long n = bytes / 4;
+        float* data = (float*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+        try
+        {
+            new Span<float>(data, (int)Math.Min(n, int.MaxValue / 2)).Fill(1f);
+            new Span<float>(data + int.MaxValue / 2, (int)(n - int.MaxValue / 2)).Fill(1f);
+            nint d = (nint)data;
+            int workers = Environment.ProcessorCount;
+            double best = double.MaxValue;
+            for (int pass = 0; pass < 5; pass++)
+            {
+                var sw = Stopwatch.StartNew();
+                Parallel.For(0, workers, w =>
+                {
+                    long a = n * w / workers, e = n * (w + 1) / workers;
+                    var span = new ReadOnlySpan<float>((float*)d + a, (int)(e - a));
+                    System.Numerics.Tensors.TensorPrimitives.Sum(span);
+                });
+                best = Math.Min(best, sw.Elapsed.TotalSeconds);
+            }
+            return bytes / best;
+        }
+        finally { NativeMemory.AlignedFree(data); }
+    }
+}

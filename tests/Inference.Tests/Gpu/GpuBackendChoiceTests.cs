@@ -1,0 +1,57 @@
+using Loom.Inference.Engine;
+using Loom.Inference.Kernels.Gpu;
+using Loom.Inference.Sampling;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+
+namespace Loom.Inference.Tests.Gpu;
+
+/// <summary>Inference:Backend: the values, what auto means here, a bad value refused at start, and an engine served on
+/// ilgpu-cpu giving the oracle's greedy tokens with the engine, scheduler and pool unchanged above it.</summary>
+[Collection(IlgpuCpu.Name)]
+public sealed class GpuBackendChoiceTests
+{
+    [Fact]
+    public void AutoMeansCudaOnlyWhenIlgpuListsADevice()
+    {
+        Assert.Equal(GpuAccelerator.CudaAvailable() ? InferenceBackends.Cuda : InferenceBackends.Cpu, InferenceBackends.Resolve("auto"));
+        Assert.Equal(InferenceBackends.IlgpuCpu, InferenceBackends.Resolve(" ILGPU-CPU "));
+        Assert.Equal(InferenceBackends.Cpu, InferenceBackends.Resolve("cpu"));
+    }
+
+    [Fact]
+    public void AnUnknownBackendFailsAtStartWithAClearMessage()
+    {
+        Assert.Equal("Inference:Backend must be one of auto, cpu, cuda, ilgpu-cpu (got 'gpu')", new InferenceOptions { Backend = "gpu" }.Problem());
+        Assert.Null(new InferenceOptions { Backend = "ilgpu-cpu" }.Problem());
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { ["Inference:Backend"] = "gpu" }).Build();
+        using var sp = new ServiceCollection().AddInference(config).BuildServiceProvider();
+        var e = Assert.Throws<OptionsValidationException>(() => sp.GetRequiredService<IOptions<InferenceOptions>>().Value);
+        Assert.Contains("Inference:Backend must be one of auto, cpu, cuda, ilgpu-cpu", e.Message);
+        Assert.Throws<ArgumentException>(() => ServingEngine.Load(new InferenceOptions { ModelDirectory = Golden.PathOf("llama_gqa_tied"), Backend = "gpu" }));
+    }
+
+    [Fact]
+    public void CudaWithoutADeviceFailsClearly()
+    {
+        if (GpuAccelerator.CudaAvailable()) return; // a machine with a GPU runs tests/Gpu.Runner instead
+        var e = Assert.Throws<InvalidOperationException>(() => InferenceBackends.Resolve("cuda") == "cuda" ? GpuAccelerator.Cuda() : null);
+        Assert.Contains("no CUDA device", e.Message);
+    }
+
+    [Fact]
+    public async Task AnEngineOnIlgpuCpuGeneratesTheOraclesGreedyTokens()
+    {
+        var g = Golden.Load("llama3_scaled_bf16");
+        using var e = ServingEngine.Load(new InferenceOptions
+        {
+            ModelDirectory = g.Directory, Backend = "ilgpu-cpu", MaxContext = 64, PoolBytes = 1 << 20, PrefillChunk = 4, TokenBudget = 16, MaxRunningSequences = 2,
+        });
+        Assert.StartsWith("ilgpu-cpu: ", e.Model.Backend);
+        var tokens = new List<int>();
+        await foreach (var ev in e.GenerateAsync(new GenerationRequest { PromptTokenIds = g.Prompts[0], Sampling = new SamplingParams { Temperature = 0, MaxTokens = 3 } }))
+            if (ev.TokenId is int t) tokens.Add(t);
+        Assert.Equal(g.DecodeTokens.Take(3), tokens);
+    }
+}
