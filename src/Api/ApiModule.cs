@@ -81,6 +81,8 @@ public static class ApiModule
     public static IServiceCollection AddEngineAdapters(this IServiceCollection services)
     {
         services.AddOptions<ApiOptions>().BindConfiguration("Api");
+        services.TryAddSingleton(sp => new ServedEngines(sp.GetRequiredService<IInferenceEngine>(),
+            sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<InferenceOptions>>().Value));
         services.TryAddSingleton<EngineAdapters>();
         services.TryAddSingleton<Loom.Cluster.IAdapterRegistrar>(sp => sp.GetRequiredService<EngineAdapters>());
         return services;

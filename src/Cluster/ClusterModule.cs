@@ -68,13 +68,13 @@ public static class ClusterModule
         return app;
     }
 
-    /// <summary>Readiness of this node's engine and registration; null where the process serves no model.</summary>
+    /// <summary>Readiness of this node's engines and registration; null where the process serves no model.</summary>
     public static (bool Ready, string Engine)? EngineReadiness(IServiceProvider services)
     {
-        if (services.GetService<IInferenceEngine>() is not { } engine || engine is UnconfiguredInferenceEngine) return null;
+        if (services.GetService<ServedEngines>() is not { All.Count: > 0 } engines) return null;
         try
         {
-            engine.GetMetrics();
+            foreach (var engine in engines.All) engine.GetMetrics();
         }
         catch (Exception e) when (e is InvalidOperationException or ObjectDisposedException)
         {

@@ -17,6 +17,9 @@ public interface IInferenceClient
     /// <summary>The base model when an engine serving it is reachable (here, or a live node); null otherwise.</summary>
     Task<ServedModel?> FindModelAsync(string baseModel, CancellationToken cancellationToken);
 
+    /// <summary>The base models an engine serves now (here, or on a live node).</summary>
+    Task<IReadOnlySet<string>> LiveModelsAsync(CancellationToken cancellationToken);
+
     /// <summary>The id the engine knows a tenant's adapter by, registering it with a local engine first where there is
     /// one (a remote node registers it when a request names it).</summary>
     Task<string> PrepareAdapterAsync(Adapter adapter, CancellationToken cancellationToken);

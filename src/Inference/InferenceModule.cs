@@ -12,7 +12,7 @@ public static class InferenceModule
     /// <summary>Registers <see cref="IInferenceEngine"/> (and the same object as <see cref="Training.ITrainingEngine"/>) as a singleton: the continuous-batching <see cref="ServingEngine"/>
     /// over the model in Inference:ModelDirectory, loaded on first use; without one, a stand-in that refuses requests.
     /// Options (section "Inference"): Backend (auto | cpu | cuda | ilgpu-cpu), ModelDirectory, WeightFormat, MaxContext, PrefillChunk, PoolBytes, TokenBudget,
-    /// MaxRunningSequences, HostAdapterCacheBytes, MaxLoraRank, SwapSpaceBytes, SwapMinTokens, PrefixCacheBytes, SchedulingPolicy (Vtc | Fcfs),
+    /// MaxRunningSequences, HostAdapterCacheBytes, Models (more base models, <see cref="ServedEngines"/>), MaxLoraRank, SwapSpaceBytes, SwapMinTokens, PrefixCacheBytes, SchedulingPolicy (Vtc | Fcfs),
     /// VtcInputWeight, VtcOutputWeight, VtcFairnessGap; validated at start.</summary>
     public static IServiceCollection AddInference(this IServiceCollection services, IConfiguration configuration)
     {
@@ -30,6 +30,8 @@ public static class InferenceModule
                 "Inference backend {Backend} (Inference:Backend = {Configured})", engine.Model.Backend, options.Backend);
             return engine;
         });
+        // further base models (Inference:Models), each with an engine of its own; the first one is the engine above
+        services.AddSingleton(sp => new ServedEngines(sp.GetRequiredService<IInferenceEngine>(), sp.GetRequiredService<IOptions<InferenceOptions>>().Value));
         // the same engine trains: LoRA fine-tuning co-served with inference
         services.AddSingleton(sp => (Training.ITrainingEngine)sp.GetRequiredService<IInferenceEngine>());
         return services;

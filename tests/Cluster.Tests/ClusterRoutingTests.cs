@@ -18,15 +18,21 @@ public class ClusterRoutingTests(LoopbackCluster cluster, ITestOutputHelper outp
     private const int RequestsPerAdapter = 2;
 
     [Fact]
-    public async Task AdaptersSpreadOverBothNodesAndStayWhereTheyHash()
+    public async Task AdaptersOfTwoBaseModelsSpreadOverTheNodesServingThemAndStayWhereTheyHash()
     {
+        // Three in four adapters on tiny-chat (served by inf-a and inf-b), one in four on twin-chat (inf-a's second engine).
+        string BaseOf(int i) => i % 4 == 3 ? LoopbackCluster.TwinName : LoopbackCluster.ModelName;
         var ids = new string[Adapters];
         await Parallel.ForEachAsync(Enumerable.Range(0, Adapters), new ParallelOptions { MaxDegreeOfParallelism = 2 },
-            async (i, _) => ids[i] = await cluster.UploadAdapterAsync($"spread-{i}"));
+            async (i, _) => ids[i] = await cluster.UploadAdapterAsync($"spread-{i}", BaseOf(i)));
 
         // Other tests of the class register adapters of their own on these nodes: count from here.
-        var onABefore = await LoopbackCluster.MetricAsync(cluster.InfA, "loom_engine_adapters_registered");
-        var onBBefore = await LoopbackCluster.MetricAsync(cluster.InfB, "loom_engine_adapters_registered");
+        async Task<double> Registered(NodeProcess node, string model) =>
+            await LoopbackCluster.MetricAsync(node, "loom_engine_adapters_registered", $"model=\"{model}\"");
+        var before = new Dictionary<string, double>();
+        foreach (var node in new[] { cluster.InfA, cluster.InfB, cluster.SlowA, cluster.SlowB })
+            foreach (var model in new[] { LoopbackCluster.ModelName, LoopbackCluster.TwinName, SlowChatModel.Name })
+                before[$"{node.Name}/{model}"] = await Registered(node, model);
         var routedBefore = await LoopbackCluster.MetricAsync(cluster.Api, "loom_cluster_requests_total");
         var affinityBefore = await LoopbackCluster.MetricAsync(cluster.Api, "loom_cluster_requests_total", "placement=\"affinity\"");
         var statuses = new List<HttpStatusCode>();
@@ -39,23 +45,72 @@ public class ClusterRoutingTests(LoopbackCluster cluster, ITestOutputHelper outp
         });
         Assert.Equal(Adapters * RequestsPerAdapter, statuses.Count);
 
-        // Where each adapter hashes among the two nodes, and where the engines registered adapters.
-        var expected = ids.GroupBy(id => Rendezvous.Rank(["inf-a", "inf-b"], n => n, Rendezvous.Key(LoopbackCluster.ModelName, id))[0])
-            .ToDictionary(g => g.Key, g => g.Count());
-        var onA = await LoopbackCluster.MetricAsync(cluster.InfA, "loom_engine_adapters_registered") - onABefore;
-        var onB = await LoopbackCluster.MetricAsync(cluster.InfB, "loom_engine_adapters_registered") - onBBefore;
+        // Where each adapter hashes among the nodes serving its base model, and where the engines registered adapters.
+        var tiny = Enumerable.Range(0, Adapters).Where(i => BaseOf(i) == LoopbackCluster.ModelName).Select(i => ids[i]).ToList();
+        var twins = Adapters - tiny.Count;
+        var tinyOnA = tiny.Count(id => Rendezvous.Rank(["inf-a", "inf-b"], n => n, Rendezvous.Key(LoopbackCluster.ModelName, id))[0] == "inf-a");
+        async Task<double> Delta(NodeProcess node, string model) => await Registered(node, model) - before[$"{node.Name}/{model}"];
+        var onA = await Delta(cluster.InfA, LoopbackCluster.ModelName);
+        var onB = await Delta(cluster.InfB, LoopbackCluster.ModelName);
+        var twinOnA = await Delta(cluster.InfA, LoopbackCluster.TwinName);
+        var elsewhere = await Delta(cluster.InfB, LoopbackCluster.TwinName) + await Delta(cluster.SlowA, SlowChatModel.Name) + await Delta(cluster.SlowB, SlowChatModel.Name);
         var affinity = await LoopbackCluster.MetricAsync(cluster.Api, "loom_cluster_requests_total", "placement=\"affinity\"") - affinityBefore;
         var routed = await LoopbackCluster.MetricAsync(cluster.Api, "loom_cluster_requests_total") - routedBefore;
-        output.WriteLine($"{Adapters} adapters, {statuses.Count} requests: registered on inf-a {onA} (hashed there {expected.GetValueOrDefault("inf-a")}), " +
-                         $"on inf-b {onB} (hashed there {expected.GetValueOrDefault("inf-b")}); adapter registrations per adapter {(onA + onB) / Adapters:F3}; " +
+        output.WriteLine($"{Adapters} adapters ({tiny.Count} on {LoopbackCluster.ModelName}, {twins} on {LoopbackCluster.TwinName}), {statuses.Count} requests: " +
+                         $"{LoopbackCluster.ModelName} registered on inf-a {onA} (hashed there {tinyOnA}), on inf-b {onB} (hashed there {tiny.Count - tinyOnA}); " +
+                         $"{LoopbackCluster.TwinName} on inf-a {twinOnA}, elsewhere {elsewhere}; adapter registrations per adapter {(onA + onB + twinOnA + elsewhere) / Adapters:F3}; " +
                          $"placed by affinity {affinity} of {routed} routed ({affinity / routed:P1} hit rate)");
 
-        // Spread: both nodes hold a fair part; affinity: every adapter is registered on one node only, the one it hashes to.
-        Assert.InRange(onA, Adapters * 0.3, Adapters * 0.7);
-        Assert.Equal(Adapters, onA + onB);
-        Assert.Equal(expected.GetValueOrDefault("inf-a"), (int)onA);
+        // Spread: both nodes hold a fair part of tiny-chat's adapters; affinity: every adapter is registered once, on the
+        // node it hashes to among those serving its base model; twin-chat's only on inf-a, no adapter on a node without its model.
+        Assert.InRange(onA, tiny.Count * 0.3, tiny.Count * 0.7);
+        Assert.Equal(tinyOnA, (int)onA);
+        Assert.Equal(tiny.Count - tinyOnA, (int)onB);
+        Assert.Equal(twins, (int)twinOnA);
+        Assert.Equal(0, elsewhere);
         Assert.Equal(Adapters * RequestsPerAdapter, (int)routed);
         Assert.Equal(routed, affinity); // 8 requests at once stay under the load threshold (32)
+    }
+
+    [Fact]
+    public async Task ModelsListsTheLiveBaseModelsAndAnUnknownModelIsA404()
+    {
+        // A base model in the registry that no live node serves (its node is gone): not listed, and refused as not loaded.
+        await cluster.ScalarAsync<int>("INSERT INTO base_models (\"Id\", \"Name\", \"Path\", \"ContextLength\", \"WeightFormat\", \"CreatedAt\") " +
+                                       "VALUES (gen_random_uuid(), @p, '/nowhere', 1024, 'Auto', now()) RETURNING 1", "gone-chat");
+        var models = JsonDocument.Parse(await cluster.Client.GetStringAsync("/v1/models")).RootElement.GetProperty("data")
+            .EnumerateArray().Where(m => m.GetProperty("owned_by").GetString() == "loom").Select(m => m.GetProperty("id").GetString()).ToList();
+        output.WriteLine("base models listed: " + string.Join(", ", models));
+        Assert.Equal(new[] { SlowChatModel.Name, LoopbackCluster.ModelName, LoopbackCluster.TwinName }, models.Order(StringComparer.Ordinal).ToArray());
+        Assert.Equal(HttpStatusCode.NotFound, (await cluster.Client.GetAsync("/v1/models/gone-chat")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await cluster.Client.GetAsync($"/v1/models/{LoopbackCluster.TwinName}")).StatusCode);
+
+        // The registry holds what the nodes' configuration said.
+        Assert.Equal("Auto", await cluster.ScalarAsync<string>("SELECT \"WeightFormat\" FROM base_models WHERE \"Name\" = @p", LoopbackCluster.TwinName));
+        Assert.Equal(1L, await cluster.ScalarAsync<long>("SELECT count(*) FROM inference_nodes WHERE @p = ANY(\"Models\")", LoopbackCluster.TwinName));
+
+        // The second base model answers (on inf-a, its only node).
+        var servedBefore = await LoopbackCluster.MetricAsync(cluster.InfA, "loom_engine_requests_total", $"model=\"{LoopbackCluster.TwinName}\"");
+        using (var twin = await cluster.Client.PostAsync("/v1/chat/completions", LoopbackCluster.Chat(LoopbackCluster.TwinName, maxTokens: 2)))
+        {
+            var body = await twin.Content.ReadAsStringAsync();
+            Assert.True(twin.StatusCode == HttpStatusCode.OK, body);
+            Assert.Equal(LoopbackCluster.TwinName, JsonDocument.Parse(body).RootElement.GetProperty("model").GetString());
+        }
+        Assert.Equal(servedBefore + 1, await LoopbackCluster.MetricAsync(cluster.InfA, "loom_engine_requests_total", $"model=\"{LoopbackCluster.TwinName}\""));
+
+        using var gone = await cluster.Client.PostAsync("/v1/chat/completions", LoopbackCluster.Chat("gone-chat", maxTokens: 2));
+        var goneError = JsonDocument.Parse(await gone.Content.ReadAsStringAsync()).RootElement.GetProperty("error");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, gone.StatusCode);
+        Assert.Equal("model_not_loaded", goneError.GetProperty("code").GetString());
+
+        using var unknown = await cluster.Client.PostAsync("/v1/chat/completions", LoopbackCluster.Chat("no-such-model", maxTokens: 2));
+        var error = JsonDocument.Parse(await unknown.Content.ReadAsStringAsync()).RootElement.GetProperty("error");
+        Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
+        Assert.Equal("model_not_found", error.GetProperty("code").GetString());
+        Assert.Equal("invalid_request_error", error.GetProperty("type").GetString());
+        Assert.Equal("model", error.GetProperty("param").GetString());
+        Assert.Contains("no-such-model", error.GetProperty("message").GetString());
     }
 
     [Fact]

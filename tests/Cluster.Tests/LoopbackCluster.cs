@@ -9,12 +9,15 @@ namespace Loom.Cluster.Tests;
 
 /// <summary>
 /// Loom split by role on loopback, as real processes: one API node (no engine), two inference nodes (inf-a, inf-b)
-/// serving the golden tiny chat model as "tiny-chat" and two (slow-a, slow-b) serving <see cref="SlowChatModel"/>, one
+/// serving the golden tiny chat model as "tiny-chat", inf-a also serving it a second time as the base model
+/// "twin-chat" (an engine and pool of its own), and two (slow-a, slow-b) serving <see cref="SlowChatModel"/>, one
 /// database, one blob store (as a cluster shares them). Short heartbeats so a dead node leaves the routing table in seconds.
 /// </summary>
 public sealed class LoopbackCluster : IAsyncLifetime
 {
     public const string ModelName = "tiny-chat";
+    /// <summary>The second base model of inf-a, served by no other node.</summary>
+    public const string TwinName = "twin-chat";
     public static readonly TimeSpan NodeTimeout = TimeSpan.FromSeconds(3);
 
     private readonly string _root = Path.Combine(Path.GetTempPath(), $"loom-cluster-{Guid.NewGuid():N}");
@@ -41,7 +44,11 @@ public sealed class LoopbackCluster : IAsyncLifetime
         {
             ["Loom:Seed:Demo"] = "true", ["Loom:Seed:ApiKeyFile"] = Path.Combine(_root, "demo-api-key"), ["Loom:Seed:AdminPassword"] = "Cluster-Test-1",
         })));
-        var nodes = await Task.WhenAll(StartInferenceNodeAsync("inf-a", ModelDir), StartInferenceNodeAsync("inf-b", ModelDir),
+        var nodes = await Task.WhenAll(StartInferenceNodeAsync("inf-a", ModelDir, new()
+            {
+                ["Inference:Models:0:Name"] = TwinName, ["Inference:Models:0:Directory"] = ModelDir,
+                ["Inference:Models:0:PoolBytes"] = (32 << 20).ToString(CultureInfo.InvariantCulture),
+            }), StartInferenceNodeAsync("inf-b", ModelDir),
             StartInferenceNodeAsync("slow-a", SlowModelDir), StartInferenceNodeAsync("slow-b", SlowModelDir));
         (InfA, InfB, SlowA, SlowB) = (nodes[0], nodes[1], nodes[2], nodes[3]);
         var key = (await File.ReadAllTextAsync(Path.Combine(_root, "demo-api-key"))).Trim();
@@ -49,8 +56,8 @@ public sealed class LoopbackCluster : IAsyncLifetime
         Client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
     }
 
-    private async Task<NodeProcess> StartInferenceNodeAsync(string id, string modelDir) =>
-        Track(await NodeProcess.StartAsync(id, "inference", Settings(id, new()
+    private async Task<NodeProcess> StartInferenceNodeAsync(string id, string modelDir, Dictionary<string, string>? more = null) =>
+        Track(await NodeProcess.StartAsync(id, "inference", Settings(id, new(more ?? new Dictionary<string, string>())
         {
             ["Cluster:NodeId"] = id, ["Cluster:InternalUrl"] = $"http://127.0.0.1:{NodeProcess.FreePort()}",
             ["Inference:ModelDirectory"] = modelDir, ["Inference:MaxContext"] = "1024", ["Inference:PoolBytes"] = (64 << 20).ToString(CultureInfo.InvariantCulture),
@@ -91,10 +98,10 @@ public sealed class LoopbackCluster : IAsyncLifetime
     }
 
     /// <summary>Uploads a copy of the golden rank-4 adapter under <paramref name="name"/>; returns the engine's id for it.</summary>
-    public async Task<string> UploadAdapterAsync(string name)
+    public async Task<string> UploadAdapterAsync(string name, string baseModel = ModelName)
     {
         var dir = Path.Combine(RepoRoot(), "tests", "golden", "lora", "llama3_scaled_bf16_r4");
-        using var form = new MultipartFormDataContent { { new StringContent(name), "name" }, { new StringContent(ModelName), "base_model" } };
+        using var form = new MultipartFormDataContent { { new StringContent(name), "name" }, { new StringContent(baseModel), "base_model" } };
         form.Add(new ByteArrayContent(File.ReadAllBytes(Path.Combine(dir, "adapter_config.json"))), "adapter_config.json", "adapter_config.json");
         form.Add(new ByteArrayContent(File.ReadAllBytes(Path.Combine(dir, "adapter_model.safetensors"))), "adapter_model.safetensors", "adapter_model.safetensors");
         var response = await Client.PostAsync("/v1/adapters", form);

@@ -10,9 +10,10 @@ namespace Loom.Api.Adapters;
 /// Makes a tenant's stored adapter servable: unpacks its blob once into a folder named by its SHA-256
 /// (under Api:AdapterCacheDirectory, beside the blobs in the data directory) and registers it with the engine
 /// under the adapter's id. A folder found on disk is served only after its content hashes to the adapter's
-/// recorded blob hash; one that does not is unpacked again from the (hash-checked) blob.
+/// recorded blob hash; one that does not is unpacked again from the (hash-checked) blob. An adapter goes to the engine
+/// of its base model where this node serves several (<see cref="ServedEngines"/>).
 /// </summary>
-public sealed class EngineAdapters(IInferenceEngine engine, IBlobStore blobs, IOptions<ApiOptions> options, IOptions<BlobStoreOptions> blobOptions,
+public sealed class EngineAdapters(IInferenceEngine engine, ServedEngines served, IBlobStore blobs, IOptions<ApiOptions> options, IOptions<BlobStoreOptions> blobOptions,
     ILogger<EngineAdapters> logger) : Loom.Cluster.IAdapterRegistrar
 {
     public static string EngineId(Adapter adapter) => adapter.Id.ToString("N");
@@ -25,6 +26,7 @@ public sealed class EngineAdapters(IInferenceEngine engine, IBlobStore blobs, IO
     public async Task<string> EnsureRegisteredAsync(Adapter adapter, CancellationToken ct)
     {
         var id = EngineId(adapter);
+        var engine = EngineFor(adapter);
         if (engine.IsAdapterRegistered(id)) return id;
         var root = CacheRoot;
         var folder = Path.Combine(root, adapter.BlobSha256);
@@ -53,6 +55,11 @@ public sealed class EngineAdapters(IInferenceEngine engine, IBlobStore blobs, IO
         return id;
     }
 
+    /// <summary>The engine of the adapter's base model (the first engine when the base model was not loaded with it, or
+    /// this node does not serve it: that engine then refuses or checks the adapter as before).</summary>
+    private IInferenceEngine EngineFor(Adapter adapter) =>
+        adapter.BaseModel is { } m && served.Find(m.Name) is { } e ? e : engine;
+
     private static async Task<bool> MatchesAsync(string folder, string sha256, CancellationToken ct)
     {
         try
@@ -71,7 +78,8 @@ public sealed class EngineAdapters(IInferenceEngine engine, IBlobStore blobs, IO
         var id = EngineId(adapter);
         try
         {
-            if (engine.IsAdapterRegistered(id)) engine.UnregisterAdapter(id);
+            foreach (var e in served.All.Count > 0 ? served.All : [engine])
+                if (e.IsAdapterRegistered(id)) e.UnregisterAdapter(id);
             return true;
         }
         catch (InvalidOperationException) when (engine is not UnconfiguredInferenceEngine)

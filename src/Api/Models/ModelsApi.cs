@@ -21,7 +21,8 @@ public sealed record ListResponse<T>(
     [property: JsonPropertyName("object")] string Object,
     [property: JsonPropertyName("data")] IReadOnlyList<T> Data);
 
-/// <summary>GET /v1/models and /v1/models/{id}: the shared base models plus the calling tenant's adapters.</summary>
+/// <summary>GET /v1/models and /v1/models/{id}: the registered base models an engine serves now (in this process, or on a
+/// live inference node) plus the calling tenant's adapters.</summary>
 public static class ModelsApi
 {
     public const string SystemOwner = "loom";
@@ -33,20 +34,22 @@ public static class ModelsApi
         return v1;
     }
 
-    private static async Task<IResult> ListModels(PlatformDbContext db, CancellationToken ct)
+    private static async Task<IResult> ListModels(PlatformDbContext db, Loom.Cluster.IInferenceClient engines, CancellationToken ct)
     {
-        var baseModels = await db.BaseModels.AsNoTracking().OrderBy(m => m.Name)
-            .Select(m => new ModelObject(m.Name, "model", m.CreatedAt.ToUnixTimeSeconds(), SystemOwner)).ToListAsync(ct);
+        var live = await engines.LiveModelsAsync(ct);
+        var baseModels = (await db.BaseModels.AsNoTracking().OrderBy(m => m.Name)
+            .Select(m => new ModelObject(m.Name, "model", m.CreatedAt.ToUnixTimeSeconds(), SystemOwner)).ToListAsync(ct))
+            .Where(m => live.Contains(m.Id)).ToList();
         // The tenant query filter limits adapters to the caller's own.
         var adapters = await db.Adapters.AsNoTracking().OrderBy(a => a.Name).Select(a => new { a.Name, a.CreatedAt, a.TenantId }).ToListAsync(ct);
         var data = baseModels.Concat(adapters.Select(a => new ModelObject(a.Name, "model", a.CreatedAt.ToUnixTimeSeconds(), Owner(a.TenantId)))).ToList();
         return Results.Json(new ListResponse<ModelObject>("list", data));
     }
 
-    private static async Task<IResult> GetModel(string id, PlatformDbContext db, CancellationToken ct)
+    private static async Task<IResult> GetModel(string id, PlatformDbContext db, Loom.Cluster.IInferenceClient engines, CancellationToken ct)
     {
         var baseModel = await db.BaseModels.AsNoTracking().SingleOrDefaultAsync(m => m.Name == id, ct);
-        if (baseModel is not null) return Results.Json(new ModelObject(baseModel.Name, "model", baseModel.CreatedAt.ToUnixTimeSeconds(), SystemOwner));
+        if (baseModel is not null && (await engines.LiveModelsAsync(ct)).Contains(id)) return Results.Json(new ModelObject(baseModel.Name, "model", baseModel.CreatedAt.ToUnixTimeSeconds(), SystemOwner));
         var adapter = await db.Adapters.AsNoTracking().SingleOrDefaultAsync(a => a.Name == id, ct);
         return adapter is null
             ? ApiErrors.ModelNotFound(id)

@@ -28,6 +28,14 @@ public sealed class NodeDirectory(IServiceScopeFactory scopes, IOptions<ClusterO
         return _nodes.Where(n => n.Models.Contains(baseModel) && !SetAside(n, now)).ToList();
     }
 
+    /// <summary>Every live node, without those set aside.</summary>
+    public async Task<IReadOnlyList<LiveNode>> LiveAsync(CancellationToken ct)
+    {
+        await RefreshIfStaleAsync(ct);
+        var now = clock.GetUtcNow();
+        return _nodes.Where(n => !SetAside(n, now)).ToList();
+    }
+
     /// <summary>Sets a node aside after a failed connection or a stream lost mid-way.</summary>
     public void MarkUnreachable(LiveNode node) =>
         _unreachable[node.Id] = (node.StartedAt, clock.GetUtcNow() + options.Value.NodeTimeout);

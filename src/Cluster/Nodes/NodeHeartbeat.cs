@@ -10,10 +10,10 @@ namespace Loom.Cluster.Nodes;
 
 /// <summary>
 /// An inference node's registration: every Cluster:HeartbeatInterval it upserts its row in <c>inference_nodes</c>
-/// (URL, models served, load from its engine) stamped with the database's <c>now()</c>; on a graceful stop it deletes
+/// (URL, models served, load from its engines) stamped with the database's <c>now()</c>; on a graceful stop it deletes
 /// the row. A node that dies simply stops beating and leaves the routing table after Cluster:NodeTimeout.
 /// </summary>
-public sealed class NodeHeartbeat(IServiceScopeFactory scopes, IInferenceEngine engine, IOptions<ClusterOptions> options, NodeIdentity identity,
+public sealed class NodeHeartbeat(IServiceScopeFactory scopes, ServedEngines engines, IOptions<ClusterOptions> options, NodeIdentity identity,
     TimeProvider clock, ILogger<NodeHeartbeat> logger) : BackgroundService
 {
     private long _lastBeatTicks;
@@ -59,14 +59,17 @@ public sealed class NodeHeartbeat(IServiceScopeFactory scopes, IInferenceEngine 
 
     private async Task BeatAsync(CancellationToken ct)
     {
-        var m = engine.GetMetrics();
-        string[] models = [engine.Model.Name];
+        // One row per node: the models of all its engines, and their load added up (routing weighs nodes, not engines).
+        var metrics = engines.All.Select(e => e.GetMetrics()).ToList();
+        string[] models = [.. engines.All.Select(e => e.Model.Name)];
+        var (running, waiting) = (metrics.Sum(m => m.Loop.Running), metrics.Sum(m => m.Loop.Waiting));
+        var (free, resident) = (metrics.Sum(m => m.Pool.FreePages), metrics.Sum(m => m.Adapters.InPool));
         await using var scope = scopes.CreateAsyncScope();
         var db = scope.ServiceProvider.GetRequiredService<PlatformDbContext>();
         var url = options.Value.AdvertisedOrInternalUrl;
         await db.Database.ExecuteSqlAsync($"""
             INSERT INTO inference_nodes ("Id", "InternalUrl", "Models", "Running", "Waiting", "FreePages", "ResidentAdapters", "StartedAt", "HeartbeatAt")
-            VALUES ({identity.Id}, {url}, {models}, {m.Loop.Running}, {m.Loop.Waiting}, {m.Pool.FreePages}, {m.Adapters.InPool}, {identity.StartedAt}, now())
+            VALUES ({identity.Id}, {url}, {models}, {running}, {waiting}, {free}, {resident}, {identity.StartedAt}, now())
             ON CONFLICT ("Id") DO UPDATE SET "InternalUrl" = EXCLUDED."InternalUrl", "Models" = EXCLUDED."Models", "Running" = EXCLUDED."Running",
                 "Waiting" = EXCLUDED."Waiting", "FreePages" = EXCLUDED."FreePages", "ResidentAdapters" = EXCLUDED."ResidentAdapters",
                 "StartedAt" = EXCLUDED."StartedAt", "HeartbeatAt" = now()

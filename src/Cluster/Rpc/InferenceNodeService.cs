@@ -12,22 +12,20 @@ namespace Loom.Cluster.Rpc;
 
 /// <summary>
 /// The inference node's side of the RPC: runs a generation on this node's engine and streams its events. The call's
-/// cancellation (the API node cancelled, or its connection dropped) cancels the engine request. A named adapter is
+/// cancellation (the API node cancelled, or its connection dropped) cancels the engine request. The request goes to the engine of its base model; a named adapter is
 /// registered here from the shared blob store, after checking it belongs to the tenant the request names.
 /// </summary>
-internal sealed class InferenceNodeService(IInferenceEngine engine, IServiceScopeFactory scopes, IOptions<ClusterOptions> options,
+internal sealed class InferenceNodeService(ServedEngines engines, IServiceScopeFactory scopes, IOptions<ClusterOptions> options,
     ILogger<InferenceNodeService> logger) : InferenceNode.InferenceNodeBase
 {
     public override async Task Generate(GenerateRequest request, IServerStreamWriter<GenerateEvent> responseStream, ServerCallContext context)
     {
         Authorize(context);
         var ct = context.CancellationToken;
-        ModelInfo served;
-        try { served = engine.Model; }
-        catch (InvalidOperationException e) { throw new RpcException(new Status(StatusCode.Unavailable, e.Message)); }
-        if (served.Name != request.BaseModel)
-            throw new RpcException(new Status(StatusCode.NotFound, $"this node does not serve '{request.BaseModel}'"));
-        if (request.AdapterId.Length > 0) await RegisterAdapterAsync(request, ct);
+        if (engines.All.Count == 0) throw new RpcException(new Status(StatusCode.Unavailable, "this node serves no model"));
+        var engine = engines.Find(request.BaseModel)
+            ?? throw new RpcException(new Status(StatusCode.NotFound, $"this node does not serve '{request.BaseModel}'"));
+        if (request.AdapterId.Length > 0) await RegisterAdapterAsync(engine, request, ct);
 
         var generation = RpcMapping.FromRpc(request);
         IAsyncEnumerator<GenerationEvent> events;
@@ -47,7 +45,7 @@ internal sealed class InferenceNodeService(IInferenceEngine engine, IServiceScop
         }
     }
 
-    private async Task RegisterAdapterAsync(GenerateRequest request, CancellationToken ct)
+    private async Task RegisterAdapterAsync(IInferenceEngine engine, GenerateRequest request, CancellationToken ct)
     {
         if (engine.IsAdapterRegistered(request.AdapterId)) return;
         if (!Guid.TryParseExact(request.AdapterId, "N", out var id) || !Guid.TryParseExact(request.TenantId, "N", out var tenant))

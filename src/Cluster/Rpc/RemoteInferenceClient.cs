@@ -39,6 +39,9 @@ public sealed class RemoteInferenceClient(NodeDirectory directory, IServiceScope
         return cached.Value;
     }
 
+    public async Task<IReadOnlySet<string>> LiveModelsAsync(CancellationToken cancellationToken) =>
+        (await directory.LiveAsync(cancellationToken)).SelectMany(n => n.Models).ToHashSet(StringComparer.Ordinal);
+
     private ServedModel Load(BaseModel row)
     {
         ITokenizer? tokenizer = null;

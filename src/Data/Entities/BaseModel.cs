@@ -9,5 +9,7 @@ public class BaseModel
     /// <summary>Folder of the Hugging Face checkpoint (config.json, safetensors, tokenizer files).</summary>
     public required string Path { get; set; }
     public int ContextLength { get; set; }
+    /// <summary>How the inference nodes hold its weights (Auto, F32, BF16), as configured where it is served.</summary>
+    public string WeightFormat { get; set; } = "Auto";
     public DateTimeOffset CreatedAt { get; set; }
 }

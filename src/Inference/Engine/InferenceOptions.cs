@@ -72,9 +72,27 @@ public sealed class InferenceOptions
     /// <summary>Bytes of activations a training run may keep for its backward pass; layers beyond it are recomputed.</summary>
     public long TrainingActivationBytes { get; set; } = 1L << 30;
 
+    /// <summary>Further base models this node serves beside <see cref="ModelDirectory"/>, each with its own engine and pool
+    /// (Inference:Models:0:Name, :Directory, :WeightFormat, :PoolBytes). Only the first model trains fine-tunes.</summary>
+    public List<ServedModelOptions> Models { get; set; } = [];
+
+    /// <summary>The options of the engine of <paramref name="model"/>: these, with its folder, weight format and pool.</summary>
+    public InferenceOptions For(ServedModelOptions model)
+    {
+        var copy = (InferenceOptions)MemberwiseClone();
+        copy.ModelDirectory = model.Directory;
+        copy.WeightFormat = model.WeightFormat ?? WeightFormat;
+        copy.PoolBytes = model.PoolBytes ?? PoolBytes;
+        copy.Models = [];
+        return copy;
+    }
+
     /// <summary>The first problem with these options, or null.</summary>
     public string? Problem() =>
         !InferenceBackends.IsKnown(Backend) ? $"Inference:Backend must be one of {string.Join(", ", InferenceBackends.All)} (got '{Backend}')"
+        : Models.Count > 0 && string.IsNullOrWhiteSpace(ModelDirectory) ? "Inference:Models needs Inference:ModelDirectory (the first model) set"
+        : Models.Count > 16 ? "Inference:Models holds at most 16 models"
+        : Models.FirstOrDefault(m => m.Problem() is not null) is { } bad ? bad.Problem()
         : MaxContext < 1 ? "Inference:MaxContext must be positive"
         : PrefillChunk < 1 ? "Inference:PrefillChunk must be positive"
         : PoolBytes < 1 ? "Inference:PoolBytes must be positive"
@@ -100,4 +118,24 @@ public sealed class InferenceOptions
     public ISchedulingPolicy CreatePolicy() => SchedulingPolicy == SchedulingPolicyKind.Fcfs
         ? new FcfsPolicy()
         : new VtcPolicy(new VtcWeights(VtcInputWeight, VtcOutputWeight), VtcFairnessGap);
+}
+
+/// <summary>One more base model of an inference node (an item of Inference:Models).</summary>
+public sealed class ServedModelOptions
+{
+    /// <summary>The public model id; default: the folder's name.</summary>
+    public string? Name { get; set; }
+    /// <summary>A Hugging Face model folder (config.json, safetensors, tokenizer.json).</summary>
+    public string Directory { get; set; } = "";
+    /// <summary>Default: Inference:WeightFormat.</summary>
+    public WeightFormat? WeightFormat { get; set; }
+    /// <summary>Bytes of this model's own page pool; default: Inference:PoolBytes.</summary>
+    public long? PoolBytes { get; set; }
+
+    public string? Problem() =>
+        string.IsNullOrWhiteSpace(Directory) ? "every item of Inference:Models needs a Directory"
+        : Name is { } n && (n.Length is 0 or > 200 || n.Any(c => char.IsWhiteSpace(c) || char.IsControl(c))) ? "Inference:Models:N:Name must be 1-200 characters without spaces"
+        : PoolBytes is < 1 ? "Inference:Models:N:PoolBytes must be positive"
+        : WeightFormat is { } f && !Enum.IsDefined(f) ? "Inference:Models:N:WeightFormat must be Auto, F32 or BF16"
+        : null;
 }

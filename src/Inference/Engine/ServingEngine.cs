@@ -95,8 +95,9 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         _thread.Start();
     }
 
-    /// <summary>Loads config.json, the safetensors weights and (when present) tokenizer.json from a model folder.</summary>
-    public static ServingEngine Load(InferenceOptions options)
+    /// <summary>Loads config.json, the safetensors weights and (when present) tokenizer.json from a model folder; the model
+    /// is served as <paramref name="name"/>, or by its folder's name.</summary>
+    public static ServingEngine Load(InferenceOptions options, string? name = null)
     {
         string dir = options.ModelDirectory ?? throw new ArgumentException("ModelDirectory is not set");
         var config = ModelConfig.Load(dir);
@@ -112,7 +113,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
             throw;
         }
         var tokenizer = File.Exists(Path.Combine(dir, "tokenizer.json")) ? TokenizerLoader.Load(dir) : null;
-        return new ServingEngine(model, tokenizer, options, Path.GetFileName(Path.TrimEndingDirectorySeparator(dir)));
+        return new ServingEngine(model, tokenizer, options, name is { Length: > 0 } ? name : Path.GetFileName(Path.TrimEndingDirectorySeparator(dir)));
     }
 
     /// <summary>The unified pool (tests audit it).</summary>

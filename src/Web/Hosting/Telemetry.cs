@@ -36,11 +36,10 @@ internal static class Telemetry
             .WithTracing(t => t.AddAspNetCoreInstrumentation(o => o.Filter = http => http.Request.Path != ScrapePath)
                 .AddHttpClientInstrumentation().AddNpgsql());
         if (otlp) builder.UseOtlpExporter();
-        // Where a model is served (an unconfigured engine has nothing to measure).
+        // Where models are served (an unconfigured engine has nothing to measure): one set per engine, tagged by its model.
         if (roles.Inference)
-            services.AddSingleton(sp => sp.GetRequiredService<IInferenceEngine>() is ServingEngine engine
-                ? new EngineMetersHandle(new EngineMeters(engine, sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>()))
-                : new EngineMetersHandle(null));
+            services.AddSingleton(sp => new EngineMetersHandle([.. sp.GetRequiredService<ServedEngines>().All.OfType<ServingEngine>()
+                .Select(engine => new EngineMeters(engine, sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>()))]));
         return services;
     }
 
@@ -60,9 +59,12 @@ internal static class Telemetry
             && CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(header[7..]), Encoding.UTF8.GetBytes(token));
     }
 
-    /// <summary>The engine's instruments, or none where no model is served; disposed with the host.</summary>
-    private sealed class EngineMetersHandle(EngineMeters? meters) : IDisposable
+    /// <summary>The engines' instruments, none where no model is served; disposed with the host.</summary>
+    private sealed class EngineMetersHandle(IReadOnlyList<EngineMeters> meters) : IDisposable
     {
-        public void Dispose() => meters?.Dispose();
+        public void Dispose()
+        {
+            foreach (var m in meters) m.Dispose();
+        }
     }
 }
