@@ -12,7 +12,8 @@ namespace Loom.Cluster.Tests;
 /// stops the remote generation; a node killed mid-stream ends its stream with a retryable error within 2 s and the
 /// next requests succeed on the live nodes, with usage recorded once per request.
 /// </summary>
-public class ClusterRoutingTests(LoopbackCluster cluster, ITestOutputHelper output) : IClassFixture<LoopbackCluster>
+[Collection(LoopbackCluster.Collection)]
+public class ClusterRoutingTests(LoopbackCluster cluster, ITestOutputHelper output)
 {
     private const int Adapters = 200;
     private const int RequestsPerAdapter = 2;

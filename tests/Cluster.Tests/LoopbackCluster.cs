@@ -8,13 +8,15 @@ using Npgsql;
 namespace Loom.Cluster.Tests;
 
 /// <summary>
-/// Loom split by role on loopback, as real processes: one API node (no engine), two inference nodes (inf-a, inf-b)
+/// Loom split by role on loopback, as real processes: two API+web nodes (no engine; one Redis for their rate limits,
+/// one key ring in the database for their sign-ins) behind the YARP front (src/Front), two inference nodes (inf-a, inf-b)
 /// serving the golden tiny chat model as "tiny-chat", inf-a also serving it a second time as the base model
 /// "twin-chat" (an engine and pool of its own), and two (slow-a, slow-b) serving <see cref="SlowChatModel"/>, one
 /// database, one blob store (as a cluster shares them). Short heartbeats so a dead node leaves the routing table in seconds.
 /// </summary>
 public sealed class LoopbackCluster : IAsyncLifetime
 {
+    public const string Collection = "loopback cluster";
     public const string ModelName = "tiny-chat";
     /// <summary>The second base model of inf-a, served by no other node.</summary>
     public const string TwinName = "twin-chat";
@@ -23,8 +25,12 @@ public sealed class LoopbackCluster : IAsyncLifetime
     private readonly string _root = Path.Combine(Path.GetTempPath(), $"loom-cluster-{Guid.NewGuid():N}");
     private readonly List<NodeProcess> _nodes = [];
     private TestDatabase? _db;
+    private RedisServer? _redis;
 
+    /// <summary>api-1, which the tests' <see cref="Client"/> talks to directly.</summary>
     public NodeProcess Api { get; private set; } = null!;
+    public NodeProcess Api2 { get; private set; } = null!;
+    public NodeProcess Front { get; private set; } = null!;
     public NodeProcess InfA { get; private set; } = null!;
     public NodeProcess InfB { get; private set; } = null!;
     public NodeProcess SlowA { get; private set; } = null!;
@@ -37,13 +43,15 @@ public sealed class LoopbackCluster : IAsyncLifetime
     public async Task InitializeAsync()
     {
         _db = await TestDatabase.CreateAsync("loom_cluster");
+        _redis = await RedisServer.StartAsync();
         GoldenChatModel.CreateIn(ModelDir, GoldenChatModel.GoldenDirectory(RepoRoot()));
         SlowChatModel.CreateIn(SlowModelDir, GoldenChatModel.GoldenDirectory(RepoRoot()));
         // The API node first: it migrates the database and seeds the demo tenant and key.
-        Api = Track(await NodeProcess.StartAsync("api", "api", Settings("api", new()
+        Api = Track(await NodeProcess.StartAsync("api-1", "web,api", Settings("api-1", new()
         {
-            ["Loom:Seed:Demo"] = "true", ["Loom:Seed:ApiKeyFile"] = Path.Combine(_root, "demo-api-key"), ["Loom:Seed:AdminPassword"] = "Cluster-Test-1",
+            ["Loom:Seed:Demo"] = "true", ["Loom:Seed:ApiKeyFile"] = Path.Combine(_root, "demo-api-key"), ["Loom:Seed:AdminPassword"] = AdminPassword,
         })));
+        var api2 = StartApi2Async(null);
         var nodes = await Task.WhenAll(StartInferenceNodeAsync("inf-a", ModelDir, new()
             {
                 ["Inference:Models:0:Name"] = TwinName, ["Inference:Models:0:Directory"] = ModelDir,
@@ -51,9 +59,23 @@ public sealed class LoopbackCluster : IAsyncLifetime
             }), StartInferenceNodeAsync("inf-b", ModelDir),
             StartInferenceNodeAsync("slow-a", SlowModelDir), StartInferenceNodeAsync("slow-b", SlowModelDir));
         (InfA, InfB, SlowA, SlowB) = (nodes[0], nodes[1], nodes[2], nodes[3]);
+        Api2 = await api2;
+        Front = Track(await NodeProcess.StartAsync("front", "", new Dictionary<string, string>
+        {
+            ["Front:Nodes:0"] = Api.BaseAddress.ToString(), ["Front:Nodes:1"] = Api2.BaseAddress.ToString(),
+        }, assembly: "Loom.Front.dll", readyPath: "/front/healthz"));
         var key = (await File.ReadAllTextAsync(Path.Combine(_root, "demo-api-key"))).Trim();
         Client = new HttpClient { BaseAddress = Api.BaseAddress, Timeout = TimeSpan.FromSeconds(60) };
         Client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+    }
+
+    public const string AdminPassword = "Cluster-Test-1";
+
+    /// <summary>Starts api-2 (again, on its old port, after a test killed it).</summary>
+    public async Task<NodeProcess> StartApi2Async(int? port)
+    {
+        Api2 = Track(await NodeProcess.StartAsync("api-2", "web,api", Settings("api-2", new()), port));
+        return Api2;
     }
 
     private async Task<NodeProcess> StartInferenceNodeAsync(string id, string modelDir, Dictionary<string, string>? more = null) =>
@@ -83,6 +105,8 @@ public sealed class LoopbackCluster : IAsyncLifetime
             ["Cluster:RefreshInterval"] = "00:00:00.200",
             ["Api:RateLimits:RequestsPerMinute"] = "100000",
             ["Api:RateLimits:TokensPerMinute"] = "100000000",
+            ["Api:RateLimits:Redis"] = _redis!.ConnectionString,
+            ["Loom:Proxy:KnownProxies:0"] = "127.0.0.1",
         };
         foreach (var (k, v) in extra) s[k] = v;
         return s;
@@ -92,6 +116,7 @@ public sealed class LoopbackCluster : IAsyncLifetime
     {
         Client?.Dispose();
         foreach (var n in _nodes) await n.DisposeAsync();
+        if (_redis is not null) await _redis.DisposeAsync();
         if (_db is not null) await _db.DisposeAsync();
         try { if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true); }
         catch (IOException) { /* a killed process's files; the folder is under the temp directory */ }
@@ -152,3 +177,6 @@ public sealed class LoopbackCluster : IAsyncLifetime
         return dir?.FullName ?? throw new InvalidOperationException("Platform.sln not found above " + AppContext.BaseDirectory);
     }
 }
+
+[CollectionDefinition(LoopbackCluster.Collection)]
+public sealed class LoopbackClusterCollection : ICollectionFixture<LoopbackCluster>;

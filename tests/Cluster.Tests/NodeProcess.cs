@@ -5,7 +5,7 @@ using System.Net.Sockets;
 namespace Loom.Cluster.Tests;
 
 /// <summary>The real Loom host (Loom.Web.dll, built beside the tests) as its own process with the roles and settings
-/// given, so a test can kill it with SIGKILL. Waits for /readyz (an inference node is ready once its engine answers
+/// given (or another host built beside the tests, such as the front, Loom.Front.dll), so a test can kill it with SIGKILL. Waits for /readyz (an inference node is ready once its engine answers
 /// and its heartbeat is written).</summary>
 public sealed class NodeProcess : IAsyncDisposable
 {
@@ -22,11 +22,12 @@ public sealed class NodeProcess : IAsyncDisposable
 
     private NodeProcess(string name, Process process, Uri baseAddress) => (Name, _process, BaseAddress) = (name, process, baseAddress);
 
-    public static async Task<NodeProcess> StartAsync(string name, string roles, IReadOnlyDictionary<string, string> settings)
+    public static async Task<NodeProcess> StartAsync(string name, string roles, IReadOnlyDictionary<string, string> settings, int? port = null,
+        string assembly = "Loom.Web.dll", string readyPath = "/readyz")
     {
-        var dll = Path.Combine(AppContext.BaseDirectory, "Loom.Web.dll");
+        var dll = Path.Combine(AppContext.BaseDirectory, assembly);
         Assert.True(File.Exists(dll), $"missing {dll}");
-        var url = new Uri($"http://127.0.0.1:{FreePort()}");
+        var url = new Uri($"http://127.0.0.1:{port ?? FreePort()}");
         var psi = new ProcessStartInfo("dotnet", [dll])
         {
             RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = AppContext.BaseDirectory,
@@ -46,7 +47,7 @@ public sealed class NodeProcess : IAsyncDisposable
         var deadline = Stopwatch.StartNew();
         while (deadline.Elapsed < StartLimit && !node._process.HasExited)
         {
-            try { if ((await http.GetAsync("/readyz")).StatusCode == HttpStatusCode.OK) return node; }
+            try { if ((await http.GetAsync(readyPath)).StatusCode == HttpStatusCode.OK) return node; }
             catch (Exception e) when (e is HttpRequestException or TaskCanceledException) { }
             await Task.Delay(250);
         }

@@ -13,6 +13,6 @@ internal sealed class BaseModelConfiguration : IEntityTypeConfiguration<BaseMode
         b.Property(m => m.Name).HasMaxLength(200).IsRequired();
         b.HasIndex(m => m.Name).IsUnique();
         b.Property(m => m.Path).HasMaxLength(1000).IsRequired();
-        b.Property(m => m.WeightFormat).HasMaxLength(16).IsRequired();
+        b.Property(m => m.WeightFormat).HasMaxLength(16).IsRequired().HasDefaultValue("Auto");
     }
 }

@@ -1,0 +1,173 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text.RegularExpressions;
+using Loom.Data;
+using Loom.Data.Entities;
+using Loom.Data.Tenancy;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Xunit.Abstractions;
+
+namespace Loom.Cluster.Tests;
+
+/// <summary>
+/// The cluster's HTTP tier as real processes: the YARP front spreads requests over both API+web nodes and routes around
+/// one killed with SIGKILL; a tenant's requests-per-minute limit holds across both nodes through Redis (the limit, not
+/// twice it); a portal sign-in on one web node is accepted by the other (one key ring in PostgreSQL).
+/// </summary>
+[Collection(LoopbackCluster.Collection)]
+public partial class ClusterFrontTests(LoopbackCluster cluster, ITestOutputHelper output)
+{
+    private const string ModelsRoute = "http_server_request_duration_seconds_count";
+
+    private HttpClient FrontClient()
+    {
+        // No cookies: API clients are spread, not pinned to a node.
+        var http = new HttpClient(new HttpClientHandler { UseCookies = false }) { BaseAddress = cluster.Front.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
+        http.DefaultRequestHeaders.Authorization = cluster.Client.DefaultRequestHeaders.Authorization;
+        return http;
+    }
+
+    private static Task<double> ModelsServedAsync(NodeProcess node) =>
+        LoopbackCluster.MetricAsync(node, ModelsRoute, "v1/models\"");
+
+    [Fact]
+    public async Task TheFrontSpreadsRequestsAndRoutesAroundAKilledApiNode()
+    {
+        using var http = FrontClient();
+        var (oneBefore, twoBefore) = (await ModelsServedAsync(cluster.Api), await ModelsServedAsync(cluster.Api2));
+        for (var i = 0; i < 40; i++)
+        {
+            using var r = await http.GetAsync("/v1/models");
+            Assert.True(r.StatusCode == HttpStatusCode.OK, $"{(int)r.StatusCode}: {await r.Content.ReadAsStringAsync()}");
+        }
+        var (one, two) = (await ModelsServedAsync(cluster.Api) - oneBefore, await ModelsServedAsync(cluster.Api2) - twoBefore);
+        output.WriteLine($"40 requests through the front: api-1 served {one}, api-2 {two}");
+        Assert.Equal(40, one + two);
+        Assert.True(one >= 8 && two >= 8, $"the front did not spread the requests (api-1 {one}, api-2 {two})");
+
+        // kill -9 of api-2: within a few seconds every request succeeds on api-1.
+        var port = cluster.Api2.BaseAddress.Port;
+        cluster.Api2.KillHard();
+        var sinceKill = Stopwatch.StartNew();
+        var (failed, consecutive) = (0, 0);
+        while (consecutive < 20)
+        {
+            Assert.True(sinceKill.Elapsed < TimeSpan.FromSeconds(15), $"the front still sent requests to the dead node 15 s after the kill ({failed} failed)");
+            using var r = await http.GetAsync("/v1/models");
+            if (r.StatusCode == HttpStatusCode.OK) consecutive++;
+            else
+            {
+                Assert.True(r.StatusCode is HttpStatusCode.BadGateway or HttpStatusCode.ServiceUnavailable, $"unexpected {(int)r.StatusCode}");
+                (failed, consecutive) = (failed + 1, 0);
+            }
+        }
+        var routedAround = sinceKill.Elapsed;
+        var oneAfterKill = await ModelsServedAsync(cluster.Api);
+        for (var i = 0; i < 30; i++)
+        {
+            using var r = await http.GetAsync("/v1/models");
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        }
+        Assert.Equal(oneAfterKill + 30, await ModelsServedAsync(cluster.Api));
+        output.WriteLine($"after kill -9 of api-2: {failed} requests failed (502) before the front routed around it; 20 in a row succeeded " +
+                         $"{routedAround.TotalMilliseconds:F0} ms after the kill; the next 30 all went to api-1 and succeeded");
+
+        // api-2 back on its port: the front's health check takes it back into the rotation.
+        await cluster.StartApi2Async(port);
+        var back = Stopwatch.StartNew();
+        var twoBack = await ModelsServedAsync(cluster.Api2);
+        while (await ModelsServedAsync(cluster.Api2) == twoBack)
+        {
+            Assert.True(back.Elapsed < TimeSpan.FromSeconds(15), "the front never sent a request to the restarted api-2");
+            using var r = await http.GetAsync("/v1/models");
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        }
+        output.WriteLine($"restarted api-2 received requests {back.ElapsedMilliseconds} ms after it was ready");
+    }
+
+    [Fact]
+    public async Task ATenantsRequestLimitHoldsAcrossBothApiNodes()
+    {
+        const int limit = 10;
+        var secret = await CreateTenantKeyAsync($"rpm-{Guid.NewGuid():N}"[..12], limit);
+        // A key's first request on a node reads the database and opens its Redis connection: slow on a loaded machine.
+        using var one = new HttpClient { BaseAddress = cluster.Api.BaseAddress, Timeout = TimeSpan.FromSeconds(60) };
+        using var two = new HttpClient { BaseAddress = cluster.Api2.BaseAddress, Timeout = TimeSpan.FromSeconds(60) };
+        foreach (var c in new[] { one, two }) c.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", secret);
+
+        var statuses = new List<HttpStatusCode>();
+        for (var i = 0; i < 2 * limit; i++)
+        {
+            using var r = await (i % 2 == 0 ? one : two).GetAsync("/v1/models");
+            statuses.Add(r.StatusCode);
+            if (r.StatusCode == HttpStatusCode.TooManyRequests)
+                Assert.True(r.Headers.RetryAfter is not null, "a 429 without Retry-After");
+        }
+        output.WriteLine($"{2 * limit} requests alternating over api-1 and api-2 with a limit of {limit}/min: " +
+                         $"{statuses.Count(s => s == HttpStatusCode.OK)} x 200, {statuses.Count(s => s == HttpStatusCode.TooManyRequests)} x 429");
+        Assert.Equal(limit, statuses.Count(s => s == HttpStatusCode.OK));
+        Assert.Equal(limit, statuses.Count(s => s == HttpStatusCode.TooManyRequests));
+        // Both nodes refused: the budget is one, not one per node.
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await one.GetAsync("/v1/models")).StatusCode);
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await two.GetAsync("/v1/models")).StatusCode);
+    }
+
+    [Fact]
+    public async Task ASignInOnOneWebNodeIsAcceptedByTheOther()
+    {
+        using var http = new HttpClient(new HttpClientHandler { AllowAutoRedirect = false, UseCookies = false }) { Timeout = TimeSpan.FromSeconds(30) };
+        var one = cluster.Api.BaseAddress;
+        var two = cluster.Api2.BaseAddress;
+
+        // Signed out, the usage page sends the browser to the sign-in page on either node.
+        using (var anonymous = await http.GetAsync(new Uri(two, "/usage")))
+            Assert.Equal(HttpStatusCode.Redirect, anonymous.StatusCode);
+
+        var form = await http.GetAsync(new Uri(one, "/account/signin"));
+        var token = TokenPattern().Match(await form.Content.ReadAsStringAsync());
+        Assert.True(token.Success, "no antiforgery token on the sign-in page");
+        using var post = new HttpRequestMessage(HttpMethod.Post, new Uri(one, "/account/signin"))
+        {
+            Content = new FormUrlEncodedContent(new Dictionary<string, string>
+            {
+                ["_handler"] = "signin", ["__RequestVerificationToken"] = WebUtility.HtmlDecode(token.Groups[1].Value),
+                ["Input.UserName"] = "admin", ["Input.Password"] = LoopbackCluster.AdminPassword,
+            }),
+        };
+        post.Headers.Add("Cookie", string.Join("; ", Cookies(form).Select(c => c.Split(';')[0])));
+        using var signedIn = await http.SendAsync(post);
+        Assert.Equal(HttpStatusCode.Redirect, signedIn.StatusCode);
+        var cookie = Assert.Single(Cookies(signedIn), c => c.StartsWith("loom.portal=", StringComparison.Ordinal)).Split(';')[0];
+
+        foreach (var node in new[] { one, two })
+        {
+            using var page = new HttpRequestMessage(HttpMethod.Get, new Uri(node, "/usage"));
+            page.Headers.Add("Cookie", cookie);
+            using var response = await http.SendAsync(page);
+            output.WriteLine($"/usage on {node} with the cookie api-1 issued: {(int)response.StatusCode}");
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+    }
+
+    private static List<string> Cookies(HttpResponseMessage r) => r.Headers.TryGetValues("Set-Cookie", out var v) ? v.ToList() : [];
+
+    [GeneratedRegex("name=\"__RequestVerificationToken\" value=\"([^\"]+)\"")]
+    private static partial Regex TokenPattern();
+
+    /// <summary>A tenant with its own requests-per-minute limit and an API key of it, written to the cluster's database.</summary>
+    private async Task<string> CreateTenantKeyAsync(string name, int requestsPerMinute)
+    {
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { ["ConnectionStrings:Loom"] = cluster.ConnectionString }).Build();
+        var services = new ServiceCollection().AddLogging().AddData(configuration);
+        await using var provider = services.BuildServiceProvider();
+        await using var scope = provider.CreateAsyncScope();
+        var db = scope.ServiceProvider.GetRequiredService<PlatformDbContext>();
+        var tenant = new Tenant { Id = Guid.NewGuid(), Name = name, RequestsPerMinute = requestsPerMinute, CreatedAt = DateTimeOffset.UtcNow };
+        db.Tenants.Add(tenant);
+        await db.SaveChangesAsync();
+        scope.ServiceProvider.GetRequiredService<TenantContext>().TenantId = tenant.Id;
+        return (await scope.ServiceProvider.GetRequiredService<Loom.Data.Keys.ApiKeyService>().CreateAsync(tenant.Id, "cluster test")).Secret;
+    }
+}
