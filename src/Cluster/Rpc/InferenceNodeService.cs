@@ -11,9 +11,10 @@ using Microsoft.Extensions.Options;
 namespace Loom.Cluster.Rpc;
 
 /// <summary>
-/// The inference node's side of the RPC: runs a generation on this node's engine and streams its events. The call's
-/// cancellation (the API node cancelled, or its connection dropped) cancels the engine request. The request goes to the engine of its base model; a named adapter is
-/// registered here from the shared blob store, after checking it belongs to the tenant the request names.
+/// The inference node's side of the RPC: runs a generation on the engine of its base model (a node may serve several)
+/// and streams its events. The call's cancellation (the API node cancelled, or its connection dropped) cancels the
+/// engine request. A named adapter is registered here from the shared blob store, after checking it belongs to the
+/// tenant the request names.
 /// </summary>
 internal sealed class InferenceNodeService(ServedEngines engines, IServiceScopeFactory scopes, IOptions<ClusterOptions> options,
     ILogger<InferenceNodeService> logger) : InferenceNode.InferenceNodeBase
