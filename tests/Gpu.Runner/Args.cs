@@ -19,6 +19,15 @@ internal static class Args
         return model;
     }
 
+    /// <summary>A tiny Llama shape (--tiny) to try the runner's paths on a machine without a GPU.</summary>
+    public static readonly ModelConfig Tiny = new()
+    {
+        ModelType = "llama", HiddenSize = 64, IntermediateSize = 128, NumLayers = 2, NumHeads = 4, NumKvHeads = 2,
+        HeadDim = 16, VocabSize = 320, TieWordEmbeddings = true, RmsNormEps = 1e-5, RopeTheta = 10000, MaxPositionEmbeddings = 2048,
+    };
+
+    public static ModelConfig Shape(string[] args) => args.Contains("--tiny") ? Tiny : Llama1B;
+
     /// <summary>Llama-3.2-1B's shape (random weights).</summary>
     public static readonly ModelConfig Llama1B = new()
     {

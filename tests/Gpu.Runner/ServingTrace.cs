@@ -15,10 +15,9 @@ internal static class ServingTrace
 {
     private static readonly LoraTarget[] Targets = [LoraTarget.QProj, LoraTarget.KProj, LoraTarget.VProj, LoraTarget.OProj];
 
-    public static int Run(string backend, bool quick)
+    public static int Run(string backend, bool quick, ModelConfig c, int requestsAsked)
     {
-        var c = Args.Llama1B;
-        int requests = quick ? 16 : 256;
+        int requests = requestsAsked > 0 ? requestsAsked : quick ? 16 : 256;
         int[] adapterCounts = quick ? [5, 100] : [5, 100, 1000, 2000];
         (int Lo, int Hi) lengths = (8, 512);
         string chosen = InferenceBackends.Resolve(backend);
@@ -26,10 +25,10 @@ internal static class ServingTrace
         var model = Args.On(new Transformer(ModelWeights.CreateRandom(c, WeightType.BF16, seed: 1, pack: chosen == InferenceBackends.Cpu ? null : false), maxContext: 1024), backend);
         var options = new InferenceOptions
         {
-            Backend = chosen, MaxContext = 1024, PoolBytes = 8L << 30, TokenBudget = 1024, MaxRunningSequences = 128, PrefillChunk = 512,
+            Backend = chosen, MaxContext = 1024, PoolBytes = c == Args.Tiny ? 64L << 20 : 8L << 30, TokenBudget = 1024, MaxRunningSequences = 128, PrefillChunk = 512,
             HostAdapterCacheBytes = 16L << 30, MaxLoraRank = 8, PrefixCacheBytes = 0,
         };
-        Console.WriteLine($"model: Llama-3.2-1B shape, bf16, random weights ({sw.Elapsed.TotalSeconds:F1} s); {requests} requests per run, input and output U[{lengths.Lo},{lengths.Hi}), all at t = 0, seed 7");
+        Console.WriteLine($"model: {(c == Args.Tiny ? "tiny" : "Llama-3.2-1B")} shape, bf16, random weights ({sw.Elapsed.TotalSeconds:F1} s); {requests} requests per run, input and output U[{lengths.Lo},{lengths.Hi}), all at t = 0, seed 7");
         Console.WriteLine($"engine: pool {options.PoolBytes >> 30} GiB, token budget {options.TokenBudget}, max running {options.MaxRunningSequences}, prefill chunk {options.PrefillChunk}");
         string folder = Directory.CreateTempSubdirectory("loom-gpu-slora-").FullName;
         try
