@@ -25,6 +25,9 @@ internal static class AllocationBenchmark
         {
             var state = model.CreateState(Math.Max(b, 16), b);
             var caches = Enumerable.Range(0, b).Select(_ => model.CreateCache(16 + steps + 16)).ToArray();
+            // the whole run's KV up front: the managed cache adds a block every 16 tokens, which the engine's paged caches
+            // (pool pages) never do, and that growth is not the forward pass's
+            foreach (var c in caches) c.Reserve(16 + steps + 16);
             var rng = new Random(b);
             var prompt = new int[16];
             foreach (var cache in caches)
