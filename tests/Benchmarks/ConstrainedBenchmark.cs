@@ -19,11 +19,7 @@ namespace Loom.Benchmarks;
 /// </summary>
 internal static class ConstrainedBenchmark
 {
-    private static readonly ModelConfig Smol = new()
-    {
-        ModelType = "llama", HiddenSize = 576, IntermediateSize = 1536, NumLayers = 30, NumHeads = 9, NumKvHeads = 3,
-        HeadDim = 64, VocabSize = 49152, TieWordEmbeddings = true, RmsNormEps = 1e-5, RopeTheta = 100000, MaxPositionEmbeddings = 8192,
-    };
+    private static readonly ModelConfig Smol = Shapes.SmolLM2;
 
     private const string Schema = """
         {"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"},"tags":{"type":"array","items":{"type":"string"}},

@@ -7,11 +7,7 @@ namespace Loom.Benchmarks;
 /// <summary>Decode and prefill speed of the CPU transformer on random models, against the machine's own limits.</summary>
 internal static class EngineBenchmark
 {
-    private static readonly ModelConfig Smol = new()
-    {
-        ModelType = "llama", HiddenSize = 576, IntermediateSize = 1536, NumLayers = 30, NumHeads = 9, NumKvHeads = 3,
-        HeadDim = 64, VocabSize = 49152, TieWordEmbeddings = true, RmsNormEps = 1e-5, RopeTheta = 100000, MaxPositionEmbeddings = 8192,
-    };
+    private static readonly ModelConfig Smol = Shapes.SmolLM2;
 
     private static readonly ModelConfig Llama1B = new()
     {

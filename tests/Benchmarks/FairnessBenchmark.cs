@@ -13,12 +13,7 @@ namespace Loom.Benchmarks;
 /// swap bandwidth against a plain copy of the same bytes; time spent on preemption.</summary>
 internal static class FairnessBenchmark
 {
-    // the SmolLM2-135M shape of the engine and serving suites (random weights, f32)
-    private static readonly ModelConfig Smol = new()
-    {
-        ModelType = "llama", HiddenSize = 576, IntermediateSize = 1536, NumLayers = 30, NumHeads = 9, NumKvHeads = 3,
-        HeadDim = 64, VocabSize = 49152, TieWordEmbeddings = true, RmsNormEps = 1e-5, RopeTheta = 100000, MaxPositionEmbeddings = 8192,
-    };
+    private static readonly ModelConfig Smol = Shapes.SmolLM2;
 
     private static readonly string[] Quiet = ["b", "c"];
     private const string Flood = "flood";

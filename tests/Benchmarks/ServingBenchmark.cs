@@ -15,12 +15,7 @@ namespace Loom.Benchmarks;
 /// Everything runs in one process on one model so the ratios compare figures taken side by side.</summary>
 internal static class ServingBenchmark
 {
-    // the SmolLM2-135M shape of the engine suite (random weights, f32)
-    internal static readonly ModelConfig Smol = new()
-    {
-        ModelType = "llama", HiddenSize = 576, IntermediateSize = 1536, NumLayers = 30, NumHeads = 9, NumKvHeads = 3,
-        HeadDim = 64, VocabSize = 49152, TieWordEmbeddings = true, RmsNormEps = 1e-5, RopeTheta = 100000, MaxPositionEmbeddings = 8192,
-    };
+    internal static readonly ModelConfig Smol = Shapes.SmolLM2;
 
     private static readonly int[] Ranks = [8, 16, 32, 64, 128];
     private static readonly LoraTarget[] Targets = [LoraTarget.QProj, LoraTarget.VProj];

@@ -13,11 +13,7 @@ namespace Loom.Benchmarks;
 /// on models/loom-demo.</summary>
 internal static partial class TrainingBenchmark
 {
-    private static readonly ModelConfig Smol = new()
-    {
-        ModelType = "llama", HiddenSize = 576, IntermediateSize = 1536, NumLayers = 30, NumHeads = 9, NumKvHeads = 3,
-        HeadDim = 64, VocabSize = 49152, TieWordEmbeddings = true, RmsNormEps = 1e-5, RopeTheta = 100000, MaxPositionEmbeddings = 8192,
-    };
+    private static readonly ModelConfig Smol = Shapes.SmolLM2;
 
     public static void Run(string[] args)
     {

@@ -22,11 +22,7 @@ namespace Loom.Benchmarks.FineTuning;
 /// </summary>
 internal static class FineTuningBenchmark
 {
-    private static readonly ModelConfig Smol = new()
-    {
-        ModelType = "llama", HiddenSize = 576, IntermediateSize = 1536, NumLayers = 30, NumHeads = 9, NumKvHeads = 3,
-        HeadDim = 64, VocabSize = 49152, TieWordEmbeddings = true, RmsNormEps = 1e-5, RopeTheta = 100000, MaxPositionEmbeddings = 8192,
-    };
+    private static readonly ModelConfig Smol = Shapes.SmolLM2;
 
     /// <summary>The default checkpoint interval (FineTuningOptions.CheckpointEverySteps).</summary>
     private const int DefaultInterval = 50;
