@@ -12,8 +12,8 @@ public sealed class GpuKernels
 
     private readonly Accelerator _a;
     private readonly int _g;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape> _rowsF32, _tiledF32;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, MatMulShape> _rowsBF16, _tiledBF16;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape> _rowsF32, _tiledF32;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape> _rowsBF16, _tiledBF16;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _rmsNorm;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, RopeShape> _rope;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> _siluMul;
@@ -35,10 +35,10 @@ public sealed class GpuKernels
         Device = device;
         _a = device.Accelerator;
         _g = device.GroupSize;
-        _rowsF32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(GpuMatMul.RowsF32);
-        _tiledF32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(GpuMatMul.TiledF32);
-        _rowsBF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, MatMulShape>(GpuMatMul.RowsBF16);
-        _tiledBF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, MatMulShape>(GpuMatMul.TiledBF16);
+        _rowsF32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape>(GpuMatMul.Rows);
+        _tiledF32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape>(GpuMatMul.Tiled);
+        _rowsBF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape>(GpuMatMul.Rows);
+        _tiledBF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape>(GpuMatMul.Tiled);
         _rmsNorm = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(GpuOps.RmsNorm);
         _rope = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, RopeShape>(GpuOps.Rope);
         _siluMul = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(GpuOps.SiluMul);
@@ -64,13 +64,13 @@ public sealed class GpuKernels
         var config = rows ? Groups(w.Rows) : Groups((w.Rows + _g - 1) / _g * ((n + GpuMatMul.TileTokens - 1) / GpuMatMul.TileTokens));
         if (w.IsBF16)
         {
-            if (rows) _rowsBF16(config, y, x, w.BF16, s);
-            else _tiledBF16(config, y, x, w.BF16, s);
+            if (rows) _rowsBF16(config, y, x, new BF16Weights(w.BF16), s);
+            else _tiledBF16(config, y, x, new BF16Weights(w.BF16), s);
         }
         else
         {
-            if (rows) _rowsF32(config, y, x, w.F32, s);
-            else _tiledF32(config, y, x, w.F32, s);
+            if (rows) _rowsF32(config, y, x, new F32Weights(w.F32), s);
+            else _tiledF32(config, y, x, new F32Weights(w.F32), s);
         }
     }
 
