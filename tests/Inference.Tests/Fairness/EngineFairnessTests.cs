@@ -89,16 +89,16 @@ public sealed class EngineFairnessTests : IDisposable
 
     /// <summary>The flood and quiet requests of <see cref="FloodThenQuiet"/>: six long ones from the flood, three from a
     /// quiet tenant.</summary>
-    private static GenerationRequest[] FloodAndQuiet() =>
-        Enumerable.Range(0, 6).Select(i => Request("flood", i, tokens: 40))
+    private static GenerationRequest[] FloodAndQuiet(int floodTokens = 40) =>
+        Enumerable.Range(0, 6).Select(i => Request("flood", i, tokens: floodTokens))
             .Concat(Enumerable.Range(0, 3).Select(i => Request("quiet", 50 + i, tokens: 16))).ToArray();
 
     /// <summary>Sends the six flood requests, lets the engine run three iterations (three sequences at a time), then
     /// sends the three quiet ones and lets the engine run freely.</summary>
     private static async Task<(Task<List<GenerationEvent>>[] Flood, Task<List<GenerationEvent>>[] Quiet)> StartFloodThenQuiet(
-        ServingEngine e, CancellationToken floodToken = default)
+        ServingEngine e, CancellationToken floodToken = default, int floodTokens = 40)
     {
-        var requests = FloodAndQuiet();
+        var requests = FloodAndQuiet(floodTokens);
         e.Steps = new SemaphoreSlim(0);
         var flood = requests.Take(6).Select(r => Run(e, r, floodToken)).ToArray();
         await Until(() => e.ArrivalsQueued >= 6, () => "the flood never reached the engine");
@@ -173,7 +173,8 @@ public sealed class EngineFairnessTests : IDisposable
     [Fact]
     public async Task RequestsCancelledWhileTheirSwapCopyRunsAreFreedOnceItEnds()
     {
-        var e = _h.Engine(o => { o.MaxRunningSequences = 3; o.VtcFairnessGap = 4; o.SwapMinTokens = 1; return o; });
+        // flood requests long enough that none can finish before the test cancels them, however slowly it gets there
+        var e = _h.Engine(o => { o.MaxRunningSequences = 3; o.VtcFairnessGap = 4; o.SwapMinTokens = 1; o.MaxContext = 256; return o; });
         using var entered = new ManualResetEventSlim();
         using var release = new ManualResetEventSlim();
         int held = 0;
@@ -189,7 +190,7 @@ public sealed class EngineFairnessTests : IDisposable
         Task<List<GenerationEvent>>[] quiet;
         try
         {
-            (var flood, quiet) = await StartFloodThenQuiet(e, cancelFlood.Token);
+            (var flood, quiet) = await StartFloodThenQuiet(e, cancelFlood.Token, floodTokens: 240);
             Assert.True(await Task.Run(() => entered.Wait(Limit)), $"no swap copy started: {e.GetMetrics()}");
 
             // every flood request goes, the one being copied out among them; the engine takes the cancellations while
