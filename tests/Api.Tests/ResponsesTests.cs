@@ -99,6 +99,18 @@ public class ResponsesTests(ResponsesModelFactory factory) : IClassFixture<Respo
     }
 
     [Fact]
+    public async Task AResponseWithANulCharacterIsStored()
+    {
+        // PostgreSQL's jsonb refuses U+0000; a prompt may carry it and a model may generate it from a byte token
+        var client = await ClientAsync();
+        var r = await OkAsync(await client.PostAsJsonAsync("/v1/responses", new { model = ChatModelFactory.ModelName, input = "nul \u0000 here, and a literal \\u0000", max_output_tokens = 4 }));
+        var id = r.GetProperty("id").GetString();
+        var items = await OkAsync(await client.GetAsync($"/v1/responses/{id}/input_items"));
+        Assert.Equal("nul \uFFFD here, and a literal \\u0000", items.GetProperty("data")[0].GetProperty("content")[0].GetProperty("text").GetString());
+        await OkAsync(await client.PostAsJsonAsync("/v1/responses", new { model = ChatModelFactory.ModelName, input = "more", previous_response_id = id, max_output_tokens = 4 }));
+    }
+
+    [Fact]
     public async Task AnotherTenantsResponseIsNotFound()
     {
         var owner = await ClientAsync();

@@ -16,7 +16,7 @@ internal sealed record ResponseHistory(IReadOnlyList<ChatMessage> Messages, int 
 /// every save), served until they expire. A chain is read by following <c>previous_response_id</c> links, at most
 /// <see cref="ResponsesOptions.MaxChainLength"/> of them.
 /// </summary>
-internal sealed class ResponseStore(PlatformDbContext db, IOptions<ResponsesOptions> options, TimeProvider clock)
+internal sealed partial class ResponseStore(PlatformDbContext db, IOptions<ResponsesOptions> options, TimeProvider clock)
 {
     public ResponsesOptions Limits => options.Value;
 
@@ -54,8 +54,8 @@ internal sealed class ResponseStore(PlatformDbContext db, IOptions<ResponsesOpti
     {
         var now = clock.GetUtcNow();
         await db.Responses.Where(r => r.ExpiresAt <= now).ExecuteDeleteAsync(ct);
-        var inputJson = input.ToJsonString();
-        var body = response.ToJsonString();
+        var inputJson = Jsonb(input.ToJsonString());
+        var body = Jsonb(response.ToJsonString());
         db.Responses.Add(new StoredResponse
         {
             Id = (string)response["id"]!, TenantId = tenantId, Model = (string)response["model"]!, PreviousResponseId = (string?)response["previous_response_id"],
@@ -65,6 +65,14 @@ internal sealed class ResponseStore(PlatformDbContext db, IOptions<ResponsesOpti
         await db.SaveChangesAsync(ct);
         db.ChangeTracker.Clear();
     }
+
+    /// <summary>PostgreSQL's jsonb cannot hold the character U+0000 (a prompt may carry it, and a model may generate it
+    /// from a byte token): stored, each one becomes U+FFFD. An escaped backslash before "u0000" is left as it is.</summary>
+    internal static string Jsonb(string json) =>
+        json.Contains("\\u0000", StringComparison.Ordinal) ? NulEscape().Replace(json, "$1\\uFFFD") : json;
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"(?<!\\)((?:\\\\)*)\\u0000")]
+    private static partial System.Text.RegularExpressions.Regex NulEscape();
 
     public async Task<bool> DeleteAsync(string id, CancellationToken ct)
     {
