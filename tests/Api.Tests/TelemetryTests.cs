@@ -20,8 +20,14 @@ public sealed class TelemetryChatModelFactory : ChatModelFactory
         base.Settings.Append(new("Loom:Telemetry:ScrapeToken", ScrapeToken));
 }
 
+/// <summary>Runs alone, after the test classes that run side by side: meters are matched by name across the process, and
+/// with other test hosts' engines alive beside it this host's engine series were sometimes missing from its scrape.</summary>
+[CollectionDefinition(nameof(TelemetryTests), DisableParallelization = true)]
+public sealed class TelemetryCollection;
+
 /// <summary>The Prometheus scrape endpoint: the engine's own series move with the traffic, ASP.NET Core's are there too,
 /// and a scrape without the token gets nothing.</summary>
+[Collection(nameof(TelemetryTests))]
 public partial class TelemetryTests(TelemetryChatModelFactory factory) : IClassFixture<TelemetryChatModelFactory>
 {
     [Fact]
