@@ -11,8 +11,8 @@ internal static class LinePlot
     public sealed record Series(string Name, Color Color, IReadOnlyList<(double X, double Y)> Points);
 
     /// <summary>Writes a PNG of the series, with an optional dashed horizontal reference line.</summary>
-    public static void Save(string path, string title, string xLabel, string yLabel, IEnumerable<Series> series,
-        (double Y, string Name)? reference = null, int width = 900, int height = 450)
+    public static void Save(string path, string title, string xLabel, string yLabel, IReadOnlyList<Series> series,
+        (double Y, string Name)? reference = null, int width = 900, int height = 450, Alignment legend = Alignment.UpperLeft)
     {
         var plot = new Plot();
         foreach (var s in series)
@@ -20,7 +20,7 @@ internal static class LinePlot
             var line = plot.Add.Scatter(s.Points.Select(p => p.X).ToArray(), s.Points.Select(p => p.Y).ToArray());
             line.LegendText = s.Name;
             line.Color = s.Color;
-            line.MarkerSize = 0;
+            line.MarkerSize = s.Points.Count <= 8 ? 7 : 0; // few points: show where they were measured
             line.LineWidth = 2;
         }
         if (reference is { } r)
@@ -33,8 +33,11 @@ internal static class LinePlot
         plot.Title($"{title}\n{DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, commit {Commit()}");
         plot.XLabel(xLabel);
         plot.YLabel(yLabel);
-        plot.ShowLegend(Alignment.UpperLeft);
-        plot.Axes.Margins(bottom: 0);
+        plot.ShowLegend(legend);
+        plot.Axes.AutoScale();
+        var limits = plot.Axes.GetLimits();
+        if (series.All(s => s.Points.All(p => p.Y >= 0)))
+            plot.Axes.SetLimitsY(0, limits.Top); // a y axis from zero, so heights compare
         plot.SavePng(path, width, height);
     }
 

@@ -1,6 +1,9 @@
 // Loom benchmarks: a console program that prints ratios measured side by side in one run.
 // Usage: dotnet run -c Release --project tests/Benchmarks -- <suite>
-//   engine [--quick] [--no-1b]   memory bandwidth, FMA peak, decode (batch 1/8/32) and prefill on random models
+//   engine [--quick] [--no-1b] [--llama F] [--png PREFIX]
+//                                memory bandwidth, FMA peak, decode (batch 1..32) and prefill (64..512 tokens) on random
+//                                models; plots PREFIX-decode-batch.png (beside llama.cpp's figures read from F, the
+//                                saved output of ../shared/anchors/llamacpp.sh) and PREFIX-prefill-peak.png
 //   engine alloc [--quick]       managed bytes allocated per decode step (forward, sampling) in steady state
 //   engine checksum              a hash of the exact logits bits of prefill and batched decode (two builds compared)
 //   matmul                       the matmul kernel alone at several shapes and batch sizes
@@ -35,7 +38,8 @@ switch (suite)
         ChecksumBenchmark.Run();
         return 0;
     case "engine":
-        EngineBenchmark.Run(quick: args.Contains("--quick"), include1B: !args.Contains("--no-1b"));
+        EngineBenchmark.Run(quick: args.Contains("--quick"), include1B: !args.Contains("--no-1b"),
+            llamaLog: Option(args, "--llama"), pngPrefix: Option(args, "--png") ?? "tests/Benchmarks/engine");
         return 0;
     case "matmul":
         MatMulBenchmark.Run(args[1..]);
@@ -62,3 +66,6 @@ switch (suite)
         Console.WriteLine("usage: dotnet run -c Release --project tests/Benchmarks -- engine [--quick] [--no-1b]");
         return suite.Length == 0 ? 0 : 2;
 }
+
+static string? Option(string[] args, string name) =>
+    Array.IndexOf(args, name) is int i and >= 0 && i + 1 < args.Length ? args[i + 1] : null;
