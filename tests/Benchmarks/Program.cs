@@ -14,8 +14,9 @@
 //                                10,000 adapters, throughput with 5..2,000 adapters (median of rounds), mixed ranks
 //   fairness [--quick] [--png F] [--gap N] [--swap-min N] [--rounds N]
 //                                one tenant flooding at 4x the others' rate: FCFS vs VTC latency of the others against
-//                                their solo run and against the flood sending its fair share (median of N rounds), service gap between backlogged tenants over time (PNG), swap bandwidth,
-//                                time spent on preemption, multi-turn time to first token with and without prefix reuse
+//                                their solo run and against the flood sending its fair share (median of N rounds),
+//                                service gap between backlogged tenants over time (PNG), swap bandwidth, time spent on
+//                                preemption, multi-turn time to first token with and without prefix reuse
 //   training [speed|coserve|quality] [--quick] [--share X] [--png F]
 //                                LoRA fine-tuning on the SmolLM2-135M shape against PyTorch eager CPU (same run);
 //                                inference latency and training throughput co-served vs alone (PNG); held-out exact
