@@ -37,22 +37,25 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <summary>Attention of single tokens (decode, short runs) over their own caches: chunk c takes items c,
-    /// c + chunks, ... with scratch row c; tokens marked in skip were done by a prefill run.</summary>
+    /// c + chunks, ... with scratch row c; tokens marked in skip were done by a prefill run. An item is one query head,
+    /// or, when grouped, all query heads of one KV head one after another on one core: the group's keys and values
+    /// come from memory for its first head and from the core's cache for the others (each head's arithmetic is the
+    /// same either way, so the results are bitwise equal).</summary>
     private sealed class PerTokenAttentionJob : PoolJob
     {
         public IKvCache[]? Caches;
         private float* _out, _q, _scratch;
         private int* _lengths;
         private bool* _skip;
-        private int _chunks, _items, _groups, _heads, _headDim, _layer, _row;
+        private int _chunks, _items, _groups, _heads, _headDim, _layer, _row, _perItem;
         private SimdLevel _level;
 
         public void Set(in AttentionBatch b, float* output, float* q, float* scratch, int* lengths, bool* skip,
-            int chunks, int items, int groups, SimdLevel level)
+            int chunks, int items, int groups, bool grouped, SimdLevel level)
         {
             Caches = b.Caches;
             _out = output; _q = q; _scratch = scratch; _lengths = lengths; _skip = skip;
-            (_chunks, _items, _groups, _level) = (chunks, items, groups, level);
+            (_chunks, _items, _groups, _level, _perItem) = (chunks, items, groups, level, grouped ? groups : 1);
             (_heads, _headDim, _layer, _row) = (b.Heads, b.HeadDim, b.Layer, b.ScratchRowLength);
         }
 
@@ -60,15 +63,19 @@ public sealed unsafe partial class CpuKernels
         {
             var scores = new Span<float>(_scratch + (long)c * _row, _row);
             var caches = Caches!;
+            int itemsPerToken = _heads / _perItem;
             for (int i = c; i < _items; i += _chunks)
             {
-                int t = i / _heads, h = i % _heads;
+                int t = i / itemsPerToken;
                 if (_skip[t]) continue;
                 int length = _lengths[t];
-                var qh = new ReadOnlySpan<float>(_q + ((long)t * _heads + h) * _headDim, _headDim);
-                var oh = new Span<float>(_out + ((long)t * _heads + h) * _headDim, _headDim);
-                if (_level == SimdLevel.Scalar) Kernels.Attention.NaiveHead(oh, qh, caches[t], _layer, h / _groups, length);
-                else Kernels.Attention.Head(oh, qh, caches[t], _layer, h / _groups, length, scores, _level);
+                for (int h = i % itemsPerToken * _perItem, end = h + _perItem; h < end; h++)
+                {
+                    var qh = new ReadOnlySpan<float>(_q + ((long)t * _heads + h) * _headDim, _headDim);
+                    var oh = new Span<float>(_out + ((long)t * _heads + h) * _headDim, _headDim);
+                    if (_level == SimdLevel.Scalar) Kernels.Attention.NaiveHead(oh, qh, caches[t], _layer, h / _groups, length);
+                    else Kernels.Attention.Head(oh, qh, caches[t], _layer, h / _groups, length, scores, _level);
+                }
             }
         }
     }

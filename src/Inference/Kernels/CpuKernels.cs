@@ -119,7 +119,9 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
 
     private void PerToken(in AttentionBatch b, ReadOnlySpan<bool> skip, int groups)
     {
-        int items = b.Tokens * b.Heads;
+        // all heads of a KV group in one item once there are enough groups to keep every scratch row busy
+        bool grouped = groups > 1 && b.Tokens * b.KvHeads >= AttentionScratchRows;
+        int items = b.Tokens * (grouped ? b.KvHeads : b.Heads);
         int chunks = Math.Min(AttentionScratchRows, items);
         if (b.Scratch.Length < chunks * b.ScratchRowLength) throw new ArgumentException("attention scratch too small");
         fixed (float* outP = b.Output)
@@ -129,7 +131,7 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
         fixed (bool* skipP = skip)
         {
             var job = _perTokenJob ??= new PerTokenAttentionJob();
-            job.Set(b, outP, qP, sP, lenP, skipP, chunks, items, groups, Level);
+            job.Set(b, outP, qP, sP, lenP, skipP, chunks, items, groups, grouped, Level);
             long work = 0;
             for (int t = 0; t < b.Tokens; t++) if (!skip[t]) work += b.Lengths[t];
             try
