@@ -7,6 +7,9 @@
 //   engine alloc [--quick]       managed bytes allocated per decode step (forward, sampling) in steady state
 //   engine checksum              a hash of the exact logits bits of prefill and batched decode (two builds compared)
 //   matmul                       the matmul kernel alone at several shapes and batch sizes
+//   model --out DIR [--tokenizer DIR]
+//                                writes a model folder of random bf16 weights in the SmolLM2-135M shape with another
+//                                folder's tokenizer (default models/loom-demo), for tests/Benchmarks.Http/run.sh DIR
 //   serving [--quick]            multi-adapter serving on S-LoRA's workload shape (throughput vs adapters, LoRA
 //                                overhead, merge-and-swap baseline, unified vs partitioned pool, latency)
 //   serving slora [--quick] [--rounds N] [--png F]
@@ -41,6 +44,9 @@ switch (suite)
     case "engine":
         EngineBenchmark.Run(quick: args.Contains("--quick"), include1B: !args.Contains("--no-1b"),
             llamaLog: Option(args, "--llama"), pngPrefix: Option(args, "--png") ?? "tests/Benchmarks/engine");
+        return 0;
+    case "model":
+        ModelFolder.Run(args[1..]);
         return 0;
     case "matmul":
         MatMulBenchmark.Run(args[1..]);
