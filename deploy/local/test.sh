@@ -50,4 +50,11 @@ set -e
 # One closing line summed over the test projects (dotnet test prints one summary per project).
 awk '/(Passed|Failed)!/ { for (i = 1; i <= NF; i++) { if ($i == "Failed:") f += $(i+1); if ($i == "Passed:") p += $(i+1); if ($i == "Skipped:") s += $(i+1) } }
      END { gsub(",", "", f); printf "Total: %d passed, %d failed, %d skipped\n", p, f, s }' "$LOG"
+# On a failure, the portal server's errors from the browser tests (its full log stays in tests/Web.E2E/artifacts), so a
+# failure that happened only in this run can still be explained from the CI log.
+E2E_LOG=$ROOT/tests/Web.E2E/artifacts/loom-server.log
+if [ "$status" != 0 ] && [ -f "$E2E_LOG" ]; then
+  echo "==> errors in the browser tests' server log ($E2E_LOG), last 80 lines of them"
+  grep -n -A12 -E '^(fail|crit)|Unhandled exception' "$E2E_LOG" | tail -80 || true
+fi
 exit "$status"
