@@ -11,7 +11,8 @@ public sealed class FrontOptions
     public TimeSpan HealthInterval { get; set; } = TimeSpan.FromSeconds(1);
     /// <summary>How long a /readyz answer may take.</summary>
     public TimeSpan HealthTimeout { get; set; } = TimeSpan.FromSeconds(1);
-    /// <summary>How long a node that failed requests (connection refused or reset) stays out before it is tried again.</summary>
+    /// <summary>How long a node that failed requests (connection refused or reset) stays out before it is tried again;
+    /// also the window its failure rate is counted over (see ProxyConfig.ConfigurePassive).</summary>
     public TimeSpan Reactivation { get; set; } = TimeSpan.FromSeconds(5);
 
     public string? Problem() =>

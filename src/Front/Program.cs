@@ -12,6 +12,7 @@ if (options.Problem() is { } problem)
 }
 var (routes, clusters) = ProxyConfig.Build(options);
 builder.Services.AddReverseProxy().LoadFromMemory(routes, clusters);
+builder.Services.Configure<Yarp.ReverseProxy.Health.TransportFailureRateHealthPolicyOptions>(o => ProxyConfig.ConfigurePassive(o, options));
 
 var app = builder.Build();
 // The front's own liveness, answered here (everything else goes to a node).

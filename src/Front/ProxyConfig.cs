@@ -45,4 +45,10 @@ public static class ProxyConfig
         };
         return ([route], [cluster]);
     }
+
+    /// <summary>The passive policy's failure window is the reactivation period. YARP keeps a node that the passive
+    /// check took out for the longer of the two (its window defaults to 60 s), so with the default window a node
+    /// killed under load stayed out of the rotation for a minute after it came back, whatever Reactivation said.</summary>
+    public static void ConfigurePassive(TransportFailureRateHealthPolicyOptions passive, FrontOptions o) =>
+        passive.DetectionWindowSize = o.Reactivation;
 }

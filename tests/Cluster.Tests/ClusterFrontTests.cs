@@ -67,14 +67,23 @@ public partial class ClusterFrontTests(LoopbackCluster cluster, ITestOutputHelpe
         Assert.Equal(40, one + two);
         Assert.True(one >= 8 && two >= 8, $"the front did not spread the requests (api-1 {one}, api-2 {two})");
 
-        // kill -9 of api-2: within a few seconds every request succeeds on api-1.
+        // kill -9 of api-2 with requests in flight on it (their bodies held back): they fail, so the front's passive
+        // check takes api-2 out as well as its active check. Within a few seconds every request succeeds on api-1.
         var port = cluster.Api2.BaseAddress.Port;
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var held = Enumerable.Range(0, 40).Select(_ => HeldRequestAsync(http, gate.Task)).ToList();
+        await Task.Delay(1500); // the front has sent them on to both nodes
         cluster.Api2.KillHard();
-        var sinceKill = Stopwatch.StartNew();
-        var (failed, consecutive) = (0, 0);
+        await Task.Delay(500);
+        gate.SetResult();
+        var inFlight = await Task.WhenAll(held);
+        Assert.All(inFlight, s => Assert.True(s is null or HttpStatusCode.OK or HttpStatusCode.BadGateway or HttpStatusCode.ServiceUnavailable, $"unexpected {(int?)s}"));
+        var (failed, consecutive) = (inFlight.Count(s => s != HttpStatusCode.OK), 0);
+        output.WriteLine($"40 requests in flight through the front when api-2 was killed: {failed} failed");
+        var sinceKill = Stopwatch.StartNew(); // the requests in flight took a while: counted from here
         while (consecutive < 20)
         {
-            Assert.True(sinceKill.Elapsed < TimeSpan.FromSeconds(15), $"the front still sent requests to the dead node 15 s after the kill ({failed} failed)");
+            Assert.True(sinceKill.Elapsed < TimeSpan.FromSeconds(15), $"the front still sent requests to the dead node 15 s after the requests in flight ended ({failed} failed)");
             using var r = await http.GetAsync("/v1/models");
             if (r.StatusCode == HttpStatusCode.OK) consecutive++;
             else
@@ -92,11 +101,54 @@ public partial class ClusterFrontTests(LoopbackCluster cluster, ITestOutputHelpe
         }
         Assert.Equal(oneAfterKill + 30, await ModelsServedAsync(cluster.Api, oneAfterKill + 30));
         output.WriteLine($"after kill -9 of api-2: {failed} requests failed (502) before the front routed around it; 20 in a row succeeded " +
-                         $"{routedAround.TotalMilliseconds:F0} ms after the kill; the next 30 all went to api-1 and succeeded");
+                         $"{routedAround.TotalMilliseconds:F0} ms after the requests in flight ended; the next 30 all went to api-1 and succeeded");
 
-        // api-2 back on its port, for the tests that share this cluster. (Whether the front takes it back into the
-        // rotation is not checked here: in CI runs it did not within 45 s, not yet explained.)
+        // api-2 back on its port: its /readyz brings it back at once for the active check, and the passive check lets
+        // it back after Front:Reactivation (5 s). YARP holds a node the passive check took out for its failure window
+        // when that is longer (60 s by default); the front sets the window to the reactivation period.
         await cluster.StartApi2Async(port);
+        var back = Stopwatch.StartNew();
+        var twoBack = await ModelsServedAsync(cluster.Api2);
+        while (await ModelsServedAsync(cluster.Api2) == twoBack)
+        {
+            Assert.True(back.Elapsed < TimeSpan.FromSeconds(30), $"the front sent no request to the restarted api-2 within 30 s of it being ready");
+            using var r = await http.GetAsync("/v1/models");
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            await Task.Delay(50);
+        }
+        output.WriteLine($"restarted api-2 received requests {back.ElapsedMilliseconds} ms after it was ready");
+    }
+
+    /// <summary>A chat completion through the front whose body stops half-way until <paramref name="gate"/> opens; its
+    /// status, or null when the front dropped the connection (the node it went to was killed).</summary>
+    private static async Task<HttpStatusCode?> HeldRequestAsync(HttpClient http, Task gate)
+    {
+        var body = await LoopbackCluster.Chat(LoopbackCluster.ModelName, maxTokens: 1).ReadAsByteArrayAsync();
+        using var content = new HeldContent(body, gate);
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        try
+        {
+            using var r = await http.PostAsync("/v1/chat/completions", content);
+            return r.StatusCode;
+        }
+        catch (HttpRequestException) { return null; }
+    }
+
+    private sealed class HeldContent(byte[] body, Task gate) : HttpContent
+    {
+        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
+        {
+            await stream.WriteAsync(body.AsMemory(0, body.Length / 2));
+            await stream.FlushAsync();
+            await gate;
+            await stream.WriteAsync(body.AsMemory(body.Length / 2));
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = body.Length;
+            return true;
+        }
     }
 
     [Fact]
