@@ -100,7 +100,7 @@ namespace Loom.Cli
               --stop-id ID        stop token id (repeatable)
               --ignore-eos        keep going past end-of-sequence tokens
               --logprobs N        print each token's logprob to stderr (N alternatives computed)
-              --weights auto|f32|bf16   in-memory weight format (default auto)
+              --weights auto|f32|bf16|q8   in-memory weight format (default auto; q8: int8, a scale per 32)
               --max-context N     default 4096
               --no-bos            do not add the BOS token to a text prompt
               --adapter DIR       apply a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)

@@ -33,7 +33,7 @@ internal sealed record TrainCommand(string Model, string Data, string Out, strin
           --max-len N           longest row (default: the context)
           --val-every K         default 0 (only at the end)
           --init-adapter DIR    continue training a PEFT adapter
-          --weights auto|f32|bf16   in-memory weight format (default auto)
+          --weights auto|f32|bf16|q8   in-memory weight format (default auto; q8: int8, a scale per 32)
           --max-context N       default 1024
         data lines: {"messages":[{"role":"user","content":"..."},{"role":"assistant","content":"..."}]}
                  or {"prompt":"...","completion":"..."}

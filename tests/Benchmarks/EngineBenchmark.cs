@@ -34,11 +34,22 @@ internal static class EngineBenchmark
         {
             Model("SmolLM2-135M shape, f32", Smol, WeightType.F32, bw, peak, corePeak, quick, smolBatches, prefill: true),
             Model("SmolLM2-135M shape, bf16", Smol, WeightType.BF16, bw, peak, corePeak, quick, smolBatches, prefill: true),
+            Model("SmolLM2-135M shape, q8", Smol, WeightType.Q8, bw, peak, corePeak, quick, smolBatches, prefill: true),
         };
-        if (include1B) Model("Llama-3.2-1B shape, bf16", Llama1B, WeightType.BF16, bw, peak, corePeak, quick, batches: [1, 8], prefill: !quick);
+        Console.WriteLine($"q8 / bf16 decode batch 1, 135M shape: {Batch1(runs[2]) / Batch1(runs[1]):F2}x (target ≥ 1.6x)");
+        Console.WriteLine();
+        if (include1B)
+        {
+            var bf16 = Model("Llama-3.2-1B shape, bf16", Llama1B, WeightType.BF16, bw, peak, corePeak, quick, batches: [1, 8], prefill: !quick);
+            var q8 = Model("Llama-3.2-1B shape, q8", Llama1B, WeightType.Q8, bw, peak, corePeak, quick, batches: [1, 8], prefill: !quick);
+            Console.WriteLine($"q8 / bf16 decode batch 1, 1B shape: {Batch1(q8) / Batch1(bf16):F2}x (target ≥ 1.6x)");
+            Console.WriteLine();
+        }
         Console.WriteLine($"load average at the end: {File.ReadAllText("/proc/loadavg").Trim()}");
         EnginePlots.Draw(runs, llamaLog is null ? null : LlamaCppLog.Parse(llamaLog), peak, pngPrefix);
     }
+
+    private static double Batch1(ModelRun run) => run.Decode.First(d => d.Batch == 1).TokensPerSecond;
 
     private static ModelRun Model(string title, ModelConfig c, WeightType type, double bw, double peak, double corePeak, bool quick, int[] batches, bool prefill)
     {

@@ -14,7 +14,8 @@ public sealed class InferenceOptions
     /// cuda (the GPU backend; fails at start without a device) or ilgpu-cpu (the GPU kernels on ILGPU's CPU accelerator:
     /// for tests, far too slow to serve). See docs/decisions/010-ilgpu-backend.md.</summary>
     public string Backend { get; set; } = InferenceBackends.Auto;
-    /// <summary>Weight storage in memory: Auto keeps what the checkpoint has (F16 becomes F32), or force F32 / BF16.</summary>
+    /// <summary>Weight storage in memory: Auto keeps what the checkpoint has (F16 becomes F32), or force F32 / BF16, or Q8
+    /// (int8 with a scale per 32 values, quantized at load; see <see cref="Model.WeightFormat"/>).</summary>
     public WeightFormat WeightFormat { get; set; } = WeightFormat.Auto;
     /// <summary>Longest prompt + completion (also capped by the model's max_position_embeddings).</summary>
     public int MaxContext { get; set; } = 4096;
@@ -93,6 +94,7 @@ public sealed class InferenceOptions
         : Models.Count > 0 && string.IsNullOrWhiteSpace(ModelDirectory) ? "Inference:Models needs Inference:ModelDirectory (the first model) set"
         : Models.Count > 16 ? "Inference:Models holds at most 16 models"
         : Models.FirstOrDefault(m => m.Problem() is not null) is { } bad ? bad.Problem()
+        : !Enum.IsDefined(WeightFormat) ? "Inference:WeightFormat must be Auto, F32, BF16 or Q8"
         : MaxContext < 1 ? "Inference:MaxContext must be positive"
         : PrefillChunk < 1 ? "Inference:PrefillChunk must be positive"
         : PoolBytes < 1 ? "Inference:PoolBytes must be positive"
@@ -136,6 +138,6 @@ public sealed class ServedModelOptions
         string.IsNullOrWhiteSpace(Directory) ? "every item of Inference:Models needs a Directory"
         : Name is { } n && (n.Length is 0 or > 200 || n.Any(c => char.IsWhiteSpace(c) || char.IsControl(c))) ? "Inference:Models:N:Name must be 1-200 characters without spaces"
         : PoolBytes is < 1 ? "Inference:Models:N:PoolBytes must be positive"
-        : WeightFormat is { } f && !Enum.IsDefined(f) ? "Inference:Models:N:WeightFormat must be Auto, F32 or BF16"
+        : WeightFormat is { } f && !Enum.IsDefined(f) ? "Inference:Models:N:WeightFormat must be Auto, F32, BF16 or Q8"
         : null;
 }

@@ -9,6 +9,7 @@ public readonly record struct MatMulTarget(nint Y, WeightMatrix W);
 
 /// <summary>y = x Wᵀ for a batch of input rows: y[b, r] = Σ_k x[b, k] · W[r, k].
 /// W is [rows, cols] row-major (F32, or BF16 widened to F32 on the fly); x is [n, cols]; y is [n, rows].
+/// Q8 weights go to <see cref="MatMulQ8"/> (inputs quantized per block of 32, integer dot products).
 /// Parallel over chunks of output rows; within a chunk, 4 weight rows × 4 input rows are computed
 /// per pass so that each weight load feeds four sequences (batched decode, prefill).</summary>
 public static unsafe class MatMulKernel
@@ -42,16 +43,28 @@ public static unsafe class MatMulKernel
             totalRows += t.W.Rows;
             anyPacked |= t.W.Packed;
         }
-        float* xt = anyPacked && level == SimdLevel.Vector512 && n >= 8 ? InterleaveInputs(x, n, targets[0].W.Cols) : null;
+        var xq = default(Q8Input);
+        foreach (var t in targets)
+        {
+            if (t.W.Type != WeightType.Q8) continue;
+            if (!MatMulQ8.FastPath(level))
+            {
+                Serial(targets, x, n, level);
+                return;
+            }
+            xq = Q8Input.Quantize(x, n, t.W.Cols);   // the targets share x, so one quantization serves all
+            break;
+        }
+        float* xt = anyPacked && level == SimdLevel.Vector512 && n >= 8 && xq.Blocks == 0 ? InterleaveInputs(x, n, targets[0].W.Cols) : null;
         // chunks of whole 4-row tiles; several per core so a slow core does not hold the others back
         int chunkRows = Math.Max(32, (totalRows / (workers * 4) + 31) & ~31);
         if (work < 1 << 16 || totalRows <= chunkRows)
         {
-            foreach (var t in targets) Rows((float*)t.Y, x, xt, t.W, n, 0, t.W.Rows, level);
+            foreach (var t in targets) Rows((float*)t.Y, x, xt, xq, t.W, n, 0, t.W.Rows, level);
             return;
         }
         var job = _job ??= new RowsJob();
-        int count = job.Prepare(targets, x, xt, n, chunkRows, level);
+        int count = job.Prepare(targets, x, xt, xq, n, chunkRows, level);
         try
         {
             pool.Run(job, count);
@@ -59,6 +72,19 @@ public static unsafe class MatMulKernel
         finally
         {
             job.Release();
+        }
+    }
+
+    /// <summary>Without the VNNI path (scalar level, or no AVX-VNNI): every target on the calling thread, Q8 ones by
+    /// <see cref="MatMulQ8.Naive"/> (the same numbers, slowly).</summary>
+    private static void Serial(ReadOnlySpan<MatMulTarget> targets, float* x, int n, SimdLevel level)
+    {
+        foreach (var t in targets)
+        {
+            if (t.W.Type == WeightType.Q8)
+                MatMulQ8.Naive(new Span<float>((float*)t.Y, n * t.W.Rows), new ReadOnlySpan<float>(x, n * t.W.Cols), t.W, n);
+            else
+                Rows((float*)t.Y, x, null, default, t.W, n, 0, t.W.Rows, level);
         }
     }
 
@@ -71,10 +97,11 @@ public static unsafe class MatMulKernel
         private MatMulTarget[] _targets = new MatMulTarget[3];
         private (int Target, int Row)[] _chunks = new (int, int)[64];
         private float* _x, _xt;
+        private Q8Input _xq;
         private int _n, _chunkRows;
         private SimdLevel _level;
 
-        public int Prepare(ReadOnlySpan<MatMulTarget> targets, float* x, float* xt, int n, int chunkRows, SimdLevel level)
+        public int Prepare(ReadOnlySpan<MatMulTarget> targets, float* x, float* xt, in Q8Input xq, int n, int chunkRows, SimdLevel level)
         {
             if (_targets.Length < targets.Length) _targets = new MatMulTarget[targets.Length];
             targets.CopyTo(_targets);
@@ -84,7 +111,7 @@ public static unsafe class MatMulKernel
             int count = 0;
             for (int i = 0; i < targets.Length; i++)
                 for (int r = 0; r < targets[i].W.Rows; r += chunkRows) _chunks[count++] = (i, r);
-            _x = x; _xt = xt;
+            _x = x; _xt = xt; _xq = xq;
             (_n, _chunkRows, _level) = (n, chunkRows, level);
             return count;
         }
@@ -96,7 +123,7 @@ public static unsafe class MatMulKernel
         {
             var (i, r0) = _chunks[chunk];
             var t = _targets[i];
-            Rows((float*)t.Y, _x, _xt, t.W, _n, r0, Math.Min(t.W.Rows, r0 + _chunkRows), _level);
+            Rows((float*)t.Y, _x, _xt, _xq, t.W, _n, r0, Math.Min(t.W.Rows, r0 + _chunkRows), _level);
         }
     }
 
@@ -126,8 +153,13 @@ public static unsafe class MatMulKernel
     }
 
     /// <summary>Computes output rows [r0, r1) for all n input rows.</summary>
-    private static void Rows(float* y, float* x, float* xt, WeightMatrix w, int n, int r0, int r1, SimdLevel level)
+    private static void Rows(float* y, float* x, float* xt, in Q8Input xq, WeightMatrix w, int n, int r0, int r1, SimdLevel level)
     {
+        if (w.Type == WeightType.Q8)
+        {
+            MatMulQ8.Rows(y, xq, w, n, r0, r1);
+            return;
+        }
         if (w.Packed)
         {
             PackedRows(y, x, xt, w, n, r0, r1, level);
@@ -487,9 +519,14 @@ public static unsafe class MatMulKernel
         return s;
     }
 
-    /// <summary>The plain scalar twin: y[b, r] = Σ_k x[b, k] · W[r, k], one multiply-add at a time.</summary>
+    /// <summary>The plain scalar twin: y[b, r] = Σ_k x[b, k] · W[r, k], one multiply-add at a time (Q8: <see cref="MatMulQ8.Naive"/>).</summary>
     public static void Naive(Span<float> y, ReadOnlySpan<float> x, WeightMatrix w, int n)
     {
+        if (w.Type == WeightType.Q8)
+        {
+            MatMulQ8.Naive(y, x, w, n);
+            return;
+        }
         for (int b = 0; b < n; b++)
             for (int r = 0; r < w.Rows; r++)
             {

@@ -6,7 +6,7 @@ namespace Loom.Inference.Kernels;
 /// <summary>The AVX-512 path of <see cref="MatMulTransposedKernel"/>: y (n, cols) = x (n, rows) · W (rows, cols), blocked
 /// as a GEMM (<see cref="Gemm"/>). Row-major f32 weights are read in place. Otherwise each task owns a block of 32
 /// output columns; for each block of <see cref="KC"/> rows of W it copies W[r0.., k0..k0+32] as f32 into a per-thread
-/// panel (KC, 32) (gathered from packed panels, widened from BF16), then runs the 8×32 register tiles over every group
+/// panel (KC, 32) (gathered from packed panels, widened from BF16, dequantized from Q8), then runs the 8×32 register tiles over every group
 /// of 8 input rows. The panel is reused by all n input rows, so the copy costs
 /// 1/n of the products. Every output is one fused multiply-add chain over the rows of W in ascending order (kept in
 /// memory between row blocks), whatever the tile, the task split or the number of cores: the results are bitwise the
@@ -64,6 +64,18 @@ internal static unsafe class MatMulTransposedBlocked
     private static void Pack(float* p, WeightMatrix w, int r0, int kc, int k0, int width)
     {
         int cols = w.Cols;
+        if (w.Type == WeightType.Q8 && k0 % Q8Layout.Block == 0)
+        {
+            // one block of 32 columns per row, dequantized (the padding past the last column is stored as zero)
+            for (int r = 0; r < kc; r++)
+            {
+                byte* blk = Q8Layout.BlockAt((byte*)w.Data, cols, r0 + r, k0 / Q8Layout.Block);
+                int i = (r0 + r) % Q8Layout.Rows;
+                float scale = ((float*)(blk + Q8Layout.ScaleOffset))[i];
+                for (int j = 0; j < NR; j++) p[r * NR + j] = (blk[Q8Layout.ValueOffset(i, j)] - 128) * scale;
+            }
+            return;
+        }
         bool f32 = w.Type == WeightType.F32;
         if (w.Packed && width == NR)
         {

@@ -3,8 +3,10 @@ using Loom.Inference.Kernels;
 
 namespace Loom.Inference.Model;
 
-/// <summary>How weight matrices are held in memory. Auto keeps F32 and BF16 as stored (F16 becomes F32).</summary>
-public enum WeightFormat { Auto, F32, BF16 }
+/// <summary>How weight matrices are held in memory. Auto keeps F32 and BF16 as stored (F16 becomes F32). Q8 quantizes
+/// every matrix (the projections, the embedding and the LM head) to int8 with a scale per 32 values (GGUF's Q8_0) at
+/// load; a matrix whose rows are not a multiple of 16 keeps its stored type. Norms and biases stay f32.</summary>
+public enum WeightFormat { Auto, F32, BF16, Q8 }
 
 /// <summary>A projection: weight [out, in] and an optional bias [out].</summary>
 public sealed record Linear(WeightMatrix Weight, float[]? Bias);
@@ -136,6 +138,7 @@ public sealed class ModelWeights : IDisposable
         {
             WeightFormat.F32 => WeightType.F32,
             WeightFormat.BF16 => WeightType.BF16,
+            WeightFormat.Q8 when Q8Layout.Fits(rows, cols) => WeightType.Q8,
             _ => t.DType == TensorDType.BF16 ? WeightType.BF16 : WeightType.F32,
         };
         if (t.DType is not (TensorDType.F32 or TensorDType.F16 or TensorDType.BF16))
@@ -143,6 +146,7 @@ public sealed class ModelWeights : IDisposable
         byte* src = f.GetPointer(t);
         if (t.DType == TensorDType.F32 && target == WeightType.F32) return WeightMatrix.Borrow(WeightType.F32, rows, cols, src);
         if (t.DType == TensorDType.BF16 && target == WeightType.BF16) return WeightMatrix.Borrow(WeightType.BF16, rows, cols, src);
+        if (target == WeightType.Q8) return Quantize(f.Path, t, src, rows, cols);
         var m = WeightMatrix.Allocate(target, rows, cols);
         var row = new float[cols];
         long rowBytes = (long)cols * TensorDTypes.SizeOf(t.DType);
@@ -153,6 +157,22 @@ public sealed class ModelWeights : IDisposable
             if (target == WeightType.F32) row.CopyTo(new Span<float>((float*)m.Data + (long)r * cols, cols));
             else DTypeConvert.FloatToBFloat16(row, new Span<ushort>((ushort*)m.Data + (long)r * cols, cols));
         }
+        return m;
+    }
+
+    /// <summary>A Q8 copy of a stored tensor, quantized row by row in parallel.</summary>
+    private static unsafe WeightMatrix Quantize(string path, TensorInfo t, byte* src, int rows, int cols)
+    {
+        var m = WeightMatrix.Allocate(WeightType.Q8, rows, cols);
+        long rowBytes = (long)cols * TensorDTypes.SizeOf(t.DType);
+        var rowInfo = t with { ByteLength = rowBytes };
+        nint source = (nint)src;
+        Parallel.For(0, rows, () => new float[cols], (r, _, row) =>
+        {
+            DTypeConvert.ToFloat(path, rowInfo, new ReadOnlySpan<byte>((byte*)source + r * rowBytes, (int)rowBytes), row);
+            m.SetRowQ8(r, row);
+            return row;
+        }, _ => { });
         return m;
     }
 
@@ -201,7 +221,7 @@ public sealed class ModelWeights : IDisposable
         WeightMatrix Conv(WeightMatrix m)
         {
             if (map.TryGetValue(m, out var done)) return done;
-            var r = MaybePack(WeightMatrix.FromFloats(m.ToFloats(), m.Rows, m.Cols, type), m.Packed);
+            var r = type == WeightType.Q8 && !Q8Layout.Fits(m.Rows, m.Cols) ? m.ConvertTo(m.Type) : m.ConvertTo(type);
             owned.Add(r);
             map[m] = r;
             return r;
@@ -213,6 +233,12 @@ public sealed class ModelWeights : IDisposable
 
     private static unsafe WeightMatrix RandomMatrix(WeightType type, int rows, int cols, float std, ulong seed)
     {
+        if (type == WeightType.Q8)
+        {
+            // the bf16 matrix of the same seed, quantized: q8 and bf16 benchmarks run the same model
+            using var bf = RandomMatrix(WeightType.BF16, rows, cols, std, seed);
+            return Q8Layout.Fits(rows, cols) ? bf.ConvertTo(WeightType.Q8) : bf.ConvertTo(WeightType.BF16);
+        }
         var m = WeightMatrix.Allocate(type, rows, cols);
         nint data = (nint)m.Data;
         // uniform with the requested standard deviation: fast to generate for a billion weights

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Loom.Inference.Engine;
 using Loom.Inference.Formats;
+using Loom.Inference.Model;
 using Loom.Inference.Tests.Model;
 using Loom.Inference.Training;
 
@@ -14,10 +15,10 @@ internal sealed class TrainingHarness : IDisposable
     // Generous: Debug builds on a loaded 2-core machine train the 60-epoch runs for over a minute.
     public static readonly TimeSpan Limit = TimeSpan.FromMinutes(4);
 
-    public ServingEngine Engine(string model, Func<InferenceOptions, InferenceOptions>? edit = null)
+    public ServingEngine Engine(string model, Func<InferenceOptions, InferenceOptions>? edit = null, WeightFormat format = WeightFormat.Auto)
     {
         var o = new InferenceOptions { MaxContext = 64, PrefillChunk = 4, TokenBudget = 16, MaxRunningSequences = 8, PoolBytes = 1 << 20, MaxLoraRank = 16 };
-        var e = new ServingEngine(GoldenLogitsTests.Open(model), new Loom.Inference.Tests.Engine.FakeTokenizer(320), edit?.Invoke(o) ?? o, model);
+        var e = new ServingEngine(GoldenLogitsTests.Open(model, format), new Loom.Inference.Tests.Engine.FakeTokenizer(320), edit?.Invoke(o) ?? o, model);
         _engines.Add(e);
         return e;
     }

@@ -4,7 +4,8 @@ using ILGPU.Runtime;
 namespace Loom.Inference.Kernels.Gpu;
 
 /// <summary>A row-major (Rows, Cols) weight matrix in device memory, f32 or bf16 (ushort bit patterns), uploaded once
-/// from a <see cref="WeightMatrix"/> (the packed CPU layout is unpacked on the way).</summary>
+/// from a <see cref="WeightMatrix"/> (the packed CPU layout is unpacked on the way; Q8 is widened to its exact f32
+/// values, so a q8 model runs on the GPU with the f32 kernels at f32's size).</summary>
 public sealed unsafe class DeviceMatrix : IDisposable
 {
     private readonly MemoryBuffer1D<float, Stride1D.Dense>? _f32;
@@ -22,7 +23,7 @@ public sealed unsafe class DeviceMatrix : IDisposable
         Rows = w.Rows;
         Cols = w.Cols;
         long count = w.ElementCount;
-        if (w.Type == WeightType.F32)
+        if (w.Type != WeightType.BF16)
         {
             _f32 = a.Allocate1D<float>(count);
             if (!w.Packed) _f32.View.CopyFromCPU(ref *(float*)w.Data, count);
