@@ -40,9 +40,9 @@ public sealed class Q8ModelTests(ITestOutputHelper log)
     [Fact]
     public void OptionsAcceptQ8AndNameItWhenTheFormatIsUnknown()
     {
-        Assert.Null(new Engine.InferenceOptions { WeightFormat = WeightFormat.Q8 }.Problem());
+        Assert.Null(new Loom.Inference.Engine.InferenceOptions { WeightFormat = WeightFormat.Q8 }.Problem());
         Assert.Equal(WeightFormat.Q8, Enum.Parse<WeightFormat>("q8", ignoreCase: true));
-        var problem = new Engine.InferenceOptions { WeightFormat = (WeightFormat)42 }.Problem();
+        var problem = new Loom.Inference.Engine.InferenceOptions { WeightFormat = (WeightFormat)42 }.Problem();
         Assert.Equal("Inference:WeightFormat must be Auto, F32, BF16 or Q8", problem);
     }
 
