@@ -121,6 +121,31 @@ public class ToolCallingTests(LongContextChatModelFactory factory) : IClassFixtu
     }
 
     [Fact]
+    public async Task StreamedLogprobsWithToolsMatchTheUnstreamedOnes()
+    {
+        var client = await ClientAsync();
+        object Body(bool stream) => new
+        {
+            model = ChatModelFactory.ModelName, messages = new[] { new { role = "user", content = "Weather in Oslo?" } },
+            tools = Tools, tool_choice = "auto", max_tokens = 40, temperature = 1, seed = 5, stream, logprobs = true, top_logprobs = 2,
+        };
+        var chunks = await ChatCompletionsTests.ReadSseAsync(await client.PostAsJsonAsync("/v1/chat/completions", Body(stream: true)));
+        var streamed = chunks.Where(c => c.GetProperty("choices").GetArrayLength() > 0)
+            .Select(c => c.GetProperty("choices")[0])
+            .Where(c => c.TryGetProperty("logprobs", out var l) && l.ValueKind == JsonValueKind.Object)
+            .SelectMany(c => c.GetProperty("logprobs").GetProperty("content").EnumerateArray())
+            .Select(t => (t.GetProperty("token").GetString(), t.GetProperty("logprob").GetDouble(), t.GetProperty("top_logprobs").GetArrayLength()))
+            .ToList();
+        var plain = JsonDocument.Parse(await (await client.PostAsJsonAsync("/v1/chat/completions", Body(stream: false))).Content.ReadAsStringAsync()).RootElement;
+        var choice = plain.GetProperty("choices")[0];
+        var whole = choice.GetProperty("logprobs").GetProperty("content").EnumerateArray()
+            .Select(t => (t.GetProperty("token").GetString(), t.GetProperty("logprob").GetDouble(), t.GetProperty("top_logprobs").GetArrayLength()))
+            .ToList();
+        Assert.NotEmpty(whole);
+        Assert.Equal(whole, streamed); // every token's entry once, in order, streamed or not
+    }
+
+    [Fact]
     public async Task AToolRoundTripIsAccepted()
     {
         var client = await ClientAsync();

@@ -108,6 +108,16 @@ public static class ChatCompletionsApi
             var type = WireJson.Default.ChatCompletionChunk;
             void Write(int i, ChatDelta delta, ChoiceLogprobs? logprobs = null, string? finish = null) =>
                 Sse.Write(response, Chunk(new ChatChunkChoice(i, delta, logprobs, finish)), type);
+            // With tools the text is held back while it may start a call, so a token's logprob rides on the next chunk
+            // written for its choice (or the finishing one): every token's entry arrives once, in order, as without streaming.
+            var pending = split is null ? null : Enumerable.Range(0, p.Options.N).Select(_ => new List<TokenLogprobObject>()).ToArray();
+            ChoiceLogprobs? TakePending(int i)
+            {
+                if (pending is null || pending[i].Count == 0) return null;
+                var taken = new ChoiceLogprobs([.. pending[i]]);
+                pending[i].Clear();
+                return taken;
+            }
             void WritePieces(int i, IReadOnlyList<ToolStreamPiece> pieces)
             {
                 foreach (var piece in pieces)
@@ -117,7 +127,7 @@ public static class ChatCompletionsApi
                         CallStartedPiece c => new ChatDelta(null, null, [new ToolCallDelta(c.Index, c.Id, "function", new ToolCallFunctionDelta(c.Name, ""))]),
                         ArgumentsPiece a => new ChatDelta(null, null, [new ToolCallDelta(a.Index, null, null, new ToolCallFunctionDelta(null, a.Fragment))]),
                         _ => throw new InvalidOperationException($"unknown piece {piece}"),
-                    });
+                    }, TakePending(i));
             }
             await foreach (var (i, e) in service.RunAsync(p, key, ct).FlushWhenIdle(response, ct))
             {
@@ -126,9 +136,16 @@ public static class ChatCompletionsApi
                     begun[i] = true;
                     Write(i, new ChatDelta("assistant", ""));
                 }
-                var logprobs = e.Logprobs is { } lp ? new ChoiceLogprobs([LogprobMapping.Chat(lp, p.Model.Tokenizer)]) : null;
-                if (split is not null) WritePieces(i, split[i].Push(e.Text));
-                else if (e.Text.Length > 0 || logprobs is not null) Write(i, new ChatDelta(null, e.Text), logprobs);
+                if (split is not null)
+                {
+                    if (e.Logprobs is { } held) pending![i].Add(LogprobMapping.Chat(held, p.Model.Tokenizer));
+                    WritePieces(i, split[i].Push(e.Text));
+                }
+                else
+                {
+                    var logprobs = e.Logprobs is { } lp ? new ChoiceLogprobs([LogprobMapping.Chat(lp, p.Model.Tokenizer)]) : null;
+                    if (e.Text.Length > 0 || logprobs is not null) Write(i, new ChatDelta(null, e.Text), logprobs);
+                }
                 if (e.IsFinal)
                 {
                     completionTokens += e.Usage!.CompletionTokens;
@@ -138,7 +155,7 @@ public static class ChatCompletionsApi
                         WritePieces(i, split[i].Finish());
                         if (split[i].Calls > 0 && finish == "stop") finish = "tool_calls";
                     }
-                    Write(i, new ChatDelta(null, null), finish: finish);
+                    Write(i, new ChatDelta(null, null), TakePending(i), finish);
                 }
             }
             if (usageField)
