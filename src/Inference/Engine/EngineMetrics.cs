@@ -14,8 +14,9 @@ public sealed record EngineMetrics(
 }
 
 /// <summary>Pages of the unified pool by owner: <see cref="FreePages"/> + <see cref="KvPages"/> + <see cref="AdapterPages"/>
-/// + <see cref="TrainingPages"/> = <see cref="Pages"/>, each of <see cref="PageBytes"/> bytes.</summary>
-public sealed record PoolMetrics(int Pages, int FreePages, int KvPages, int AdapterPages, int TrainingPages, int PageBytes);
+/// + <see cref="TrainingPages"/> + <see cref="CachedPages"/> = <see cref="Pages"/>, each of <see cref="PageBytes"/> bytes.
+/// <see cref="CachedPages"/>: KV blocks of the prefix cache (shared by running sequences, or kept for later ones).</summary>
+public sealed record PoolMetrics(int Pages, int FreePages, int KvPages, int AdapterPages, int TrainingPages, int PageBytes, int CachedPages = 0);
 
 /// <summary>Adapters registered, in pool pages and in the host cache (its bytes and capacity); adapters copied into pool
 /// pages (<see cref="Loads"/>), whose pool pages were freed to make room (<see cref="Evictions"/>) and adapter folders
@@ -39,8 +40,9 @@ public sealed record SchedulingMetrics(string Policy, long Preemptions, long Fai
 /// the copy thread when <see cref="Async"/>) and time the loop stood waiting for copies (what the overlap did not hide).</summary>
 public sealed record SwapMetrics(bool Async, long Preemptions, long BytesOut, long BytesIn, TimeSpan CopyTime, TimeSpan WaitTime);
 
-/// <summary>Requests that started from a cached prefix of the same tenant's earlier sequence (multi-turn reuse), the
-/// prompt tokens they did not compute, and the bytes the prefix cache holds.</summary>
+/// <summary>Requests that started from a cached prefix of the same tenant and adapter (the block cache on pool pages, or
+/// the host-copy reuse of an earlier turn), the prompt tokens they did not compute, and the bytes the prefix cache holds
+/// (pool pages of cached blocks, or host memory).</summary>
 public sealed record PrefixCacheMetrics(long Hits, long TokensReused, long Bytes);
 
 /// <summary>Training runs not yet ended and the tokens they trained.</summary>

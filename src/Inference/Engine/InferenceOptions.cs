@@ -41,8 +41,14 @@ public sealed class InferenceOptions
     /// the engine thread copies (split across cores) and waits.</summary>
     public bool AsyncSwap { get; set; } = true;
     /// <summary>Host memory for finished sequences' KV, reused when the same tenant's next request (same adapter)
-    /// extends those tokens (multi-turn chat); 0: off.</summary>
+    /// extends those tokens (multi-turn chat); 0: off. Not used when <see cref="PrefixCaching"/> is on.</summary>
     public long PrefixCacheBytes { get; set; } = 256L << 20;
+    /// <summary>Automatic prefix caching on pool pages: full KV blocks are kept in the pool, keyed by tenant, adapter and
+    /// their tokens (a hash chain), and a request of the same tenant and adapter whose prompt starts with them points its
+    /// page table at them instead of computing them; concurrent requests with one system prompt compute it once. Blocks
+    /// nobody holds are evicted, least recently used first, when the pool needs pages. Replaces the host-copy reuse
+    /// (<see cref="PrefixCacheBytes"/> is then ignored).</summary>
+    public bool PrefixCaching { get; set; }
     /// <summary>Order of admission and preemption: Vtc (fair across tenants) or Fcfs.</summary>
     public SchedulingPolicyKind SchedulingPolicy { get; set; } = SchedulingPolicyKind.Vtc;
     /// <summary>VTC: service counted per prompt token.</summary>

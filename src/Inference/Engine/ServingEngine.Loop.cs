@@ -153,6 +153,7 @@ public sealed partial class ServingEngine
         foreach (var chunk in _batch)
         {
             var r = (Request)chunk.Sequence.Handle!;
+            if (_blocks is not null) r.Cache.CheckWritable(); // (a shared block is never written)
             _state.Add(r.Cache, chunk.Sequence.Tokens(chunk.Start, chunk.Count), r.Adapter);
         }
         try
@@ -166,6 +167,8 @@ public sealed partial class ServingEngine
             return;
         }
         _scheduler.Completed(plan);
+        if (_blocks is not null)
+            foreach (var chunk in _batch) PublishBlocks((Request)chunk.Sequence.Handle!);
         Interlocked.Increment(ref _c.Iterations);
         Interlocked.Add(ref _c.TokensComputed, plan.Tokens);
         for (int i = 0; i < _batch.Count; i++)

@@ -25,7 +25,7 @@ public sealed partial class ServingEngine
         }
         var training = TrainingCounters;
         return new EngineMetrics(
-            new PoolMetrics(p.TotalPages, p.FreePages, p.KvPages, p.AdapterPages, _pool.Usage.TrainingPages, p.PageBytes),
+            new PoolMetrics(p.TotalPages, p.FreePages, p.KvPages, p.AdapterPages, _pool.Usage.TrainingPages, p.PageBytes, _pool.Usage.CachedPages),
             new AdapterMetrics(m.Registered, m.AdaptersInPool, m.AdaptersInHostCache, m.HostCacheBytes, m.HostCacheCapacityBytes,
                 m.PoolLoads, m.PoolEvictions, m.DiskLoads),
             new LoopMetrics(Volatile.Read(ref _c.Running), Volatile.Read(ref _c.Waiting), Volatile.Read(ref _c.LastBatchSequences),
@@ -36,7 +36,8 @@ public sealed partial class ServingEngine
                 Interlocked.Read(ref _c.RecomputeTokens),
                 new SwapMetrics(_options.AsyncSwap, _swap?.SwapOuts ?? 0, _swap?.BytesOut ?? 0, _swap?.BytesIn ?? 0,
                     _swap?.CopyTime ?? TimeSpan.Zero, Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _c.SwapWaitTicks)))),
-            new PrefixCacheMetrics(_prefix?.Hits ?? 0, _prefix?.TokensReused ?? 0, _prefix?.Bytes ?? 0),
+            _blocks is { } blocks ? new PrefixCacheMetrics(blocks.Hits, blocks.TokensReused, (long)_pool.Usage.CachedPages * _pool.PageBytes)
+                : new PrefixCacheMetrics(_prefix?.Hits ?? 0, _prefix?.TokensReused ?? 0, _prefix?.Bytes ?? 0),
             new TrainingMetrics(training.Runs, training.TrainedTokens))
         {
             Tenants = (_policy as VtcPolicy)?.Snapshot() ?? [],

@@ -11,6 +11,8 @@ public sealed partial class ServingEngine
     /// instead of preempting more), and a swapped-in one is admitted at once but runs once its copy back is done.</summary>
     private sealed class PoolMemory(ServingEngine e) : ISwappingMemory
     {
+        public Reservation Attach(Sequence s) => e.AttachCached((Request)s.Handle!);
+
         public Reservation TryReserve(Sequence s, int tokens)
         {
             var r = (Request)s.Handle!;
@@ -32,9 +34,11 @@ public sealed partial class ServingEngine
             }
             if (kvNeed + adapterNeed == 0 && !needsAdapter) return Reservation.Reserved;
             if (needsAdapter && !WarmInHost(s.AdapterId!)) return Reservation.NotYet;
-            // the shared budget (S-LoRA): free pages plus what evicting unpinned adapters would free
-            if (e.Unified ? kvNeed + adapterNeed > e._pool.FreePages + store.ReclaimablePages
-                : kvNeed > e._pool.FreePages || adapterNeed > e._adapterPool.FreePages + store.ReclaimablePages) return Reservation.NoRoom;
+            // the shared budget (S-LoRA): free pages plus what evicting unpinned adapters and idle cached blocks would free
+            int cached = e.EvictablePages;
+            if (e.Unified ? kvNeed + adapterNeed > e._pool.FreePages + store.ReclaimablePages + cached
+                : kvNeed > e._pool.FreePages + cached || adapterNeed > e._adapterPool.FreePages + store.ReclaimablePages) return Reservation.NoRoom;
+            if (cached > 0) e.EvictCachedFor(kvNeed + (e.Unified ? adapterNeed : 0), e.Unified ? store.ReclaimablePages : 0);
             if (needsAdapter)
             {
                 r.Adapter = store.EnsureResident(s.AdapterId!);
@@ -100,8 +104,8 @@ public sealed partial class ServingEngine
                 try { adapterNeed = store.PagesToLoad(s.AdapterId); }
                 catch (KeyNotFoundException) { return false; } // unregistered meanwhile: TryReserve reports it
             }
-            return e.Unified ? kvNeed + adapterNeed <= e._pool.FreePages + store.ReclaimablePages + coming
-                : kvNeed <= e._pool.FreePages + coming;
+            return e.Unified ? kvNeed + adapterNeed <= e._pool.FreePages + store.ReclaimablePages + e.EvictablePages + coming
+                : kvNeed <= e._pool.FreePages + e.EvictablePages + coming;
         }
 
         public bool TrySwapOut(Sequence s)
@@ -125,6 +129,7 @@ public sealed partial class ServingEngine
                 return true;
             }
             if (e._swap.BeginSwapOut(r.Cache) is not { } swapped) return false;
+            e.DropClaims(r);
             // copied on the copy thread while the next iteration computes; its pages are taken back once that is done
             ReleaseAdapter(r);
             r.Host = swapped;
@@ -160,6 +165,7 @@ public sealed partial class ServingEngine
         {
             var r = (Request)s.Handle!;
             ReleaseAdapter(r);
+            e.DropClaims(r);
             if (r.IsCopying)
             {
                 // its pages and host buffer are the copy's until it ends: freed when the loop takes the copy back

@@ -28,6 +28,8 @@ public sealed partial class ServingEngine
         public SwapState Swap;              // where its KV stands; Host and Copy are set exactly as this says
         public SwappedKv? Host;             // its KV in host memory: set in every state but None
         public Task? Copy;                  // its swap copy on the copy thread, until the loop takes it back: set in the copy states
+        public readonly List<UInt128> BlockHashes = []; // prefix caching: hash chain of its full blocks, as far as computed so far
+        public int Published;               // prefix caching: leading blocks already offered to the block cache
         public int Sampled;                 // tokens sampled so far (the stop token included)
         public int CancelRequested;
         public bool Closed;

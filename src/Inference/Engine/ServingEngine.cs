@@ -27,6 +27,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     private readonly AdapterStore _store;
     private readonly KvSwapSpace? _swap;     // host memory for swapped-out KV caches; null: recompute only
     private readonly PrefixKvCache? _prefix; // finished sequences' KV for the same tenant's next turn; null: off
+    private readonly PrefixBlockCache? _blocks; // shared full KV blocks on pool pages (automatic prefix caching); null: off
     private readonly Scheduler _scheduler;
     private readonly ISchedulingPolicy _policy;
     private readonly ForwardState _state;
@@ -83,7 +84,8 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         _store = new AdapterStore(c, _adapterPool, new AdapterStoreOptions { MaxRank = options.MaxLoraRank, HostCacheBytes = options.HostAdapterCacheBytes });
         _policy = policy ?? options.CreatePolicy();
         _swap = options.SwapSpaceBytes > 0 ? new KvSwapSpace(_pool, options.SwapSpaceBytes) : null;
-        _prefix = options.PrefixCacheBytes > 0 ? new PrefixKvCache(new KvSwapSpace(_pool, options.PrefixCacheBytes)) : null;
+        _blocks = options.PrefixCaching ? new PrefixBlockCache(_pool, _pool.PageFloats / c.KvDim, c.NumLayers) : null;
+        _prefix = !options.PrefixCaching && options.PrefixCacheBytes > 0 ? new PrefixKvCache(new KvSwapSpace(_pool, options.PrefixCacheBytes)) : null;
         _scheduler = new Scheduler(_policy, new PoolMemory(this),
             new SchedulerLimits(options.TokenBudget, options.MaxRunningSequences, Math.Min(options.PrefillChunk, options.TokenBudget)));
         _state = model.CreateState(options.TokenBudget, options.MaxRunningSequences, maxLoraRank: options.MaxLoraRank);
@@ -183,6 +185,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
             if (!_folders.ContainsKey(adapterId)) return;
             _store.Unregister(adapterId); // refuses while a running request pins it
             _prefix?.Forget(adapterId);   // the id may come back with other weights
+            _blocks?.Forget(adapterId);
             _folders.Remove(adapterId);
         }
     }

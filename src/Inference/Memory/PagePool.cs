@@ -3,21 +3,23 @@ using System.Runtime.InteropServices;
 namespace Loom.Inference.Memory;
 
 /// <summary>What a page of the pool holds.</summary>
-public enum PageOwnerKind : byte { Free, Kv, Adapter, Training }
+public enum PageOwnerKind : byte { Free, Kv, Adapter, Training, Cached }
 
-/// <summary>The owner tag of a page: free, a sequence's KV cache, an adapter's weights, or the activation budget of a
-/// training run.</summary>
+/// <summary>The owner tag of a page: free, a sequence's KV cache, an adapter's weights, the activation budget of a
+/// training run, or the prefix block cache (full KV blocks that sequences of one tenant and adapter share).</summary>
 public readonly record struct PageOwner(PageOwnerKind Kind, int Id)
 {
     public static readonly PageOwner Free = new(PageOwnerKind.Free, 0);
     public static PageOwner Kv(int sequence) => new(PageOwnerKind.Kv, sequence);
     public static PageOwner Adapter(int slot) => new(PageOwnerKind.Adapter, slot);
     public static PageOwner Training(int run) => new(PageOwnerKind.Training, run);
+    public static readonly PageOwner Cached = new(PageOwnerKind.Cached, 0);
 }
 
 /// <summary>Page counts of the pool at one moment.</summary>
 /// <param name="TrainingPages">Pages counted against training runs' activations (0 unless a run is active).</param>
-public readonly record struct PoolUsage(int TotalPages, int FreePages, int KvPages, int AdapterPages, int PageBytes, int TrainingPages = 0);
+/// <param name="CachedPages">KV pages of the prefix block cache (shared by sequences, or kept for later ones).</param>
+public readonly record struct PoolUsage(int TotalPages, int FreePages, int KvPages, int AdapterPages, int PageBytes, int TrainingPages = 0, int CachedPages = 0);
 
 /// <summary>The unified pool (S-LoRA unified paging): one native, 64-byte aligned buffer cut into fixed-size pages of
 /// <see cref="PageFloats"/> float32 values (the model's hidden_size). KV-cache pages and adapter-weight pages come from
@@ -33,7 +35,7 @@ public sealed unsafe class PagePool : IDisposable
     private readonly PageOwnerKind[] _kind; // (PageCount)
     private readonly int[] _ownerId;    // (PageCount)
     private readonly int[] _generation; // (PageCount) allocations of each page so far (a device mirror re-reads a page whose count moved)
-    private int _freeCount, _kvPages, _adapterPages, _trainingPages;
+    private int _freeCount, _kvPages, _adapterPages, _trainingPages, _cachedPages;
     private readonly Lock _lock = new();
 
     public int PageFloats { get; }
@@ -71,7 +73,7 @@ public sealed unsafe class PagePool : IDisposable
 
     public PoolUsage Usage
     {
-        get { lock (_lock) return new PoolUsage(PageCount, _freeCount, _kvPages, _adapterPages, PageBytes, _trainingPages); }
+        get { lock (_lock) return new PoolUsage(PageCount, _freeCount, _kvPages, _adapterPages, PageBytes, _trainingPages, _cachedPages); }
     }
 
     /// <summary>Start of the page buffer, for kernels that read through page tables.</summary>
@@ -118,9 +120,7 @@ public sealed unsafe class PagePool : IDisposable
                 _generation[id]++;
                 ids[i] = id;
             }
-            if (owner.Kind == PageOwnerKind.Kv) _kvPages += ids.Length;
-            else if (owner.Kind == PageOwnerKind.Adapter) _adapterPages += ids.Length;
-            else _trainingPages += ids.Length;
+            Count(owner.Kind) += ids.Length;
             return true;
         }
     }
@@ -150,9 +150,39 @@ public sealed unsafe class PagePool : IDisposable
                 _stackSlot[id] = _freeCount;
                 _freeStack[_freeCount++] = id;
             }
-            if (owner.Kind == PageOwnerKind.Kv) _kvPages -= ids.Length;
-            else if (owner.Kind == PageOwnerKind.Adapter) _adapterPages -= ids.Length;
-            else _trainingPages -= ids.Length;
+            Count(owner.Kind) -= ids.Length;
+        }
+    }
+
+    private ref int Count(PageOwnerKind kind)
+    {
+        switch (kind)
+        {
+            case PageOwnerKind.Kv: return ref _kvPages;
+            case PageOwnerKind.Adapter: return ref _adapterPages;
+            case PageOwnerKind.Cached: return ref _cachedPages;
+            default: return ref _trainingPages;
+        }
+    }
+
+    /// <summary>Hands pages from one owner to another without touching their contents or their allocation count (a
+    /// device mirror's copy stays current): a sequence's full KV block joining the prefix block cache. Each page must be
+    /// owned by <paramref name="from"/>; otherwise nothing changes.</summary>
+    public void Transfer(PageOwner from, PageOwner to, ReadOnlySpan<int> ids)
+    {
+        if (to.Kind == PageOwnerKind.Free) throw new ArgumentException("pages must be handed to an owner", nameof(to));
+        lock (_lock)
+        {
+            foreach (int id in ids)
+                if ((uint)id >= (uint)PageCount || _kind[id] != from.Kind || _ownerId[id] != from.Id)
+                    throw new InvalidOperationException((uint)id >= (uint)PageCount ? $"page {id} is outside the pool" : $"page {id} belongs to {new PageOwner(_kind[id], _ownerId[id])}, not {from}");
+            foreach (int id in ids)
+            {
+                _kind[id] = to.Kind;
+                _ownerId[id] = to.Id;
+            }
+            Count(from.Kind) -= ids.Length;
+            Count(to.Kind) += ids.Length;
         }
     }
 
@@ -162,7 +192,7 @@ public sealed unsafe class PagePool : IDisposable
     {
         lock (_lock)
         {
-            int kv = 0, ad = 0, tr = 0, free = 0;
+            int kv = 0, ad = 0, tr = 0, ca = 0, free = 0;
             for (int id = 0; id < PageCount; id++)
             {
                 switch (_kind[id])
@@ -174,12 +204,13 @@ public sealed unsafe class PagePool : IDisposable
                         break;
                     case PageOwnerKind.Kv: kv++; if (_stackSlot[id] != -1) return $"owned page {id} is on the free list"; break;
                     case PageOwnerKind.Training: tr++; if (_stackSlot[id] != -1) return $"owned page {id} is on the free list"; break;
+                    case PageOwnerKind.Cached: ca++; if (_stackSlot[id] != -1) return $"owned page {id} is on the free list"; break;
                     default: ad++; if (_stackSlot[id] != -1) return $"owned page {id} is on the free list"; break;
                 }
             }
             if (free != _freeCount) return $"{free} pages are tagged free but the free list holds {_freeCount}";
-            if (kv != _kvPages || ad != _adapterPages || tr != _trainingPages)
-                return $"counters say kv={_kvPages} adapter={_adapterPages} training={_trainingPages}, tags say kv={kv} adapter={ad} training={tr}";
+            if (kv != _kvPages || ad != _adapterPages || tr != _trainingPages || ca != _cachedPages)
+                return $"counters say kv={_kvPages} adapter={_adapterPages} training={_trainingPages} cached={_cachedPages}, tags say kv={kv} adapter={ad} training={tr} cached={ca}";
             return null;
         }
     }

@@ -7,12 +7,16 @@ namespace Loom.Inference.Memory;
 /// of one layer, so one block of tokens takes 2 * layers pages; the tail of a page (PageFloats mod KvDim floats) is
 /// unused. A KV width above the page size (kv_heads * head_dim > hidden_size) is refused: the block reads of
 /// <see cref="IKvCache"/> return one contiguous span, which would then cross pages.
-/// The page table is allocated once for the longest sequence; growing allocates pages, never managed memory.</summary>
+/// The page table is allocated once for the longest sequence; growing allocates pages, never managed memory.
+/// Leading blocks may be shared (<see cref="PrefixBlockCache"/>): the page table points at cached pages that this cache
+/// holds by reference and never writes (it writes only positions past <see cref="Length"/>, and a shared block is full).
+/// Releasing gives its own pages back to the pool and lets go of the shared ones.</summary>
 public sealed class PagedKvCache : IKvCache, IDisposable
 {
     private readonly PagePool _pool;
     private readonly int[] _pages; // (maxBlocks, layers, 2) page ids: [block][layer][keys=0 | values=1]
-    private int _blocks;
+    private readonly PrefixBlockCache.Block?[] _shared; // (maxBlocks) the cached block a block is, null: this cache's own pages
+    private int _blocks, _sharedCount;
 
     public PageOwner Owner { get; }
     internal PagePool Pool => _pool;
@@ -37,7 +41,9 @@ public sealed class PagedKvCache : IKvCache, IDisposable
         KvDim = kvDim;
         MaxTokens = maxTokens;
         BlockSize = pool.PageFloats / kvDim;
-        _pages = new int[(maxTokens + BlockSize - 1) / BlockSize * layers * 2];
+        int maxBlocks = (maxTokens + BlockSize - 1) / BlockSize;
+        _pages = new int[maxBlocks * layers * 2];
+        _shared = new PrefixBlockCache.Block?[maxBlocks];
     }
 
     public static PagedKvCache For(PagePool pool, ModelConfig config, int sequenceId, int maxTokens) =>
@@ -90,10 +96,75 @@ public sealed class PagedKvCache : IKvCache, IDisposable
 
     public void Truncate(int length) => Length = Math.Clamp(length, 0, Length);
 
-    /// <summary>Returns every page to the pool and empties the cache (it can grow again).</summary>
+    /// <summary>Blocks that are shared cached blocks (held by reference, never written).</summary>
+    public int SharedBlockCount => _sharedCount;
+
+    /// <summary>The cached block that block <paramref name="block"/> is, or null when its pages are this cache's own.</summary>
+    public PrefixBlockCache.Block? SharedBlock(int block) => (uint)block < (uint)_blocks ? _shared[block] : null;
+
+    internal IEnumerable<PrefixBlockCache.Block> SharedBlocks()
+    {
+        for (int i = 0; i < _blocks; i++)
+            if (_shared[i] is { } b) yield return b;
+    }
+
+    /// <summary>The (layers, 2) page ids of one block.</summary>
+    internal ReadOnlySpan<int> BlockPages(int block)
+    {
+        if ((uint)block >= (uint)_blocks) throw new ArgumentOutOfRangeException(nameof(block));
+        return _pages.AsSpan(block * Layers * 2, Layers * 2);
+    }
+
+    /// <summary>Appends a cached block, full, to an empty or wholly shared cache (the prefix cache takes the reference).</summary>
+    internal void Adopt(PrefixBlockCache.Block b)
+    {
+        if (Length != _blocks * BlockSize || _sharedCount != _blocks) throw new InvalidOperationException("cached blocks go only at the start of a cache");
+        if ((_blocks + 1) * BlockSize > MaxTokens) throw new InvalidOperationException($"a cached block would take the cache past its limit of {MaxTokens} tokens");
+        b.Pages.CopyTo(_pages.AsSpan(_blocks * Layers * 2));
+        _shared[_blocks++] = b;
+        _sharedCount++;
+        Length += BlockSize;
+    }
+
+    /// <summary>Block <paramref name="block"/>, full and this cache's own, has just become the cached block b.</summary>
+    internal void Share(int block, PrefixBlockCache.Block b)
+    {
+        if ((block + 1) * BlockSize > Length) throw new InvalidOperationException("only a full block can be shared");
+        _shared[block] = b;
+        _sharedCount++;
+    }
+
+    /// <summary>Throws when the next position to write (<see cref="Length"/>) falls in a shared block.</summary>
+    public void CheckWritable()
+    {
+        if (SharedBlock(Length / BlockSize) is not null) throw new InvalidOperationException($"position {Length} is in a shared block");
+    }
+
+    /// <summary>Returns every page of its own to the pool, lets go of the shared ones, and empties the cache (it can grow
+    /// again).</summary>
     public void Release()
     {
-        _pool.Free(Owner, _pages.AsSpan(0, PagesHeld));
+        if (_sharedCount == 0) _pool.Free(Owner, _pages.AsSpan(0, PagesHeld));
+        else
+        {
+            // the last blocks first: they join the cache's idle list first and so are evicted before the blocks their
+            // hashes chain from
+            int per = Layers * 2;
+            for (int end = _blocks; end > 0;)
+            {
+                if (_shared[end - 1] is { } b)
+                {
+                    _shared[--end] = null;
+                    b.Owner.Release(b);
+                    continue;
+                }
+                int start = end - 1;
+                while (start > 0 && _shared[start - 1] is null) start--;
+                _pool.Free(Owner, _pages.AsSpan(start * per, (end - start) * per));
+                end = start;
+            }
+            _sharedCount = 0;
+        }
         _blocks = 0;
         Length = 0;
     }

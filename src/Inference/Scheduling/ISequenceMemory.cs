@@ -15,6 +15,12 @@ public interface ISequenceMemory
     /// nothing is preempted for it. May start that work (the read).</summary>
     bool CanStart(Sequence sequence) => true;
 
+    /// <summary>Asked for a waiting sequence before admission sizes its first chunk: memory may attach keys and values
+    /// computed already (a cached prefix), advancing <see cref="Sequence.Computed"/>, and answers
+    /// <see cref="Reservation.NotYet"/> while a running sequence is computing the same prefix (the sequence waits for it
+    /// rather than computing it again). Nothing is reserved here.</summary>
+    Reservation Attach(Sequence sequence) => Reservation.Reserved;
+
     /// <summary>Frees everything the sequence holds (cache pages, adapter pin).</summary>
     void Release(Sequence sequence);
 }

@@ -127,13 +127,18 @@ public sealed class Scheduler
         while (budget > 0 && !memoryShort && _waiting.Count > 0)
         {
             var s = _policy.NextToAdmit(_waiting);
-            int n = Math.Min(Math.Min(s.Pending, _limits.PrefillChunk), budget);
+            int n = 0;
             var reservation = Reservation.NoRoom;
             bool slot = _running.Count < _limits.MaxRunning;
             try
             {
-                if (slot) reservation = _memory.TryReserve(s, s.Computed + n);
-                else if (!_memory.CanStart(s)) reservation = Reservation.NotYet;
+                if (_memory.Attach(s) == Reservation.NotYet) reservation = Reservation.NotYet; // (its cached prefix is attached now)
+                else
+                {
+                    n = Math.Min(Math.Min(s.Pending, _limits.PrefillChunk), budget);
+                    if (slot) reservation = _memory.TryReserve(s, s.Computed + n);
+                    else if (!_memory.CanStart(s)) reservation = Reservation.NotYet;
+                }
             }
             catch (Exception e)
             {

@@ -1,5 +1,6 @@
 using Loom.Inference.Engine;
 using Loom.Inference.Formats;
+using Loom.Inference.Kernels;
 using Loom.Inference.Model;
 using Loom.Inference.Tests.Engine;
 using Loom.Inference.Tests.Lora;
@@ -17,10 +18,14 @@ internal sealed class ServingHarness : IDisposable
     /// <summary>llama_gqa_tied: hidden 64 (256-byte pages), KV 2 pages per token, 2 layers.</summary>
     public const string Base = "llama_gqa_tied";
 
-    public ServingEngine Engine(Func<InferenceOptions, InferenceOptions>? edit = null, string name = Base, params int[] eos)
+    public ServingEngine Engine(Func<InferenceOptions, InferenceOptions>? edit = null, string name = Base, params int[] eos) =>
+        Engine(null, edit, name, eos);
+
+    /// <param name="level">The CPU kernels' SIMD level; null: the best this machine has.</param>
+    public ServingEngine Engine(SimdLevel? level, Func<InferenceOptions, InferenceOptions>? edit, string name = Base, params int[] eos)
     {
         var o = new InferenceOptions { MaxContext = 64, PrefillChunk = 4, TokenBudget = 16, MaxRunningSequences = 8, PoolBytes = 1 << 20, MaxLoraRank = 16 };
-        var e = new ServingEngine(GoldenLogitsTests.Open(name), new FakeTokenizer(320, eos), edit?.Invoke(o) ?? o, name);
+        var e = new ServingEngine(GoldenLogitsTests.Open(name, level: level), new FakeTokenizer(320, eos), edit?.Invoke(o) ?? o, name);
         _engines.Add(e);
         return e;
     }
