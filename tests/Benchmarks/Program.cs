@@ -28,6 +28,9 @@
 //                                fine-tuning checkpoints: the loop's stall per checkpoint against the step time, and the
 //                                checkpoint write against a plain copy of the same bytes; e2e: upload, train and chat
 //                                on models/loom-demo through the HTTP API (tests/Benchmarks/FineTuning/run-e2e.sh)
+//   prefix [--quick] [--rounds N]
+//                                time to first token with a shared 512-token system prompt: no reuse vs the host-copy
+//                                reuse vs automatic prefix caching on pool pages (burst, one at a time, multi-turn)
 //   constrained [--quick]        structured outputs: the token-mask trie walk at 49k and 128k vocabularies, and decode at
 //                                batch 8 with and without a JSON schema on every sequence
 using Loom.Benchmarks;
@@ -65,6 +68,9 @@ switch (suite)
         return 0;
     case "finetuning":
         Loom.Benchmarks.FineTuning.FineTuningBenchmark.Run(args[1..]);
+        return 0;
+    case "prefix":
+        PrefixBenchmark.Run(args[1..]);
         return 0;
     case "constrained":
         ConstrainedBenchmark.Run(args[1..]);

@@ -22,7 +22,9 @@ public sealed partial class ServingEngine : IChoicesEngine
     /// holds that KV already), then the choices run
     /// side by side, each starting from a copy of that KV and computing only the prompt's last token (whose logits it
     /// samples from) and its own tokens. Otherwise, or when the cache could not keep the KV, each choice computes the
-    /// whole prompt. Either way the choices' tokens are those of independent requests with the same sampling.</summary>
+    /// whole prompt. With prefix caching on pool pages (<see cref="InferenceOptions.PrefixCaching"/>) the choices simply
+    /// run side by side: the first computes the prompt, the others wait for its full blocks and share them (decision 012).
+    /// Either way the choices' tokens are those of independent requests with the same sampling.</summary>
     public async IAsyncEnumerable<(int Choice, GenerationEvent Event)> GenerateChoicesAsync(GenerationRequest request, IReadOnlyList<SamplingParams> samplings,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {

@@ -32,6 +32,14 @@ public sealed partial class ServingEngine
                 try { adapterNeed = store.PagesToLoad(s.AdapterId!); }
                 catch (KeyNotFoundException) { throw new InvalidOperationException($"adapter '{s.AdapterId}' was unregistered"); }
             }
+            if (needsAdapter && r.Cache.SharedBlocks().Any(b => b.Detached))
+            {
+                // it took cached blocks of an adapter that was unregistered since (and may be registered again with
+                // other weights): it starts over from blocks of the adapter as it is now, in the next round
+                r.Cache.Release();
+                s.Computed = 0;
+                return Reservation.NotYet;
+            }
             if (kvNeed + adapterNeed == 0 && !needsAdapter) return Reservation.Reserved;
             if (needsAdapter && !WarmInHost(s.AdapterId!)) return Reservation.NotYet;
             // the shared budget (S-LoRA): free pages plus what evicting unpinned adapters and idle cached blocks would free

@@ -118,15 +118,17 @@ public sealed partial class ServingEngine : ITrainingEngine
     }
 
     /// <summary>Counts a new run's activations in the unified pool: it keeps as many layers' activations as fit in at most
-    /// half of the free pages (and in Inference:TrainingActivationBytes), holding those pages while it runs; the other
-    /// layers are recomputed in the backward pass (bitwise the same result).</summary>
+    /// half of the free pages (idle cached prefix blocks count as free: they are evicted for it; and in
+    /// Inference:TrainingActivationBytes), holding those pages while it runs; the other layers are recomputed in the
+    /// backward pass (bitwise the same result).</summary>
     private void ReserveActivations(TrainingRun run)
     {
         var m = run.Trainer.Model;
-        int layers = m.AllocatedLayers;
-        long pageBytes = _pool.PageBytes, room = _pool.FreePages / 2 * pageBytes;
+        int layers = m.AllocatedLayers, available = _pool.FreePages + EvictablePages;
+        long pageBytes = _pool.PageBytes, room = available / 2 * pageBytes;
         while (layers > 1 && m.BytesFor(layers) > room) layers--;
-        int pages = (int)Math.Min(_pool.FreePages / 2, (m.BytesFor(layers) + pageBytes - 1) / pageBytes);
+        int pages = (int)Math.Min(available / 2, (m.BytesFor(layers) + pageBytes - 1) / pageBytes);
+        if (pages > _pool.FreePages) _blocks?.Evict(pages - _pool.FreePages);
         var ids = new int[pages];
         if (pages > 0 && _pool.TryAllocate(Memory.PageOwner.Training(run.Number), ids)) run.Pages = ids;
         m.LimitStoredLayers(layers);
