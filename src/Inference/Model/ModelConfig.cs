@@ -43,5 +43,16 @@ public sealed record ModelConfig
         }
     }
 
-    public static ModelConfig Load(string modelDirectory) => Formats.HfConfigReader.Read(modelDirectory);
+    /// <summary>config.json of a Hugging Face folder, or the metadata of the folder's .gguf file when it has no config.json
+    /// and no safetensors.</summary>
+    public static ModelConfig Load(string modelDirectory)
+    {
+        if (!File.Exists(Path.Combine(modelDirectory, "config.json")) && !ModelWeights.HasSafetensors(modelDirectory)
+            && Formats.GgufFile.FindIn(modelDirectory) is { } gguf)
+        {
+            using var f = Formats.GgufFile.Open(gguf);
+            return Formats.GgufConfigReader.Read(f);
+        }
+        return Formats.HfConfigReader.Read(modelDirectory);
+    }
 }

@@ -24,7 +24,7 @@ public sealed record LayerWeights(
 
 /// <summary>All weights of a model. Matrices point into the memory-mapped checkpoint when their stored type
 /// is the one in use, otherwise into converted copies this object owns.</summary>
-public sealed class ModelWeights : IDisposable
+public sealed partial class ModelWeights : IDisposable
 {
     private readonly IDisposable? _checkpoint;
     private readonly List<WeightMatrix> _matrices = [];
@@ -70,9 +70,15 @@ public sealed class ModelWeights : IDisposable
         return p;
     }
 
+    internal static bool HasSafetensors(string directory) =>
+        File.Exists(Path.Combine(directory, SafetensorsCheckpoint.SingleFileName)) || File.Exists(Path.Combine(directory, SafetensorsCheckpoint.IndexFileName));
+
     /// <param name="pack">Repack matrices into the panel layout the AVX-512 kernel reads (copies them out of the mapping).</param>
+    /// <param name="modelDirectory">A Hugging Face folder (safetensors), or a folder with one .gguf file and no safetensors
+    /// (see <see cref="LoadGguf"/>).</param>
     public static ModelWeights Load(string modelDirectory, ModelConfig config, WeightFormat format = WeightFormat.Auto, bool? pack = null)
     {
+        if (!HasSafetensors(modelDirectory) && GgufFile.FindIn(modelDirectory) is { } gguf) return LoadGguf(gguf, config, format, pack);
         bool doPack = pack ?? PackingPays;
         var ckpt = SafetensorsCheckpoint.Open(modelDirectory);
         var owned = new List<WeightMatrix>();
