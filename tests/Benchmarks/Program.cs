@@ -6,6 +6,7 @@
 //                                saved output of ../shared/anchors/llamacpp.sh) and PREFIX-prefill-peak.png
 //   engine alloc [--quick]       managed bytes allocated per decode step (forward, sampling) in steady state
 //   engine checksum              a hash of the exact logits bits of prefill and batched decode (two builds compared)
+//   engine gguf FILE...          loads llama.cpp GGUF files (F32/F16/BF16/Q8_0) and times decode at batch 1
 //   matmul                       the matmul kernel alone at several shapes and batch sizes
 //   model --out DIR [--tokenizer DIR]
 //                                writes a model folder of random bf16 weights in the SmolLM2-135M shape with another
@@ -40,6 +41,9 @@ switch (suite)
 {
     case "engine" when args.Length > 1 && args[1] == "alloc":
         AllocationBenchmark.Run(quick: args.Contains("--quick"));
+        return 0;
+    case "engine" when args.Length > 1 && args[1] == "gguf":
+        GgufBenchmark.Run(args[2..]);
         return 0;
     case "engine" when args.Length > 1 && args[1] == "checksum":
         ChecksumBenchmark.Run();
