@@ -71,7 +71,7 @@ internal static unsafe class MatMulTransposedBlocked
             {
                 byte* blk = Q8Layout.BlockAt((byte*)w.Data, cols, r0 + r, k0 / Q8Layout.Block);
                 int i = (r0 + r) % Q8Layout.Rows;
-                float scale = ((float*)(blk + Q8Layout.ScaleOffset))[i];
+                float scale = Q8Layout.BlockScale(blk, i);
                 for (int j = 0; j < NR; j++) p[r * NR + j] = (blk[Q8Layout.ValueOffset(i, j)] - 128) * scale;
             }
             return;

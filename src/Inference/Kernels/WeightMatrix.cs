@@ -4,7 +4,7 @@ using Loom.Inference.Formats;
 namespace Loom.Inference.Kernels;
 
 /// <summary>Storage type of a weight matrix as the kernels read it. Q8: int8 values in blocks of 32 along a row with one
-/// f32 scale each, in the panel layout of <see cref="Q8Layout"/> (GGUF's Q8_0 maps onto it without loss).</summary>
+/// f16 scale each, in the panel layout of <see cref="Q8Layout"/> (GGUF's Q8_0 maps onto it without loss).</summary>
 public enum WeightType { F32, BF16, Q8 }
 
 /// <summary>A row-major weight matrix [Rows, Cols] (HF layout: [out_features, in_features]) that lives in
