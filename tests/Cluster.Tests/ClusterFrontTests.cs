@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
-using System.Text.RegularExpressions;
 using Loom.Data;
 using Loom.Data.Entities;
 using Loom.Data.Tenancy;
@@ -17,7 +16,7 @@ namespace Loom.Cluster.Tests;
 /// twice it); a portal sign-in on one web node is accepted by the other (one key ring in PostgreSQL).
 /// </summary>
 [Collection(LoopbackCluster.Collection)]
-public partial class ClusterFrontTests(LoopbackCluster cluster, ITestOutputHelper output)
+public sealed class ClusterFrontTests(LoopbackCluster cluster, ITestOutputHelper output)
 {
     private const string ModelsRoute = "http_server_request_duration_seconds_count";
 
@@ -189,21 +188,7 @@ public partial class ClusterFrontTests(LoopbackCluster cluster, ITestOutputHelpe
         using (var anonymous = await http.GetAsync(new Uri(two, "/usage")))
             Assert.Equal(HttpStatusCode.Redirect, anonymous.StatusCode);
 
-        var form = await http.GetAsync(new Uri(one, "/account/signin"));
-        var token = TokenPattern().Match(await form.Content.ReadAsStringAsync());
-        Assert.True(token.Success, "no antiforgery token on the sign-in page");
-        using var post = new HttpRequestMessage(HttpMethod.Post, new Uri(one, "/account/signin"))
-        {
-            Content = new FormUrlEncodedContent(new Dictionary<string, string>
-            {
-                ["_handler"] = "signin", ["__RequestVerificationToken"] = WebUtility.HtmlDecode(token.Groups[1].Value),
-                ["Input.UserName"] = "admin", ["Input.Password"] = LoopbackCluster.AdminPassword,
-            }),
-        };
-        post.Headers.Add("Cookie", string.Join("; ", Cookies(form).Select(c => c.Split(';')[0])));
-        using var signedIn = await http.SendAsync(post);
-        Assert.Equal(HttpStatusCode.Redirect, signedIn.StatusCode);
-        var cookie = Assert.Single(Cookies(signedIn), c => c.StartsWith("loom.portal=", StringComparison.Ordinal)).Split(';')[0];
+        var cookie = await PortalSignIn.AdminCookieAsync(http, one);
 
         foreach (var node in new[] { one, two })
         {
@@ -214,11 +199,6 @@ public partial class ClusterFrontTests(LoopbackCluster cluster, ITestOutputHelpe
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         }
     }
-
-    private static List<string> Cookies(HttpResponseMessage r) => r.Headers.TryGetValues("Set-Cookie", out var v) ? v.ToList() : [];
-
-    [GeneratedRegex("name=\"__RequestVerificationToken\" value=\"([^\"]+)\"")]
-    private static partial Regex TokenPattern();
 
     /// <summary>A tenant with its own requests-per-minute limit and an API key of it, written to the cluster's database.</summary>
     private async Task<string> CreateTenantKeyAsync(string name, int requestsPerMinute)

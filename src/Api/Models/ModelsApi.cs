@@ -36,10 +36,7 @@ public static class ModelsApi
 
     private static async Task<IResult> ListModels(PlatformDbContext db, Loom.Cluster.IInferenceClient engines, CancellationToken ct)
     {
-        var live = await engines.LiveModelsAsync(ct);
-        var baseModels = (await db.BaseModels.AsNoTracking().OrderBy(m => m.Name)
-            .Select(m => new ModelObject(m.Name, "model", m.CreatedAt.ToUnixTimeSeconds(), SystemOwner)).ToListAsync(ct))
-            .Where(m => live.Contains(m.Id)).ToList();
+        var baseModels = (await LiveBaseModels.ListAsync(db, engines, ct)).Select(m => new ModelObject(m.Name, "model", m.CreatedAt.ToUnixTimeSeconds(), SystemOwner));
         // The tenant query filter limits adapters to the caller's own.
         var adapters = await db.Adapters.AsNoTracking().OrderBy(a => a.Name).Select(a => new { a.Name, a.CreatedAt, a.TenantId }).ToListAsync(ct);
         var data = baseModels.Concat(adapters.Select(a => new ModelObject(a.Name, "model", a.CreatedAt.ToUnixTimeSeconds(), Owner(a.TenantId)))).ToList();

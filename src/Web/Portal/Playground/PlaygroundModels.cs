@@ -8,9 +8,9 @@ namespace Loom.Web.Portal.Playground;
 /// <summary>A model the tenant may chat with: a base model, one of its adapters or fine-tuned models, or a checkpoint.</summary>
 public sealed record PlaygroundModel(string Name, string Kind, string? BaseModel);
 
-/// <summary>The models of the playground's picker: every base model, then the tenant's uploaded adapters, fine-tuned
+/// <summary>The models of the playground's picker: every base model an engine serves now, then the tenant's uploaded adapters, fine-tuned
 /// models and fine-tune checkpoints (<c>&lt;fine-tuned model&gt;:ckpt-step-N</c>), all through the tenant query filter.</summary>
-public sealed class PlaygroundModels(PlatformDbContext db, AdapterService adapters, FineTuneService fineTunes)
+public sealed class PlaygroundModels(PlatformDbContext db, AdapterService adapters, FineTuneService fineTunes, Loom.Cluster.IInferenceClient engines)
 {
     public const string BaseKind = "base model";
     public const string AdapterKind = "adapter";
@@ -19,7 +19,7 @@ public sealed class PlaygroundModels(PlatformDbContext db, AdapterService adapte
 
     public async Task<List<PlaygroundModel>> ListAsync(CancellationToken ct)
     {
-        var models = await db.BaseModels.AsNoTracking().OrderBy(m => m.Name).Select(m => new PlaygroundModel(m.Name, BaseKind, null)).ToListAsync(ct);
+        var models = (await Loom.Api.Models.LiveBaseModels.ListAsync(db, engines, ct)).Select(m => new PlaygroundModel(m.Name, BaseKind, null)).ToList();
         var results = (await db.FineTuneJobs.AsNoTracking().Where(j => j.ResultAdapterId != null).Select(j => j.ResultAdapterId!.Value).ToListAsync(ct)).ToHashSet();
 
         var checkpoints = await db.FineTuneCheckpoints.AsNoTracking()

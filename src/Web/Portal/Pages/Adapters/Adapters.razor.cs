@@ -20,6 +20,7 @@ public sealed partial class Adapters : ComponentBase
 
     [Inject] private AdapterService Service { get; set; } = default!;
     [Inject] private PlatformDbContext Db { get; set; } = default!;
+    [Inject] private Loom.Cluster.IInferenceClient Engines { get; set; } = default!;
     [Inject] private TenantContext Tenant { get; set; } = default!;
     [Inject] private PortalUploadGate Gate { get; set; } = default!;
     [Inject] private IOptions<ApiOptions> Options { get; set; } = default!;
@@ -42,7 +43,7 @@ public sealed partial class Adapters : ComponentBase
 
     protected override async Task OnInitializedAsync()
     {
-        baseModels = await Db.BaseModels.AsNoTracking().OrderBy(m => m.Name).Select(m => m.Name).ToListAsync();
+        baseModels = [.. (await Loom.Api.Models.LiveBaseModels.ListAsync(Db, Engines, CancellationToken.None)).Select(m => m.Name)]; // base models an engine serves now
         baseModel = baseModels.FirstOrDefault() ?? "";
         await LoadAsync();
     }
