@@ -88,12 +88,13 @@ public sealed class FineTuneCluster : IAsyncLifetime
 
     public static Task<string> UploadAsync(HttpClient client, string content) => Loom.Tests.Shared.FineTuneFiles.UploadAsync(client, content);
 
-    /// <summary>Creates a job on tiny-chat (rank 2, a high learning rate so the adapter moves) and returns its id.</summary>
-    public static async Task<string> CreateJobAsync(HttpClient client, string file, int seed, int epochs)
+    /// <summary>Creates a job on tiny-chat (or <paramref name="model"/>; rank 2, a high learning rate so the adapter
+    /// moves) and returns its id.</summary>
+    public static async Task<string> CreateJobAsync(HttpClient client, string file, int seed, int epochs, string model = ModelName)
     {
         var response = await client.PostAsJsonAsync("/v1/fine_tuning/jobs", new
         {
-            model = ModelName, training_file = file, seed, hyperparameters = new { n_epochs = epochs, learning_rate_multiplier = 20, rank = 2 },
+            model, training_file = file, seed, hyperparameters = new { n_epochs = epochs, learning_rate_multiplier = 20, rank = 2 },
         });
         var text = await response.Content.ReadAsStringAsync();
         Assert.True(response.IsSuccessStatusCode, text);

@@ -104,9 +104,10 @@ public sealed class FineTuneJobRunner(
             await FinishAsync(db, job, FineTuneStatus.Cancelled, new FineTuneEvent("cancelled", "The job was cancelled."), ct);
             return;
         }
-        var engine = services.GetRequiredService<IInferenceEngine>();
-        var trainer = services.GetRequiredService<ITrainingEngine>(); // ServesHere: this node's engine serves the job's base model
         var baseModel = await db.BaseModels.AsNoTracking().SingleAsync(m => m.Id == job.BaseModelId, ct);
+        // ServesHere: an engine of this node serves the job's base model (the first one or another of Inference:Models).
+        var engine = TrainingEngines.Find(services, baseModel.Name) ?? throw new InvalidOperationException($"no engine here trains '{baseModel.Name}'");
+        var trainer = (ITrainingEngine)engine;
         if (engine.Model.Tokenizer is not { } tokenizer)
         {
             await FailAsync(db, job, "model_has_no_tokenizer", $"The base model '{baseModel.Name}' has no tokenizer, so it cannot be fine-tuned on text.", "model", ct);
@@ -276,10 +277,8 @@ public sealed class FineTuneJobRunner(
         }
     }
 
-    /// <summary>Whether this process's engine serves <paramref name="baseModelName"/> (and can train).</summary>
-    private bool ServesHere(string baseModelName) =>
-        services.GetService<IInferenceEngine>() is { } engine and not UnconfiguredInferenceEngine && services.GetService<ITrainingEngine>() is not null
-        && engine.Model.Name == baseModelName;
+    /// <summary>Whether an engine of this process serves <paramref name="baseModelName"/> and trains.</summary>
+    private bool ServesHere(string baseModelName) => TrainingEngines.Find(services, baseModelName) is not null;
 
     /// <summary>Reads the run's progress as it comes: records each step's metrics and forwards each event to
     /// <paramref name="feed"/>.</summary>
