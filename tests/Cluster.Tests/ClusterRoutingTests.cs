@@ -89,6 +89,8 @@ public class ClusterRoutingTests(LoopbackCluster cluster, ITestOutputHelper outp
         // The registry holds what the nodes' configuration said.
         Assert.Equal("Auto", await cluster.ScalarAsync<string>("SELECT \"WeightFormat\" FROM base_models WHERE \"Name\" = @p", LoopbackCluster.TwinName));
         Assert.Equal(1L, await cluster.ScalarAsync<long>("SELECT count(*) FROM inference_nodes WHERE @p = ANY(\"Models\")", LoopbackCluster.TwinName));
+        // inf-a reports the load of each of its two engines (routing weighs the engine of the request's model).
+        Assert.Equal(2, await cluster.ScalarAsync<int>("SELECT cardinality(\"ModelLoads\") FROM inference_nodes WHERE \"Id\" = @p", "inf-a"));
 
         // The second base model answers (on inf-a, its only node).
         var servedBefore = await LoopbackCluster.MetricAsync(cluster.InfA, "loom_engine_requests_total", $"model=\"{LoopbackCluster.TwinName}\"");

@@ -10,7 +10,7 @@ namespace Loom.Cluster.Nodes;
 /// An API node's view of the routing table: the nodes whose heartbeat is younger than Cluster:NodeTimeout (by the
 /// database's clock), read again at most every Cluster:RefreshInterval when a request needs it. A node this process
 /// failed to reach is set aside at once (until it restarts, or for one NodeTimeout), so new requests do not wait for
-/// its heartbeat to age out. Also counts the requests this process has in flight on each node.
+/// its heartbeat to age out. Also counts the requests this process has in flight on each node, by base model.
 /// </summary>
 public sealed class NodeDirectory(IServiceScopeFactory scopes, IOptions<ClusterOptions> options, TimeProvider clock)
 {
@@ -40,12 +40,13 @@ public sealed class NodeDirectory(IServiceScopeFactory scopes, IOptions<ClusterO
     public void MarkUnreachable(LiveNode node) =>
         _unreachable[node.Id] = (node.StartedAt, clock.GetUtcNow() + options.Value.NodeTimeout);
 
-    /// <summary>Requests this process has running on the node (its heartbeat's figures lag by up to a beat).</summary>
-    public int InFlight(string nodeId) => _inFlight.TryGetValue(nodeId, out var c) ? Volatile.Read(ref c.Value) : 0;
+    /// <summary>Requests for <paramref name="baseModel"/> this process has running on the node (its heartbeat's figures
+    /// lag by up to a beat).</summary>
+    public int InFlight(string nodeId, string baseModel) => _inFlight.TryGetValue(Key(nodeId, baseModel), out var c) ? Volatile.Read(ref c.Value) : 0;
 
-    public IDisposable Track(string nodeId)
+    public IDisposable Track(string nodeId, string baseModel)
     {
-        var box = _inFlight.GetOrAdd(nodeId, _ => new StrongBox());
+        var box = _inFlight.GetOrAdd(Key(nodeId, baseModel), _ => new StrongBox());
         Interlocked.Increment(ref box.Value);
         return new Release(box);
     }
@@ -78,9 +79,11 @@ public sealed class NodeDirectory(IServiceScopeFactory scopes, IOptions<ClusterO
         var db = scope.ServiceProvider.GetRequiredService<PlatformDbContext>();
         var rows = await db.InferenceNodes.FromSql($"SELECT * FROM inference_nodes WHERE \"HeartbeatAt\" > now() - {timeout}")
             .AsNoTracking().ToListAsync(ct);
-        return rows.Select(r => new LiveNode(r.Id, r.InternalUrl, r.Models, r.Running, r.Waiting, r.FreePages, r.ResidentAdapters, r.StartedAt))
+        return rows.Select(r => new LiveNode(r.Id, r.InternalUrl, r.Models, r.Running, r.Waiting, r.FreePages, r.ResidentAdapters, r.StartedAt, r.ModelLoads))
             .OrderBy(n => n.Id, StringComparer.Ordinal).ToList();
     }
+
+    private static string Key(string nodeId, string baseModel) => $"{nodeId}\n{baseModel}";
 
     private sealed class StrongBox { public int Value; }
 

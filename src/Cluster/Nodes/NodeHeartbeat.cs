@@ -59,18 +59,20 @@ public sealed class NodeHeartbeat(IServiceScopeFactory scopes, ServedEngines eng
 
     private async Task BeatAsync(CancellationToken ct)
     {
-        // One row per node: the models of all its engines, and their load added up (routing weighs nodes, not engines).
+        // One row per node: the models of all its engines with each engine's load (routing weighs the engine a request
+        // goes to), and the node's figures added up.
         var metrics = engines.All.Select(e => e.GetMetrics()).ToList();
         string[] models = [.. engines.All.Select(e => e.Model.Name)];
+        int[] loads = [.. metrics.Select(m => m.Loop.Running + m.Loop.Waiting)];
         var (running, waiting) = (metrics.Sum(m => m.Loop.Running), metrics.Sum(m => m.Loop.Waiting));
         var (free, resident) = (metrics.Sum(m => m.Pool.FreePages), metrics.Sum(m => m.Adapters.InPool));
         await using var scope = scopes.CreateAsyncScope();
         var db = scope.ServiceProvider.GetRequiredService<PlatformDbContext>();
         var url = options.Value.AdvertisedOrInternalUrl;
         await db.Database.ExecuteSqlAsync($"""
-            INSERT INTO inference_nodes ("Id", "InternalUrl", "Models", "Running", "Waiting", "FreePages", "ResidentAdapters", "StartedAt", "HeartbeatAt")
-            VALUES ({identity.Id}, {url}, {models}, {running}, {waiting}, {free}, {resident}, {identity.StartedAt}, now())
-            ON CONFLICT ("Id") DO UPDATE SET "InternalUrl" = EXCLUDED."InternalUrl", "Models" = EXCLUDED."Models", "Running" = EXCLUDED."Running",
+            INSERT INTO inference_nodes ("Id", "InternalUrl", "Models", "ModelLoads", "Running", "Waiting", "FreePages", "ResidentAdapters", "StartedAt", "HeartbeatAt")
+            VALUES ({identity.Id}, {url}, {models}, {loads}, {running}, {waiting}, {free}, {resident}, {identity.StartedAt}, now())
+            ON CONFLICT ("Id") DO UPDATE SET "InternalUrl" = EXCLUDED."InternalUrl", "Models" = EXCLUDED."Models", "ModelLoads" = EXCLUDED."ModelLoads", "Running" = EXCLUDED."Running",
                 "Waiting" = EXCLUDED."Waiting", "FreePages" = EXCLUDED."FreePages", "ResidentAdapters" = EXCLUDED."ResidentAdapters",
                 "StartedAt" = EXCLUDED."StartedAt", "HeartbeatAt" = now()
             """, ct);

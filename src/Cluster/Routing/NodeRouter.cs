@@ -1,3 +1,5 @@
+using Loom.Cluster.Nodes;
+
 namespace Loom.Cluster.Routing;
 
 /// <summary>How a request was placed.</summary>
@@ -19,6 +21,13 @@ public enum Placement
 /// </summary>
 public static class NodeRouter
 {
+    /// <summary>The order for a request on <paramref name="baseModel"/> (with <paramref name="adapterId"/>): a node is
+    /// weighed by the load of its engine for that model, or by this API node's requests for it in flight there when
+    /// more (the heartbeat lags); another model's engine on the same node does not push the request away.</summary>
+    public static (List<LiveNode> Order, Placement Placement) OrderFor(IReadOnlyCollection<LiveNode> nodes, string baseModel, string? adapterId,
+        Func<LiveNode, int> inFlight, int maxLoad) =>
+        Order(nodes, n => n.Id, n => Math.Max(n.LoadOf(baseModel), inFlight(n)), Rendezvous.Key(baseModel, adapterId), maxLoad);
+
     public static (List<T> Order, Placement Placement) Order<T>(IReadOnlyCollection<T> nodes, Func<T, string> id, Func<T, int> load, string key, int maxLoad)
     {
         var ranked = Rendezvous.Rank(nodes, id, key);

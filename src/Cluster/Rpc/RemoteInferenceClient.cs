@@ -59,12 +59,11 @@ public sealed class RemoteInferenceClient(NodeDirectory directory, IServiceScope
         var message = RpcMapping.ToRpc(baseModel, request);
         var o = options.Value;
         var nodes = await directory.ServingAsync(baseModel, cancellationToken);
-        var (order, placement) = NodeRouter.Order(nodes, n => n.Id, n => Math.Max(n.Load, directory.InFlight(n.Id)),
-            Rendezvous.Key(baseModel, request.AdapterId), o.AffinityMaxLoad);
+        var (order, placement) = NodeRouter.OrderFor(nodes, baseModel, request.AdapterId, n => directory.InFlight(n.Id, baseModel), o.AffinityMaxLoad);
         for (var attempt = 0; attempt < order.Count; attempt++)
         {
             var node = order[attempt];
-            using var tracked = directory.Track(node.Id);
+            using var tracked = directory.Track(node.Id, baseModel);
             var call = Client(node).Generate(message, Headers(), cancellationToken: cancellationToken);
             using (call)
             {

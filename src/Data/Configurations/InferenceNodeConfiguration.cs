@@ -14,6 +14,7 @@ internal sealed class InferenceNodeConfiguration : IEntityTypeConfiguration<Infe
         b.Property(n => n.Id).HasMaxLength(200);
         b.Property(n => n.InternalUrl).HasMaxLength(500).IsRequired();
         b.Property(n => n.Models).IsRequired();
+        b.Property(n => n.ModelLoads).IsRequired().HasDefaultValueSql("'{}'::integer[]");
         b.HasIndex(n => n.HeartbeatAt);
     }
 }

@@ -13,7 +13,11 @@ public class InferenceNode
     public required string InternalUrl { get; set; }
     /// <summary>Names of the base models it serves.</summary>
     public string[] Models { get; set; } = [];
-    /// <summary>Sequences running and waiting in its engines, free pages of its pools, adapters resident in them.</summary>
+    /// <summary>Running + waiting sequences of each base model's engine, in the order of <see cref="Models"/> (routing
+    /// weighs the engine a request goes to).</summary>
+    public int[] ModelLoads { get; set; } = [];
+    /// <summary>Sequences running and waiting in its engines, free pages of its pools, adapters resident in them (all
+    /// engines added up).</summary>
     public int Running { get; set; }
     public int Waiting { get; set; }
     public int FreePages { get; set; }
