@@ -26,6 +26,7 @@ public sealed class LoopbackCluster : IAsyncLifetime
     private readonly List<NodeProcess> _nodes = [];
     private TestDatabase? _db;
     private RedisServer? _redis;
+    private OtlpReceiver? _otlp;
 
     /// <summary>api-1, which the tests' <see cref="Client"/> talks to directly.</summary>
     public NodeProcess Api { get; private set; } = null!;
@@ -36,6 +37,8 @@ public sealed class LoopbackCluster : IAsyncLifetime
     public NodeProcess SlowA { get; private set; } = null!;
     public NodeProcess SlowB { get; private set; } = null!;
     public HttpClient Client { get; private set; } = null!;
+    /// <summary>Where every node sends the spans of the requests that arrive sampled.</summary>
+    public OtlpReceiver Otlp => _otlp!;
     public string ConnectionString => _db!.ConnectionString;
     private string ModelDir => Path.Combine(_root, "models", ModelName);
     private string SlowModelDir => Path.Combine(_root, "models", SlowChatModel.Name);
@@ -44,6 +47,7 @@ public sealed class LoopbackCluster : IAsyncLifetime
     {
         _db = await TestDatabase.CreateAsync("loom_cluster");
         _redis = await RedisServer.StartAsync();
+        _otlp = await OtlpReceiver.StartAsync();
         GoldenChatModel.CreateIn(ModelDir, GoldenChatModel.GoldenDirectory(RepoRoot()));
         SlowChatModel.CreateIn(SlowModelDir, GoldenChatModel.GoldenDirectory(RepoRoot()));
         // The API node first: it migrates the database and seeds the demo tenant and key.
@@ -108,6 +112,7 @@ public sealed class LoopbackCluster : IAsyncLifetime
             ["Api:RateLimits:Redis"] = _redis!.ConnectionString,
             ["Loom:Proxy:KnownProxies:0"] = "127.0.0.1",
         };
+        foreach (var (k, v) in _otlp!.SettingsFor(node)) s[k] = v;
         foreach (var (k, v) in extra) s[k] = v;
         return s;
     }
@@ -117,6 +122,7 @@ public sealed class LoopbackCluster : IAsyncLifetime
         Client?.Dispose();
         foreach (var n in _nodes) await n.DisposeAsync();
         if (_redis is not null) await _redis.DisposeAsync();
+        if (_otlp is not null) await _otlp.DisposeAsync();
         if (_db is not null) await _db.DisposeAsync();
         try { if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true); }
         catch (IOException) { /* a killed process's files; the folder is under the temp directory */ }
