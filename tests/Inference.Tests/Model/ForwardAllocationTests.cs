@@ -38,6 +38,8 @@ public sealed class ForwardAllocationTests(ITestOutputHelper log) : IDisposable
     [InlineData(1, WeightType.BF16)]
     [InlineData(8, WeightType.BF16)]
     [InlineData(8, WeightType.F32)]
+    [InlineData(1, WeightType.Q8)]
+    [InlineData(8, WeightType.Q8)]
     public void DecodeStepAllocatesNothing(int batch, WeightType type)
     {
         using var model = new Transformer(ModelWeights.CreateRandom(Shape, type, seed: 3), new CpuKernels(), maxContext: 256);
