@@ -148,6 +148,7 @@ internal static class FairnessBenchmark
         foreach (var (name, bytes) in new[] { ("without prefix reuse", 0L), ("with prefix reuse", 256L << 20) })
         {
             var oo = Options(SchedulingPolicyKind.Vtc);
+            oo.PrefixCaching = false; // the host-copy reuse (suite 'prefix' compares it with prefix caching)
             oo.PrefixCacheBytes = bytes;
             var e = new ServingEngine(model, null, oo, "smol");
             var (first, later) = MultiTurn(e, conversations, turns);

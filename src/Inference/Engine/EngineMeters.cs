@@ -46,7 +46,8 @@ public sealed class EngineMeters : IDisposable
         [
             Tagged(m.Pool.FreePages, "owner", "free"), Tagged(m.Pool.KvPages, "owner", "kv"),
             Tagged(m.Pool.AdapterPages, "owner", "adapter"), Tagged(m.Pool.TrainingPages, "owner", "training"),
-        ]), "{page}", "Pages of the unified pool by owner");
+            Tagged(m.Pool.CachedPages, "owner", "cached"),
+        ]), "{page}", "Pages of the unified pool by owner (cached: prefix-cache KV blocks)");
         _meter.CreateObservableCounter("loom.engine.preemptions", () => Read(m =>
         [
             Tagged(m.Scheduling.FairnessPreemptions, "cause", "fairness"), Tagged(m.Scheduling.Preemptions - m.Scheduling.FairnessPreemptions, "cause", "memory"),

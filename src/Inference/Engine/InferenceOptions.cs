@@ -47,7 +47,8 @@ public sealed class InferenceOptions
     /// their tokens (a hash chain), and a request of the same tenant and adapter whose prompt starts with them points its
     /// page table at them instead of computing them; concurrent requests with one system prompt compute it once. Blocks
     /// nobody holds are evicted, least recently used first, when the pool needs pages. Replaces the host-copy reuse
-    /// (<see cref="PrefixCacheBytes"/> is then ignored).</summary>
+    /// (<see cref="PrefixCacheBytes"/> is then ignored). Faster in every workload of BENCHMARKS.md's suite <c>prefix</c>;
+    /// off by default until the whole test suite and the API tests run with it on.</summary>
     public bool PrefixCaching { get; set; }
     /// <summary>Order of admission and preemption: Vtc (fair across tenants) or Fcfs.</summary>
     public SchedulingPolicyKind SchedulingPolicy { get; set; } = SchedulingPolicyKind.Vtc;

@@ -24,8 +24,8 @@ public sealed class PrefixReuseTests : IDisposable
     [Fact]
     public async Task ASecondTurnReusesItsTenantsKvAndAnotherTenantWithTheSamePromptDoesNot()
     {
-        var e = _h.Engine(o => { o.PrefixCacheBytes = 1 << 20; return o; });
-        var plain = _h.Engine(o => { o.PrefixCacheBytes = 0; return o; });
+        var e = _h.Engine(o => { o.PrefixCaching = false; o.PrefixCacheBytes = 1 << 20; return o; });
+        var plain = _h.Engine(o => { o.PrefixCaching = false; o.PrefixCacheBytes = 0; return o; });
         int[] turn1 = [3, 14, 15, 92, 65, 35, 89, 79];
         var out1 = Tokens(await Run(e, Request("a", turn1)));
         Assert.Equal(10, out1.Length);
@@ -55,7 +55,7 @@ public sealed class PrefixReuseTests : IDisposable
     [Fact]
     public async Task ReuseNeedsTheSameAdapterAndForgetsAnUnregisteredOne()
     {
-        var e = _h.Engine(o => { o.PrefixCacheBytes = 1 << 20; return o; });
+        var e = _h.Engine(o => { o.PrefixCaching = false; o.PrefixCacheBytes = 1 << 20; return o; });
         e.RegisterAdapter("x", _h.Adapter(4, [Loom.Inference.Formats.LoraTarget.QProj], 7));
         int[] turn1 = [7, 7, 8, 9, 10, 11];
         var out1 = Tokens(await Run(e, Request("a", turn1, "x")));
@@ -72,8 +72,8 @@ public sealed class PrefixReuseTests : IDisposable
     [Fact]
     public async Task AFinishedTurnIsCopiedOffTheEngineThreadAndTheNextTurnWaitsForItsCopy()
     {
-        var e = _h.Engine(o => { o.PrefixCacheBytes = 1 << 20; return o; });
-        var plain = _h.Engine(o => { o.PrefixCacheBytes = 0; return o; });
+        var e = _h.Engine(o => { o.PrefixCaching = false; o.PrefixCacheBytes = 1 << 20; return o; });
+        var plain = _h.Engine(o => { o.PrefixCaching = false; o.PrefixCacheBytes = 0; return o; });
         using var copying = new ManualResetEventSlim();
         using var hold = new ManualResetEventSlim();
         string? thread = null;

@@ -80,8 +80,8 @@ public sealed class SharedPromptChoicesTests : IDisposable
     [Fact]
     public async Task ChoicesComputeThePromptOnceAndMatchIndependentRequests()
     {
-        var shared = _h.Engine(o => { o.PrefixCacheBytes = 1 << 20; return o; });
-        var plain = _h.Engine(o => { o.PrefixCacheBytes = 0; return o; });
+        var shared = _h.Engine(o => { o.PrefixCaching = false; o.PrefixCacheBytes = 1 << 20; return o; });
+        var plain = _h.Engine(o => { o.PrefixCaching = false; o.PrefixCacheBytes = 0; return o; });
         int[] prompt = [3, 14, 15, 92, 65, 35, 89, 79, 32, 38];
         const int n = 3;
 

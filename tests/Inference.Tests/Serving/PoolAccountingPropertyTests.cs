@@ -70,7 +70,8 @@ public sealed class PoolAccountingPropertyTests : IDisposable
         Assert.Null(e.Pool.Audit());
         var m = e.GetMetrics();
         Assert.Equal(0, m.Pool.KvPages);
-        Assert.Equal(m.Pool.Pages, m.Pool.FreePages + m.Pool.AdapterPages);
+        Assert.Equal(m.Pool.Pages, m.Pool.FreePages + m.Pool.AdapterPages + m.Pool.CachedPages); // (cached: prefix blocks kept)
+        Assert.Null(e.AuditPrefixBlocks());
         Assert.Equal(0, m.Requests.Failed);
         if (swap) Assert.True(m.Scheduling.Swap.Preemptions > 0, $"no swap: {m}");
         Assert.Equal(n - cancelledBeforeStart, m.Requests.Finished + m.Requests.Cancelled);
