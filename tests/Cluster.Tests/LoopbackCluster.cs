@@ -2,7 +2,6 @@ using System.Globalization;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
-using Loom.Tests.Shared;
 using Npgsql;
 
 namespace Loom.Cluster.Tests;

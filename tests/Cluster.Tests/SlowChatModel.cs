@@ -1,6 +1,5 @@
 using System.Text.Json;
 using Loom.Inference.Formats;
-using Loom.Tests.Shared;
 
 namespace Loom.Cluster.Tests;
 

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using Hangfire;
 using Loom.Data.Entities;
+using Loom.Tests.Shared;
 using Xunit.Abstractions;
 using static Loom.Jobs.Tests.FineTuneCluster;
 
@@ -24,8 +25,8 @@ public sealed class FineTuneCrashTests(ITestOutputHelper output) : IAsyncLifetim
     public Task InitializeAsync() => _cluster.InitializeAsync();
     public Task DisposeAsync() => _cluster.DisposeAsync();
 
-    private Task<LoomProcess> StartAsync(string name, string roles, bool servesModel) =>
-        LoomProcess.StartAsync(name, roles, _cluster.Settings(name, servesModel));
+    private Task<NodeProcess> StartAsync(string name, string roles, bool servesModel) =>
+        NodeProcess.StartAsync(name, roles, _cluster.Settings(name, servesModel), readyPath: "/healthz");
 
     [Fact]
     public async Task AKilledJobsAndInferenceNodeResumesAfterRestartBitwiseEqual()
@@ -89,10 +90,10 @@ public sealed class FineTuneCrashTests(ITestOutputHelper output) : IAsyncLifetim
         Assert.DoesNotContain(servers, s => s.Contains($":{jobs.Pid}:", StringComparison.Ordinal));
     }
 
-    private sealed record Kill(LoomProcess Victim, int StepAtKill, int LastCheckpoint, Stopwatch SinceKill);
+    private sealed record Kill(NodeProcess Victim, int StepAtKill, int LastCheckpoint, Stopwatch SinceKill);
 
     /// <summary>Waits until the run has recorded a checkpoint and trained past it, then SIGKILLs the node that runs it.</summary>
-    private async Task<Kill> KillAfterACheckpointAsync(string id, Func<FineTuneJob, LoomProcess> runner)
+    private async Task<Kill> KillAfterACheckpointAsync(string id, Func<FineTuneJob, NodeProcess> runner)
     {
         FineTuneJob? row = null;
         Assert.True(await JobsDatabase.UntilAsync(async () =>

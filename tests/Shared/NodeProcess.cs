@@ -2,11 +2,13 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 
-namespace Loom.Cluster.Tests;
+namespace Loom.Tests.Shared;
 
 /// <summary>The real Loom host (Loom.Web.dll, built beside the tests) as its own process with the roles and settings
-/// given (or another host built beside the tests, such as the front, Loom.Front.dll), so a test can kill it with SIGKILL. Waits for /readyz (an inference node is ready once its engine answers
-/// and its heartbeat is written).</summary>
+/// given (or another host built beside the tests, such as the front, Loom.Front.dll), so a test can kill it with
+/// SIGKILL. Waits for <c>readyPath</c>: /readyz by default (an inference node is ready once its engine answers and its
+/// heartbeat is written), /healthz where a test wants the process up before its dependencies are. Needs no test
+/// framework (a failed start throws), so a benchmark can start nodes with it too.</summary>
 public sealed class NodeProcess : IAsyncDisposable
 {
     private readonly Process _process;
@@ -18,7 +20,7 @@ public sealed class NodeProcess : IAsyncDisposable
     public bool HasExited => _process.HasExited;
 
     /// <summary>Several processes starting at once on a loaded 2-core machine are slow; a healthy start takes ~10 s.</summary>
-    private static readonly TimeSpan StartLimit = TimeSpan.FromSeconds(240);
+    private static readonly TimeSpan StartLimit = TimeSpan.FromSeconds(300);
 
     private NodeProcess(string name, Process process, Uri baseAddress) => (Name, _process, BaseAddress) = (name, process, baseAddress);
 
@@ -26,7 +28,7 @@ public sealed class NodeProcess : IAsyncDisposable
         string assembly = "Loom.Web.dll", string readyPath = "/readyz")
     {
         var dll = Path.Combine(AppContext.BaseDirectory, assembly);
-        Assert.True(File.Exists(dll), $"missing {dll}");
+        if (!File.Exists(dll)) throw new FileNotFoundException($"missing {dll}", dll);
         var url = new Uri($"http://127.0.0.1:{port ?? FreePort()}");
         var psi = new ProcessStartInfo("dotnet", [dll])
         {
@@ -53,8 +55,7 @@ public sealed class NodeProcess : IAsyncDisposable
         }
         var output = node.Output;
         await node.DisposeAsync();
-        Assert.Fail($"Loom node {name} ({roles}) was not ready within {StartLimit.TotalSeconds:F0} s: {output}");
-        return node;
+        throw new TimeoutException($"Loom node {name} ({roles}) was not ready within {StartLimit.TotalSeconds:F0} s: {output}");
     }
 
     public static int FreePort()
@@ -66,7 +67,8 @@ public sealed class NodeProcess : IAsyncDisposable
 
     public string Output { get { lock (_output) return string.Join("\n", _output.TakeLast(60)); } }
 
-    /// <summary>SIGKILL: no shutdown, no goodbye to the routing table; open connections are reset by the kernel.</summary>
+    /// <summary>SIGKILL: no shutdown (no goodbye to the routing table, no fine-tune re-queued, no lease released);
+    /// open connections are reset by the kernel.</summary>
     public void KillHard()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
