@@ -24,6 +24,7 @@ public sealed class WorkerPool : IDisposable
     private static readonly long SpinTicks = System.Diagnostics.Stopwatch.Frequency / 10_000;
 
     private readonly Thread[] _threads;
+    private readonly long[] _allocated; // each worker's GC.GetAllocatedBytesForCurrentThread after its latest chunk
     private readonly object _gate = new();
     private PoolJob? _job;
     private int _chunks;
@@ -50,8 +51,25 @@ public sealed class WorkerPool : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(workers, 1);
         Workers = workers;
         _threads = new Thread[workers - 1];
+        _allocated = new long[workers - 1];
         for (int i = 0; i < _threads.Length; i++)
-            _threads[i] = new Thread(WorkerLoop) { IsBackground = true, Name = $"loom-kernels-{i + 1}" };
+        {
+            int worker = i;
+            _threads[i] = new Thread(() => WorkerLoop(worker)) { IsBackground = true, Name = $"loom-kernels-{i + 1}" };
+        }
+    }
+
+    /// <summary>Managed bytes the pool's own threads (not the callers) have allocated, as of their latest chunk: a
+    /// region that allocates on a worker raises it before the region returns. With the calling thread's own count, it
+    /// tells what a forward pass allocates, whatever other threads of the process do meanwhile.</summary>
+    public long WorkerAllocatedBytes
+    {
+        get
+        {
+            long sum = 0;
+            for (int i = 0; i < _allocated.Length; i++) sum += Volatile.Read(ref _allocated[i]);
+            return sum;
+        }
     }
 
     /// <summary>The threads start with the first region that needs them (a model that never runs starts none).</summary>
@@ -90,7 +108,7 @@ public sealed class WorkerPool : IDisposable
             Interlocked.Exchange(ref _state, (long)generation << 32);   // publishes the fields above; workers may claim from here on
             if (Volatile.Read(ref _sleepers) > 0)
                 lock (_gate) Monitor.PulseAll(_gate);
-            Work(generation);
+            Work(generation, worker: -1);
             WaitForChunks();
             _job = null;
             if (_error is { } error) throw new AggregateException("a parallel kernel chunk failed", error);
@@ -101,8 +119,9 @@ public sealed class WorkerPool : IDisposable
         }
     }
 
-    /// <summary>Claims and computes chunks of region <paramref name="generation"/> until none is left.</summary>
-    private void Work(int generation)
+    /// <summary>Claims and computes chunks of region <paramref name="generation"/> until none is left
+    /// (<paramref name="worker"/>: the pool thread's index, or -1 for the caller).</summary>
+    private void Work(int generation, int worker)
     {
         while (true)
         {
@@ -122,6 +141,7 @@ public sealed class WorkerPool : IDisposable
             {
                 Interlocked.CompareExchange(ref _error, e, null);
             }
+            if (worker >= 0) Volatile.Write(ref _allocated[worker], GC.GetAllocatedBytesForCurrentThread());
             if (Interlocked.Increment(ref _done) == chunks && Volatile.Read(ref _callerWaiting) != 0)
                 lock (_gate) Monitor.PulseAll(_gate);
         }
@@ -145,7 +165,7 @@ public sealed class WorkerPool : IDisposable
         }
     }
 
-    private void WorkerLoop()
+    private void WorkerLoop(int worker)
     {
         int seen = 0;
         while (true)
@@ -153,7 +173,7 @@ public sealed class WorkerPool : IDisposable
             int generation = WaitForRegion(seen);
             if (_stopping) return;
             seen = generation;
-            Work(generation);
+            Work(generation, worker);
         }
     }
 

@@ -12,12 +12,11 @@ namespace Loom.Inference.Tests.Model;
 public sealed class AllocationCounting;
 
 /// <summary>A steady-state decode step allocates no managed memory: no closures, no per-call arrays, no thread-pool
-/// tasks, on the calling thread or the kernels' workers. Counted with GC.GetTotalAllocatedBytes(precise: true), which
-/// sums every thread of the process. The test host's own threads allocate a few hundred bytes now and then (seen: 168
-/// bytes at a time, a few times a second, with the forward pass on one thread), so each step is measured on its own
-/// and the smallest of twelve is asserted to be zero: a stray allocation elsewhere cannot fail the test, while a
-/// forward pass that allocates on every step makes every window non-zero. The calling thread's own count must be zero
-/// in every window.</summary>
+/// tasks, on the calling thread or the kernels' workers. Counted on exactly those threads: the calling thread's own
+/// count (a closure, an array, a Parallel.For or a task started by the forward pass lands there) and the pool workers'
+/// counts (<see cref="WorkerPool.WorkerAllocatedBytes"/>), in every window of one step. The process-wide count is
+/// logged too but not asserted: the test host's other threads allocate a few hundred bytes now and then (168 bytes at
+/// a time; on a loaded machine, in every window).</summary>
 [Collection(nameof(AllocationCounting))]
 public sealed class ForwardAllocationTests(ITestOutputHelper log) : IDisposable
 {
@@ -91,20 +90,21 @@ public sealed class ForwardAllocationTests(ITestOutputHelper log) : IDisposable
             for (int i = 0; i < batch; i++) next[i] = model.Kernels.Argmax(state.Logits(i));
         }
         for (int s = 0; s < 4; s++) Step();   // warm-up: first-use buffers, the JIT's tiers
-        long least = long.MaxValue;
+        var pool = ((CpuKernels)model.Kernels).Pool;
         var windows = new List<string>();
         for (int w = 0; w < Windows; w++)
         {
             long own0 = GC.GetAllocatedBytesForCurrentThread();
+            long workers0 = pool.WorkerAllocatedBytes;
             long all0 = GC.GetTotalAllocatedBytes(precise: true);
             for (int s = 0; s < StepsPerWindow; s++) Step();
             long all = GC.GetTotalAllocatedBytes(precise: true) - all0;
             long own = GC.GetAllocatedBytesForCurrentThread() - own0;
-            windows.Add($"{all} B ({own} B on the calling thread)");
+            long workers = pool.WorkerAllocatedBytes - workers0;
+            windows.Add($"{own} B on the calling thread, {workers} B on the workers ({all} B in the process)");
             Assert.True(own == 0, $"{what}: the calling thread allocated {own} bytes in {StepsPerWindow} decode steps");
-            least = Math.Min(least, all);
+            Assert.True(workers == 0, $"{what}: the kernel workers allocated {workers} bytes in {StepsPerWindow} decode steps");
         }
-        log.WriteLine($"{what}: bytes allocated per window of {StepsPerWindow} decode steps: {string.Join(", ", windows)}");
-        Assert.True(least == 0, $"{what}: every window of {StepsPerWindow} decode steps allocated (least {least} bytes)");
+        log.WriteLine($"{what}: bytes allocated per window of {StepsPerWindow} decode steps: {string.Join("; ", windows)}");
     }
 }
