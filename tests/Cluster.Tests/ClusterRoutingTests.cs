@@ -100,7 +100,7 @@ public class ClusterRoutingTests(LoopbackCluster cluster, ITestOutputHelper outp
             Assert.True(twin.StatusCode == HttpStatusCode.OK, body);
             Assert.Equal(LoopbackCluster.TwinName, JsonDocument.Parse(body).RootElement.GetProperty("model").GetString());
         }
-        Assert.Equal(servedBefore + 1, await LoopbackCluster.MetricAsync(cluster.InfA, "loom_engine_requests_total", $"model=\"{LoopbackCluster.TwinName}\""));
+        Assert.Equal(servedBefore + 1, await LoopbackCluster.MetricAtLeastAsync(cluster.InfA, "loom_engine_requests_total", $"model=\"{LoopbackCluster.TwinName}\"", servedBefore + 1));
 
         using var gone = await cluster.Client.PostAsync("/v1/chat/completions", LoopbackCluster.Chat("gone-chat", maxTokens: 2));
         var goneError = JsonDocument.Parse(await gone.Content.ReadAsStringAsync()).RootElement.GetProperty("error");
@@ -163,7 +163,7 @@ public class ClusterRoutingTests(LoopbackCluster cluster, ITestOutputHelper outp
         var servedByHome = await LoopbackCluster.MetricAsync(home, "loom_engine_requests_total");
         using (var warm = await cluster.Client.PostAsync("/v1/chat/completions", LoopbackCluster.Chat(SlowChatModel.Name, maxTokens: 2)))
             Assert.True(warm.StatusCode == HttpStatusCode.OK, await warm.Content.ReadAsStringAsync());
-        Assert.True(await LoopbackCluster.MetricAsync(home, "loom_engine_requests_total") > servedByHome, "the request did not go to the node its model hashes to");
+        Assert.True(await LoopbackCluster.MetricAtLeastAsync(home, "loom_engine_requests_total", null, servedByHome + 1) > servedByHome, "the request did not go to the node its model hashes to");
 
         var sinceRequest = Stopwatch.StartNew();
         using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = LoopbackCluster.Chat(SlowChatModel.Name, maxTokens: 200, stream: true, n: 2, ignoreEos: true) };
@@ -201,7 +201,7 @@ public class ClusterRoutingTests(LoopbackCluster cluster, ITestOutputHelper outp
             if (i % 2 == 1) Assert.EndsWith("data: [DONE]", body.TrimEnd());
         }
         output.WriteLine($"6 requests after the kill took {retry.ElapsedMilliseconds} ms, all 200");
-        Assert.Equal(servedByOther + 6, await LoopbackCluster.MetricAsync(other, "loom_engine_requests_total"));
+        Assert.Equal(servedByOther + 6, await LoopbackCluster.MetricAtLeastAsync(other, "loom_engine_requests_total", null, servedByOther + 6));
 
         // Usage: the first request, the cut stream once (the tokens it streamed), each later request once; never twice.
         const string usageSql = "SELECT count(*) FROM usage_records WHERE \"Model\" = 'slow-chat' AND \"CreatedAt\" >= @p";

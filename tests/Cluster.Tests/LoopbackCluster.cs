@@ -166,6 +166,20 @@ public sealed class LoopbackCluster : IAsyncLifetime
         return sum;
     }
 
+    /// <summary>The series' sum once it reaches <paramref name="atLeast"/>, or what it shows after 10 s: the
+    /// Prometheus endpoint answers a scrape from a cache for a few hundred milliseconds, so a count read right after
+    /// the requests it should include can be the one cached before them.</summary>
+    public static async Task<double> MetricAtLeastAsync(NodeProcess node, string name, string? label, double atLeast)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (true)
+        {
+            var value = await MetricAsync(node, name, label);
+            if (value >= atLeast || DateTime.UtcNow > deadline) return value;
+            await Task.Delay(200);
+        }
+    }
+
     public async Task<T> ScalarAsync<T>(string sql, object? p = null)
     {
         await using var conn = new NpgsqlConnection(ConnectionString);

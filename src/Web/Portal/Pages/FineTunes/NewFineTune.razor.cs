@@ -37,8 +37,10 @@ public sealed partial class NewFineTune : ComponentBase
     protected override async Task OnInitializedAsync()
     {
         // Checkpoints are served, not continued from: the form offers base models, adapters and fine-tuned models.
-        models = (await Models.ListAsync(CancellationToken.None)).Where(m => m.Kind != PlaygroundModels.CheckpointKind).ToList();
+        // Both lists are set together: the page renders while the second one loads, and the form needs both.
+        var listed = (await Models.ListAsync(CancellationToken.None)).Where(m => m.Kind != PlaygroundModels.CheckpointKind).ToList();
         files = (await Files.ListAsync(CancellationToken.None)).Where(f => f.Purpose == FileService.FineTunePurpose).ToList();
+        models = listed;
         SetModel(RequestedModel is { Length: > 0 } r && models.Any(m => m.Name == r) ? r : models.FirstOrDefault()?.Name ?? "");
     }
 
