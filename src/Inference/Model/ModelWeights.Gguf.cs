@@ -18,7 +18,7 @@ public sealed partial class ModelWeights
         var owned = new List<WeightMatrix>();
         try
         {
-            WeightMatrix Matrix(string name, int rows, int cols, int permuteHeads = 0)
+            WeightMatrix Matrix(string name, int rows, int cols, int permuteHeads)
             {
                 var t = f.Tensor(name);
                 if (t.Dims.Length != 2 || t.Rows != rows || t.Cols != cols)
@@ -36,28 +36,13 @@ public sealed partial class ModelWeights
                 GgufRow(t, f.Pointer(t), 0, length, v);
                 return v;
             }
-            Linear Lin(string prefix, int rows, int cols, bool bias, int permuteHeads = 0) =>
+            Linear Lin(string prefix, int rows, int cols, bool bias, int permuteHeads) =>
                 new(Matrix(prefix + ".weight", rows, cols, permuteHeads), bias ? Vector(prefix + ".bias", rows) : null);
 
             var c = config;
-            var emb = Matrix("token_embd.weight", c.VocabSize, c.HiddenSize);
-            var layers = new LayerWeights[c.NumLayers];
-            for (int i = 0; i < c.NumLayers; i++)
-            {
-                string p = $"blk.{i}.";
-                layers[i] = new LayerWeights(
-                    Vector(p + "attn_norm.weight", c.HiddenSize),
-                    Lin(p + "attn_q", c.QDim, c.HiddenSize, c.QkvBias, permuteHeads: c.NumHeads),
-                    Lin(p + "attn_k", c.KvDim, c.HiddenSize, c.QkvBias, permuteHeads: c.NumKvHeads),
-                    Lin(p + "attn_v", c.KvDim, c.HiddenSize, c.QkvBias),
-                    Lin(p + "attn_output", c.HiddenSize, c.QDim, c.OutputBias),
-                    Vector(p + "ffn_norm.weight", c.HiddenSize),
-                    Lin(p + "ffn_gate", c.IntermediateSize, c.HiddenSize, false),
-                    Lin(p + "ffn_up", c.IntermediateSize, c.HiddenSize, false),
-                    Lin(p + "ffn_down", c.HiddenSize, c.IntermediateSize, false));
-            }
-            var norm = Vector("output_norm.weight", c.HiddenSize);
-            var head = c.TieWordEmbeddings ? emb : Matrix("output.weight", c.VocabSize, c.HiddenSize);
+            var (emb, layers) = Assemble(c, GgufNames, Matrix, Vector, Lin);
+            var norm = Vector(GgufNames.FinalNorm, c.HiddenSize);
+            var head = c.TieWordEmbeddings ? emb : Matrix("output.weight", c.VocabSize, c.HiddenSize, 0);
             return new ModelWeights(c, emb, layers, norm, head, owned, f);
         }
         catch

@@ -102,27 +102,12 @@ public sealed partial class ModelWeights : IDisposable
                     throw new ModelFormatException(f.Path, $"tensor '{name}' has shape [{string.Join(',', t.Shape)}], expected [{length}]");
                 return f.ReadFloats(name);
             }
-            Linear Lin(string prefix, int rows, int cols, bool bias) =>
+            Linear Lin(string prefix, int rows, int cols, bool bias, int permuteHeads) =>
                 new(Matrix(prefix + ".weight", rows, cols), bias ? Vector(prefix + ".bias", rows) : null);
 
             var c = config;
-            var emb = Matrix("model.embed_tokens.weight", c.VocabSize, c.HiddenSize);
-            var layers = new LayerWeights[c.NumLayers];
-            for (int i = 0; i < c.NumLayers; i++)
-            {
-                string p = $"model.layers.{i}.";
-                layers[i] = new LayerWeights(
-                    Vector(p + "input_layernorm.weight", c.HiddenSize),
-                    Lin(p + "self_attn.q_proj", c.QDim, c.HiddenSize, c.QkvBias),
-                    Lin(p + "self_attn.k_proj", c.KvDim, c.HiddenSize, c.QkvBias),
-                    Lin(p + "self_attn.v_proj", c.KvDim, c.HiddenSize, c.QkvBias),
-                    Lin(p + "self_attn.o_proj", c.HiddenSize, c.QDim, c.OutputBias),
-                    Vector(p + "post_attention_layernorm.weight", c.HiddenSize),
-                    Lin(p + "mlp.gate_proj", c.IntermediateSize, c.HiddenSize, false),
-                    Lin(p + "mlp.up_proj", c.IntermediateSize, c.HiddenSize, false),
-                    Lin(p + "mlp.down_proj", c.HiddenSize, c.IntermediateSize, false));
-            }
-            var norm = Vector("model.norm.weight", c.HiddenSize);
+            var (emb, layers) = Assemble(c, HfNames, (name, rows, cols, _) => Matrix(name, rows, cols), Vector, Lin);
+            var norm = Vector(HfNames.FinalNorm, c.HiddenSize);
             WeightMatrix head;
             if (ckpt.Contains("lm_head.weight") && !c.TieWordEmbeddings) head = Matrix("lm_head.weight", c.VocabSize, c.HiddenSize);
             else if (c.TieWordEmbeddings) head = emb;
@@ -136,6 +121,42 @@ public sealed partial class ModelWeights : IDisposable
             ckpt.Dispose();
             throw;
         }
+    }
+
+    /// <summary>The tensor names of one checkpoint format; <see cref="Layer"/> is the prefix of layer {0}'s tensors.</summary>
+    private sealed record TensorNames(string Embedding, string Layer, string AttnNorm, string Q, string K, string V, string O,
+        string MlpNorm, string Gate, string Up, string Down, string FinalNorm);
+
+    private static readonly TensorNames HfNames = new("model.embed_tokens.weight", "model.layers.{0}.", "input_layernorm.weight",
+        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "post_attention_layernorm.weight",
+        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "model.norm.weight");
+
+    private static readonly TensorNames GgufNames = new("token_embd.weight", "blk.{0}.", "attn_norm.weight",
+        "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm.weight", "ffn_gate", "ffn_up", "ffn_down", "output_norm.weight");
+
+    /// <summary>The embedding and the layers of a llama-family model, read through a format's names. <paramref name="lin"/>
+    /// takes a projection's prefix, its shape, whether it has a bias, and its head count when its rows are per-head
+    /// (q and k; 0 otherwise: a format that stores q and k permuted undoes it with that count).</summary>
+    private static (WeightMatrix Embedding, LayerWeights[] Layers) Assemble(ModelConfig c, TensorNames n,
+        Func<string, int, int, int, WeightMatrix> matrix, Func<string, int, float[]> vector, Func<string, int, int, bool, int, Linear> lin)
+    {
+        var emb = matrix(n.Embedding, c.VocabSize, c.HiddenSize, 0);
+        var layers = new LayerWeights[c.NumLayers];
+        for (int i = 0; i < c.NumLayers; i++)
+        {
+            string p = string.Format(System.Globalization.CultureInfo.InvariantCulture, n.Layer, i);
+            layers[i] = new LayerWeights(
+                vector(p + n.AttnNorm, c.HiddenSize),
+                lin(p + n.Q, c.QDim, c.HiddenSize, c.QkvBias, c.NumHeads),
+                lin(p + n.K, c.KvDim, c.HiddenSize, c.QkvBias, c.NumKvHeads),
+                lin(p + n.V, c.KvDim, c.HiddenSize, c.QkvBias, 0),
+                lin(p + n.O, c.HiddenSize, c.QDim, c.OutputBias, 0),
+                vector(p + n.MlpNorm, c.HiddenSize),
+                lin(p + n.Gate, c.IntermediateSize, c.HiddenSize, false, 0),
+                lin(p + n.Up, c.IntermediateSize, c.HiddenSize, false, 0),
+                lin(p + n.Down, c.HiddenSize, c.IntermediateSize, false, 0));
+        }
+        return (emb, layers);
     }
 
     private static unsafe WeightMatrix LoadMatrix(SafetensorsFile f, TensorInfo t, int rows, int cols, WeightFormat format)
