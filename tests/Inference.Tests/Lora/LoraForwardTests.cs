@@ -22,20 +22,8 @@ public sealed class LoraForwardTests(ITestOutputHelper log) : IDisposable
     {
         var g = LoraGolden.Load(name);
         using var model = GoldenLogitsTests.Open(g.Model);
-        var adapter = PeftAdapter.Load(g.Directory, model.Config);
-        using var pool = new PagePool(2048L * model.Config.HiddenSize * 4, model.Config.HiddenSize);
-        var r = AdapterResidency.TryCreate(pool, name, 1, adapter)!;
-        using var gf = SafetensorsFile.Open(Path.Combine(g.Directory, "golden.safetensors"));
-        var prompts = Golden.Load(g.Model).Prompts;
-        for (int i = 0; i < prompts.Length; i++)
-        {
-            var s = model.CreateState(prompts[i].Length, 1, allPositionLogits: true, maxLoraRank: adapter.Config.Rank);
-            using var kv = PagedKvCache.For(pool, model.Config, i, 64);
-            s.Add(kv, prompts[i], r);
-            model.Forward(s, LogitsMode.AllPositions);
-            var actual = s.LogitsBuffer.AsSpan(0, prompts[i].Length * model.Config.VocabSize);
-            Compare.Close(log, $"{name} unmerged prefill {i}", actual, gf.ReadFloats($"prefill.{i}"), 1e-4);
-        }
+        foreach (var (i, actual, expected) in g.PrefillsWithAdapter(model))
+            Compare.Close(log, $"{name} unmerged prefill {i}", actual, expected, 1e-4);
     }
 
     /// <summary>One batch mixing base-model sequences and three adapters of ranks 2, 8 and 16 (different target

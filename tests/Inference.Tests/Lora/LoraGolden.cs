@@ -49,6 +49,25 @@ internal sealed class LoraGolden
 
     public ModelConfig BaseConfig => ModelConfig.Load(Golden.PathOf(Model));
 
+    /// <summary>The with-adapter prefill logits of every golden prompt of the base model, from the serving path: the
+    /// adapter loaded into pool pages and applied unmerged, as the oracle's <c>prefill.i</c> tensors hold them.</summary>
+    public IEnumerable<(int Prompt, float[] Logits, float[] Expected)> PrefillsWithAdapter(Transformer model)
+    {
+        var adapter = PeftAdapter.Load(Directory, model.Config);
+        using var pool = new Loom.Inference.Memory.PagePool(2048L * model.Config.HiddenSize * 4, model.Config.HiddenSize);
+        var r = Loom.Inference.Memory.AdapterResidency.TryCreate(pool, Name, 1, adapter)!;
+        using var gf = SafetensorsFile.Open(Path.Combine(Directory, "golden.safetensors"));
+        var prompts = Golden.Load(Model).Prompts;
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            var s = model.CreateState(prompts[i].Length, 1, allPositionLogits: true, maxLoraRank: adapter.Config.Rank);
+            using var kv = Loom.Inference.Memory.PagedKvCache.For(pool, model.Config, i, 64);
+            s.Add(kv, prompts[i], r);
+            model.Forward(s, LogitsMode.AllPositions);
+            yield return (i, s.LogitsBuffer.AsSpan(0, prompts[i].Length * model.Config.VocabSize).ToArray(), gf.ReadFloats($"prefill.{i}"));
+        }
+    }
+
     public (float[] X, float[] Y) Delta(int layer, LoraTarget target)
     {
         using var f = SafetensorsFile.Open(Path.Combine(Directory, "golden.safetensors"));

@@ -64,19 +64,9 @@ public sealed class Q8LoraTests(ITestOutputHelper log)
     {
         var g = LoraGolden.Load(name);
         using var model = GoldenLogitsTests.Open(g.Model, WeightFormat.Q8);
-        var adapter = PeftAdapter.Load(g.Directory, model.Config);
-        using var pool = new PagePool(2048L * model.Config.HiddenSize * 4, model.Config.HiddenSize);
-        var r = AdapterResidency.TryCreate(pool, name, 1, adapter)!;
-        using var gf = SafetensorsFile.Open(Path.Combine(g.Directory, "golden.safetensors"));
         var prompts = Golden.Load(g.Model).Prompts;
-        for (int i = 0; i < prompts.Length; i++)
+        foreach (var (i, withAdapter, expected) in g.PrefillsWithAdapter(model))
         {
-            var s = model.CreateState(prompts[i].Length, 1, allPositionLogits: true, maxLoraRank: adapter.Config.Rank);
-            using var kv = PagedKvCache.For(pool, model.Config, i, 64);
-            s.Add(kv, prompts[i], r);
-            model.Forward(s, LogitsMode.AllPositions);
-            var withAdapter = s.LogitsBuffer.AsSpan(0, prompts[i].Length * model.Config.VocabSize).ToArray();
-            var expected = gf.ReadFloats($"prefill.{i}");
             Compare.Close(log, $"{name} q8 base + adapter, prefill {i}", withAdapter, expected, 8e-2);
             var (error, _, _) = Compare.RelativeError(withAdapter, expected);
             var (moved, _, _) = Compare.RelativeError(GoldenLogitsTests.PrefillAll(model, prompts[i]), expected);
