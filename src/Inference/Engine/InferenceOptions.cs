@@ -14,6 +14,10 @@ public sealed class InferenceOptions
     /// cuda (the GPU backend; fails at start without a device) or ilgpu-cpu (the GPU kernels on ILGPU's CPU accelerator:
     /// for tests, far too slow to serve). See docs/decisions/010-ilgpu-backend.md.</summary>
     public string Backend { get; set; } = InferenceBackends.Auto;
+    /// <summary>On a GPU backend, sample on the device (temperature, top-k, top-p, min-p, logprobs) so only the tokens
+    /// come back per step; requests with a grammar, logit bias or penalties are sampled on the host, row by row. False:
+    /// every row's logits come back and the host samples (the same tokens for the same seed).</summary>
+    public bool DeviceSampling { get; set; } = true;
     /// <summary>Weight storage in memory: Auto keeps what the checkpoint has (F16 becomes F32), or force F32 / BF16, or Q8
     /// (int8 with a scale per 32 values, quantized at load; see <see cref="Model.WeightFormat"/>).</summary>
     public WeightFormat WeightFormat { get; set; } = WeightFormat.Auto;

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Loom.Inference.Model;
 using Loom.Inference.Sampling;
 using Loom.Inference.Scheduling;
 
@@ -158,7 +159,8 @@ public sealed partial class ServingEngine
         }
         try
         {
-            _model.Forward(_state);
+            if (_deviceSampling is { } device) ForwardSample(device);
+            else _model.Forward(_state);
         }
         catch (Exception e)
         {
@@ -174,22 +176,49 @@ public sealed partial class ServingEngine
         for (int i = 0; i < _batch.Count; i++)
         {
             var chunk = _batch[i];
-            if (chunk.Samples) SampleNext((Request)chunk.Sequence.Handle!, _state.Logits(i));
+            if (!chunk.Samples) continue;
+            var r = (Request)chunk.Sequence.Handle!;
+            if (_sampling is not { } rows) SampleNext(r, _state.Logits(i), null);
+            else if (rows.Sampled(i)) Emit(r, rows.Results[i].Token, rows.Logprobs(i) is { } l ? WithText(l) : null);
+            else SampleNext(r, _state.Logits(i), rows.Rows[i].Mode == DeviceSampleMode.Random ? rows.Rows[i].Draw : null);
         }
         Publish(_batch.Count, plan.Tokens);
     }
 
-    private void SampleNext(Request r, ReadOnlySpan<float> logits)
+    /// <summary>The forward pass with each row sampled where it can be: on the device, or (grammar, logit bias,
+    /// penalties) on the host from its logits row, which alone comes back.</summary>
+    private void ForwardSample(IDeviceSampling device)
+    {
+        var rows = _sampling!;
+        int vocab = _model.Config.VocabSize;
+        for (int i = 0; i < _batch.Count; i++)
+        {
+            var chunk = _batch[i];
+            var r = (Request)chunk.Sequence.Handle!;
+            rows.Rows[i] = chunk.Samples && !r.Closed ? r.Sampler.DeviceRow(vocab, r.Logprobs) : DeviceSampleRow.Skip;
+        }
+        device.ForwardSample(_model, _state, rows);
+    }
+
+    /// <param name="draw">This step's uniform, drawn already for the device (which gave the row back); null: the sampler
+    /// draws.</param>
+    private void SampleNext(Request r, ReadOnlySpan<float> logits, double? draw)
     {
         if (r.Closed) return;
-        int token = r.Sampler.Sample(logits);
+        int token = draw is double u ? r.Sampler.SampleWithDraw(logits, u) : r.Sampler.Sample(logits);
         if (token < 0)
         {
             Finish(r, FinishReason.Length); // the grammar allows no token of this vocabulary here
             return;
         }
+        Emit(r, token, r.Logprobs is int top ? WithText(Sampling.Sampler.Logprobs(logits, token, top)) : null);
+    }
+
+    /// <summary>Streams the sampled token, or ends the request on a stop.</summary>
+    private void Emit(Request r, int token, TokenLogprobs? logprobs)
+    {
+        if (r.Closed) return;
         r.Sampler.Accept(token);
-        var logprobs = r.Logprobs is int top ? WithText(Sampling.Sampler.Logprobs(logits, token, top)) : null;
         r.Sampled++;
         Interlocked.Increment(ref _c.TokensGenerated);
         if (r.StopIds.Contains(token))

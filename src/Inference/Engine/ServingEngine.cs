@@ -31,6 +31,8 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     private readonly Scheduler _scheduler;
     private readonly ISchedulingPolicy _policy;
     private readonly ForwardState _state;
+    private readonly IDeviceSampling? _deviceSampling; // the backend samples on the device (null: the host samples every row)
+    private readonly DeviceSampleBatch? _sampling;     // (MaxRunningSequences) this step's rows for the device, and its results
     private readonly int[] _eos;
     private readonly ConcurrentQueue<Request> _arrivals = new();
     private readonly ConcurrentQueue<Request> _cancels = new();
@@ -89,6 +91,11 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         _scheduler = new Scheduler(_policy, new PoolMemory(this),
             new SchedulerLimits(options.TokenBudget, options.MaxRunningSequences, Math.Min(options.PrefillChunk, options.TokenBudget)));
         _state = model.CreateState(options.TokenBudget, options.MaxRunningSequences, maxLoraRank: options.MaxLoraRank);
+        if (options.DeviceSampling && model.Backend is IDeviceSampling device)
+        {
+            _deviceSampling = device;
+            _sampling = new DeviceSampleBatch(options.MaxRunningSequences);
+        }
         var eos = new HashSet<int>(c.EosTokenIds);
         if (tokenizer != null) eos.UnionWith(tokenizer.EosTokenIds);
         _eos = eos.ToArray();

@@ -11,3 +11,15 @@ public interface IForwardBackend : IDisposable
     /// <summary>A KV cache this backend can read (the GPU backend reads pool pages, so its caches are paged).</summary>
     IKvCache CreateCache(Transformer model, int maxTokens);
 }
+
+/// <summary>A backend that samples on the device, so that only sampled tokens (and logprobs when asked) come back per
+/// step instead of logits rows (decision 010).</summary>
+public interface IDeviceSampling
+{
+    /// <summary>The forward pass for the last position of each sequence (as <see cref="IForwardBackend.Forward"/> with
+    /// <see cref="LogitsMode.LastPerSequence"/>), then each row sampled as <paramref name="batch"/>'s Rows say: rows on the
+    /// device get their results in the batch; the logits of host rows, and of device rows the device gave back
+    /// (<see cref="Sampling.DeviceSample.NeedsHost"/>), are in the state (<see cref="ForwardState.Logits"/>); skipped rows
+    /// bring back nothing.</summary>
+    void ForwardSample(Transformer model, ForwardState state, Sampling.DeviceSampleBatch batch);
+}

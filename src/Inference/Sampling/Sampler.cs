@@ -65,7 +65,27 @@ public sealed class Sampler
             if (Adjust(adjusted) == 0) return -1;
             logits = adjusted;
         }
-        return Choose(logits, scratch);
+        return Choose(logits, scratch, null);
+    }
+
+    /// <summary>This step's row for sampling on the device (<see cref="DeviceSampling"/>): greedy, or random with this
+    /// step's uniform drawn now from the request's generator (the draw <see cref="Sample"/> would make), or
+    /// <see cref="DeviceSampleMode.Host"/> when the device cannot sample with these parameters (the logits come back and
+    /// <see cref="Sample"/> runs as usual). <paramref name="logprobs"/>: alternatives to report, null for no logprobs.</summary>
+    public DeviceSampleRow DeviceRow(int vocabSize, int? logprobs)
+    {
+        if (_adjusts || !DeviceSampling.Supports(_p, vocabSize)) return DeviceSampleRow.Host;
+        int top = logprobs ?? -1;
+        if (_p.Temperature == 0) return new DeviceSampleRow(DeviceSampleMode.Greedy, 0, 0, 1, 0, top, 0);
+        return new DeviceSampleRow(DeviceSampleMode.Random, _p.Temperature, _p.TopK, _p.TopP, _p.MinP, top, _rng.NextDouble());
+    }
+
+    /// <summary>The token <see cref="Sample"/> picks, with this step's uniform drawn already (<see cref="DeviceRow"/>): for
+    /// a row the device gave back to the host.</summary>
+    public int SampleWithDraw(ReadOnlySpan<float> logits, double draw)
+    {
+        if (_adjusts) throw new InvalidOperationException("a sampler that adjusts the logits samples on the host only");
+        return Choose(logits, Scratch.For(logits.Length), draw);
     }
 
     /// <summary>Records the token chosen (by <see cref="Sample"/>): counts for the penalties, the grammar's next state.</summary>
@@ -92,9 +112,12 @@ public sealed class Sampler
         return _constraint?.Mask(x) ?? x.Length;
     }
 
-    private int Choose(ReadOnlySpan<float> logits, Scratch scratch)
+    /// <param name="draw">This step's uniform when drawn already; null draws it here (every non-greedy step draws one,
+    /// first, so the device sampler and this one use a request's stream alike).</param>
+    private int Choose(ReadOnlySpan<float> logits, Scratch scratch, double? draw)
     {
         if (_p.Temperature == 0) return Ops.Argmax(logits);
+        double u = draw ?? _rng.NextDouble();
         var index = scratch.Index;
         var probs = scratch.Probs;
         int v = logits.Length;
@@ -142,7 +165,7 @@ public sealed class Sampler
         }
         double total = 0;
         for (int i = 0; i < n; i++) total += probs[i];
-        double r = _rng.NextDouble() * total;
+        double r = u * total;
         double acc = 0;
         for (int i = 0; i < n; i++)
         {

@@ -1,5 +1,6 @@
 using ILGPU;
 using ILGPU.Runtime;
+using Loom.Inference.Sampling;
 
 namespace Loom.Inference.Kernels.Gpu;
 
@@ -23,6 +24,8 @@ public sealed class GpuKernels
     private readonly Action<Index1D, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, int> _embedBF16;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int> _gather;
     private readonly Action<KernelConfig, ArrayView<int>, ArrayView<float>, int> _argmax;
+    private readonly Action<KernelConfig, ArrayView<DeviceSample>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<DeviceSampleRow>,
+        ArrayView<uint>, ArrayView<int>, ArrayView<float>, int> _sample;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedKvShape, AttentionShape> _attend;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedKvShape, int> _writeKv;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, LoraShape> _shrink;
@@ -48,6 +51,8 @@ public sealed class GpuKernels
         _embedBF16 = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, int>(GpuOps.EmbedBF16);
         _gather = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(GpuOps.GatherRows);
         _argmax = _a.LoadStreamKernel<ArrayView<int>, ArrayView<float>, int>(GpuOps.Argmax);
+        _sample = _a.LoadStreamKernel<ArrayView<DeviceSample>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<DeviceSampleRow>,
+            ArrayView<uint>, ArrayView<int>, ArrayView<float>, int>(GpuSampling.Sample);
         _attend = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedKvShape, AttentionShape>(GpuAttention.Attend);
         _writeKv = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedKvShape, int>(GpuAttention.WriteKv);
         _shrink = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, LoraShape>(GpuLora.Shrink);
@@ -101,6 +106,12 @@ public sealed class GpuKernels
 
     /// <summary>ids (rows) = argmax of each row of x (rows, width).</summary>
     public void Argmax(ArrayView<int> ids, ArrayView<float> x, int width, int rows) => _argmax(Groups(rows), ids, x, width);
+
+    /// <summary>Samples each row of logits (rows, vocab) as rows (rows) say: results (rows), topIds and topLogprobs (rows, 20);
+    /// candKey/candIdx (rows, <see cref="DeviceSampling.MaxCandidates"/>) and weights (rows, vocab) are scratch.</summary>
+    public void Sample(ArrayView<DeviceSample> results, ArrayView<int> topIds, ArrayView<float> topLogprobs, ArrayView<float> logits,
+        ArrayView<DeviceSampleRow> rows, ArrayView<uint> candKey, ArrayView<int> candIdx, ArrayView<float> weights, int vocab, int count) =>
+        _sample(Groups(count), results, topIds, topLogprobs, logits, rows, candKey, candIdx, weights, vocab);
 
     internal void Attention(ArrayView<float> output, ArrayView<float> q, ArrayView<float> pages, ArrayView<int> table,
         ArrayView<int> tableOffset, ArrayView<int> lengths, int tokens, PagedKvShape kv, AttentionShape s)

@@ -21,6 +21,7 @@ internal sealed class DeviceActivations : IDisposable
     public readonly int[] HostTableOffset, HostTokenSlot, HostLastIndex; // (MaxTokens), (MaxTokens), (MaxSequences)
     public int[] HostKvTable = new int[1024];                            // (grows)
     public readonly float[] HostStaging;                                 // (layers, 2, MaxTokens, kvDim)
+    public DeviceSampler? Sampler;                                       // made at the first sampling on the device
 
     public DeviceActivations(Accelerator a, ModelConfig c, ForwardState s)
     {
@@ -80,6 +81,7 @@ internal sealed class DeviceActivations : IDisposable
     public void Dispose()
     {
         foreach (var b in _owned) b.Dispose();
+        Sampler?.Dispose();
         KvTable.Dispose();
     }
 }

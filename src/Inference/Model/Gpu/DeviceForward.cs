@@ -4,6 +4,7 @@ using ILGPU.Runtime;
 using Loom.Inference.Formats;
 using Loom.Inference.Kernels.Gpu;
 using Loom.Inference.Memory;
+using Loom.Inference.Sampling;
 
 namespace Loom.Inference.Model.Gpu;
 
@@ -13,7 +14,7 @@ namespace Loom.Inference.Model.Gpu;
 /// (tokens, positions, each sequence's page table, each token's adapter slot) and reads back the logits (or, through
 /// <see cref="ForwardGreedy"/>, only the argmax ids) and the new keys and values, which it writes into the host pool so that
 /// KV swap and the prefix cache keep working unchanged. See docs/decisions/010-ilgpu-backend.md.</summary>
-public sealed class DeviceForward : IForwardBackend
+public sealed class DeviceForward : IForwardBackend, IDeviceSampling
 {
     private readonly GpuAccelerator _device;
     private readonly GpuKernels _k;
@@ -33,6 +34,8 @@ public sealed class DeviceForward : IForwardBackend
     public long WeightBytes => _w.Bytes;
     /// <summary>Pool pages uploaded to the device so far (first reads of pages the host wrote).</summary>
     public long PageUploads => _mirrors.Values.Sum(m => m.Uploads);
+    /// <summary>Bytes copied device → host, by kind.</summary>
+    public DeviceTransfers Transfers { get; } = new();
 
     /// <param name="ownPoolBytes">Size of the page pool behind <see cref="CreateCache"/> (caches made outside an engine).</param>
     public DeviceForward(GpuAccelerator device, Transformer model, long ownPoolBytes = 64L << 20)
@@ -56,8 +59,40 @@ public sealed class DeviceForward : IForwardBackend
         var a = Run(model, s, mode);
         if (a is null) return;
         int rows = mode == LogitsMode.AllPositions ? s.TokenCount : s.SequenceCount;
-        if (mode == LogitsMode.HiddenStates) a.Xb.SubView(0, (long)s.TokenCount * _c.HiddenSize).CopyToCPU(s.Xb.AsSpan(0, s.TokenCount * _c.HiddenSize));
-        else a.Logits.SubView(0, (long)rows * _c.VocabSize).CopyToCPU(s.LogitsBuffer.AsSpan(0, rows * _c.VocabSize));
+        if (mode == LogitsMode.HiddenStates)
+        {
+            a.Xb.SubView(0, (long)s.TokenCount * _c.HiddenSize).CopyToCPU(s.Xb.AsSpan(0, s.TokenCount * _c.HiddenSize));
+            Transfers.Hidden(4L * s.TokenCount * _c.HiddenSize);
+        }
+        else
+        {
+            a.Logits.SubView(0, (long)rows * _c.VocabSize).CopyToCPU(s.LogitsBuffer.AsSpan(0, rows * _c.VocabSize));
+            Transfers.Logits(4L * rows * _c.VocabSize);
+        }
+        Finish(s, a);
+    }
+
+    /// <summary>The forward pass with sampling on the device (<see cref="IDeviceSampling"/>): per step only the sampled
+    /// tokens (and logprobs when asked) come back, and the logits rows of the rows the host samples.</summary>
+    public void ForwardSample(Transformer model, ForwardState s, DeviceSampleBatch batch)
+    {
+        if (batch.Capacity < s.SequenceCount) throw new ArgumentException($"the batch has room for {batch.Capacity} rows, the state holds {s.SequenceCount} sequences", nameof(batch));
+        var a = Run(model, s, LogitsMode.LastPerSequence);
+        if (a is null) return;
+        int S = s.SequenceCount, vocab = _c.VocabSize;
+        a.Sampler ??= new DeviceSampler(_k, s.MaxSequences, vocab);
+        long before = a.Sampler.BytesToHost;
+        a.Sampler.Sample(a.Logits, batch, S);
+        Transfers.Samples(a.Sampler.BytesToHost - before);
+        for (int i = 0; i < S; i++)
+        {
+            var row = batch.Rows[i];
+            if (row.Mode == DeviceSampleMode.Host || (row.OnDevice && batch.Results[i].NeedsHost != 0))
+            {
+                a.Logits.SubView((long)i * vocab, vocab).CopyToCPU(s.LogitsBuffer.AsSpan(i * vocab, vocab));
+                Transfers.Logits(4L * vocab);
+            }
+        }
         Finish(s, a);
     }
 
@@ -69,6 +104,7 @@ public sealed class DeviceForward : IForwardBackend
         if (a is null) return;
         _k.Argmax(a.Ids, a.Logits, _c.VocabSize, s.SequenceCount);
         a.Ids.SubView(0, s.SequenceCount).CopyToCPU(ids[..s.SequenceCount]);
+        Transfers.Samples(4L * s.SequenceCount);
         Finish(s, a);
     }
 
@@ -200,6 +236,7 @@ public sealed class DeviceForward : IForwardBackend
         _device.Accelerator.Synchronize();
         var staging = a.HostStaging.AsSpan(0, (int)n);
         a.Staging.SubView(0, n).CopyToCPU(staging);
+        Transfers.Kv(4 * n);
         for (int l = 0; l < layers; l++)
             for (int kv = 0; kv < 2; kv++)
                 for (int t = 0; t < T; t++)
