@@ -27,7 +27,7 @@ public sealed class GpuPtxTests(ITestOutputHelper log)
     {
         var method = KernelMethods().Single(m => Name(m) == name);
         using var context = Context.Create(b => b.Cuda().EnableAlgorithms());
-        using var backend = new PTXBackend(context, CudaArchitecture.SM_90, CudaInstructionSet.ISA_80, nvvmAPI: null);
+        using var backend = new PTXBackend(context, CudaArchitecture.SM_90, CudaInstructionSet.ISA_80, nvvmAPI: null!); // no NVVM (libdevice): ILGPU's own PTX for the math functions
         bool grouped = method.GetParameters()[0].ParameterType != typeof(Index1D);
         var entry = grouped ? EntryPointDescription.FromExplicitlyGroupedKernel(method) : EntryPointDescription.FromImplicitlyGroupedKernel(method);
         var kernel = (PTXCompiledKernel)backend.Compile(entry, new KernelSpecialization());

@@ -36,7 +36,7 @@ internal static class GpuSampling
         for (int i = tid; i < vocab; i += g)
         {
             float v = x[i];
-            if (v != v) continue;
+            if (float.IsNaN(v)) continue;
             count++;
             ulong r = GpuSelect.Rank(v, i);
             if (r > best) best = r;
@@ -66,7 +66,7 @@ internal static class GpuSampling
                 for (int i = tid; i < vocab; i += g)
                 {
                     float v = x[i];
-                    float e = v == v ? Exp(((v - max) * invT)) : 0f;
+                    float e = !float.IsNaN(v) ? Exp(((v - max) * invT)) : 0f;
                     w[i] = e;
                     total += e;
                 }
@@ -95,7 +95,7 @@ internal static class GpuSampling
                 for (int i = tid; i < vocab; i += g)
                 {
                     float v = x[i];
-                    if (v != v) continue;
+                    if (float.IsNaN(v)) continue;
                     ulong r = GpuSelect.Rank(v, i);
                     if (r < previous && r > next) next = r;
                 }
@@ -131,7 +131,7 @@ internal static class GpuSampling
         for (int j = lo; j < hi; j++)
         {
             float v = x[all ? j : idx[j]];
-            if (v == v) sum += Exp((v - m) * invT);
+            if (!float.IsNaN(v)) sum += Exp((v - m) * invT);
         }
         sum = GpuReduce.SumDouble(d, sum, tid, g);
 
@@ -194,14 +194,14 @@ internal static class GpuSampling
     private static bool Kept(ArrayView<float> x, ArrayView<int> idx, int j, bool all, float q, float threshold)
     {
         float v = x[all ? j : idx[j]];
-        return v == v && q >= threshold;
+        return !float.IsNaN(v) && q >= threshold;
     }
 
     /// <summary>Candidate j's probability as the host computes it: (float)(exp((x - m) / T) / sum).</summary>
     private static float Prob(ArrayView<float> x, ArrayView<int> idx, int j, bool all, float m, float invT, double sum)
     {
         float v = x[all ? j : idx[j]];
-        return v == v ? (float)(Exp((v - m) * invT) / sum) : 0f;
+        return !float.IsNaN(v) ? (float)(Exp((v - m) * invT) / sum) : 0f;
     }
 
     private static float Exp(float v) => MathF.Exp(v);

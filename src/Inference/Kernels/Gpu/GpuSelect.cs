@@ -36,7 +36,7 @@ internal static class GpuSelect
             for (int i = tid; i < vocab; i += g)
             {
                 float v = x[i];
-                if (v == v && Key(v) >= c) m++;
+                if (!float.IsNaN(v) && Key(v) >= c) m++;
             }
             if (GpuReduce.SumInt(ia, m, tid, g) >= k) t = c;
         }
@@ -44,7 +44,7 @@ internal static class GpuSelect
         for (int i = tid; i < vocab; i += g)
         {
             float v = x[i];
-            if (v == v && Key(v) > t) above++;
+            if (!float.IsNaN(v) && Key(v) > t) above++;
         }
         above = GpuReduce.SumInt(ia, above, tid, g);
         Collect(key, idx, x, vocab, t, k - above, ia, ib, tid, g);
@@ -65,7 +65,7 @@ internal static class GpuSelect
             for (int i = tid; i < vocab; i += g)
             {
                 float v = x[i];
-                if (v == v && Key(v) >= c) m += w[i];
+                if (!float.IsNaN(v) && Key(v) >= c) m += w[i];
             }
             if (GpuReduce.SumDouble(d, m, tid, g) >= target) t = c;
         }
@@ -76,7 +76,7 @@ internal static class GpuSelect
         for (int i = tid; i < vocab; i += g)
         {
             float v = x[i];
-            if (v != v) continue;
+            if (float.IsNaN(v)) continue;
             uint k = Key(v);
             if (k > t) { above += w[i]; countAbove++; }
             else if (k == t) { ties++; tieWeight = w[i]; }
@@ -112,7 +112,7 @@ internal static class GpuSelect
         for (int i = lo; i < hi; i++)
         {
             float v = x[i];
-            if (v != v) continue;
+            if (float.IsNaN(v)) continue;
             uint k = Key(v);
             if (k > t) gt++;
             else if (k == t) eq++;
@@ -141,7 +141,7 @@ internal static class GpuSelect
         for (int i = lo; i < hi; i++)
         {
             float v = x[i];
-            if (v != v) continue;
+            if (float.IsNaN(v)) continue;
             uint k = Key(v);
             if (k > t || (k == t && rank++ < ties))
             {

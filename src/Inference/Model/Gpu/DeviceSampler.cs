@@ -56,15 +56,15 @@ public sealed class DeviceSampler : IDisposable
             alternatives |= r.TopLogprobs > 0;
         }
         if (!any) return;
-        _rows.View.SubView(0, count).CopyFromCPU(batch.Rows.AsSpan(0, count));
+        _rows.AsContiguous().SubView(0, count).CopyFromCPU(batch.Rows.AsSpan(0, count));
         _k.Sample(_results.View, _topIds.View, _topLogprobs.View, logits, _rows.View, _candKey.View, _candIdx.View, _weights.View, Vocab, count);
-        _results.View.SubView(0, count).CopyToCPU(batch.Results.AsSpan(0, count));
+        _results.AsContiguous().SubView(0, count).CopyToCPU(batch.Results.AsSpan(0, count));
         long bytes = (long)count * Unsafe.SizeOf<DeviceSample>();
         if (alternatives)
         {
             int n = count * DeviceSampling.MaxTopLogprobs;
-            _topIds.View.SubView(0, n).CopyToCPU(batch.TopIds.AsSpan(0, n));
-            _topLogprobs.View.SubView(0, n).CopyToCPU(batch.TopLogprobs.AsSpan(0, n));
+            _topIds.AsContiguous().SubView(0, n).CopyToCPU(batch.TopIds.AsSpan(0, n));
+            _topLogprobs.AsContiguous().SubView(0, n).CopyToCPU(batch.TopLogprobs.AsSpan(0, n));
             bytes += n * 8L;
         }
         BytesToHost += bytes;
