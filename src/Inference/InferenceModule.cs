@@ -12,14 +12,14 @@ public static class InferenceModule
     /// <summary>Registers <see cref="IInferenceEngine"/> (and the same object as <see cref="Training.ITrainingEngine"/>) as a singleton: the continuous-batching <see cref="ServingEngine"/>
     /// over the model in Inference:ModelDirectory, loaded on first use; without one, a stand-in that refuses requests.
     /// Options (section "Inference"): Backend (auto | cpu | cuda | ilgpu-cpu), ModelDirectory, WeightFormat, MaxContext, PrefillChunk, PoolBytes, TokenBudget,
-    /// MaxRunningSequences, HostAdapterCacheBytes, Models (more base models, <see cref="ServedEngines"/>), MaxLoraRank, SwapSpaceBytes, SwapMinTokens, PrefixCacheBytes, SchedulingPolicy (Vtc | Fcfs),
+    /// MaxRunningSequences, HostAdapterCacheBytes, Models (more base models, <see cref="ServedEngines"/>), MaxLoraRank, SwapSpaceBytes, SwapMinTokens, PrefixCaching, SchedulingPolicy (Vtc | Fcfs),
     /// VtcInputWeight, VtcOutputWeight, VtcFairnessGap; validated at start.</summary>
     public static IServiceCollection AddInference(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddOptions<InferenceOptions>()
             .Bind(configuration.GetSection(InferenceOptions.SectionName))
             .Validate(o => InferenceBackends.IsKnown(o.Backend), $"Inference:Backend must be one of {string.Join(", ", InferenceBackends.All)}")
-            .Validate(o => o.Problem() is null, "Inference options are invalid: MaxContext, PrefillChunk, PoolBytes, TokenBudget, MaxRunningSequences and MaxLoraRank must be positive, HostAdapterCacheBytes, SwapSpaceBytes, SwapMinTokens and PrefixCacheBytes not negative, SchedulingPolicy Fcfs or Vtc, VTC weights and gap not negative")
+            .Validate(o => o.Problem() is null, "Inference options are invalid: MaxContext, PrefillChunk, PoolBytes, TokenBudget, MaxRunningSequences and MaxLoraRank must be positive, HostAdapterCacheBytes, SwapSpaceBytes and SwapMinTokens not negative, SchedulingPolicy Fcfs or Vtc, VTC weights and gap not negative")
             .ValidateOnStart();
         services.AddSingleton<IInferenceEngine>(sp =>
         {

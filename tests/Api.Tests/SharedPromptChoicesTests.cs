@@ -5,8 +5,10 @@ using Microsoft.Extensions.DependencyInjection;
 
 namespace Loom.Api.Tests;
 
-/// <summary><c>n &gt; 1</c> computes the prompt once: the choices share the KV of one prefill (the engine's counters
-/// show the prompt's tokens computed once, not n times) and give the texts of independent seeded requests.</summary>
+/// <summary><c>n &gt; 1</c> computes the prompt once: with prefix caching (on by default) the first choice computes it and
+/// the others share its full KV blocks (the engine's counters show the prompt's tokens computed once, not n times, but
+/// for each choice's last partial block and last token), and the choices give the texts of independent seeded
+/// requests.</summary>
 public class SharedPromptChoicesTests(ChatModelFactory factory) : IClassFixture<ChatModelFactory>
 {
     private IInferenceEngine Engine => factory.Services.GetRequiredService<IInferenceEngine>();
@@ -47,15 +49,19 @@ public class SharedPromptChoicesTests(ChatModelFactory factory) : IClassFixture<
         var usage = shared.GetProperty("usage");
         int prompt = usage.GetProperty("prompt_tokens").GetInt32(), completion = usage.GetProperty("completion_tokens").GetInt32();
         Assert.Equal(n * 12, completion);
-        // One prefill of the prompt but its last token, then per choice that last token and its own tokens (each
-        // sampled token but the last is fed back): (prompt - 1) + n * 12, where n separate prefills would run
-        // n * prompt + n * 11.
-        Assert.Equal(prompt - 1 + completion, after.Loop.TokensComputed - before.Loop.TokensComputed);
-        Assert.Equal(n, after.Prefix.Hits - before.Prefix.Hits);
-        Assert.Equal(n * (prompt - 1), after.Prefix.TokensReused - before.Prefix.TokensReused);
+        // The first choice computes the prompt; the others wait for its full blocks (a pool page is one hidden-size
+        // row, so a block holds hidden / kv-width positions) and compute only the rest of the prompt, down to its last
+        // token, whose logits they sample from; then each feeds back every sampled token but the last. n separate
+        // prefills would run n * prompt + n * 11.
+        var config = Engine.Model.Config;
+        int blockTokens = config.HiddenSize / config.KvDim, inBlocks = (prompt - 1) / blockTokens * blockTokens;
+        Assert.True(inBlocks >= prompt / 2, $"the prompt ({prompt} tokens) should be mostly in full blocks of {blockTokens}");
+        Assert.Equal(prompt + (n - 1) * (prompt - inBlocks) + n * 11, after.Loop.TokensComputed - before.Loop.TokensComputed);
+        Assert.Equal(n - 1, after.Prefix.Hits - before.Prefix.Hits);
+        Assert.Equal((n - 1) * inBlocks, after.Prefix.TokensReused - before.Prefix.TokensReused);
 
         // The same texts as n independent requests seeded as the choices are (seed + index), computed by another
-        // tenant, whose requests never see this tenant's cached KV.
+        // tenant, whose requests never see this tenant's cached KV (its later requests do see its first one's).
         var other = await ClientAsync();
         var alone = new List<string>();
         for (var i = 0; i < n; i++)

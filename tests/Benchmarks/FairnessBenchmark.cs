@@ -145,11 +145,10 @@ internal static class FairnessBenchmark
         int conversations = quick ? 4 : 8, turns = 4;
         Console.WriteLine();
         Console.WriteLine($"multi-turn: {conversations} conversations at once, {turns} turns each, first prompt 48 tokens, +24 new tokens per turn, 16 generated per turn");
-        foreach (var (name, bytes) in new[] { ("without prefix reuse", 0L), ("with prefix reuse", 256L << 20) })
+        foreach (var (name, caching) in new[] { ("without prefix caching", false), ("with prefix caching", true) })
         {
             var oo = Options(SchedulingPolicyKind.Vtc);
-            oo.PrefixCaching = false; // the host-copy reuse (suite 'prefix' compares it with prefix caching)
-            oo.PrefixCacheBytes = bytes;
+            oo.PrefixCaching = caching;
             var e = new ServingEngine(model, null, oo, "smol");
             var (first, later) = MultiTurn(e, conversations, turns);
             var m = e.GetMetrics();

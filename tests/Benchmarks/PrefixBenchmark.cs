@@ -6,20 +6,16 @@ using Loom.Inference.Sampling;
 
 namespace Loom.Benchmarks;
 
-/// <summary>Suite <c>prefix</c>: time to first token with a shared system prompt (512 tokens) under three settings side
-/// by side: no prefix reuse, the host-copy reuse of an earlier turn (<c>Inference:PrefixCacheBytes</c>), and automatic
-/// prefix caching on pool pages (<c>Inference:PrefixCaching</c>). Workloads: a burst of requests of one tenant with the
-/// system prompt and distinct user suffixes; the same requests one at a time after a first one; multi-turn
-/// conversations (each turn's prompt is the conversation so far), where the host copy was built to help.
+/// <summary>Suite <c>prefix</c>: time to first token with a shared system prompt (512 tokens) with automatic prefix
+/// caching on pool pages (<c>Inference:PrefixCaching</c>, the default) and without it, side by side in each round.
+/// Workloads: a burst of requests of one tenant with the system prompt and distinct user suffixes; the same requests one
+/// at a time after a first one; multi-turn conversations (each turn's prompt is the conversation so far).
 /// SmolLM2-135M shape, random bf16 weights, greedy decoding. Median of the rounds.</summary>
 internal static class PrefixBenchmark
 {
     private const int SystemTokens = 512, SuffixTokens = 32, Generated = 8;
 
-    private static readonly (string Name, bool Blocks, long HostBytes)[] Settings =
-    [
-        ("no reuse", false, 0), ("host-copy reuse", false, 256L << 20), ("prefix caching", true, 0),
-    ];
+    private static readonly (string Name, bool Caching)[] Settings = [("no reuse", false), ("prefix caching", true)];
 
     public static void Run(string[] args)
     {
@@ -34,9 +30,9 @@ internal static class PrefixBenchmark
 
         var results = new Dictionary<string, List<double[]>>();
         for (int round = 0; round < rounds; round++)
-            foreach (var (name, blocks, host) in Settings)
+            foreach (var (name, caching) in Settings)
             {
-                using var e = Engine(blocks, host);
+                using var e = Engine(caching);
                 var b = Burst(e, system, suffixes[..burst]);
                 double[] s = OneAtATime(e, system, suffixes[burst..]);
                 var m = e.GetMetrics();
@@ -49,7 +45,7 @@ internal static class PrefixBenchmark
         Console.WriteLine();
         Console.WriteLine($"| setting | burst of {burst}: TTFT p50 | p99 | all done | one at a time ({sequential}): TTFT p50 | tokens computed | prompt tokens reused |");
         Console.WriteLine("|---|---|---|---|---|---|---|");
-        foreach (var (name, _, _) in Settings)
+        foreach (var (name, _) in Settings)
         {
             var med = Enumerable.Range(0, 6).Select(i => Median(results[name].Select(r => r[i]))).ToArray();
             Console.WriteLine($"| {name} | {med[0] * 1e3:F0} ms | {med[1] * 1e3:F0} ms | {med[2]:F2} s | {med[3] * 1e3:F0} ms | {med[4]:F0} | {med[5]:F0} |");
@@ -62,25 +58,25 @@ internal static class PrefixBenchmark
         Console.WriteLine();
         int conversations = quick ? 4 : 8, turns = 4;
         Console.WriteLine($"multi-turn: {conversations} conversations at once, {turns} turns, first prompt {SystemTokens} tokens (shared by all), +24 new tokens per turn, 16 generated per turn");
-        foreach (var (name, blocks, host) in Settings)
+        foreach (var (name, caching) in Settings)
         {
             var later = new List<double>();
             for (int round = 0; round < rounds; round++)
             {
-                using var e = Engine(blocks, host);
+                using var e = Engine(caching);
                 later.Add(Percentile(MultiTurn(e, system, conversations, turns), 50));
             }
             Console.WriteLine($"  {name,-16} TTFT of turns 2-{turns}: p50 {Median(later) * 1e3:F0} ms (median of {rounds} round(s))");
         }
     }
 
-    private static ServingEngine Engine(bool blocks, long hostBytes)
+    private static ServingEngine Engine(bool caching)
     {
         var model = new Transformer(ModelWeights.CreateRandom(Shapes.SmolLM2, WeightType.BF16, seed: 1), maxContext: 1024);
         return new ServingEngine(model, null, new InferenceOptions
         {
             MaxContext = 1024, PrefillChunk = 256, TokenBudget = 512, MaxRunningSequences = 64, PoolBytes = 768L << 20,
-            PrefixCaching = blocks, PrefixCacheBytes = hostBytes,
+            PrefixCaching = caching,
         }, "smol");
     }
 

@@ -30,8 +30,8 @@
 //                                checkpoint write against a plain copy of the same bytes; e2e: upload, train and chat
 //                                on models/loom-demo through the HTTP API (tests/Benchmarks/FineTuning/run-e2e.sh)
 //   prefix [--quick] [--rounds N]
-//                                time to first token with a shared 512-token system prompt: no reuse vs the host-copy
-//                                reuse vs automatic prefix caching on pool pages (burst, one at a time, multi-turn)
+//                                time to first token with a shared 512-token system prompt: no reuse vs automatic
+//                                prefix caching on pool pages (burst, one at a time, multi-turn)
 //   constrained [--quick]        structured outputs: the token-mask trie walk at 49k and 128k vocabularies, and decode at
 //                                batch 8 with and without a JSON schema on every sequence
 using Loom.Benchmarks;

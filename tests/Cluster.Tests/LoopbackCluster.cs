@@ -87,7 +87,7 @@ public sealed class LoopbackCluster : IAsyncLifetime
             ["Cluster:NodeId"] = id, ["Cluster:InternalUrl"] = $"http://127.0.0.1:{NodeProcess.FreePort()}",
             ["Inference:ModelDirectory"] = modelDir, ["Inference:MaxContext"] = "1024", ["Inference:PoolBytes"] = (64 << 20).ToString(CultureInfo.InvariantCulture),
             ["Inference:HostAdapterCacheBytes"] = (64 << 20).ToString(CultureInfo.InvariantCulture),
-            ["Inference:SwapSpaceBytes"] = "0", ["Inference:PrefixCacheBytes"] = "0",
+            ["Inference:SwapSpaceBytes"] = "0",
         })));
 
     private NodeProcess Track(NodeProcess node)

@@ -26,7 +26,7 @@ internal static class ServingTrace
         var options = new InferenceOptions
         {
             Backend = chosen, MaxContext = 1024, PoolBytes = c == Args.Tiny ? 64L << 20 : 8L << 30, TokenBudget = 1024, MaxRunningSequences = 128, PrefillChunk = 512,
-            HostAdapterCacheBytes = 16L << 30, MaxLoraRank = 8, PrefixCacheBytes = 0,
+            HostAdapterCacheBytes = 16L << 30, MaxLoraRank = 8, PrefixCaching = false,
         };
         Console.WriteLine($"model: {(c == Args.Tiny ? "tiny" : "Llama-3.2-1B")} shape, bf16, random weights ({sw.Elapsed.TotalSeconds:F1} s); {requests} requests per run, input and output U[{lengths.Lo},{lengths.Hi}), all at t = 0, seed 7");
         Console.WriteLine($"engine: pool {options.PoolBytes >> 30} GiB, token budget {options.TokenBudget}, max running {options.MaxRunningSequences}, prefill chunk {options.PrefillChunk}");

@@ -40,9 +40,8 @@ public sealed record SchedulingMetrics(string Policy, long Preemptions, long Fai
 /// the copy thread when <see cref="Async"/>) and time the loop stood waiting for copies (what the overlap did not hide).</summary>
 public sealed record SwapMetrics(bool Async, long Preemptions, long BytesOut, long BytesIn, TimeSpan CopyTime, TimeSpan WaitTime);
 
-/// <summary>Requests that started from a cached prefix of the same tenant and adapter (the block cache on pool pages, or
-/// the host-copy reuse of an earlier turn), the prompt tokens they did not compute, and the bytes the prefix cache holds
-/// (pool pages of cached blocks, or host memory).</summary>
+/// <summary>Requests that started from cached KV blocks of the same tenant and adapter (prefix caching on pool pages), the
+/// prompt tokens they did not compute, and the bytes of pool pages the cached blocks hold.</summary>
 public sealed record PrefixCacheMetrics(long Hits, long TokensReused, long Bytes);
 
 /// <summary>Training runs not yet ended and the tokens they trained.</summary>

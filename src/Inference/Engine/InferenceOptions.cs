@@ -44,16 +44,13 @@ public sealed class InferenceOptions
     /// sequence's pages return to the pool once its copy is done, a swapped-in one runs once its copy is done. False:
     /// the engine thread copies (split across cores) and waits.</summary>
     public bool AsyncSwap { get; set; } = true;
-    /// <summary>Host memory for finished sequences' KV, reused when the same tenant's next request (same adapter)
-    /// extends those tokens (multi-turn chat); 0: off. Not used when <see cref="PrefixCaching"/> is on.</summary>
-    public long PrefixCacheBytes { get; set; } = 256L << 20;
-    /// <summary>Automatic prefix caching on pool pages: full KV blocks are kept in the pool, keyed by tenant, adapter and
-    /// their tokens (a hash chain), and a request of the same tenant and adapter whose prompt starts with them points its
-    /// page table at them instead of computing them; concurrent requests with one system prompt compute it once. Blocks
-    /// nobody holds are evicted, least recently used first, when the pool needs pages. Replaces the host-copy reuse
-    /// (<see cref="PrefixCacheBytes"/> is then ignored). Faster in every workload of BENCHMARKS.md's suite <c>prefix</c>;
-    /// off by default until the whole test suite and the API tests run with it on.</summary>
-    public bool PrefixCaching { get; set; }
+    /// <summary>Automatic prefix caching on pool pages (decision 012): full KV blocks are kept in the pool, keyed by tenant,
+    /// adapter and their tokens (a hash chain), and a request of the same tenant and adapter whose prompt starts with them
+    /// points its page table at them instead of computing them: a shared system prompt, an earlier turn of a conversation
+    /// (its answer included), the other choices of an n &gt; 1 request. Concurrent requests with one prefix compute it once.
+    /// Blocks nobody holds are evicted, least recently released first, when the pool needs pages, before anyone is
+    /// preempted. Requests without a tenant are not cached. On by default; false: every request computes its prompt.</summary>
+    public bool PrefixCaching { get; set; } = true;
     /// <summary>Order of admission and preemption: Vtc (fair across tenants) or Fcfs.</summary>
     public SchedulingPolicyKind SchedulingPolicy { get; set; } = SchedulingPolicyKind.Vtc;
     /// <summary>VTC: service counted per prompt token.</summary>
@@ -115,7 +112,6 @@ public sealed class InferenceOptions
         : MaxLoraRank < 1 ? "Inference:MaxLoraRank must be positive"
         : SwapSpaceBytes < 0 ? "Inference:SwapSpaceBytes must not be negative"
         : SwapMinTokens < 0 ? "Inference:SwapMinTokens must not be negative"
-        : PrefixCacheBytes < 0 ? "Inference:PrefixCacheBytes must not be negative"
         : !Enum.IsDefined(SchedulingPolicy) ? "Inference:SchedulingPolicy must be Fcfs or Vtc"
         : !(VtcInputWeight >= 0 && VtcOutputWeight >= 0 && VtcInputWeight + VtcOutputWeight > 0) || double.IsInfinity(VtcInputWeight + VtcOutputWeight)
             ? "Inference:VtcInputWeight and VtcOutputWeight must be finite, not negative, and not both zero"

@@ -17,14 +17,12 @@ public interface IChoicesEngine
 
 public sealed partial class ServingEngine : IChoicesEngine
 {
-    /// <summary>With the prefix cache on, a tenant named and more than one choice: the prompt but its last token is
-    /// computed once (a one-token request whose KV the prefix cache keeps, pinned for the choices; none when the cache
-    /// holds that KV already), then the choices run
-    /// side by side, each starting from a copy of that KV and computing only the prompt's last token (whose logits it
-    /// samples from) and its own tokens. Otherwise, or when the cache could not keep the KV, each choice computes the
-    /// whole prompt. With prefix caching on pool pages (<see cref="InferenceOptions.PrefixCaching"/>) the choices simply
-    /// run side by side: the first computes the prompt, the others wait for its full blocks and share them (decision 012).
-    /// Either way the choices' tokens are those of independent requests with the same sampling.</summary>
+    /// <summary>The choices run side by side as independent requests with the same prompt. With prefix caching
+    /// (<see cref="InferenceOptions.PrefixCaching"/>, decision 012) and a tenant named, the first one admitted computes the
+    /// prompt and the others wait for its full blocks and point their page tables at them: each then computes only the
+    /// prompt's last partial block and last token (whose logits it samples from) and its own tokens. Without it each
+    /// choice computes the whole prompt. Either way a choice's tokens are those of an independent request with the same
+    /// sampling.</summary>
     public async IAsyncEnumerable<(int Choice, GenerationEvent Event)> GenerateChoicesAsync(GenerationRequest request, IReadOnlyList<SamplingParams> samplings,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
@@ -32,19 +30,6 @@ public sealed partial class ServingEngine : IChoicesEngine
         foreach (var s in samplings) s.Validate();
         int[] prompt = PromptTokens.Of(request, _tokenizer);
         var each = request with { Prompt = null, PromptTokenIds = prompt };
-        string? tenant = request.TenantId;
-        int[]? shared = null;
-        if (_prefix is not null && tenant is not null && samplings.Count > 1 && prompt.Length > 1)
-        {
-            shared = prompt[..^1];
-            // (an earlier request of this tenant with the same prompt may have left that KV already)
-            if (!_prefix.Pin(tenant, request.AdapterId, shared, samplings.Count))
-            {
-                var prefill = each with { PromptTokenIds = shared, Sampling = new SamplingParams { MaxTokens = 1, Temperature = 0 } };
-                await foreach (var _ in GenerateAsync(prefill, cancellationToken).ConfigureAwait(false)) { }
-                if (!_prefix.Pin(tenant, request.AdapterId, shared, samplings.Count)) shared = null;
-            }
-        }
 
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var events = Channel.CreateUnbounded<(int, GenerationEvent)>(new UnboundedChannelOptions { SingleReader = true });
@@ -71,7 +56,6 @@ public sealed partial class ServingEngine : IChoicesEngine
             stop.Cancel(); // a reader that stopped early: the choices still running end and free their pages
             try { await Task.WhenAll(pumps).ConfigureAwait(false); }
             catch (OperationCanceledException) { }
-            if (shared is not null) _prefix!.Unpin(tenant!, request.AdapterId, shared);
         }
     }
 }

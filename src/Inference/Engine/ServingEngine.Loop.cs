@@ -36,7 +36,6 @@ public sealed partial class ServingEngine
         ReapCopies();
         if (_scheduler.IsIdle)
         {
-            // (arrivals held for a prefix copy: that copy is among _copies, so the wait below ends with it)
             Publish(0, 0);
             if (TrainingSlice(0, 0)) return; // nothing to serve: training takes the time
             long idle = Stopwatch.GetTimestamp();
@@ -73,8 +72,6 @@ public sealed partial class ServingEngine
 
     private void FailAll(Exception error)
     {
-        foreach (var r in _heldArrivals) Close(r, error);
-        _heldArrivals.Clear();
         foreach (var s in _scheduler.Running.Concat(_scheduler.Waiting).ToArray())
         {
             var r = (Request)s.Handle!;
@@ -86,9 +83,6 @@ public sealed partial class ServingEngine
     /// <summary>New requests join the queue; cancelled ones leave it and free their pages now.</summary>
     private void Drain()
     {
-        int held = _heldArrivals.Count;
-        for (int i = 0; i < held; i++) Arrive(_heldArrivals[i]); // (those still held are added again, after these)
-        _heldArrivals.RemoveRange(0, held);
         while (_arrivals.TryDequeue(out var r)) Arrive(r);
         while (_cancels.TryDequeue(out var r))
         {
@@ -107,24 +101,7 @@ public sealed partial class ServingEngine
             Interlocked.Increment(ref _c.Cancelled);
             return;
         }
-        // a next turn of the same tenant (same adapter) starts from the KV its earlier turn left; while that turn's KV
-        // is still being copied into the prefix cache, it waits for the copy (an iteration or so)
-        var s = r.Sequence;
-        if (_prefix is not null && s.TenantId is { } tenant)
-        {
-            if (_prefix.IsPutPending(tenant, s.AdapterId))
-            {
-                _heldArrivals.Add(r);
-                return;
-            }
-            if (_prefix.Take(tenant, s.AdapterId, s.Tokens(0, s.PromptLength)) is { } reused)
-            {
-                r.Host = reused;
-                r.Swap = SwapState.Swapped;
-                s.Computed = reused.Length;
-            }
-        }
-        _scheduler.Add(s);
+        _scheduler.Add(r.Sequence);
     }
 
     /// <summary>Warms the host cache with the adapters of queued requests while this iteration computes.</summary>
@@ -237,11 +214,6 @@ public sealed partial class ServingEngine
     {
         string rest = r.Stops.Stopped ? "" : r.Stops.Push(r.Decoder?.Flush() ?? "") + r.Stops.Flush();
         if (r.Stops.Stopped) reason = FinishReason.Stop;
-        // its KV goes to the prefix cache on the copy thread; the request leaves now and its pages go back to the pool
-        // once the copy is done (as an orphan's)
-        if (_prefix is not null && r.Sequence.TenantId is { } tenant && r.Swap == SwapState.None && r.Cache.Length > 0
-            && _prefix.BeginPut(tenant, r.Sequence.AdapterId, r.Sequence.Tokens(0, r.Cache.Length), r.Cache) is { } put)
-            StartCopy(r, SwapState.Orphaned, () => put.Copy());
         _scheduler.Remove(r.Sequence);
         r.Channel.Writer.TryWrite(new GenerationEvent { Text = rest, FinishReason = reason, Usage = new TokenUsage(r.Sequence.PromptLength, r.Sampled) });
         Close(r, null);

@@ -36,8 +36,7 @@ public sealed partial class ServingEngine
                 Interlocked.Read(ref _c.RecomputeTokens),
                 new SwapMetrics(_options.AsyncSwap, _swap?.SwapOuts ?? 0, _swap?.BytesOut ?? 0, _swap?.BytesIn ?? 0,
                     _swap?.CopyTime ?? TimeSpan.Zero, Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _c.SwapWaitTicks)))),
-            _blocks is { } blocks ? new PrefixCacheMetrics(blocks.Hits, blocks.TokensReused, (long)_pool.Usage.CachedPages * _pool.PageBytes)
-                : new PrefixCacheMetrics(_prefix?.Hits ?? 0, _prefix?.TokensReused ?? 0, _prefix?.Bytes ?? 0),
+            new PrefixCacheMetrics(_blocks?.Hits ?? 0, _blocks?.TokensReused ?? 0, (long)_pool.Usage.CachedPages * _pool.PageBytes),
             new TrainingMetrics(training.Runs, training.TrainedTokens))
         {
             Tenants = (_policy as VtcPolicy)?.Snapshot() ?? [],

@@ -64,10 +64,9 @@ public sealed partial class ServingEngine
             if (r.Swap == SwapState.Swapped)
             {
                 var swapped = r.Host!;
-                if (e._options.AsyncSwap && swapped.Owner == e._swap)
+                if (e._options.AsyncSwap)
                 {
                     // copied back on the copy thread while this iteration computes; the sequence runs once it is done
-                    // (a reused prefix is copied here instead: its sequence has prompt tokens to compute at once)
                     swapped.Owner.CheckSwapIn(swapped, r.Cache);
                     var cache = r.Cache;
                     e.StartCopy(r, SwapState.CopyingIn, () => swapped.Owner.CopyIn(swapped, cache, parallel: false));

@@ -44,7 +44,7 @@ public sealed partial class ServingEngine
     {
         /// <summary>Its KV is in its pages only (or it has none yet).</summary>
         None,
-        /// <summary>Its KV is in host memory (preempted by swap, or a reused prefix of an earlier turn), no copy under way.</summary>
+        /// <summary>Its KV is in host memory (preempted by swap), no copy under way.</summary>
         Swapped,
         /// <summary>KV pages → host copy: the pages go back to the pool (a sequence readmitted first keeps them).</summary>
         CopyingOut,

@@ -47,18 +47,13 @@ public sealed partial class ServingEngine
         }
     }
 
-    /// <summary>Starts a copy of the request's KV on the copy thread: a swap out or in, or (as the request leaves, an
-    /// orphan from the start) its copy into the prefix cache.</summary>
+    /// <summary>Starts a copy of the request's KV on the copy thread: a swap out or in.</summary>
     private void StartCopy(Request r, SwapState kind, Action copy)
     {
+        if (kind is not (SwapState.CopyingOut or SwapState.CopyingIn)) throw new ArgumentOutOfRangeException(nameof(kind));
         var cache = r.Cache;
         r.Swap = kind;
-        Action run = (kind, SwapCopyHook, PrefixCopyHook) switch
-        {
-            (SwapState.CopyingOut or SwapState.CopyingIn, { } swap, _) => () => { swap(cache, kind == SwapState.CopyingOut); copy(); },
-            (SwapState.Orphaned, _, { } prefix) => () => { prefix(cache); copy(); },
-            _ => copy,
-        };
+        Action run = SwapCopyHook is { } swap ? () => { swap(cache, kind == SwapState.CopyingOut); copy(); } : copy;
         r.Copy = _copier.Start(run);
         _copies.Add(r);
     }

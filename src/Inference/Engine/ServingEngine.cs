@@ -26,7 +26,6 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     private readonly PagePool _adapterPool;  // the same pool, or a fixed adapter partition (benchmark comparison only)
     private readonly AdapterStore _store;
     private readonly KvSwapSpace? _swap;     // host memory for swapped-out KV caches; null: recompute only
-    private readonly PrefixKvCache? _prefix; // finished sequences' KV for the same tenant's next turn; null: off
     private readonly PrefixBlockCache? _blocks; // shared full KV blocks on pool pages (automatic prefix caching); null: off
     private readonly Scheduler _scheduler;
     private readonly ISchedulingPolicy _policy;
@@ -51,10 +50,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     internal int ArrivalsQueued => _arrivals.Count;
     /// <summary>Tests only: called on the copy thread before each asynchronous swap copy (true: out).</summary>
     internal Action<PagedKvCache, bool>? SwapCopyHook;
-    /// <summary>Tests only: called on the copy thread before each copy of a finished request's KV into the prefix cache.</summary>
-    internal Action<PagedKvCache>? PrefixCopyHook;
-    private readonly List<Request> _copies = [];   // swap and prefix copies under way or not yet taken back (loop thread)
-    private readonly List<Request> _heldArrivals = []; // arrivals waiting for their tenant's prefix copy (loop thread)
+    private readonly List<Request> _copies = [];   // swap copies under way or not yet taken back (loop thread)
     private readonly SwapCopier _copier = new();
     private readonly Dictionary<string, Task> _hostLoads = new(StringComparer.Ordinal); // adapter reads admission waits for (loop thread)
     private volatile bool _stopping;
@@ -87,7 +83,6 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         _policy = policy ?? options.CreatePolicy();
         _swap = options.SwapSpaceBytes > 0 ? new KvSwapSpace(_pool, options.SwapSpaceBytes) : null;
         _blocks = options.PrefixCaching ? new PrefixBlockCache(_pool, _pool.PageFloats / c.KvDim, c.NumLayers) : null;
-        _prefix = !options.PrefixCaching && options.PrefixCacheBytes > 0 ? new PrefixKvCache(new KvSwapSpace(_pool, options.PrefixCacheBytes)) : null;
         _scheduler = new Scheduler(_policy, new PoolMemory(this),
             new SchedulerLimits(options.TokenBudget, options.MaxRunningSequences, Math.Min(options.PrefillChunk, options.TokenBudget)));
         _state = model.CreateState(options.TokenBudget, options.MaxRunningSequences, maxLoraRank: options.MaxLoraRank);
@@ -191,8 +186,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         {
             if (!_folders.ContainsKey(adapterId)) return;
             _store.Unregister(adapterId); // refuses while a running request pins it
-            _prefix?.Forget(adapterId);   // the id may come back with other weights
-            _blocks?.Forget(adapterId);
+            _blocks?.Forget(adapterId);   // the id may come back with other weights
             _folders.Remove(adapterId);
         }
     }
@@ -294,7 +288,6 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         while (_arrivals.TryDequeue(out var late)) Close(late, new ObjectDisposedException(nameof(ServingEngine)));
         _wake.Dispose();
         _swap?.Dispose();
-        _prefix?.Dispose();
         _pool.Dispose();
         if (!Unified) _adapterPool.Dispose();
         _model.Dispose();

@@ -127,19 +127,6 @@ public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes) : IDis
         Drop(swapped);
     }
 
-    /// <summary>A second host copy of a swapped cache (null when the space lacks room), restorable on its own.</summary>
-    public SwappedKv? Copy(SwappedKv swapped)
-    {
-        if (swapped.Freed) throw new InvalidOperationException("this swapped cache was already restored or dropped");
-        if (swapped.Owner != this) throw new ArgumentException("the swapped cache belongs to another swap space", nameof(swapped));
-        var (data, capacity) = Rent(swapped.Bytes);
-        if (data == 0) return null;
-        long start = Stopwatch.GetTimestamp();
-        Buffer.MemoryCopy(swapped.Data, (void*)data, capacity, swapped.Bytes);
-        Interlocked.Add(ref _ticks, Stopwatch.GetTimestamp() - start);
-        return new SwappedKv(this, (float*)data, capacity, swapped.Length, swapped.Pages, swapped.PageUsed);
-    }
-
     /// <summary>Frees a host copy that will not be swapped in (its sequence ended). Its buffer is kept for reuse.</summary>
     public void Drop(SwappedKv swapped)
     {

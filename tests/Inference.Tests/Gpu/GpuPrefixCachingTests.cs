@@ -16,7 +16,7 @@ public sealed class GpuPrefixCachingTests
         new InferenceOptions
         {
             MaxContext = 64, PrefillChunk = 8, TokenBudget = 16, MaxRunningSequences = 4, PoolBytes = poolBytes, MaxLoraRank = 8,
-            PrefixCaching = caching, PrefixCacheBytes = 0,
+            PrefixCaching = caching,
         });
 
     [Fact]

@@ -23,7 +23,7 @@ public sealed class PrefixCachingMemoryTests : IDisposable
     {
         // 256 pages (64 blocks of 2 tokens); three finished requests leave 48 blocks cached
         var e = _h.Engine(SimdLevel.Vector256, o => { o.PoolBytes = 256 * 256; o.PrefixCaching = true; o.SchedulingPolicy = Scheduling.SchedulingPolicyKind.Fcfs; return o; });
-        var plain = _h.Engine(SimdLevel.Vector256, o => { o.PoolBytes = 1 << 20; o.PrefixCaching = false; o.PrefixCacheBytes = 0; return o; });
+        var plain = _h.Engine(SimdLevel.Vector256, o => { o.PoolBytes = 1 << 20; o.PrefixCaching = false; return o; });
         GenerationRequest R(int i, int prompt, int tokens) => new()
         {
             PromptTokenIds = Prompt(i, prompt),
@@ -58,7 +58,7 @@ public sealed class PrefixCachingMemoryTests : IDisposable
     {
         // eight requests with the system prompt and different suffixes in a pool that is too small for all: preemption
         var requests = Enumerable.Range(0, 8).Select(i => Request(i % 2 == 0 ? "a" : "b", [200 + i, 3, 4], maxTokens: 12, temperature: 0.9f)).ToArray();
-        var solo = _h.Engine(SimdLevel.Vector256, o => { o.MaxRunningSequences = 1; o.PrefixCaching = false; o.PrefixCacheBytes = 0; return o; });
+        var solo = _h.Engine(SimdLevel.Vector256, o => { o.MaxRunningSequences = 1; o.PrefixCaching = false; return o; });
         var expected = new List<string>();
         foreach (var r in requests) expected.Add(Fingerprint(await Run(solo, r)));
 
@@ -92,7 +92,7 @@ public sealed class PrefixCachingMemoryTests : IDisposable
     public async Task CancellingASequenceThatHoldsSharedBlocksLeavesThemToTheOthers()
     {
         var e = _h.Engine(SimdLevel.Vector256, o => { o.PrefixCaching = true; return o; });
-        var plain = _h.Engine(SimdLevel.Vector256, o => { o.PrefixCaching = false; o.PrefixCacheBytes = 0; return o; });
+        var plain = _h.Engine(SimdLevel.Vector256, o => { o.PrefixCaching = false; return o; });
         await Run(e, Request("a", [1, 2, 3], maxTokens: 2));
         int cached = e.Pool.Usage.CachedPages;
 

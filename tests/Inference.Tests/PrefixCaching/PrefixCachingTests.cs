@@ -28,7 +28,7 @@ public sealed class PrefixCachingTests : IDisposable
     };
 
     private ServingEngine Cached() => _h.Engine(SimdLevel.Vector256, o => { o.PrefixCaching = true; return o; });
-    private ServingEngine Plain() => _h.Engine(SimdLevel.Vector256, o => { o.PrefixCaching = false; o.PrefixCacheBytes = 0; return o; });
+    private ServingEngine Plain() => _h.Engine(SimdLevel.Vector256, o => { o.PrefixCaching = false; return o; });
 
     /// <summary>Token ids and the bits of every logprob (the chosen token's and the alternatives').</summary>
     internal static string Fingerprint(List<GenerationEvent> events) => string.Join(";", events.Where(e => e.TokenId is not null).Select(e =>
