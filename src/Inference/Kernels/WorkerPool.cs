@@ -24,7 +24,7 @@ public sealed class WorkerPool : IDisposable
     private static readonly long SpinTicks = System.Diagnostics.Stopwatch.Frequency / 10_000;
 
     private readonly Thread[] _threads;
-    private readonly long[] _allocated; // each worker's GC.GetAllocatedBytesForCurrentThread after its latest chunk
+    private readonly long[] _allocated; // each worker's GC.GetAllocatedBytesForCurrentThread as of its latest region
     private readonly object _gate = new();
     private PoolJob? _job;
     private int _chunks;
@@ -59,9 +59,11 @@ public sealed class WorkerPool : IDisposable
         }
     }
 
-    /// <summary>Managed bytes the pool's own threads (not the callers) have allocated, as of their latest chunk: a
-    /// region that allocates on a worker raises it before the region returns. With the calling thread's own count, it
-    /// tells what a forward pass allocates, whatever other threads of the process do meanwhile.</summary>
+    /// <summary>Managed bytes the pool's own threads (not the callers) have allocated, as of the latest region each took
+    /// part in: read once per region per worker, when it finds no chunk left to claim, before it signals its last chunk
+    /// done (not after every chunk: that read is on the hot path of ~150 regions per decode step), so a region that
+    /// allocates on a worker raises it before the region returns. With the calling thread's own count, it tells what a
+    /// forward pass allocates, whatever other threads of the process do meanwhile.</summary>
     public long WorkerAllocatedBytes
     {
         get
@@ -120,17 +122,20 @@ public sealed class WorkerPool : IDisposable
     }
 
     /// <summary>Claims and computes chunks of region <paramref name="generation"/> until none is left
-    /// (<paramref name="worker"/>: the pool thread's index, or -1 for the caller).</summary>
+    /// (<paramref name="worker"/>: the pool thread's index, or -1 for the caller). A worker records its allocation count
+    /// once per region: after a chunk, when no chunk is left to claim, before that chunk counts as done (so the count is
+    /// current when the region returns); and, should another thread have claimed the chunk it saw left, on its way out.</summary>
     private void Work(int generation, int worker)
     {
+        bool unrecorded = false; // a chunk ran on this worker since it last recorded its count
         while (true)
         {
             long s = Volatile.Read(ref _state);
-            if (Generation(s) != generation) return;   // a later region: this one is over
+            if (Generation(s) != generation) break;   // a later region: this one is over
             var job = _job;
             int chunks = _chunks;
             int chunk = (int)s;
-            if (chunk >= chunks || job == null) return;
+            if (chunk >= chunks || job == null) break;
             // the claim succeeds only while the region is still this generation, so job and chunks read above are its own
             if (Interlocked.CompareExchange(ref _state, s + 1, s) != s) continue;
             try
@@ -141,10 +146,16 @@ public sealed class WorkerPool : IDisposable
             {
                 Interlocked.CompareExchange(ref _error, e, null);
             }
-            if (worker >= 0) Volatile.Write(ref _allocated[worker], GC.GetAllocatedBytesForCurrentThread());
+            unrecorded = worker >= 0;
+            if (unrecorded && (int)Volatile.Read(ref _state) >= chunks)
+            {
+                Volatile.Write(ref _allocated[worker], GC.GetAllocatedBytesForCurrentThread());
+                unrecorded = false;
+            }
             if (Interlocked.Increment(ref _done) == chunks && Volatile.Read(ref _callerWaiting) != 0)
                 lock (_gate) Monitor.PulseAll(_gate);
         }
+        if (unrecorded) Volatile.Write(ref _allocated[worker], GC.GetAllocatedBytesForCurrentThread());
     }
 
     private void WaitForChunks()
