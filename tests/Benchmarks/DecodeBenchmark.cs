@@ -1,0 +1,62 @@
+using System.Diagnostics;
+using Loom.Inference.Kernels;
+using Loom.Inference.Model;
+
+namespace Loom.Benchmarks;
+
+/// <summary>Suite <c>engine decode</c>: one decode figure alone, for A/B runs of two builds back to back (a bisect). The
+/// SmolLM2-135M shape with random weights of one type, a batch of sequences after a 16-token prompt each, then decode
+/// steps: first for a warm-up time (the JIT's tiers and dynamic PGO settle on the kernels of this weight type), then
+/// timed steps, each on its own; prints the median and best step.</summary>
+internal static class DecodeBenchmark
+{
+    public static void Run(string[] args)
+    {
+        var type = Enum.Parse<WeightType>(Value(args, "--type") ?? "BF16", ignoreCase: true);
+        int batch = int.Parse(Value(args, "--batch") ?? "1");
+        int steps = int.Parse(Value(args, "--steps") ?? "200");
+        double warmup = double.Parse(Value(args, "--warmup-seconds") ?? "3", System.Globalization.CultureInfo.InvariantCulture);
+        var c = Shapes.SmolLM2;
+        using var model = new Transformer(ModelWeights.CreateRandom(c, type, seed: 1), maxContext: 1024);
+        const int prompt = 16;
+        var state = model.CreateState(Math.Max(batch, prompt), batch);
+        var rng = new Random(batch);
+        var caches = new IKvCache[batch];
+        var next = new int[batch];
+        var times = new List<double>();
+        var clock = Stopwatch.StartNew();
+        var step = new Stopwatch();
+        // fresh caches whenever the context would run out (the warm-up may take many steps)
+        int used = int.MaxValue, room = 1024 - prompt;
+        while (times.Count < steps)
+        {
+            if (used >= room)
+            {
+                for (int i = 0; i < batch; i++)
+                {
+                    caches[i] = model.CreateCache(1024);
+                    state.Clear();
+                    state.Add(caches[i], Enumerable.Range(0, prompt).Select(_ => rng.Next(c.VocabSize)).ToArray());
+                    model.Forward(state);
+                    next[i] = rng.Next(c.VocabSize);
+                }
+                used = 0;
+            }
+            step.Restart();
+            state.Clear();
+            for (int i = 0; i < batch; i++) state.Add(caches[i], next.AsSpan(i, 1));
+            model.Forward(state);
+            for (int i = 0; i < batch; i++) next[i] = model.Kernels.Argmax(state.Logits(i));
+            double ms = step.Elapsed.TotalMilliseconds;
+            used++;
+            if (clock.Elapsed.TotalSeconds >= warmup) times.Add(ms);
+        }
+        times.Sort();
+        double median = times[times.Count / 2];
+        Console.WriteLine($"decode {type} batch {batch}: {median:F3} ms/step median, {times[0]:F3} best of {steps} ({batch * 1000 / median:F1} tokens/s median) " +
+            $"after {warmup:F0} s of warm-up; load {File.ReadAllText("/proc/loadavg").Trim()}");
+    }
+
+    private static string? Value(string[] args, string name) =>
+        Array.IndexOf(args, name) is int i and >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+}
