@@ -151,8 +151,14 @@ public class AdaptersTests(AdapterLoomFactory factory) : IClassFixture<AdapterLo
         // The adapter changes the model's distribution: the first token's log-probability differs.
         float First(JsonElement b) => b.GetProperty("choices")[0].GetProperty("logprobs").GetProperty("content")[0].GetProperty("logprob").GetSingle();
         Assert.NotEqual(First(viaBase), First(viaAdapter));
-        // Asking again gives the same answer (the engine keeps the adapter registered).
-        Assert.Equal(viaAdapter.GetProperty("choices").ToString(), (await Ask("chat-lora")).GetProperty("choices").ToString());
+        // Asking again gives the same answer (the engine keeps the adapter registered). The second ask starts from the
+        // first one's cached prompt blocks (prefix caching, on by default, keyed by the adapter too); on AVX-512 the
+        // packed matmul's result for a position depends on its place in its prefill chunk, so the log-probability equals
+        // the recomputed one within float32 tolerance, not bit for bit (decision 012).
+        var again = await Ask("chat-lora");
+        string Text(JsonElement b) => b.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString()!;
+        Assert.Equal(Text(viaAdapter), Text(again));
+        Assert.True(Math.Abs(First(viaAdapter) - First(again)) <= 1e-4, $"first token's logprob {First(again)} again, {First(viaAdapter)} before");
 
         // Usage is recorded under the adapter's name.
         Assert.Contains("chat-lora", await client.GetStringAsync("/v1/usage"));

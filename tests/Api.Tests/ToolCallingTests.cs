@@ -142,7 +142,13 @@ public class ToolCallingTests(LongContextChatModelFactory factory) : IClassFixtu
             .Select(t => (t.GetProperty("token").GetString(), t.GetProperty("logprob").GetDouble(), t.GetProperty("top_logprobs").GetArrayLength()))
             .ToList();
         Assert.NotEmpty(whole);
-        Assert.Equal(whole, streamed); // every token's entry once, in order, streamed or not
+        // every token's entry once, in order, streamed or not. The unstreamed request starts from the streamed one's
+        // cached prompt blocks (prefix caching, on by default); on AVX-512 the packed matmul's result for a position
+        // depends on its place in its prefill chunk, so its log-probabilities equal the recomputed ones within float32
+        // tolerance, not bit for bit (decision 012): tokens and list lengths are compared exactly, log-probabilities to 1e-4.
+        Assert.Equal(whole.Select(t => (t.Item1, t.Item3)), streamed.Select(t => (t.Item1, t.Item3)));
+        for (int i = 0; i < whole.Count; i++)
+            Assert.True(Math.Abs(whole[i].Item2 - streamed[i].Item2) <= 1e-4, $"token {i} ({whole[i].Item1}): logprob {streamed[i].Item2} streamed, {whole[i].Item2} unstreamed");
     }
 
     [Fact]
