@@ -62,13 +62,16 @@ public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes) : IDis
     }
 
     /// <summary>Takes the host buffer for a swap out (null when the space lacks room or the cache is empty); the copy
-    /// is <see cref="CopyOut"/>, which may run on another thread while the cache's pages stay untouched.</summary>
+    /// is <see cref="CopyOut"/>, which may run on another thread while the cache's pages stay untouched. On the thread
+    /// that runs the forward passes: where a device holds newer copies of the cache's pages (the GPU backend), they come
+    /// back to the host pages first.</summary>
     internal SwappedKv? BeginSwapOut(PagedKvCache cache)
     {
         int length = cache.Length;
         if (length == 0) return null;
         int pages = PagesFor(cache), used = cache.BlockSize * cache.KvDim;
         long bytes = BytesFor(cache);
+        cache.Pool.Device?.ToHost(cache.PageTable[..pages]);
         var (data, capacity) = Rent(bytes);
         if (data == 0) return null;
         return new SwappedKv(this, (float*)data, capacity, length, pages, used);

@@ -93,9 +93,15 @@ public sealed unsafe class PagePool : IDisposable
         return new Span<float>(Base + (long)id * PageFloats, PageFloats);
     }
 
+    /// <summary>The device copy of this pool when a GPU backend keeps one whose pages can be newer than the host's (null:
+    /// the host's pages are the only copy, or current). Readers of KV pages on the host ask it first
+    /// (<see cref="KvSwapSpace"/>).</summary>
+    public IDevicePages? Device { get; internal set; }
+
     /// <summary>How many times page <paramref name="id"/> has been allocated. The host writes a page's contents only
     /// after allocating it (KV swap-in, prefix restore, adapter load), so a copy of the page made at the same count is
-    /// current, except for rows the forward pass writes (the GPU backend writes those on both sides).</summary>
+    /// current, except for rows the forward pass writes (the GPU backend writes those on the device only and copies them
+    /// back when the host asks, <see cref="Device"/>).</summary>
     internal int Generation(int id) => Volatile.Read(ref _generation[id]);
 
     public PageOwner OwnerOf(int id)
@@ -218,6 +224,8 @@ public sealed unsafe class PagePool : IDisposable
     public void Dispose()
     {
         if (_base == null) return;
+        Device?.Detach(); // (it may hold the buffer page-locked)
+        Device = null;
         NativeMemory.AlignedFree(_base);
         _base = null;
     }

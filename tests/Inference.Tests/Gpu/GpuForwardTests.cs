@@ -85,8 +85,7 @@ public sealed class GpuForwardTests(ITestOutputHelper log) : IDisposable
     }
 
     /// <summary>A batch of three sequences (a rank-2 adapter, the base model, a rank-8 adapter) through a prefill and a
-    /// decode step equals each sequence run alone on the device, and the CPU backend on the same
-    /// batch; KV written by the device is in the host pool pages (a CPU decode continues from them).</summary>
+    /// decode step equals each sequence run alone on the device, and the CPU backend on the same batch.</summary>
     [Fact]
     public void MixedAdapterBatchEqualsEachAloneAndTheCpuBackend()
     {

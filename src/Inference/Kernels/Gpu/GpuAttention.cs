@@ -79,15 +79,13 @@ internal static class GpuAttention
         for (int d = tid; d < hd; d += g) output[qo + d] = acc[d] / l;
     }
 
-    /// <summary>Writes the new keys k and values v (tokens, kvDim) into their pages at Positions[t], and into the staging
-    /// copy (2, tokens, kvDim) that goes back to the host pool. One thread per (keys | values, token, element).</summary>
-    public static void WriteKv(Index1D index, ArrayView<float> pages, ArrayView<float> staging, ArrayView<float> k, ArrayView<float> v,
+    /// <summary>Writes the new keys k and values v (tokens, kvDim) into their pages at Positions[t] (the device's pages are
+    /// the authoritative copy of them; decision 010). One thread per (keys | values, token, element).</summary>
+    public static void WriteKv(Index1D index, ArrayView<float> pages, ArrayView<float> k, ArrayView<float> v,
         ArrayView<int> table, ArrayView<int> tableOffset, ArrayView<int> positions, PagedKvShape kv, int tokens)
     {
         int i = index % kv.KvDim, t = index / kv.KvDim % tokens, which = index / kv.KvDim / tokens;
         long src = (long)t * kv.KvDim + i;
-        float value = which == 0 ? k[src] : v[src];
-        pages[kv.RowAt(table, tableOffset[t], positions[t], which) + i] = value;
-        staging[index] = value;
+        pages[kv.RowAt(table, tableOffset[t], positions[t], which) + i] = which == 0 ? k[src] : v[src];
     }
 }

@@ -27,7 +27,7 @@ public sealed class GpuKernels
     private readonly Action<KernelConfig, ArrayView<DeviceSample>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<DeviceSampleRow>,
         ArrayView<uint>, ArrayView<int>, ArrayView<float>, int> _sample;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedKvShape, AttentionShape> _attend;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedKvShape, int> _writeKv;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedKvShape, int> _writeKv;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, LoraShape> _shrink;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<int>, LoraShape> _expand;
 
@@ -54,7 +54,7 @@ public sealed class GpuKernels
         _sample = _a.LoadStreamKernel<ArrayView<DeviceSample>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<DeviceSampleRow>,
             ArrayView<uint>, ArrayView<int>, ArrayView<float>, int>(GpuSampling.Sample);
         _attend = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedKvShape, AttentionShape>(GpuAttention.Attend);
-        _writeKv = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedKvShape, int>(GpuAttention.WriteKv);
+        _writeKv = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedKvShape, int>(GpuAttention.WriteKv);
         _shrink = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, LoraShape>(GpuLora.Shrink);
         _expand = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<int>, LoraShape>(GpuLora.Expand);
     }
@@ -120,9 +120,9 @@ public sealed class GpuKernels
         _attend(Groups(tokens * s.Heads), output, q, pages, table, tableOffset, lengths, kv, s);
     }
 
-    internal void WriteKv(ArrayView<float> pages, ArrayView<float> staging, ArrayView<float> k, ArrayView<float> v, ArrayView<int> table,
+    internal void WriteKv(ArrayView<float> pages, ArrayView<float> k, ArrayView<float> v, ArrayView<int> table,
         ArrayView<int> tableOffset, ArrayView<int> positions, int tokens, PagedKvShape kv) =>
-        _writeKv(2 * tokens * kv.KvDim, pages, staging, k, v, table, tableOffset, positions, kv, tokens);
+        _writeKv(2 * tokens * kv.KvDim, pages, k, v, table, tableOffset, positions, kv, tokens);
 
     internal void LoraShrink(ArrayView<float> scratch, ArrayView<float> x, ArrayView<float> pages, ArrayView<int> arena,
         ArrayView<int> modules, ArrayView<int> tokenSlot, int tokens, LoraShape s) =>

@@ -11,16 +11,15 @@ internal sealed class DeviceActivations : IDisposable
     private readonly Accelerator _a;
     private readonly List<IDisposable> _owned = [];
 
-    public readonly ArrayView<float> X, Xb, Q, K, V, Att, Hb, Hb2, Last, Logits, LoraScratch, Staging;
+    public readonly ArrayView<float> X, Xb, Q, K, V, Att, Hb, Hb2, Last, Logits, LoraScratch;
     public readonly ArrayView<int> Tokens, Positions, Lengths, TableOffset, TokenSlot, LastIndex, Ids;
     // X, Xb (MaxTokens, dim); Q, Att (MaxTokens, qDim); K, V (MaxTokens, kvDim); Hb, Hb2 (MaxTokens, hidden);
     // Last (MaxSequences, dim); Logits (MaxSequences or MaxTokens, vocab); LoraScratch (MaxTokens, max(1, MaxLoraRank));
-    // Staging (layers, 2, MaxTokens, kvDim) the new keys and values going back to the host pool; Ids (MaxSequences)
+    // Ids (MaxSequences)
     public MemoryBuffer1D<int, Stride1D.Dense> KvTable { get; private set; } // (grows) the batch's page tables, concatenated
 
     public readonly int[] HostTableOffset, HostTokenSlot, HostLastIndex; // (MaxTokens), (MaxTokens), (MaxSequences)
     public int[] HostKvTable = new int[1024];                            // (grows)
-    public readonly float[] HostStaging;                                 // (layers, 2, MaxTokens, kvDim)
     public DeviceSampler? Sampler;                                       // made at the first sampling on the device
 
     public DeviceActivations(Accelerator a, ModelConfig c, ForwardState s)
@@ -38,8 +37,6 @@ internal sealed class DeviceActivations : IDisposable
         Last = F((long)S * c.HiddenSize);
         Logits = F((long)(s.AllPositionLogits ? T : S) * c.VocabSize);
         LoraScratch = F((long)T * Math.Max(1, s.MaxLoraRank));
-        Staging = F((long)c.NumLayers * 2 * T * c.KvDim);
-        HostStaging = new float[(long)c.NumLayers * 2 * T * c.KvDim];
         Tokens = I(T);
         Positions = I(T);
         Lengths = I(T);

@@ -10,10 +10,12 @@ namespace Loom.Inference.Model.Gpu;
 
 /// <summary>The forward pass on an ILGPU accelerator (CUDA, or ILGPU's CPU accelerator in the tests): the base weights are
 /// uploaded once; the activations stay on the device for the whole pass; KV and adapter pages are read from a device
-/// mirror of the unified pool through page tables on the device. Per step the host uploads the batch's small tables
-/// (tokens, positions, each sequence's page table, each token's adapter slot) and reads back the logits (or, through
-/// <see cref="ForwardGreedy"/>, only the argmax ids) and the new keys and values, which it writes into the host pool so that
-/// KV swap and the prefix cache keep working unchanged. See docs/decisions/010-ilgpu-backend.md.</summary>
+/// copy of the unified pool through page tables on the device. Per step the host uploads the batch's small tables
+/// (tokens, positions, each sequence's page table, each token's adapter slot) and reads back the logits, or through
+/// <see cref="ForwardSample"/> only the sampled tokens (and the logits rows of the rows the host samples). The new keys and
+/// values stay on the device, whose pages are the authoritative copy; the host asks for pages before it reads them (KV
+/// swap-out, the prefix cache's host copy: <see cref="DevicePoolMirror.ToHost"/>). See
+/// docs/decisions/010-ilgpu-backend.md.</summary>
 public sealed class DeviceForward : IForwardBackend, IDeviceSampling
 {
     private readonly GpuAccelerator _device;
@@ -69,7 +71,7 @@ public sealed class DeviceForward : IForwardBackend, IDeviceSampling
             a.Logits.SubView(0, (long)rows * _c.VocabSize).CopyToCPU(s.LogitsBuffer.AsSpan(0, rows * _c.VocabSize));
             Transfers.Logits(4L * rows * _c.VocabSize);
         }
-        Finish(s, a);
+        Finish(s);
     }
 
     /// <summary>The forward pass with sampling on the device (<see cref="IDeviceSampling"/>): per step only the sampled
@@ -93,7 +95,7 @@ public sealed class DeviceForward : IForwardBackend, IDeviceSampling
                 Transfers.Logits(4L * vocab);
             }
         }
-        Finish(s, a);
+        Finish(s);
     }
 
     /// <summary>The forward pass with greedy sampling on the device: only the argmax id of each sequence's last logits
@@ -105,7 +107,7 @@ public sealed class DeviceForward : IForwardBackend, IDeviceSampling
         _k.Argmax(a.Ids, a.Logits, _c.VocabSize, s.SequenceCount);
         a.Ids.SubView(0, s.SequenceCount).CopyToCPU(ids[..s.SequenceCount]);
         Transfers.Samples(4L * s.SequenceCount);
-        Finish(s, a);
+        Finish(s);
     }
 
     private DeviceActivations? Run(Transformer model, ForwardState s, LogitsMode mode)
@@ -194,7 +196,7 @@ public sealed class DeviceForward : IForwardBackend, IDeviceSampling
             Lora(a, adapterMirror, a.K, a.Xb, dim, kvDim, l, LoraTarget.KProj, T, maxRank);
             Lora(a, adapterMirror, a.V, a.Xb, dim, kvDim, l, LoraTarget.VProj, T, maxRank);
             k.Rope(a.Q, a.K, a.Positions, w.RopeCos.View, w.RopeSin.View, T, rope);
-            k.WriteKv(pages, a.Staging.SubView((long)l * 2 * T * kvDim, 2L * T * kvDim), a.K, a.V, kvTable, a.TableOffset, a.Positions, T, kv);
+            k.WriteKv(pages, a.K, a.V, kvTable, a.TableOffset, a.Positions, T, kv);
             k.Attention(a.Att, a.Q, pages, kvTable, a.TableOffset, a.Lengths, T, kv, att);
             k.MatMul(a.Xb, a.Att, L.O, T);
             Lora(a, adapterMirror, a.Xb, a.Att, qDim, dim, l, LoraTarget.OProj, T, maxRank);
@@ -227,25 +229,24 @@ public sealed class DeviceForward : IForwardBackend, IDeviceSampling
         return a;
     }
 
-    /// <summary>The new keys and values go into the host pool's pages too (swap and the prefix cache read them there),
-    /// then the caches advance.</summary>
-    private void Finish(ForwardState s, DeviceActivations a)
+    /// <summary>The new keys and values stay on the device: their pages are marked newer there than on the host, which
+    /// asks for them when it reads them (<see cref="DevicePoolMirror.ToHost"/>); then the caches advance.</summary>
+    private void Finish(ForwardState s)
     {
-        int T = s.TokenCount, kvDim = _c.KvDim, layers = _c.NumLayers;
-        long n = (long)layers * 2 * T * kvDim;
         _device.Accelerator.Synchronize();
-        var staging = a.HostStaging.AsSpan(0, (int)n);
-        a.Staging.SubView(0, n).CopyToCPU(staging);
-        Transfers.Kv(4 * n);
-        for (int l = 0; l < layers; l++)
-            for (int kv = 0; kv < 2; kv++)
-                for (int t = 0; t < T; t++)
-                {
-                    var cache = s.TokenCache[t];
-                    int pos = s.Positions[t], block = pos / cache.BlockSize, row = pos % cache.BlockSize;
-                    var page = kv == 0 ? cache.Keys(l, block) : cache.Values(l, block);
-                    staging.Slice(((l * 2 + kv) * T + t) * kvDim, kvDim).CopyTo(page.Slice(row * kvDim, kvDim));
-                }
+        int layers = _c.NumLayers;
+        var mirror = _mirrors[((PagedKvCache)s.SeqCache[0]).Pool];
+        for (int t = 0; t < s.TokenCount; t++)
+        {
+            var cache = (PagedKvCache)s.TokenCache[t];
+            var table = cache.PageTable;
+            int block = s.Positions[t] / cache.BlockSize;
+            for (int l = 0; l < layers; l++)
+            {
+                mirror.Written(table[(block * layers + l) * 2]);
+                mirror.Written(table[(block * layers + l) * 2 + 1]);
+            }
+        }
         for (int i = 0; i < s.SequenceCount; i++) s.SeqCache[i].Advance(s.SeqCount[i]);
     }
 
@@ -276,7 +277,7 @@ public sealed class DeviceForward : IForwardBackend, IDeviceSampling
     private DevicePoolMirror Mirror(PagePool pool)
     {
         if (_mirrors.TryGetValue(pool, out var m)) return m;
-        m = new DevicePoolMirror(_device.Accelerator, pool);
+        m = new DevicePoolMirror(_device.Accelerator, pool, Transfers);
         _mirrors.Add(pool, m);
         return m;
     }

@@ -4,24 +4,46 @@ using Loom.Inference.Memory;
 
 namespace Loom.Inference.Model.Gpu;
 
-/// <summary>A device copy of a <see cref="PagePool"/>'s pages (PageCount, PageFloats), keyed by page index like the pool,
-/// so a page table on the device addresses it as the host's does. A page is uploaded when a batch first reads it at its
-/// current allocation count (<see cref="PagePool.Generation"/>): the host writes a page only right after allocating it
-/// (adapter load, KV swap-in, prefix restore), and the rows the forward pass writes are written on both sides.</summary>
-internal sealed unsafe class DevicePoolMirror : IDisposable
+/// <summary>The device copy of a <see cref="PagePool"/>'s pages (PageCount, PageFloats), keyed by page index like the pool,
+/// so a page table on the device addresses it as the host's does. Host → device: a page is uploaded when a batch first
+/// reads it at its current allocation count (<see cref="PagePool.Generation"/>): the host writes a page only right after
+/// allocating it (adapter load, KV swap-in, prefix restore). Device → host: the keys and values the forward pass writes
+/// stay on the device (this copy is the authoritative one for them) and come back only when the host is about to read
+/// the pages (<see cref="ToHost"/>: swap-out, a finished request's KV going to the prefix cache), on a stream of their
+/// own, into the host pool's buffer page-locked once where the accelerator allows it.</summary>
+internal sealed unsafe class DevicePoolMirror : IDisposable, IDevicePages
 {
+    private readonly Accelerator _a;
     private readonly PagePool _pool;
     private readonly int[] _generation; // (PageCount) allocation count of the device copy; 0: never uploaded
+    private readonly int[] _written;    // (PageCount) allocation count at which the device wrote rows the host lacks; 0: none
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _pages; // (PageCount, PageFloats)
+    private readonly AcceleratorStream _copies;                     // device → host page copies
+    private PageLockScope<float>? _pinned;                          // the host pool's buffer, page-locked (null: not)
 
     public ArrayView<float> Pages => _pages.View;
+    /// <summary>Pages uploaded host → device so far.</summary>
     public long Uploads { get; private set; }
+    /// <summary>Pages copied device → host so far.</summary>
+    public long Downloads { get; private set; }
+    /// <summary>Whether the host pool's buffer is page-locked for the copies.</summary>
+    public bool PageLocked => _pinned is not null;
 
-    public DevicePoolMirror(Accelerator a, PagePool pool)
+    private readonly DeviceTransfers? _transfers;
+
+    public DevicePoolMirror(Accelerator a, PagePool pool, DeviceTransfers? transfers = null)
     {
+        _transfers = transfers;
+        if (pool.Device is not null) throw new NotSupportedException("a page pool has one device copy: a second GPU backend cannot share it");
+        _a = a;
         _pool = pool;
         _generation = new int[pool.PageCount];
+        _written = new int[pool.PageCount];
         _pages = a.Allocate1D<float>((long)pool.PageCount * pool.PageFloats);
+        _copies = a.CreateStream();
+        try { _pinned = a.CreatePageLockFromPinned<float>((nint)pool.Base, (long)pool.PageCount * pool.PageFloats); }
+        catch (Exception e) when (e is NotSupportedException or InvalidOperationException or ArgumentException) { _pinned = null; } // pageable copies
+        pool.Device = this;
     }
 
     public PagePool Pool => _pool;
@@ -46,5 +68,49 @@ internal sealed unsafe class DevicePoolMirror : IDisposable
         }
     }
 
-    public void Dispose() => _pages.Dispose();
+    /// <summary>The forward pass wrote rows of page <paramref name="id"/> on the device (after <see cref="Sync"/>).</summary>
+    public void Written(int id) => _written[id] = _generation[id];
+
+    /// <summary>Whether the device holds rows of page <paramref name="id"/> that the host lacks.</summary>
+    public bool DeviceNewer(int id) => _written[id] != 0 && _written[id] == _pool.Generation(id);
+
+    public void ToHost(ReadOnlySpan<int> ids)
+    {
+        int pf = _pool.PageFloats;
+        float* hostBase = _pool.Base;
+        bool any = false;
+        for (int i = 0; i < ids.Length; i++)
+        {
+            int id = ids[i];
+            if (!DeviceNewer(id)) continue;
+            if (!any)
+            {
+                _a.DefaultStream.Synchronize(); // the forward pass that wrote them is done
+                any = true;
+            }
+            int end = i + 1;
+            while (end < ids.Length && ids[end] == ids[end - 1] + 1 && DeviceNewer(ids[end])) end++;
+            int count = end - i;
+            _pages.AsContiguous().SubView((long)id * pf, (long)count * pf).CopyToCPUUnsafeAsync(_copies, ref *(hostBase + (long)id * pf), (long)count * pf);
+            for (int j = i; j < end; j++) _written[ids[j]] = 0;
+            Downloads += count;
+            _transfers?.Kv((long)count * pf * sizeof(float));
+            i = end - 1;
+        }
+        if (any) _copies.Synchronize();
+    }
+
+    public void Detach()
+    {
+        _pinned?.Dispose();
+        _pinned = null;
+    }
+
+    public void Dispose()
+    {
+        if (ReferenceEquals(_pool.Device, this)) _pool.Device = null;
+        Detach();
+        _copies.Dispose();
+        _pages.Dispose();
+    }
 }
