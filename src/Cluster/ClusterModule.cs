@@ -28,6 +28,7 @@ public static class ClusterModule
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton<ClusterMeters>();
         services.AddSingleton<NodeIdentity>();
+        services.AddSingleton<EngineAdmission>();
         if (inference)
         {
             services.AddSingleton<IInferenceClient, InProcessInferenceClient>();

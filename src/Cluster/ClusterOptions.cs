@@ -24,7 +24,11 @@ public sealed class ClusterOptions
     /// <summary>Sequences (running + waiting) on the node an adapter hashes to past which a request goes to the least
     /// loaded node instead.</summary>
     public int AffinityMaxLoad { get; set; } = 32;
-    /// <summary>Retry-After given with a retryable failure (a node lost mid-stream, no live node).</summary>
+    /// <summary>Generations one engine of a node holds at once, running and waiting (<see cref="EngineAdmission"/>); one
+    /// more is refused (on an API node: tried on the next node serving the model, then answered 503 with Retry-After)
+    /// rather than queued, so overload cannot grow the queue without bound.</summary>
+    public int MaxGenerationsPerEngine { get; set; } = 256;
+    /// <summary>Retry-After given with a retryable failure (a node lost mid-stream, no live node, every engine busy).</summary>
     public TimeSpan RetryAfter { get; set; } = TimeSpan.FromSeconds(1);
     /// <summary>How long an API node waits for a TCP connection to an inference node before trying the next.</summary>
     public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(2);
@@ -38,6 +42,7 @@ public sealed class ClusterOptions
         : NodeTimeout <= HeartbeatInterval ? "Cluster:NodeTimeout must be longer than Cluster:HeartbeatInterval"
         : RefreshInterval <= TimeSpan.Zero ? "Cluster:RefreshInterval must be positive"
         : AffinityMaxLoad < 1 ? "Cluster:AffinityMaxLoad must be positive"
+        : MaxGenerationsPerEngine < 1 ? "Cluster:MaxGenerationsPerEngine must be positive"
         : RetryAfter <= TimeSpan.Zero ? "Cluster:RetryAfter must be positive"
         : ConnectTimeout <= TimeSpan.Zero ? "Cluster:ConnectTimeout must be positive"
         : null;

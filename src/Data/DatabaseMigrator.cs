@@ -12,8 +12,14 @@ namespace Loom.Data;
 public sealed record DatabaseStatus(bool Reachable, bool UpToDate, string? Problem);
 
 /// <summary>Applies migrations at start-up and answers readiness checks.</summary>
+/// <remarks>Migrations are only ever added by a newer build, which starts a new process: once this process has seen
+/// them applied it remembers it, and later readiness checks only test the connection (EF's pending-migrations check
+/// reads the history table and compares it with the assembly's migrations, which a node under heavy load can take
+/// longer than the front's one-second probe timeout to do).</remarks>
 public sealed class DatabaseMigrator(IServiceScopeFactory scopes, ILogger<DatabaseMigrator> logger)
 {
+    private volatile bool _applied;
+
     public async Task MigrateAsync(CancellationToken ct = default)
     {
         await using var scope = scopes.CreateAsyncScope();
@@ -27,6 +33,7 @@ public sealed class DatabaseMigrator(IServiceScopeFactory scopes, ILogger<Databa
             logger.LogInformation("Applying {Count} database migration(s): {Migrations}", pending.Count, string.Join(", ", pending));
             await db.Database.MigrateAsync(ct);
         }
+        _applied = true;
     }
 
     public async Task<DatabaseStatus> CheckAsync(CancellationToken ct = default)
@@ -36,8 +43,11 @@ public sealed class DatabaseMigrator(IServiceScopeFactory scopes, ILogger<Databa
             await using var scope = scopes.CreateAsyncScope();
             var db = scope.ServiceProvider.GetRequiredService<PlatformDbContext>();
             if (!await db.Database.CanConnectAsync(ct)) return new(false, false, "database unreachable");
+            if (_applied) return new(true, true, null);
             var pending = (await db.Database.GetPendingMigrationsAsync(ct)).Count();
-            return pending == 0 ? new(true, true, null) : new(true, false, $"{pending} migration(s) pending");
+            if (pending > 0) return new(true, false, $"{pending} migration(s) pending");
+            _applied = true;
+            return new(true, true, null);
         }
         catch (Exception e) when (IsConnectionFailure(e))
         {

@@ -71,6 +71,30 @@ public class StartupTests
         Assert.Contains("pending", await ready.Content.ReadAsStringAsync());
     }
 
+    [Fact]
+    public async Task ReadyzRemembersMigrationsOnceSeenApplied()
+    {
+        await using var database = await TestDatabase.CreateAsync("loom_ready_seen");
+        await using var factory = new WebApplicationFactory<Program>().WithWebHostBuilder(b =>
+        {
+            b.UseSetting("ConnectionStrings:Loom", database.ConnectionString);
+            b.UseSetting("Loom:Roles", "api");
+        });
+        var client = factory.CreateClient();
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/readyz")).StatusCode);
+
+        // Emptying the history table would make EF's check report every migration pending: the probe no longer runs it.
+        await using (var conn = new Npgsql.NpgsqlConnection(database.ConnectionString))
+        {
+            await conn.OpenAsync();
+            await using var cmd = new Npgsql.NpgsqlCommand("DELETE FROM __ef_migrations_history", conn);
+            Assert.True(await cmd.ExecuteNonQueryAsync() > 0);
+        }
+        var ready = await client.GetAsync("/readyz");
+        Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
+        Assert.Contains("\"applied\"", await ready.Content.ReadAsStringAsync());
+    }
+
     [Theory]
     [InlineData("api", false)]
     [InlineData("api,jobs", true)]

@@ -42,7 +42,7 @@ internal static class LinePlot
     }
 
     /// <summary>The checkout's commit (short), or "unknown" outside a git checkout.</summary>
-    private static string Commit()
+    internal static string Commit()
     {
         try
         {

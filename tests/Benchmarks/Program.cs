@@ -34,6 +34,12 @@
 //   prefix [--quick] [--rounds N]
 //                                time to first token with a shared 512-token system prompt: no reuse vs automatic
 //                                prefix caching on pool pages (burst, one at a time, multi-turn)
+//   cluster [--quick] [--rounds N]
+//                                Loom split by role as real processes on loopback (PostgreSQL from LOOM_TEST_PG): tokens/s
+//                                and TTFT of one trace with the engine in-process, over the RPC to one inference node, and
+//                                to two (scaling factor, routing overhead, adapter-affinity hit rate); median of rounds
+//   cluster load [--minutes M]   the cluster at twice its measured capacity for M minutes (default 5): statuses, memory
+//                                of every node, the pools' audit at the end
 //   constrained [--quick]        structured outputs: the token-mask trie walk at 49k and 128k vocabularies, and decode at
 //                                batch 8 with and without a JSON schema on every sequence
 using Loom.Benchmarks;
@@ -81,6 +87,9 @@ switch (suite)
     case "prefix":
         PrefixBenchmark.Run(args[1..]);
         return 0;
+    case "cluster":
+        ClusterBenchmark.Run(args[1..]);
+        return Environment.ExitCode;
     case "constrained":
         ConstrainedBenchmark.Run(args[1..]);
         return 0;

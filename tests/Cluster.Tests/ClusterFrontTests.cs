@@ -31,9 +31,9 @@ public sealed class ClusterFrontTests(LoopbackCluster cluster, ITestOutputHelper
     private static Task<double> ModelsServedAsync(NodeProcess node) =>
         LoopbackCluster.MetricAsync(node, ModelsRoute, "v1/models\"");
 
-    /// <summary>The node's count once it reaches <paramref name="expected"/> (or what it shows after 5 s): the
-    /// Prometheus endpoint answers a scrape from a cache for a few hundred milliseconds, so a count read right after
-    /// quick requests can be the one read before them.</summary>
+    /// <summary>The node's count once it reaches <paramref name="expected"/> (or what it shows after 5 s): the scrape
+    /// answers fresh (no response cache on the tests' nodes), but ASP.NET Core records a request's duration once its
+    /// response is complete, which can be just after the client has read it.</summary>
     private static async Task<double> ModelsServedAsync(NodeProcess node, double expected)
     {
         var waited = Stopwatch.StartNew();
@@ -59,7 +59,7 @@ public sealed class ClusterFrontTests(LoopbackCluster cluster, ITestOutputHelper
         var counting = Stopwatch.StartNew();
         do
         {
-            if (counting.ElapsedMilliseconds > 0) await Task.Delay(100); // scrapes are cached briefly (see ModelsServedAsync)
+            if (counting.ElapsedMilliseconds > 0) await Task.Delay(100); // counts can trail the answers briefly (see ModelsServedAsync)
             (one, two) = (await ModelsServedAsync(cluster.Api) - oneBefore, await ModelsServedAsync(cluster.Api2) - twoBefore);
         } while (one + two < 40 && counting.Elapsed < TimeSpan.FromSeconds(5));
         output.WriteLine($"40 requests through the front: api-1 served {one}, api-2 {two}");

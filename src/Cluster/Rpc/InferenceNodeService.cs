@@ -14,9 +14,10 @@ namespace Loom.Cluster.Rpc;
 /// The inference node's side of the RPC: runs a generation on the engine of its base model (a node may serve several)
 /// and streams its events. The call's cancellation (the API node cancelled, or its connection dropped) cancels the
 /// engine request. A named adapter is registered here from the shared blob store, after checking it belongs to the
-/// tenant the request names.
+/// tenant the request names. An engine holding Cluster:MaxGenerationsPerEngine generations refuses more with
+/// ResourceExhausted.
 /// </summary>
-internal sealed class InferenceNodeService(ServedEngines engines, IServiceScopeFactory scopes, IOptions<ClusterOptions> options,
+internal sealed class InferenceNodeService(ServedEngines engines, EngineAdmission admission, IServiceScopeFactory scopes, IOptions<ClusterOptions> options,
     ILogger<InferenceNodeService> logger) : InferenceNode.InferenceNodeBase
 {
     public override async Task Generate(GenerateRequest request, IServerStreamWriter<GenerateEvent> responseStream, ServerCallContext context)
@@ -26,6 +27,9 @@ internal sealed class InferenceNodeService(ServedEngines engines, IServiceScopeF
         if (engines.All.Count == 0) throw new RpcException(new Status(StatusCode.Unavailable, "this node serves no model"));
         var engine = engines.Find(request.BaseModel)
             ?? throw new RpcException(new Status(StatusCode.NotFound, $"this node does not serve '{request.BaseModel}'"));
+        // Full: the API node tries the next node serving the model, and answers 503 when every one is full.
+        using var lease = admission.TryEnter(request.BaseModel)
+            ?? throw new RpcException(new Status(StatusCode.ResourceExhausted, $"the engine of '{request.BaseModel}' holds {options.Value.MaxGenerationsPerEngine} generations"));
         if (request.AdapterId.Length > 0) await RegisterAdapterAsync(engine, request, ct);
 
         var generation = RpcMapping.FromRpc(request);

@@ -19,7 +19,9 @@ namespace Loom.Cluster.Rpc;
 /// An API node without an engine: each generation goes over gRPC to a live inference node serving its base model,
 /// the one (base model, adapter) hashes to unless it is past the load threshold (<see cref="NodeRouter"/>). A node that
 /// cannot be reached before the first event is set aside and the next one tried; a node lost after the first event
-/// ends the stream with <see cref="InferenceUnavailableException"/> (retryable). Text prompts are tokenized here, with
+/// ends the stream with <see cref="InferenceUnavailableException"/> (retryable). A node whose engine is full
+/// (<see cref="EngineAdmission"/>) is passed over for the next, and when every one is full the request is refused as
+/// retryable too. Text prompts are tokenized here, with
 /// the tokenizer of the base model's folder (its path in <c>base_models</c>).
 /// </summary>
 public sealed class RemoteInferenceClient(NodeDirectory directory, IServiceScopeFactory scopes, IOptions<ClusterOptions> options, ClusterMeters meters,
@@ -60,6 +62,7 @@ public sealed class RemoteInferenceClient(NodeDirectory directory, IServiceScope
         var o = options.Value;
         var nodes = await directory.ServingAsync(baseModel, cancellationToken);
         var (order, placement) = NodeRouter.OrderFor(nodes, baseModel, request.AdapterId, n => directory.InFlight(n.Id, baseModel), o.AffinityMaxLoad);
+        var busy = 0;
         for (var attempt = 0; attempt < order.Count; attempt++)
         {
             var node = order[attempt];
@@ -68,9 +71,10 @@ public sealed class RemoteInferenceClient(NodeDirectory directory, IServiceScope
             using (call)
             {
                 var (reached, first) = await FirstAsync(call, node, cancellationToken);
-                if (!reached)
+                if (reached is Reach.Busy) busy++;
+                if (reached is not Reach.Reached)
                 {
-                    directory.MarkUnreachable(node);
+                    if (reached is Reach.Unreachable) directory.MarkUnreachable(node);
                     if (attempt + 1 < order.Count) meters.FailedOver();
                     continue;
                 }
@@ -81,8 +85,11 @@ public sealed class RemoteInferenceClient(NodeDirectory directory, IServiceScope
                 yield break;
             }
         }
+        if (busy > 0 && busy == order.Count) throw EngineAdmission.Busy(baseModel, o.RetryAfter);
         throw new InferenceUnavailableException($"No inference node serving '{baseModel}' can be reached. Please try again in {o.RetryAfter.TotalSeconds:0}s.", o.RetryAfter);
     }
+
+    private enum Reach { Reached, Unreachable, Busy }
 
     /// <summary>Choices one after another, each routed as a generation of its own (to the same node while it is
     /// under the load threshold); sharing one prefill between them is not carried over the RPC yet.</summary>
@@ -90,19 +97,24 @@ public sealed class RemoteInferenceClient(NodeDirectory directory, IServiceScope
         IReadOnlyList<Loom.Inference.Sampling.SamplingParams> samplings, CancellationToken cancellationToken) =>
         SequentialChoices.RunAsync(this, baseModel, request, samplings, cancellationToken);
 
-    /// <summary>The first event (null when the stream ended without one); reached false when the node could not be
-    /// reached or does not serve the model (the caller tries the next).</summary>
-    private async Task<(bool Reached, GenerationEvent? First)> FirstAsync(AsyncServerStreamingCall<GenerateEvent> call, LiveNode node, CancellationToken ct)
+    /// <summary>The first event (null when the stream ended without one); not reached when the node could not be
+    /// reached or does not serve the model, busy when its engine holds the most generations allowed (the caller tries
+    /// the next either way).</summary>
+    private async Task<(Reach Reached, GenerationEvent? First)> FirstAsync(AsyncServerStreamingCall<GenerateEvent> call, LiveNode node, CancellationToken ct)
     {
         try
         {
-            return (true, await call.ResponseStream.MoveNext(ct) ? RpcMapping.FromRpc(call.ResponseStream.Current) : null);
+            return (Reach.Reached, await call.ResponseStream.MoveNext(ct) ? RpcMapping.FromRpc(call.ResponseStream.Current) : null);
+        }
+        catch (RpcException e) when (!ct.IsCancellationRequested && e.StatusCode is StatusCode.ResourceExhausted)
+        {
+            return (Reach.Busy, null);
         }
         catch (RpcException e) when (!ct.IsCancellationRequested && e.StatusCode is StatusCode.Unavailable or StatusCode.Internal or StatusCode.Unknown
                                      or StatusCode.Aborted or StatusCode.NotFound)
         {
             logger.LogWarning("Inference node {Node} at {Url} did not take a request ({Status}: {Detail}); trying the next", node.Id, node.InternalUrl, e.StatusCode, e.Status.Detail);
-            return (false, null);
+            return (Reach.Unreachable, null);
         }
         catch (RpcException e) { throw Translate(e, node, ct); }
     }

@@ -6,9 +6,10 @@ namespace Loom.Inference.Engine;
 /// <summary>
 /// The engine's own instruments on the meter <see cref="MeterName"/>, read from <see cref="IInferenceEngine.GetMetrics"/>
 /// when a collector asks (OpenTelemetry, dotnet-counters): tokens computed and generated, iterations, batch size,
-/// queue length, pool pages by owner, adapter loads and evictions, preemptions by cause, requests by outcome, and per
-/// tenant (under the fair policy) tokens served, waiting and running sequences and preemptions. Every instrument is
-/// tagged with the served model. One metrics snapshot serves all the callbacks of one collection.
+/// queue length, pool pages by owner (and the pool's accounting check), adapter loads and evictions, preemptions by
+/// cause, requests by outcome, and per tenant (under the fair policy) tokens served, waiting and running sequences and
+/// preemptions. Every instrument is tagged with the served model. One metrics snapshot serves all the callbacks of one
+/// collection.
 /// </summary>
 public sealed class EngineMeters : IDisposable
 {
@@ -48,6 +49,9 @@ public sealed class EngineMeters : IDisposable
             Tagged(m.Pool.AdapterPages, "owner", "adapter"), Tagged(m.Pool.TrainingPages, "owner", "training"),
             Tagged(m.Pool.CachedPages, "owner", "cached"),
         ]), "{page}", "Pages of the unified pool by owner (cached: prefix-cache KV blocks)");
+        if (engine is ServingEngine serving)
+            _meter.CreateObservableGauge("loom.engine.pool.audit_failures", () => new Measurement<long>(serving.AuditPool() is null ? 0 : 1, _model),
+                "{failure}", "1 when the page pool's accounting check fails (a page both free and owned, or counters that disagree with the tags), else 0");
         _meter.CreateObservableCounter("loom.engine.preemptions", () => Read(m =>
         [
             Tagged(m.Scheduling.FairnessPreemptions, "cause", "fairness"), Tagged(m.Scheduling.Preemptions - m.Scheduling.FairnessPreemptions, "cause", "memory"),

@@ -122,6 +122,11 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
 
     /// <summary>The unified pool (tests audit it).</summary>
     internal PagePool Pool => _pool;
+
+    /// <summary>The page pool's accounting check (<see cref="PagePool.Audit"/>: every page free xor owned, the counters
+    /// match the tags), of the adapter partition too where there is one: the first violation, or null. O(pages) under
+    /// the pool's lock, safe while the engine runs; for metrics and diagnostics.</summary>
+    public string? AuditPool() => _pool.Audit() ?? (Unified ? null : _adapterPool.Audit());
     private bool Unified => ReferenceEquals(_pool, _adapterPool);
     internal AdapterStore Adapters => _store;
 

@@ -16,6 +16,7 @@ namespace Loom.Web.Hosting;
 /// Metrics are scraped by Prometheus at <c>/metrics</c>; both signals go to an OTLP collector when the standard
 /// <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> is set. The scrape endpoint answers requests from loopback, or bearing
 /// <c>Loom:Telemetry:ScrapeToken</c> when one is configured (its per-tenant series name tenants); others get a 404.
+/// A scrape's answer is reused for <see cref="ScrapeCacheMilliseconds"/>.
 /// </summary>
 internal static class Telemetry
 {
@@ -24,6 +25,7 @@ internal static class Telemetry
     public static IServiceCollection AddLoomTelemetry(this IServiceCollection services, IConfiguration configuration, LoomRoles roles)
     {
         var otlp = !string.IsNullOrWhiteSpace(configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]);
+        var scrapeCache = ScrapeCacheMilliseconds(configuration); // a bad value stops the start, not the first scrape
         var builder = services.AddOpenTelemetry()
             .ConfigureResource(r => r.AddService("loom", serviceInstanceId: $"{Environment.MachineName}:{Environment.ProcessId}")
                 .AddAttributes([new("loom.roles", roles.ToString())]))
@@ -31,7 +33,7 @@ internal static class Telemetry
             {
                 m.AddAspNetCoreInstrumentation().AddHttpClientInstrumentation().AddRuntimeInstrumentation()
                     .AddMeter(EngineMeters.MeterName, Loom.Cluster.ClusterMeters.MeterName)
-                    .AddPrometheusExporter();
+                    .AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = scrapeCache);
             })
             .WithTracing(t => t.AddAspNetCoreInstrumentation(o => o.Filter = http => http.Request.Path != ScrapePath)
                 .AddHttpClientInstrumentation().AddNpgsql());
@@ -42,6 +44,14 @@ internal static class Telemetry
                 .Select(engine => new EngineMeters(engine, sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>()))]));
         return services;
     }
+
+    /// <summary>How long a scrape's answer is reused for the next scrapes: <c>Loom:Telemetry:ScrapeCacheMilliseconds</c>,
+    /// 300 by default (the exporter's own default); 0 collects on every scrape (tests that read a count right after the
+    /// requests it should include).</summary>
+    public static int ScrapeCacheMilliseconds(IConfiguration configuration) =>
+        configuration["Loom:Telemetry:ScrapeCacheMilliseconds"] is not { Length: > 0 } text ? 300
+        : int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var ms) && ms <= 60_000 ? ms
+        : throw new InvalidOperationException($"Loom:Telemetry:ScrapeCacheMilliseconds must be a whole number of milliseconds from 0 to 60000, not '{text}'");
 
     /// <summary>Builds the engine's instruments (they register with the meter on creation) and maps the scrape endpoint.</summary>
     public static void MapTelemetry(this WebApplication app)

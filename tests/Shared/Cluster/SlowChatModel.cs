@@ -1,13 +1,15 @@
 using System.Text.Json;
 using Loom.Inference.Formats;
 
-namespace Loom.Cluster.Tests;
+namespace Loom.Tests.Shared;
 
 /// <summary>
 /// A second base model for the tests whose streams must still be running when something happens to them (a kill, a
 /// client leaving): a Llama of random weights large enough that a token takes milliseconds on this machine (hidden 512,
 /// 8 layers, 24.5 M parameters; the golden tiny model writes a 1,200-token stream in tens of milliseconds), with the
-/// golden tokenizer and chat template, as "slow-chat".
+/// golden tokenizer and chat template, as "slow-chat". Also random LoRA adapters of its shape. Shared by
+/// tests/Cluster.Tests and the benchmarks' cluster suite (linked by both; outside the folder the other test projects
+/// take whole, since it needs Loom.Inference).
 /// </summary>
 public static class SlowChatModel
 {
@@ -51,5 +53,19 @@ public static class SlowChatModel
         }
         SafetensorsWriter.Write(Path.Combine(dir, "model.safetensors"), tensors);
         return dir;
+    }
+
+    /// <summary>A PEFT folder of a random rank-<paramref name="rank"/> LoRA adapter of this model on q_proj and v_proj
+    /// (about 420 KB at rank 8), the same for the same seed.</summary>
+    public static string WriteAdapter(string folder, int rank, int seed)
+    {
+        var random = new Random(seed);
+        float[] Values(int count, float scale) => [.. Enumerable.Range(0, count).Select(_ => (float)(random.NextDouble() * 2 - 1) * scale)];
+        var modules = new List<LoraWeights>();
+        for (var l = 0; l < Layers; l++)
+            foreach (var (target, outDim) in new[] { (LoraTarget.QProj, Heads * HeadDim), (LoraTarget.VProj, KvHeads * HeadDim) })
+                modules.Add(new LoraWeights(l, target, rank, Hidden, outDim, Values(rank * Hidden, 1 / MathF.Sqrt(Hidden)), Values(outDim * rank, 1 / MathF.Sqrt(rank))));
+        PeftAdapterWriter.Write(folder, new PeftAdapterConfig { Rank = rank, Alpha = 2 * rank, Targets = [LoraTarget.QProj, LoraTarget.VProj] }, modules);
+        return folder;
     }
 }
