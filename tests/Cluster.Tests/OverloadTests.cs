@@ -24,7 +24,7 @@ public sealed class OverloadTests(ITestOutputHelper output)
     {
         var duration = LoadRun.DurationFrom(DurationVariable, TimeSpan.FromSeconds(75));
         await using var cluster = await OverloadCluster.StartAsync();
-        var result = await LoadRun.RunAsync(cluster, duration, overload: 2, capacityWindow: TimeSpan.FromSeconds(15), output.WriteLine);
+        var result = await LoadRun.RunAsync(cluster, duration, overload: 2, capacityWindow: TimeSpan.FromSeconds(20), output.WriteLine);
         foreach (var line in result.Describe()) output.WriteLine(line);
 
         Assert.Empty(result.Unexpected.Select(u => u.Unexpected));

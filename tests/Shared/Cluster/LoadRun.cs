@@ -8,8 +8,9 @@ using System.Text.Json;
 namespace Loom.Tests.Shared;
 
 /// <summary>One response of the run: status, whether a refusal carried Retry-After and OpenAI's error envelope, and
-/// what went wrong when it was neither a 200 nor such a refusal (a 500, another status, a timeout, a reset).</summary>
-public sealed record LoadResponse(int Status, double Seconds, int CompletionTokens, bool RetryAfter, bool Envelope, string? Unexpected);
+/// what went wrong when it was neither a 200 nor such a refusal (a 500, another status, a timeout, a reset).
+/// <paramref name="Seconds"/>: how long it took; <paramref name="DoneAt"/>: when it was answered, on the phase's clock.</summary>
+public sealed record LoadResponse(int Status, double Seconds, double DoneAt, int CompletionTokens, bool RetryAfter, bool Envelope, string? Unexpected);
 
 /// <summary>A node's resident memory over the run (bytes): when the overload began, the most sampled, at the end, and
 /// the kernel's high-water mark for the whole process life.</summary>
@@ -48,8 +49,8 @@ public sealed record LoadRunResult(double Capacity, double Offered, TimeSpan Dur
 
 /// <summary>
 /// The overload run: measures the cluster's capacity (requests answered per second by a closed loop of as many clients
-/// as the engines have places, <see cref="OverloadCluster.MaxGenerationsPerEngine"/> each, through the front, after a
-/// warm-up), then sends
+/// as the engines have places, <see cref="OverloadCluster.MaxGenerationsPerEngine"/> each, through the front, counted
+/// over a window after 10 s of warm-up), then sends
 /// requests at <c>overload</c> times that rate, at even intervals, for <c>duration</c>, sampling every node's resident
 /// memory; then waits for the engines to drain and reads each one's pool audit. Every request is a chat completion of
 /// 8 tokens (a prompt of 2-7 words) on the base model or one of its adapters (drawn with a fixed seed).
@@ -63,12 +64,12 @@ public static class LoadRun
         using var http = cluster.Nodes.Client(cluster.Front, TimeSpan.FromSeconds(120));
         var random = new Random(17);
         var words = "harbor river stone lantern meadow copper violet engine signal orchard thunder quiet marble falcon".Split(' ');
-        string Body()
+        string Body(string? name = null)
         {
             string model, prompt;
             lock (random)
             {
-                model = cluster.ModelNames[random.Next(cluster.ModelNames.Count)];
+                model = name ?? cluster.ModelNames[random.Next(cluster.ModelNames.Count)];
                 prompt = string.Join(' ', Enumerable.Range(0, 2 + random.Next(6)).Select(_ => words[random.Next(words.Length)]));
             }
             return JsonSerializer.Serialize(new
@@ -79,15 +80,25 @@ public static class LoadRun
 
         var responses = new ConcurrentQueue<LoadResponse>();
         var concurrency = cluster.Inference.Count * OverloadCluster.MaxGenerationsPerEngine; // every place of every engine
-        log($"warm-up: {concurrency} clients for 5 s");
-        await ClosedLoopAsync(http, Body, concurrency, TimeSpan.FromSeconds(5), responses);
-        var warmUp = responses.Count;
-        var sw = Stopwatch.StartNew();
-        await ClosedLoopAsync(http, Body, concurrency, capacityWindow, responses);
-        var capacity = responses.Skip(warmUp).Count(r => r.Status == 200) / sw.Elapsed.TotalSeconds;
+        // One closed loop without a pause: the answers completed within the window after the warm-up, per second (a loop
+        // that started empty or drained at the end of the window would count its ramp as capacity lost).
+        // First a request on each model name, two at a time: each adapter's first request registers it on its node and
+        // loads it, and the first requests of a process compile its code paths; that is start-up, not capacity.
+        var first = new ConcurrentQueue<LoadResponse>();
+        await Parallel.ForEachAsync(cluster.ModelNames, new ParallelOptions { MaxDegreeOfParallelism = 2 }, async (name, _) =>
+            await SendAsync(http, Body(name), first, Stopwatch.StartNew()));
+        foreach (var r in first.Where(r => r.Unexpected is not null)) responses.Enqueue(r);
+        var warmUp = TimeSpan.FromSeconds(10);
+        log($"capacity: {concurrency} clients in a closed loop, {warmUp.TotalSeconds:F0} s of warm-up, then {capacityWindow.TotalSeconds:F0} s counted");
+        var loop = Stopwatch.StartNew();
+        await ClosedLoopAsync(http, () => Body(), concurrency, warmUp + capacityWindow, responses, loop);
+        var capacity = responses.Count(r => r.Status == 200 && r.DoneAt >= warmUp.TotalSeconds && r.DoneAt < (warmUp + capacityWindow).TotalSeconds)
+                       / capacityWindow.TotalSeconds;
         if (capacity <= 0) throw new InvalidOperationException("the closed loop got no 200: " + string.Join("; ", responses.Where(r => r.Unexpected is not null).Take(3).Select(r => r.Unexpected)));
         var rate = overload * capacity;
-        log($"capacity {capacity:F1} requests/s with {concurrency} clients; offering {rate:F1}/s for {duration.TotalSeconds:F0} s");
+        var counted = responses.Where(r => r.Status == 200 && r.DoneAt >= warmUp.TotalSeconds).Select(r => r.Seconds).Order().ToArray();
+        log($"first request on each of {cluster.ModelNames.Count} model names: up to {first.Max(r => r.Seconds):F1} s; capacity {capacity:F1} requests/s with " +
+            $"{concurrency} clients (latency p50 {(counted.Length > 0 ? counted[counted.Length / 2] : double.NaN):F2} s); offering {rate:F1}/s for {duration.TotalSeconds:F0} s");
 
         var memory = cluster.All.ToDictionary(n => n.Name, n => new List<long> { LoopbackNodes.Memory(n).Rss });
         using var stop = new CancellationTokenSource();
@@ -112,7 +123,7 @@ public static class LoadRun
         {
             var due = TimeSpan.FromSeconds(i / rate) - clock.Elapsed;
             if (due > TimeSpan.Zero) await Task.Delay(due);
-            inFlight.Add(SendAsync(http, Body(), overloadResponses));
+            inFlight.Add(SendAsync(http, Body(), overloadResponses, clock));
             if (clock.Elapsed - lastReport >= TimeSpan.FromSeconds(30))
             {
                 lastReport = clock.Elapsed;
@@ -152,16 +163,13 @@ public static class LoadRun
     }
 
     /// <summary><paramref name="clients"/> clients each sending the next request when the last is answered.</summary>
-    private static Task ClosedLoopAsync(HttpClient http, Func<string> body, int clients, TimeSpan window, ConcurrentQueue<LoadResponse> into)
-    {
-        var until = Stopwatch.StartNew();
-        return Task.WhenAll(Enumerable.Range(0, clients).Select(async _ =>
+    private static Task ClosedLoopAsync(HttpClient http, Func<string> body, int clients, TimeSpan window, ConcurrentQueue<LoadResponse> into, Stopwatch clock) =>
+        Task.WhenAll(Enumerable.Range(0, clients).Select(async _ =>
         {
-            while (until.Elapsed < window) await SendAsync(http, body(), into);
+            while (clock.Elapsed < window) await SendAsync(http, body(), into, clock);
         }));
-    }
 
-    private static async Task SendAsync(HttpClient http, string body, ConcurrentQueue<LoadResponse> into)
+    private static async Task SendAsync(HttpClient http, string body, ConcurrentQueue<LoadResponse> into, Stopwatch clock)
     {
         await Task.Yield();
         var sw = Stopwatch.StartNew();
@@ -190,11 +198,11 @@ public static class LoadRun
             }
             else if (status is not (429 or 503) || !retryAfter || !envelope)
                 unexpected = $"{status}{(retryAfter ? "" : " without Retry-After")}: {Clip(text)}";
-            into.Enqueue(new LoadResponse(status, sw.Elapsed.TotalSeconds, tokens, retryAfter, envelope, unexpected));
+            into.Enqueue(new LoadResponse(status, sw.Elapsed.TotalSeconds, clock.Elapsed.TotalSeconds, tokens, retryAfter, envelope, unexpected));
         }
         catch (Exception e) when (e is HttpRequestException or TaskCanceledException or IOException)
         {
-            into.Enqueue(new LoadResponse(0, sw.Elapsed.TotalSeconds, 0, false, false, $"{e.GetType().Name} after {sw.Elapsed.TotalSeconds:F1} s: {e.Message}"));
+            into.Enqueue(new LoadResponse(0, sw.Elapsed.TotalSeconds, clock.Elapsed.TotalSeconds, 0, false, false, $"{e.GetType().Name} after {sw.Elapsed.TotalSeconds:F1} s: {e.Message}"));
         }
     }
 
