@@ -7,7 +7,9 @@ namespace Loom.Benchmarks;
 /// <summary>Suite <c>engine decode</c>: one decode figure alone, for A/B runs of two builds back to back (a bisect). The
 /// SmolLM2-135M shape with random weights of one type, a batch of sequences after a 16-token prompt each, then decode
 /// steps: first for a warm-up time (the JIT's tiers and dynamic PGO settle on the kernels of this weight type), then
-/// timed steps, each on its own; prints the median and best step.</summary>
+/// timed steps, each on its own; prints the median and best step, and the process's CPU time per timed step. With
+/// <c>--workers 1</c> the kernels run on the calling thread alone: its CPU time per step measures the code, little
+/// disturbed by a shared machine's load (no thread waits for a descheduled one).</summary>
 internal static class DecodeBenchmark
 {
     public static void Run(string[] args)
@@ -16,8 +18,9 @@ internal static class DecodeBenchmark
         int batch = int.Parse(Value(args, "--batch") ?? "1");
         int steps = int.Parse(Value(args, "--steps") ?? "200");
         double warmup = double.Parse(Value(args, "--warmup-seconds") ?? "3", System.Globalization.CultureInfo.InvariantCulture);
+        int workers = int.Parse(Value(args, "--workers") ?? Environment.ProcessorCount.ToString());
         var c = Shapes.SmolLM2;
-        using var model = new Transformer(ModelWeights.CreateRandom(c, type, seed: 1), maxContext: 1024);
+        using var model = new Transformer(ModelWeights.CreateRandom(c, type, seed: 1), new CpuKernels(Simd.Best, workers), maxContext: 1024);
         const int prompt = 16;
         var state = model.CreateState(Math.Max(batch, prompt), batch);
         var rng = new Random(batch);
@@ -26,6 +29,8 @@ internal static class DecodeBenchmark
         var times = new List<double>();
         var clock = Stopwatch.StartNew();
         var step = new Stopwatch();
+        var process = Process.GetCurrentProcess();
+        TimeSpan cpu = default;
         // fresh caches whenever the context would run out (the warm-up may take many steps)
         int used = int.MaxValue, room = 1024 - prompt;
         while (times.Count < steps)
@@ -42,6 +47,11 @@ internal static class DecodeBenchmark
                 }
                 used = 0;
             }
+            if (times.Count == 0 && clock.Elapsed.TotalSeconds >= warmup)
+            {
+                process.Refresh();
+                cpu = process.TotalProcessorTime;
+            }
             step.Restart();
             state.Clear();
             for (int i = 0; i < batch; i++) state.Add(caches[i], next.AsSpan(i, 1));
@@ -51,10 +61,12 @@ internal static class DecodeBenchmark
             used++;
             if (clock.Elapsed.TotalSeconds >= warmup) times.Add(ms);
         }
+        process.Refresh();
+        double cpuMs = (process.TotalProcessorTime - cpu).TotalMilliseconds / steps;
         times.Sort();
         double median = times[times.Count / 2];
-        Console.WriteLine($"decode {type} batch {batch}: {median:F3} ms/step median, {times[0]:F3} best of {steps} ({batch * 1000 / median:F1} tokens/s median) " +
-            $"after {warmup:F0} s of warm-up; load {File.ReadAllText("/proc/loadavg").Trim()}");
+        Console.WriteLine($"decode {type} batch {batch}, {workers} thread(s): {median:F3} ms/step median, {times[0]:F3} best of {steps} " +
+            $"({batch * 1000 / median:F1} tokens/s median), {cpuMs:F3} ms CPU per step, after {warmup:F0} s of warm-up; load {File.ReadAllText("/proc/loadavg").Trim()}");
     }
 
     private static string? Value(string[] args, string name) =>

@@ -122,40 +122,40 @@ public sealed class WorkerPool : IDisposable
     }
 
     /// <summary>Claims and computes chunks of region <paramref name="generation"/> until none is left
-    /// (<paramref name="worker"/>: the pool thread's index, or -1 for the caller). A worker records its allocation count
-    /// once per region: after a chunk, when no chunk is left to claim, before that chunk counts as done (so the count is
-    /// current when the region returns); and, should another thread have claimed the chunk it saw left, on its way out.</summary>
+    /// (<paramref name="worker"/>: the pool thread's index, or -1 for the caller). A chunk counts as done only after the
+    /// next look at the claim counter, so a worker that finds no chunk left records its allocation count (once per
+    /// region, with no extra read of the shared counter) before its last chunk counts as done: the count is current
+    /// when the region returns.</summary>
     private void Work(int generation, int worker)
     {
-        bool unrecorded = false; // a chunk ran on this worker since it last recorded its count
+        int ran = 0; // chunks of the current region: set once this thread has computed a chunk not yet counted as done
         while (true)
         {
             long s = Volatile.Read(ref _state);
-            if (Generation(s) != generation) break;   // a later region: this one is over
             var job = _job;
             int chunks = _chunks;
-            int chunk = (int)s;
-            if (chunk >= chunks || job == null) break;
+            // (a region cannot end while this thread's chunk is not counted, so with one pending these are its own)
+            bool over = Generation(s) != generation || (int)s >= chunks || job == null;
+            if (ran != 0)
+            {
+                if (over && worker >= 0) Volatile.Write(ref _allocated[worker], GC.GetAllocatedBytesForCurrentThread());
+                if (Interlocked.Increment(ref _done) == ran && Volatile.Read(ref _callerWaiting) != 0)
+                    lock (_gate) Monitor.PulseAll(_gate);
+                ran = 0;
+            }
+            if (over) return;
             // the claim succeeds only while the region is still this generation, so job and chunks read above are its own
             if (Interlocked.CompareExchange(ref _state, s + 1, s) != s) continue;
             try
             {
-                job.Execute(chunk);
+                job!.Execute((int)s);
             }
             catch (Exception e)
             {
                 Interlocked.CompareExchange(ref _error, e, null);
             }
-            unrecorded = worker >= 0;
-            if (unrecorded && (int)Volatile.Read(ref _state) >= chunks)
-            {
-                Volatile.Write(ref _allocated[worker], GC.GetAllocatedBytesForCurrentThread());
-                unrecorded = false;
-            }
-            if (Interlocked.Increment(ref _done) == chunks && Volatile.Read(ref _callerWaiting) != 0)
-                lock (_gate) Monitor.PulseAll(_gate);
+            ran = chunks;
         }
-        if (unrecorded) Volatile.Write(ref _allocated[worker], GC.GetAllocatedBytesForCurrentThread());
     }
 
     private void WaitForChunks()
