@@ -61,7 +61,13 @@ public sealed class EngineDashboardTests(LoomServerFixture loom) : PortalTest(lo
             () => { const sets = Chart.getChart('engine-pool').data.datasets; return sets[0].data.map((_, i) => sets.reduce((a, d) => a + d.data[i], 0)); }
             """);
         Assert.All(sums, s => Assert.Equal((long)total, s));
-        Assert.Equal(["KV cache", "adapters", "training", "free"], await page.EvaluateAsync<string[]>("() => Chart.getChart('engine-pool').data.datasets.map(d => d.label)"));
+        // the legend's pages by use (KV, adapters, training, cached prefixes, free) add up to the pool too, read from one render
+        var legend = await page.EvaluateAsync<long[]>("""
+            () => ['pool-kv', 'pool-adapters', 'pool-training', 'pool-cached', 'pool-free']
+                .map(id => Number(document.querySelector(`[data-testid="${id}"]`).textContent.replace(/,/g, '')))
+            """);
+        Assert.Equal((long)total, legend.Sum());
+        Assert.Equal(["KV cache", "adapters", "training", "cached prefixes", "free"], await page.EvaluateAsync<string[]>("() => Chart.getChart('engine-pool').data.datasets.map(d => d.label)"));
         Assert.Equal(["batch size", "running", "queue length"], await page.EvaluateAsync<string[]>("() => Chart.getChart('engine-batch').data.datasets.map(d => d.label)"));
         var counter = await page.EvaluateAsync<double>($"() => Chart.getChart('engine-tenants').data.datasets.find(d => d.label === '{LoomServerFixture.TenantName}').data.at(-1)");
         Assert.True(counter > 0, "the served tenant's counter line is flat at zero");

@@ -39,6 +39,7 @@ public static class EngineCharts
                 Line("KV cache", s.Select(x => (double)x.KvPages), "#3552d4", true),
                 Line("adapters", s.Select(x => (double)x.AdapterPages), "#e08a1e", true),
                 Line("training", s.Select(x => (double)x.TrainingPages), "#2e9e6a", true),
+                Line("cached prefixes", s.Select(x => (double)x.CachedPages), "#8a5cc7", true),
                 Line("free", s.Select(x => (double)x.FreePages), "#b9c0cc", true),
             },
         },

@@ -2,8 +2,9 @@ using Loom.Inference.Engine;
 
 namespace Loom.Web.Portal.Admin;
 
-/// <summary>One second of the engine: pool pages by use, batch and queue, and each tenant's virtual token counter.</summary>
-public sealed record EngineSample(DateTimeOffset At, int KvPages, int AdapterPages, int TrainingPages, int FreePages,
+/// <summary>One second of the engine: pool pages by use (they add up to the pool; <paramref name="CachedPages"/>: KV blocks
+/// of the prefix cache), batch and queue, and each tenant's virtual token counter.</summary>
+public sealed record EngineSample(DateTimeOffset At, int KvPages, int AdapterPages, int TrainingPages, int CachedPages, int FreePages,
     int BatchSequences, int Running, int Waiting, IReadOnlyDictionary<string, double> TenantCounters);
 
 /// <summary>
@@ -37,7 +38,7 @@ public sealed class EngineHistory(IServiceProvider services, TimeProvider clock,
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested) { }
     }
 
-    private EngineSample Sample(EngineMetrics m) => new(clock.GetUtcNow(), m.Pool.KvPages, m.Pool.AdapterPages, m.Pool.TrainingPages, m.Pool.FreePages,
+    private EngineSample Sample(EngineMetrics m) => new(clock.GetUtcNow(), m.Pool.KvPages, m.Pool.AdapterPages, m.Pool.TrainingPages, m.Pool.CachedPages, m.Pool.FreePages,
         m.Loop.LastBatchSequences, m.Loop.Running, m.Loop.Waiting, m.Tenants.ToDictionary(t => t.TenantId, t => t.Counter, StringComparer.Ordinal));
 
     private void Add(EngineSample sample)

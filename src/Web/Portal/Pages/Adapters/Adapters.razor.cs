@@ -68,7 +68,14 @@ public sealed partial class Adapters : ComponentBase
         uploaded = null;
         if (name.Trim().Length == 0) errors["name"] = "Give the adapter a name.";
         if (picked.Count == 0) errors["file"] = "Pick the adapter's files or an archive.";
-        if (errors.Count > 0 || Tenant.TenantId is not { } tenantId) return;
+        if (errors.Count > 0) return;
+        if (Tenant.TenantId is not { } tenantId)
+        {
+            // the circuit's tenant comes from the sign-in (TenantCircuitHandler); without one nothing may be stored
+            Logger.LogWarning("Adapter upload from the portal refused: the circuit has no tenant");
+            generalError = "Your session has no tenant. Sign out and sign in again.";
+            return;
+        }
 
         // The API's per-tenant bound on uploads in flight, taken before any byte is copied.
         using var slot = Gate.TryEnter(tenantId, out var refusal);
