@@ -152,7 +152,7 @@ public class AdaptersTests(AdapterLoomFactory factory) : IClassFixture<AdapterLo
         float First(JsonElement b) => b.GetProperty("choices")[0].GetProperty("logprobs").GetProperty("content")[0].GetProperty("logprob").GetSingle();
         Assert.NotEqual(First(viaBase), First(viaAdapter));
         // Asking again gives the same answer (the engine keeps the adapter registered). The second ask starts from the
-        // first one's cached prompt blocks (prefix caching, on by default, keyed by the adapter too); on AVX-512 the
+        // first one's cached prompt blocks (prefix caching, on in these tests, keyed by the adapter too); on AVX-512 the
         // packed matmul's result for a position depends on its place in its prefill chunk, so the log-probability equals
         // the recomputed one within float32 tolerance, not bit for bit (decision 012).
         var again = await Ask("chat-lora");

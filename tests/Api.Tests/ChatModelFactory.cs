@@ -18,6 +18,7 @@ public class ChatModelFactory : LoomFactory
         new("Loom:Roles", "api,inference"),
         new("Inference:ModelDirectory", _modelDir ??= CreateModelDir()),
         new("Api:RateLimits:TokensPerMinute", TokensPerMinute.ToString()),
+        new("Inference:PrefixCaching", "true"), // the API over prefix caching (off by default until OverloadTests' hang is found)
     ];
 
     protected static string GoldenModel => GoldenChatModel.GoldenDirectory(RepoRoot());

@@ -5,7 +5,7 @@ using Microsoft.Extensions.DependencyInjection;
 
 namespace Loom.Api.Tests;
 
-/// <summary><c>n &gt; 1</c> computes the prompt once: with prefix caching (on by default) the first choice computes it and
+/// <summary><c>n &gt; 1</c> computes the prompt once: with prefix caching (on in these tests) the first choice computes it and
 /// the others share its full KV blocks (the engine's counters show the prompt's tokens computed once, not n times, but
 /// for each choice's last partial block and last token), and the choices give the texts of independent seeded
 /// requests.</summary>

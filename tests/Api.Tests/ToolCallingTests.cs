@@ -143,7 +143,7 @@ public class ToolCallingTests(LongContextChatModelFactory factory) : IClassFixtu
             .ToList();
         Assert.NotEmpty(whole);
         // every token's entry once, in order, streamed or not. The unstreamed request starts from the streamed one's
-        // cached prompt blocks (prefix caching, on by default); on AVX-512 the packed matmul's result for a position
+        // cached prompt blocks (prefix caching, on in these tests); on AVX-512 the packed matmul's result for a position
         // depends on its place in its prefill chunk, so its log-probabilities equal the recomputed ones within float32
         // tolerance, not bit for bit (decision 012): tokens and list lengths are compared exactly, log-probabilities to 1e-4.
         Assert.Equal(whole.Select(t => (t.Item1, t.Item3)), streamed.Select(t => (t.Item1, t.Item3)));

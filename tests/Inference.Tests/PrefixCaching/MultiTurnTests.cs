@@ -6,7 +6,7 @@ using static Loom.Inference.Tests.Serving.ServingHarness;
 
 namespace Loom.Inference.Tests.PrefixCaching;
 
-/// <summary>Multi-turn chat with prefix caching on (the default): a next turn of the same tenant starts from the blocks its
+/// <summary>Multi-turn chat with prefix caching on: a next turn of the same tenant starts from the blocks its
 /// earlier turn filled, its answer included, and produces the tokens of a run without reuse; another tenant with the
 /// identical prompt never gets them. The engines run the Vector256 kernels, whose results for a position do not depend on
 /// how the prompt was cut into chunks (<see cref="ChunkedPrefillDeterminismTests"/>), so the outputs are compared
@@ -27,7 +27,7 @@ public sealed class MultiTurnTests : IDisposable
     [Fact]
     public async Task ASecondTurnStartsFromItsFirstTurnsBlocksAndAnotherTenantWithTheSamePromptDoesNot()
     {
-        var e = _h.Engine(SimdLevel.Vector256, null); // default options: prefix caching on
+        var e = _h.Engine(SimdLevel.Vector256, o => { o.PrefixCaching = true; return o; });
         var plain = _h.Engine(SimdLevel.Vector256, o => { o.PrefixCaching = false; return o; });
         int bt = e.PrefixBlocks!.BlockTokens;
         int[] turn1 = [3, 14, 15, 92, 65, 35, 89, 79];

@@ -6,7 +6,7 @@ using static Loom.Inference.Tests.Serving.ServingHarness;
 
 namespace Loom.Inference.Tests.PrefixCaching;
 
-/// <summary>The n choices of one prompt with the engine's default options (prefix caching on): the first choice computes
+/// <summary>The n choices of one prompt with prefix caching on: the first choice computes
 /// the prompt and the others share its full blocks, and every choice gives the tokens of an independent request; with
 /// prefix caching off each choice computes the whole prompt. The engines run the Vector256 kernels, whose results for
 /// a position do not depend on how the prompt was cut into chunks, so the tokens are compared exactly.</summary>
@@ -29,9 +29,9 @@ public sealed class SharedPromptChoicesTests : IDisposable
     }
 
     [Fact]
-    public async Task ByDefaultTheChoicesComputeThePromptOnceAndMatchIndependentRequests()
+    public async Task WithPrefixCachingTheChoicesComputeThePromptOnceAndMatchIndependentRequests()
     {
-        var shared = _h.Engine(SimdLevel.Vector256, null);
+        var shared = _h.Engine(SimdLevel.Vector256, o => { o.PrefixCaching = true; return o; });
         var plain = _h.Engine(SimdLevel.Vector256, o => { o.PrefixCaching = false; return o; });
         int[] prompt = [3, 14, 15, 92, 65, 35, 89, 79, 32, 38];
         const int n = 3;
