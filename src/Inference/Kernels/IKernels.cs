@@ -33,6 +33,11 @@ public interface IKernels
     void MatMul(Span<float> y, ReadOnlySpan<float> x, WeightMatrix w, int n);
     /// <summary>y1 = x · W1ᵀ, y2 = x · W2ᵀ (, y3 = x · W3ᵀ) in one parallel region; pass an empty y3 and null w3 for two.</summary>
     void MatMul(Span<float> y1, WeightMatrix w1, Span<float> y2, WeightMatrix w2, Span<float> y3, WeightMatrix? w3, ReadOnlySpan<float> x, int n);
+    /// <summary>y (n, W.Rows) += x (n, W.Cols) · Wᵀ: a projection that adds its output to the residual stream.</summary>
+    void MatMulAdd(Span<float> y, ReadOnlySpan<float> x, WeightMatrix w, int n);
+    /// <summary>h (n, gate.Rows) = silu(x · Gateᵀ) · (x · Upᵀ): the MLP's gate and up projections with the activation in
+    /// their output, so the intermediate is written once.</summary>
+    void MatMulSiluMul(Span<float> h, WeightMatrix gate, WeightMatrix up, ReadOnlySpan<float> x, int n);
     /// <summary>y (n, dim) = RMSNorm of each row of x (n, dim).</summary>
     void RmsNorm(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, int n);
     /// <summary>Rotates the heads of one token's vector in place.</summary>

@@ -4,15 +4,35 @@ using System.Runtime.Intrinsics.X86;
 
 namespace Loom.Inference.Kernels;
 
-/// <summary>One output of a fused matmul: y (n, W.Rows) at address Y.</summary>
-public readonly record struct MatMulTarget(nint Y, WeightMatrix W);
+/// <summary>What a matmul does with its product before it leaves the kernel.</summary>
+public enum MatMulEpilogue
+{
+    /// <summary>y = x Wᵀ.</summary>
+    Store,
+    /// <summary>y += x Wᵀ (a residual add: one rounding of the same sum, so the bits of a separate add pass).</summary>
+    Add,
+    /// <summary>y = silu(x Wᵀ) · (x Upᵀ): the MLP's gate and up products meet in a small tile and only their product is
+    /// written (with <see cref="Ops.SiluMul"/>, the arithmetic of the separate pass).</summary>
+    SiluMul,
+}
+
+/// <summary>One output of a fused matmul: y (n, W.Rows) at address Y; <paramref name="Up"/>: the second matrix of a
+/// <see cref="MatMulEpilogue.SiluMul"/> target (same shape as W).</summary>
+public readonly record struct MatMulTarget(nint Y, WeightMatrix W, MatMulEpilogue Epilogue = MatMulEpilogue.Store, WeightMatrix? Up = null)
+{
+    /// <summary>Multiply-adds per input row.</summary>
+    public long WorkPerRow => (long)W.Rows * W.Cols * (Up is null ? 1 : 2);
+    public bool Packed => W.Packed || Up is { Packed: true };
+    public bool Q8 => W.Type == WeightType.Q8 || Up is { Type: WeightType.Q8 };
+}
 
 /// <summary>y = x Wᵀ for a batch of input rows: y[b, r] = Σ_k x[b, k] · W[r, k].
 /// W is [rows, cols] row-major (F32, or BF16 widened to F32 on the fly); x is [n, cols]; y is [n, rows].
 /// Q8 weights go to <see cref="MatMulQ8"/> (inputs quantized per block of 32, integer dot products).
 /// Parallel over chunks of output rows; within a chunk, 4 weight rows × 4 input rows are computed
-/// per pass so that each weight load feeds four sequences (batched decode, prefill).</summary>
-public static unsafe class MatMulKernel
+/// per pass so that each weight load feeds four sequences (batched decode, prefill). A target may add its product
+/// to y or combine two products (<see cref="MatMulEpilogue"/>) inside the same chunk.</summary>
+public static unsafe partial class MatMulKernel
 {
     private const int BatchBlock = 64;    // input rows kept hot in L2 while a weight chunk streams past
 
@@ -39,14 +59,18 @@ public static unsafe class MatMulKernel
         bool anyPacked = false;
         foreach (var t in targets)
         {
-            work += (long)t.W.Rows * t.W.Cols * n;
+            if (t.Up is { } up && (up.Rows != t.W.Rows || up.Cols != t.W.Cols))
+                throw new ArgumentException($"SiLU·mul pair of unequal shapes: [{t.W.Rows},{t.W.Cols}] and [{up.Rows},{up.Cols}]");
+            if ((t.Epilogue == MatMulEpilogue.SiluMul) != (t.Up != null))
+                throw new ArgumentException("a SiLU·mul target needs its up matrix, and only it has one");
+            work += t.WorkPerRow * n;
             totalRows += t.W.Rows;
-            anyPacked |= t.W.Packed;
+            anyPacked |= t.Packed;
         }
         var xq = default(Q8Input);
         foreach (var t in targets)
         {
-            if (t.W.Type != WeightType.Q8) continue;
+            if (!t.Q8) continue;
             if (!MatMulQ8.FastPath(level))
             {
                 Serial(targets, x, n, level);
@@ -60,7 +84,7 @@ public static unsafe class MatMulKernel
         int chunkRows = Math.Max(32, (totalRows / (workers * 4) + 31) & ~31);
         if (work < 1 << 16 || totalRows <= chunkRows)
         {
-            foreach (var t in targets) Rows((float*)t.Y, x, xt, xq, t.W, n, 0, t.W.Rows, level);
+            foreach (var t in targets) Chunk(t, x, xt, xq, n, 0, t.W.Rows, level);
             return;
         }
         var job = _job ??= new RowsJob();
@@ -81,10 +105,19 @@ public static unsafe class MatMulKernel
     {
         foreach (var t in targets)
         {
-            if (t.W.Type == WeightType.Q8)
-                MatMulQ8.Naive(new Span<float>((float*)t.Y, n * t.W.Rows), new ReadOnlySpan<float>(x, n * t.W.Cols), t.W, n);
-            else
-                Rows((float*)t.Y, x, null, default, t.W, n, 0, t.W.Rows, level);
+            if (!t.Q8)
+            {
+                Chunk(t, x, null, default, n, 0, t.W.Rows, level);
+                continue;
+            }
+            var y = new Span<float>((float*)t.Y, n * t.W.Rows);
+            var xs = new ReadOnlySpan<float>(x, n * t.W.Cols);
+            switch (t.Epilogue)
+            {
+                case MatMulEpilogue.Store: Naive(y, xs, t.W, n); break;
+                case MatMulEpilogue.Add: NaiveAdd(y, xs, t.W, n); break;
+                default: NaiveSiluMul(y, xs, t.W, t.Up!, n); break;
+            }
         }
     }
 
@@ -123,7 +156,7 @@ public static unsafe class MatMulKernel
         {
             var (i, r0) = _chunks[chunk];
             var t = _targets[i];
-            Rows((float*)t.Y, _x, _xt, _xq, t.W, _n, r0, Math.Min(t.W.Rows, r0 + _chunkRows), _level);
+            Chunk(t, _x, _xt, _xq, _n, r0, Math.Min(t.W.Rows, r0 + _chunkRows), _level);
         }
     }
 
@@ -152,46 +185,49 @@ public static unsafe class MatMulKernel
         }
     }
 
-    /// <summary>Computes output rows [r0, r1) for all n input rows.</summary>
-    private static void Rows(float* y, float* x, float* xt, in Q8Input xq, WeightMatrix w, int n, int r0, int r1, SimdLevel level)
+    /// <summary>Computes output rows [r0, r1) of input rows [b0, b1): y[b · ys + r] for those b and r (ys: y's row stride;
+    /// y may point before the memory it writes, so that a block of the product lands in a small scratch tile). Input rows
+    /// go in blocks of <see cref="BatchBlock"/> counted from b0 (callers pass b0 = 0 or a multiple of the block), so which
+    /// kernel computes a row, and thus its bits, depends on its place in the batch only.</summary>
+    private static void Rows(float* y, int ys, float* x, float* xt, in Q8Input xq, WeightMatrix w, int b0, int b1, int r0, int r1, SimdLevel level)
     {
         if (w.Type == WeightType.Q8)
         {
-            MatMulQ8.Rows(y, xq, w, n, r0, r1);
+            MatMulQ8.Rows(y, ys, xq, w, b0, b1, r0, r1);
             return;
         }
         if (w.Packed)
         {
-            PackedRows(y, x, xt, w, n, r0, r1, level);
+            PackedRows(y, ys, x, xt, w, b0, b1, r0, r1, level);
             return;
         }
-        int cols = w.Cols, rows = w.Rows;
+        int cols = w.Cols;
         bool f32 = w.Type == WeightType.F32;
         bool fast = level == SimdLevel.Vector512 && cols % (f32 ? 16 : 32) == 0;
-        for (int b0 = 0; b0 < n; b0 += BatchBlock)
+        for (int bb = b0; bb < b1; bb += BatchBlock)
         {
-            int b1 = Math.Min(n, b0 + BatchBlock);
+            int be = Math.Min(b1, bb + BatchBlock);
             int r = r0;
             if (fast)
             {
                 for (; r + 4 <= r1; r += 4)
                 {
-                    int b = b0;
-                    for (; b + 4 <= b1; b += 4)
+                    int b = bb;
+                    for (; b + 4 <= be; b += 4)
                     {
-                        if (f32) TileF32x4x4(y, x, (float*)w.Data, rows, cols, r, b);
-                        else TileBF16x4x4(y, x, (ushort*)w.Data, rows, cols, r, b);
+                        if (f32) TileF32x4x4(y, x, (float*)w.Data, ys, cols, r, b);
+                        else TileBF16x4x4(y, x, (ushort*)w.Data, ys, cols, r, b);
                     }
-                    for (; b < b1; b++)
+                    for (; b < be; b++)
                     {
-                        if (f32) TileF32x4x1(y, x, (float*)w.Data, rows, cols, r, b);
-                        else TileBF16x4x1(y, x, (ushort*)w.Data, rows, cols, r, b);
+                        if (f32) TileF32x4x1(y, x, (float*)w.Data, ys, cols, r, b);
+                        else TileBF16x4x1(y, x, (ushort*)w.Data, ys, cols, r, b);
                     }
                 }
             }
             for (; r < r1; r++)
-                for (int b = b0; b < b1; b++)
-                    y[(long)b * rows + r] = f32
+                for (int b = bb; b < be; b++)
+                    y[(long)b * ys + r] = f32
                         ? DotF32((float*)w.Data + (long)r * cols, x + (long)b * cols, cols, level)
                         : DotBF16((ushort*)w.Data + (long)r * cols, x + (long)b * cols, cols, level);
         }
@@ -199,38 +235,38 @@ public static unsafe class MatMulKernel
 
     /// <summary>Packed weights: rows [r0, r1) in pairs of 16-row panels; each step loads 32 rows' weights for one
     /// column and multiplies them by one broadcast input value per sequence (8 sequences per pass).</summary>
-    private static void PackedRows(float* y, float* x, float* xt, WeightMatrix w, int n, int r0, int r1, SimdLevel level)
+    private static void PackedRows(float* y, int ys, float* x, float* xt, WeightMatrix w, int b0, int b1, int r0, int r1, SimdLevel level)
     {
-        int cols = w.Cols, rows = w.Rows;
+        int cols = w.Cols;
         if (level != SimdLevel.Vector512 || !Avx512F.IsSupported)
         {
-            for (int b = 0; b < n; b++)
+            for (int b = b0; b < b1; b++)
                 for (int r = r0; r < r1; r++)
                 {
                     float s = 0;
                     for (int k = 0; k < cols; k++) s += w.At(r, k) * x[(long)b * cols + k];
-                    y[(long)b * rows + r] = s;
+                    y[(long)b * ys + r] = s;
                 }
             return;
         }
         bool f32 = w.Type == WeightType.F32;
-        for (int b0 = 0; b0 < n; b0 += BatchBlock)
+        for (int bb = b0; bb < b1; bb += BatchBlock)
         {
-            int b1 = Math.Min(n, b0 + BatchBlock);
+            int be = Math.Min(b1, bb + BatchBlock);
             for (int r = r0; r < r1; r += 2 * WeightMatrix.PanelRows)
             {
                 long panel = (long)r * cols;   // start of the first of the two panels
-                int b = b0;
-                for (; b + 8 <= b1 && xt != null; b += 8)
+                int b = bb;
+                for (; b + 8 <= be && xt != null; b += 8)
                 {
-                    float* xg = xt + (long)(b / 8) * cols * 8;   // b0 and BatchBlock are multiples of 8
-                    if (f32) PanelF32x8(y, xg, (float*)w.Data + panel, rows, cols, r, b);
-                    else PanelBF16x8(y, xg, (ushort*)w.Data + panel, rows, cols, r, b);
+                    float* xg = xt + (long)(b / 8) * cols * 8;   // bb and BatchBlock are multiples of 8
+                    if (f32) PanelF32x8(y, xg, (float*)w.Data + panel, ys, cols, r, b);
+                    else PanelBF16x8(y, xg, (ushort*)w.Data + panel, ys, cols, r, b);
                 }
-                for (; b < b1; b++)
+                for (; b < be; b++)
                 {
-                    if (f32) PanelF32x1(y, x, (float*)w.Data + panel, rows, cols, r, b);
-                    else PanelBF16x1(y, x, (ushort*)w.Data + panel, rows, cols, r, b);
+                    if (f32) PanelF32x1(y, x, (float*)w.Data + panel, ys, cols, r, b);
+                    else PanelBF16x1(y, x, (ushort*)w.Data + panel, ys, cols, r, b);
                 }
             }
         }
@@ -241,7 +277,7 @@ public static unsafe class MatMulKernel
         Vector512.ShiftLeft(Avx512F.ConvertToVector512UInt32(Vector256.Load(p)), 16).AsSingle();
 
     /// <param name="xg">8 input rows interleaved: (cols, 8).</param>
-    private static void PanelF32x8(float* y, float* xg, float* p0, int rows, int cols, int r, int b)
+    private static void PanelF32x8(float* y, float* xg, float* p0, int ys, int cols, int r, int b)
     {
         float* p1 = p0 + 16 * cols;
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
@@ -260,11 +296,11 @@ public static unsafe class MatMulKernel
             v = Vector512.Create(xk[6]); a6 = Vector512.FusedMultiplyAdd(u, v, a6); c6 = Vector512.FusedMultiplyAdd(w, v, c6);
             v = Vector512.Create(xk[7]); a7 = Vector512.FusedMultiplyAdd(u, v, a7); c7 = Vector512.FusedMultiplyAdd(w, v, c7);
         }
-        StorePanels8(y, rows, r, b, a0, a1, a2, a3, a4, a5, a6, a7, c0, c1, c2, c3, c4, c5, c6, c7);
+        StorePanels8(y, ys, r, b, a0, a1, a2, a3, a4, a5, a6, a7, c0, c1, c2, c3, c4, c5, c6, c7);
     }
 
     /// <param name="xg">8 input rows interleaved: (cols, 8).</param>
-    private static void PanelBF16x8(float* y, float* xg, ushort* p0, int rows, int cols, int r, int b)
+    private static void PanelBF16x8(float* y, float* xg, ushort* p0, int ys, int cols, int r, int b)
     {
         ushort* p1 = p0 + 16 * cols;
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
@@ -283,28 +319,28 @@ public static unsafe class MatMulKernel
             v = Vector512.Create(xk[6]); a6 = Vector512.FusedMultiplyAdd(u, v, a6); c6 = Vector512.FusedMultiplyAdd(w, v, c6);
             v = Vector512.Create(xk[7]); a7 = Vector512.FusedMultiplyAdd(u, v, a7); c7 = Vector512.FusedMultiplyAdd(w, v, c7);
         }
-        StorePanels8(y, rows, r, b, a0, a1, a2, a3, a4, a5, a6, a7, c0, c1, c2, c3, c4, c5, c6, c7);
+        StorePanels8(y, ys, r, b, a0, a1, a2, a3, a4, a5, a6, a7, c0, c1, c2, c3, c4, c5, c6, c7);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StorePanels8(float* y, int rows, int r, int b,
+    private static void StorePanels8(float* y, int ys, int r, int b,
         Vector512<float> a0, Vector512<float> a1, Vector512<float> a2, Vector512<float> a3,
         Vector512<float> a4, Vector512<float> a5, Vector512<float> a6, Vector512<float> a7,
         Vector512<float> c0, Vector512<float> c1, Vector512<float> c2, Vector512<float> c3,
         Vector512<float> c4, Vector512<float> c5, Vector512<float> c6, Vector512<float> c7)
     {
-        float* y0 = y + (long)b * rows + r;
-        a0.Store(y0); c0.Store(y0 + 16); y0 += rows;
-        a1.Store(y0); c1.Store(y0 + 16); y0 += rows;
-        a2.Store(y0); c2.Store(y0 + 16); y0 += rows;
-        a3.Store(y0); c3.Store(y0 + 16); y0 += rows;
-        a4.Store(y0); c4.Store(y0 + 16); y0 += rows;
-        a5.Store(y0); c5.Store(y0 + 16); y0 += rows;
-        a6.Store(y0); c6.Store(y0 + 16); y0 += rows;
+        float* y0 = y + (long)b * ys + r;
+        a0.Store(y0); c0.Store(y0 + 16); y0 += ys;
+        a1.Store(y0); c1.Store(y0 + 16); y0 += ys;
+        a2.Store(y0); c2.Store(y0 + 16); y0 += ys;
+        a3.Store(y0); c3.Store(y0 + 16); y0 += ys;
+        a4.Store(y0); c4.Store(y0 + 16); y0 += ys;
+        a5.Store(y0); c5.Store(y0 + 16); y0 += ys;
+        a6.Store(y0); c6.Store(y0 + 16); y0 += ys;
         a7.Store(y0); c7.Store(y0 + 16);
     }
 
-    private static void PanelF32x1(float* y, float* x, float* p0, int rows, int cols, int r, int b)
+    private static void PanelF32x1(float* y, float* x, float* p0, int ys, int cols, int r, int b)
     {
         float* p1 = p0 + 16 * cols;
         float* x0 = x + (long)b * cols;
@@ -326,12 +362,12 @@ public static unsafe class MatMulKernel
             a0 = Vector512.FusedMultiplyAdd(Vector512.Load(p0 + k * 16), v, a0);
             c0 = Vector512.FusedMultiplyAdd(Vector512.Load(p1 + k * 16), v, c0);
         }
-        float* y0 = y + (long)b * rows + r;
+        float* y0 = y + (long)b * ys + r;
         (a0 + a1).Store(y0);
         (c0 + c1).Store(y0 + 16);
     }
 
-    private static void PanelBF16x1(float* y, float* x, ushort* p0, int rows, int cols, int r, int b)
+    private static void PanelBF16x1(float* y, float* x, ushort* p0, int ys, int cols, int r, int b)
     {
         ushort* p1 = p0 + 16 * cols;
         float* x0 = x + (long)b * cols;
@@ -352,7 +388,7 @@ public static unsafe class MatMulKernel
             a0 = Vector512.FusedMultiplyAdd(Widen16(p0 + k * 16), v, a0);
             c0 = Vector512.FusedMultiplyAdd(Widen16(p1 + k * 16), v, c0);
         }
-        float* y0 = y + (long)b * rows + r;
+        float* y0 = y + (long)b * ys + r;
         (a0 + a1).Store(y0);
         (c0 + c1).Store(y0 + 16);
     }
@@ -363,7 +399,7 @@ public static unsafe class MatMulKernel
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Hi(Vector512<ushort> u) => Vector512.ShiftLeft(Vector512.WidenUpper(u), 16).AsSingle();
 
-    private static void TileF32x4x4(float* y, float* x, float* w, int rows, int cols, int r, int b)
+    private static void TileF32x4x4(float* y, float* x, float* w, int ys, int cols, int r, int b)
     {
         float* w0 = w + (long)r * cols, w1 = w0 + cols, w2 = w1 + cols, w3 = w2 + cols;
         float* x0 = x + (long)b * cols, x1 = x0 + cols, x2 = x1 + cols, x3 = x2 + cols;
@@ -388,10 +424,10 @@ public static unsafe class MatMulKernel
             a30 = Vector512.FusedMultiplyAdd(u, v0, a30); a31 = Vector512.FusedMultiplyAdd(u, v1, a31);
             a32 = Vector512.FusedMultiplyAdd(u, v2, a32); a33 = Vector512.FusedMultiplyAdd(u, v3, a33);
         }
-        Store4x4(y, rows, r, b, a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33);
+        Store4x4(y, ys, r, b, a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33);
     }
 
-    private static void TileBF16x4x4(float* y, float* x, ushort* w, int rows, int cols, int r, int b)
+    private static void TileBF16x4x4(float* y, float* x, ushort* w, int ys, int cols, int r, int b)
     {
         ushort* w0 = w + (long)r * cols, w1 = w0 + cols, w2 = w1 + cols, w3 = w2 + cols;
         float* x0 = x + (long)b * cols, x1 = x0 + cols, x2 = x1 + cols, x3 = x2 + cols;
@@ -426,24 +462,24 @@ public static unsafe class MatMulKernel
             a32 = Vector512.FusedMultiplyAdd(hi, q2, Vector512.FusedMultiplyAdd(lo, p2, a32));
             a33 = Vector512.FusedMultiplyAdd(hi, q3, Vector512.FusedMultiplyAdd(lo, p3, a33));
         }
-        Store4x4(y, rows, r, b, a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33);
+        Store4x4(y, ys, r, b, a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store4x4(float* y, int rows, int r, int b,
+    private static void Store4x4(float* y, int ys, int r, int b,
         Vector512<float> a00, Vector512<float> a01, Vector512<float> a02, Vector512<float> a03,
         Vector512<float> a10, Vector512<float> a11, Vector512<float> a12, Vector512<float> a13,
         Vector512<float> a20, Vector512<float> a21, Vector512<float> a22, Vector512<float> a23,
         Vector512<float> a30, Vector512<float> a31, Vector512<float> a32, Vector512<float> a33)
     {
-        float* y0 = y + (long)b * rows + r, y1 = y0 + rows, y2 = y1 + rows, y3 = y2 + rows;
+        float* y0 = y + (long)b * ys + r, y1 = y0 + ys, y2 = y1 + ys, y3 = y2 + ys;
         y0[0] = Vector512.Sum(a00); y1[0] = Vector512.Sum(a01); y2[0] = Vector512.Sum(a02); y3[0] = Vector512.Sum(a03);
         y0[1] = Vector512.Sum(a10); y1[1] = Vector512.Sum(a11); y2[1] = Vector512.Sum(a12); y3[1] = Vector512.Sum(a13);
         y0[2] = Vector512.Sum(a20); y1[2] = Vector512.Sum(a21); y2[2] = Vector512.Sum(a22); y3[2] = Vector512.Sum(a23);
         y0[3] = Vector512.Sum(a30); y1[3] = Vector512.Sum(a31); y2[3] = Vector512.Sum(a32); y3[3] = Vector512.Sum(a33);
     }
 
-    private static void TileF32x4x1(float* y, float* x, float* w, int rows, int cols, int r, int b)
+    private static void TileF32x4x1(float* y, float* x, float* w, int ys, int cols, int r, int b)
     {
         float* w0 = w + (long)r * cols, w1 = w0 + cols, w2 = w1 + cols, w3 = w2 + cols;
         float* x0 = x + (long)b * cols;
@@ -456,11 +492,11 @@ public static unsafe class MatMulKernel
             a2 = Vector512.FusedMultiplyAdd(Vector512.Load(w2 + k), v, a2);
             a3 = Vector512.FusedMultiplyAdd(Vector512.Load(w3 + k), v, a3);
         }
-        float* yr = y + (long)b * rows + r;
+        float* yr = y + (long)b * ys + r;
         yr[0] = Vector512.Sum(a0); yr[1] = Vector512.Sum(a1); yr[2] = Vector512.Sum(a2); yr[3] = Vector512.Sum(a3);
     }
 
-    private static void TileBF16x4x1(float* y, float* x, ushort* w, int rows, int cols, int r, int b)
+    private static void TileBF16x4x1(float* y, float* x, ushort* w, int ys, int cols, int r, int b)
     {
         ushort* w0 = w + (long)r * cols, w1 = w0 + cols, w2 = w1 + cols, w3 = w2 + cols;
         float* x0 = x + (long)b * cols;
@@ -474,7 +510,7 @@ public static unsafe class MatMulKernel
             u = Vector512.Load(w2 + k); a2 = Vector512.FusedMultiplyAdd(Hi(u), q, Vector512.FusedMultiplyAdd(Lo(u), p, a2));
             u = Vector512.Load(w3 + k); a3 = Vector512.FusedMultiplyAdd(Hi(u), q, Vector512.FusedMultiplyAdd(Lo(u), p, a3));
         }
-        float* yr = y + (long)b * rows + r;
+        float* yr = y + (long)b * ys + r;
         yr[0] = Vector512.Sum(a0); yr[1] = Vector512.Sum(a1); yr[2] = Vector512.Sum(a2); yr[3] = Vector512.Sum(a3);
     }
 

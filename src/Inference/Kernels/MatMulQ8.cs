@@ -16,22 +16,23 @@ public static unsafe class MatMulQ8
 
     public static bool FastPath(SimdLevel level) => level != SimdLevel.Scalar && AvxVnni.IsSupported;
 
-    /// <summary>Output rows [r0, r1) (multiples of 16) of y (n, w.Rows) for all n quantized input rows.</summary>
-    internal static void Rows(float* y, in Q8Input x, WeightMatrix w, int n, int r0, int r1)
+    /// <summary>Output rows [r0, r1) (multiples of 16) of quantized input rows [b0, b1): y[b · ys + r] (ys: y's row
+    /// stride). Input rows go in blocks of <see cref="BatchBlock"/> counted from b0.</summary>
+    internal static void Rows(float* y, int ys, in Q8Input x, WeightMatrix w, int b0, int b1, int r0, int r1)
     {
-        int rows = w.Rows, blocks = x.Blocks, stride = blocks * Q8Layout.Block;
+        int blocks = x.Blocks, stride = blocks * Q8Layout.Block;
         byte* data = (byte*)w.Data;
-        for (int b0 = 0; b0 < n; b0 += BatchBlock)
+        for (int bb = b0; bb < b1; bb += BatchBlock)
         {
-            int b1 = Math.Min(n, b0 + BatchBlock);
+            int be = Math.Min(b1, bb + BatchBlock);
             for (int r = r0; r < r1; r += Q8Layout.Rows)
             {
                 byte* panel = data + (long)(r / Q8Layout.Rows) * blocks * Q8Layout.BlockBytes;
-                int b = b0;
-                for (; b + 4 <= b1; b += 4)
-                    Panel4(y + (long)b * rows + r, rows, panel, blocks, x.Values + (long)b * stride, stride, x.Scales + b * blocks, x.Sums + b * blocks);
-                for (; b < b1; b++)
-                    Panel1(y + (long)b * rows + r, panel, blocks, x.Values + (long)b * stride, x.Scales + b * blocks, x.Sums + b * blocks);
+                int b = bb;
+                for (; b + 4 <= be; b += 4)
+                    Panel4(y + (long)b * ys + r, ys, panel, blocks, x.Values + (long)b * stride, stride, x.Scales + b * blocks, x.Sums + b * blocks);
+                for (; b < be; b++)
+                    Panel1(y + (long)b * ys + r, panel, blocks, x.Values + (long)b * stride, x.Scales + b * blocks, x.Sums + b * blocks);
             }
         }
     }

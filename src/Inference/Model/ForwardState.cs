@@ -45,13 +45,13 @@ public sealed class ForwardState
 
     // activations
     internal readonly float[] X;        // (MaxTokens, dim) residual stream
-    internal readonly float[] Xb;       // (MaxTokens, dim) normed input / projection output
+    internal readonly float[] Xb;       // (MaxTokens, dim) normed input (and, without fused epilogues, o/down output)
     internal readonly float[] Q;        // (MaxTokens, heads*headDim)
     internal readonly float[] K;        // (MaxTokens, kvHeads*headDim)
     internal readonly float[] V;        // (MaxTokens, kvHeads*headDim)
     internal readonly float[] Att;      // (MaxTokens, heads*headDim) attention output
-    internal readonly float[] Hb;       // (MaxTokens, hidden) gate, then silu(gate)·up
-    internal readonly float[] Hb2;      // (MaxTokens, hidden) up
+    internal readonly float[] Hb;       // (MaxTokens, hidden) silu(gate)·up (written once when gate/up are fused; else gate first)
+    internal readonly float[] Hb2;      // (MaxTokens, hidden) up, when gate/up take separate passes (adapters on them, biases)
     internal readonly float[] Last;     // (MaxSequences, dim) final hidden state of each sequence's last token
     internal readonly float[] Scores;   // (scratch rows, MaxContext) attention scores
     internal readonly float[] KeysT;    // (kvHeads, MaxContext/16 blocks, headDim, 16) one prefill sequence's keys, transposed

@@ -97,19 +97,21 @@ public sealed class Transformer : IDisposable
                 s.V.AsSpan(t * kvDim, kvDim).CopyTo(cache.Values(l, block).Slice(row * kvDim, kvDim));
             }
             k.Attention(new AttentionBatch(s.Att, s.Q, s.TokenCache, s.Lengths, T, c.NumHeads, c.NumKvHeads, hd, l, s.Scores, s.ScoreRowLength, s.KeysT));
-            Project(s.Xb, s.Att, L.O, T);
-            Lora(s, s.Xb, s.Att, qDim, dim, l, LoraTarget.OProj);
-            Ops.AddInPlace(s.X.AsSpan(0, T * dim), s.Xb.AsSpan(0, T * dim));
+            Residual(s, s.Att, L.O, qDim, l, LoraTarget.OProj);
 
             // mlp: x += down(silu(gate(norm(x))) · up(norm(x)))
             k.RmsNorm(s.Xb, s.X, L.MlpNorm, eps, T);
-            Project(s.Hb, L.Gate, s.Hb2, L.Up, default, null, s.Xb, T);
-            Lora(s, s.Hb, s.Xb, dim, hidden, l, LoraTarget.GateProj);
-            Lora(s, s.Hb2, s.Xb, dim, hidden, l, LoraTarget.UpProj);
-            k.SiluMul(s.Hb.AsSpan(0, T * hidden), s.Hb.AsSpan(0, T * hidden), s.Hb2.AsSpan(0, T * hidden));
-            Project(s.Xb, s.Hb, L.Down, T);
-            Lora(s, s.Xb, s.Hb, hidden, dim, l, LoraTarget.DownProj);
-            Ops.AddInPlace(s.X.AsSpan(0, T * dim), s.Xb.AsSpan(0, T * dim));
+            if (FuseEpilogues && L.Gate.Bias is null && L.Up.Bias is null && !AdaptsGateOrUp(s, l))
+                k.MatMulSiluMul(s.Hb, L.Gate.Weight, L.Up.Weight, s.Xb, T);
+            else
+            {
+                // an adapter's delta goes into gate and up before the activation
+                Project(s.Hb, L.Gate, s.Hb2, L.Up, default, null, s.Xb, T);
+                Lora(s, s.Hb, s.Xb, dim, hidden, l, LoraTarget.GateProj);
+                Lora(s, s.Hb2, s.Xb, dim, hidden, l, LoraTarget.UpProj);
+                k.SiluMul(s.Hb.AsSpan(0, T * hidden), s.Hb.AsSpan(0, T * hidden), s.Hb2.AsSpan(0, T * hidden));
+            }
+            Residual(s, s.Hb, L.Down, hidden, l, LoraTarget.DownProj);
         }
 
         // final norm and LM head, for the rows asked for
@@ -149,6 +151,35 @@ public sealed class Transformer : IDisposable
         AddBias(y1, p1, n);
         AddBias(y2, p2, n);
         if (p3 != null) AddBias(y3, p3, n);
+    }
+
+    /// <summary>Whether the fused epilogues run (the default). False: the projections write their outputs, and separate
+    /// passes add the residual and apply SiLU·mul: the reference the tests and the benchmark compare the fused path with.</summary>
+    internal bool FuseEpilogues { get; set; } = true;
+
+    /// <summary>x (T, dim) += p(input) + bias + the LoRA deltas: o_proj and down_proj add their outputs to the residual
+    /// stream inside the matmul, then the adapters' deltas go straight into x.</summary>
+    private void Residual(ForwardState s, float[] input, Linear p, int inDim, int layer, LoraTarget target)
+    {
+        int T = s.TokenCount, dim = Config.HiddenSize;
+        if (!FuseEpilogues)
+        {
+            Project(s.Xb, input, p, T);
+            Lora(s, s.Xb, input, inDim, dim, layer, target);
+            Ops.AddInPlace(s.X.AsSpan(0, T * dim), s.Xb.AsSpan(0, T * dim));
+            return;
+        }
+        Kernels.MatMulAdd(s.X, input, p.Weight, T);
+        AddBias(s.X, p, T);
+        Lora(s, s.X, input, inDim, dim, layer, target);
+    }
+
+    /// <summary>Whether an adapter of the batch has a gate_proj or up_proj delta at this layer.</summary>
+    private static bool AdaptsGateOrUp(ForwardState s, int layer)
+    {
+        foreach (var seg in s.Segments.AsSpan(0, s.SegmentCount))
+            if (seg.Adapter is { } a && (a.Targets(layer, LoraTarget.GateProj) || a.Targets(layer, LoraTarget.UpProj))) return true;
+        return false;
     }
 
     /// <summary>y (T, outDim) += scale · (x Aᵀ) Bᵀ per adapter segment of the batch, read from pool pages (never merged).</summary>
