@@ -9,7 +9,9 @@ namespace Loom.Benchmarks;
 /// steps: first for a warm-up time (the JIT's tiers and dynamic PGO settle on the kernels of this weight type), then
 /// timed steps, each on its own; prints the median and best step, and the process's CPU time per timed step. With
 /// <c>--workers 1</c> the kernels run on the calling thread alone: its CPU time per step measures the code, little
-/// disturbed by a shared machine's load (no thread waits for a descheduled one).</summary>
+/// disturbed by a shared machine's load (no thread waits for a descheduled one). <c>--unfused</c>: the forward pass
+/// without its fused epilogues (separate residual-add and SiLU·mul passes), for an A/B of the fusion in one build;
+/// <c>--prefill N</c>: each timed step is a prefill of N tokens on a fresh cache instead of a decode step.</summary>
 internal static class DecodeBenchmark
 {
     public static void Run(string[] args)
@@ -21,6 +23,12 @@ internal static class DecodeBenchmark
         int workers = int.Parse(Value(args, "--workers") ?? Environment.ProcessorCount.ToString());
         var c = Shapes.SmolLM2;
         using var model = new Transformer(ModelWeights.CreateRandom(c, type, seed: 1), new CpuKernels(Simd.Best, workers), maxContext: 1024);
+        model.FuseEpilogues = !args.Contains("--unfused");
+        if (Value(args, "--prefill") is { } prefill)
+        {
+            Prefill(model, type, int.Parse(prefill), steps, warmup, workers);
+            return;
+        }
         const int prompt = 16;
         var state = model.CreateState(Math.Max(batch, prompt), batch);
         var rng = new Random(batch);
@@ -65,8 +73,31 @@ internal static class DecodeBenchmark
         double cpuMs = (process.TotalProcessorTime - cpu).TotalMilliseconds / steps;
         times.Sort();
         double median = times[times.Count / 2];
-        Console.WriteLine($"decode {type} batch {batch}, {workers} thread(s): {median:F3} ms/step median, {times[0]:F3} best of {steps} " +
+        Console.WriteLine($"decode {type} batch {batch}{(model.FuseEpilogues ? "" : " unfused")}, {workers} thread(s): {median:F3} ms/step median, {times[0]:F3} best of {steps} " +
             $"({batch * 1000 / median:F1} tokens/s median), {cpuMs:F3} ms CPU per step, after {warmup:F0} s of warm-up; load {File.ReadAllText("/proc/loadavg").Trim()}");
+    }
+
+    /// <summary>Prefills of <paramref name="n"/> tokens, each on a fresh cache: a warm-up time, then timed ones.</summary>
+    private static void Prefill(Transformer model, WeightType type, int n, int steps, double warmup, int workers)
+    {
+        var state = model.CreateState(n, 1);
+        var tokens = Enumerable.Range(0, n).Select(i => (i * 7919) % model.Config.VocabSize).ToArray();
+        var times = new List<double>();
+        var clock = Stopwatch.StartNew();
+        var sw = new Stopwatch();
+        while (times.Count < steps)
+        {
+            var cache = model.CreateCache(n);
+            state.Clear();
+            state.Add(cache, tokens);
+            sw.Restart();
+            model.Forward(state);
+            if (clock.Elapsed.TotalSeconds >= warmup) times.Add(sw.Elapsed.TotalMilliseconds);
+        }
+        times.Sort();
+        double median = times[times.Count / 2];
+        Console.WriteLine($"prefill {type} {n} tokens{(model.FuseEpilogues ? "" : " unfused")}, {workers} thread(s): {median:F1} ms median, {times[0]:F1} best of {steps} " +
+            $"({n * 1000 / median:F0} tokens/s median), after {warmup:F0} s of warm-up; load {File.ReadAllText("/proc/loadavg").Trim()}");
     }
 
     private static string? Value(string[] args, string name) =>

@@ -5,8 +5,9 @@
 //                                models; plots PREFIX-decode-batch.png (beside llama.cpp's figures read from F, the
 //                                saved output of ../shared/anchors/llamacpp.sh) and PREFIX-prefill-peak.png
 //   engine alloc [--quick]       managed bytes allocated per decode step (forward, sampling) in steady state
-//   engine decode [--type bf16|f32|q8] [--batch N] [--steps N] [--warmup-seconds S]
-//                                one decode figure alone after a warm-up (A/B runs of two builds back to back)
+//   engine decode [--type bf16|f32|q8] [--batch N] [--steps N] [--warmup-seconds S] [--unfused] [--prefill N]
+//                                one decode figure alone after a warm-up (A/B runs of two builds back to back; --unfused:
+//                                without the fused matmul epilogues; --prefill N: N-token prefills instead of decode steps)
 //   engine checksum              a hash of the exact logits bits of prefill and batched decode (two builds compared)
 //   engine gguf FILE...          loads llama.cpp GGUF files (F32/F16/BF16/Q8_0) and times decode at batch 1
 //   matmul                       the matmul kernel alone at several shapes and batch sizes
