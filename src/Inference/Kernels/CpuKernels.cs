@@ -18,12 +18,14 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
 
     public void MatMul(Span<float> y, ReadOnlySpan<float> x, WeightMatrix w, int n)
     {
+        if (_rider is not null && RideAlong(y, x, w, n)) return;
         if (Level == SimdLevel.Scalar) MatMulKernel.Naive(y, x, w, n);
         else MatMulKernel.Forward(y, x, w, n, Level, Pool);
     }
 
     public void MatMul(Span<float> y1, WeightMatrix w1, Span<float> y2, WeightMatrix w2, Span<float> y3, WeightMatrix? w3, ReadOnlySpan<float> x, int n)
     {
+        if (_rider is not null && RideAlong(y1, w1, y2, w2, y3, w3, x, n)) return;
         if (Level == SimdLevel.Scalar || x.Length < n * w1.Cols || y1.Length < n * w1.Rows || y2.Length < n * w2.Rows
             || (w3 != null && y3.Length < n * w3.Rows) || w1.Cols != w2.Cols || (w3 != null && w3.Cols != w1.Cols))
         {

@@ -165,12 +165,15 @@ public static unsafe partial class MatMulKernel
     /// <summary>Input rows in groups of 8, interleaved column by column ([n/8][cols][8]), so the packed kernel's
     /// eight broadcasts per column come from one cache line instead of eight rows a row-stride apart.
     /// The buffer belongs to the calling thread and is reused (it grows, rarely).</summary>
-    private static float* InterleaveInputs(float* x, int n, int cols)
+    private static float* InterleaveInputs(float* x, int n, int cols) => InterleaveInputs(x, n, cols, ref _interleaved);
+
+    /// <summary><see cref="InterleaveInputs(float*, int, int)"/> into the given per-thread buffer (pinned; grows, rarely).</summary>
+    internal static float* InterleaveInputs(float* x, int n, int cols, ref float[]? buffer)
     {
         int groups = n / 8;
         int size = groups * cols * 8;
-        if (_interleaved == null || _interleaved.Length < size) _interleaved = GC.AllocateArray<float>(Math.Max(size, 4096), pinned: true);
-        fixed (float* dst = _interleaved)
+        if (buffer == null || buffer.Length < size) buffer = GC.AllocateArray<float>(Math.Max(size, 4096), pinned: true);
+        fixed (float* dst = buffer)
         {
             for (int g = 0; g < groups; g++)
             {
@@ -189,7 +192,7 @@ public static unsafe partial class MatMulKernel
     /// y may point before the memory it writes, so that a block of the product lands in a small scratch tile). Input rows
     /// go in blocks of <see cref="BatchBlock"/> counted from b0 (callers pass b0 = 0 or a multiple of the block), so which
     /// kernel computes a row, and thus its bits, depends on its place in the batch only.</summary>
-    private static void Rows(float* y, int ys, float* x, float* xt, in Q8Input xq, WeightMatrix w, int b0, int b1, int r0, int r1, SimdLevel level)
+    internal static void Rows(float* y, int ys, float* x, float* xt, in Q8Input xq, WeightMatrix w, int b0, int b1, int r0, int r1, SimdLevel level)
     {
         if (w.Type == WeightType.Q8)
         {

@@ -34,7 +34,7 @@ public static unsafe partial class MatMulKernel
     }
 
     /// <summary>Output rows [r0, r1) of one target for all n input rows, with its epilogue.</summary>
-    private static void Chunk(in MatMulTarget t, float* x, float* xt, in Q8Input xq, int n, int r0, int r1, SimdLevel level)
+    internal static void Chunk(in MatMulTarget t, float* x, float* xt, in Q8Input xq, int n, int r0, int r1, SimdLevel level)
     {
         float* y = (float*)t.Y;
         int rows = t.W.Rows;

@@ -7,17 +7,22 @@ namespace Loom.Inference.Kernels;
 /// holding keys start[t]..t.</remarks>
 public static unsafe class TrainingAttention
 {
+    /// <summary>Rows [t0, t1) of the row's attention (t1 &lt; 0: T): a chunked forward computes the rows of each chunk once
+    /// the keys and values of every row before t1 are in place; row t's outputs and probabilities are bitwise the same
+    /// whichever rows are computed with it (buffers keep the whole row's geometry: T is the row's length).</summary>
     public static void Forward(Span<float> output, Span<float> probs, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<int> start, int T, int heads, int kvHeads, int hd, SimdLevel level)
+        ReadOnlySpan<int> start, int T, int heads, int kvHeads, int hd, SimdLevel level, int t0 = 0, int t1 = -1)
     {
+        if (t1 < 0) t1 = T;
+        if (t0 < 0 || t1 > T || t0 > t1) throw new ArgumentOutOfRangeException(nameof(t0), $"rows [{t0}, {t1}) of a row of {T}");
         if (level == SimdLevel.Scalar)
         {
-            NaiveTrainingAttention.Forward(output, probs, q, k, v, start, T, heads, kvHeads, hd);
+            NaiveTrainingAttention.Forward(output, probs, q, k, v, start, T, heads, kvHeads, hd, t0, t1);
             return;
         }
         if (level == SimdLevel.Vector512 && hd == 64)
         {
-            TrainingAttention64.Forward(output, probs, q, k, v, start, T, heads, kvHeads);
+            TrainingAttention64.Forward(output, probs, q, k, v, start, T, heads, kvHeads, t0, t1);
             return;
         }
         int qDim = heads * hd, kvDim = kvHeads * hd, groups = heads / kvHeads;
@@ -25,12 +30,13 @@ public static unsafe class TrainingAttention
         fixed (float* op = output) fixed (float* pp = probs) fixed (float* qp = q) fixed (float* kp = k) fixed (float* vp = v) fixed (int* sp = start)
         {
             nint oa = (nint)op, pa = (nint)pp, qa = (nint)qp, ka = (nint)kp, va = (nint)vp, sa = (nint)sp;
+            int rowStart = t0, rowEnd = t1;
             Parallel.For(0, heads, h =>
             {
                 float* o = (float*)oa, P = (float*)pa + (long)h * T * T, Q = (float*)qa, K = (float*)ka, V = (float*)va;
                 int* st = (int*)sa;
                 int g = h / groups;
-                for (int t = 0; t < T; t++)
+                for (int t = rowStart; t < rowEnd; t++)
                 {
                     float* qt = Q + (long)t * qDim + h * hd;
                     float* row = P + (long)t * T;
@@ -138,13 +144,14 @@ public static unsafe class TrainingAttention
 public static class NaiveTrainingAttention
 {
     public static void Forward(Span<float> output, Span<float> probs, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<int> start, int T, int heads, int kvHeads, int hd)
+        ReadOnlySpan<int> start, int T, int heads, int kvHeads, int hd, int t0 = 0, int t1 = -1)
     {
+        if (t1 < 0) t1 = T;
         int qDim = heads * hd, kvDim = kvHeads * hd, groups = heads / kvHeads;
         double scale = 1 / Math.Sqrt(hd);
         var s = new double[T];
         for (int h = 0; h < heads; h++)
-            for (int t = 0; t < T; t++)
+            for (int t = t0; t < t1; t++)
             {
                 int g = h / groups;
                 double max = double.NegativeInfinity, sum = 0;

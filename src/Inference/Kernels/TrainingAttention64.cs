@@ -70,21 +70,23 @@ internal static unsafe class TrainingAttention64
         for (int i = 0; j + i <= j1; i++) output[j + i] = tmp[i];
     }
 
+    /// <summary>Rows [t0, t1) (see <see cref="TrainingAttention.Forward"/>): only the keys before t1 are read.</summary>
     public static void Forward(Span<float> output, Span<float> probs, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<int> start, int T, int heads, int kvHeads)
+        ReadOnlySpan<int> start, int T, int heads, int kvHeads, int t0, int t1)
     {
         int qDim = heads * HD, kvDim = kvHeads * HD, groups = heads / kvHeads, tp = ((T + 63) & ~63) + 64;
         float scale = 1f / MathF.Sqrt(HD);
-        nint kt = (nint)Transposed(k, T, tp, kvHeads);
+        nint kt = (nint)Transposed(k, t1, tp, kvHeads);
         fixed (float* op = output) fixed (float* pp = probs) fixed (float* qp = q) fixed (float* vp = v) fixed (int* sp = start)
         {
             nint oa = (nint)op, pa = (nint)pp, qa = (nint)qp, va = (nint)vp, sa = (nint)sp;
+            int rowStart = t0, rowEnd = t1;
             Parallel.For(0, heads, h =>
             {
                 int g = h / groups;
                 float* ktg = (float*)kt + (long)g * HD * tp, P = (float*)pa + (long)h * T * T, V = (float*)va + g * HD;
                 int* st = (int*)sa;
-                for (int t = 0; t < T; t++)
+                for (int t = rowStart; t < rowEnd; t++)
                 {
                     float* row = P + (long)t * T;
                     int s0 = st[t];

@@ -9,7 +9,7 @@ namespace Loom.Inference.Training;
 /// <see cref="Transformer.Forward"/>: embed → layers → head and loss → layers backward. The last
 /// <see cref="StoredLayers"/> layers keep their activations; earlier layers keep only their input and are recomputed in
 /// the backward pass (bitwise the same values: same kernels, same inputs). Allocates nothing per call.</summary>
-internal sealed class TrainingModel
+internal sealed partial class TrainingModel
 {
     private const int HeadChunk = 128;     // trained positions per LM-head block (bounds the logits buffer; the LM head
                                            // is read once per block, forward and transposed)
@@ -148,42 +148,12 @@ internal sealed class TrainingModel
     /// <summary>Whether layer l's activations are recomputed in the backward pass.</summary>
     public bool Recomputes(int layer) => layer < _c.NumLayers - StoredLayers;
 
-    /// <summary>Layer l: _xin[l] → _xin[l + 1], keeping what the backward pass needs.</summary>
+    /// <summary>Layer l: _xin[l] → _xin[l + 1], keeping what the backward pass needs. The layer runs as its four
+    /// stages over all rows (<see cref="ForwardStage"/>), each followed by its product through the base weights.</summary>
     public void ForwardLayer(int l)
     {
-        var c = _c;
-        var L = _w.Layers[l];
-        var a = SetOf(l);
-        int T = _T, dim = c.HiddenSize, qDim = c.QDim, kvDim = c.KvDim, hid = c.IntermediateSize, hd = c.HeadDim;
-        var x = _xin[l];
-
-        _k.RmsNorm(a.Xn1, x, L.AttnNorm, _eps, T);
-        _k.MatMul(a.Q, L.Q.Weight, a.K, L.K.Weight, a.V, L.V.Weight, a.Xn1, T);
-        AddBias(a.Q, L.Q, T); AddBias(a.K, L.K, T); AddBias(a.V, L.V, T);
-        Lora(a, a.Q, a.Xn1, l, LoraTarget.QProj);
-        Lora(a, a.K, a.Xn1, l, LoraTarget.KProj);
-        Lora(a, a.V, a.Xn1, l, LoraTarget.VProj);
-        for (int t = 0; t < T; t++)
-        {
-            int pos = _positions[t];
-            _k.Rope(a.Q.AsSpan(t * qDim, qDim), c.NumHeads, hd, _rope.Cos(pos), _rope.Sin(pos));
-            _k.Rope(a.K.AsSpan(t * kvDim, kvDim), c.NumKvHeads, hd, _rope.Cos(pos), _rope.Sin(pos));
-        }
-        TrainingAttention.Forward(a.Att, a.P, a.Q, a.K, a.V, _starts, T, c.NumHeads, c.NumKvHeads, hd, _level);
-        _k.MatMul(_tmpDim, a.Att, L.O.Weight, T);
-        AddBias(_tmpDim, L.O, T);
-        Lora(a, _tmpDim, a.Att, l, LoraTarget.OProj);
-        var xmid = a.Xmid.AsSpan(0, T * dim);
-        System.Numerics.Tensors.TensorPrimitives.Add(x.AsSpan(0, T * dim), _tmpDim.AsSpan(0, T * dim), xmid);
-
-        _k.RmsNorm(a.Xn2, a.Xmid, L.MlpNorm, _eps, T);
-        _k.MatMul(a.G, L.Gate.Weight, a.Up, L.Up.Weight, default, null, a.Xn2, T);
-        Lora(a, a.G, a.Xn2, l, LoraTarget.GateProj);
-        Lora(a, a.Up, a.Xn2, l, LoraTarget.UpProj);
-        _k.SiluMul(a.H.AsSpan(0, T * hid), a.G.AsSpan(0, T * hid), a.Up.AsSpan(0, T * hid));
-        _k.MatMul(_tmpDim, a.H, L.Down.Weight, T);
-        Lora(a, _tmpDim, a.H, l, LoraTarget.DownProj);
-        System.Numerics.Tensors.TensorPrimitives.Add(xmid, _tmpDim.AsSpan(0, T * dim), _xin[l + 1].AsSpan(0, T * dim));
+        for (int stage = 0; stage < StagesPerLayer; stage++) ProductOf(ForwardStage(l, stage, 0, _T));
+        FinishLayer(l, 0, _T);
     }
 
     /// <summary>The loss head: final norm, LM head and cross-entropy of the trained positions, in blocks of
@@ -299,13 +269,13 @@ internal sealed class TrainingModel
         else BackwardOps.RmsNorm(dx, dy, x, w, _eps, _normScratch, accumulate);
     }
 
-    /// <summary>y (T, out) += scale · (x Aᵀ) Bᵀ, keeping x Aᵀ for the backward pass.</summary>
-    private void Lora(LayerActivations a, float[] y, float[] x, int layer, LoraTarget target)
+    /// <summary>Rows [r0, r0 + n) of y (T, out) += scale · (x Aᵀ) Bᵀ, keeping x Aᵀ for the backward pass.</summary>
+    private void Lora(LayerActivations a, float[] y, float[] x, int layer, LoraTarget target, int r0, int n)
     {
         if (_p.Find(layer, target) is not { } m) return;
         var u = a.U[(int)target];
-        LoraTrainingKernel.Shrink(u, x, m.A, _T, m.Rank, m.In, _level);
-        LoraTrainingKernel.Expand(y, u, m.Bt, _p.Scale, _T, m.Rank, m.Out, _level);
+        LoraTrainingKernel.Shrink(u.AsSpan(r0 * m.Rank), x.AsSpan(r0 * m.In), m.A, n, m.Rank, m.In, _level);
+        LoraTrainingKernel.Expand(y.AsSpan(r0 * m.Out), u.AsSpan(r0 * m.Rank), m.Bt, _p.Scale, n, m.Rank, m.Out, _level);
     }
 
     /// <summary>Adds the module's LoRA gradients for output gradient dY and input x; dx (T, in) += the LoRA part of the
@@ -316,10 +286,11 @@ internal sealed class TrainingModel
         LoraTrainingKernel.Backward(dx, m.GA, m.GBt, _loraTmp, dY, x, a.U[(int)target], m.A, m.Bt, _p.Scale, _T, m.Rank, m.In, m.Out, _level);
     }
 
-    private static void AddBias(float[] y, Linear p, int n)
+    /// <summary>Rows [r0, r0 + n) of y += bias.</summary>
+    private static void AddBias(float[] y, Linear p, int r0, int n)
     {
         if (p.Bias is not { } bias) return;
         int o = p.Weight.Rows;
-        for (int i = 0; i < n; i++) Kernels.Ops.AddInPlace(y.AsSpan(i * o, o), bias);
+        for (int i = r0; i < r0 + n; i++) Kernels.Ops.AddInPlace(y.AsSpan(i * o, o), bias);
     }
 }
