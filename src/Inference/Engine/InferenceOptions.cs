@@ -82,6 +82,13 @@ public sealed class InferenceOptions
     public int TrainingSliceTokens { get; set; } = 1;
     /// <summary>Bytes of activations a training run may keep for its backward pass; layers beyond it are recomputed.</summary>
     public long TrainingActivationBytes { get; set; } = 1L << 30;
+    /// <summary>Rows of a training row's forward pass that ride along with a decode step (a multiple of 8; 0: none): the
+    /// chunk goes through every layer inside the step, each of its base-weight products computed in the step's own
+    /// region over the same weight rows (decision 005). The forward pass then goes chunk by chunk also on its own, with
+    /// bitwise the same results. Needs every layer's activations kept.</summary>
+    public int TrainingRideRows { get; set; }
+    /// <summary>A chunk rides along with one decode step in this many (1: every step while the run is in a forward pass).</summary>
+    public int TrainingRideEvery { get; set; } = 1;
 
     /// <summary>Further base models this node serves beside <see cref="ModelDirectory"/>, each with its own engine and pool
     /// (Inference:Models:0:Name, :Directory, :WeightFormat, :PoolBytes). Only the first model trains fine-tunes.</summary>
@@ -123,6 +130,8 @@ public sealed class InferenceOptions
         : !(TrainingBurstMs >= 0 && TrainingBurstMs <= 60_000) ? "Inference:TrainingBurstMs must be between 0 and 60000"
         : TrainingSliceTokens < 1 ? "Inference:TrainingSliceTokens must be positive"
         : TrainingActivationBytes < 0 ? "Inference:TrainingActivationBytes must not be negative"
+        : TrainingRideRows < 0 || TrainingRideRows % 8 != 0 || TrainingRideRows > 4096 ? "Inference:TrainingRideRows must be a multiple of 8 from 0 to 4096"
+        : TrainingRideEvery < 1 || TrainingRideEvery > 1000 ? "Inference:TrainingRideEvery must be between 1 and 1000"
         : null;
 
     /// <summary>The scheduling policy these options choose.</summary>

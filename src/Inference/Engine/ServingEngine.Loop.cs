@@ -63,10 +63,12 @@ public sealed partial class ServingEngine
             return;
         }
         bool training = _training.Count != 0 || !_trainingArrivals.IsEmpty;
+        if (training) BoardTraining(plan);
         long start = Stopwatch.GetTimestamp();
         Step(plan);
         long served = Math.Max(1, Stopwatch.GetTimestamp() - start);
         Interlocked.Add(ref _c.StepTicks, served);
+        LandTraining();
         if (training) TrainingSlice(_options.TokenBudget - plan.Tokens, served);
     }
 
@@ -137,6 +139,7 @@ public sealed partial class ServingEngine
         try
         {
             if (_deviceSampling is { } device) ForwardSample(device);
+            else if (_ride is { } ride) ForwardRiding(ride);
             else _model.Forward(_state);
         }
         catch (Exception e)

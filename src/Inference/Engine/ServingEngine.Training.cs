@@ -50,6 +50,7 @@ public sealed partial class ServingEngine : ITrainingEngine
         {
             _training.Add(arrived);
             ReserveActivations(arrived);
+            arrived.Trainer.RideRows = _options.TrainingRideRows;
         }
         if (_training.Count == 0) return false;
         TrainingRun? run = null;

@@ -36,6 +36,14 @@ internal sealed class ChunkRide : IProductRider
         return p.Rows;
     }
 
+    /// <summary>Starts the chunk again from its first layer (the pass it rode along with failed part-way, so a product
+    /// may be incomplete): every activation of its rows is computed again from the embeddings.</summary>
+    public void Restart()
+    {
+        if (_completed) throw new InvalidOperationException("the chunk is complete");
+        _layer = _stage = 0;
+    }
+
     /// <summary>Runs the stages the pass did not carry, each with its product on its own, and the last layer's residual.</summary>
     public void Complete()
     {

@@ -36,6 +36,17 @@ internal sealed class LayerActivations
         for (int i = 0; i < U.Length; i++) U[i] = targets.Contains((LoraTarget)i) ? new float[T * rank] : [];
     }
 
+    /// <summary>A set that shares every buffer of <paramref name="shared"/> but the keys and values: a recomputed layer's
+    /// set, whose keys and values outlive the other layers' use of the shared buffers (a chunked forward pass reads the
+    /// earlier chunks' keys and values of each layer).</summary>
+    public LayerActivations(LayerActivations shared, int T, int kvDim)
+    {
+        Xn1 = shared.Xn1; Q = shared.Q; P = shared.P; Att = shared.Att; Xmid = shared.Xmid; Xn2 = shared.Xn2;
+        G = shared.G; Up = shared.Up; H = shared.H; U = shared.U;
+        K = new float[T * kvDim];
+        V = new float[T * kvDim];
+    }
+
     /// <summary>Bytes one set takes for rows of T tokens.</summary>
     public static long BytesFor(ModelConfig c, int T, int rank, int targets) =>
         sizeof(float) * ((long)T * (3L * c.HiddenSize + 2L * c.QDim + 2L * c.KvDim + 3L * c.IntermediateSize + (long)targets * rank)

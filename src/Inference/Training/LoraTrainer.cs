@@ -21,6 +21,8 @@ internal sealed class LoraTrainer
     private Phase _phase = Phase.Forward;
     private int _step, _row, _layer;
     private bool _rowSet;
+    private bool _chunked;               // the current row's forward pass goes chunk by chunk
+    private int _rideRows;
     private double _stepLoss;
     private double _headLoss;            // loss of the current row's head blocks so far
     private int _valIndex;
@@ -90,13 +92,15 @@ internal sealed class LoraTrainer
             {
                 case Phase.Forward:
                 {
-                    var sp = _plan.Steps[_step];
-                    if (!_rowSet)
+                    if (!_rowSet) StartRow();
+                    if (_chunked)
                     {
-                        _model.SetRow(sp.Rows[_row]);
-                        _model.Embed();
-                        _rowSet = true;
-                        _layer = 0;
+                        // one chunk through every layer, on its own (no inference pass to ride along with)
+                        var chunk = _model.NextChunk(RideRows);
+                        chunk.Complete();
+                        budget -= (double)chunk.Rows * _layers;
+                        if (_model.ChunkedRows == _model.RowTokens) _phase = Phase.Head;
+                        break;
                     }
                     _model.ForwardLayer(_layer++);
                     budget -= _model.RowTokens;
@@ -164,6 +168,46 @@ internal sealed class LoraTrainer
             if (budget <= 0) return false;
         }
         return false;
+    }
+
+    /// <summary>Sets the step's next row. Its forward pass goes chunk by chunk (every layer for <see cref="RideRows"/>
+    /// rows, then the next) when chunks are asked for, layer by layer otherwise: bitwise the same activations.</summary>
+    private void StartRow()
+    {
+        _model.SetRow(_plan.Steps[_step].Rows[_row]);
+        _model.Embed();
+        _rowSet = true;
+        _layer = 0;
+        _chunked = RideRows > 0;
+        if (_chunked) _model.BeginChunks();
+    }
+
+    /// <summary>The next chunk of the forward pass to ride along with an inference pass, or null when the trainer is
+    /// not in a chunked forward pass (another phase, chunks not asked for, or a row going layer by layer). Hand it back
+    /// with <see cref="Land"/> after the pass.</summary>
+    public ChunkRide? Board()
+    {
+        if (RideRows <= 0 || Finished || _phase != Phase.Forward) return null;
+        if (!_rowSet) StartRow();
+        return _chunked ? _model.NextChunk(RideRows) : null;
+    }
+
+    /// <summary>Completes a chunk after the inference pass it rode along with (whatever the pass did not carry runs now,
+    /// and the whole chunk again from its first layer when the pass failed part-way: <paramref name="spoiled"/>).
+    /// Returns the work done, in layer-tokens.</summary>
+    public double Land(ChunkRide ride, bool spoiled)
+    {
+        if (spoiled) ride.Restart();
+        ride.Complete();
+        if (_model.ChunkedRows == _model.RowTokens) _phase = Phase.Head;
+        return (double)ride.Rows * _layers;
+    }
+
+    /// <summary>Rows of a chunk when the forward pass goes chunk by chunk (a multiple of 8; 0: layer by layer).</summary>
+    public int RideRows
+    {
+        get => _rideRows;
+        set => _rideRows = value >= 0 && value % 8 == 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), "chunks are whole 8-row tiles");
     }
 
     /// <summary>One layer of the validation forward pass; true when the whole validation set is done.</summary>

@@ -23,15 +23,10 @@ internal sealed partial class TrainingModel
     /// <summary>Rows of the current row whose forward pass is done through every layer (a chunked forward).</summary>
     public int ChunkedRows { get; private set; }
 
-    /// <summary>Every layer keeps its activations (a chunked forward needs each layer's keys and values of the earlier chunks).</summary>
-    public bool StoresAllLayers => StoredLayers == _c.NumLayers;
-
-    /// <summary>Starts a chunked forward of the row set by <see cref="SetRow"/> (after <see cref="Embed"/>).</summary>
-    public void BeginChunks()
-    {
-        if (!StoresAllLayers) throw new InvalidOperationException("a chunked forward needs every layer's activations kept");
-        ChunkedRows = 0;
-    }
+    /// <summary>Starts a chunked forward of the row set by <see cref="SetRow"/> (after <see cref="Embed"/>). A recomputed
+    /// layer keeps its keys and values of the earlier chunks in its own buffers; its other activations are computed
+    /// again for the whole row in the backward pass, as after a layer-by-layer forward.</summary>
+    public void BeginChunks() => ChunkedRows = 0;
 
     /// <summary>The next chunk of up to <paramref name="rows"/> rows (a multiple of 8), to run standalone
     /// (<see cref="ChunkRide.Complete"/>) or riding along with an inference pass.</summary>
@@ -124,6 +119,6 @@ internal sealed partial class TrainingModel
     /// <summary>Layer l's kept activations (tests).</summary>
     internal LayerActivations ActivationsOf(int l) => SetOf(l);
 
-    /// <summary>(T, dim) the last layer's output (tests).</summary>
-    internal float[] LayerOutput => _xin[_c.NumLayers];
+    /// <summary>(T, dim) the residual stream entering layer l; l = layers: the last layer's output (tests).</summary>
+    internal float[] LayerInput(int l) => _xin[l];
 }

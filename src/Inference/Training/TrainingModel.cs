@@ -39,6 +39,7 @@ internal sealed partial class TrainingModel
     // activations
     private readonly float[][] _xin;     // [layers + 1] (T, dim) residual stream entering each layer; [layers]: the last output
     private readonly LayerActivations[] _sets; // [StoredLayers (+1 scratch when recomputing)]
+    private readonly LayerActivations[] _recomputed; // [layers] views of the scratch set with their own keys and values (the last: unused)
 
     // backward buffers
     private readonly float[] _dx;        // (T, dim) gradient of the residual stream
@@ -78,6 +79,10 @@ internal sealed partial class TrainingModel
         for (int l = 0; l <= L; l++) _xin[l] = new float[T * dim];
         _sets = new LayerActivations[StoredLayers + 1]; // + a scratch set for recomputed layers
         for (int i = 0; i < _sets.Length; i++) _sets[i] = new LayerActivations(_c, T, p.Rank, p.Targets);
+        // every layer that may be recomputed (all but the last) reads the scratch set through a view with its own keys
+        // and values
+        _recomputed = new LayerActivations[L];
+        for (int l = 0; l < L - 1; l++) _recomputed[l] = new LayerActivations(_sets[AllocatedLayers], T, _c.KvDim);
         _dx = new float[T * dim]; _dxn = new float[T * dim]; _tmpDim = new float[T * dim];
         _dh = new float[T * hid]; _dup = new float[T * hid];
         _datt = new float[T * _c.QDim]; _dq = new float[T * _c.QDim];
@@ -97,7 +102,7 @@ internal sealed partial class TrainingModel
         int L = c.NumLayers, s = Math.Clamp(storedLayers, 1, L);
         long sets = (s + 1) * LayerActivations.BytesFor(c, maxTokens, rank, targets);
         long T = maxTokens;
-        long other = sizeof(float) * (T * c.HiddenSize * (L + 1 + 3) + T * c.IntermediateSize * 2 + T * c.QDim * 2 + T * c.KvDim * 2
+        long other = sizeof(float) * (T * c.HiddenSize * (L + 1 + 3) + 2 * T * c.KvDim * (L - 1) + T * c.IntermediateSize * 2 + T * c.QDim * 2 + T * c.KvDim * 2
             + 2L * c.NumHeads * T * c.HeadDim + c.NumHeads * T + T * rank + (long)HeadChunk * (2 * c.HiddenSize + c.VocabSize));
         return sets + other;
     }
@@ -142,7 +147,7 @@ internal sealed partial class TrainingModel
     private LayerActivations SetOf(int layer)
     {
         int first = _c.NumLayers - StoredLayers;
-        return layer >= first ? _sets[layer - first] : _sets[AllocatedLayers];
+        return layer >= first ? _sets[layer - first] : _recomputed[layer];
     }
 
     /// <summary>Whether layer l's activations are recomputed in the backward pass.</summary>

@@ -166,6 +166,39 @@ internal sealed class TrainingRun : ITrainingRun
         }
     }
 
+    /// <summary>A chunk of the run's forward pass to ride along with the engine's next inference pass, or null: the run
+    /// is not running (paused, cancelled, waiting for a checkpoint's write), is at a step boundary where a snapshot or a
+    /// checkpoint is due (a slice takes those), or is not in a chunked forward pass.</summary>
+    public ChunkRide? BoardRide()
+    {
+        if (IsDone || _cancelRequested || _pauseRequested || State != TrainingRunState.Running || _unwritten is not null || _trainer.Finished) return null;
+        if (_trainer.AtStepBoundary && (!_snapshots.IsEmpty || (_checkpoints is not null && _trainer.Step == _nextCheckpoint))) return null;
+        try
+        {
+            return _trainer.Board();
+        }
+        catch (Exception e)
+        {
+            End(TrainingRunState.Failed, e);
+            return null;
+        }
+    }
+
+    /// <summary>Completes a chunk after its pass (<see cref="LoraTrainer.Land"/>); a fault ends the run, never the pass.
+    /// Returns the work done, in layer-tokens.</summary>
+    public double LandRide(ChunkRide ride, bool spoiled)
+    {
+        try
+        {
+            return _trainer.Land(ride, spoiled);
+        }
+        catch (Exception e)
+        {
+            End(TrainingRunState.Failed, e);
+            return 0;
+        }
+    }
+
     private void ServeSnapshots()
     {
         if (_snapshots.IsEmpty || !_trainer.AtStepBoundary) return;

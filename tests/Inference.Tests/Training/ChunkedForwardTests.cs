@@ -12,13 +12,14 @@ namespace Loom.Inference.Tests.Training;
 /// row's forward pass, and the decode steps give bitwise the logits they give without it.</summary>
 public sealed class ChunkedForwardTests(ITestOutputHelper log)
 {
-    public static readonly TheoryData<string, SimdLevel, bool> Cases = new()
+    public static readonly TheoryData<string, SimdLevel, bool, int> Cases = new()
     {
-        { "mistral_hd64", SimdLevel.Vector512, true },        // packed f32 panels, heads of 64
-        { "llama3_scaled_bf16", SimdLevel.Vector512, true },  // packed bf16 panels
-        { "qwen2_bias", SimdLevel.Vector512, false },         // row-major f32, q/k/v bias
-        { "llama_gqa_tied", SimdLevel.Vector256, false },     // no fused region: the two products one after the other
-        { "llama_gqa_tied", SimdLevel.Scalar, false },        // the scalar twins
+        { "mistral_hd64", SimdLevel.Vector512, true, 2 },        // packed f32 panels, heads of 64
+        { "llama3_scaled_bf16", SimdLevel.Vector512, true, 2 },  // packed bf16 panels
+        { "llama3_scaled_bf16", SimdLevel.Vector512, true, 1 },  // the first layer recomputed in the backward pass
+        { "qwen2_bias", SimdLevel.Vector512, false, 2 },         // row-major f32, q/k/v bias
+        { "llama_gqa_tied", SimdLevel.Vector256, false, 2 },     // no fused region: the two products one after the other
+        { "llama_gqa_tied", SimdLevel.Scalar, false, 1 },        // the scalar twins
     };
 
     private const int Rows = 45;        // two packed examples; not a multiple of 8
@@ -26,7 +27,7 @@ public sealed class ChunkedForwardTests(ITestOutputHelper log)
 
     [SkippableTheory]
     [MemberData(nameof(Cases))]
-    public void ChunksRidingDecodeStepsGiveTheWholeRowsForwardAndLeaveDecodeUnchanged(string name, SimdLevel level, bool pack)
+    public void ChunksRidingDecodeStepsGiveTheWholeRowsForwardAndLeaveDecodeUnchanged(string name, SimdLevel level, bool pack, int stored)
     {
         Skip.If(level == SimdLevel.Vector512 && Simd.Best != SimdLevel.Vector512, "no AVX-512 on this machine");
         Skip.If(level == SimdLevel.Vector256 && Simd.Best == SimdLevel.Scalar, "no AVX2 on this machine");
@@ -43,13 +44,13 @@ public sealed class ChunkedForwardTests(ITestOutputHelper log)
         };
 
         // the whole row, layer by layer
-        var (whole, wholeP) = NewModel(model);
+        var (whole, wholeP) = NewModel(model, stored);
         whole.SetRow(row);
         whole.Embed();
         for (int l = 0; l < c.NumLayers; l++) whole.ForwardLayer(l);
 
         // chunk by chunk, each riding along with one decode step of three sequences; the same steps again without it
-        var (chunked, chunkedP) = NewModel(model);
+        var (chunked, chunkedP) = NewModel(model, stored);
         chunked.SetRow(row);
         chunked.Embed();
         chunked.BeginChunks();
@@ -78,12 +79,13 @@ public sealed class ChunkedForwardTests(ITestOutputHelper log)
         }
         Assert.Equal((Rows + ChunkRows - 1) / ChunkRows, rides);
         long fused = kernels.FusedProducts - fused0, unfused = kernels.UnfusedRiderProducts - unfused0;
-        log.WriteLine($"{name} ({level}, packed {pack}): {rides} chunks, {fused} fused products, {unfused} run one after the other");
+        log.WriteLine($"{name} ({level}, packed {pack}, {stored} layers kept): {rides} chunks, {fused} fused products, {unfused} run one after the other");
         Assert.Equal(rides * 4L * c.NumLayers, fused + unfused);
         if (level == SimdLevel.Vector512) Assert.Equal(0, unfused);
         else Assert.Equal(0, fused);
 
-        for (int l = 0; l < c.NumLayers; l++)
+        // the kept layers' activations (a recomputed layer's are computed again in the backward pass)
+        for (int l = c.NumLayers - stored; l < c.NumLayers; l++)
         {
             var a = whole.ActivationsOf(l);
             var b = chunked.ActivationsOf(l);
@@ -105,7 +107,7 @@ public sealed class ChunkedForwardTests(ITestOutputHelper log)
                 }
             for (int m = 0; m < a.U.Length; m++) Same(a.U[m], b.U[m], a.U[m].Length == 0 ? 0 : Rows * wholeP.Rank, l, $"lora u {m}");
         }
-        Same(whole.LayerOutput, chunked.LayerOutput, Rows * c.HiddenSize, c.NumLayers, "output");
+        for (int l = 1; l <= c.NumLayers; l++) Same(whole.LayerInput(l), chunked.LayerInput(l), Rows * c.HiddenSize, l, "residual stream");
 
         // the loss and the backward pass from there: the same gradients
         double lossWhole = whole.Head(1f / Rows, backward: true), lossChunked = chunked.Head(1f / Rows, backward: true);
@@ -125,14 +127,15 @@ public sealed class ChunkedForwardTests(ITestOutputHelper log)
         log.WriteLine($"loss {lossWhole:R} both ways");
     }
 
-    /// <summary>A training model with every layer's activations kept, its LoRA B weights random (so the LoRA products count).</summary>
-    private static (TrainingModel Model, LoraParameters P) NewModel(Transformer model)
+    /// <summary>A training model keeping the last <paramref name="stored"/> layers' activations, its LoRA B weights random
+    /// (so the LoRA products count).</summary>
+    private static (TrainingModel Model, LoraParameters P) NewModel(Transformer model, int stored)
     {
         var p = LoraParameters.Initialize(model.Config, 4, 8, LoraTargets.All, 3);
         var r = new Random(4);
         foreach (var m in p.Modules)
             for (int i = 0; i < m.Bt.Length; i++) m.Bt[i] = (float)(r.NextDouble() - 0.5) * 0.2f;
-        return (new TrainingModel(model, p, Rows, model.Config.NumLayers), p);
+        return (new TrainingModel(model, p, Rows, stored), p);
     }
 
     /// <summary>Three sequences with their 5-token prompts run.</summary>
