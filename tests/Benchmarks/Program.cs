@@ -24,7 +24,7 @@
 //                                their solo run and against the flood sending its fair share (median of N rounds),
 //                                service gap between backlogged tenants over time (PNG), swap bandwidth, time spent on
 //                                preemption, multi-turn time to first token with and without prefix reuse
-//   training [speed|coserve|quality] [--quick] [--share X] [--png F]
+//   training [speed|coserve|ride|quality] [--quick] [--share X] [--burst MS] [--ride-rows N] [--ride-every N] [--png F]
 //                                LoRA fine-tuning on the SmolLM2-135M shape against PyTorch eager CPU (same run);
 //                                inference latency and training throughput co-served vs alone (PNG); held-out exact
 //                                match on models/loom-demo before and after fine-tuning

@@ -24,6 +24,7 @@ internal static partial class TrainingBenchmark
         if (part is "kernels") TrainingKernelProfile.Run();
         if (part is "all" or "speed") Speed(args);
         if (part is "all" or "coserve") CoServe(args);
+        if (part is "ride") Ride(args);
         if (part is "all" or "quality") Quality(args);
         Console.WriteLine($"load average at the end: {File.ReadAllText("/proc/loadavg").Trim()}");
     }

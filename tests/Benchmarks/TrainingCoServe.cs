@@ -29,10 +29,14 @@ internal static partial class TrainingBenchmark
         var defaults = new InferenceOptions();
         double share = args.SkipWhile(a => a != "--share").Skip(1).Select(double.Parse).DefaultIfEmpty(defaults.TrainingShareWhileServing).First();
         double burst = args.SkipWhile(a => a != "--burst").Skip(1).Select(double.Parse).DefaultIfEmpty(defaults.TrainingBurstMs).First();
-        Console.WriteLine($"Inference:TrainingShareWhileServing = {share}, Inference:TrainingBurstMs = {burst}; {rounds} rounds of {seconds:F0} s per phase");
+        int rideRows = args.SkipWhile(a => a != "--ride-rows").Skip(1).Select(int.Parse).DefaultIfEmpty(defaults.TrainingRideRows).First();
+        int rideEvery = args.SkipWhile(a => a != "--ride-every").Skip(1).Select(int.Parse).DefaultIfEmpty(defaults.TrainingRideEvery).First();
+        Console.WriteLine($"Inference:TrainingShareWhileServing = {share}, Inference:TrainingBurstMs = {burst}, Inference:TrainingRideRows = {rideRows}, " +
+            $"Inference:TrainingRideEvery = {rideEvery}; {rounds} rounds of {seconds:F0} s per phase");
         using var engine = new ServingEngine(model, null, new InferenceOptions
         {
             MaxContext = 512, PoolBytes = 256L << 20, TokenBudget = 256, MaxRunningSequences = 16, PrefillChunk = 64, TrainingShareWhileServing = share, TrainingBurstMs = burst,
+            TrainingRideRows = rideRows, TrainingRideEvery = rideEvery,
         }, "smol");
         var r = new Random(9);
         int[] Prompt() => Enumerable.Range(0, 16).Select(_ => r.Next(Smol.VocabSize)).ToArray();
@@ -133,6 +137,7 @@ internal static partial class TrainingBenchmark
         var stamps = new ConcurrentBag<double>();
         var times0 = engine.LoopTimes;
         long iterations0 = engine.GetMetrics().Loop.Iterations, slices0 = engine.TrainingCounters.Slices;
+        var rides0 = engine.RideCounters;
         var work = new List<double> { engine.TrainingWork };  // at 0, 5, 10, ... s
         var sw = Stopwatch.StartNew();
         var arrivals = new Random(21);
@@ -168,6 +173,10 @@ internal static partial class TrainingBenchmark
         Console.WriteLine($"  {(run is null ? "alone" : rate > 0 ? "both " : "solo ")} {wall:F0} s: inference steps {stepS:F1} s ({iterations} steps, " +
             $"{1000 * stepS / Math.Max(1, iterations):F1} ms each), training {trainS:F1} s ({slices} slices, {1000 * trainS / Math.Max(1, slices):F1} ms each), " +
             $"idle {idleS:F1} s, other {wall - stepS - trainS - idleS:F1} s; load {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
+        var rides1 = engine.RideCounters;
+        if (rides1.Rides > rides0.Rides)
+            Console.WriteLine($"        {rides1.Rides - rides0.Rides} chunks of the forward pass rode along with decode steps ({rides1.Rows - rides0.Rows} rows; " +
+                $"{(rides1.Landing - rides0.Landing).TotalSeconds:F1} s completing them after their steps)");
         // requests still running finish outside the window (their tokens after it are not counted)
         Task.WaitAll(tasks.ToArray());
         var series = new List<(double, double)>();
