@@ -71,6 +71,8 @@ public sealed partial class ServingEngine : ITrainingEngine
             double burst = _options.TrainingBurstMs * (Stopwatch.Frequency / 1000.0);
             _trainingCredit = Math.Min(_trainingCredit + _options.TrainingShareWhileServing * servedTicks, Math.Max(burst, servedTicks));
             if (_trainingCredit <= 0 || leftoverTokens <= 0 || (!_trainingBurst && _trainingCredit < burst)) return false;
+            // the forward pass rides along with the decode steps (TrainingRideRows): the credit waits for the backward pass
+            if (LeaveToRides(run)) return false;
             // a tenant fine-tuning does not take time from less-served tenants whose requests wait
             if (_policy is VtcPolicy vtc && vtc.LowestWaitingCounter() is { } low && vtc.Counter(run.TenantId) > low) return false;
             // units while the credit lasts, at the pace the last slices ran (at least one unit; never more than the

@@ -17,16 +17,20 @@ public sealed partial class ServingEngine
     private bool _rideSpoiled;          // the step failed part-way: the chunk runs again from its first layer
     private long _decodeSteps;          // decode steps since the engine started (one in TrainingRideEvery carries a chunk)
     private long _rides, _riddenRows, _rideTicks;
+    private int _ridelessSteps;         // steps in a row that carried no chunk
 
-    /// <summary>Before a step: boards a chunk of a run's forward pass when the step is a decode step (one new token per
-    /// sequence: the weights stream past for few rows, which is what the chunk's products share), a run is in its
+    /// <summary>Steps of more tokens (long prefill chunks: compute-bound already) carry no chunk.</summary>
+    private const int RideMaxStepTokens = 64;
+
+    /// <summary>Before a step: boards a chunk of a run's forward pass when the step is small (decode steps, short prefill
+    /// chunks: the weights stream past for few rows, which is what the chunk's products share), a run is in its
     /// forward pass, and its tenant is not ahead of a tenant whose requests wait (VTC).</summary>
     private void BoardTraining(SchedulerOutput plan)
     {
         if (_options.TrainingRideRows == 0 || _training.Count == 0 || _model.Backend is not null || _deviceSampling is not null
             || _model.Kernels is not CpuKernels) return;
-        foreach (var chunk in plan.Chunks)
-            if (chunk.Count != 1) return;
+        _ridelessSteps++;
+        if (plan.Tokens > RideMaxStepTokens) return;
         if (_decodeSteps++ % _options.TrainingRideEvery != 0) return;
         for (int i = 0; i < _training.Count; i++)
         {
@@ -37,9 +41,15 @@ public sealed partial class ServingEngine
             _ride = ride;
             _rideRun = run;
             _rideSpoiled = false;
+            _ridelessSteps = 0;
             return;
         }
     }
+
+    /// <summary>While requests run, a slice leaves a run's chunked forward pass to the decode steps, unless several steps
+    /// in a row carried no chunk (long prefill steps, or one step in TrainingRideEvery): then the slice takes it.</summary>
+    private bool LeaveToRides(TrainingRun run) =>
+        _options.TrainingRideRows > 0 && _ridelessSteps < 2 * _options.TrainingRideEvery + 2 && run.LeavesForwardToRides;
 
     /// <summary>The step's forward pass with the boarded chunk riding along. A fault of the chunk never reaches the
     /// step's requests: it stops the ride, and the chunk runs again on its own after the step.</summary>

@@ -192,6 +192,9 @@ internal sealed class LoraTrainer
         return _chunked ? _model.NextChunk(RideRows) : null;
     }
 
+    /// <summary>The next unit is a chunk of a chunked forward pass (or the start of a row that will go chunk by chunk).</summary>
+    public bool WantsRide => RideRows > 0 && !Finished && _phase == Phase.Forward && (!_rowSet || _chunked);
+
     /// <summary>Completes a chunk after the inference pass it rode along with (whatever the pass did not carry runs now,
     /// and the whole chunk again from its first layer when the pass failed part-way: <paramref name="spoiled"/>).
     /// Returns the work done, in layer-tokens.</summary>

@@ -184,6 +184,11 @@ internal sealed class TrainingRun : ITrainingRun
         }
     }
 
+    /// <summary>The run's next work is a chunk that can ride along with an inference pass: while requests run, slices
+    /// leave it to the decode steps and keep their time for the loss head and the backward pass.</summary>
+    public bool LeavesForwardToRides => !IsDone && !_cancelRequested && !_pauseRequested && State == TrainingRunState.Running && _unwritten is null
+        && _trainer.WantsRide && !(_trainer.AtStepBoundary && (!_snapshots.IsEmpty || (_checkpoints is not null && _trainer.Step == _nextCheckpoint)));
+
     /// <summary>Completes a chunk after its pass (<see cref="LoraTrainer.Land"/>); a fault ends the run, never the pass.
     /// Returns the work done, in layer-tokens.</summary>
     public double LandRide(ChunkRide ride, bool spoiled)
