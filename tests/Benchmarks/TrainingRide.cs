@@ -67,6 +67,40 @@ internal static partial class TrainingBenchmark
                 double a = Median(alone), c = Median(chunk), w = Median(with);
                 Console.WriteLine($"| {b} | {rows} | {a:F1} | {c:F1} | {w:F1} | {w / a:F2}x | {a + c - w:F1} ms ({(a + c - w) / c:P0} of the chunk) |");
             }
+        // where a chunk's time goes on its own: the work between products (norms, LoRA, RoPE, attention) and the products
+        foreach (int rows in new[] { 8, 16, 32 })
+        {
+            var stages = new List<double>();
+            var products = new List<double>();
+            for (int i = 0; i < reps + 2; i++)
+            {
+                tm.SetRow([chunkedRow]);
+                tm.Embed();
+                tm.BeginChunks();
+                double st = 0, pr = 0;
+                int r0 = 256 - rows; // the last chunk of the row: attention over the most keys
+                for (int l = 0; l < Smol.NumLayers; l++)
+                {
+                    for (int s = 0; s < TrainingModel.StagesPerLayer; s++)
+                    {
+                        long t0 = Stopwatch.GetTimestamp();
+                        var product = tm.ForwardStage(l, s, r0, 256);
+                        long t1 = Stopwatch.GetTimestamp();
+                        tm.ProductOf(product);
+                        long t2 = Stopwatch.GetTimestamp();
+                        st += Stopwatch.GetElapsedTime(t0, t1).TotalMilliseconds;
+                        pr += Stopwatch.GetElapsedTime(t1, t2).TotalMilliseconds;
+                    }
+                    long t3 = Stopwatch.GetTimestamp();
+                    tm.FinishLayer(l, r0, 256);
+                    st += Stopwatch.GetElapsedTime(t3).TotalMilliseconds;
+                }
+                if (i < 2) continue;
+                stages.Add(st);
+                products.Add(pr);
+            }
+            Console.WriteLine($"a chunk of {rows} rows (the row's last) on its own: {Median(stages):F1} ms between products, {Median(products):F1} ms in products");
+        }
         Console.WriteLine($"load average: {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
     }
 

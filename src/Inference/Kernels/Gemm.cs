@@ -19,7 +19,8 @@ internal static unsafe class Gemm
     public static bool Supported => Avx512F.IsSupported;
 
     /// <summary>y (n, cols; stride ys) = [y +] x (n, k; stride xs) · W (k, cols; stride ws).</summary>
-    public static void RowMajor(float* y, int ys, float* x, int xs, float* w, int ws, int n, int k, int cols, bool accumulate)
+    /// <param name="serial">On the calling thread whatever the size (a chunk's few rows: cheaper than waking the pool).</param>
+    public static void RowMajor(float* y, int ys, float* x, int xs, float* w, int ws, int n, int k, int cols, bool accumulate, bool serial = false)
     {
         if (n <= 0 || cols <= 0) return;
         int colBlocks = (cols + NR - 1) / NR;
@@ -38,7 +39,7 @@ internal static unsafe class Gemm
             int b0 = rb * rowsPer, b1 = Math.Min(n, b0 + rowsPer), k0 = cb * NR;
             Block((float*)ya, ys, (float*)xa, xs, (float*)wa, ws, b0, b1, k, k0, Math.Min(NR, cols - k0), accumulate);
         }
-        if (work < 1 << 17 || tasks == 1) for (int t = 0; t < tasks; t++) Task(t);
+        if (serial || work < 1 << 17 || tasks == 1) for (int t = 0; t < tasks; t++) Task(t);
         else Parallel.For(0, tasks, Task);
     }
 

@@ -25,6 +25,8 @@ public static unsafe class LoraTrainingKernel
             for (int j = 0; j < cols; j++) dst[(long)j * rows + i] = scale * src[(long)i * cols + j];
     }
 
+    private const int SerialRows = 32;
+
     private static bool Blocked(SimdLevel level) => level == SimdLevel.Vector512 && Gemm.Supported;
 
     /// <summary>u (T, r) = x · Aᵀ: dot products split over vector lanes (their accuracy carries through AdamW into every
@@ -37,7 +39,8 @@ public static unsafe class LoraTrainingKernel
         {
 
             nint ua = (nint)up, xa = (nint)xp, aa = (nint)ap;
-            For(T, (long)T * r * inDim, t =>
+            // a chunk's few rows on the calling thread (cheaper than waking the thread pool); the same dot products
+            For(T, T <= SerialRows ? 0 : (long)T * r * inDim, t =>
             {
                 for (int i = 0; i < r; i++)
                     ((float*)ua)[(long)t * r + i] = VecOps.Dot((float*)xa + (long)t * inDim, (float*)aa + (long)i * inDim, inDim, level);
@@ -55,11 +58,11 @@ public static unsafe class LoraTrainingKernel
             {
                 float* us = Scratch(ref _s1, T * r);   // (T, r) scale · u
                 for (long i = 0; i < (long)T * r; i++) us[i] = scale * up[i];
-                Gemm.RowMajor(yp, outDim, us, r, bp, outDim, T, r, outDim, accumulate: true);
+                Gemm.RowMajor(yp, outDim, us, r, bp, outDim, T, r, outDim, accumulate: true, serial: T <= SerialRows);
                 return;
             }
             nint ya = (nint)yp, ua = (nint)up, ba = (nint)bp;
-            For(T, (long)T * r * outDim, t =>
+            For(T, T <= SerialRows ? 0 : (long)T * r * outDim, t =>
             {
                 for (int i = 0; i < r; i++)
                     VecOps.Axpy((float*)ya + (long)t * outDim, (float*)ba + (long)i * outDim, scale * ((float*)ua)[(long)t * r + i], outDim, level);

@@ -7,6 +7,10 @@ namespace Loom.Inference.Kernels;
 /// holding keys start[t]..t.</remarks>
 public static unsafe class TrainingAttention
 {
+    /// <summary>Forward work (rows × keys × heads × head size) below which the heads run on the calling thread: a chunk's
+    /// few rows cost less than waking the thread pool.</summary>
+    internal const long SerialWork = 1L << 23;
+
     /// <summary>Rows [t0, t1) of the row's attention (t1 &lt; 0: T): a chunked forward computes the rows of each chunk once
     /// the keys and values of every row before t1 are in place; row t's outputs and probabilities are bitwise the same
     /// whichever rows are computed with it (buffers keep the whole row's geometry: T is the row's length).</summary>
@@ -31,7 +35,7 @@ public static unsafe class TrainingAttention
         {
             nint oa = (nint)op, pa = (nint)pp, qa = (nint)qp, ka = (nint)kp, va = (nint)vp, sa = (nint)sp;
             int rowStart = t0, rowEnd = t1;
-            Parallel.For(0, heads, h =>
+            void Head(int h)
             {
                 float* o = (float*)oa, P = (float*)pa + (long)h * T * T, Q = (float*)qa, K = (float*)ka, V = (float*)va;
                 int* st = (int*)sa;
@@ -59,7 +63,10 @@ public static unsafe class TrainingAttention
                         VecOps.Axpy(ot, V + (long)j * kvDim + g * hd, row[j], hd, level);
                     }
                 }
-            });
+            }
+            // a few rows (a chunk of a chunked forward): on this thread, as a worker would compute them
+            if ((long)(rowEnd - rowStart) * rowEnd * heads * hd < SerialWork) for (int h = 0; h < heads; h++) Head(h);
+            else Parallel.For(0, heads, Head);
         }
     }
 

@@ -81,7 +81,7 @@ internal static unsafe class TrainingAttention64
         {
             nint oa = (nint)op, pa = (nint)pp, qa = (nint)qp, va = (nint)vp, sa = (nint)sp;
             int rowStart = t0, rowEnd = t1;
-            Parallel.For(0, heads, h =>
+            void Head(int h)
             {
                 int g = h / groups;
                 float* ktg = (float*)kt + (long)g * HD * tp, P = (float*)pa + (long)h * T * T, V = (float*)va + g * HD;
@@ -110,7 +110,10 @@ internal static unsafe class TrainingAttention64
                     float* ot = (float*)oa + (long)t * qDim + h * HD;
                     o0.Store(ot); o1.Store(ot + 16); o2.Store(ot + 32); o3.Store(ot + 48);
                 }
-            });
+            }
+            // a few rows (a chunk of a chunked forward): on this thread, as a worker would compute them
+            if ((long)(rowEnd - rowStart) * rowEnd * heads * 64 < TrainingAttention.SerialWork) for (int h = 0; h < heads; h++) Head(h);
+            else Parallel.For(0, heads, Head);
         }
     }
 
