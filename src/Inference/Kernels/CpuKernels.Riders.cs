@@ -38,8 +38,10 @@ public sealed unsafe partial class CpuKernels
         public void Dispose() => kernels._rider = null;
     }
 
-    /// <summary>Asks the rider for its rows of this product; when it has some, computes both (fused where the weights
-    /// allow it) and returns true. <paramref name="targets"/>: the pass's outputs, pinned by the caller.</summary>
+    /// <summary>Asks the rider for its rows of this product; when it has some, computes both (in one region where the
+    /// weights allow it: then returns true, the pass's product done with its epilogue) or the rider's alone as its own
+    /// call would (then returns false, and the caller runs the pass's). <paramref name="targets"/>: the pass's outputs,
+    /// pinned by the caller.</summary>
     private bool RideAlong(ReadOnlySpan<MatMulTarget> targets, float* x, int n)
     {
         RiderRows rows;
@@ -47,7 +49,7 @@ public sealed unsafe partial class CpuKernels
         {
             if (_rider!.Board(targets[0].W) is not { } r) return false;
             rows = r;
-            Validate(rows, targets);
+            Validate(rows);
         }
         catch (Exception e)
         {
@@ -55,19 +57,20 @@ public sealed unsafe partial class CpuKernels
             _rider = null;
             return false;
         }
-        int cols = targets[0].W.Cols;
+        var w1 = rows.W1;
+        int cols = w1.Cols, m = rows.Rows;
         fixed (float* rx = rows.X)
         fixed (float* y1 = rows.Y1)
         fixed (float* y2 = rows.Y2)
         fixed (float* y3 = rows.Y3)
         {
-            Span<nint> ry = [(nint)(y1 + (long)rows.Row0 * targets[0].W.Rows),
-                targets.Length > 1 ? (nint)(y2 + (long)rows.Row0 * targets[1].W.Rows) : 0,
-                targets.Length > 2 ? (nint)(y3 + (long)rows.Row0 * targets[2].W.Rows) : 0];
+            Span<nint> ry = [(nint)(y1 + (long)rows.Row0 * w1.Rows),
+                rows.W2 is null ? 0 : (nint)(y2 + (long)rows.Row0 * rows.W2.Rows),
+                rows.W3 is null ? 0 : (nint)(y3 + (long)rows.Row0 * rows.W3.Rows)];
             float* riderX = rx + (long)rows.Row0 * cols;
-            if (RiderMatMul.Supports(targets, Level))
+            if (RiderMatMul.Supports(targets, rows, Level) && targets[0].W.Cols == cols)
             {
-                RiderMatMul.Forward(targets, x, n, riderX, ry, rows.Rows, Level, Pool);
+                RiderMatMul.Forward(targets, x, n, rows, riderX, ry, Level, Pool);
                 FusedProducts++;
                 return true;
             }
@@ -77,15 +80,12 @@ public sealed unsafe partial class CpuKernels
             _rider = null;
             try
             {
-                int m = rows.Rows;
                 var rxs = new ReadOnlySpan<float>(riderX, m * cols);
-                var w1 = targets[0].W;
                 var y1s = new Span<float>((float*)ry[0], m * w1.Rows);
-                if (targets.Length == 1) MatMul(y1s, rxs, w1, m);
+                if (rows.W2 is not { } w2) MatMul(y1s, rxs, w1, m);
                 else
                 {
-                    var w2 = targets[1].W;
-                    var w3 = targets.Length > 2 ? targets[2].W : null;
+                    var w3 = rows.W3;
                     MatMul(y1s, w1, new Span<float>((float*)ry[1], m * w2.Rows), w2, w3 is null ? default : new Span<float>((float*)ry[2], m * w3.Rows), w3, rxs, m);
                 }
             }
@@ -97,12 +97,12 @@ public sealed unsafe partial class CpuKernels
         return false;
     }
 
-    private bool RideAlong(Span<float> y, ReadOnlySpan<float> x, WeightMatrix w, int n)
+    private bool RideAlong(Span<float> y, ReadOnlySpan<float> x, WeightMatrix w, int n, MatMulEpilogue epilogue = MatMulEpilogue.Store, WeightMatrix? up = null)
     {
         if (x.Length < n * w.Cols || y.Length < n * w.Rows) return false; // the pass's own product reports it
         fixed (float* yp = y)
         fixed (float* xp = x)
-            return RideAlong([new MatMulTarget((nint)yp, w)], xp, n);
+            return RideAlong([new MatMulTarget((nint)yp, w, epilogue, up)], xp, n);
     }
 
     private bool RideAlong(Span<float> y1, WeightMatrix w1, Span<float> y2, WeightMatrix w2, Span<float> y3, WeightMatrix? w3, ReadOnlySpan<float> x, int n)
@@ -120,18 +120,16 @@ public sealed unsafe partial class CpuKernels
         }
     }
 
-    private static void Validate(in RiderRows r, ReadOnlySpan<MatMulTarget> targets)
+    private static void Validate(in RiderRows r)
     {
-        int cols = targets[0].W.Cols;
+        int cols = r.W1.Cols;
         long end = (long)r.Row0 + r.Rows;
         if (r.Rows <= 0 || r.Row0 < 0 || r.Row0 % 8 != 0) throw new ArgumentException($"rider rows [{r.Row0}, {end}) do not start on an 8-row tile");
         if (r.X.Length < end * cols) throw new ArgumentException("rider input too small");
-        ReadOnlySpan<float[]?> ys = [r.Y1, r.Y2, r.Y3];
-        for (int i = 0; i < 3; i++)
-        {
-            bool wanted = i < targets.Length;
-            if (wanted != ys[i] is not null) throw new ArgumentException($"the rider's outputs do not match a product of {targets.Length} weights");
-            if (wanted && (targets[i].W.Cols != cols || ys[i]!.Length < end * targets[i].W.Rows)) throw new ArgumentException("rider output too small");
-        }
+        if (r.Y1.Length < end * r.W1.Rows) throw new ArgumentException("rider output too small");
+        if ((r.W2 is null) != (r.Y2 is null) || (r.W3 is null) != (r.Y3 is null) || (r.W2 is null && r.W3 is not null))
+            throw new ArgumentException("the rider's outputs do not match its weights");
+        if (r.W2 is { } w2 && (w2.Cols != cols || r.Y2!.Length < end * w2.Rows)) throw new ArgumentException("rider output too small");
+        if (r.W3 is { } w3 && (w3.Cols != cols || r.Y3!.Length < end * w3.Rows)) throw new ArgumentException("rider output too small");
     }
 }

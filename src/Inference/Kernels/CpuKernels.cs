@@ -46,12 +46,14 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
 
     public void MatMulAdd(Span<float> y, ReadOnlySpan<float> x, WeightMatrix w, int n)
     {
+        if (_rider is not null && RideAlong(y, x, w, n, MatMulEpilogue.Add)) return;
         if (Level == SimdLevel.Scalar) MatMulKernel.NaiveAdd(y, x, w, n);
         else MatMulKernel.ForwardAdd(y, x, w, n, Level, Pool);
     }
 
     public void MatMulSiluMul(Span<float> h, WeightMatrix gate, WeightMatrix up, ReadOnlySpan<float> x, int n)
     {
+        if (_rider is not null && RideAlong(h, x, gate, n, MatMulEpilogue.SiluMul, up)) return;
         if (Level == SimdLevel.Scalar) MatMulKernel.NaiveSiluMul(h, x, gate, up, n);
         else MatMulKernel.ForwardSiluMul(h, x, gate, up, n, Level, Pool);
     }

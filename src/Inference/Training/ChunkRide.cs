@@ -33,7 +33,7 @@ internal sealed class ChunkRide : IProductRider
         if (Done || !ReferenceEquals(first, _m.StageWeight(_layer, _stage))) return null;
         var p = Stage();
         Carried++;
-        return p.Rows;
+        return p;
     }
 
     /// <summary>Starts the chunk again from its first layer (the pass it rode along with failed part-way, so a product
@@ -55,7 +55,7 @@ internal sealed class ChunkRide : IProductRider
     }
 
     /// <summary>The work before the next stage's product (and the finished layer's residual before a layer's first stage).</summary>
-    private TrainingModel.StageProduct Stage()
+    private RiderRows Stage()
     {
         if (_stage == 0 && _layer > 0) _m.FinishLayer(_layer - 1, R0, R1);
         var p = _m.ForwardStage(_layer, _stage, R0, R1);

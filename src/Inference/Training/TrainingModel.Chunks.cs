@@ -17,8 +17,6 @@ internal sealed partial class TrainingModel
     public const int StagesPerLayer = 4;
     private const int SiluBlock = 256;   // Ops.SiluMul's block: a range's SiLU runs over the same blocks as the whole row's
 
-    /// <summary>One stage's product: the rows and the base weights they go through.</summary>
-    internal readonly record struct StageProduct(RiderRows Rows, WeightMatrix W1, WeightMatrix? W2, WeightMatrix? W3);
 
     /// <summary>Rows of the current row whose forward pass is done through every layer (a chunked forward).</summary>
     public int ChunkedRows { get; private set; }
@@ -41,7 +39,7 @@ internal sealed partial class TrainingModel
     internal void ChunkDone(int r1) => ChunkedRows = r1;
 
     /// <summary>Runs the work of layer l's stage before its product over rows [r0, r1) and returns the product.</summary>
-    public StageProduct ForwardStage(int l, int stage, int r0, int r1)
+    public RiderRows ForwardStage(int l, int stage, int r0, int r1)
     {
         var c = _c;
         var L = _w.Layers[l];
@@ -52,7 +50,7 @@ internal sealed partial class TrainingModel
         {
             case 0: // attention norm → q, k, v
                 _k.RmsNorm(a.Xn1.AsSpan(r0 * dim), x.AsSpan(r0 * dim), L.AttnNorm, _eps, n);
-                return new(new RiderRows(a.Xn1, a.Q, a.K, a.V, r0, n), L.Q.Weight, L.K.Weight, L.V.Weight);
+                return new RiderRows(a.Xn1, a.Q, a.K, a.V, r0, n, L.Q.Weight, L.K.Weight, L.V.Weight);
             case 1: // bias, LoRA, RoPE, attention → o
                 AddBias(a.Q, L.Q, r0, n); AddBias(a.K, L.K, r0, n); AddBias(a.V, L.V, r0, n);
                 Lora(a, a.Q, a.Xn1, l, LoraTarget.QProj, r0, n);
@@ -65,13 +63,13 @@ internal sealed partial class TrainingModel
                     _k.Rope(a.K.AsSpan(t * kvDim, kvDim), c.NumKvHeads, hd, _rope.Cos(pos), _rope.Sin(pos));
                 }
                 TrainingAttention.Forward(a.Att, a.P, a.Q, a.K, a.V, _starts, _T, c.NumHeads, c.NumKvHeads, hd, _level, r0, r1);
-                return new(new RiderRows(a.Att, _tmpDim, null, null, r0, n), L.O.Weight, null, null);
+                return new RiderRows(a.Att, _tmpDim, null, null, r0, n, L.O.Weight);
             case 2: // o's bias and LoRA, residual, mlp norm → gate, up
                 AddBias(_tmpDim, L.O, r0, n);
                 Lora(a, _tmpDim, a.Att, l, LoraTarget.OProj, r0, n);
                 TensorPrimitives.Add(x.AsSpan(r0 * dim, n * dim), _tmpDim.AsSpan(r0 * dim, n * dim), a.Xmid.AsSpan(r0 * dim, n * dim));
                 _k.RmsNorm(a.Xn2.AsSpan(r0 * dim), a.Xmid.AsSpan(r0 * dim), L.MlpNorm, _eps, n);
-                return new(new RiderRows(a.Xn2, a.G, a.Up, null, r0, n), L.Gate.Weight, L.Up.Weight, null);
+                return new RiderRows(a.Xn2, a.G, a.Up, null, r0, n, L.Gate.Weight, L.Up.Weight);
             case 3: // LoRA, SiLU · up → down
             {
                 Lora(a, a.G, a.Xn2, l, LoraTarget.GateProj, r0, n);
@@ -80,7 +78,7 @@ internal sealed partial class TrainingModel
                 // values; their own chunk computes them again): the same blocks, so the same values, as the whole row
                 int e0 = r0 * hid / SiluBlock * SiluBlock, e1 = Math.Min(_T * hid, (r1 * hid + SiluBlock - 1) / SiluBlock * SiluBlock);
                 _k.SiluMul(a.H.AsSpan(e0, e1 - e0), a.G.AsSpan(e0, e1 - e0), a.Up.AsSpan(e0, e1 - e0));
-                return new(new RiderRows(a.H, _tmpDim, null, null, r0, n), L.Down.Weight, null, null);
+                return new RiderRows(a.H, _tmpDim, null, null, r0, n, L.Down.Weight);
             }
             default:
                 throw new ArgumentOutOfRangeException(nameof(stage));
@@ -88,14 +86,13 @@ internal sealed partial class TrainingModel
     }
 
     /// <summary>The product of a stage on its own (the same kernel call as a product of the whole row, at the rows' offsets).</summary>
-    public void ProductOf(in StageProduct p)
+    public void ProductOf(in RiderRows r)
     {
-        var r = p.Rows;
-        int r0 = r.Row0, n = r.Rows, cols = p.W1.Cols;
+        int r0 = r.Row0, n = r.Rows, cols = r.W1.Cols;
         var x = r.X.AsSpan(r0 * cols);
-        if (p.W2 is null) _k.MatMul(r.Y1.AsSpan(r0 * p.W1.Rows), x, p.W1, n);
-        else _k.MatMul(r.Y1.AsSpan(r0 * p.W1.Rows), p.W1, r.Y2!.AsSpan(r0 * p.W2.Rows), p.W2,
-            p.W3 is null ? default : r.Y3!.AsSpan(r0 * p.W3.Rows), p.W3, x, n);
+        if (r.W2 is null) _k.MatMul(r.Y1.AsSpan(r0 * r.W1.Rows), x, r.W1, n);
+        else _k.MatMul(r.Y1.AsSpan(r0 * r.W1.Rows), r.W1, r.Y2!.AsSpan(r0 * r.W2.Rows), r.W2,
+            r.W3 is null ? default : r.Y3!.AsSpan(r0 * r.W3.Rows), r.W3, x, n);
     }
 
     /// <summary>Layer l's last residual over rows [r0, r1): LoRA of down, then the layer's output.</summary>
