@@ -6,7 +6,7 @@ namespace Loom.Inference.Kernels;
 
 /// <summary>Causal attention of one query head over a sequence's KV cache, read block by block
 /// through <see cref="IKvCache"/> (so a paged pool can stand behind it).</summary>
-public static unsafe class Attention
+public static unsafe partial class Attention
 {
     /// <summary>output (headDim) = Σ_j softmax_j(q·k_j / sqrt(headDim)) v_j over positions j in [0, length).
     /// scores: scratch of at least <paramref name="length"/> floats.</summary>

@@ -38,9 +38,10 @@ public sealed unsafe partial class CpuKernels
 
     /// <summary>Attention of single tokens (decode, short runs) over their own caches: chunk c takes items c,
     /// c + chunks, ... with scratch row c; tokens marked in skip were done by a prefill run. An item is one query head,
-    /// or, when grouped, all query heads of one KV head one after another on one core: the group's keys and values
-    /// come from memory for its first head and from the core's cache for the others (each head's arithmetic is the
-    /// same either way, so the results are bitwise equal).</summary>
+    /// or, when grouped, all query heads of one KV head on one core: blocked (<see cref="Kernels.Attention.Group64"/>,
+    /// scratch rows c · groups onwards), their keys and values are read once for the group; otherwise one head after
+    /// another, the group's keys and values coming from the core's cache for all but the first. Each head's arithmetic is
+    /// the same in all three cases, so the results are bitwise equal.</summary>
     private sealed class PerTokenAttentionJob : PoolJob
     {
         public IKvCache[]? Caches;
@@ -48,20 +49,22 @@ public sealed unsafe partial class CpuKernels
         private int* _lengths;
         private bool* _skip;
         private int _chunks, _items, _groups, _heads, _headDim, _layer, _row, _perItem;
+        private bool _blocked;
         private SimdLevel _level;
 
         public void Set(in AttentionBatch b, float* output, float* q, float* scratch, int* lengths, bool* skip,
-            int chunks, int items, int groups, bool grouped, SimdLevel level)
+            int chunks, int items, int groups, bool grouped, bool blocked, SimdLevel level)
         {
             Caches = b.Caches;
             _out = output; _q = q; _scratch = scratch; _lengths = lengths; _skip = skip;
-            (_chunks, _items, _groups, _level, _perItem) = (chunks, items, groups, level, grouped ? groups : 1);
+            (_chunks, _items, _groups, _level, _perItem, _blocked) = (chunks, items, groups, level, grouped ? groups : 1, blocked);
             (_heads, _headDim, _layer, _row) = (b.Heads, b.HeadDim, b.Layer, b.ScratchRowLength);
         }
 
         public override void Execute(int c)
         {
-            var scores = new Span<float>(_scratch + (long)c * _row, _row);
+            int rows = _blocked ? _groups : 1;
+            var scores = new Span<float>(_scratch + (long)c * rows * _row, rows * _row);
             var caches = Caches!;
             int itemsPerToken = _heads / _perItem;
             for (int i = c; i < _items; i += _chunks)
@@ -69,7 +72,15 @@ public sealed unsafe partial class CpuKernels
                 int t = i / itemsPerToken;
                 if (_skip[t]) continue;
                 int length = _lengths[t];
-                for (int h = i % itemsPerToken * _perItem, end = h + _perItem; h < end; h++)
+                int h0 = i % itemsPerToken * _perItem;
+                if (_blocked)
+                {
+                    long at = ((long)t * _heads + h0) * _headDim;
+                    Kernels.Attention.Group64(new Span<float>(_out + at, _groups * _headDim), new ReadOnlySpan<float>(_q + at, _groups * _headDim),
+                        _groups, caches[t], _layer, h0 / _groups, length, scores, _row);
+                    continue;
+                }
+                for (int h = h0, end = h + _perItem; h < end; h++)
                 {
                     var qh = new ReadOnlySpan<float>(_q + ((long)t * _heads + h) * _headDim, _headDim);
                     var oh = new Span<float>(_out + ((long)t * _heads + h) * _headDim, _headDim);

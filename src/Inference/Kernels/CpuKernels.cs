@@ -135,11 +135,15 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
 
     private void PerToken(in AttentionBatch b, ReadOnlySpan<bool> skip, int groups)
     {
-        // all heads of a KV group in one item once there are enough groups to keep every scratch row busy
+        // all heads of a KV group in one item once there are enough groups to keep every scratch row busy; with headDim
+        // 64 and Vector512 the group's heads are computed together (each key and value row read once per group), with
+        // one score row per head
         bool grouped = groups > 1 && b.Tokens * b.KvHeads >= AttentionScratchRows;
+        bool blocked = grouped && Level == SimdLevel.Vector512 && b.HeadDim == 64;
+        int rowsPerChunk = blocked ? groups : 1;
         int items = b.Tokens * (grouped ? b.KvHeads : b.Heads);
-        int chunks = Math.Min(AttentionScratchRows, items);
-        if (b.Scratch.Length < chunks * b.ScratchRowLength) throw new ArgumentException("attention scratch too small");
+        int chunks = Math.Min(Math.Min(AttentionScratchRows, b.Scratch.Length / (b.ScratchRowLength * rowsPerChunk)), items);
+        if (chunks < 1) throw new ArgumentException("attention scratch too small");
         fixed (float* outP = b.Output)
         fixed (float* qP = b.Q)
         fixed (float* sP = b.Scratch)
@@ -147,7 +151,7 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
         fixed (bool* skipP = skip)
         {
             var job = _perTokenJob ??= new PerTokenAttentionJob();
-            job.Set(b, outP, qP, sP, lenP, skipP, chunks, items, groups, grouped, Level);
+            job.Set(b, outP, qP, sP, lenP, skipP, chunks, items, groups, grouped, blocked, Level);
             long work = 0;
             for (int t = 0; t < b.Tokens; t++) if (!skip[t]) work += b.Lengths[t];
             try

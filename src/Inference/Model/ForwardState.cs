@@ -53,7 +53,7 @@ public sealed class ForwardState
     internal readonly float[] Hb;       // (MaxTokens, hidden) silu(gate)·up (written once when gate/up are fused; else gate first)
     internal readonly float[] Hb2;      // (MaxTokens, hidden) up, when gate/up take separate passes (adapters on them, biases)
     internal readonly float[] Last;     // (MaxSequences, dim) final hidden state of each sequence's last token
-    internal readonly float[] Scores;   // (scratch rows, MaxContext) attention scores
+    internal readonly float[] Scores;   // (scratch rows × query heads per KV head, ScoreRowLength) attention scores
     internal readonly float[] KeysT;    // (kvHeads, MaxContext/16 blocks, headDim, 16) one prefill sequence's keys, transposed
     internal readonly float[] LogitsBuffer; // (MaxSequences or MaxTokens, vocab)
     private readonly int _vocab;
@@ -86,7 +86,7 @@ public sealed class ForwardState
         Hb = new float[maxTokens * c.IntermediateSize];
         Hb2 = new float[maxTokens * c.IntermediateSize];
         Last = new float[maxSequences * c.HiddenSize];
-        Scores = new float[scratchRows * ScoreRowLength];
+        Scores = new float[scratchRows * Math.Max(1, c.NumHeads / c.NumKvHeads) * ScoreRowLength];   // a row per head of a KV group
         KeysT = maxTokens >= CpuKernels.TransposedAttentionMinTokens ? new float[(maxContext + 15) / 16 * 16 * c.KvDim] : [];
         LogitsBuffer = new float[(long)(allPositionLogits ? maxTokens : maxSequences) * c.VocabSize];
     }

@@ -1,0 +1,99 @@
+using Loom.Inference.Kernels;
+using Loom.Inference.Model;
+using Xunit.Abstractions;
+
+namespace Loom.Inference.Tests.Kernels;
+
+/// <summary>Grouped-query attention with a KV group's query heads computed together (each key and value row read once
+/// per group): bitwise each head computed alone, and close to the scalar twin; and the batched decode attention that
+/// uses it equal to the per-head path.</summary>
+public sealed class GroupAttentionTests(ITestOutputHelper log)
+{
+    private static float[] Random(int n, int seed, float scale = 1)
+    {
+        var r = new Random(seed);
+        var v = new float[n];
+        for (int i = 0; i < n; i++) v[i] = (float)(r.NextDouble() * 2 - 1) * scale;
+        return v;
+    }
+
+    private static KvCache Filled(int kvHeads, int length, int seed)
+    {
+        const int hd = 64;
+        var cache = new KvCache(1, kvHeads * hd, 256, blockSize: 16);
+        cache.Reserve(length);
+        var kv = Random(length * kvHeads * hd * 2, seed, 2);
+        for (int p = 0; p < length; p++)
+        {
+            kv.AsSpan(p * kvHeads * hd, kvHeads * hd).CopyTo(cache.Keys(0, p / 16).Slice(p % 16 * kvHeads * hd));
+            kv.AsSpan((length + p) * kvHeads * hd, kvHeads * hd).CopyTo(cache.Values(0, p / 16).Slice(p % 16 * kvHeads * hd));
+        }
+        cache.Advance(length);
+        return cache;
+    }
+
+    [SkippableTheory]
+    [InlineData(1, 37)]
+    [InlineData(2, 16)]
+    [InlineData(3, 1)]
+    [InlineData(3, 100)]
+    [InlineData(4, 37)]
+    [InlineData(7, 50)]    // a group of 4 and one of 3
+    [InlineData(9, 200)]   // two groups of 4 and a single head
+    public void GroupEqualsEachHeadAloneBitwise(int heads, int length)
+    {
+        Skip.If(Simd.Best != SimdLevel.Vector512, "no AVX-512 on this machine: the Vector512 kernels are not tested here");
+        const int hd = 64, kvHeads = 2, row = 208;
+        var cache = Filled(kvHeads, length, 5);
+        var q = Random(heads * hd, 6, 2);
+        for (int kv = 0; kv < kvHeads; kv++)
+        {
+            var grouped = new float[heads * hd];
+            var scores = Random(heads * row, 7);   // stale contents must not matter
+            Attention.Group64(grouped, q, heads, cache, 0, kv, length, scores, row);
+            var alone = new float[heads * hd];
+            var naive = new float[heads * hd];
+            for (int h = 0; h < heads; h++)
+            {
+                Attention.Head(alone.AsSpan(h * hd, hd), q.AsSpan(h * hd, hd), cache, 0, kv, length, new float[row], SimdLevel.Vector512);
+                Attention.NaiveHead(naive.AsSpan(h * hd, hd), q.AsSpan(h * hd, hd), cache, 0, kv, length);
+            }
+            int differ = 0;
+            for (int i = 0; i < alone.Length; i++) if (BitConverter.SingleToInt32Bits(alone[i]) != BitConverter.SingleToInt32Bits(grouped[i])) differ++;
+            log.WriteLine($"{heads} heads, length {length}, kv head {kv}: {differ} of {alone.Length} outputs differ bitwise from one head at a time");
+            Assert.Equal(0, differ);
+            Compare.Close(log, "grouped vs scalar twin", grouped, naive, 1e-5);
+        }
+    }
+
+    /// <summary>A decode batch large enough for grouped items: the attention output equals the scalar twin's per head,
+    /// and equals the per-head kernel's bit for bit (so the batch size, which picks the path, changes no bit).</summary>
+    [SkippableFact]
+    public void BatchedDecodeAttentionEqualsPerHead()
+    {
+        Skip.If(Simd.Best != SimdLevel.Vector512, "no AVX-512 on this machine: the Vector512 kernels are not tested here");
+        const int hd = 64, heads = 9, kvHeads = 3, tokens = 12, row = 256;
+        using var k = new CpuKernels(SimdLevel.Vector512, 2);
+        var caches = Enumerable.Range(0, tokens).Select(t => (IKvCache)Filled(kvHeads, 5 + 17 * t, 10 + t)).ToArray();
+        var lengths = caches.Select(c => c.Length).ToArray();
+        var q = Random(tokens * heads * hd, 8, 2);
+        var output = new float[tokens * heads * hd];
+        var scratch = new float[k.AttentionScratchRows * (heads / kvHeads) * row];
+        Assert.True(tokens * kvHeads >= k.AttentionScratchRows, "the batch is too small for grouped items");
+        k.Attention(new AttentionBatch(output, q, caches, lengths, tokens, heads, kvHeads, hd, 0, scratch, row));
+        var expected = new float[hd];
+        int differ = 0;
+        for (int t = 0; t < tokens; t++)
+            for (int h = 0; h < heads; h++)
+            {
+                var got = output.AsSpan((t * heads + h) * hd, hd);
+                var qh = q.AsSpan((t * heads + h) * hd, hd);
+                Attention.Head(expected, qh, caches[t], 0, h / (heads / kvHeads), lengths[t], new float[row], SimdLevel.Vector512);
+                for (int i = 0; i < hd; i++) if (BitConverter.SingleToInt32Bits(got[i]) != BitConverter.SingleToInt32Bits(expected[i])) differ++;
+                Attention.NaiveHead(expected, qh, caches[t], 0, h / (heads / kvHeads), lengths[t]);
+                Compare.Close(null, $"token {t} head {h}", got, expected, 1e-5);
+            }
+        log.WriteLine($"{differ} of {output.Length} outputs differ bitwise from the per-head kernel");
+        Assert.Equal(0, differ);
+    }
+}
