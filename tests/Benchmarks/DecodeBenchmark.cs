@@ -11,7 +11,8 @@ namespace Loom.Benchmarks;
 /// <c>--workers 1</c> the kernels run on the calling thread alone: its CPU time per step measures the code, little
 /// disturbed by a shared machine's load (no thread waits for a descheduled one). <c>--unfused</c>: the forward pass
 /// without its fused epilogues (separate residual-add and SiLU·mul passes), for an A/B of the fusion in one build;
-/// <c>--prefill N</c>: each timed step is a prefill of N tokens on a fresh cache instead of a decode step.</summary>
+/// <c>--prefill N</c>: each timed step is a prefill of N tokens on a fresh cache instead of a decode step; <c>--prompt N</c>:
+/// the decode steps start after N-token prompts (long contexts, where attention weighs).</summary>
 internal static class DecodeBenchmark
 {
     public static void Run(string[] args)
@@ -22,14 +23,15 @@ internal static class DecodeBenchmark
         double warmup = double.Parse(Value(args, "--warmup-seconds") ?? "3", System.Globalization.CultureInfo.InvariantCulture);
         int workers = int.Parse(Value(args, "--workers") ?? Environment.ProcessorCount.ToString());
         var c = Shapes.SmolLM2;
-        using var model = new Transformer(ModelWeights.CreateRandom(c, type, seed: 1), new CpuKernels(Simd.Best, workers), maxContext: 1024);
+        int prompt = int.Parse(Value(args, "--prompt") ?? "16");
+        int context = Math.Max(1024, prompt + 512);
+        using var model = new Transformer(ModelWeights.CreateRandom(c, type, seed: 1), new CpuKernels(Simd.Best, workers), maxContext: context);
         model.FuseEpilogues = !args.Contains("--unfused");
         if (Value(args, "--prefill") is { } prefill)
         {
             Prefill(model, type, int.Parse(prefill), steps, warmup, workers);
             return;
         }
-        const int prompt = 16;
         var state = model.CreateState(Math.Max(batch, prompt), batch);
         var rng = new Random(batch);
         var caches = new IKvCache[batch];
@@ -40,14 +42,14 @@ internal static class DecodeBenchmark
         var process = Process.GetCurrentProcess();
         TimeSpan cpu = default;
         // fresh caches whenever the context would run out (the warm-up may take many steps)
-        int used = int.MaxValue, room = 1024 - prompt;
+        int used = int.MaxValue, room = context - prompt;
         while (times.Count < steps)
         {
             if (used >= room)
             {
                 for (int i = 0; i < batch; i++)
                 {
-                    caches[i] = model.CreateCache(1024);
+                    caches[i] = model.CreateCache(context);
                     state.Clear();
                     state.Add(caches[i], Enumerable.Range(0, prompt).Select(_ => rng.Next(c.VocabSize)).ToArray());
                     model.Forward(state);
@@ -73,7 +75,7 @@ internal static class DecodeBenchmark
         double cpuMs = (process.TotalProcessorTime - cpu).TotalMilliseconds / steps;
         times.Sort();
         double median = times[times.Count / 2];
-        Console.WriteLine($"decode {type} batch {batch}{(model.FuseEpilogues ? "" : " unfused")}, {workers} thread(s): {median:F3} ms/step median, {times[0]:F3} best of {steps} " +
+        Console.WriteLine($"decode {type} batch {batch}{(model.FuseEpilogues ? "" : " unfused")}, prompts of {prompt}, {workers} thread(s): {median:F3} ms/step median, {times[0]:F3} best of {steps} " +
             $"({batch * 1000 / median:F1} tokens/s median), {cpuMs:F3} ms CPU per step, after {warmup:F0} s of warm-up; load {File.ReadAllText("/proc/loadavg").Trim()}");
     }
 
@@ -83,21 +85,30 @@ internal static class DecodeBenchmark
         var state = model.CreateState(n, 1);
         var tokens = Enumerable.Range(0, n).Select(i => (i * 7919) % model.Config.VocabSize).ToArray();
         var times = new List<double>();
+        var cpus = new List<double>();
         var clock = Stopwatch.StartNew();
         var sw = new Stopwatch();
+        var process = Process.GetCurrentProcess();
         while (times.Count < steps)
         {
             var cache = model.CreateCache(n);
             state.Clear();
             state.Add(cache, tokens);
+            process.Refresh();
+            var cpu = process.TotalProcessorTime;
             sw.Restart();
             model.Forward(state);
-            if (clock.Elapsed.TotalSeconds >= warmup) times.Add(sw.Elapsed.TotalMilliseconds);
+            double ms = sw.Elapsed.TotalMilliseconds;
+            process.Refresh();
+            if (clock.Elapsed.TotalSeconds < warmup) continue;
+            times.Add(ms);
+            cpus.Add((process.TotalProcessorTime - cpu).TotalMilliseconds);
         }
         times.Sort();
+        cpus.Sort();
         double median = times[times.Count / 2];
         Console.WriteLine($"prefill {type} {n} tokens{(model.FuseEpilogues ? "" : " unfused")}, {workers} thread(s): {median:F1} ms median, {times[0]:F1} best of {steps} " +
-            $"({n * 1000 / median:F0} tokens/s median), after {warmup:F0} s of warm-up; load {File.ReadAllText("/proc/loadavg").Trim()}");
+            $"({n * 1000 / median:F0} tokens/s median), {cpus[cpus.Count / 2]:F1} ms CPU median, after {warmup:F0} s of warm-up; load {File.ReadAllText("/proc/loadavg").Trim()}");
     }
 
     private static string? Value(string[] args, string name) =>
