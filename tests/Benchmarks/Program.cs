@@ -11,6 +11,8 @@
 //   engine checksum              a hash of the exact logits bits of prefill and batched decode (two builds compared)
 //   engine gguf FILE...          loads llama.cpp GGUF files (F32/F16/BF16/Q8_0) and times decode at batch 1
 //   matmul                       the matmul kernel alone at several shapes and batch sizes
+//   matmul epilogue [--workers N] [--type T]
+//                                the MLP's matmuls with fused epilogues (SiLU·mul, residual add) against separate passes
 //   model --out DIR [--tokenizer DIR]
 //                                writes a model folder of random bf16 weights in the SmolLM2-135M shape with another
 //                                folder's tokenizer (default models/loom-demo), for tests/Benchmarks.Http/run.sh DIR
@@ -66,6 +68,9 @@ switch (suite)
         return 0;
     case "model":
         ModelFolder.Run(args[1..]);
+        return 0;
+    case "matmul" when args.Length > 1 && args[1] == "epilogue":
+        EpilogueBenchmark.Run(args[2..]);
         return 0;
     case "matmul":
         MatMulBenchmark.Run(args[1..]);
