@@ -85,7 +85,8 @@ public sealed class InferenceOptions
     /// <summary>Rows of a training row's forward pass that ride along with a decode step (a multiple of 8; 0: none): the
     /// chunk goes through every layer inside the step, each of its base-weight products computed in the step's own
     /// region over the same weight rows (decision 005). The forward pass then goes chunk by chunk also on its own, with
-    /// bitwise the same results. Needs every layer's activations kept.</summary>
+    /// bitwise the same results. Off by default: on the 2-core CPU it saved at most about a third of a chunk's time and
+    /// cost the median time between tokens more than slicing does (BENCHMARKS.md, decision 005).</summary>
     public int TrainingRideRows { get; set; }
     /// <summary>A chunk rides along with one decode step in this many (1: every step while the run is in a forward pass).</summary>
     public int TrainingRideEvery { get; set; } = 1;
