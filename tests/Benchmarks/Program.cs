@@ -8,6 +8,7 @@
 //   engine decode [--type bf16|f32|q8] [--batch N] [--steps N] [--warmup-seconds S] [--unfused] [--prefill N]
 //                                one decode figure alone after a warm-up (A/B runs of two builds back to back; --unfused:
 //                                without the fused matmul epilogues; --prefill N: N-token prefills instead of decode steps)
+//   engine attention             decode attention of one KV group: its heads together against one after another
 //   engine checksum              a hash of the exact logits bits of prefill and batched decode (two builds compared)
 //   engine gguf FILE...          loads llama.cpp GGUF files (F32/F16/BF16/Q8_0) and times decode at batch 1
 //   matmul                       the matmul kernel alone at several shapes and batch sizes
@@ -58,6 +59,9 @@ switch (suite)
         return 0;
     case "engine" when args.Length > 1 && args[1] == "decode":
         DecodeBenchmark.Run(args[2..]);
+        return 0;
+    case "engine" when args.Length > 1 && args[1] == "attention":
+        GroupAttentionBenchmark.Run();
         return 0;
     case "engine" when args.Length > 1 && args[1] == "checksum":
         ChecksumBenchmark.Run();
