@@ -14,18 +14,28 @@ internal sealed class ChunkRide : IProductRider
     private int _layer, _stage;   // the next stage to run
     private bool _completed;
 
-    public int R0 { get; }
-    public int R1 { get; }
+    public int R0 { get; private set; }
+    public int R1 { get; private set; }
     public int Rows => R1 - R0;
     /// <summary>Products that rode along with an inference pass.</summary>
     public int Carried { get; private set; }
     public bool Done => _layer == _m.Layers;
 
-    public ChunkRide(TrainingModel m, int r0, int r1)
+    /// <summary>The model's one chunk (reused: a chunked forward allocates nothing per chunk).</summary>
+    public ChunkRide(TrainingModel m)
     {
         _m = m;
-        R0 = r0;
-        R1 = r1;
+        _completed = true;
+    }
+
+    /// <summary>The chunk has been completed (or never handed out).</summary>
+    public bool Completed => _completed;
+
+    /// <summary>Makes this the chunk of rows [r0, r1), from its first layer.</summary>
+    public ChunkRide For(int r0, int r1)
+    {
+        (R0, R1, _layer, _stage, _completed, Carried) = (r0, r1, 0, 0, false, 0);
+        return this;
     }
 
     public RiderRows? Board(WeightMatrix first)

@@ -18,6 +18,8 @@ internal sealed partial class TrainingModel
     private const int SiluBlock = 256;   // Ops.SiluMul's block: a range's SiLU runs over the same blocks as the whole row's
 
 
+    private ChunkRide? _chunk;   // the one chunk, reused
+
     /// <summary>Rows of the current row whose forward pass is done through every layer (a chunked forward).</summary>
     public int ChunkedRows { get; private set; }
 
@@ -32,7 +34,9 @@ internal sealed partial class TrainingModel
     {
         if (rows <= 0 || rows % 8 != 0) throw new ArgumentOutOfRangeException(nameof(rows), "a chunk is whole 8-row tiles");
         if (ChunkedRows >= _T) throw new InvalidOperationException("the row's forward pass is done");
-        return new ChunkRide(this, ChunkedRows, Math.Min(_T, ChunkedRows + rows));
+        _chunk ??= new ChunkRide(this);
+        if (!_chunk.Completed) throw new InvalidOperationException("the previous chunk is not complete");
+        return _chunk.For(ChunkedRows, Math.Min(_T, ChunkedRows + rows));
     }
 
     /// <summary>Called by a chunk's ride when it has gone through every layer.</summary>
