@@ -117,6 +117,19 @@ public sealed class AdapterStore
         }
     }
 
+    /// <summary><see cref="ReclaimablePages"/> for a request about to pin <paramref name="id"/>: that adapter's own pages
+    /// do not count even when it is resident and unpinned now, since pinning it takes them out of what can be freed.</summary>
+    public int ReclaimablePagesBesides(string id)
+    {
+        lock (_lock)
+        {
+            int pages = 0;
+            foreach (var (key, e) in _entries)
+                if (e.Resident is not null && e.Pins == 0 && key != id) pages += e.Pages;
+            return pages;
+        }
+    }
+
     /// <summary>Makes the adapter resident in pool pages and pins it for a running request (call <see cref="Release"/>
     /// when the request leaves the batch). Evicts least recently used unpinned adapters if the pool needs room.
     /// Null when the pool cannot make room (everything else is pinned or held by KV); the caller should keep the

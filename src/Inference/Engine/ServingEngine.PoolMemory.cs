@@ -43,10 +43,12 @@ public sealed partial class ServingEngine
             if (kvNeed + adapterNeed == 0 && !needsAdapter) return Reservation.Reserved;
             if (needsAdapter && !WarmInHost(s.AdapterId!)) return Reservation.NotYet;
             // the shared budget (S-LoRA): free pages plus what evicting unpinned adapters and idle cached blocks would free
-            int cached = e.EvictablePages;
-            if (e.Unified ? kvNeed + adapterNeed > e._pool.FreePages + store.ReclaimablePages + cached
-                : kvNeed > e._pool.FreePages + cached || adapterNeed > e._adapterPool.FreePages + store.ReclaimablePages) return Reservation.NoRoom;
-            if (cached > 0) e.EvictCachedFor(kvNeed + (e.Unified ? adapterNeed : 0), e.Unified ? store.ReclaimablePages : 0);
+            // (the request's own adapter is not among what can be freed: it is about to be pinned, even when it is
+            // resident and unpinned now; counting it let a request wait for ever with idle cached blocks left in place)
+            int cached = e.EvictablePages, reclaimable = Reclaimable(s);
+            if (e.Unified ? kvNeed + adapterNeed > e._pool.FreePages + reclaimable + cached
+                : kvNeed > e._pool.FreePages + cached || adapterNeed > e._adapterPool.FreePages + reclaimable) return Reservation.NoRoom;
+            if (cached > 0) e.EvictCachedFor(kvNeed + (e.Unified ? adapterNeed : 0), e.Unified ? reclaimable : 0);
             if (needsAdapter)
             {
                 r.Adapter = store.EnsureResident(s.AdapterId!);
@@ -77,6 +79,14 @@ public sealed partial class ServingEngine
                 swapped.Owner.SwapIn(swapped, r.Cache);
             }
             return Reservation.Reserved;
+        }
+
+        /// <summary>Pool pages that evicting unpinned adapters would free for the sequence: its own adapter excluded
+        /// when it still has to pin it.</summary>
+        private int Reclaimable(Sequence s)
+        {
+            var r = (Request)s.Handle!;
+            return s.AdapterId is { } id && r.Adapter is null ? e._store.ReclaimablePagesBesides(id) : e._store.ReclaimablePages;
         }
 
         public bool CanStart(Sequence s)
@@ -111,7 +121,7 @@ public sealed partial class ServingEngine
                 try { adapterNeed = store.PagesToLoad(s.AdapterId); }
                 catch (KeyNotFoundException) { return false; } // unregistered meanwhile: TryReserve reports it
             }
-            return e.Unified ? kvNeed + adapterNeed <= e._pool.FreePages + store.ReclaimablePages + e.EvictablePages + coming
+            return e.Unified ? kvNeed + adapterNeed <= e._pool.FreePages + Reclaimable(s) + e.EvictablePages + coming
                 : kvNeed <= e._pool.FreePages + e.EvictablePages + coming;
         }
 

@@ -1,4 +1,5 @@
 using Loom.Inference.Engine;
+using Loom.Inference.Formats;
 using Loom.Inference.Kernels;
 using Loom.Inference.Sampling;
 using Loom.Inference.Tests.Serving;
@@ -48,6 +49,51 @@ public sealed class PrefixCachingMemoryTests : IDisposable
         var u = e.Pool.Usage;
         Assert.Equal(u.TotalPages, u.FreePages + u.CachedPages);
         Assert.Equal(m.Pool.CachedPages, u.CachedPages);
+    }
+
+    [Fact]
+    public async Task ARequestWhoseIdleAdapterIsResidentEvictsCachedBlocksWhenThePoolIsFullOfThem()
+    {
+        // The pool holds the adapter (resident, pinned by nobody) and cached blocks, with fewer free pages than a
+        // request's first chunk needs. The adapter's own pages are not room for that request (it pins them), so idle
+        // cached blocks have to go. Counting them as room once left such a request waiting for ever with nothing
+        // running (the cluster's overload hang).
+        var folder = _h.Adapter(8, [LoraTarget.QProj, LoraTarget.VProj, LoraTarget.DownProj], 11);
+        var probe = _h.Engine(SimdLevel.Vector256, o => { o.PrefixCaching = true; return o; });
+        probe.RegisterAdapter("x", folder);
+        int adapterPages = probe.Adapters.PagesOf("x");
+        var e = _h.Engine(SimdLevel.Vector256, o =>
+        {
+            o.PoolBytes = (adapterPages + 150) * 256;
+            o.PrefixCaching = true;
+            o.SchedulingPolicy = Scheduling.SchedulingPolicyKind.Fcfs;
+            return o;
+        });
+        var plain = _h.Engine(SimdLevel.Vector256, o => { o.PrefixCaching = false; return o; });
+        e.RegisterAdapter("x", folder);
+        plain.RegisterAdapter("x", folder);
+        GenerationRequest R(int i, int prompt, int tokens) => new()
+        {
+            PromptTokenIds = Prompt(i, prompt),
+            TenantId = "a",
+            AdapterId = "x",
+            Sampling = new SamplingParams { Seed = (ulong)i, MaxTokens = tokens, IgnoreEos = true, Temperature = 0.7f },
+        };
+        // two long prompts of the adapter: more blocks than the pool has room for beside it, so it ends full of them
+        for (int i = 0; i < 2; i++) await Run(e, R(i, 60, 2)).WaitAsync(Limit);
+        await Idle(e);
+        Assert.True(e.Adapters.IsResident("x"), "the adapter left the pool");
+        Assert.True(e.Pool.FreePages < 8, $"{e.Pool.FreePages} free pages: room for a first chunk (4 tokens, 8 pages) without eviction");
+        Assert.True(e.PrefixBlocks!.EvictablePages >= 8, $"{e.PrefixBlocks.EvictablePages} evictable pages");
+        long evicted = e.PrefixBlocks.Evicted;
+
+        var next = R(5, 20, 3);
+        var output = await Run(e, next).WaitAsync(Limit);
+        Assert.True(e.PrefixBlocks.Evicted > evicted, "no cached block was evicted for the request");
+        Assert.Equal(Tokens(await Run(plain, next)), Tokens(output));
+        await Idle(e);
+        Assert.Null(e.Pool.Audit());
+        Assert.Null(e.AuditPrefixBlocks());
     }
 
     [Theory]
