@@ -95,6 +95,7 @@ public static class ChatCompletionsApi
     private static async Task StreamAsync(HttpContext http, CompletionService service, PreparedCompletion p, AuthenticatedKey key, string id, long created, ToolCalling tools, CancellationToken ct)
     {
         var response = http.Response;
+        var events = await service.RunAsync(p, key, ct).BeganAsync(ct); // a refusal before the first token is the answer's status
         Sse.Start(response);
         var usageField = p.Options.IncludeUsage;
         var usage = usageField ? ChunkUsage.Null : ChunkUsage.Absent;
@@ -129,7 +130,7 @@ public static class ChatCompletionsApi
                         _ => throw new InvalidOperationException($"unknown piece {piece}"),
                     }, TakePending(i));
             }
-            await foreach (var (i, e) in service.RunAsync(p, key, ct).FlushWhenIdle(response, ct))
+            await foreach (var (i, e) in events.FlushWhenIdle(response, ct))
             {
                 if (!begun[i])
                 {

@@ -52,6 +52,7 @@ public static class CompletionsApi
         if (p.Options.Stream)
         {
             var response = http.Response;
+            var events = await service.RunAsync(p, key, ct).BeganAsync(ct); // a refusal before the first token is the answer's status
             Sse.Start(response);
             var completionTokens = 0;
             TextCompletion Chunk(TextChoice c, UsageObject? u = null) => new(id, "text_completion", created, p.Options.Model, c is null ? [] : [c], u);
@@ -59,7 +60,7 @@ public static class CompletionsApi
             {
                 var echoed = new bool[p.Options.N];
                 var type = WireJson.Default.TextCompletion;
-                await foreach (var (i, e) in service.RunAsync(p, key, ct).FlushWhenIdle(response, ct))
+                await foreach (var (i, e) in events.FlushWhenIdle(response, ct))
                 {
                     var text = e.Text;
                     if (echo && !echoed[i]) { echoed[i] = true; text = promptText + text; }

@@ -60,6 +60,33 @@ internal static class Sse
         ? WriteAsync(response, new OpenAiErrorEnvelope(new OpenAiError(lost.Message, "server_error", null, ApiErrors.EngineUnavailableCode)), WireJson.Default.OpenAiErrorEnvelope, ct)
         : ErrorAsync(response, "The model failed while generating this completion.", ct);
 
+    /// <summary>Waits for the first event of <paramref name="source"/> before anything is sent, so that a generation that
+    /// never began (every engine full, no node reachable, a bad argument) fails the request with its own status (a
+    /// retryable 503 with Retry-After, in the envelope) rather than a 200 whose stream carries an error event. The returned
+    /// sequence yields every event, the first included; enumerate it at once (it owns the source's enumerator).</summary>
+    public static async Task<IAsyncEnumerable<T>> BeganAsync<T>(this IAsyncEnumerable<T> source, CancellationToken ct)
+    {
+        var e = source.GetAsyncEnumerator(ct);
+        bool any;
+        try { any = await e.MoveNextAsync(); }
+        catch
+        {
+            await e.DisposeAsync();
+            throw;
+        }
+        return Rest(e, any);
+
+        static async IAsyncEnumerable<T> Rest(IAsyncEnumerator<T> e, bool any)
+        {
+            await using (e)
+            {
+                if (!any) yield break;
+                yield return e.Current;
+                while (await e.MoveNextAsync()) yield return e.Current;
+            }
+        }
+    }
+
     /// <summary>The events of <paramref name="source"/>; before waiting for one that is not ready, flushes what the
     /// caller wrote for the earlier ones.</summary>
     public static async IAsyncEnumerable<T> FlushWhenIdle<T>(this IAsyncEnumerable<T> source, HttpResponse response,

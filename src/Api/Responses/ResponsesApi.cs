@@ -95,6 +95,7 @@ public static class ResponsesApi
         AuthenticatedKey key, string id, long created, int depth, CancellationToken ct)
     {
         var response = http.Response;
+        var generated = await service.RunAsync(p, key, ct).BeganAsync(ct); // a refusal before the first token is the answer's status
         Sse.Start(response);
         var events = new ResponseEvents(response);
         try
@@ -105,7 +106,7 @@ public static class ResponsesApi
             // Text streams as it comes; with tools, calls stream argument by argument as their text arrives.
             var streamed = new StreamedOutput(events, q.Tools);
             var (cut, outputTokens) = (false, 0);
-            await foreach (var (_, e) in service.RunAsync(p, key, ct).FlushWhenIdle(response, ct))
+            await foreach (var (_, e) in generated.FlushWhenIdle(response, ct))
             {
                 streamed.Push(e.Text);
                 if (e.IsFinal) (cut, outputTokens) = (e.FinishReason == FinishReason.Length, e.Usage!.CompletionTokens);
