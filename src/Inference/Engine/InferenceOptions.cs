@@ -49,10 +49,8 @@ public sealed class InferenceOptions
     /// points its page table at them instead of computing them: a shared system prompt, an earlier turn of a conversation
     /// (its answer included), the other choices of an n &gt; 1 request. Concurrent requests with one prefix compute it once.
     /// Blocks nobody holds are evicted, least recently released first, when the pool needs pages, before anyone is
-    /// preempted. Requests without a tenant are not cached. Off by default for now: under sustained overload with it on,
-    /// some generations were held without progress until their clients gave up (tests/Cluster.Tests OverloadTests, 4 of
-    /// 339 requests in a CI run), and the cause is not found yet; false: every request computes its prompt.</summary>
-    public bool PrefixCaching { get; set; }
+    /// preempted. Requests without a tenant are not cached. False: every request computes its prompt.</summary>
+    public bool PrefixCaching { get; set; } = true;
     /// <summary>Order of admission and preemption: Vtc (fair across tenants) or Fcfs.</summary>
     public SchedulingPolicyKind SchedulingPolicy { get; set; } = SchedulingPolicyKind.Vtc;
     /// <summary>VTC: service counted per prompt token.</summary>
