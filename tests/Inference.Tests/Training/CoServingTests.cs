@@ -13,13 +13,6 @@ public sealed class CoServingTests(ITestOutputHelper log) : IDisposable
     private readonly TrainingHarness _h = new();
     public void Dispose() => _h.Dispose();
 
-    private static GenerationRequest Greedy(int i) => new()
-    {
-        PromptTokenIds = Enumerable.Range(0, 5 + i % 7).Select(t => (t * 37 + i * 11) % 300).ToArray(),
-        Sampling = new SamplingParams { Temperature = 0, MaxTokens = 12, IgnoreEos = true },
-        TenantId = $"t{i % 3}",
-    };
-
     [Fact]
     public async Task TheAdapterIsBitwiseTheSameWhateverInferenceRunsBesideIt()
     {
@@ -28,14 +21,14 @@ public sealed class CoServingTests(ITestOutputHelper log) : IDisposable
         var request = _h.Plain(g, epochs: 8) with { TenantId = "trainer" };
         var alone = await TrainingHarness.Finish(engine.SubmitTraining(request));
         var solo = new List<int[]>();
-        for (int i = 0; i < 24; i++) solo.Add(ServingHarness.Tokens(await ServingHarness.Run(engine, Greedy(i))));
+        for (int i = 0; i < 24; i++) solo.Add(ServingHarness.Tokens(await ServingHarness.Run(engine, TrainingHarness.Greedy(i))));
 
         // the same run again with 24 requests arriving while it trains (four at a time)
         var run = engine.SubmitTraining(request with { OutputFolder = _h.Folder() });
         var outputs = new int[24][];
         for (int wave = 0; wave < 6; wave++)
         {
-            var batch = Enumerable.Range(wave * 4, 4).Select(async i => outputs[i] = ServingHarness.Tokens(await ServingHarness.Run(engine, Greedy(i)))).ToArray();
+            var batch = Enumerable.Range(wave * 4, 4).Select(async i => outputs[i] = ServingHarness.Tokens(await ServingHarness.Run(engine, TrainingHarness.Greedy(i)))).ToArray();
             await Task.WhenAll(batch);
         }
         var beside = await TrainingHarness.Finish(run);
@@ -57,7 +50,7 @@ public sealed class CoServingTests(ITestOutputHelper log) : IDisposable
         // with no share while serving, a long request runs to the end without a training slice in between; idle slices
         // are one unit each, so the run keeps going around the request
         long before = engine.ServingSlices;
-        var events = await ServingHarness.Run(engine, Greedy(1) with { Sampling = new SamplingParams { Temperature = 0, MaxTokens = 40, IgnoreEos = true } });
+        var events = await ServingHarness.Run(engine, TrainingHarness.Greedy(1) with { Sampling = new SamplingParams { Temperature = 0, MaxTokens = 40, IgnoreEos = true } });
         Assert.Equal(40, ServingHarness.Tokens(events).Length);
         Assert.Equal(0, engine.ServingSlices - before);
         var (_, _, idleAfter, _) = engine.TrainingCounters;
@@ -81,7 +74,7 @@ public sealed class CoServingTests(ITestOutputHelper log) : IDisposable
         var run = engine.SubmitTraining(_h.Plain(g, epochs: 200));
         await Until(() => run.Latest.Step >= 1);
         long before = engine.ServingSlices;
-        var events = await ServingHarness.Run(engine, Greedy(2) with { Sampling = new SamplingParams { Temperature = 0, MaxTokens = 40, IgnoreEos = true } });
+        var events = await ServingHarness.Run(engine, TrainingHarness.Greedy(2) with { Sampling = new SamplingParams { Temperature = 0, MaxTokens = 40, IgnoreEos = true } });
         Assert.Equal(40, ServingHarness.Tokens(events).Length);
         Assert.True(engine.ServingSlices - before > 0, "no training slice ran while the request was served");
         run.Cancel();

@@ -12,13 +12,6 @@ public sealed class RidingTests(ITestOutputHelper log) : IDisposable
     private readonly TrainingHarness _h = new();
     public void Dispose() => _h.Dispose();
 
-    private static GenerationRequest Greedy(int i) => new()
-    {
-        PromptTokenIds = Enumerable.Range(0, 5 + i % 7).Select(t => (t * 37 + i * 11) % 300).ToArray(),
-        Sampling = new SamplingParams { Temperature = 0, MaxTokens = 12, IgnoreEos = true },
-        TenantId = $"t{i % 3}",
-    };
-
     [Fact]
     public async Task ChunksRideAlongDecodeStepsAndTheAdapterAndTokensAreBitwiseTheSame()
     {
@@ -27,7 +20,7 @@ public sealed class RidingTests(ITestOutputHelper log) : IDisposable
         var request = _h.Plain(g, epochs: 8) with { TenantId = "trainer" };
         var alone = await TrainingHarness.Finish(plain.SubmitTraining(request));
         var solo = new List<int[]>();
-        for (int i = 0; i < 24; i++) solo.Add(ServingHarness.Tokens(await ServingHarness.Run(plain, Greedy(i))));
+        for (int i = 0; i < 24; i++) solo.Add(ServingHarness.Tokens(await ServingHarness.Run(plain, TrainingHarness.Greedy(i))));
 
         var engine = _h.Engine(g.Model, o => { o.TrainingRideRows = 8; return o; });
         var run = engine.SubmitTraining(request with { OutputFolder = _h.Folder() });
@@ -38,7 +31,7 @@ public sealed class RidingTests(ITestOutputHelper log) : IDisposable
             var batch = Enumerable.Range(0, 4).Select(async j =>
             {
                 int i = (w * 4 + j) % 24;
-                Assert.Equal(solo[i], ServingHarness.Tokens(await ServingHarness.Run(engine, Greedy(i))));
+                Assert.Equal(solo[i], ServingHarness.Tokens(await ServingHarness.Run(engine, TrainingHarness.Greedy(i))));
             }).ToArray();
             await Task.WhenAll(batch);
         }

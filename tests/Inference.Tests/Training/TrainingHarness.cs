@@ -15,6 +15,14 @@ internal sealed class TrainingHarness : IDisposable
     // Generous: Debug builds on a loaded 2-core machine train the 60-epoch runs for over a minute.
     public static readonly TimeSpan Limit = TimeSpan.FromMinutes(4);
 
+    /// <summary>Request i of the co-serving tests: a short greedy prompt of one of three tenants, 12 tokens.</summary>
+    public static GenerationRequest Greedy(int i) => new()
+    {
+        PromptTokenIds = Enumerable.Range(0, 5 + i % 7).Select(t => (t * 37 + i * 11) % 300).ToArray(),
+        Sampling = new Loom.Inference.Sampling.SamplingParams { Temperature = 0, MaxTokens = 12, IgnoreEos = true },
+        TenantId = $"t{i % 3}",
+    };
+
     public ServingEngine Engine(string model, Func<InferenceOptions, InferenceOptions>? edit = null, WeightFormat format = WeightFormat.Auto)
     {
         var o = new InferenceOptions { MaxContext = 64, PrefillChunk = 4, TokenBudget = 16, MaxRunningSequences = 8, PoolBytes = 1 << 20, MaxLoraRank = 16 };
