@@ -104,22 +104,11 @@ public sealed class AdapterStore
 
     /// <summary>Pages held by resident adapters that no running request pins: what <see cref="MakeRoom"/> can free.
     /// Admission check (S-LoRA's shared budget): KV pages + PagesToLoad(adapter) &lt;= pool free + ReclaimablePages.</summary>
-    public int ReclaimablePages
-    {
-        get
-        {
-            lock (_lock)
-            {
-                int pages = 0;
-                foreach (var e in _entries.Values) if (e.Resident is not null && e.Pins == 0) pages += e.Pages;
-                return pages;
-            }
-        }
-    }
+    public int ReclaimablePages => ReclaimablePagesBesides(null);
 
     /// <summary><see cref="ReclaimablePages"/> for a request about to pin <paramref name="id"/>: that adapter's own pages
     /// do not count even when it is resident and unpinned now, since pinning it takes them out of what can be freed.</summary>
-    public int ReclaimablePagesBesides(string id)
+    public int ReclaimablePagesBesides(string? id)
     {
         lock (_lock)
         {
