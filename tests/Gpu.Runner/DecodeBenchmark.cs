@@ -78,7 +78,43 @@ internal static class DecodeBenchmark
             }
             else Console.WriteLine($"decode batch {b,-3}: {ms,8:F3} ms/step median ({best:F3} best of {steps}), {tps,8:F1} tokens/s = {tps / batch1:F1}x batch 1");
         }
+        if (device1 is not null) KernelTimes(device1.Device, model.Weights, batches);
         return 0;
+    }
+
+    /// <summary>Where a decode step's time goes: an empty launch, and each matmul shape of the model alone (launched back
+    /// to back, then one wait), at each batch size; per launch, with the bytes of weights it reads per second.</summary>
+    private static void KernelTimes(GpuAccelerator device, ModelWeights weights, int[] batches)
+    {
+        var k = new GpuKernels(device);
+        var a = device.Accelerator;
+        var layer = weights.Layers[0];
+        var shapes = new (string Name, WeightMatrix W)[] { ("q/o", layer.Q.Weight), ("k/v", layer.K.Weight), ("gate/up", layer.Gate.Weight), ("down", layer.Down.Weight), ("lm_head", weights.LmHead) };
+        int n = batches.Max(), width = shapes.Max(x => Math.Max(x.W.Rows, x.W.Cols));
+        using var x = a.Allocate1D<float>((long)n * width);
+        using var y = a.Allocate1D<float>((long)n * width);
+        x.MemSetToZero();
+        double Time(int reps, Action launch)
+        {
+            launch();
+            a.Synchronize();
+            var sw = Stopwatch.StartNew();
+            for (int i = 0; i < reps; i++) launch();
+            a.Synchronize();
+            return sw.Elapsed.TotalMilliseconds * 1000 / reps;
+        }
+        Console.WriteLine($"empty launch (AddInPlace of 1 float): {Time(2000, () => k.AddInPlace(y.View, x.View, 1)):F1} µs each, back to back");
+        foreach (var (name, w) in shapes)
+        {
+            using var dw = new DeviceMatrix(a, w);
+            var line = new System.Text.StringBuilder($"matmul {name,-8} ({w.Rows} x {w.Cols}):");
+            foreach (int b in batches)
+            {
+                double us = Time(50, () => k.MatMul(y.View, x.View, dw, b));
+                line.Append($"  b{b} {us:F1} µs ({k.MatMulKernel(b)}, {dw.Bytes / (us * 1e-6) / 1e9:F0} GB/s)");
+            }
+            Console.WriteLine(line);
+        }
     }
 
     /// <summary>Device-to-device copies of a buffer (read + write bytes per second), best of several.</summary>

@@ -45,25 +45,50 @@ public sealed class GpuKernelTests(ITestOutputHelper log) : IDisposable
         return r;
     }
 
-    /// <summary>Decode shapes (1 and 3 rows: one group per output) and prefill shapes (13 rows: tiles of 8 tokens), with
-    /// sizes that fill no tile evenly, in f32 and bf16.</summary>
+    /// <summary>Decode shapes (1, 3 and 13 rows: one warp per output, eight tokens a pass) and prefill shapes (40 rows:
+    /// tiles of 8 tokens), with sizes that fill no tile evenly, in f32 and bf16; 48 columns take the four-at-a-time loads.</summary>
     [Theory]
-    [InlineData(WeightType.F32, 1)]
-    [InlineData(WeightType.F32, 3)]
-    [InlineData(WeightType.F32, 13)]
-    [InlineData(WeightType.BF16, 1)]
-    [InlineData(WeightType.BF16, 13)]
-    public void MatMulMatchesTheScalarKernel(WeightType type, int n)
+    [InlineData(WeightType.F32, 1, 45)]
+    [InlineData(WeightType.F32, 3, 45)]
+    [InlineData(WeightType.F32, 13, 48)]
+    [InlineData(WeightType.F32, 40, 45)]
+    [InlineData(WeightType.BF16, 1, 48)]
+    [InlineData(WeightType.BF16, 13, 45)]
+    [InlineData(WeightType.BF16, 40, 48)]
+    public void MatMulMatchesTheScalarKernel(WeightType type, int n, int cols) => CheckMatMul(_k, type, n, cols);
+
+    /// <summary>The kernels CUDA runs, on 256-thread groups of 32-thread warps (ILGPU's CPU accelerator set up as
+    /// CUDA's groups): eight warps of <c>Rows</c> per group up to 32 tokens, the 64 × 64 <c>Tile64</c> tiles above.</summary>
+    [Theory]
+    [InlineData(WeightType.F32, 9, 45, "rows")]
+    [InlineData(WeightType.BF16, 32, 48, "rows")]
+    [InlineData(WeightType.F32, 70, 45, "tile64")]
+    [InlineData(WeightType.BF16, 70, 48, "tile64")]
+    [InlineData(WeightType.BF16, 33, 45, "tile64")]
+    public void MatMulOnCudaSizedGroupsMatchesTheScalarKernel(WeightType type, int n, int cols, string kernel)
     {
-        const int rows = 70, cols = 45;
+        var k = CudaShaped.Value;
+        Assert.Equal(kernel, k.MatMulKernel(n));
+        CheckMatMul(k, type, n, cols);
+    }
+
+    private static readonly Lazy<GpuKernels> CudaShaped = new(() => new GpuKernels(GpuAccelerator.Cpu(threadsPerWarp: 32, warpsPerGroup: 8)));
+
+    private void CheckMatMul(GpuKernels k, WeightType type, int n, int cols)
+    {
+        const int rows = 70;
         using var w = WeightMatrix.FromFloats(Random(rows * cols, 1), rows, cols, type);
         var x = Random(n * cols, 2);
         var expected = new float[n * rows];
         new CpuKernels(SimdLevel.Scalar).MatMul(expected, x, w, n);
-        using var dw = new DeviceMatrix(A, w);
-        var y = Up(new float[n * rows]);
-        _k.MatMul(y, Up(x), dw, n);
-        Compare.Close(log, $"matmul {type} n={n}", Down(y, n * rows), expected, Tolerance);
+        var a = k.Device.Accelerator;
+        using var dw = new DeviceMatrix(a, w);
+        using var yb = a.Allocate1D<float>(n * rows);
+        using var xb = a.Allocate1D(x);
+        k.MatMul(yb.View, xb.View, dw, n);
+        var got = new float[n * rows];
+        yb.View.CopyToCPU(got);
+        Compare.Close(log, $"matmul {type} n={n} cols={cols} ({k.MatMulKernel(n)})", got, expected, Tolerance);
     }
 
     [Fact]

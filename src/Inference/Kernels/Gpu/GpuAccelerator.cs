@@ -51,12 +51,13 @@ public sealed class GpuAccelerator : IDisposable
         return new GpuAccelerator(context, context.CreateCudaAccelerator(0), "cuda");
     }
 
-    /// <summary>ILGPU's CPU accelerator simulating groups of <paramref name="threadsPerGroup"/> threads (one warp) on
-    /// <paramref name="multiprocessors"/> workers: the fewer simulated threads meet at each group barrier, the faster it
-    /// runs (the kernels work with any power-of-two group size).</summary>
-    public static GpuAccelerator Cpu(int threadsPerGroup = 4, int multiprocessors = 0, CPUAcceleratorMode mode = CPUAcceleratorMode.Parallel)
+    /// <summary>ILGPU's CPU accelerator simulating groups of <paramref name="warpsPerGroup"/> warps of
+    /// <paramref name="threadsPerWarp"/> threads on <paramref name="multiprocessors"/> workers: the fewer simulated threads
+    /// meet at each group barrier, the faster it runs (the kernels work with any power-of-two group size; 32 × 8 gives
+    /// CUDA's 256-thread groups and their kernel choices).</summary>
+    public static GpuAccelerator Cpu(int threadsPerWarp = 4, int multiprocessors = 0, CPUAcceleratorMode mode = CPUAcceleratorMode.Parallel, int warpsPerGroup = 1)
     {
-        var device = new CPUDevice(threadsPerGroup, 1, multiprocessors > 0 ? multiprocessors : Environment.ProcessorCount);
+        var device = new CPUDevice(threadsPerWarp, warpsPerGroup, multiprocessors > 0 ? multiprocessors : Environment.ProcessorCount);
         var context = Context.Create(b => b.CPU(device).EnableAlgorithms());
         return new GpuAccelerator(context, device.CreateCPUAccelerator(context, mode), "ilgpu-cpu");
     }

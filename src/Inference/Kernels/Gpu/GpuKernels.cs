@@ -8,13 +8,15 @@ namespace Loom.Inference.Kernels.Gpu;
 /// accelerator's default stream in order; nothing here waits for the device.</summary>
 public sealed class GpuKernels
 {
-    /// <summary>Up to this many token rows a matmul uses the decode kernel (one group per output); more use the tiles.</summary>
-    public const int DecodeRows = 4;
+    /// <summary>Up to this many token rows a matmul uses the decode kernel (one warp per output, eight tokens a pass);
+    /// more use the tiles.</summary>
+    public const int DecodeRows = 32;
 
     private readonly Accelerator _a;
     private readonly int _g;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape> _rowsF32, _tiledF32;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape> _rowsBF16, _tiledBF16;
+    private readonly int _warpsPerGroup;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape> _rowsF32, _tiledF32, _tile64F32;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape> _rowsBF16, _tiledBF16, _tile64BF16;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _rmsNorm;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, RopeShape> _rope;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> _siluMul;
@@ -38,10 +40,13 @@ public sealed class GpuKernels
         Device = device;
         _a = device.Accelerator;
         _g = device.GroupSize;
+        _warpsPerGroup = Math.Max(1, _g / _a.WarpSize);
         _rowsF32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape>(GpuMatMul.Rows);
         _tiledF32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape>(GpuMatMul.Tiled);
         _rowsBF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape>(GpuMatMul.Rows);
         _tiledBF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape>(GpuMatMul.Tiled);
+        _tile64F32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape>(GpuMatMul.Tile64);
+        _tile64BF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape>(GpuMatMul.Tile64);
         _rmsNorm = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(GpuOps.RmsNorm);
         _rope = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, RopeShape>(GpuOps.Rope);
         _siluMul = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(GpuOps.SiluMul);
@@ -61,21 +66,30 @@ public sealed class GpuKernels
 
     private KernelConfig Groups(int groups) => new(groups, _g);
 
+    /// <summary>Which matmul kernel <see cref="MatMul"/> runs for n token rows.</summary>
+    public string MatMulKernel(int n) => n <= DecodeRows ? "rows" : _g == GpuMatMul.Tile64Threads ? "tile64" : "tiled";
+
     /// <summary>y (n, w.Rows) = x (n, w.Cols) · Wᵀ.</summary>
     public void MatMul(ArrayView<float> y, ArrayView<float> x, DeviceMatrix w, int n)
     {
         var s = new MatMulShape(n, w.Rows, w.Cols);
-        bool rows = n <= DecodeRows;
-        var config = rows ? Groups(w.Rows) : Groups((w.Rows + _g - 1) / _g * ((n + GpuMatMul.TileTokens - 1) / GpuMatMul.TileTokens));
-        if (w.IsBF16)
+        switch (MatMulKernel(n))
         {
-            if (rows) _rowsBF16(config, y, x, new BF16Weights(w.BF16), s);
-            else _tiledBF16(config, y, x, new BF16Weights(w.BF16), s);
-        }
-        else
-        {
-            if (rows) _rowsF32(config, y, x, new F32Weights(w.F32), s);
-            else _tiledF32(config, y, x, new F32Weights(w.F32), s);
+            case "rows":
+                var rows = Groups((w.Rows + _warpsPerGroup - 1) / _warpsPerGroup);
+                if (w.IsBF16) _rowsBF16(rows, y, x, new BF16Weights(w.BF16), s);
+                else _rowsF32(rows, y, x, new F32Weights(w.F32), s);
+                break;
+            case "tile64":
+                var tiles = Groups((w.Rows + GpuMatMul.Tile - 1) / GpuMatMul.Tile * ((n + GpuMatMul.Tile - 1) / GpuMatMul.Tile));
+                if (w.IsBF16) _tile64BF16(tiles, y, x, new BF16Weights(w.BF16), s);
+                else _tile64F32(tiles, y, x, new F32Weights(w.F32), s);
+                break;
+            default:
+                var tiled = Groups((w.Rows + _g - 1) / _g * ((n + GpuMatMul.TileTokens - 1) / GpuMatMul.TileTokens));
+                if (w.IsBF16) _tiledBF16(tiled, y, x, new BF16Weights(w.BF16), s);
+                else _tiledF32(tiled, y, x, new F32Weights(w.F32), s);
+                break;
         }
     }
 
