@@ -4,7 +4,8 @@
 # Most important first, each under its own time limit (450 s in all), so a short device budget still yields the first
 # figures: golden logits on cuda, device sampling against the host sampler, decode on cuda, the S-LoRA trace on cuda,
 # then the same figures on the CPU backend. Everything printed also lands in $OUT/gpu-checks.txt.
-# "run-checks.sh gpu" runs the cuda steps alone (340 s in all), for a rerun after a change to the GPU kernels.
+# "run-checks.sh gpu" runs the cuda steps alone (340 s in all), for a rerun after a change to the GPU kernels;
+# "run-checks.sh figures" the golden check, decode and a 128-request S-LoRA trace on cuda (330 s), for a short budget.
 set -uo pipefail
 log="${OUT:-/tmp}/gpu-checks.txt"
 bin="${TMPDIR:-/tmp}/loom-gpu/Loom.Gpu.Runner"
@@ -21,6 +22,12 @@ if ! ldconfig -p | grep -q 'libcuda\.so '; then
 fi
 step() { local limit=$1; shift; echo "== $* (limit ${limit}s)" | tee -a "$log"; timeout "$limit" "$bin" "$@" 2>&1 | tee -a "$log"; echo "exit ${PIPESTATUS[0]}" | tee -a "$log"; }
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; free -g | head -2; ldconfig -p | grep libcuda; } 2>&1 | tee -a "$log"
+if [ "${1:-}" = figures ]; then
+  step 30  golden tests/golden/models --backend cuda
+  step 60  decode --backend cuda
+  step 240 serving --backend cuda --requests 128
+  exit 0
+fi
 step 40  golden tests/golden/models --backend cuda
 step 45  sampling --backend cuda
 step 90  decode --backend cuda

@@ -57,11 +57,36 @@ public sealed class GpuKernelTests(ITestOutputHelper log) : IDisposable
     [InlineData(WeightType.BF16, 40, 48)]
     public void MatMulMatchesTheScalarKernel(WeightType type, int n, int cols) => CheckMatMul(_k, type, n, cols);
 
+    /// <summary>With accumulate the product is added to what the output holds (o_proj and down_proj add the residual so),
+    /// in each kernel.</summary>
+    [Theory]
+    [InlineData(WeightType.BF16)]
+    [InlineData(WeightType.F32)]
+    public void MatMulAccumulatesIntoItsOutput(WeightType type)
+    {
+        CheckMatMul(_k, type, 3, 48, accumulate: true);
+        CheckMatMul(_k, type, 40, 45, accumulate: true);
+        CheckMatMul(CudaShaped.Value, type, 5, 48, accumulate: true);
+        CheckMatMul(CudaShaped.Value, type, 70, 48, accumulate: true);
+    }
+
+    /// <summary>An input that starts off an 8-byte boundary takes the decode kernel's one-at-a-time loads.</summary>
+    [Theory]
+    [InlineData(WeightType.F32)]
+    [InlineData(WeightType.BF16)]
+    public void MatMulOfAnUnalignedInputMatchesTheScalarKernel(WeightType type)
+    {
+        CheckMatMul(_k, type, 3, 48, inputOffset: 1);
+        CheckMatMul(CudaShaped.Value, type, 6, 48, inputOffset: 1);
+    }
+
     /// <summary>The kernels CUDA runs, on 256-thread groups of 32-thread warps (ILGPU's CPU accelerator set up as
     /// CUDA's groups): eight warps of <c>Rows</c> per group up to 32 tokens, the 64 × 64 <c>Tile64</c> tiles above.</summary>
     [Theory]
     [InlineData(WeightType.F32, 9, 45, "rows")]
     [InlineData(WeightType.BF16, 32, 48, "rows")]
+    [InlineData(WeightType.BF16, 1, 48, "rows")]
+    [InlineData(WeightType.F32, 6, 48, "rows")]
     [InlineData(WeightType.F32, 70, 45, "tile64")]
     [InlineData(WeightType.BF16, 70, 48, "tile64")]
     [InlineData(WeightType.BF16, 33, 45, "tile64")]
@@ -69,26 +94,31 @@ public sealed class GpuKernelTests(ITestOutputHelper log) : IDisposable
     {
         var k = CudaShaped.Value;
         Assert.Equal(kernel, k.MatMulKernel(n));
+        Assert.Equal(8, k.RowsSplit(70)); // eight warps share each four outputs of so small a matrix: the shared-memory sums run
         CheckMatMul(k, type, n, cols);
     }
 
     private static readonly Lazy<GpuKernels> CudaShaped = new(() => new GpuKernels(GpuAccelerator.Cpu(threadsPerWarp: 32, warpsPerGroup: 8)));
 
-    private void CheckMatMul(GpuKernels k, WeightType type, int n, int cols)
+    private void CheckMatMul(GpuKernels k, WeightType type, int n, int cols, int inputOffset = 0, bool accumulate = false)
     {
         const int rows = 70;
         using var w = WeightMatrix.FromFloats(Random(rows * cols, 1), rows, cols, type);
         var x = Random(n * cols, 2);
         var expected = new float[n * rows];
         new CpuKernels(SimdLevel.Scalar).MatMul(expected, x, w, n);
+        var before = accumulate ? Random(n * rows, 5) : new float[n * rows];
+        for (int i = 0; i < expected.Length; i++) expected[i] += before[i];
         var a = k.Device.Accelerator;
         using var dw = new DeviceMatrix(a, w);
-        using var yb = a.Allocate1D<float>(n * rows);
-        using var xb = a.Allocate1D(x);
-        k.MatMul(yb.View, xb.View, dw, n);
+        using var yb = a.Allocate1D(before);
+        using var xb = a.Allocate1D<float>(inputOffset + x.Length);
+        var xv = xb.View.SubView(inputOffset, x.Length);
+        xv.CopyFromCPU(x);
+        k.MatMul(yb.View, xv, dw, n, accumulate);
         var got = new float[n * rows];
         yb.View.CopyToCPU(got);
-        Compare.Close(log, $"matmul {type} n={n} cols={cols} ({k.MatMulKernel(n)})", got, expected, Tolerance);
+        Compare.Close(log, $"matmul {type} n={n} cols={cols} offset={inputOffset}{(accumulate ? " accumulate" : "")} ({k.MatMulKernel(n)})", got, expected, Tolerance);
     }
 
     [Fact]

@@ -15,8 +15,10 @@ public sealed class GpuKernels
     private readonly Accelerator _a;
     private readonly int _g;
     private readonly int _warpsPerGroup;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape> _rowsF32, _tiledF32, _tile64F32;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape> _rowsBF16, _tiledBF16, _tile64BF16;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape> _tiledF32, _tile64F32;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape> _tiledBF16, _tile64BF16;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape, int> _rowsF32;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape, int> _rowsBF16;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _rmsNorm;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, RopeShape> _rope;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> _siluMul;
@@ -41,9 +43,10 @@ public sealed class GpuKernels
         _a = device.Accelerator;
         _g = device.GroupSize;
         _warpsPerGroup = Math.Max(1, _g / _a.WarpSize);
-        _rowsF32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape>(GpuMatMul.Rows);
+        if (_warpsPerGroup > GpuMatMul.MaxWarps) throw new NotSupportedException($"{_warpsPerGroup} warps per group (the matmul kernels sum across at most {GpuMatMul.MaxWarps})");
+        _rowsF32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape, int>(GpuMatMul.Rows);
         _tiledF32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape>(GpuMatMul.Tiled);
-        _rowsBF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape>(GpuMatMul.Rows);
+        _rowsBF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape, int>(GpuMatMul.Rows);
         _tiledBF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape>(GpuMatMul.Tiled);
         _tile64F32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape>(GpuMatMul.Tile64);
         _tile64BF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape>(GpuMatMul.Tile64);
@@ -69,16 +72,31 @@ public sealed class GpuKernels
     /// <summary>Which matmul kernel <see cref="MatMul"/> runs for n token rows.</summary>
     public string MatMulKernel(int n) => n <= DecodeRows ? "rows" : _g == GpuMatMul.Tile64Threads ? "tile64" : "tiled";
 
-    /// <summary>y (n, w.Rows) = x (n, w.Cols) · Wᵀ.</summary>
-    public void MatMul(ArrayView<float> y, ArrayView<float> x, DeviceMatrix w, int n)
+    /// <summary>Warps in flight the decode kernel aims for (an H100/H200 holds 132 × 64; a quarter of that covers the
+    /// memory latency).</summary>
+    private const int RowsWarpsWanted = 2048;
+
+    /// <summary>How many warps share each four outputs of the decode kernel for a matrix of <paramref name="rows"/>
+    /// outputs: a power of two up to the warps of a group, so that about <see cref="RowsWarpsWanted"/> warps run.</summary>
+    public int RowsSplit(int rows)
     {
-        var s = new MatMulShape(n, w.Rows, w.Cols);
+        int split = 1, quads = (rows + GpuMatMul.RowsPerWarp - 1) / GpuMatMul.RowsPerWarp;
+        while (split < _warpsPerGroup && quads * split < RowsWarpsWanted) split *= 2;
+        return split;
+    }
+
+    /// <summary>y (n, w.Rows) = x (n, w.Cols) · Wᵀ, or y += x · Wᵀ with <paramref name="accumulate"/>.</summary>
+    public void MatMul(ArrayView<float> y, ArrayView<float> x, DeviceMatrix w, int n, bool accumulate = false)
+    {
+        bool pairs = w.Cols % 2 == 0 && ((IContiguousArrayView)x).IndexInBytes % 8 == 0;
+        var s = new MatMulShape(n, w.Rows, w.Cols, pairs ? 1 : 0, accumulate ? 1 : 0);
         switch (MatMulKernel(n))
         {
             case "rows":
-                var rows = Groups((w.Rows + _warpsPerGroup - 1) / _warpsPerGroup);
-                if (w.IsBF16) _rowsBF16(rows, y, x, new BF16Weights(w.BF16), s);
-                else _rowsF32(rows, y, x, new F32Weights(w.F32), s);
+                int split = RowsSplit(w.Rows), perGroup = _warpsPerGroup / split * GpuMatMul.RowsPerWarp;
+                var rows = Groups((w.Rows + perGroup - 1) / perGroup);
+                if (w.IsBF16) _rowsBF16(rows, y, x, new BF16Weights(w.BF16), s, split);
+                else _rowsF32(rows, y, x, new F32Weights(w.F32), s, split);
                 break;
             case "tile64":
                 var tiles = Groups((w.Rows + GpuMatMul.Tile - 1) / GpuMatMul.Tile * ((n + GpuMatMul.Tile - 1) / GpuMatMul.Tile));

@@ -16,72 +16,116 @@ internal static class GpuMatMul
     public const int MaxGroup = 256;
     public const int TileTokens = 8;
     public const int TileK = 16;
-    /// <summary>Tokens per pass of <see cref="Rows"/>.</summary>
-    public const int RowTokens = 8;
+    /// <summary>Outputs of one warp of <see cref="Rows"/>, and tokens per pass.</summary>
+    public const int RowsPerWarp = 4;
+    public const int RowTokens = 4;
+    /// <summary>Most warps per group <see cref="Rows"/> sums across (its shared array's size).</summary>
+    public const int MaxWarps = 16;
     /// <summary>Outputs and tokens of a <see cref="Tile64"/> tile; its group has <see cref="Tile64Threads"/> threads.</summary>
     public const int Tile = 64;
     public const int Tile64Threads = 256;
     private const int TilePad = Tile + 4;
 
-    /// <summary>Grid: ceil(rows / warps per group) groups; warp w of group b computes output b × warps + w.</summary>
-    public static void Rows<TW>(ArrayView<float> y, ArrayView<float> x, TW w, MatMulShape s) where TW : struct, IDeviceWeights
+    /// <summary>Grid: ceil(rows / (4 × warps per group / split)) groups. Each warp sums four outputs for four tokens a pass
+    /// (every input pair it loads feeds four outputs, every weight pair four tokens); <paramref name="split"/> warps of a
+    /// group share four outputs, each over every split-th stretch of the inner dimension, and add up through shared
+    /// memory (more warps in flight for matrices of few rows). With <c>s.Pairs</c> weights and inputs load two at a time
+    /// (one 4-byte load of bf16, one 8-byte load of two inputs).</summary>
+    public static void Rows<TW>(ArrayView<float> y, ArrayView<float> x, TW w, MatMulShape s, int split) where TW : struct, IDeviceWeights
     {
-        int o = Grid.IdxX * (Group.DimX / Warp.WarpSize) + Warp.WarpIdx;
-        if (o >= s.Rows) return; // (the whole warp)
-        int lane = Warp.LaneIdx, ws = Warp.WarpSize, cols = s.Cols;
-        int quads = cols % 4 == 0 ? cols / 4 : 0;
-        long wRow = (long)o * cols;
+        int warps = Group.DimX / Warp.WarpSize, warp = Warp.WarpIdx, lane = Warp.LaneIdx, ws = Warp.WarpSize;
+        int part = warp % split, cols = s.Cols;
+        int o0 = (Grid.IdxX * (warps / split) + warp / split) * RowsPerWarp;
+        var red = SharedMemory.Allocate<float>(MaxWarps * RowsPerWarp * RowTokens);
+        long r0 = Row(o0, s), r1 = Row(o0 + 1, s), r2 = Row(o0 + 2, s), r3 = Row(o0 + 3, s);
+        int pairs = s.Pairs != 0 ? cols / 2 : 0;
+        var x2 = x.Cast<ulong>();
         for (int t0 = 0; t0 < s.N; t0 += RowTokens)
         {
             int left = s.N - t0;
-            long x0 = (long)t0 * cols;
-            float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-            for (int q = lane; q < quads; q += ws)
+            long xt = (long)t0 * cols;
+            var a0 = new Acc4();
+            var a1 = new Acc4();
+            var a2 = new Acc4();
+            var a3 = new Acc4();
+            for (int p = part * ws + lane; p < pairs; p += ws * split)
             {
-                w.Quad(wRow + 4L * q, out float w0, out float w1, out float w2, out float w3);
-                long xi = x0 + 4L * q;
-                a0 += Dot4(x, xi, w0, w1, w2, w3);
-                if (left > 1) a1 += Dot4(x, xi + cols, w0, w1, w2, w3);
-                if (left > 2) a2 += Dot4(x, xi + 2L * cols, w0, w1, w2, w3);
-                if (left > 3) a3 += Dot4(x, xi + 3L * cols, w0, w1, w2, w3);
-                if (left > 4) a4 += Dot4(x, xi + 4L * cols, w0, w1, w2, w3);
-                if (left > 5) a5 += Dot4(x, xi + 5L * cols, w0, w1, w2, w3);
-                if (left > 6) a6 += Dot4(x, xi + 6L * cols, w0, w1, w2, w3);
-                if (left > 7) a7 += Dot4(x, xi + 7L * cols, w0, w1, w2, w3);
+                long k = 2L * p;
+                Pair(x2, xt + k, out float x00, out float x01);
+                float x10 = 0, x11 = 0, x20 = 0, x21 = 0, x30 = 0, x31 = 0;
+                if (left > 1) Pair(x2, xt + cols + k, out x10, out x11);
+                if (left > 2) Pair(x2, xt + 2L * cols + k, out x20, out x21);
+                if (left > 3) Pair(x2, xt + 3L * cols + k, out x30, out x31);
+                w.Pair(r0 + k, out float w0, out float v0);
+                w.Pair(r1 + k, out float w1, out float v1);
+                w.Pair(r2 + k, out float w2, out float v2);
+                w.Pair(r3 + k, out float w3, out float v3);
+                a0.Add2(w0, v0, x00, x01, x10, x11, x20, x21, x30, x31);
+                a1.Add2(w1, v1, x00, x01, x10, x11, x20, x21, x30, x31);
+                a2.Add2(w2, v2, x00, x01, x10, x11, x20, x21, x30, x31);
+                a3.Add2(w3, v3, x00, x01, x10, x11, x20, x21, x30, x31);
             }
-            for (int k = quads * 4 + lane; k < cols; k += ws)
+            for (int k = 2 * pairs + part * ws + lane; k < cols; k += ws * split)
             {
-                float wv = w.At(wRow + k);
-                long xi = x0 + k;
-                a0 += wv * x[xi];
-                if (left > 1) a1 += wv * x[xi + cols];
-                if (left > 2) a2 += wv * x[xi + 2L * cols];
-                if (left > 3) a3 += wv * x[xi + 3L * cols];
-                if (left > 4) a4 += wv * x[xi + 4L * cols];
-                if (left > 5) a5 += wv * x[xi + 5L * cols];
-                if (left > 6) a6 += wv * x[xi + 6L * cols];
-                if (left > 7) a7 += wv * x[xi + 7L * cols];
+                long xi = xt + k;
+                float x0 = x[xi], x1 = left > 1 ? x[xi + cols] : 0f, x2s = left > 2 ? x[xi + 2L * cols] : 0f, x3 = left > 3 ? x[xi + 3L * cols] : 0f;
+                a0.Add(w.At(r0 + k), x0, x1, x2s, x3);
+                a1.Add(w.At(r1 + k), x0, x1, x2s, x3);
+                a2.Add(w.At(r2 + k), x0, x1, x2s, x3);
+                a3.Add(w.At(r3 + k), x0, x1, x2s, x3);
             }
-            a0 = WarpSum(a0);
-            a1 = WarpSum(a1);
-            a2 = WarpSum(a2);
-            a3 = WarpSum(a3);
-            a4 = WarpSum(a4);
-            a5 = WarpSum(a5);
-            a6 = WarpSum(a6);
-            a7 = WarpSum(a7);
-            if (lane == 0) StoreColumn(y, s, o, t0, a0, a1, a2, a3, a4, a5, a6, a7);
+            a0.WarpSum(left);
+            a1.WarpSum(left);
+            a2.WarpSum(left);
+            a3.WarpSum(left);
+            if (split == 1)
+            {
+                if (lane == 0)
+                {
+                    a0.Store(y, s, o0, t0);
+                    a1.Store(y, s, o0 + 1, t0);
+                    a2.Store(y, s, o0 + 2, t0);
+                    a3.Store(y, s, o0 + 3, t0);
+                }
+                continue;
+            }
+            // split warps: each warp's sixteen sums to shared memory; the first warp of each split adds them up
+            const int Sums = RowsPerWarp * RowTokens;
+            if (lane == 0)
+            {
+                a0.ToShared(red, warp * Sums);
+                a1.ToShared(red, warp * Sums + RowTokens);
+                a2.ToShared(red, warp * Sums + 2 * RowTokens);
+                a3.ToShared(red, warp * Sums + 3 * RowTokens);
+            }
+            Group.Barrier();
+            if (part == 0)
+                for (int i = lane; i < Sums; i += ws)
+                {
+                    int o = o0 + i / RowTokens, t = t0 + i % RowTokens;
+                    float sum = 0;
+                    for (int j = 0; j < split; j++) sum += red[(warp + j) * Sums + i];
+                    if (o < s.Rows && t < s.N) Put(y, (long)t * s.Rows + o, sum, s);
+                }
+            Group.Barrier();
         }
     }
 
-    private static float Dot4(ArrayView<float> x, long i, float w0, float w1, float w2, float w3) =>
-        w0 * x[i] + w1 * x[i + 1] + w2 * x[i + 2] + w3 * x[i + 3];
-
-    /// <summary>The sum over the warp, in lane 0.</summary>
-    private static float WarpSum(float v)
+    /// <summary>Writes one output: y = v, or y += v with <c>s.Accumulate</c> (the residual add of o_proj and down_proj).</summary>
+    private static void Put(ArrayView<float> y, long at, float v, MatMulShape s)
     {
-        for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1) v += Warp.ShuffleDown(v, offset);
-        return v;
+        if (s.Accumulate != 0) y[at] += v;
+        else y[at] = v;
+    }
+
+    /// <summary>Start of weight row o (a row past the matrix reads the last one; its sums are never stored).</summary>
+    private static long Row(int o, MatMulShape s) => (long)(o < s.Rows ? o : s.Rows - 1) * s.Cols;
+
+    private static void Pair(ArrayView<ulong> x2, long index, out float a, out float b)
+    {
+        ulong v = x2[index / 2];
+        a = Interop.IntAsFloat((uint)v);
+        b = Interop.IntAsFloat((uint)(v >> 32));
     }
 
     /// <summary>Grid: ceil(rows / 64) × ceil(n / 64) groups of <see cref="Tile64Threads"/> threads. Thread (tx, ty) =
@@ -99,33 +143,22 @@ internal static class GpuMatMul
         var a1 = new Acc4();
         var a2 = new Acc4();
         var a3 = new Acc4();
+        // the next tiles' values wait in registers while this tile's sums run
+        LoadTiles(w, x, s, o0 + lr, t0 + lr, lk, quads, out float w0, out float w1, out float w2, out float w3,
+            out float x0, out float x1, out float x2, out float x3);
         for (int k0 = 0; k0 < s.Cols; k0 += TileK)
         {
-            int k = k0 + lk, ro = o0 + lr, rt = t0 + lr;
-            float w0 = 0, w1 = 0, w2 = 0, w3 = 0;
-            if (ro < s.Rows)
-            {
-                long at = (long)ro * s.Cols + k;
-                if (quads && k + 3 < s.Cols) w.Quad(at, out w0, out w1, out w2, out w3);
-                else
-                {
-                    if (k < s.Cols) w0 = w.At(at);
-                    if (k + 1 < s.Cols) w1 = w.At(at + 1);
-                    if (k + 2 < s.Cols) w2 = w.At(at + 2);
-                    if (k + 3 < s.Cols) w3 = w.At(at + 3);
-                }
-            }
             ws[lk * TilePad + lr] = w0;
             ws[(lk + 1) * TilePad + lr] = w1;
             ws[(lk + 2) * TilePad + lr] = w2;
             ws[(lk + 3) * TilePad + lr] = w3;
-            long xt = (long)rt * s.Cols + k;
-            bool tokenIn = rt < s.N;
-            xs[lk * TilePad + lr] = tokenIn && k < s.Cols ? x[xt] : 0f;
-            xs[(lk + 1) * TilePad + lr] = tokenIn && k + 1 < s.Cols ? x[xt + 1] : 0f;
-            xs[(lk + 2) * TilePad + lr] = tokenIn && k + 2 < s.Cols ? x[xt + 2] : 0f;
-            xs[(lk + 3) * TilePad + lr] = tokenIn && k + 3 < s.Cols ? x[xt + 3] : 0f;
+            xs[lk * TilePad + lr] = x0;
+            xs[(lk + 1) * TilePad + lr] = x1;
+            xs[(lk + 2) * TilePad + lr] = x2;
+            xs[(lk + 3) * TilePad + lr] = x3;
             Group.Barrier();
+            if (k0 + TileK < s.Cols)
+                LoadTiles(w, x, s, o0 + lr, t0 + lr, k0 + TileK + lk, quads, out w0, out w1, out w2, out w3, out x0, out x1, out x2, out x3);
             for (int kk = 0; kk < TileK; kk++)
             {
                 int wb = kk * TilePad + tx * 4, xb = kk * TilePad + ty * 4;
@@ -144,6 +177,35 @@ internal static class GpuMatMul
         a3.Store(y, s, o + 3, t);
     }
 
+    /// <summary>This thread's four weights of row ro and four inputs of token rt, columns k .. k + 3 (zeros outside).</summary>
+    private static void LoadTiles<TW>(TW w, ArrayView<float> x, MatMulShape s, int ro, int rt, int k, bool quads,
+        out float w0, out float w1, out float w2, out float w3, out float x0, out float x1, out float x2, out float x3)
+        where TW : struct, IDeviceWeights
+    {
+        w0 = 0; w1 = 0; w2 = 0; w3 = 0;
+        if (ro < s.Rows)
+        {
+            long at = (long)ro * s.Cols + k;
+            if (quads && k + 3 < s.Cols) w.Quad(at, out w0, out w1, out w2, out w3);
+            else
+            {
+                if (k < s.Cols) w0 = w.At(at);
+                if (k + 1 < s.Cols) w1 = w.At(at + 1);
+                if (k + 2 < s.Cols) w2 = w.At(at + 2);
+                if (k + 3 < s.Cols) w3 = w.At(at + 3);
+            }
+        }
+        x0 = 0; x1 = 0; x2 = 0; x3 = 0;
+        if (rt < s.N)
+        {
+            long xt = (long)rt * s.Cols + k;
+            if (k < s.Cols) x0 = x[xt];
+            if (k + 1 < s.Cols) x1 = x[xt + 1];
+            if (k + 2 < s.Cols) x2 = x[xt + 2];
+            if (k + 3 < s.Cols) x3 = x[xt + 3];
+        }
+    }
+
     /// <summary>One output's sums for four consecutive tokens.</summary>
     private struct Acc4
     {
@@ -157,14 +219,45 @@ internal static class GpuMatMul
             _t3 += wv * x3;
         }
 
+        public void Add2(float wa, float wb, float x00, float x01, float x10, float x11, float x20, float x21, float x30, float x31)
+        {
+            _t0 += wa * x00 + wb * x01;
+            _t1 += wa * x10 + wb * x11;
+            _t2 += wa * x20 + wb * x21;
+            _t3 += wa * x30 + wb * x31;
+        }
+
+        /// <summary>Each token's sum over the warp, in lane 0 (only the first <paramref name="left"/> tokens).</summary>
+        public void WarpSum(int left)
+        {
+            _t0 = Sum(_t0);
+            if (left > 1) _t1 = Sum(_t1);
+            if (left > 2) _t2 = Sum(_t2);
+            if (left > 3) _t3 = Sum(_t3);
+        }
+
+        private static float Sum(float v)
+        {
+            for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1) v += Warp.ShuffleDown(v, offset);
+            return v;
+        }
+
+        public readonly void ToShared(ArrayView<float> red, int at)
+        {
+            red[at] = _t0;
+            red[at + 1] = _t1;
+            red[at + 2] = _t2;
+            red[at + 3] = _t3;
+        }
+
         public readonly void Store(ArrayView<float> y, MatMulShape s, int o, int t)
         {
             if (o >= s.Rows) return;
             long at = (long)t * s.Rows + o;
-            if (t < s.N) y[at] = _t0;
-            if (t + 1 < s.N) y[at + s.Rows] = _t1;
-            if (t + 2 < s.N) y[at + 2L * s.Rows] = _t2;
-            if (t + 3 < s.N) y[at + 3L * s.Rows] = _t3;
+            if (t < s.N) Put(y, at, _t0, s);
+            if (t + 1 < s.N) Put(y, at + s.Rows, _t1, s);
+            if (t + 2 < s.N) Put(y, at + 2L * s.Rows, _t2, s);
+            if (t + 3 < s.N) Put(y, at + 3L * s.Rows, _t3, s);
         }
     }
 
@@ -219,14 +312,14 @@ internal static class GpuMatMul
         if (o >= s.Rows) return;
         int left = s.N - t0;
         long at = (long)t0 * s.Rows + o;
-        if (left > 0) y[at] = a0;
-        if (left > 1) y[at + s.Rows] = a1;
-        if (left > 2) y[at + 2L * s.Rows] = a2;
-        if (left > 3) y[at + 3L * s.Rows] = a3;
-        if (left > 4) y[at + 4L * s.Rows] = a4;
-        if (left > 5) y[at + 5L * s.Rows] = a5;
-        if (left > 6) y[at + 6L * s.Rows] = a6;
-        if (left > 7) y[at + 7L * s.Rows] = a7;
+        if (left > 0) Put(y, at, a0, s);
+        if (left > 1) Put(y, at + s.Rows, a1, s);
+        if (left > 2) Put(y, at + 2L * s.Rows, a2, s);
+        if (left > 3) Put(y, at + 3L * s.Rows, a3, s);
+        if (left > 4) Put(y, at + 4L * s.Rows, a4, s);
+        if (left > 5) Put(y, at + 5L * s.Rows, a5, s);
+        if (left > 6) Put(y, at + 6L * s.Rows, a6, s);
+        if (left > 7) Put(y, at + 7L * s.Rows, a7, s);
     }
 }
 
@@ -236,6 +329,9 @@ internal interface IDeviceWeights
 {
     float At(long index);
 
+    /// <summary>Elements index and index + 1 (index even).</summary>
+    void Pair(long index, out float w0, out float w1);
+
     /// <summary>Elements index .. index + 3 (index a multiple of 4).</summary>
     void Quad(long index, out float w0, out float w1, out float w2, out float w3);
 }
@@ -244,7 +340,15 @@ internal interface IDeviceWeights
 internal readonly struct F32Weights(ArrayView<float> w) : IDeviceWeights
 {
     private readonly ArrayView<float> _w = w;
+    private readonly ArrayView<ulong> _pairs = w.Cast<ulong>();
     public float At(long index) => _w[index];
+
+    public void Pair(long index, out float w0, out float w1)
+    {
+        ulong v = _pairs[index / 2];
+        w0 = Interop.IntAsFloat((uint)v);
+        w1 = Interop.IntAsFloat((uint)(v >> 32));
+    }
 
     public void Quad(long index, out float w0, out float w1, out float w2, out float w3)
     {
@@ -261,7 +365,15 @@ internal readonly struct BF16Weights(ArrayView<ushort> w) : IDeviceWeights
 {
     private readonly ArrayView<ushort> _w = w;
     private readonly ArrayView<ulong> _quads = w.Cast<ulong>();
+    private readonly ArrayView<uint> _pairs = w.Cast<uint>();
     public float At(long index) => Interop.IntAsFloat((uint)_w[index] << 16);
+
+    public void Pair(long index, out float w0, out float w1)
+    {
+        uint v = _pairs[index / 2];
+        w0 = Interop.IntAsFloat(v << 16);
+        w1 = Interop.IntAsFloat(v & 0xFFFF0000u);
+    }
 
     public void Quad(long index, out float w0, out float w1, out float w2, out float w3)
     {
@@ -274,5 +386,6 @@ internal readonly struct BF16Weights(ArrayView<ushort> w) : IDeviceWeights
     }
 }
 
-/// <summary>Sizes of a device matmul: n token rows, W (Rows, Cols).</summary>
-internal readonly record struct MatMulShape(int N, int Rows, int Cols);
+/// <summary>Sizes of a device matmul: n token rows, W (Rows, Cols); Pairs = 1 when Cols is even and the input starts on
+/// an 8-byte boundary (the decode kernel then loads two of each at a time); Accumulate = 1 adds the product to y.</summary>
+internal readonly record struct MatMulShape(int N, int Rows, int Cols, int Pairs = 0, int Accumulate = 0);

@@ -187,7 +187,8 @@ public sealed class DeviceForward : IForwardBackend, IDeviceSampling
             var L = w.Layers[l];
             var kv = new PagedKvShape(l, c.NumLayers, bs, kvDim, kvMirror.Pool.PageFloats);
 
-            // attention: xb = norm(x); q, k, v = projections (+ bias, + LoRA); rope; cache; attend; x += o(att)
+            // attention: xb = norm(x); q, k, v = projections (+ bias, + LoRA); rope; cache; attend; x += o(att) (the
+            // residual add in the matmul's store)
             k.RmsNorm(a.Xb, a.X, L.AttnNorm.View, dim, eps, T);
             Project(a.Q, a.Xb, L.Q, L.QBias, T);
             Project(a.K, a.Xb, L.K, L.KBias, T);
@@ -198,9 +199,8 @@ public sealed class DeviceForward : IForwardBackend, IDeviceSampling
             k.Rope(a.Q, a.K, a.Positions, w.RopeCos.View, w.RopeSin.View, T, rope);
             k.WriteKv(pages, a.K, a.V, kvTable, a.TableOffset, a.Positions, T, kv);
             k.Attention(a.Att, a.Q, pages, kvTable, a.TableOffset, a.Lengths, T, kv, att);
-            k.MatMul(a.Xb, a.Att, L.O, T);
-            Lora(a, adapterMirror, a.Xb, a.Att, qDim, dim, l, LoraTarget.OProj, T, maxRank);
-            k.AddInPlace(a.X, a.Xb, T * dim);
+            k.MatMul(a.X, a.Att, L.O, T, accumulate: true);
+            Lora(a, adapterMirror, a.X, a.Att, qDim, dim, l, LoraTarget.OProj, T, maxRank);
 
             // mlp: x += down(silu(gate(norm(x))) · up(norm(x)))
             k.RmsNorm(a.Xb, a.X, L.MlpNorm.View, dim, eps, T);
@@ -209,9 +209,8 @@ public sealed class DeviceForward : IForwardBackend, IDeviceSampling
             Lora(a, adapterMirror, a.Hb, a.Xb, dim, hidden, l, LoraTarget.GateProj, T, maxRank);
             Lora(a, adapterMirror, a.Hb2, a.Xb, dim, hidden, l, LoraTarget.UpProj, T, maxRank);
             k.SiluMul(a.Hb, a.Hb, a.Hb2, T * hidden);
-            k.MatMul(a.Xb, a.Hb, L.Down, T);
-            Lora(a, adapterMirror, a.Xb, a.Hb, hidden, dim, l, LoraTarget.DownProj, T, maxRank);
-            k.AddInPlace(a.X, a.Xb, T * dim);
+            k.MatMul(a.X, a.Hb, L.Down, T, accumulate: true);
+            Lora(a, adapterMirror, a.X, a.Hb, hidden, dim, l, LoraTarget.DownProj, T, maxRank);
         }
 
         if (mode == LogitsMode.HiddenStates) k.RmsNorm(a.Xb, a.X, w.FinalNorm.View, dim, eps, T);
