@@ -98,6 +98,18 @@ public sealed class GpuKernelTests(ITestOutputHelper log) : IDisposable
         CheckMatMul(k, type, n, cols);
     }
 
+    /// <summary>A tile grid too small for the machine splits the inner dimension across groups and adds the stretches
+    /// up afterwards (plain and accumulating).</summary>
+    [Theory]
+    [InlineData(WeightType.BF16, false)]
+    [InlineData(WeightType.F32, true)]
+    public void ASplitTileMatMulMatchesTheScalarKernel(WeightType type, bool accumulate)
+    {
+        var k = CudaShaped.Value;
+        Assert.True(k.Tile64Split(70, 40, 256) > 1, "one 64 x 64 tile on a 256-column matrix is split");
+        CheckMatMul(k, type, 40, 256, accumulate: accumulate);
+    }
+
     private static readonly Lazy<GpuKernels> CudaShaped = new(() => new GpuKernels(GpuAccelerator.Cpu(threadsPerWarp: 32, warpsPerGroup: 8)));
 
     private void CheckMatMul(GpuKernels k, WeightType type, int n, int cols, int inputOffset = 0, bool accumulate = false)

@@ -15,8 +15,13 @@ public sealed class GpuKernels
     private readonly Accelerator _a;
     private readonly int _g;
     private readonly int _warpsPerGroup;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape> _tiledF32, _tile64F32;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape> _tiledBF16, _tile64BF16;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape> _tiledF32;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape> _tiledBF16;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape, int, ArrayView<float>> _tile64F32;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape, int, ArrayView<float>> _tile64BF16;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, MatMulShape, int> _sumParts;
+    private readonly int _multiprocessors;
+    private MemoryBuffer1D<float, Stride1D.Dense> _partials;   // (split, n, rows) of a split Tile64 matmul
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape, int> _rowsF32;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape, int> _rowsBF16;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _rmsNorm;
@@ -48,8 +53,11 @@ public sealed class GpuKernels
         _tiledF32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape>(GpuMatMul.Tiled);
         _rowsBF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape, int>(GpuMatMul.Rows);
         _tiledBF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape>(GpuMatMul.Tiled);
-        _tile64F32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape>(GpuMatMul.Tile64);
-        _tile64BF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape>(GpuMatMul.Tile64);
+        _tile64F32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape, int, ArrayView<float>>(GpuMatMul.Tile64);
+        _tile64BF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape, int, ArrayView<float>>(GpuMatMul.Tile64);
+        _sumParts = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, MatMulShape, int>(GpuMatMul.SumParts);
+        _multiprocessors = Math.Max(1, _a.NumMultiprocessors);
+        _partials = _a.Allocate1D<float>(1);
         _rmsNorm = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(GpuOps.RmsNorm);
         _rope = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, RopeShape>(GpuOps.Rope);
         _siluMul = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(GpuOps.SiluMul);
@@ -85,6 +93,17 @@ public sealed class GpuKernels
         return split;
     }
 
+    /// <summary>Into how many stretches of the inner dimension <c>Tile64</c> splits a matmul: a power of two up to 16,
+    /// while its tiles fill fewer than two groups per multiprocessor and each stretch keeps at least 8 steps of
+    /// <see cref="GpuMatMul.TileK"/> columns (few tiles leave most of the machine idle, each walking the whole inner
+    /// dimension one latency-bound step at a time).</summary>
+    public int Tile64Split(int rows, int n, int cols)
+    {
+        int tiles = (rows + GpuMatMul.Tile - 1) / GpuMatMul.Tile * ((n + GpuMatMul.Tile - 1) / GpuMatMul.Tile), split = 1;
+        while (split < 16 && tiles * split < 2 * _multiprocessors && cols / (2 * split) >= 8 * GpuMatMul.TileK) split *= 2;
+        return split;
+    }
+
     /// <summary>y (n, w.Rows) = x (n, w.Cols) · Wᵀ, or y += x · Wᵀ with <paramref name="accumulate"/>.</summary>
     public void MatMul(ArrayView<float> y, ArrayView<float> x, DeviceMatrix w, int n, bool accumulate = false)
     {
@@ -99,9 +118,18 @@ public sealed class GpuKernels
                 else _rowsF32(rows, y, x, new F32Weights(w.F32), s, split);
                 break;
             case "tile64":
-                var tiles = Groups((w.Rows + GpuMatMul.Tile - 1) / GpuMatMul.Tile * ((n + GpuMatMul.Tile - 1) / GpuMatMul.Tile));
-                if (w.IsBF16) _tile64BF16(tiles, y, x, new BF16Weights(w.BF16), s);
-                else _tile64F32(tiles, y, x, new F32Weights(w.F32), s);
+                int parts = Tile64Split(w.Rows, n, w.Cols);
+                long partial = parts == 1 ? 1 : (long)parts * n * w.Rows;
+                if (_partials.Length < partial)
+                {
+                    _a.Synchronize(); // earlier launches may still read the old buffer
+                    _partials.Dispose();
+                    _partials = _a.Allocate1D<float>(partial);
+                }
+                var tiles = Groups((w.Rows + GpuMatMul.Tile - 1) / GpuMatMul.Tile * ((n + GpuMatMul.Tile - 1) / GpuMatMul.Tile) * parts);
+                if (w.IsBF16) _tile64BF16(tiles, y, x, new BF16Weights(w.BF16), s, parts, _partials.View);
+                else _tile64F32(tiles, y, x, new F32Weights(w.F32), s, parts, _partials.View);
+                if (parts > 1) _sumParts(n * w.Rows, y, _partials.View, s, parts);
                 break;
             default:
                 var tiled = Groups((w.Rows + _g - 1) / _g * ((n + GpuMatMul.TileTokens - 1) / GpuMatMul.TileTokens));

@@ -1,4 +1,5 @@
 using ILGPU;
+using ILGPU.Algorithms;
 
 namespace Loom.Inference.Kernels.Gpu;
 
@@ -128,12 +129,18 @@ internal static class GpuMatMul
         b = Interop.IntAsFloat((uint)(v >> 32));
     }
 
-    /// <summary>Grid: ceil(rows / 64) × ceil(n / 64) groups of <see cref="Tile64Threads"/> threads. Thread (tx, ty) =
-    /// (tid % 16, tid / 16) sums outputs o0 + 4tx + i and tokens t0 + 4ty + j (i, j &lt; 4).</summary>
-    public static void Tile64<TW>(ArrayView<float> y, ArrayView<float> x, TW w, MatMulShape s) where TW : struct, IDeviceWeights
+    /// <summary>Grid: ceil(rows / 64) × ceil(n / 64) × split groups of <see cref="Tile64Threads"/> threads. Thread (tx, ty)
+    /// = (tid % 16, tid / 16) sums outputs o0 + 4tx + i and tokens t0 + 4ty + j (i, j &lt; 4). With split &gt; 1 (a grid too
+    /// small to fill the machine) group part p of a tile sums only the p-th stretch of the inner dimension into
+    /// partial (split, n, rows), and <see cref="SumParts"/> adds the stretches up in a fixed order.</summary>
+    public static void Tile64<TW>(ArrayView<float> y, ArrayView<float> x, TW w, MatMulShape s, int split, ArrayView<float> partial)
+        where TW : struct, IDeviceWeights
     {
-        int tid = Group.IdxX, tilesO = (s.Rows + Tile - 1) / Tile;
-        int o0 = Grid.IdxX % tilesO * Tile, t0 = Grid.IdxX / tilesO * Tile;
+        int tid = Group.IdxX, tilesO = (s.Rows + Tile - 1) / Tile, tiles = tilesO * ((s.N + Tile - 1) / Tile);
+        int tile = Grid.IdxX % tiles, part = Grid.IdxX / tiles;
+        int o0 = tile % tilesO * Tile, t0 = tile / tilesO * Tile;
+        int kPer = ((s.Cols + split - 1) / split + TileK - 1) / TileK * TileK;
+        int kBegin = part * kPer, kEnd = XMath.Min(s.Cols, kBegin + kPer);
         int tx = tid % 16, ty = tid / 16;
         var ws = SharedMemory.Allocate<float>(TileK * TilePad); // [k][output]
         var xs = SharedMemory.Allocate<float>(TileK * TilePad); // [k][token]
@@ -144,9 +151,9 @@ internal static class GpuMatMul
         var a2 = new Acc4();
         var a3 = new Acc4();
         // the next tiles' values wait in registers while this tile's sums run
-        LoadTiles(w, x, s, o0 + lr, t0 + lr, lk, quads, out float w0, out float w1, out float w2, out float w3,
+        LoadTiles(w, x, s, o0 + lr, t0 + lr, kBegin + lk, quads, out float w0, out float w1, out float w2, out float w3,
             out float x0, out float x1, out float x2, out float x3);
-        for (int k0 = 0; k0 < s.Cols; k0 += TileK)
+        for (int k0 = kBegin; k0 < kEnd; k0 += TileK)
         {
             ws[lk * TilePad + lr] = w0;
             ws[(lk + 1) * TilePad + lr] = w1;
@@ -157,7 +164,7 @@ internal static class GpuMatMul
             xs[(lk + 2) * TilePad + lr] = x2;
             xs[(lk + 3) * TilePad + lr] = x3;
             Group.Barrier();
-            if (k0 + TileK < s.Cols)
+            if (k0 + TileK < kEnd)
                 LoadTiles(w, x, s, o0 + lr, t0 + lr, k0 + TileK + lk, quads, out w0, out w1, out w2, out w3, out x0, out x1, out x2, out x3);
             for (int kk = 0; kk < TileK; kk++)
             {
@@ -171,10 +178,30 @@ internal static class GpuMatMul
             Group.Barrier();
         }
         int o = o0 + tx * 4, t = t0 + ty * 4;
-        a0.Store(y, s, o, t);
-        a1.Store(y, s, o + 1, t);
-        a2.Store(y, s, o + 2, t);
-        a3.Store(y, s, o + 3, t);
+        if (split == 1)
+        {
+            a0.Store(y, s, o, t);
+            a1.Store(y, s, o + 1, t);
+            a2.Store(y, s, o + 2, t);
+            a3.Store(y, s, o + 3, t);
+            return;
+        }
+        var mine = partial.SubView((long)part * s.N * s.Rows, (long)s.N * s.Rows);
+        var plain = s with { Accumulate = 0 };
+        a0.Store(mine, plain, o, t);
+        a1.Store(mine, plain, o + 1, t);
+        a2.Store(mine, plain, o + 2, t);
+        a3.Store(mine, plain, o + 3, t);
+    }
+
+    /// <summary>y (n, rows) = (or +=) the sum of partial (split, n, rows) over its first axis, in order. One thread per
+    /// output.</summary>
+    public static void SumParts(Index1D index, ArrayView<float> y, ArrayView<float> partial, MatMulShape s, int split)
+    {
+        long stride = (long)s.N * s.Rows;
+        float sum = 0;
+        for (int p = 0; p < split; p++) sum += partial[p * stride + index];
+        Put(y, index, sum, s);
     }
 
     /// <summary>This thread's four weights of row ro and four inputs of token rt, columns k .. k + 3 (zeros outside).</summary>
