@@ -167,31 +167,47 @@ public sealed class GpuKernelTests(ITestOutputHelper log) : IDisposable
     }
 
     /// <summary>RoPE with llama3 frequency scaling: the host table uploaded once, positions per token.</summary>
+    /// <summary>One launch rotates the queries in place and writes the rotated keys and the values into their pages at each
+    /// token's position (llama3 scaling; positions out of order, one sequence crossing pages).</summary>
     [Fact]
-    public void RopeWithLlama3ScalingMatchesTheHostRotation()
+    public void RopeWithLlama3ScalingAndTheKvWriteMatchTheHost()
     {
         var c = ModelConfig.Load(Golden.PathOf("llama3_scaled_bf16"));
         Assert.NotNull(c.RopeScaling);
         int[] positions = [0, 5, 63, 17];
-        int n = positions.Length, half = c.HeadDim / 2;
+        int n = positions.Length, half = c.HeadDim / 2, kvDim = c.KvDim, layers = 2, layer = 1, pageFloats = 4 * kvDim;
         var table = new RopeTable(c, 64);
         var cos = new float[64 * half];
         var sin = new float[64 * half];
         for (int p = 0; p < 64; p++) { table.Cos(p).CopyTo(cos.AsSpan(p * half)); table.Sin(p).CopyTo(sin.AsSpan(p * half)); }
         var q = Random(n * c.QDim, 8);
-        var k = Random(n * c.KvDim, 9);
+        var k = Random(n * kvDim, 9);
+        var v = Random(n * kvDim, 10);
         var eq = (float[])q.Clone();
         var ek = (float[])k.Clone();
         for (int t = 0; t < n; t++)
         {
             Ops.Rope(eq.AsSpan(t * c.QDim, c.QDim), c.NumHeads, c.HeadDim, table.Cos(positions[t]), table.Sin(positions[t]));
-            Ops.Rope(ek.AsSpan(t * c.KvDim, c.KvDim), c.NumKvHeads, c.HeadDim, table.Cos(positions[t]), table.Sin(positions[t]));
+            Ops.Rope(ek.AsSpan(t * kvDim, kvDim), c.NumKvHeads, c.HeadDim, table.Cos(positions[t]), table.Sin(positions[t]));
         }
+        using var pool = new PagePool(256L * pageFloats * 4, pageFloats);
+        using var cache = new PagedKvCache(pool, 1, layers, kvDim, 64);
+        cache.Reserve(64);
+        using var mirror = new DevicePoolMirror(A, pool);
+        mirror.Sync(cache.PageTable);
+        var shape = new PagedKvShape(layer, layers, cache.BlockSize, kvDim, pageFloats);
         var dq = Up(q);
-        var dk = Up(k);
-        _k.Rope(dq, dk, Up(positions), Up(cos), Up(sin), n, new RopeShape(c.NumHeads, c.NumKvHeads, c.HeadDim));
+        _k.RopeWriteKv(dq, Up(k), Up(v), mirror.Pages, Up(cache.PageTable.ToArray()), Up(new int[n]), Up(positions), Up(cos), Up(sin), n,
+            shape, new RopeShape(c.NumHeads, c.NumKvHeads, c.HeadDim));
         Compare.Close(log, "rope q", Down(dq, q.Length), eq, Tolerance);
-        Compare.Close(log, "rope k", Down(dk, k.Length), ek, Tolerance);
+        var pages = Down(mirror.Pages, pool.PageCount * pageFloats);
+        for (int t = 0; t < n; t++)
+        {
+            int pos = positions[t], row = pos % cache.BlockSize;
+            int kPage = cache.PageTable[(pos / cache.BlockSize * layers + layer) * 2], vPage = cache.PageTable[(pos / cache.BlockSize * layers + layer) * 2 + 1];
+            Compare.Close(log, $"rotated keys at {pos}", pages.AsSpan(kPage * pageFloats + row * kvDim, kvDim), ek.AsSpan(t * kvDim, kvDim), Tolerance);
+            Compare.Close(log, $"values at {pos}", pages.AsSpan(vPage * pageFloats + row * kvDim, kvDim), v.AsSpan(t * kvDim, kvDim), 0);
+        }
     }
 
     [Theory]
@@ -265,10 +281,13 @@ public sealed class GpuKernelTests(ITestOutputHelper log) : IDisposable
         _k.Attention(output, Up(q), mirror.Pages, dTable, dOffsets, Up(lengths), T, shape, new AttentionShape(heads, kvHeads, hd, 1f / MathF.Sqrt(hd)));
         Compare.Close(log, "paged attention", Down(output, expected.Length), expected, Tolerance);
 
-        // new keys/values of tokens at positions 36 (a) and 13 (b) land in their pages' rows
+        // new keys/values of tokens at positions 36 (a) and 13 (b) land in their pages' rows (RoPE tables of the identity
+        // rotation, so the keys land as they are)
         var k = Random(2 * kvDim, 14);
         var v = Random(2 * kvDim, 15);
-        _k.WriteKv(mirror.Pages, Up(k), Up(v), dTable, Up(new[] { 0, a.PageTable.Length }), Up(new[] { 36, 13 }), 2, shape);
+        var ones = Enumerable.Repeat(1f, 64 * hd / 2).ToArray();
+        _k.RopeWriteKv(Up(new float[2 * heads * hd]), Up(k), Up(v), mirror.Pages, dTable, Up(new[] { 0, a.PageTable.Length }), Up(new[] { 36, 13 }),
+            Up(ones), Up(new float[ones.Length]), 2, shape, new RopeShape(heads, kvHeads, hd));
         var pages = Down(mirror.Pages, pool.PageCount * pageFloats);
         void Check(PagedKvCache cache, int pos, int t)
         {

@@ -18,28 +18,46 @@ public sealed unsafe class DeviceMatrix : IDisposable
     internal ArrayView<float> F32 => _f32!.View;
     internal ArrayView<ushort> BF16 => _bf16!.View;
 
-    public DeviceMatrix(Accelerator a, WeightMatrix w)
+    public DeviceMatrix(Accelerator a, WeightMatrix w) : this(a, [w]) { }
+
+    /// <summary>The rows of <paramref name="parts"/> stacked in order (same columns, all bf16 or none): q, k and v (or
+    /// gate and up) as one matrix, so one launch computes them.</summary>
+    public DeviceMatrix(Accelerator a, IReadOnlyList<WeightMatrix> parts)
     {
-        Rows = w.Rows;
-        Cols = w.Cols;
-        long count = w.ElementCount;
-        if (w.Type != WeightType.BF16)
+        if (parts.Count == 0) throw new ArgumentException("no matrices to upload", nameof(parts));
+        Cols = parts[0].Cols;
+        bool bf16 = parts[0].Type == WeightType.BF16;
+        foreach (var p in parts)
         {
-            _f32 = a.Allocate1D<float>(count);
-            if (!w.Packed) _f32.View.CopyFromCPU(ref *(float*)w.Data, count);
-            else _f32.View.CopyFromCPU(w.ToFloats());
+            if (p.Cols != Cols) throw new ArgumentException($"stacked matrices need one width: {p.Cols} and {Cols} columns", nameof(parts));
+            if ((p.Type == WeightType.BF16) != bf16) throw new ArgumentException("stacked matrices need one storage type", nameof(parts));
+            Rows += p.Rows;
         }
-        else
+        long count = (long)Rows * Cols, at = 0;
+        if (bf16) _bf16 = a.Allocate1D<ushort>(count);
+        else _f32 = a.Allocate1D<float>(count);
+        foreach (var w in parts)
         {
-            _bf16 = a.Allocate1D<ushort>(count);
-            if (!w.Packed) _bf16.View.CopyFromCPU(ref *(ushort*)w.Data, count);
+            long n = w.ElementCount;
+            if (!bf16)
+            {
+                var view = _f32!.View.SubView(at, n);
+                if (!w.Packed && w.Type == WeightType.F32) view.CopyFromCPU(ref *(float*)w.Data, n);
+                else view.CopyFromCPU(w.ToFloats());
+            }
             else
             {
-                var rows = new ushort[count];
-                for (int r = 0; r < Rows; r++)
-                    for (int k = 0; k < Cols; k++) rows[(long)r * Cols + k] = ((ushort*)w.Data)[w.IndexOf(r, k)];
-                _bf16.View.CopyFromCPU(rows);
+                var view = _bf16!.View.SubView(at, n);
+                if (!w.Packed) view.CopyFromCPU(ref *(ushort*)w.Data, n);
+                else
+                {
+                    var rows = new ushort[n];
+                    for (int r = 0; r < w.Rows; r++)
+                        for (int k = 0; k < w.Cols; k++) rows[(long)r * w.Cols + k] = ((ushort*)w.Data)[w.IndexOf(r, k)];
+                    view.CopyFromCPU(rows);
+                }
             }
+            at += n;
         }
     }
 

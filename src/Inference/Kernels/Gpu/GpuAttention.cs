@@ -79,13 +79,40 @@ internal static class GpuAttention
         for (int d = tid; d < hd; d += g) output[qo + d] = acc[d] / l;
     }
 
-    /// <summary>Writes the new keys k and values v (tokens, kvDim) into their pages at Positions[t] (the device's pages are
-    /// the authoritative copy of them; decision 010). One thread per (keys | values, token, element).</summary>
-    public static void WriteKv(Index1D index, ArrayView<float> pages, ArrayView<float> k, ArrayView<float> v,
-        ArrayView<int> table, ArrayView<int> tableOffset, ArrayView<int> positions, PagedKvShape kv, int tokens)
+    /// <summary>RoPE on the new queries (in place) and keys at each token's position, and the write of the rotated keys
+    /// and the values into their pages at Positions[t] (the device's pages are the authoritative copy of them; decision
+    /// 010): one launch. Threads per token: heads × half (query pairs), kvHeads × half (key pairs: rotate, write both),
+    /// kvDim (values). Scalar twins: <see cref="Ops.Rope"/> and <see cref="PagedKvCache"/>'s rows.</summary>
+    public static void RopeWriteKv(Index1D index, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> pages,
+        ArrayView<int> table, ArrayView<int> tableOffset, ArrayView<int> positions, ArrayView<float> cos, ArrayView<float> sin,
+        PagedKvShape kv, RopeShape r)
     {
-        int i = index % kv.KvDim, t = index / kv.KvDim % tokens, which = index / kv.KvDim / tokens;
-        long src = (long)t * kv.KvDim + i;
-        pages[kv.RowAt(table, tableOffset[t], positions[t], which) + i] = which == 0 ? k[src] : v[src];
+        int half = r.HeadDim / 2, qPairs = r.Heads * half, kPairs = r.KvHeads * half, perToken = qPairs + kPairs + kv.KvDim;
+        int t = index / perToken, j = index % perToken, pos = positions[t];
+        if (j >= qPairs + kPairs)
+        {
+            int e = j - qPairs - kPairs;
+            pages[kv.RowAt(table, tableOffset[t], pos, 1) + e] = v[(long)t * kv.KvDim + e];
+            return;
+        }
+        int i = j % half;
+        long rope = (long)pos * half + i;
+        float c = cos[rope], sn = sin[rope];
+        if (j < qPairs)
+        {
+            long at = ((long)t * r.Heads + j / half) * r.HeadDim + i;
+            float x0 = q[at], x1 = q[at + half];
+            q[at] = x0 * c - x1 * sn;
+            q[at + half] = x1 * c + x0 * sn;
+        }
+        else
+        {
+            int h = (j - qPairs) / half;
+            long at = (long)t * kv.KvDim + h * r.HeadDim + i;
+            float x0 = k[at], x1 = k[at + half];
+            long row = kv.RowAt(table, tableOffset[t], pos, 0) + h * r.HeadDim + i;
+            pages[row] = x0 * c - x1 * sn;
+            pages[row + half] = x1 * c + x0 * sn;
+        }
     }
 }

@@ -15,17 +15,16 @@ public sealed class GpuKernels
     private readonly Accelerator _a;
     private readonly int _g;
     private readonly int _warpsPerGroup;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape> _tiledF32;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape> _tiledBF16;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape, int, ArrayView<float>> _tile64F32;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape, int, ArrayView<float>> _tile64BF16;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, MatMulShape, int> _sumParts;
+    private readonly Action<KernelConfig, MatMulOut, ArrayView<float>, F32Weights, MatMulShape> _tiledF32;
+    private readonly Action<KernelConfig, MatMulOut, ArrayView<float>, BF16Weights, MatMulShape> _tiledBF16;
+    private readonly Action<KernelConfig, MatMulOut, ArrayView<float>, F32Weights, MatMulShape, int, ArrayView<float>> _tile64F32;
+    private readonly Action<KernelConfig, MatMulOut, ArrayView<float>, BF16Weights, MatMulShape, int, ArrayView<float>> _tile64BF16;
+    private readonly Action<Index1D, MatMulOut, ArrayView<float>, MatMulShape, int> _sumParts;
     private readonly int _multiprocessors;
     private MemoryBuffer1D<float, Stride1D.Dense> _partials;   // (split, n, rows) of a split Tile64 matmul
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape, int> _rowsF32;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape, int> _rowsBF16;
+    private readonly Action<KernelConfig, MatMulOut, ArrayView<float>, F32Weights, MatMulShape, int> _rowsF32;
+    private readonly Action<KernelConfig, MatMulOut, ArrayView<float>, BF16Weights, MatMulShape, int> _rowsBF16;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _rmsNorm;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, RopeShape> _rope;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> _siluMul;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _add;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> _bias;
@@ -36,7 +35,8 @@ public sealed class GpuKernels
     private readonly Action<KernelConfig, ArrayView<DeviceSample>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<DeviceSampleRow>,
         ArrayView<uint>, ArrayView<int>, ArrayView<float>, int> _sample;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedKvShape, AttentionShape> _attend;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedKvShape, int> _writeKv;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>,
+        ArrayView<float>, ArrayView<float>, PagedKvShape, RopeShape> _ropeWriteKv;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, LoraShape> _shrink;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<int>, LoraShape> _expand;
 
@@ -49,17 +49,16 @@ public sealed class GpuKernels
         _g = device.GroupSize;
         _warpsPerGroup = Math.Max(1, _g / _a.WarpSize);
         if (_warpsPerGroup > GpuMatMul.MaxWarps) throw new NotSupportedException($"{_warpsPerGroup} warps per group (the matmul kernels sum across at most {GpuMatMul.MaxWarps})");
-        _rowsF32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape, int>(GpuMatMul.Rows);
-        _tiledF32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape>(GpuMatMul.Tiled);
-        _rowsBF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape, int>(GpuMatMul.Rows);
-        _tiledBF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape>(GpuMatMul.Tiled);
-        _tile64F32 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Weights, MatMulShape, int, ArrayView<float>>(GpuMatMul.Tile64);
-        _tile64BF16 = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, BF16Weights, MatMulShape, int, ArrayView<float>>(GpuMatMul.Tile64);
-        _sumParts = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, MatMulShape, int>(GpuMatMul.SumParts);
+        _rowsF32 = _a.LoadStreamKernel<MatMulOut, ArrayView<float>, F32Weights, MatMulShape, int>(GpuMatMul.Rows);
+        _tiledF32 = _a.LoadStreamKernel<MatMulOut, ArrayView<float>, F32Weights, MatMulShape>(GpuMatMul.Tiled);
+        _rowsBF16 = _a.LoadStreamKernel<MatMulOut, ArrayView<float>, BF16Weights, MatMulShape, int>(GpuMatMul.Rows);
+        _tiledBF16 = _a.LoadStreamKernel<MatMulOut, ArrayView<float>, BF16Weights, MatMulShape>(GpuMatMul.Tiled);
+        _tile64F32 = _a.LoadStreamKernel<MatMulOut, ArrayView<float>, F32Weights, MatMulShape, int, ArrayView<float>>(GpuMatMul.Tile64);
+        _tile64BF16 = _a.LoadStreamKernel<MatMulOut, ArrayView<float>, BF16Weights, MatMulShape, int, ArrayView<float>>(GpuMatMul.Tile64);
+        _sumParts = _a.LoadAutoGroupedStreamKernel<Index1D, MatMulOut, ArrayView<float>, MatMulShape, int>(GpuMatMul.SumParts);
         _multiprocessors = Math.Max(1, _a.NumMultiprocessors);
         _partials = _a.Allocate1D<float>(1);
         _rmsNorm = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(GpuOps.RmsNorm);
-        _rope = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, RopeShape>(GpuOps.Rope);
         _siluMul = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(GpuOps.SiluMul);
         _add = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(GpuOps.AddInPlace);
         _bias = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(GpuOps.AddBias);
@@ -70,7 +69,8 @@ public sealed class GpuKernels
         _sample = _a.LoadStreamKernel<ArrayView<DeviceSample>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<DeviceSampleRow>,
             ArrayView<uint>, ArrayView<int>, ArrayView<float>, int>(GpuSampling.Sample);
         _attend = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedKvShape, AttentionShape>(GpuAttention.Attend);
-        _writeKv = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedKvShape, int>(GpuAttention.WriteKv);
+        _ropeWriteKv = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>,
+            ArrayView<float>, ArrayView<float>, PagedKvShape, RopeShape>(GpuAttention.RopeWriteKv);
         _shrink = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, LoraShape>(GpuLora.Shrink);
         _expand = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<int>, LoraShape>(GpuLora.Expand);
     }
@@ -105,7 +105,19 @@ public sealed class GpuKernels
     }
 
     /// <summary>y (n, w.Rows) = x (n, w.Cols) · Wᵀ, or y += x · Wᵀ with <paramref name="accumulate"/>.</summary>
-    public void MatMul(ArrayView<float> y, ArrayView<float> x, DeviceMatrix w, int n, bool accumulate = false)
+    public void MatMul(ArrayView<float> y, ArrayView<float> x, DeviceMatrix w, int n, bool accumulate = false) =>
+        MatMul(MatMulOut.One(y, w.Rows), x, w, n, accumulate);
+
+    /// <summary>x (n, w.Cols) · Wᵀ (+ bias) for stacked weights, its outputs [0, split1) to y1 (n, split1), [split1,
+    /// split2) to y2 and the rest to y3 (q, k and v, or gate and up, in one launch).</summary>
+    public void MatMulSplit(ArrayView<float> y1, ArrayView<float> y2, ArrayView<float> y3, ArrayView<float>? bias,
+        ArrayView<float> x, DeviceMatrix w, int n, int split1, int split2)
+    {
+        if (split1 < 0 || split2 < split1 || split2 > w.Rows) throw new ArgumentOutOfRangeException(nameof(split2), $"splits {split1}, {split2} of {w.Rows} rows");
+        MatMul(new MatMulOut(y1, y2, y3, bias ?? y1, split1, split2, bias is null ? 0 : 1), x, w, n, accumulate: false);
+    }
+
+    private void MatMul(MatMulOut y, ArrayView<float> x, DeviceMatrix w, int n, bool accumulate)
     {
         bool pairs = w.Cols % 2 == 0 && ((IContiguousArrayView)x).IndexInBytes % 8 == 0;
         var s = new MatMulShape(n, w.Rows, w.Cols, pairs ? 1 : 0, accumulate ? 1 : 0);
@@ -143,10 +155,6 @@ public sealed class GpuKernels
     public void RmsNorm(ArrayView<float> y, ArrayView<float> x, ArrayView<float> weight, int dim, float eps, int n) =>
         _rmsNorm(Groups(n), y, x, weight, dim, eps);
 
-    /// <summary>RoPE in place on q (n, heads*headDim) and k (n, kvHeads*headDim) at each token's position.</summary>
-    internal void Rope(ArrayView<float> q, ArrayView<float> k, ArrayView<int> positions, ArrayView<float> cos, ArrayView<float> sin,
-        int n, RopeShape s) => _rope(n * (s.Heads + s.KvHeads) * (s.HeadDim / 2), q, k, positions, cos, sin, s);
-
     public void SiluMul(ArrayView<float> y, ArrayView<float> gate, ArrayView<float> up, int count) => _siluMul(count, y, gate, up);
 
     public void AddInPlace(ArrayView<float> x, ArrayView<float> y, int count) => _add(count, x, y);
@@ -180,9 +188,11 @@ public sealed class GpuKernels
         _attend(Groups(tokens * s.Heads), output, q, pages, table, tableOffset, lengths, kv, s);
     }
 
-    internal void WriteKv(ArrayView<float> pages, ArrayView<float> k, ArrayView<float> v, ArrayView<int> table,
-        ArrayView<int> tableOffset, ArrayView<int> positions, int tokens, PagedKvShape kv) =>
-        _writeKv(2 * tokens * kv.KvDim, pages, k, v, table, tableOffset, positions, kv, tokens);
+    /// <summary>RoPE on q (n, heads*headDim) in place and on k (n, kvDim), and the rotated keys and the values v (n, kvDim)
+    /// written into their pages at each token's position, in one launch.</summary>
+    internal void RopeWriteKv(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> pages, ArrayView<int> table,
+        ArrayView<int> tableOffset, ArrayView<int> positions, ArrayView<float> cos, ArrayView<float> sin, int tokens, PagedKvShape kv, RopeShape r) =>
+        _ropeWriteKv(tokens * ((r.Heads + r.KvHeads) * (r.HeadDim / 2) + kv.KvDim), q, k, v, pages, table, tableOffset, positions, cos, sin, kv, r);
 
     internal void LoraShrink(ArrayView<float> scratch, ArrayView<float> x, ArrayView<float> pages, ArrayView<int> arena,
         ArrayView<int> modules, ArrayView<int> tokenSlot, int tokens, LoraShape s) =>

@@ -32,7 +32,7 @@ internal static class GpuMatMul
     /// group share four outputs, each over every split-th stretch of the inner dimension, and add up through shared
     /// memory (more warps in flight for matrices of few rows). With <c>s.Pairs</c> weights and inputs load two at a time
     /// (one 4-byte load of bf16, one 8-byte load of two inputs).</summary>
-    public static void Rows<TW>(ArrayView<float> y, ArrayView<float> x, TW w, MatMulShape s, int split) where TW : struct, IDeviceWeights
+    public static void Rows<TW>(MatMulOut y, ArrayView<float> x, TW w, MatMulShape s, int split) where TW : struct, IDeviceWeights
     {
         int warps = Group.DimX / Warp.WarpSize, warp = Warp.WarpIdx, lane = Warp.LaneIdx, ws = Warp.WarpSize;
         int part = warp % split, cols = s.Cols;
@@ -106,17 +106,31 @@ internal static class GpuMatMul
                     int o = o0 + i / RowTokens, t = t0 + i % RowTokens;
                     float sum = 0;
                     for (int j = 0; j < split; j++) sum += red[(warp + j) * Sums + i];
-                    if (o < s.Rows && t < s.N) Put(y, (long)t * s.Rows + o, sum, s);
+                    if (o < s.Rows && t < s.N) Put(y, s, t, o, sum);
                 }
             Group.Barrier();
         }
     }
 
-    /// <summary>Writes one output: y = v, or y += v with <c>s.Accumulate</c> (the residual add of o_proj and down_proj).</summary>
-    private static void Put(ArrayView<float> y, long at, float v, MatMulShape s)
+    /// <summary>Writes output o of token t where <paramref name="y"/> routes it, plus its bias: = v, or += v with
+    /// <c>s.Accumulate</c> (the residual add of o_proj and down_proj).</summary>
+    private static void Put(MatMulOut y, MatMulShape s, int t, int o, float v)
     {
-        if (s.Accumulate != 0) y[at] += v;
-        else y[at] = v;
+        if (y.HasBias != 0) v += y.Bias[o];
+        var dst = y.Y;
+        long at = (long)t * y.Split1 + o;
+        if (o >= y.Split2)
+        {
+            dst = y.Y3;
+            at = (long)t * (s.Rows - y.Split2) + o - y.Split2;
+        }
+        else if (o >= y.Split1)
+        {
+            dst = y.Y2;
+            at = (long)t * (y.Split2 - y.Split1) + o - y.Split1;
+        }
+        if (s.Accumulate != 0) dst[at] += v;
+        else dst[at] = v;
     }
 
     /// <summary>Start of weight row o (a row past the matrix reads the last one; its sums are never stored).</summary>
@@ -133,7 +147,7 @@ internal static class GpuMatMul
     /// = (tid % 16, tid / 16) sums outputs o0 + 4tx + i and tokens t0 + 4ty + j (i, j &lt; 4). With split &gt; 1 (a grid too
     /// small to fill the machine) group part p of a tile sums only the p-th stretch of the inner dimension into
     /// partial (split, n, rows), and <see cref="SumParts"/> adds the stretches up in a fixed order.</summary>
-    public static void Tile64<TW>(ArrayView<float> y, ArrayView<float> x, TW w, MatMulShape s, int split, ArrayView<float> partial)
+    public static void Tile64<TW>(MatMulOut y, ArrayView<float> x, TW w, MatMulShape s, int split, ArrayView<float> partial)
         where TW : struct, IDeviceWeights
     {
         int tid = Group.IdxX, tilesO = (s.Rows + Tile - 1) / Tile, tiles = tilesO * ((s.N + Tile - 1) / Tile);
@@ -186,7 +200,7 @@ internal static class GpuMatMul
             a3.Store(y, s, o + 3, t);
             return;
         }
-        var mine = partial.SubView((long)part * s.N * s.Rows, (long)s.N * s.Rows);
+        var mine = MatMulOut.One(partial.SubView((long)part * s.N * s.Rows, (long)s.N * s.Rows), s.Rows);
         var plain = s with { Accumulate = 0 };
         a0.Store(mine, plain, o, t);
         a1.Store(mine, plain, o + 1, t);
@@ -196,12 +210,12 @@ internal static class GpuMatMul
 
     /// <summary>y (n, rows) = (or +=) the sum of partial (split, n, rows) over its first axis, in order. One thread per
     /// output.</summary>
-    public static void SumParts(Index1D index, ArrayView<float> y, ArrayView<float> partial, MatMulShape s, int split)
+    public static void SumParts(Index1D index, MatMulOut y, ArrayView<float> partial, MatMulShape s, int split)
     {
         long stride = (long)s.N * s.Rows;
         float sum = 0;
         for (int p = 0; p < split; p++) sum += partial[p * stride + index];
-        Put(y, index, sum, s);
+        Put(y, s, index / s.Rows, index % s.Rows, sum);
     }
 
     /// <summary>This thread's four weights of row ro and four inputs of token rt, columns k .. k + 3 (zeros outside).</summary>
@@ -277,19 +291,18 @@ internal static class GpuMatMul
             red[at + 3] = _t3;
         }
 
-        public readonly void Store(ArrayView<float> y, MatMulShape s, int o, int t)
+        public readonly void Store(MatMulOut y, MatMulShape s, int o, int t)
         {
             if (o >= s.Rows) return;
-            long at = (long)t * s.Rows + o;
-            if (t < s.N) Put(y, at, _t0, s);
-            if (t + 1 < s.N) Put(y, at + s.Rows, _t1, s);
-            if (t + 2 < s.N) Put(y, at + 2L * s.Rows, _t2, s);
-            if (t + 3 < s.N) Put(y, at + 3L * s.Rows, _t3, s);
+            if (t < s.N) Put(y, s, t, o, _t0);
+            if (t + 1 < s.N) Put(y, s, t + 1, o, _t1);
+            if (t + 2 < s.N) Put(y, s, t + 2, o, _t2);
+            if (t + 3 < s.N) Put(y, s, t + 3, o, _t3);
         }
     }
 
     /// <summary>Grid: TilesO(g) × ceil(n / TileTokens) groups; group g threads.</summary>
-    public static void Tiled<TW>(ArrayView<float> y, ArrayView<float> x, TW w, MatMulShape s) where TW : struct, IDeviceWeights
+    public static void Tiled<TW>(MatMulOut y, ArrayView<float> x, TW w, MatMulShape s) where TW : struct, IDeviceWeights
     {
         int tid = Group.IdxX, g = Group.DimX;
         int tilesO = (s.Rows + g - 1) / g;
@@ -333,20 +346,19 @@ internal static class GpuMatMul
         }
     }
 
-    private static void StoreColumn(ArrayView<float> y, MatMulShape s, int o, int t0,
+    private static void StoreColumn(MatMulOut y, MatMulShape s, int o, int t0,
         float a0, float a1, float a2, float a3, float a4, float a5, float a6, float a7)
     {
         if (o >= s.Rows) return;
         int left = s.N - t0;
-        long at = (long)t0 * s.Rows + o;
-        if (left > 0) Put(y, at, a0, s);
-        if (left > 1) Put(y, at + s.Rows, a1, s);
-        if (left > 2) Put(y, at + 2L * s.Rows, a2, s);
-        if (left > 3) Put(y, at + 3L * s.Rows, a3, s);
-        if (left > 4) Put(y, at + 4L * s.Rows, a4, s);
-        if (left > 5) Put(y, at + 5L * s.Rows, a5, s);
-        if (left > 6) Put(y, at + 6L * s.Rows, a6, s);
-        if (left > 7) Put(y, at + 7L * s.Rows, a7, s);
+        if (left > 0) Put(y, s, t0, o, a0);
+        if (left > 1) Put(y, s, t0 + 1, o, a1);
+        if (left > 2) Put(y, s, t0 + 2, o, a2);
+        if (left > 3) Put(y, s, t0 + 3, o, a3);
+        if (left > 4) Put(y, s, t0 + 4, o, a4);
+        if (left > 5) Put(y, s, t0 + 5, o, a5);
+        if (left > 6) Put(y, s, t0 + 6, o, a6);
+        if (left > 7) Put(y, s, t0 + 7, o, a7);
     }
 }
 
@@ -411,6 +423,19 @@ internal readonly struct BF16Weights(ArrayView<ushort> w) : IDeviceWeights
         w2 = Interop.IntAsFloat(hi << 16);
         w3 = Interop.IntAsFloat(hi & 0xFFFF0000u);
     }
+}
+
+/// <summary>Where a matmul's outputs go: outputs [0, Split1) to Y (n, Split1), [Split1, Split2) to Y2 (n, Split2 - Split1),
+/// [Split2, rows) to Y3 (n, rows - Split2), so one launch over stacked weights fills q, k and v (or gate and up); with
+/// HasBias, Bias (rows) is added to each output.</summary>
+internal readonly struct MatMulOut(ArrayView<float> y, ArrayView<float> y2, ArrayView<float> y3, ArrayView<float> bias,
+    int split1, int split2, int hasBias)
+{
+    public readonly ArrayView<float> Y = y, Y2 = y2, Y3 = y3, Bias = bias;
+    public readonly int Split1 = split1, Split2 = split2, HasBias = hasBias;
+
+    /// <summary>Every output to y (n, rows).</summary>
+    public static MatMulOut One(ArrayView<float> y, int rows) => new(y, y, y, y, rows, rows, 0);
 }
 
 /// <summary>Sizes of a device matmul: n token rows, W (Rows, Cols); Pairs = 1 when Cols is even and the input starts on

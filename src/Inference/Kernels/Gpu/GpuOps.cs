@@ -24,31 +24,6 @@ internal static class GpuOps
         for (int i = tid; i < dim; i += g) y[at + i] = x[at + i] * scale * weight[i];
     }
 
-    /// <summary>HF "rotate half" RoPE in place on q (tokens, heads*headDim) and k (tokens, kvHeads*headDim); cos/sin:
-    /// (positions, headDim/2) tables. One thread per (token, head of q or k, pair).</summary>
-    public static void Rope(Index1D index, ArrayView<float> q, ArrayView<float> k, ArrayView<int> positions,
-        ArrayView<float> cos, ArrayView<float> sin, RopeShape s)
-    {
-        int half = s.HeadDim / 2, heads = s.Heads + s.KvHeads;
-        int i = index % half, h = index / half % heads, t = index / half / heads;
-        long table = (long)positions[t] * half + i;
-        float c = cos[table], sn = sin[table];
-        if (h < s.Heads)
-        {
-            long at = ((long)t * s.Heads + h) * s.HeadDim + i;
-            float x0 = q[at], x1 = q[at + half];
-            q[at] = x0 * c - x1 * sn;
-            q[at + half] = x1 * c + x0 * sn;
-        }
-        else
-        {
-            long at = ((long)t * s.KvHeads + h - s.Heads) * s.HeadDim + i;
-            float x0 = k[at], x1 = k[at + half];
-            k[at] = x0 * c - x1 * sn;
-            k[at + half] = x1 * c + x0 * sn;
-        }
-    }
-
     /// <summary>y = silu(gate) · up, element-wise.</summary>
     public static void SiluMul(Index1D i, ArrayView<float> y, ArrayView<float> gate, ArrayView<float> up)
     {

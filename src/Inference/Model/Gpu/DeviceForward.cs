@@ -187,25 +187,21 @@ public sealed class DeviceForward : IForwardBackend, IDeviceSampling
             var L = w.Layers[l];
             var kv = new PagedKvShape(l, c.NumLayers, bs, kvDim, kvMirror.Pool.PageFloats);
 
-            // attention: xb = norm(x); q, k, v = projections (+ bias, + LoRA); rope; cache; attend; x += o(att) (the
-            // residual add in the matmul's store)
+            // attention: xb = norm(x); q, k, v = one launch over the stacked projections (+ bias; + LoRA); rope and the
+            // KV write in one launch; attend; x += o(att) (the residual add in the matmul's store)
             k.RmsNorm(a.Xb, a.X, L.AttnNorm.View, dim, eps, T);
-            Project(a.Q, a.Xb, L.Q, L.QBias, T);
-            Project(a.K, a.Xb, L.K, L.KBias, T);
-            Project(a.V, a.Xb, L.V, L.VBias, T);
+            k.MatMulSplit(a.Q, a.K, a.V, L.QkvBias?.View, a.Xb, L.Qkv, T, qDim, qDim + kvDim);
             Lora(a, adapterMirror, a.Q, a.Xb, dim, qDim, l, LoraTarget.QProj, T, maxRank);
             Lora(a, adapterMirror, a.K, a.Xb, dim, kvDim, l, LoraTarget.KProj, T, maxRank);
             Lora(a, adapterMirror, a.V, a.Xb, dim, kvDim, l, LoraTarget.VProj, T, maxRank);
-            k.Rope(a.Q, a.K, a.Positions, w.RopeCos.View, w.RopeSin.View, T, rope);
-            k.WriteKv(pages, a.K, a.V, kvTable, a.TableOffset, a.Positions, T, kv);
+            k.RopeWriteKv(a.Q, a.K, a.V, pages, kvTable, a.TableOffset, a.Positions, w.RopeCos.View, w.RopeSin.View, T, kv, rope);
             k.Attention(a.Att, a.Q, pages, kvTable, a.TableOffset, a.Lengths, T, kv, att);
             k.MatMul(a.X, a.Att, L.O, T, accumulate: true);
             Lora(a, adapterMirror, a.X, a.Att, qDim, dim, l, LoraTarget.OProj, T, maxRank);
 
             // mlp: x += down(silu(gate(norm(x))) · up(norm(x)))
             k.RmsNorm(a.Xb, a.X, L.MlpNorm.View, dim, eps, T);
-            k.MatMul(a.Hb, a.Xb, L.Gate, T);
-            k.MatMul(a.Hb2, a.Xb, L.Up, T);
+            k.MatMulSplit(a.Hb, a.Hb2, a.Hb2, null, a.Xb, L.GateUp, T, hidden, 2 * hidden);
             Lora(a, adapterMirror, a.Hb, a.Xb, dim, hidden, l, LoraTarget.GateProj, T, maxRank);
             Lora(a, adapterMirror, a.Hb2, a.Xb, dim, hidden, l, LoraTarget.UpProj, T, maxRank);
             k.SiluMul(a.Hb, a.Hb, a.Hb2, T * hidden);
@@ -247,12 +243,6 @@ public sealed class DeviceForward : IForwardBackend, IDeviceSampling
             }
         }
         for (int i = 0; i < s.SequenceCount; i++) s.SeqCache[i].Advance(s.SeqCount[i]);
-    }
-
-    private void Project(ArrayView<float> y, ArrayView<float> x, DeviceMatrix w, MemoryBuffer1D<float, Stride1D.Dense>? bias, int n)
-    {
-        _k.MatMul(y, x, w, n);
-        if (bias is not null) _k.AddBias(y, bias.View, w.Rows, n);
     }
 
     private void Lora(DeviceActivations a, DevicePoolMirror? mirror, ArrayView<float> y, ArrayView<float> x, int inDim, int outDim,

@@ -4,13 +4,16 @@ using Loom.Inference.Kernels.Gpu;
 
 namespace Loom.Inference.Model.Gpu;
 
-/// <summary>One layer's weights in device memory.</summary>
+/// <summary>One layer's weights in device memory; q, k and v stacked into one matrix, gate and up into another, so
+/// each is one launch (<see cref="GpuKernels.MatMulSplit"/>).</summary>
 internal sealed record DeviceLayer(
     MemoryBuffer1D<float, Stride1D.Dense> AttnNorm, // (dim)
-    DeviceMatrix Q, DeviceMatrix K, DeviceMatrix V, DeviceMatrix O,
-    MemoryBuffer1D<float, Stride1D.Dense>? QBias, MemoryBuffer1D<float, Stride1D.Dense>? KBias, MemoryBuffer1D<float, Stride1D.Dense>? VBias,
+    DeviceMatrix Qkv,                               // (qDim + 2 kvDim, dim): q, k, v rows
+    MemoryBuffer1D<float, Stride1D.Dense>? QkvBias, // (qDim + 2 kvDim), zeros where a projection has none
+    DeviceMatrix O,
     MemoryBuffer1D<float, Stride1D.Dense> MlpNorm, // (dim)
-    DeviceMatrix Gate, DeviceMatrix Up, DeviceMatrix Down);
+    DeviceMatrix GateUp,                            // (2 hidden, dim): gate rows, then up rows
+    DeviceMatrix Down);
 
 /// <summary>All of a model's weights, uploaded once (f32 or bf16 as the host holds them), with the RoPE tables.</summary>
 internal sealed class DeviceWeights : IDisposable
@@ -27,7 +30,7 @@ internal sealed class DeviceWeights : IDisposable
 
     public DeviceWeights(Accelerator a, ModelWeights w, int positions)
     {
-        DeviceMatrix M(Kernels.WeightMatrix m)
+        DeviceMatrix M(params Kernels.WeightMatrix[] m)
         {
             var d = new DeviceMatrix(a, m);
             _owned.Add(d);
@@ -42,12 +45,23 @@ internal sealed class DeviceWeights : IDisposable
             Bytes += v.Length * 4L;
             return b;
         }
-        MemoryBuffer1D<float, Stride1D.Dense>? Bias(Linear p) => p.Bias is { } b ? V(b) : null;
+        MemoryBuffer1D<float, Stride1D.Dense>? Biases(params Linear[] ps)
+        {
+            if (ps.All(p => p.Bias is null)) return null;
+            var all = new float[ps.Sum(p => p.Weight.Rows)];
+            int at = 0;
+            foreach (var p in ps)
+            {
+                p.Bias?.CopyTo(all, at);
+                at += p.Weight.Rows;
+            }
+            return V(all);
+        }
 
         Embedding = M(w.Embedding);
         LmHead = ReferenceEquals(w.LmHead, w.Embedding) ? Embedding : M(w.LmHead);
-        Layers = w.Layers.Select(l => new DeviceLayer(V(l.AttnNorm), M(l.Q.Weight), M(l.K.Weight), M(l.V.Weight), M(l.O.Weight),
-            Bias(l.Q), Bias(l.K), Bias(l.V), V(l.MlpNorm), M(l.Gate.Weight), M(l.Up.Weight), M(l.Down.Weight))).ToList();
+        Layers = w.Layers.Select(l => new DeviceLayer(V(l.AttnNorm), M(l.Q.Weight, l.K.Weight, l.V.Weight), Biases(l.Q, l.K, l.V),
+            M(l.O.Weight), V(l.MlpNorm), M(l.Gate.Weight, l.Up.Weight), M(l.Down.Weight))).ToList();
         foreach (var l in w.Layers)
             if (l.O.Bias is not null || l.Gate.Bias is not null || l.Up.Bias is not null || l.Down.Bias is not null)
                 throw new NotSupportedException("the GPU backend supports biases on q/k/v only (as the model families served)");
