@@ -13,11 +13,12 @@ public static class InferenceModule
     /// over the model in Inference:ModelDirectory, loaded on first use; without one, a stand-in that refuses requests.
     /// Options (section "Inference"): Backend (auto | cpu | cuda | ilgpu-cpu), ModelDirectory, WeightFormat, MaxContext, PrefillChunk, PoolBytes, TokenBudget,
     /// MaxRunningSequences, HostAdapterCacheBytes, Models (more base models, <see cref="ServedEngines"/>), MaxLoraRank, SwapSpaceBytes, SwapMinTokens, PrefixCaching, SchedulingPolicy (Vtc | Fcfs),
-    /// VtcInputWeight, VtcOutputWeight, VtcFairnessGap; validated at start.</summary>
+    /// VtcInputWeight, VtcOutputWeight, VtcFairnessGap; validated at start, where a key the options do not have (a typo, or
+    /// a removed setting such as PrefixCacheBytes) fails with its name.</summary>
     public static IServiceCollection AddInference(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddOptions<InferenceOptions>()
-            .Bind(configuration.GetSection(InferenceOptions.SectionName))
+            .Bind(configuration.GetSection(InferenceOptions.SectionName), b => b.ErrorOnUnknownConfiguration = true) // a misspelt or removed setting fails the start, not silently nothing
             .Validate(o => InferenceBackends.IsKnown(o.Backend), $"Inference:Backend must be one of {string.Join(", ", InferenceBackends.All)}")
             .Validate(o => o.Problem() is null, "Inference options are invalid: MaxContext, PrefillChunk, PoolBytes, TokenBudget, MaxRunningSequences and MaxLoraRank must be positive, HostAdapterCacheBytes, SwapSpaceBytes and SwapMinTokens not negative, SchedulingPolicy Fcfs or Vtc, VTC weights and gap not negative")
             .ValidateOnStart();

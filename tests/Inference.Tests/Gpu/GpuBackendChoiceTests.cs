@@ -32,6 +32,38 @@ public sealed class GpuBackendChoiceTests
         Assert.Throws<ArgumentException>(() => ServingEngine.Load(new InferenceOptions { ModelDirectory = Golden.PathOf("llama_gqa_tied"), Backend = "gpu" }));
     }
 
+    /// <summary>A key of the Inference section that no option reads (a typo, or the removed host-copy prefix cache's
+    /// size) fails the start with its name instead of doing nothing.</summary>
+    [Fact]
+    public void AnUnknownInferenceSettingFailsAtStartWithItsName()
+    {
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Inference:Backend"] = "cpu",
+            ["Inference:PrefixCacheBytes"] = "268435456",
+            ["Inference:Models:0:Name"] = "second",
+            ["Inference:Models:0:Directory"] = "/nowhere",
+        }).Build();
+        using var sp = new ServiceCollection().AddInference(config).BuildServiceProvider();
+        var e = Assert.Throws<InvalidOperationException>(() => sp.GetRequiredService<IOptions<InferenceOptions>>().Value);
+        Assert.Contains("PrefixCacheBytes", e.Message);
+        Assert.DoesNotContain("Models", e.Message); // the known nested settings bind as before
+
+        var known = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Inference:Backend"] = "cpu",
+            ["Inference:PrefixCaching"] = "false",
+            ["Inference:ModelDirectory"] = "/first",
+            ["Inference:Models:0:Name"] = "second",
+            ["Inference:Models:0:Directory"] = "/nowhere",
+            ["Inference:Models:0:WeightFormat"] = "BF16",
+        }).Build();
+        using var sp2 = new ServiceCollection().AddInference(known).BuildServiceProvider();
+        var o = sp2.GetRequiredService<IOptions<InferenceOptions>>().Value;
+        Assert.False(o.PrefixCaching);
+        Assert.Equal("second", Assert.Single(o.Models).Name);
+    }
+
     [Fact]
     public void CudaWithoutADeviceFailsClearly()
     {
