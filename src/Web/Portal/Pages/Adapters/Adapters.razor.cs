@@ -4,6 +4,7 @@ using Loom.Api.Errors;
 using Loom.Data;
 using Loom.Data.Entities;
 using Loom.Data.Tenancy;
+using Loom.Web.Portal.Identity;
 using Loom.Web.Portal.Uploads;
 using Microsoft.AspNetCore.Components;
 using Microsoft.AspNetCore.Components.Forms;
@@ -73,7 +74,7 @@ public sealed partial class Adapters : ComponentBase
         {
             // the circuit's tenant comes from the sign-in (TenantCircuitHandler); without one nothing may be stored
             Logger.LogWarning("Adapter upload from the portal refused: the circuit has no tenant");
-            generalError = "Your session has no tenant. Sign out and sign in again.";
+            generalError = PortalUser.NoTenant;
             return;
         }
 

@@ -3,6 +3,7 @@ using Loom.Api.Errors;
 using Loom.Api.Files;
 using Loom.Data.Entities;
 using Loom.Data.Tenancy;
+using Loom.Web.Portal.Identity;
 using Loom.Web.Portal.Uploads;
 using Microsoft.AspNetCore.Components;
 using Microsoft.AspNetCore.Components.Forms;
@@ -52,7 +53,11 @@ public sealed partial class Files : ComponentBase
             fieldError = "Pick a JSONL file first.";
             return;
         }
-        if (Tenant.TenantId is not { } tenantId) return;
+        if (Tenant.TenantId is not { } tenantId)
+        {
+            generalError = PortalUser.NoTenant;
+            return;
+        }
 
         // The API's per-tenant bound on uploads in flight, taken before any byte is copied.
         using var slot = Gate.TryEnter(tenantId, out var refusal);

@@ -1,9 +1,10 @@
 using Loom.Api.Errors;
-using Loom.Api.FineTuning;
 using Loom.Api.Files;
+using Loom.Api.FineTuning;
 using Loom.Data.Entities;
 using Loom.Data.Tenancy;
 using Loom.Web.Portal.FineTunes;
+using Loom.Web.Portal.Identity;
 using Loom.Web.Portal.Playground;
 using Microsoft.AspNetCore.Components;
 
@@ -64,7 +65,13 @@ public sealed partial class NewFineTune : ComponentBase
         errors.Clear();
         generalError = null;
         if (form.TrainingFile.Length == 0) errors[FineTuneForm.Fields.Training] = "Pick the training file.";
-        if (errors.Count > 0 || Tenant.TenantId is not { } tenantId) return;
+        if (errors.Count > 0) return;
+        if (Tenant.TenantId is not { } tenantId)
+        {
+            Logger.LogWarning("Fine-tuning job from the portal refused: the circuit has no tenant");
+            generalError = PortalUser.NoTenant;
+            return;
+        }
         busy = true;
         try
         {

@@ -5,6 +5,7 @@ using Loom.Data;
 using Loom.Data.Entities;
 using Loom.Data.Tenancy;
 using Loom.Inference.Tokenization;
+using Loom.Web.Portal.Identity;
 using Loom.Web.Portal.Playground;
 using Microsoft.AspNetCore.Components;
 using Microsoft.EntityFrameworkCore;
@@ -104,7 +105,13 @@ public sealed partial class Playground : ComponentBase, IDisposable
 
     private async Task SendAsync()
     {
-        if (!Validate() || Tenant.TenantId is not { } tenantId) return;
+        if (!Validate()) return;
+        if (Tenant.TenantId is not { } tenantId)
+        {
+            Logger.LogWarning("Playground request from the portal refused: the circuit has no tenant");
+            generalError = PortalUser.NoTenant;
+            return;
+        }
         var tenant = await Db.Tenants.AsNoTracking().SingleAsync(t => t.Id == tenantId);
         var caller = PortalCaller.For(tenant);
         var spec = Spec(withInput: true);
