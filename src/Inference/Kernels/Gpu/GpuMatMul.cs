@@ -81,13 +81,7 @@ internal static class GpuMatMul
             a3.WarpSum(left);
             if (split == 1)
             {
-                if (lane == 0)
-                {
-                    a0.Store(y, s, o0, t0);
-                    a1.Store(y, s, o0 + 1, t0);
-                    a2.Store(y, s, o0 + 2, t0);
-                    a3.Store(y, s, o0 + 3, t0);
-                }
+                if (lane == 0) Store4(a0, a1, a2, a3, y, s, o0, t0);
                 continue;
             }
             // split warps: each warp's sixteen sums to shared memory; the first warp of each split adds them up
@@ -192,20 +186,17 @@ internal static class GpuMatMul
             Group.Barrier();
         }
         int o = o0 + tx * 4, t = t0 + ty * 4;
-        if (split == 1)
-        {
-            a0.Store(y, s, o, t);
-            a1.Store(y, s, o + 1, t);
-            a2.Store(y, s, o + 2, t);
-            a3.Store(y, s, o + 3, t);
-            return;
-        }
-        var mine = MatMulOut.One(partial.SubView((long)part * s.N * s.Rows, (long)s.N * s.Rows), s.Rows);
-        var plain = s with { Accumulate = 0 };
-        a0.Store(mine, plain, o, t);
-        a1.Store(mine, plain, o + 1, t);
-        a2.Store(mine, plain, o + 2, t);
-        a3.Store(mine, plain, o + 3, t);
+        if (split == 1) Store4(a0, a1, a2, a3, y, s, o, t);
+        else Store4(a0, a1, a2, a3, MatMulOut.One(partial.SubView((long)part * s.N * s.Rows, (long)s.N * s.Rows), s.Rows), s with { Accumulate = 0 }, o, t);
+    }
+
+    /// <summary>Outputs o .. o + 3 (sums a0 .. a3) of tokens t .. t + 3.</summary>
+    private static void Store4(Acc4 a0, Acc4 a1, Acc4 a2, Acc4 a3, MatMulOut y, MatMulShape s, int o, int t)
+    {
+        a0.Store(y, s, o, t);
+        a1.Store(y, s, o + 1, t);
+        a2.Store(y, s, o + 2, t);
+        a3.Store(y, s, o + 3, t);
     }
 
     /// <summary>y (n, rows) = (or +=) the sum of partial (split, n, rows) over its first axis, in order. One thread per
