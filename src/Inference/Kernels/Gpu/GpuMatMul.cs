@@ -4,13 +4,15 @@ using ILGPU.Algorithms;
 namespace Loom.Inference.Kernels.Gpu;
 
 /// <summary>Device code of y (n, rows) = x (n, cols) · Wᵀ with W row-major (rows, cols), in f32 or bf16 (ushort bit
-/// patterns widened by a shift, as <see cref="WeightMatrix"/> does). Three shapes: <c>Rows</c> for decode batches (one
-/// warp per output, lanes stride over the inner dimension four weights at a time (one 8-byte load of bf16), eight tokens
-/// per pass so each weight read feeds eight, a shuffle reduction: no shared memory, no group barrier); <c>Tile64</c>
-/// for prefill and large batches on 256-thread groups (a 64-output × 64-token tile, each thread a 4 × 4 block of sums in
-/// registers, weight and input tiles of <see cref="TileK"/> columns staged in shared memory); and <c>Tiled</c>, the
-/// same for any group size (a tile of <c>Group.DimX</c> outputs × <see cref="TileTokens"/> tokens; ILGPU's CPU
-/// accelerator runs it with 4-thread groups). Scalar twin: <see cref="NaiveMatMul"/>.</summary>
+/// patterns widened by a shift, as <see cref="WeightMatrix"/> does); the store routes each output (<see cref="MatMulOut"/>:
+/// stacked q/k/v or gate/up to their buffers, bias, residual add). Three shapes: <c>Rows</c> for decode batches up to 32
+/// tokens (a warp sums four outputs for four tokens a pass with two-at-a-time loads and shuffle sums; warps of a group
+/// split the inner dimension of matrices of few rows); <c>Tile64</c> for prefill and large batches on 256-thread groups
+/// (a 64-output × 64-token tile, each thread a 4 × 4 block of sums in registers, weight and input tiles of
+/// <see cref="TileK"/> columns staged in shared memory, the inner dimension split across groups when the tiles are too
+/// few for the machine); and <c>Tiled</c>, the same for any group size (a tile of <c>Group.DimX</c> outputs ×
+/// <see cref="TileTokens"/> tokens; ILGPU's CPU accelerator runs it with 4-thread groups). Scalar twin:
+/// <see cref="NaiveMatMul"/>.</summary>
 internal static class GpuMatMul
 {
     /// <summary>Largest group the kernels' shared arrays are sized for.</summary>
