@@ -15,6 +15,8 @@ public sealed unsafe class SwappedKv
     internal int PageUsed { get; }
     public long Bytes => (long)Pages * PageUsed * sizeof(float);
     internal bool Freed => Data == null;
+    /// <summary>Device → host copies of the pages that the copy out reads (the GPU backend's), still to be waited for.</summary>
+    internal DeviceCopies Pending { get; set; }
     /// <summary>The space that holds it (restore and drop it there).</summary>
     public KvSwapSpace Owner { get; }
 
@@ -63,18 +65,27 @@ public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes) : IDis
 
     /// <summary>Takes the host buffer for a swap out (null when the space lacks room or the cache is empty); the copy
     /// is <see cref="CopyOut"/>, which may run on another thread while the cache's pages stay untouched. On the thread
-    /// that runs the forward passes: where a device holds newer copies of the cache's pages (the GPU backend), they come
-    /// back to the host pages first.</summary>
+    /// that runs the forward passes: where a device holds newer copies of the cache's pages (the GPU backend), their
+    /// device → host copies are issued here and run while the device computes; <see cref="CopyOut"/> waits for them.</summary>
     internal SwappedKv? BeginSwapOut(PagedKvCache cache)
     {
         int length = cache.Length;
         if (length == 0) return null;
         int pages = PagesFor(cache), used = cache.BlockSize * cache.KvDim;
         long bytes = BytesFor(cache);
-        cache.Pool.Device?.ToHost(cache.PageTable[..pages]);
         var (data, capacity) = Rent(bytes);
         if (data == 0) return null;
-        return new SwappedKv(this, (float*)data, capacity, length, pages, used);
+        var swapped = new SwappedKv(this, (float*)data, capacity, length, pages, used);
+        if (cache.Pool.Device is { } device)
+        {
+            try { swapped.Pending = device.ToHost(cache.PageTable[..pages]); }
+            catch
+            {
+                Drop(swapped);
+                throw;
+            }
+        }
+        return swapped;
     }
 
     /// <summary>Host bytes a swap out of the cache's valid positions takes.</summary>
@@ -82,10 +93,12 @@ public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes) : IDis
 
     private static int PagesFor(PagedKvCache cache) => (cache.Length + cache.BlockSize - 1) / cache.BlockSize * cache.Layers * 2;
 
-    /// <summary>Copies the cache's pages into the buffer of <see cref="BeginSwapOut"/>. Thread-safe across swaps.</summary>
+    /// <summary>Copies the cache's pages into the buffer of <see cref="BeginSwapOut"/>, once the device → host copies it
+    /// issued have landed in them. Thread-safe across swaps; the caller frees the pages only after it returns.</summary>
     internal void CopyOut(PagedKvCache cache, SwappedKv swapped, bool parallel = true)
     {
         long start = Stopwatch.GetTimestamp();
+        swapped.Pending.Wait();
         Copy(cache, swapped, toHost: true, parallel);
         Interlocked.Add(ref _bytesOut, swapped.Bytes);
         Interlocked.Increment(ref _outs);

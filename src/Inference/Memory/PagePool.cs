@@ -127,8 +127,9 @@ public sealed unsafe class PagePool : IDisposable
                 ids[i] = id;
             }
             Count(owner.Kind) += ids.Length;
-            return true;
         }
+        Device?.Reusing(ids); // a device → host copy still landing in a page would overwrite what its new owner writes
+        return true;
     }
 
     /// <summary>Returns pages to the free list. Each must be owned by <paramref name="owner"/>; a page that is free

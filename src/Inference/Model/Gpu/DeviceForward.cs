@@ -39,6 +39,19 @@ public sealed class DeviceForward : IForwardBackend, IDeviceSampling
     /// <summary>Bytes copied device → host, by kind.</summary>
     public DeviceTransfers Transfers { get; } = new();
 
+    private bool _lazyCopies;
+    /// <summary>(Tests) the pool mirrors' page copies run only when waited for, the latest an asynchronous stream may run
+    /// them (<see cref="PageCopyStreams.Lazy"/>); set before the first step.</summary>
+    internal bool LazyCopies
+    {
+        get => _lazyCopies;
+        set
+        {
+            _lazyCopies = value;
+            foreach (var m in _mirrors.Values) m.LazyCopies = value;
+        }
+    }
+
     /// <param name="ownPoolBytes">Size of the page pool behind <see cref="CreateCache"/> (caches made outside an engine).</param>
     public DeviceForward(GpuAccelerator device, Transformer model, long ownPoolBytes = 64L << 20)
     {
@@ -171,6 +184,9 @@ public sealed class DeviceForward : IForwardBackend, IDeviceSampling
         a.TableOffset.SubView(0, T).CopyFromCPU(a.HostTableOffset.AsSpan(0, T));
         a.LastIndex.SubView(0, S).CopyFromCPU(a.HostLastIndex.AsSpan(0, S));
         a.KvTable.AsContiguous().SubView(0, table).CopyFromCPU(a.HostKvTable.AsSpan(0, table));
+        // the pages Sync issued on the mirrors' copy streams (while the tables above went up) land before the first kernel
+        kvMirror!.WaitUploads();
+        if (adapterMirror is not null && !ReferenceEquals(adapterMirror, kvMirror)) adapterMirror.WaitUploads();
 
         var k = _k;
         var w = _w;
@@ -228,7 +244,7 @@ public sealed class DeviceForward : IForwardBackend, IDeviceSampling
     /// asks for them when it reads them (<see cref="DevicePoolMirror.ToHost"/>); then the caches advance.</summary>
     private void Finish(ForwardState s)
     {
-        _device.Accelerator.Synchronize();
+        _device.Accelerator.DefaultStream.Synchronize(); // the step's kernels (not the swap-outs' copies, which may still run)
         int layers = _c.NumLayers;
         var mirror = _mirrors[((PagedKvCache)s.SeqCache[0]).Pool];
         for (int t = 0; t < s.TokenCount; t++)
@@ -266,7 +282,7 @@ public sealed class DeviceForward : IForwardBackend, IDeviceSampling
     private DevicePoolMirror Mirror(PagePool pool)
     {
         if (_mirrors.TryGetValue(pool, out var m)) return m;
-        m = new DevicePoolMirror(_device.Accelerator, pool, Transfers);
+        m = new DevicePoolMirror(_device.Accelerator, pool, Transfers) { LazyCopies = _lazyCopies };
         _mirrors.Add(pool, m);
         return m;
     }
