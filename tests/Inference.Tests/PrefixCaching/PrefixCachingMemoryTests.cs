@@ -42,7 +42,11 @@ public sealed class PrefixCachingMemoryTests : IDisposable
         await Idle(e);
         var m = e.GetMetrics();
         Assert.Equal(0, m.Scheduling.Preemptions);
-        Assert.True(e.PrefixBlocks!.Evicted >= (160 - 64) / 4, $"{e.PrefixBlocks.Evicted} blocks evicted");
+        // Evictions depend on how the two interleave: side by side they need 160 pages with 64 free, so at least
+        // (160 - 64) / 4 = 24 blocks go; if the first finishes before the second grows (a loaded machine), the first
+        // evicts 4, its 19 full blocks are cached (its last block holds one position and is freed), and the second evicts
+        // 19: 23. Either way idle blocks went instead of a running sequence (no preemption above).
+        Assert.True(e.PrefixBlocks!.Evicted >= 23, $"{e.PrefixBlocks.Evicted} blocks evicted");
         for (int i = 0; i < big.Length; i++) Assert.Equal(Tokens(await Run(plain, big[i])), Tokens(outputs[i]));
         Assert.Null(e.Pool.Audit());
         Assert.Null(e.AuditPrefixBlocks());

@@ -13,9 +13,8 @@ namespace Loom.Inference.Model.Gpu;
 /// copy of the unified pool through page tables on the device. Per step the host uploads the batch's small tables
 /// (tokens, positions, each sequence's page table, each token's adapter slot) and reads back the logits, or through
 /// <see cref="ForwardSample"/> only the sampled tokens (and the logits rows of the rows the host samples). The new keys and
-/// values stay on the device, whose pages are the authoritative copy; the host asks for pages before it reads them (KV
-/// swap-out, the prefix cache's host copy: <see cref="DevicePoolMirror.ToHost"/>). See
-/// docs/decisions/010-ilgpu-backend.md.</summary>
+/// values stay on the device, whose pages are the authoritative copy; the host asks for pages before it reads them (a KV
+/// swap-out: <see cref="DevicePoolMirror.ToHost"/>, on a copy stream). See docs/decisions/010-ilgpu-backend.md.</summary>
 public sealed class DeviceForward : IForwardBackend, IDeviceSampling
 {
     private readonly GpuAccelerator _device;
