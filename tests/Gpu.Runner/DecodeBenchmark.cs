@@ -103,7 +103,7 @@ internal static class DecodeBenchmark
             a.Synchronize();
             return sw.Elapsed.TotalMilliseconds * 1000 / reps;
         }
-        Console.WriteLine($"empty launch (AddInPlace of 1 float): {Time(2000, () => k.AddInPlace(y.View, x.View, 1)):F1} µs each, back to back");
+        Console.WriteLine($"empty launch (SiluMul of 1 float): {Time(2000, () => k.SiluMul(y.View, x.View, x.View, 1)):F1} µs each, back to back");
         foreach (var (name, w) in shapes)
         {
             using var dw = new DeviceMatrix(a, w);

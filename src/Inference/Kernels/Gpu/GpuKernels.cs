@@ -26,8 +26,6 @@ public sealed class GpuKernels
     private readonly Action<KernelConfig, MatMulOut, ArrayView<float>, BF16Weights, MatMulShape, int> _rowsBF16;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _rmsNorm;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> _siluMul;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _add;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> _bias;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int> _embedF32;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, int> _embedBF16;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int> _gather;
@@ -60,8 +58,6 @@ public sealed class GpuKernels
         _partials = _a.Allocate1D<float>(1);
         _rmsNorm = _a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(GpuOps.RmsNorm);
         _siluMul = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(GpuOps.SiluMul);
-        _add = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(GpuOps.AddInPlace);
-        _bias = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(GpuOps.AddBias);
         _embedF32 = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(GpuOps.EmbedF32);
         _embedBF16 = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, int>(GpuOps.EmbedBF16);
         _gather = _a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(GpuOps.GatherRows);
@@ -156,11 +152,6 @@ public sealed class GpuKernels
         _rmsNorm(Groups(n), y, x, weight, dim, eps);
 
     public void SiluMul(ArrayView<float> y, ArrayView<float> gate, ArrayView<float> up, int count) => _siluMul(count, y, gate, up);
-
-    public void AddInPlace(ArrayView<float> x, ArrayView<float> y, int count) => _add(count, x, y);
-
-    /// <summary>y (n, width) += bias (width).</summary>
-    public void AddBias(ArrayView<float> y, ArrayView<float> bias, int width, int n) => _bias(n * width, y, bias, width);
 
     public void Embed(ArrayView<float> x, DeviceMatrix embedding, ArrayView<int> tokens, int n)
     {

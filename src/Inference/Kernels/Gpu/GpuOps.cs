@@ -31,12 +31,6 @@ internal static class GpuOps
         y[i] = g / (1f + XMath.Exp(-g)) * up[i];
     }
 
-    /// <summary>x += y, element-wise (the residual stream).</summary>
-    public static void AddInPlace(Index1D i, ArrayView<float> x, ArrayView<float> y) => x[i] += y[i];
-
-    /// <summary>y (n, width) += bias (width) on every row.</summary>
-    public static void AddBias(Index1D i, ArrayView<float> y, ArrayView<float> bias, int width) => y[i] += bias[i % width];
-
     /// <summary>x (n, dim) = rows tokens[t] of an f32 embedding (vocab, dim).</summary>
     public static void EmbedF32(Index1D i, ArrayView<float> x, ArrayView<float> embedding, ArrayView<int> tokens, int dim) =>
         x[i] = embedding[(long)tokens[i / dim] * dim + i % dim];
