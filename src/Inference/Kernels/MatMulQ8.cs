@@ -5,20 +5,28 @@ using System.Runtime.Intrinsics.X86;
 namespace Loom.Inference.Kernels;
 
 /// <summary>y = x Wᵀ for Q8 weights (<see cref="Q8Layout"/>) with the input rows quantized per block of 32 to int8
-/// (<see cref="Q8Input"/>), as llama.cpp's q8_0 × q8_0 dot: per block an exact integer dot product (AVX-VNNI u8×s8,
-/// 8 rows per 256-bit register, 4 columns per lane), then y += float(dot) · (weight scale · input scale) as one fused
-/// multiply-add, blocks in ascending order. .NET 10 exposes the u8×s8 VNNI instruction at 256 bits only (AvxVnni), which
-/// is the width Zen 4 executes it at anyway. Every output is computed by one thread in that fixed order, so the result
-/// does not depend on the batch, the chunking or the number of cores, and equals <see cref="Naive"/> bit for bit.</summary>
+/// (<see cref="Q8Input"/>), as llama.cpp's q8_0 × q8_0 dot: per block an exact integer dot product (8 rows per 256-bit
+/// register, 4 columns per lane), then y += float(dot) · (weight scale · input scale) as one fused multiply-add, blocks in
+/// ascending order. The dot is AVX-VNNI's u8×s8 instruction where there is one (.NET 10 exposes it at 256 bits only,
+/// the width Zen 4 executes it at anyway), with the +128 of the stored bytes taken off by the input's block sums; on AVX2
+/// alone it is llama.cpp's emulation: |v| (u8) × (x with v's sign) (s8) in pairs to s16 (at most 2 · 128 · 127, no
+/// saturation), pairs of those to s32, which is Σ v · x with no offset to take off. Both integers are exact, so both
+/// paths give the same floats. Every output is computed by one thread in that fixed order, so the result does not depend
+/// on the batch, the chunking, the number of cores or the instruction set, and equals <see cref="Naive"/> bit for bit.</summary>
 public static unsafe class MatMulQ8
 {
     private const int BatchBlock = 64;   // input rows kept hot while a chunk of panels streams past
 
-    public static bool FastPath(SimdLevel level) => level != SimdLevel.Scalar && AvxVnni.IsSupported;
+    public static bool FastPath(SimdLevel level) => level != SimdLevel.Scalar && (AvxVnni.IsSupported || Avx2.IsSupported && Fma.IsSupported);
 
     /// <summary>Output rows [r0, r1) (multiples of 16) of quantized input rows [b0, b1): y[b · ys + r] (ys: y's row
     /// stride). Input rows go in blocks of <see cref="BatchBlock"/> counted from b0.</summary>
-    internal static void Rows(float* y, int ys, in Q8Input x, WeightMatrix w, int b0, int b1, int r0, int r1)
+    internal static void Rows(float* y, int ys, in Q8Input x, WeightMatrix w, int b0, int b1, int r0, int r1) =>
+        Rows(y, ys, x, w, b0, b1, r0, r1, AvxVnni.IsSupported);
+
+    /// <summary><see cref="Rows(float*, int, in Q8Input, WeightMatrix, int, int, int, int)"/> with the dot product chosen:
+    /// <paramref name="vnni"/> false runs the AVX2 emulation (also where AVX-VNNI is present, so that it can be tested there).</summary>
+    internal static void Rows(float* y, int ys, in Q8Input x, WeightMatrix w, int b0, int b1, int r0, int r1, bool vnni)
     {
         int blocks = x.Blocks, stride = blocks * Q8Layout.Block;
         byte* data = (byte*)w.Data;
@@ -30,9 +38,19 @@ public static unsafe class MatMulQ8
                 byte* panel = data + (long)(r / Q8Layout.Rows) * blocks * Q8Layout.BlockBytes;
                 int b = bb;
                 for (; b + 4 <= be; b += 4)
-                    Panel4(y + (long)b * ys + r, ys, panel, blocks, x.Values + (long)b * stride, stride, x.Scales + b * blocks, x.Sums + b * blocks);
+                {
+                    float* yb = y + (long)b * ys + r;
+                    sbyte* xb = x.Values + (long)b * stride;
+                    if (vnni) Panel4(yb, ys, panel, blocks, xb, stride, x.Scales + b * blocks, x.Sums + b * blocks);
+                    else Panel4Avx2(yb, ys, panel, blocks, xb, stride, x.Scales + b * blocks);
+                }
                 for (; b < be; b++)
-                    Panel1(y + (long)b * ys + r, panel, blocks, x.Values + (long)b * stride, x.Scales + b * blocks, x.Sums + b * blocks);
+                {
+                    float* yb = y + (long)b * ys + r;
+                    sbyte* xb = x.Values + (long)b * stride;
+                    if (vnni) Panel1(yb, panel, blocks, xb, x.Scales + b * blocks, x.Sums + b * blocks);
+                    else Panel1Avx2(yb, panel, blocks, xb, x.Scales + b * blocks);
+                }
             }
         }
     }
@@ -113,6 +131,88 @@ public static unsafe class MatMulQ8
             f20 = Scaled(f20, a20, xc[2 * blocks + blk], sl * d); f21 = Scaled(f21, a21, xc[2 * blocks + blk], sh * d);
             d = Vector256.Create(xs[3 * blocks + blk]);
             f30 = Scaled(f30, a30, xc[3 * blocks + blk], sl * d); f31 = Scaled(f31, a31, xc[3 * blocks + blk], sh * d);
+        }
+        f00.Store(y); f01.Store(y + 8);
+        f10.Store(y + ys); f11.Store(y + ys + 8);
+        f20.Store(y + 2 * ys); f21.Store(y + 2 * ys + 8);
+        f30.Store(y + 3 * ys); f31.Store(y + 3 * ys + 8);
+    }
+
+    /// <summary>Σ v · x over each lane's 4 columns, added to acc: <paramref name="u"/> = |v| (v = <paramref name="v"/>, the
+    /// stored byte XOR 0x80), x broadcast from 4 bytes and given v's sign (x ≥ -127, so negating it cannot overflow).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Dot(Vector256<int> acc, Vector256<byte> u, Vector256<sbyte> v, sbyte* x) =>
+        acc + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, Avx2.Sign(Vector256.Create(*(int*)x).AsSByte(), v)), Vector256<short>.One);
+
+    /// <summary>The signed values of 8 rows × 4 columns (bytes XOR 0x80).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<sbyte> Signed(byte* p) => Vector256.Load((sbyte*)p) ^ Vector256.Create(sbyte.MinValue);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Scaled(Vector256<float> acc, Vector256<int> dot, Vector256<float> scale) =>
+        Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(dot), scale, acc);
+
+    /// <summary><see cref="Panel1"/> on AVX2.</summary>
+    private static void Panel1Avx2(float* y, byte* panel, int blocks, sbyte* xq, float* xs)
+    {
+        Vector256<float> f0 = default, f1 = default;
+        for (int blk = 0; blk < blocks; blk++)
+        {
+            byte* p = panel + (long)blk * Q8Layout.BlockBytes;
+            sbyte* xb = xq + blk * Q8Layout.Block;
+            Vector256<int> a0 = default, a1 = default, c0 = default, c1 = default;
+            for (int q = 0; q < 8; q += 2)
+            {
+                byte* pq = p + q * Q8Layout.QuadBytes;
+                var v = Signed(pq); a0 = Dot(a0, Avx2.Abs(v), v, xb + q * 4);
+                v = Signed(pq + 32); a1 = Dot(a1, Avx2.Abs(v), v, xb + q * 4);
+                v = Signed(pq + 64); c0 = Dot(c0, Avx2.Abs(v), v, xb + q * 4 + 4);
+                v = Signed(pq + 96); c1 = Dot(c1, Avx2.Abs(v), v, xb + q * 4 + 4);
+            }
+            var d = Vector256.Create(xs[blk]);
+            var s = Vector256.Load((ushort*)(p + Q8Layout.ScaleOffset));
+            f0 = Scaled(f0, a0 + c0, Widen(Vector256.WidenLower(s)) * d);
+            f1 = Scaled(f1, a1 + c1, Widen(Vector256.WidenUpper(s)) * d);
+        }
+        f0.Store(y);
+        f1.Store(y + 8);
+    }
+
+    /// <summary><see cref="Panel4"/> on AVX2: per block the low 8 rows of the four inputs, then the high 8, so that the
+    /// weights (signed and absolute, made once per load), the four integer sums and a broadcast fit AVX2's 16 registers.</summary>
+    private static void Panel4Avx2(float* y, int ys, byte* panel, int blocks, sbyte* xq, int xstride, float* xs)
+    {
+        Vector256<float> f00 = default, f01 = default, f10 = default, f11 = default;
+        Vector256<float> f20 = default, f21 = default, f30 = default, f31 = default;
+        sbyte* x0 = xq, x1 = xq + xstride, x2 = x1 + xstride, x3 = x2 + xstride;
+        for (int blk = 0; blk < blocks; blk++)
+        {
+            byte* p = panel + (long)blk * Q8Layout.BlockBytes;
+            int o = blk * Q8Layout.Block;
+            Vector256<int> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (int q = 0; q < 8; q++)
+            {
+                var v = Signed(p + q * Q8Layout.QuadBytes);
+                var u = Avx2.Abs(v);
+                int k = o + q * 4;
+                a0 = Dot(a0, u, v, x0 + k); a1 = Dot(a1, u, v, x1 + k);
+                a2 = Dot(a2, u, v, x2 + k); a3 = Dot(a3, u, v, x3 + k);
+            }
+            var sl = Widen(Vector256.WidenLower(Vector256.Load((ushort*)(p + Q8Layout.ScaleOffset))));
+            f00 = Scaled(f00, a0, sl * Vector256.Create(xs[blk])); f10 = Scaled(f10, a1, sl * Vector256.Create(xs[blocks + blk]));
+            f20 = Scaled(f20, a2, sl * Vector256.Create(xs[2 * blocks + blk])); f30 = Scaled(f30, a3, sl * Vector256.Create(xs[3 * blocks + blk]));
+            a0 = default; a1 = default; a2 = default; a3 = default;
+            for (int q = 0; q < 8; q++)
+            {
+                var v = Signed(p + q * Q8Layout.QuadBytes + 32);
+                var u = Avx2.Abs(v);
+                int k = o + q * 4;
+                a0 = Dot(a0, u, v, x0 + k); a1 = Dot(a1, u, v, x1 + k);
+                a2 = Dot(a2, u, v, x2 + k); a3 = Dot(a3, u, v, x3 + k);
+            }
+            var sh = Widen(Vector256.WidenUpper(Vector256.Load((ushort*)(p + Q8Layout.ScaleOffset))));
+            f01 = Scaled(f01, a0, sh * Vector256.Create(xs[blk])); f11 = Scaled(f11, a1, sh * Vector256.Create(xs[blocks + blk]));
+            f21 = Scaled(f21, a2, sh * Vector256.Create(xs[2 * blocks + blk])); f31 = Scaled(f31, a3, sh * Vector256.Create(xs[3 * blocks + blk]));
         }
         f00.Store(y); f01.Store(y + 8);
         f10.Store(y + ys); f11.Store(y + ys + 8);

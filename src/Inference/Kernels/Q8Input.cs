@@ -4,8 +4,8 @@ using System.Runtime.Intrinsics.X86;
 namespace Loom.Inference.Kernels;
 
 /// <summary>Input rows quantized for the Q8 matmul as llama.cpp's q8_0 activations are: per block of 32 columns,
-/// scale = max |x| / 127 and value = round(x / scale) (to even), plus the block's sum of values (the kernel takes
-/// 128 · sum off its u8×s8 dot products). The buffers belong to the calling thread and are reused.</summary>
+/// scale = max |x| / 127 and value = round(x / scale) (to even), plus the block's sum of values (the AVX-VNNI kernel
+/// takes 128 · sum off its u8×s8 dot products). The buffers belong to the calling thread and are reused.</summary>
 internal unsafe struct Q8Input
 {
     public sbyte* Values;   // (n, blocks·32), zero past the last column
@@ -40,15 +40,21 @@ internal unsafe struct Q8Input
         return q;
     }
 
-    /// <summary>One row: full blocks with AVX-512 where there is one, the same arithmetic as <see cref="Q8Layout.QuantizeBlock"/>
-    /// (max is exact in any order, the round is to even in both), so the result is bitwise that of the scalar path.</summary>
-    public static void Row(float* x, int cols, sbyte* values, float* scales, int* sums)
+    /// <summary>One row: full blocks with AVX-512 or AVX2 where there is one, the same arithmetic as
+    /// <see cref="Q8Layout.QuantizeBlock"/> (max is exact in any order, the round is to even in all, a value past ±127
+    /// converts to the same clamped integer), so the result is bitwise that of the scalar path.</summary>
+    public static void Row(float* x, int cols, sbyte* values, float* scales, int* sums) => Row(x, cols, values, scales, sums, Simd.Best);
+
+    /// <summary><see cref="Row(float*, int, sbyte*, float*, int*)"/> at most at the given width (tests run each one).</summary>
+    internal static void Row(float* x, int cols, sbyte* values, float* scales, int* sums, SimdLevel level)
     {
+        bool wide = level == SimdLevel.Vector512 && Avx512F.IsSupported;
+        bool narrow = level != SimdLevel.Scalar && Vector256.IsHardwareAccelerated;
         Span<sbyte> tmp = stackalloc sbyte[Q8Layout.Block];
         for (int b = 0, k = 0; k < cols; b++, k += Q8Layout.Block)
         {
             sbyte* q = values + k;
-            if (k + Q8Layout.Block <= cols && Avx512F.IsSupported)
+            if (k + Q8Layout.Block <= cols && wide)
             {
                 var a = Vector512.Load(x + k);
                 var c = Vector512.Load(x + k + 16);
@@ -67,6 +73,11 @@ internal unsafe struct Q8Input
                 sums[b] = Vector512.Sum(qa + qc);
                 continue;
             }
+            if (k + Q8Layout.Block <= cols && narrow)
+            {
+                scales[b] = Block256(x + k, q, out sums[b]);
+                continue;
+            }
             int len = Math.Min(Q8Layout.Block, cols - k);
             scales[b] = Q8Layout.QuantizeBlock(new ReadOnlySpan<float>(x + k, len), tmp);
             int sum = 0;
@@ -77,5 +88,28 @@ internal unsafe struct Q8Input
             }
             sums[b] = sum;
         }
+    }
+
+    /// <summary>One full block at 256 bits: its 32 values into q, their sum, and the scale returned.</summary>
+    private static float Block256(float* x, sbyte* q, out int sum)
+    {
+        var v0 = Vector256.Load(x);
+        var v1 = Vector256.Load(x + 8);
+        var v2 = Vector256.Load(x + 16);
+        var v3 = Vector256.Load(x + 24);
+        var m8 = Vector256.Max(Vector256.Max(Vector256.Abs(v0), Vector256.Abs(v1)), Vector256.Max(Vector256.Abs(v2), Vector256.Abs(v3)));
+        var m4 = Vector128.Max(m8.GetLower(), m8.GetUpper());
+        float amax = MathF.Max(MathF.Max(m4[0], m4[1]), MathF.Max(m4[2], m4[3]));
+        float d = amax / 127f, id = d != 0 ? 1f / d : 0f;
+        var s = Vector256.Create(id);
+        var lo = Vector256.Create(-127);
+        var hi = Vector256.Create(127);
+        var q0 = Vector256.Clamp(Vector256.ConvertToInt32(Vector256.Round(v0 * s)), lo, hi);
+        var q1 = Vector256.Clamp(Vector256.ConvertToInt32(Vector256.Round(v1 * s)), lo, hi);
+        var q2 = Vector256.Clamp(Vector256.ConvertToInt32(Vector256.Round(v2 * s)), lo, hi);
+        var q3 = Vector256.Clamp(Vector256.ConvertToInt32(Vector256.Round(v3 * s)), lo, hi);
+        Vector256.Narrow(Vector256.Narrow(q0, q1), Vector256.Narrow(q2, q3)).Store(q);
+        sum = Vector256.Sum(q0 + q1 + q2 + q3);
+        return d;
     }
 }

@@ -6,7 +6,8 @@ namespace Loom.Inference.Kernels;
 /// of blocks of 32 columns (the last one zero-padded). A block is 544 bytes: 8 quads of 64 bytes (quad q holds columns
 /// 4q..4q+3 of the block for the 16 rows, row-major within: byte 4i + j is row i, column 4q + j) then the 16 rows'
 /// scales as f16 (as Q8_0 stores them: 1.0625 bytes per weight). A value v in [-128, 127] is stored as the byte v + 128, so that a VNNI u8×s8 dot product reads 4 columns of
-/// 8 rows per 32-bit lane with no horizontal sum; the +128 is taken off with the activations' block sums. Weight (r, k)
+/// 8 rows per 32-bit lane with no horizontal sum; the +128 is taken off with the activations' block sums (the AVX2
+/// kernel XORs it back to v instead). Weight (r, k)
 /// = (byte - 128) · scale[r, k / 32]. A GGUF Q8_0 block (f16 scale, 32 int8) is one row of one block here, exactly.</summary>
 public static unsafe class Q8Layout
 {

@@ -3,7 +3,7 @@ using Xunit.Abstractions;
 
 namespace Loom.Inference.Tests.Kernels;
 
-/// <summary>The int8 weight layout and its VNNI matmul against the scalar twin (bit for bit) and against the f32
+/// <summary>The int8 weight layout and its matmul (AVX-VNNI, or AVX2 without it) against the scalar twin (bit for bit) and against the f32
 /// product of the same dequantized weights (within the activations' quantization error).</summary>
 public sealed class Q8KernelTests(ITestOutputHelper log)
 {
@@ -33,7 +33,7 @@ public sealed class Q8KernelTests(ITestOutputHelper log)
     public void MatMulEqualsTheScalarTwinBitForBit(int rows, int cols, int n, SimdLevel level)
     {
         Skip.If(level == SimdLevel.Vector512 && Simd.Best != SimdLevel.Vector512, "no AVX-512 on this machine: the Vector512 kernels are not tested here");
-        Skip.IfNot(MatMulQ8.FastPath(level), "no AVX-VNNI on this machine: the Q8 fast kernel is not tested here");
+        Skip.IfNot(MatMulQ8.FastPath(level), "no AVX-VNNI or AVX2 on this machine: the Q8 fast kernel is not tested here");
         var values = Random(rows * cols, 1, 0.1f);
         using var w = WeightMatrix.FromFloats(values, rows, cols, WeightType.Q8);
         var x = Random(n * cols, 2);
@@ -53,7 +53,7 @@ public sealed class Q8KernelTests(ITestOutputHelper log)
     [SkippableFact]
     public void ResultDoesNotDependOnWorkersOrBatch()
     {
-        Skip.IfNot(MatMulQ8.FastPath(Simd.Best), "no AVX-VNNI on this machine");
+        Skip.IfNot(MatMulQ8.FastPath(Simd.Best), "no AVX-VNNI or AVX2 on this machine");
         const int rows = 1024, cols = 320, n = 11;
         using var w = WeightMatrix.FromFloats(Random(rows * cols, 3, 0.05f), rows, cols, WeightType.Q8);
         var x = Random(n * cols, 4);
