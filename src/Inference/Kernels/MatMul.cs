@@ -204,6 +204,11 @@ public static unsafe partial class MatMulKernel
             PackedRows(y, ys, x, xt, w, b0, b1, r0, r1, level);
             return;
         }
+        if (Tiles256(level))
+        {
+            Rows256(y, ys, x, w, b0, b1, r0, r1);
+            return;
+        }
         int cols = w.Cols;
         bool f32 = w.Type == WeightType.F32;
         bool fast = level == SimdLevel.Vector512 && cols % (f32 ? 16 : 32) == 0;
@@ -517,45 +522,29 @@ public static unsafe partial class MatMulKernel
         yr[0] = Vector512.Sum(a0); yr[1] = Vector512.Sum(a1); yr[2] = Vector512.Sum(a2); yr[3] = Vector512.Sum(a3);
     }
 
-    /// <summary>One dot product at the given width (used for edge rows and the Vector256 path).</summary>
+    /// <summary>One dot product (edge rows): at 256 bits or more, one chain of 8-wide fused multiply-adds over k in
+    /// ascending order, summed across its lanes, then the last columns one at a time (<see cref="Rows256"/>'s tiles do the
+    /// same arithmetic per output).</summary>
     internal static float DotF32(float* w, float* x, int n, SimdLevel level)
     {
-        int k = 0;
-        float s = 0;
-        if (level >= SimdLevel.Vector256 && n >= 8)
-        {
-            Vector256<float> a0 = default, a1 = default;
-            for (; k + 16 <= n; k += 16)
-            {
-                a0 = Vector256.FusedMultiplyAdd(Vector256.Load(w + k), Vector256.Load(x + k), a0);
-                a1 = Vector256.FusedMultiplyAdd(Vector256.Load(w + k + 8), Vector256.Load(x + k + 8), a1);
-            }
-            for (; k + 8 <= n; k += 8) a0 = Vector256.FusedMultiplyAdd(Vector256.Load(w + k), Vector256.Load(x + k), a0);
-            s = Vector256.Sum(a0 + a1);
-        }
-        for (; k < n; k++) s += w[k] * x[k];
-        return s;
+        if (level < SimdLevel.Vector256) return TailF32(0, w, x, 0, n);
+        Vector256<float> a = default;
+        int end = n & ~7;
+        for (int k = 0; k < end; k += 8) a = Vector256.FusedMultiplyAdd(Vector256.Load(w + k), Vector256.Load(x + k), a);
+        return TailF32(Vector256.Sum(a), w, x, end, n);
     }
 
     internal static float DotBF16(ushort* w, float* x, int n, SimdLevel level)
     {
-        int k = 0;
-        float s = 0;
-        if (level >= SimdLevel.Vector256 && n >= 16)
+        if (level < SimdLevel.Vector256) return TailBF16(0, w, x, 0, n);
+        Vector256<float> a = default;
+        int end = n & ~7;
+        for (int k = 0; k < end; k += 8)
         {
-            Vector256<float> a0 = default, a1 = default;
-            for (; k + 16 <= n; k += 16)
-            {
-                var u = Vector256.Load(w + k);
-                var lo = Vector256.ShiftLeft(Vector256.WidenLower(u), 16).AsSingle();
-                var hi = Vector256.ShiftLeft(Vector256.WidenUpper(u), 16).AsSingle();
-                a0 = Vector256.FusedMultiplyAdd(lo, Vector256.Load(x + k), a0);
-                a1 = Vector256.FusedMultiplyAdd(hi, Vector256.Load(x + k + 8), a1);
-            }
-            s = Vector256.Sum(a0 + a1);
+            var u = Vector256.ShiftLeft(Vector256.WidenLower(Vector128.Load(w + k).ToVector256Unsafe()), 16).AsSingle();
+            a = Vector256.FusedMultiplyAdd(u, Vector256.Load(x + k), a);
         }
-        for (; k < n; k++) s += BitConverter.Int32BitsToSingle(w[k] << 16) * x[k];
-        return s;
+        return TailBF16(Vector256.Sum(a), w, x, end, n);
     }
 
     /// <summary>The plain scalar twin: y[b, r] = Σ_k x[b, k] · W[r, k], one multiply-add at a time (Q8: <see cref="MatMulQ8.Naive"/>).</summary>

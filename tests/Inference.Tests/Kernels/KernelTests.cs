@@ -52,6 +52,34 @@ public sealed class KernelTests(ITestOutputHelper log)
         Compare.Close(log, "naive on the packed vs the row-major layout", naive, reference, 1e-6);
     }
 
+    /// <summary>The 256-bit row-major tiles (4 × 3, 4 × 1, and the edge rows' dot) give every output the same arithmetic,
+    /// so a row's outputs are bitwise the same alone, in a batch, or one place further along in it (what the engine's
+    /// bitwise cache and choice tests rely on at this level).</summary>
+    [SkippableTheory]
+    [InlineData(WeightType.F32)]
+    [InlineData(WeightType.BF16)]
+    public void MatMul256TilesDoNotDependOnTheBatch(WeightType type)
+    {
+        Skip.IfNot(MatMulKernel.Tiles256(SimdLevel.Vector256), "no AVX2 with FMA on this machine");
+        const int rows = 70, cols = 77, n = 70;   // edge rows, a column tail, two batch blocks, every tile shape
+        using var w = WeightMatrix.FromFloats(Random(rows * cols, 30), rows, cols, type);
+        var x = Random(n * cols, 31);
+        var batch = new float[n * rows];
+        MatMulKernel.Forward(batch, x, w, n, SimdLevel.Vector256);
+        var naive = new float[n * rows];
+        MatMulKernel.Naive(naive, x, w, n);
+        Compare.Close(log, $"256-bit tiles {type}", batch, naive, 1e-5);
+        var shifted = new float[(n - 1) * rows];
+        MatMulKernel.Forward(shifted, x.AsSpan(cols), w, n - 1, SimdLevel.Vector256);
+        Assert.Equal(batch.AsSpan(rows).ToArray(), shifted);
+        var alone = new float[rows];
+        foreach (int b in new[] { 0, 1, 2, 3, 35, 64, 69 })
+        {
+            MatMulKernel.Forward(alone, x.AsSpan(b * cols, cols), w, 1, SimdLevel.Vector256);
+            Assert.Equal(batch.AsSpan(b * rows, rows).ToArray(), alone);
+        }
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(6)]
