@@ -6,20 +6,25 @@ namespace Loom.Inference.Kernels;
 
 /// <summary>Row-major weights at 256 bits (AVX2 and FMA without AVX-512, where weights stay row-major: the packed panels
 /// pay only with 32 vector registers). Tiles of 4 weight rows × 3 input rows hold 12 accumulators, so each weight load
-/// feeds three sequences and each input load four rows; 4 × 2 and 4 × 1 take the batch's last rows. Every output is one
-/// chain of 8-wide fused multiply-adds over k in ascending order, summed across its lanes once, then the columns past the
-/// last multiple of 8 one at a time: the arithmetic of <see cref="DotF32"/> and <see cref="DotBF16"/>, so an output's
-/// bits do not depend on the tile that computed it, on its place in the batch, or on the chunking.</summary>
+/// feeds three sequences and each input load four rows; 4 × 1 takes the batch's last rows. Every output is one chain of
+/// 8-wide fused multiply-adds over k in ascending order, summed across its lanes once, then the columns past the vector
+/// loop one at a time, whichever tile or edge-row dot computed it: an output's bits do not depend on the tile, on its place
+/// in the batch, or on the chunking. f32: 8 columns a step (<see cref="DotF32"/>'s arithmetic). bf16: 16 columns a step
+/// from one 32-byte load, the even columns widened by a shift and the odd ones by a mask (two cheap operations where
+/// widening in order takes four), against a copy of the inputs with each block of 16 split into its even and odd
+/// columns (<see cref="SplitInputs"/>, made once per matmul); lane i adds column 2i, then column 2i + 1.</summary>
 public static unsafe partial class MatMulKernel
 {
     /// <summary>Whether the 256-bit row-major tiles run at this level on this machine.</summary>
     internal static bool Tiles256(SimdLevel level) => level == SimdLevel.Vector256 && Avx2.IsSupported && Fma.IsSupported;
 
-    /// <summary>Output rows [r0, r1) of input rows [b0, b1) (blocks of <see cref="BatchBlock"/> from b0) with the 256-bit tiles.</summary>
-    private static void Rows256(float* y, int ys, float* x, WeightMatrix w, int b0, int b1, int r0, int r1)
+    /// <summary>Output rows [r0, r1) of input rows [b0, b1) (blocks of <see cref="BatchBlock"/> from b0) with the 256-bit
+    /// tiles. bf16 reads xs, the inputs split by <see cref="SplitInputs"/> (made here when the caller has none).</summary>
+    private static void Rows256(float* y, int ys, float* x, float* xs, WeightMatrix w, int b0, int b1, int r0, int r1)
     {
         int cols = w.Cols;
         bool f32 = w.Type == WeightType.F32;
+        if (!f32 && xs == null) xs = SplitInputs(x + (long)b0 * cols, b1 - b0, cols, ref _split) - (long)b0 * cols;
         for (int bb = b0; bb < b1; bb += BatchBlock)
         {
             int be = Math.Min(b1, bb + BatchBlock);
@@ -36,21 +41,47 @@ public static unsafe partial class MatMulKernel
                 else
                 {
                     ushort* wr = (ushort*)w.Data + (long)r * cols;
-                    for (; b + 3 <= be; b += 3) TileBF16x4x3(y + (long)b * ys + r, ys, x + (long)b * cols, wr, cols);
-                    for (; b < be; b++) TileBF16x4x1(y + (long)b * ys + r, x + (long)b * cols, wr, cols);
+                    for (; b + 3 <= be; b += 3) TileBF16x4x3(y + (long)b * ys + r, ys, x + (long)b * cols, xs + (long)b * cols, wr, cols);
+                    for (; b < be; b++) TileBF16x4x1(y + (long)b * ys + r, x + (long)b * cols, xs + (long)b * cols, wr, cols);
                 }
             }
             for (; r < r1; r++)
                 for (int b = bb; b < be; b++)
                     y[(long)b * ys + r] = f32
                         ? DotF32((float*)w.Data + (long)r * cols, x + (long)b * cols, cols, SimdLevel.Vector256)
-                        : DotBF16((ushort*)w.Data + (long)r * cols, x + (long)b * cols, cols, SimdLevel.Vector256);
+                        : DotBF16Split((ushort*)w.Data + (long)r * cols, x + (long)b * cols, xs + (long)b * cols, cols);
         }
     }
 
-    /// <summary>Eight bf16 values as f32 (exact: the bits moved up by 16).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Widen8(ushort* p) => Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 16).AsSingle();
+    [ThreadStatic] private static float[]? _split;
+
+    /// <summary>n input rows (cols apart) copied with each whole block of 16 columns split into its 8 even columns, then its
+    /// 8 odd ones; the columns past the last whole block as they are. Into the given per-thread buffer (pinned; grows, rarely).</summary>
+    internal static float* SplitInputs(float* x, int n, int cols, ref float[]? buffer)
+    {
+        long size = (long)n * cols;
+        if (buffer == null || buffer.Length < size) buffer = GC.AllocateArray<float>((int)Math.Max(size, 4096), pinned: true);
+        int end = cols & ~15;
+        fixed (float* dst = buffer)
+        {
+            for (int b = 0; b < n; b++)
+            {
+                float* s = x + (long)b * cols, d = dst + (long)b * cols;
+                for (int k = 0; k < end; k += 16)
+                {
+                    var lo = Vector256.Load(s + k);
+                    var hi = Vector256.Load(s + k + 8);
+                    // (a0 a2 b0 b2 | a4 a6 b4 b6) for even, (a1 a3 b1 b3 | ...) for odd, then lanes in order
+                    var even = Avx.Shuffle(lo, hi, 0b10_00_10_00);
+                    var odd = Avx.Shuffle(lo, hi, 0b11_01_11_01);
+                    Avx2.Permute4x64(even.AsDouble(), 0b11_01_10_00).AsSingle().Store(d + k);
+                    Avx2.Permute4x64(odd.AsDouble(), 0b11_01_10_00).AsSingle().Store(d + k + 8);
+                }
+                for (int k = end; k < cols; k++) d[k] = s[k];
+            }
+            return dst;   // pinned array: the address stays valid after the fixed block
+        }
+    }
 
     /// <summary>s + Σ w[k] x[k] for k in [k0, cols), one product at a time (the columns past the vector loop).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -114,44 +145,77 @@ public static unsafe partial class MatMulKernel
         y[3] = TailF32(Vector256.Sum(a3), w3, x, end, cols);
     }
 
-    private static void TileBF16x4x3(float* y, int ys, float* x, ushort* w, int cols)
+    /// <summary>16 bf16 columns as f32: the even ones (lane i: column 2i) and the odd ones (column 2i + 1), exactly.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Even(Vector256<uint> u) => Vector256.ShiftLeft(u, 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Odd(Vector256<uint> u) => (u & Vector256.Create(0xFFFF0000u)).AsSingle();
+
+    /// <summary>One bf16 dot product with the tiles' arithmetic (edge rows): xs is x split by <see cref="SplitInputs"/>.</summary>
+    private static float DotBF16Split(ushort* w, float* x, float* xs, int cols)
     {
-        ushort* w0 = w, w1 = w0 + cols, w2 = w1 + cols, w3 = w2 + cols;
-        float* x0 = x, x1 = x0 + cols, x2 = x1 + cols;
-        Vector256<float> a00 = default, a01 = default, a02 = default, a10 = default, a11 = default, a12 = default;
-        Vector256<float> a20 = default, a21 = default, a22 = default, a30 = default, a31 = default, a32 = default;
-        int end = cols & ~7;
-        for (int k = 0; k < end; k += 8)
+        Vector256<float> a = default;
+        int end = cols & ~15;
+        for (int k = 0; k < end; k += 16)
         {
-            var v0 = Vector256.Load(x0 + k); var v1 = Vector256.Load(x1 + k); var v2 = Vector256.Load(x2 + k);
-            var u = Widen8(w0 + k);
-            a00 = Fma.MultiplyAdd(u, v0, a00); a01 = Fma.MultiplyAdd(u, v1, a01); a02 = Fma.MultiplyAdd(u, v2, a02);
-            u = Widen8(w1 + k);
-            a10 = Fma.MultiplyAdd(u, v0, a10); a11 = Fma.MultiplyAdd(u, v1, a11); a12 = Fma.MultiplyAdd(u, v2, a12);
-            u = Widen8(w2 + k);
-            a20 = Fma.MultiplyAdd(u, v0, a20); a21 = Fma.MultiplyAdd(u, v1, a21); a22 = Fma.MultiplyAdd(u, v2, a22);
-            u = Widen8(w3 + k);
-            a30 = Fma.MultiplyAdd(u, v0, a30); a31 = Fma.MultiplyAdd(u, v1, a31); a32 = Fma.MultiplyAdd(u, v2, a32);
+            var u = Vector256.Load((uint*)(w + k));
+            a = Fma.MultiplyAdd(Even(u), Vector256.Load(xs + k), a);
+            a = Fma.MultiplyAdd(Odd(u), Vector256.Load(xs + k + 8), a);
         }
-        float* y0 = y, y1 = y + ys, y2 = y1 + ys;
-        y0[0] = TailBF16(Vector256.Sum(a00), w0, x0, end, cols); y1[0] = TailBF16(Vector256.Sum(a01), w0, x1, end, cols); y2[0] = TailBF16(Vector256.Sum(a02), w0, x2, end, cols);
-        y0[1] = TailBF16(Vector256.Sum(a10), w1, x0, end, cols); y1[1] = TailBF16(Vector256.Sum(a11), w1, x1, end, cols); y2[1] = TailBF16(Vector256.Sum(a12), w1, x2, end, cols);
-        y0[2] = TailBF16(Vector256.Sum(a20), w2, x0, end, cols); y1[2] = TailBF16(Vector256.Sum(a21), w2, x1, end, cols); y2[2] = TailBF16(Vector256.Sum(a22), w2, x2, end, cols);
-        y0[3] = TailBF16(Vector256.Sum(a30), w3, x0, end, cols); y1[3] = TailBF16(Vector256.Sum(a31), w3, x1, end, cols); y2[3] = TailBF16(Vector256.Sum(a32), w3, x2, end, cols);
+        return TailBF16(Vector256.Sum(a), w, x, end, cols);
     }
 
-    private static void TileBF16x4x1(float* y, float* x, ushort* w, int cols)
+    /// <summary>y[j · ys + i] for weight rows w + i · cols (i &lt; 4) and input rows j &lt; 3 (x raw, xs split).</summary>
+    private static void TileBF16x4x3(float* y, int ys, float* x, float* xs, ushort* w, int cols)
+    {
+        ushort* w0 = w, w1 = w0 + cols, w2 = w1 + cols, w3 = w2 + cols;
+        float* x0 = xs, x1 = x0 + cols, x2 = x1 + cols;
+        Vector256<float> a00 = default, a01 = default, a02 = default, a10 = default, a11 = default, a12 = default;
+        Vector256<float> a20 = default, a21 = default, a22 = default, a30 = default, a31 = default, a32 = default;
+        int end = cols & ~15;
+        for (int k = 0; k < end; k += 16)
+        {
+            var v0 = Vector256.Load(x0 + k); var v1 = Vector256.Load(x1 + k); var v2 = Vector256.Load(x2 + k);
+            var u = Even(Vector256.Load((uint*)(w0 + k)));
+            a00 = Fma.MultiplyAdd(u, v0, a00); a01 = Fma.MultiplyAdd(u, v1, a01); a02 = Fma.MultiplyAdd(u, v2, a02);
+            u = Even(Vector256.Load((uint*)(w1 + k)));
+            a10 = Fma.MultiplyAdd(u, v0, a10); a11 = Fma.MultiplyAdd(u, v1, a11); a12 = Fma.MultiplyAdd(u, v2, a12);
+            u = Even(Vector256.Load((uint*)(w2 + k)));
+            a20 = Fma.MultiplyAdd(u, v0, a20); a21 = Fma.MultiplyAdd(u, v1, a21); a22 = Fma.MultiplyAdd(u, v2, a22);
+            u = Even(Vector256.Load((uint*)(w3 + k)));
+            a30 = Fma.MultiplyAdd(u, v0, a30); a31 = Fma.MultiplyAdd(u, v1, a31); a32 = Fma.MultiplyAdd(u, v2, a32);
+            v0 = Vector256.Load(x0 + k + 8); v1 = Vector256.Load(x1 + k + 8); v2 = Vector256.Load(x2 + k + 8);
+            u = Odd(Vector256.Load((uint*)(w0 + k)));
+            a00 = Fma.MultiplyAdd(u, v0, a00); a01 = Fma.MultiplyAdd(u, v1, a01); a02 = Fma.MultiplyAdd(u, v2, a02);
+            u = Odd(Vector256.Load((uint*)(w1 + k)));
+            a10 = Fma.MultiplyAdd(u, v0, a10); a11 = Fma.MultiplyAdd(u, v1, a11); a12 = Fma.MultiplyAdd(u, v2, a12);
+            u = Odd(Vector256.Load((uint*)(w2 + k)));
+            a20 = Fma.MultiplyAdd(u, v0, a20); a21 = Fma.MultiplyAdd(u, v1, a21); a22 = Fma.MultiplyAdd(u, v2, a22);
+            u = Odd(Vector256.Load((uint*)(w3 + k)));
+            a30 = Fma.MultiplyAdd(u, v0, a30); a31 = Fma.MultiplyAdd(u, v1, a31); a32 = Fma.MultiplyAdd(u, v2, a32);
+        }
+        float* r0 = x, r1 = x + cols, r2 = r1 + cols;
+        float* y0 = y, y1 = y + ys, y2 = y1 + ys;
+        y0[0] = TailBF16(Vector256.Sum(a00), w0, r0, end, cols); y1[0] = TailBF16(Vector256.Sum(a01), w0, r1, end, cols); y2[0] = TailBF16(Vector256.Sum(a02), w0, r2, end, cols);
+        y0[1] = TailBF16(Vector256.Sum(a10), w1, r0, end, cols); y1[1] = TailBF16(Vector256.Sum(a11), w1, r1, end, cols); y2[1] = TailBF16(Vector256.Sum(a12), w1, r2, end, cols);
+        y0[2] = TailBF16(Vector256.Sum(a20), w2, r0, end, cols); y1[2] = TailBF16(Vector256.Sum(a21), w2, r1, end, cols); y2[2] = TailBF16(Vector256.Sum(a22), w2, r2, end, cols);
+        y0[3] = TailBF16(Vector256.Sum(a30), w3, r0, end, cols); y1[3] = TailBF16(Vector256.Sum(a31), w3, r1, end, cols); y2[3] = TailBF16(Vector256.Sum(a32), w3, r2, end, cols);
+    }
+
+    private static void TileBF16x4x1(float* y, float* x, float* xs, ushort* w, int cols)
     {
         ushort* w0 = w, w1 = w0 + cols, w2 = w1 + cols, w3 = w2 + cols;
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-        int end = cols & ~7;
-        for (int k = 0; k < end; k += 8)
+        int end = cols & ~15;
+        for (int k = 0; k < end; k += 16)
         {
-            var v = Vector256.Load(x + k);
-            a0 = Fma.MultiplyAdd(Widen8(w0 + k), v, a0);
-            a1 = Fma.MultiplyAdd(Widen8(w1 + k), v, a1);
-            a2 = Fma.MultiplyAdd(Widen8(w2 + k), v, a2);
-            a3 = Fma.MultiplyAdd(Widen8(w3 + k), v, a3);
+            var e = Vector256.Load(xs + k);
+            var o = Vector256.Load(xs + k + 8);
+            var u = Vector256.Load((uint*)(w0 + k)); a0 = Fma.MultiplyAdd(Odd(u), o, Fma.MultiplyAdd(Even(u), e, a0));
+            u = Vector256.Load((uint*)(w1 + k)); a1 = Fma.MultiplyAdd(Odd(u), o, Fma.MultiplyAdd(Even(u), e, a1));
+            u = Vector256.Load((uint*)(w2 + k)); a2 = Fma.MultiplyAdd(Odd(u), o, Fma.MultiplyAdd(Even(u), e, a2));
+            u = Vector256.Load((uint*)(w3 + k)); a3 = Fma.MultiplyAdd(Odd(u), o, Fma.MultiplyAdd(Even(u), e, a3));
         }
         y[0] = TailBF16(Vector256.Sum(a0), w0, x, end, cols);
         y[1] = TailBF16(Vector256.Sum(a1), w1, x, end, cols);

@@ -56,7 +56,7 @@ public static unsafe partial class MatMulKernel
         int workers = pool.Workers;
         long work = 0;
         int totalRows = 0;
-        bool anyPacked = false;
+        bool anyPacked = false, anyBf16 = false;
         foreach (var t in targets)
         {
             if (t.Up is { } up && (up.Rows != t.W.Rows || up.Cols != t.W.Cols))
@@ -66,6 +66,7 @@ public static unsafe partial class MatMulKernel
             work += t.WorkPerRow * n;
             totalRows += t.W.Rows;
             anyPacked |= t.Packed;
+            anyBf16 |= t.W.Type == WeightType.BF16 || t.Up is { Type: WeightType.BF16 };
         }
         var xq = default(Q8Input);
         foreach (var t in targets)
@@ -79,7 +80,10 @@ public static unsafe partial class MatMulKernel
             xq = Q8Input.Quantize(x, n, t.W.Cols);   // the targets share x, so one quantization serves all
             break;
         }
-        float* xt = anyPacked && level == SimdLevel.Vector512 && n >= 8 && xq.Blocks == 0 ? InterleaveInputs(x, n, targets[0].W.Cols) : null;
+        float* xt = xq.Blocks != 0 ? null
+            : anyPacked && level == SimdLevel.Vector512 && n >= 8 ? InterleaveInputs(x, n, targets[0].W.Cols)
+            : anyBf16 && Tiles256(level) ? SplitInputs(x, n, targets[0].W.Cols, ref _interleaved)
+            : null;
         // chunks of whole 4-row tiles; several per core so a slow core does not hold the others back
         int chunkRows = Math.Max(32, (totalRows / (workers * 4) + 31) & ~31);
         if (work < 1 << 16 || totalRows <= chunkRows)
@@ -206,7 +210,7 @@ public static unsafe partial class MatMulKernel
         }
         if (Tiles256(level))
         {
-            Rows256(y, ys, x, w, b0, b1, r0, r1);
+            Rows256(y, ys, x, xt, w, b0, b1, r0, r1);
             return;
         }
         int cols = w.Cols;
