@@ -25,7 +25,7 @@ internal static class EngineBenchmark
         Console.WriteLine($"machine: {Machine.Describe()}");
         double bw = Machine.ReadBandwidth();
         var (peak, corePeak) = Machine.PeakFlops();
-        Console.WriteLine($"memory read bandwidth: {bw / 1e9:F1} GB/s (1 GiB array, Vector512 loads, all cores, best of 7)");
+        Console.WriteLine($"memory read bandwidth: {bw / 1e9:F1} GB/s (1 GiB array, {(System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "Vector512" : "Vector256")} loads, all cores, best of 7)");
         Console.WriteLine($"peak f32 FMA rate:     {peak / 1e9:F1} GFLOP/s (12 independent FMA chains per core, all cores); {corePeak / 1e9:F1} GFLOP per CPU-second");
         Console.WriteLine();
 

@@ -103,7 +103,7 @@ public static unsafe partial class MatMulKernel
         }
     }
 
-    /// <summary>Without the VNNI path (scalar level, or no AVX-VNNI): every target on the calling thread, Q8 ones by
+    /// <summary>Without a Q8 fast path (scalar level, or neither AVX-VNNI nor AVX2 with FMA): every target on the calling thread, Q8 ones by
     /// <see cref="MatMulQ8.Naive"/> (the same numbers, slowly).</summary>
     private static void Serial(ReadOnlySpan<MatMulTarget> targets, float* x, int n, SimdLevel level)
     {

@@ -52,7 +52,7 @@ public sealed class EpilogueFusionTests(ITestOutputHelper log)
     private static void SkipUnsupported(WeightType type, SimdLevel level)
     {
         Skip.If(level == SimdLevel.Vector512 && Simd.Best != SimdLevel.Vector512, "no AVX-512 on this machine: the Vector512 kernels are not tested here");
-        Skip.If(type == WeightType.Q8 && !MatMulQ8.FastPath(level), "no AVX-VNNI on this machine: the Q8 fast kernel is not tested here");
+        Skip.If(type == WeightType.Q8 && !MatMulQ8.FastPath(level), "neither AVX-VNNI nor AVX2 on this machine: the Q8 fast kernels are not tested here");
     }
 
     private int BitwiseDifferences(string what, ReadOnlySpan<float> a, ReadOnlySpan<float> b)
