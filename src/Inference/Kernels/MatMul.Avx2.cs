@@ -6,7 +6,8 @@ namespace Loom.Inference.Kernels;
 
 /// <summary>Row-major weights at 256 bits (AVX2 and FMA without AVX-512, where weights stay row-major: the packed panels
 /// pay only with 32 vector registers). Tiles of 4 weight rows × 3 input rows hold 12 accumulators, so each weight load
-/// feeds three sequences and each input load four rows; 4 × 1 takes the batch's last rows. Every output is one chain of
+/// feeds three sequences and each input load four rows; 4 × 1 takes the batch's last rows, and 8 × 1 a lone input row
+/// (decode at batch 1: eight independent chains and weight streams). Every output is one chain of
 /// 8-wide fused multiply-adds over k in ascending order, summed across its lanes once, then the columns past the vector
 /// loop one at a time, whichever tile or edge-row dot computed it: an output's bits do not depend on the tile, on its place
 /// in the batch, or on the chunking. f32: 8 columns a step (<see cref="DotF32"/>'s arithmetic). bf16: 16 columns a step
@@ -29,6 +30,13 @@ public static unsafe partial class MatMulKernel
         {
             int be = Math.Min(b1, bb + BatchBlock);
             int r = r0;
+            if (be - bb == 1)
+            {
+                // one input row (decode at batch 1): eight weight rows a pass, eight independent chains and streams
+                for (; r + 8 <= r1; r += 8)
+                    if (f32) TileF32x8x1(y + (long)bb * ys + r, x + (long)bb * cols, (float*)w.Data + (long)r * cols, cols);
+                    else TileBF16x8x1(y + (long)bb * ys + r, x + (long)bb * cols, xs + (long)bb * cols, (ushort*)w.Data + (long)r * cols, cols);
+            }
             for (; r + 4 <= r1; r += 4)
             {
                 int b = bb;
@@ -125,6 +133,34 @@ public static unsafe partial class MatMulKernel
         y0[3] = TailF32(Vector256.Sum(a30), w3, x0, end, cols); y1[3] = TailF32(Vector256.Sum(a31), w3, x1, end, cols); y2[3] = TailF32(Vector256.Sum(a32), w3, x2, end, cols);
     }
 
+    /// <summary>y[i] for weight rows w + i · cols (i &lt; 8) and one input row.</summary>
+    private static void TileF32x8x1(float* y, float* x, float* w, int cols)
+    {
+        float* w0 = w, w1 = w0 + cols, w2 = w1 + cols, w3 = w2 + cols, w4 = w3 + cols, w5 = w4 + cols, w6 = w5 + cols, w7 = w6 + cols;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        int end = cols & ~7;
+        for (int k = 0; k < end; k += 8)
+        {
+            var v = Vector256.Load(x + k);
+            a0 = Fma.MultiplyAdd(Vector256.Load(w0 + k), v, a0);
+            a1 = Fma.MultiplyAdd(Vector256.Load(w1 + k), v, a1);
+            a2 = Fma.MultiplyAdd(Vector256.Load(w2 + k), v, a2);
+            a3 = Fma.MultiplyAdd(Vector256.Load(w3 + k), v, a3);
+            a4 = Fma.MultiplyAdd(Vector256.Load(w4 + k), v, a4);
+            a5 = Fma.MultiplyAdd(Vector256.Load(w5 + k), v, a5);
+            a6 = Fma.MultiplyAdd(Vector256.Load(w6 + k), v, a6);
+            a7 = Fma.MultiplyAdd(Vector256.Load(w7 + k), v, a7);
+        }
+        y[0] = TailF32(Vector256.Sum(a0), w0, x, end, cols);
+        y[1] = TailF32(Vector256.Sum(a1), w1, x, end, cols);
+        y[2] = TailF32(Vector256.Sum(a2), w2, x, end, cols);
+        y[3] = TailF32(Vector256.Sum(a3), w3, x, end, cols);
+        y[4] = TailF32(Vector256.Sum(a4), w4, x, end, cols);
+        y[5] = TailF32(Vector256.Sum(a5), w5, x, end, cols);
+        y[6] = TailF32(Vector256.Sum(a6), w6, x, end, cols);
+        y[7] = TailF32(Vector256.Sum(a7), w7, x, end, cols);
+    }
+
     /// <summary>y[i] for weight rows w + i · cols (i &lt; 4) and one input row.</summary>
     private static void TileF32x4x1(float* y, float* x, float* w, int cols)
     {
@@ -201,6 +237,34 @@ public static unsafe partial class MatMulKernel
         y0[1] = TailBF16(Vector256.Sum(a10), w1, r0, end, cols); y1[1] = TailBF16(Vector256.Sum(a11), w1, r1, end, cols); y2[1] = TailBF16(Vector256.Sum(a12), w1, r2, end, cols);
         y0[2] = TailBF16(Vector256.Sum(a20), w2, r0, end, cols); y1[2] = TailBF16(Vector256.Sum(a21), w2, r1, end, cols); y2[2] = TailBF16(Vector256.Sum(a22), w2, r2, end, cols);
         y0[3] = TailBF16(Vector256.Sum(a30), w3, r0, end, cols); y1[3] = TailBF16(Vector256.Sum(a31), w3, r1, end, cols); y2[3] = TailBF16(Vector256.Sum(a32), w3, r2, end, cols);
+    }
+
+    private static void TileBF16x8x1(float* y, float* x, float* xs, ushort* w, int cols)
+    {
+        ushort* w0 = w, w1 = w0 + cols, w2 = w1 + cols, w3 = w2 + cols, w4 = w3 + cols, w5 = w4 + cols, w6 = w5 + cols, w7 = w6 + cols;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        int end = cols & ~15;
+        for (int k = 0; k < end; k += 16)
+        {
+            var e = Vector256.Load(xs + k);
+            var o = Vector256.Load(xs + k + 8);
+            var u = Vector256.Load((uint*)(w0 + k)); a0 = Fma.MultiplyAdd(Odd(u), o, Fma.MultiplyAdd(Even(u), e, a0));
+            u = Vector256.Load((uint*)(w1 + k)); a1 = Fma.MultiplyAdd(Odd(u), o, Fma.MultiplyAdd(Even(u), e, a1));
+            u = Vector256.Load((uint*)(w2 + k)); a2 = Fma.MultiplyAdd(Odd(u), o, Fma.MultiplyAdd(Even(u), e, a2));
+            u = Vector256.Load((uint*)(w3 + k)); a3 = Fma.MultiplyAdd(Odd(u), o, Fma.MultiplyAdd(Even(u), e, a3));
+            u = Vector256.Load((uint*)(w4 + k)); a4 = Fma.MultiplyAdd(Odd(u), o, Fma.MultiplyAdd(Even(u), e, a4));
+            u = Vector256.Load((uint*)(w5 + k)); a5 = Fma.MultiplyAdd(Odd(u), o, Fma.MultiplyAdd(Even(u), e, a5));
+            u = Vector256.Load((uint*)(w6 + k)); a6 = Fma.MultiplyAdd(Odd(u), o, Fma.MultiplyAdd(Even(u), e, a6));
+            u = Vector256.Load((uint*)(w7 + k)); a7 = Fma.MultiplyAdd(Odd(u), o, Fma.MultiplyAdd(Even(u), e, a7));
+        }
+        y[0] = TailBF16(Vector256.Sum(a0), w0, x, end, cols);
+        y[1] = TailBF16(Vector256.Sum(a1), w1, x, end, cols);
+        y[2] = TailBF16(Vector256.Sum(a2), w2, x, end, cols);
+        y[3] = TailBF16(Vector256.Sum(a3), w3, x, end, cols);
+        y[4] = TailBF16(Vector256.Sum(a4), w4, x, end, cols);
+        y[5] = TailBF16(Vector256.Sum(a5), w5, x, end, cols);
+        y[6] = TailBF16(Vector256.Sum(a6), w6, x, end, cols);
+        y[7] = TailBF16(Vector256.Sum(a7), w7, x, end, cols);
     }
 
     private static void TileBF16x4x1(float* y, float* x, float* xs, ushort* w, int cols)
