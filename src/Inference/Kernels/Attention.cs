@@ -22,6 +22,11 @@ public static unsafe partial class Attention
             Head64(output, q, cache, layer, kvHead, length, scores, scale);
             return;
         }
+        if (headDim == 64 && level == SimdLevel.Vector256)
+        {
+            Head64x256(output, q, cache, layer, kvHead, length, scores, scale);
+            return;
+        }
         fixed (float* qp = q)
         fixed (float* op = output)
         fixed (float* sp = scores)
@@ -46,6 +51,77 @@ public static unsafe partial class Attention
                         VecOps.Axpy(op, vb + r * kvDim + kvHead * headDim, sp[j0 + r], headDim, level);
                 }
             }
+        }
+    }
+
+    /// <summary>headDim 64 at 256 bits: the query stays in 8 registers and four keys are scored at a time (four independent
+    /// chains where one dot product is a chain of 8 dependent FMAs), the output accumulates in 8 registers instead of
+    /// memory. Each score is <see cref="VecOps.Dot"/>'s operations in its order, times the scale, and each output element
+    /// <see cref="VecOps.Axpy"/>'s from zero, so the result is bitwise the generic path's (which the prefix cache's exactness
+    /// at this level rests on).</summary>
+    private static void Head64x256(Span<float> output, ReadOnlySpan<float> q, IKvCache cache, int layer, int kvHead, int length, Span<float> scores, float scale)
+    {
+        int bs = cache.BlockSize, kvDim = cache.KvDim, off = kvHead * 64;
+        fixed (float* qp = q)
+        fixed (float* sp = scores)
+        fixed (float* op = output)
+        {
+            var q0 = Vector256.Load(qp); var q1 = Vector256.Load(qp + 8); var q2 = Vector256.Load(qp + 16); var q3 = Vector256.Load(qp + 24);
+            var q4 = Vector256.Load(qp + 32); var q5 = Vector256.Load(qp + 40); var q6 = Vector256.Load(qp + 48); var q7 = Vector256.Load(qp + 56);
+            for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
+            {
+                fixed (float* kb = cache.Keys(layer, block))
+                {
+                    int n = Math.Min(bs, length - j0), r = 0;
+                    for (; r + 4 <= n; r += 4)
+                    {
+                        float* k0 = kb + r * kvDim + off, k1 = k0 + kvDim, k2 = k1 + kvDim, k3 = k2 + kvDim;
+                        Vector256<float> c0 = Vector256<float>.Zero, c1 = Vector256<float>.Zero, c2 = Vector256<float>.Zero, c3 = Vector256<float>.Zero;
+                        c0 = Vector256.FusedMultiplyAdd(q0, Vector256.Load(k0), c0); c1 = Vector256.FusedMultiplyAdd(q0, Vector256.Load(k1), c1);
+                        c2 = Vector256.FusedMultiplyAdd(q0, Vector256.Load(k2), c2); c3 = Vector256.FusedMultiplyAdd(q0, Vector256.Load(k3), c3);
+                        c0 = Vector256.FusedMultiplyAdd(q1, Vector256.Load(k0 + 8), c0); c1 = Vector256.FusedMultiplyAdd(q1, Vector256.Load(k1 + 8), c1);
+                        c2 = Vector256.FusedMultiplyAdd(q1, Vector256.Load(k2 + 8), c2); c3 = Vector256.FusedMultiplyAdd(q1, Vector256.Load(k3 + 8), c3);
+                        c0 = Vector256.FusedMultiplyAdd(q2, Vector256.Load(k0 + 16), c0); c1 = Vector256.FusedMultiplyAdd(q2, Vector256.Load(k1 + 16), c1);
+                        c2 = Vector256.FusedMultiplyAdd(q2, Vector256.Load(k2 + 16), c2); c3 = Vector256.FusedMultiplyAdd(q2, Vector256.Load(k3 + 16), c3);
+                        c0 = Vector256.FusedMultiplyAdd(q3, Vector256.Load(k0 + 24), c0); c1 = Vector256.FusedMultiplyAdd(q3, Vector256.Load(k1 + 24), c1);
+                        c2 = Vector256.FusedMultiplyAdd(q3, Vector256.Load(k2 + 24), c2); c3 = Vector256.FusedMultiplyAdd(q3, Vector256.Load(k3 + 24), c3);
+                        c0 = Vector256.FusedMultiplyAdd(q4, Vector256.Load(k0 + 32), c0); c1 = Vector256.FusedMultiplyAdd(q4, Vector256.Load(k1 + 32), c1);
+                        c2 = Vector256.FusedMultiplyAdd(q4, Vector256.Load(k2 + 32), c2); c3 = Vector256.FusedMultiplyAdd(q4, Vector256.Load(k3 + 32), c3);
+                        c0 = Vector256.FusedMultiplyAdd(q5, Vector256.Load(k0 + 40), c0); c1 = Vector256.FusedMultiplyAdd(q5, Vector256.Load(k1 + 40), c1);
+                        c2 = Vector256.FusedMultiplyAdd(q5, Vector256.Load(k2 + 40), c2); c3 = Vector256.FusedMultiplyAdd(q5, Vector256.Load(k3 + 40), c3);
+                        c0 = Vector256.FusedMultiplyAdd(q6, Vector256.Load(k0 + 48), c0); c1 = Vector256.FusedMultiplyAdd(q6, Vector256.Load(k1 + 48), c1);
+                        c2 = Vector256.FusedMultiplyAdd(q6, Vector256.Load(k2 + 48), c2); c3 = Vector256.FusedMultiplyAdd(q6, Vector256.Load(k3 + 48), c3);
+                        c0 = Vector256.FusedMultiplyAdd(q7, Vector256.Load(k0 + 56), c0); c1 = Vector256.FusedMultiplyAdd(q7, Vector256.Load(k1 + 56), c1);
+                        c2 = Vector256.FusedMultiplyAdd(q7, Vector256.Load(k2 + 56), c2); c3 = Vector256.FusedMultiplyAdd(q7, Vector256.Load(k3 + 56), c3);
+                        sp[j0 + r] = Vector256.Sum(c0) * scale;
+                        sp[j0 + r + 1] = Vector256.Sum(c1) * scale;
+                        sp[j0 + r + 2] = Vector256.Sum(c2) * scale;
+                        sp[j0 + r + 3] = Vector256.Sum(c3) * scale;
+                    }
+                    for (; r < n; r++) sp[j0 + r] = VecOps.Dot(qp, kb + r * kvDim + off, 64, SimdLevel.Vector256) * scale;
+                }
+            }
+            Ops.Softmax(scores[..length]);
+            Vector256<float> o0 = Vector256<float>.Zero, o1 = Vector256<float>.Zero, o2 = Vector256<float>.Zero, o3 = Vector256<float>.Zero;
+            Vector256<float> o4 = Vector256<float>.Zero, o5 = Vector256<float>.Zero, o6 = Vector256<float>.Zero, o7 = Vector256<float>.Zero;
+            for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
+            {
+                fixed (float* vb = cache.Values(layer, block))
+                {
+                    int n = Math.Min(bs, length - j0);
+                    for (int r = 0; r < n; r++)
+                    {
+                        float* v = vb + r * kvDim + off;
+                        var p = Vector256.Create(sp[j0 + r]);
+                        o0 = Vector256.FusedMultiplyAdd(Vector256.Load(v), p, o0); o1 = Vector256.FusedMultiplyAdd(Vector256.Load(v + 8), p, o1);
+                        o2 = Vector256.FusedMultiplyAdd(Vector256.Load(v + 16), p, o2); o3 = Vector256.FusedMultiplyAdd(Vector256.Load(v + 24), p, o3);
+                        o4 = Vector256.FusedMultiplyAdd(Vector256.Load(v + 32), p, o4); o5 = Vector256.FusedMultiplyAdd(Vector256.Load(v + 40), p, o5);
+                        o6 = Vector256.FusedMultiplyAdd(Vector256.Load(v + 48), p, o6); o7 = Vector256.FusedMultiplyAdd(Vector256.Load(v + 56), p, o7);
+                    }
+                }
+            }
+            o0.Store(op); o1.Store(op + 8); o2.Store(op + 16); o3.Store(op + 24);
+            o4.Store(op + 32); o5.Store(op + 40); o6.Store(op + 48); o7.Store(op + 56);
         }
     }
 

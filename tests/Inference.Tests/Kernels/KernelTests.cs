@@ -161,6 +161,57 @@ public sealed class KernelTests(ITestOutputHelper log)
         Assert.Equal(sorted, top50);
     }
 
+    /// <summary>Attention at 256 bits with heads of 64 (query and output in registers, four keys scored at a time) gives
+    /// bitwise the generic path's result: each score <see cref="VecOps.Dot"/> times the scale, <see cref="Ops.Softmax"/>,
+    /// each output element <see cref="VecOps.Axpy"/> from zero, key after key.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(7)]
+    [InlineData(16)]
+    [InlineData(37)]
+    [InlineData(130)]
+    public void Attention256Head64IsBitwiseTheGenericPath(int length)
+    {
+        const int hd = 64, kvHeads = 3, bs = 16;
+        var cache = new KvCache(1, kvHeads * hd, 160, blockSize: bs);
+        cache.Reserve(length);
+        var kv = Random(length * kvHeads * hd * 2, 40, 2);
+        for (int p = 0; p < length; p++)
+        {
+            kv.AsSpan(p * kvHeads * hd, kvHeads * hd).CopyTo(cache.Keys(0, p / bs).Slice(p % bs * kvHeads * hd));
+            kv.AsSpan((length + p) * kvHeads * hd, kvHeads * hd).CopyTo(cache.Values(0, p / bs).Slice(p % bs * kvHeads * hd));
+        }
+        cache.Advance(length);
+        var q = Random(hd, 41, 2);
+        for (int h = 0; h < kvHeads; h++)
+        {
+            var actual = new float[hd];
+            Attention.Head(actual, q, cache, 0, h, length, new float[160], SimdLevel.Vector256);
+            var expected = GenericHead(q, cache, h, length);
+            Assert.Equal(expected, actual);
+        }
+    }
+
+    private static unsafe float[] GenericHead(float[] q, KvCache cache, int kvHead, int length)
+    {
+        int hd = q.Length, kvDim = cache.KvDim, bs = cache.BlockSize;
+        float scale = 1f / MathF.Sqrt(hd);
+        var scores = new float[length];
+        var output = new float[hd];
+        fixed (float* qp = q)
+        fixed (float* op = output)
+        {
+            for (int j = 0; j < length; j++)
+                fixed (float* k = cache.Keys(0, j / bs))
+                    scores[j] = VecOps.Dot(qp, k + j % bs * kvDim + kvHead * hd, hd, SimdLevel.Vector256) * scale;
+            Ops.Softmax(scores);
+            for (int j = 0; j < length; j++)
+                fixed (float* v = cache.Values(0, j / bs))
+                    VecOps.Axpy(op, v + j % bs * kvDim + kvHead * hd, scores[j], hd, SimdLevel.Vector256);
+        }
+        return output;
+    }
+
     [SkippableTheory]
     [InlineData(SimdLevel.Vector512, 32)]
     [InlineData(SimdLevel.Vector256, 32)]
