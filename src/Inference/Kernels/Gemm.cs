@@ -10,13 +10,17 @@ namespace Loom.Inference.Kernels;
 /// of 32 columns, block of rows) pairs. Every output is one fused multiply-add chain over k in ascending order (kept in
 /// memory between k blocks), starting from zero or from y: the result of a row does not depend on the other rows, the
 /// split into tasks or the number of cores. The scalar twins are the callers' naive kernels.</summary>
-internal static unsafe class Gemm
+internal static unsafe partial class Gemm
 {
     public const int NR = 32;    // output columns per tile (two vectors)
     public const int KC = 256;   // steps of k per block
     public const int MR = 8;     // rows per tile
 
-    public static bool Supported => Avx512F.IsSupported;
+    /// <summary>AVX-512, or AVX2 with FMA (the 256-bit tiles of Gemm.Avx2.cs, bitwise the same results).</summary>
+    public static bool Supported => Avx512F.IsSupported || Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>Whether the 512-bit tiles run (else the 256-bit ones).</summary>
+    private static readonly bool Wide = Avx512F.IsSupported;
 
     /// <summary>y (n, cols; stride ys) = [y +] x (n, k; stride xs) · W (k, cols; stride ws).</summary>
     /// <param name="serial">On the calling thread whatever the size (a chunk's few rows: cheaper than waking the pool).</param>
@@ -106,6 +110,14 @@ internal static unsafe class Gemm
     /// <summary>y (8 rows at stride ys, 32 columns) (+)= x (8 rows at stride xs, kc) · p (kc rows at stride ps, 32).</summary>
     private static void Tile8(float* y, int ys, float* x, int xs, float* p, int ps, int kc, bool first)
     {
+        if (!Wide)
+        {
+            Tile4x16(y, ys, x, xs, p, ps, kc, first);
+            Tile4x16(y + 16, ys, x, xs, p + 16, ps, kc, first);
+            Tile4x16(y + 4 * ys, ys, x + 4 * xs, xs, p, ps, kc, first);
+            Tile4x16(y + 4 * ys + 16, ys, x + 4 * xs, xs, p + 16, ps, kc, first);
+            return;
+        }
         Vector512<float> a0, a1, a2, a3, a4, a5, a6, a7, c0, c1, c2, c3, c4, c5, c6, c7;
         if (first)
         {
@@ -151,6 +163,12 @@ internal static unsafe class Gemm
     /// <summary>y (8 rows, 16 columns) (+)= x (8 rows, kc) · p (kc, 16): the narrow tile (rank-16 LoRA products).</summary>
     private static void Tile8x16(float* y, int ys, float* x, int xs, float* p, int ps, int kc, bool first)
     {
+        if (!Wide)
+        {
+            Tile4x16(y, ys, x, xs, p, ps, kc, first);
+            Tile4x16(y + 4 * ys, ys, x + 4 * xs, xs, p, ps, kc, first);
+            return;
+        }
         Vector512<float> a0, a1, a2, a3, a4, a5, a6, a7;
         if (first) a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = default;
         else
@@ -179,6 +197,12 @@ internal static unsafe class Gemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Tile1(float* y, float* x, float* p, int ps, int kc, bool first, bool narrow)
     {
+        if (!Wide)
+        {
+            Tile1x16(y, x, p, ps, kc, first);
+            if (!narrow) Tile1x16(y + 16, x, p + 16, ps, kc, first);
+            return;
+        }
         if (narrow)
         {
             Vector512<float> a = first ? default : Vector512.Load(y);

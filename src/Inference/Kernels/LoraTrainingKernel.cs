@@ -27,7 +27,7 @@ public static unsafe class LoraTrainingKernel
 
     private const int SerialRows = 32;
 
-    private static bool Blocked(SimdLevel level) => level == SimdLevel.Vector512 && Gemm.Supported;
+    private static bool Blocked(SimdLevel level) => level >= SimdLevel.Vector256 && Gemm.Supported;
 
     /// <summary>u (T, r) = x · Aᵀ: dot products split over vector lanes (their accuracy carries through AdamW into every
     /// weight; one fused multiply-add chain per output over in, as a GEMM tile sums, moved the oracle's three-step AdamW

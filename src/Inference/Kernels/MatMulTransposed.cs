@@ -20,7 +20,7 @@ public static unsafe class MatMulTransposedKernel
         fixed (float* yp = y)
         fixed (float* xp = x)
         {
-            if (level == SimdLevel.Vector512 && MatMulTransposedBlocked.Supports(w))
+            if (level >= SimdLevel.Vector256 && MatMulTransposedBlocked.Supports(w))
             {
                 MatMulTransposedBlocked.Forward(yp, xp, w, n);
                 return;

@@ -3,7 +3,7 @@ using System.Runtime.Intrinsics.X86;
 
 namespace Loom.Inference.Kernels;
 
-/// <summary>The AVX-512 path of <see cref="MatMulTransposedKernel"/>: y (n, cols) = x (n, rows) · W (rows, cols), blocked
+/// <summary>The blocked path of <see cref="MatMulTransposedKernel"/> (AVX-512, or AVX2 with FMA): y (n, cols) = x (n, rows) · W (rows, cols), blocked
 /// as a GEMM (<see cref="Gemm"/>). Row-major f32 weights are read in place. Otherwise each task owns a block of 32
 /// output columns; for each block of <see cref="KC"/> rows of W it copies W[r0.., k0..k0+32] as f32 into a per-thread
 /// panel (KC, 32) (gathered from packed panels, widened from BF16, dequantized from Q8), then runs the 8×32 register tiles over every group
@@ -18,7 +18,7 @@ internal static unsafe class MatMulTransposedBlocked
 
     [ThreadStatic] private static float[]? _panel;   // (KC, NR) f32 copy of a block of W, pinned
 
-    public static bool Supports(WeightMatrix w) => Avx512F.IsSupported && Avx2.IsSupported && w.Cols > 0 && w.Rows > 0;
+    public static bool Supports(WeightMatrix w) => Gemm.Supported && Avx2.IsSupported && w.Cols > 0 && w.Rows > 0;
 
     public static void Forward(float* y, float* x, WeightMatrix w, int n)
     {
@@ -109,16 +109,14 @@ internal static unsafe class MatMulTransposedBlocked
                 long at = (long)(r0 + r) * cols + k0;
                 float* dst = p + r * NR;
                 if (f32)
-                {
-                    Vector512.Load((float*)w.Data + at).Store(dst);
-                    Vector512.Load((float*)w.Data + at + 16).Store(dst + 16);
-                }
+                    for (int q = 0; q < NR; q += 8) Vector256.Load((float*)w.Data + at + q).Store(dst + q);
                 else
-                {
-                    var u = Vector512.Load((ushort*)w.Data + at);
-                    Vector512.ShiftLeft(Vector512.WidenLower(u), 16).AsSingle().Store(dst);
-                    Vector512.ShiftLeft(Vector512.WidenUpper(u), 16).AsSingle().Store(dst + 16);
-                }
+                    for (int q = 0; q < NR; q += 16)
+                    {
+                        var u = Vector256.Load((ushort*)w.Data + at + q);
+                        Vector256.ShiftLeft(Vector256.WidenLower(u), 16).AsSingle().Store(dst + q);
+                        Vector256.ShiftLeft(Vector256.WidenUpper(u), 16).AsSingle().Store(dst + q + 8);
+                    }
             }
             return;
         }
