@@ -20,7 +20,8 @@ public static unsafe partial class MatMulKernel
     internal static bool Tiles256(SimdLevel level) => level == SimdLevel.Vector256 && Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>Output rows [r0, r1) of input rows [b0, b1) (blocks of <see cref="BatchBlock"/> from b0) with the 256-bit
-    /// tiles. bf16 reads xs, the inputs split by <see cref="SplitInputs"/> (made here when the caller has none).</summary>
+    /// tiles. bf16 reads xs, the inputs split by <see cref="SplitInputs"/> (<see cref="Forward(ReadOnlySpan{MatMulTarget}, float*, int, SimdLevel, WorkerPool?)"/>
+    /// makes it once per region; made here only for a caller that has none).</summary>
     private static void Rows256(float* y, int ys, float* x, float* xs, WeightMatrix w, int b0, int b1, int r0, int r1)
     {
         int cols = w.Cols;

@@ -80,8 +80,9 @@ public static unsafe partial class MatMulKernel
             xq = Q8Input.Quantize(x, n, t.W.Cols);   // the targets share x, so one quantization serves all
             break;
         }
-        float* xt = xq.Blocks != 0 ? null
-            : anyPacked && level == SimdLevel.Vector512 && n >= 8 ? InterleaveInputs(x, n, targets[0].W.Cols)
+        // the packed kernel's interleaved inputs (not beside Q8 targets), or the 256-bit bf16 tiles' split inputs (Q8
+        // targets beside them read xq): made once here for every chunk of the region
+        float* xt = anyPacked && level == SimdLevel.Vector512 && n >= 8 && xq.Blocks == 0 ? InterleaveInputs(x, n, targets[0].W.Cols)
             : anyBf16 && Tiles256(level) ? SplitInputs(x, n, targets[0].W.Cols, ref _interleaved)
             : null;
         // chunks of whole 4-row tiles; several per core so a slow core does not hold the others back
