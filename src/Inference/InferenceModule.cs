@@ -11,7 +11,7 @@ public static class InferenceModule
 {
     /// <summary>Registers <see cref="IInferenceEngine"/> (and the same object as <see cref="Training.ITrainingEngine"/>) as a singleton: the continuous-batching <see cref="ServingEngine"/>
     /// over the model in Inference:ModelDirectory, loaded on first use; without one, a stand-in that refuses requests.
-    /// Options (section "Inference"): Backend (auto | cpu | cuda | ilgpu-cpu), ModelDirectory, WeightFormat, MaxContext, PrefillChunk, PoolBytes, TokenBudget,
+    /// Options (section "Inference"): Backend (auto | cpu | cuda | ilgpu-cpu), ModelDirectory, WeightFormat, KvCacheFormat (f32 | bf16; bf16 on the cpu backend only), MaxContext, PrefillChunk, PoolBytes, TokenBudget,
     /// MaxRunningSequences, HostAdapterCacheBytes, Models (more base models, <see cref="ServedEngines"/>), MaxLoraRank, SwapSpaceBytes, SwapMinTokens, PrefixCaching, SchedulingPolicy (Vtc | Fcfs),
     /// VtcInputWeight, VtcOutputWeight, VtcFairnessGap; validated at start, where a key the options do not have (a typo, or
     /// a removed setting such as PrefixCacheBytes) fails with its name.</summary>
@@ -20,15 +20,15 @@ public static class InferenceModule
         services.AddOptions<InferenceOptions>()
             .Bind(configuration.GetSection(InferenceOptions.SectionName), b => b.ErrorOnUnknownConfiguration = true) // a misspelt or removed setting fails the start, not silently nothing
             .Validate(o => InferenceBackends.IsKnown(o.Backend), $"Inference:Backend must be one of {string.Join(", ", InferenceBackends.All)}")
-            .Validate(o => o.Problem() is null, "Inference options are invalid: MaxContext, PrefillChunk, PoolBytes, TokenBudget, MaxRunningSequences and MaxLoraRank must be positive, HostAdapterCacheBytes, SwapSpaceBytes and SwapMinTokens not negative, SchedulingPolicy Fcfs or Vtc, VTC weights and gap not negative")
             .ValidateOnStart();
+        services.AddSingleton<IValidateOptions<InferenceOptions>, ProblemValidation>(); // fails the start with InferenceOptions.Problem(), which names the setting
         services.AddSingleton<IInferenceEngine>(sp =>
         {
             var options = sp.GetRequiredService<IOptions<InferenceOptions>>().Value;
             if (string.IsNullOrWhiteSpace(options.ModelDirectory)) return new UnconfiguredInferenceEngine();
             var engine = ServingEngine.Load(options);
             sp.GetService<ILoggerFactory>()?.CreateLogger(typeof(ServingEngine)).LogInformation(
-                "Inference backend {Backend} (Inference:Backend = {Configured})", engine.Model.Backend, options.Backend);
+                "Inference backend {Backend} (Inference:Backend = {Configured}), KV cache {KvCacheFormat}", engine.Model.Backend, options.Backend, engine.Model.KvCacheFormat);
             return engine;
         });
         // further base models (Inference:Models), each with an engine of its own; the first one is the engine above
@@ -36,5 +36,11 @@ public static class InferenceModule
         // the same engine trains: LoRA fine-tuning co-served with inference
         services.AddSingleton(sp => (Training.ITrainingEngine)sp.GetRequiredService<IInferenceEngine>());
         return services;
+    }
+
+    private sealed class ProblemValidation : IValidateOptions<InferenceOptions>
+    {
+        public ValidateOptionsResult Validate(string? name, InferenceOptions options) =>
+            options.Problem() is { } problem ? ValidateOptionsResult.Fail(problem) : ValidateOptionsResult.Success;
     }
 }

@@ -49,6 +49,8 @@ public sealed record ModelInfo(string Name, ModelConfig Config, int MaxContext, 
 {
     /// <summary>Where the forward pass runs (Inference:Backend as resolved on this node, with the device).</summary>
     public string Backend { get; init; } = "cpu";
+    /// <summary>How the KV cache stores keys and values (Inference:KvCacheFormat): "f32" or "bf16".</summary>
+    public string KvCacheFormat { get; init; } = "f32";
     public bool HasTokenizer => Tokenizer is not null;
 }
 

@@ -21,6 +21,17 @@ public static class InferenceBackends
         return v == Auto ? (GpuAccelerator.CudaAvailable() ? Cuda : Cpu) : v;
     }
 
+    /// <summary>Why KV caches cannot be kept in <paramref name="format"/> on <paramref name="backend"/> (a configured value;
+    /// auto is judged once resolved, with <paramref name="configured"/> the value it came from), or null: bf16 KV is for
+    /// the CPU kernels only, the GPU backends keep f32 pages on the device.</summary>
+    public static string? KvCacheFormatProblem(string backend, KvCacheFormat format, string? configured = null)
+    {
+        string v = backend.Trim().ToLowerInvariant();
+        if (format == KvCacheFormat.F32 || v is not (Cuda or IlgpuCpu)) return null;
+        string chosen = configured is null ? $"Inference:Backend is {v}" : $"Inference:Backend = {configured.Trim()} chose {v} on this machine";
+        return $"Inference:KvCacheFormat = {format.Name()} is supported by the CPU backend only, and {chosen}: set Inference:KvCacheFormat = f32, or Inference:Backend = cpu";
+    }
+
     /// <summary>Puts <paramref name="model"/> on the resolved backend (cpu: unchanged) and returns what it runs on.</summary>
     public static string Apply(Transformer model, string value)
     {

@@ -21,6 +21,11 @@ public sealed class InferenceOptions
     /// <summary>Weight storage in memory: Auto keeps what the checkpoint has (F16 becomes F32), or force F32 / BF16, or Q8
     /// (int8 with a scale per 32 values, quantized at load; see <see cref="Model.WeightFormat"/>).</summary>
     public WeightFormat WeightFormat { get; set; } = WeightFormat.Auto;
+    /// <summary>How KV caches keep keys and values in the pool's pages: f32 (the default) or bf16 (bfloat16, rounded to
+    /// nearest even when written and widened exactly when attention reads them): a page holds twice the positions, so the
+    /// same PoolBytes holds twice the tokens. The CPU backend only: bf16 with a GPU backend is refused at start. See
+    /// <see cref="KvCacheFormat"/>.</summary>
+    public KvCacheFormat KvCacheFormat { get; set; } = KvCacheFormat.F32;
     /// <summary>Longest prompt + completion (also capped by the model's max_position_embeddings).</summary>
     public int MaxContext { get; set; } = 4096;
     /// <summary>Prompt tokens of one sequence per forward pass; longer prompts are prefilled in chunks.</summary>
@@ -111,6 +116,8 @@ public sealed class InferenceOptions
         : Models.Count > 16 ? "Inference:Models holds at most 16 models"
         : Models.FirstOrDefault(m => m.Problem() is not null) is { } bad ? bad.Problem()
         : !Enum.IsDefined(WeightFormat) ? "Inference:WeightFormat must be Auto, F32, BF16 or Q8"
+        : !Enum.IsDefined(KvCacheFormat) ? "Inference:KvCacheFormat must be f32 or bf16"
+        : InferenceBackends.KvCacheFormatProblem(Backend, KvCacheFormat) is { } kv ? kv
         : MaxContext < 1 ? "Inference:MaxContext must be positive"
         : PrefillChunk < 1 ? "Inference:PrefillChunk must be positive"
         : PoolBytes < 1 ? "Inference:PoolBytes must be positive"

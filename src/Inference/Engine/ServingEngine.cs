@@ -27,6 +27,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     private readonly AdapterStore _store;
     private readonly KvSwapSpace? _swap;     // host memory for swapped-out KV caches; null: recompute only
     private readonly PrefixBlockCache? _blocks; // shared full KV blocks on pool pages (automatic prefix caching); null: off
+    private readonly KvCacheFormat _kvFormat;   // how the KV pages hold keys and values (Inference:KvCacheFormat)
     private readonly Scheduler _scheduler;
     private readonly ISchedulingPolicy _policy;
     private readonly ForwardState _state;
@@ -73,16 +74,19 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         _tokenizer = tokenizer;
         _options = options;
         var c = model.Config;
-        // A pool page is one hidden-size row; a KV block is whole positions of KV width per page.
-        if (c.KvDim > c.HiddenSize)
-            throw new NotSupportedException($"the model's KV width ({c.NumKvHeads} KV heads × {c.HeadDim} = {c.KvDim}) exceeds its hidden size ({c.HiddenSize}); the page pool stores a KV position within one hidden-size page, so this model cannot be served");
+        _kvFormat = options.KvCacheFormat;
+        if (_kvFormat != KvCacheFormat.F32 && model.Backend is not null)
+            throw new ArgumentException($"Inference:KvCacheFormat = {_kvFormat.Name()} is supported by the CPU backend only, and this model runs on {model.BackendDescription}: set Inference:KvCacheFormat = f32, or Inference:Backend = cpu", nameof(options));
+        // A pool page is one hidden-size row of floats; a KV block is whole positions of KV width per page.
+        if (_kvFormat.BlockTokens(c.HiddenSize, c.KvDim) < 1)
+            throw new NotSupportedException($"the model's KV width ({c.NumKvHeads} KV heads × {c.HeadDim} = {c.KvDim}) in {_kvFormat.Name()} exceeds its hidden size ({c.HiddenSize} floats); the page pool stores a KV position within one hidden-size page, so this model cannot be served");
         if (adapterPartitionBytes < 0 || adapterPartitionBytes >= options.PoolBytes) throw new ArgumentOutOfRangeException(nameof(adapterPartitionBytes));
         _pool = new PagePool(options.PoolBytes - adapterPartitionBytes, c.HiddenSize);
         _adapterPool = adapterPartitionBytes == 0 ? _pool : new PagePool(adapterPartitionBytes, c.HiddenSize);
         _store = new AdapterStore(c, _adapterPool, new AdapterStoreOptions { MaxRank = options.MaxLoraRank, HostCacheBytes = options.HostAdapterCacheBytes });
         _policy = policy ?? options.CreatePolicy();
         _swap = options.SwapSpaceBytes > 0 ? new KvSwapSpace(_pool, options.SwapSpaceBytes) : null;
-        _blocks = options.PrefixCaching ? new PrefixBlockCache(_pool, _pool.PageFloats / c.KvDim, c.NumLayers) : null;
+        _blocks = options.PrefixCaching ? new PrefixBlockCache(_pool, _kvFormat.BlockTokens(_pool.PageFloats, c.KvDim), c.NumLayers, _kvFormat) : null;
         _scheduler = new Scheduler(_policy, new PoolMemory(this),
             new SchedulerLimits(options.TokenBudget, options.MaxRunningSequences, Math.Min(options.PrefillChunk, options.TokenBudget)));
         _state = model.CreateState(options.TokenBudget, options.MaxRunningSequences, maxLoraRank: options.MaxLoraRank);
@@ -94,7 +98,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         var eos = new HashSet<int>(c.EosTokenIds);
         if (tokenizer != null) eos.UnionWith(tokenizer.EosTokenIds);
         _eos = eos.ToArray();
-        Model = new ModelInfo(name, c, model.MaxContext, tokenizer) { Backend = model.BackendDescription };
+        Model = new ModelInfo(name, c, model.MaxContext, tokenizer) { Backend = model.BackendDescription, KvCacheFormat = _kvFormat.Name() };
         _thread = new Thread(Loop) { IsBackground = true, Name = "loom-engine" };
         _thread.Start();
     }
@@ -104,6 +108,8 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
     public static ServingEngine Load(InferenceOptions options, string? name = null)
     {
         string dir = options.ModelDirectory ?? throw new ArgumentException("ModelDirectory is not set");
+        if (InferenceBackends.KvCacheFormatProblem(InferenceBackends.Resolve(options.Backend), options.KvCacheFormat, options.Backend) is { } kvProblem)
+            throw new ArgumentException(kvProblem, nameof(options));
         var config = ModelConfig.Load(dir);
         var weights = ModelWeights.Load(dir, config, options.WeightFormat);
         var model = new Transformer(weights, maxContext: options.MaxContext);
@@ -246,7 +252,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
             catch (KeyNotFoundException) { throw new ArgumentException($"adapter '{adapterId}' is not registered", nameof(request)); }
         }
         // the most positions this sequence's KV can ever hold: the whole pool less its adapter
-        int blockPages = 2 * c.NumLayers, blockTokens = _pool.PageFloats / c.KvDim;
+        int blockPages = 2 * c.NumLayers, blockTokens = _kvFormat.BlockTokens(_pool.PageFloats, c.KvDim);
         int poolTokens = (_pool.PageCount - (Unified ? adapterPages : 0)) / blockPages * blockTokens;
         if (prompt.Length + 1 > poolTokens)
             throw new ArgumentException($"the prompt has {prompt.Length} tokens; the page pool can hold at most {Math.Max(0, poolTokens - 1)} with {(request.AdapterId is null ? "no adapter" : $"adapter '{request.AdapterId}'")} (Inference:PoolBytes)");
@@ -256,7 +262,7 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         int id2 = Interlocked.Increment(ref _nextSequence);
         var seq = new Sequence(id2, prompt, prompt.Length + maxNew, request.AdapterId, request.TenantId, request.Priority);
         var r = new Request(this, seq, maxNew, new Sampler(p, c.VocabSize, ConstraintFor(p), prompt), _tokenizer?.CreateStreamingDecoder(), new StopStringMatcher(p.StopStrings),
-            stopIds, p.Logprobs, PagedKvCache.For(_pool, c, id2, prompt.Length + maxNew));
+            stopIds, p.Logprobs, PagedKvCache.For(_pool, c, id2, prompt.Length + maxNew, _kvFormat));
         seq.Handle = r;
         (_policy as VtcPolicy)?.SetShare(request.TenantId, request.TenantShare);
         return r;

@@ -9,22 +9,30 @@ namespace Loom.Inference.Kernels;
 public static unsafe partial class Attention
 {
     /// <summary>output (headDim) = Σ_j softmax_j(q·k_j / sqrt(headDim)) v_j over positions j in [0, length).
-    /// scores: scratch of at least <paramref name="length"/> floats.</summary>
+    /// scores: scratch of at least <paramref name="length"/> floats. A bf16 cache is widened as it is read
+    /// (<see cref="Bf16Kv"/>): bitwise the result over an f32 cache holding the same values.</summary>
     public static void Head(Span<float> output, ReadOnlySpan<float> q, IKvCache cache, int layer, int kvHead,
         int length, Span<float> scores, SimdLevel level)
     {
+        if (cache.Format == KvCacheFormat.Bf16) Head<Bf16Kv>(output, q, cache, layer, kvHead, length, scores, level);
+        else Head<F32Kv>(output, q, cache, layer, kvHead, length, scores, level);
+    }
+
+    private static void Head<T>(Span<float> output, ReadOnlySpan<float> q, IKvCache cache, int layer, int kvHead,
+        int length, Span<float> scores, SimdLevel level) where T : struct, IKvElements
+    {
         int headDim = q.Length;
         int bs = cache.BlockSize;
-        int kvDim = cache.KvDim;
+        int rowBytes = cache.KvDim * T.Size, offBytes = kvHead * headDim * T.Size;
         float scale = 1f / MathF.Sqrt(headDim);
         if (headDim == 64 && level == SimdLevel.Vector512)
         {
-            Head64(output, q, cache, layer, kvHead, length, scores, scale);
+            Head64<T>(output, q, cache, layer, kvHead, length, scores, scale);
             return;
         }
         if (headDim == 64 && level == SimdLevel.Vector256)
         {
-            Head64x256(output, q, cache, layer, kvHead, length, scores, scale);
+            Head64x256<T>(output, q, cache, layer, kvHead, length, scores, scale);
             return;
         }
         fixed (float* qp = q)
@@ -33,22 +41,22 @@ public static unsafe partial class Attention
         {
             for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
             {
-                fixed (float* kb = cache.Keys(layer, block))
+                fixed (byte* kb = KvBlocks.Keys(cache, layer, block))
                 {
                     int n = Math.Min(bs, length - j0);
                     for (int r = 0; r < n; r++)
-                        sp[j0 + r] = VecOps.Dot(qp, kb + r * kvDim + kvHead * headDim, headDim, level) * scale;
+                        sp[j0 + r] = KvBlocks.Dot<T>(qp, kb + r * rowBytes + offBytes, headDim, level) * scale;
                 }
             }
             Ops.Softmax(scores[..length]);
             new Span<float>(op, headDim).Clear();
             for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
             {
-                fixed (float* vb = cache.Values(layer, block))
+                fixed (byte* vb = KvBlocks.Values(cache, layer, block))
                 {
                     int n = Math.Min(bs, length - j0);
                     for (int r = 0; r < n; r++)
-                        VecOps.Axpy(op, vb + r * kvDim + kvHead * headDim, sp[j0 + r], headDim, level);
+                        KvBlocks.Axpy<T>(op, vb + r * rowBytes + offBytes, sp[j0 + r], headDim, level);
                 }
             }
         }
@@ -59,9 +67,10 @@ public static unsafe partial class Attention
     /// memory. Each score is <see cref="VecOps.Dot"/>'s operations in its order, times the scale, and each output element
     /// <see cref="VecOps.Axpy"/>'s from zero, so the result is bitwise the generic path's (which the prefix cache's exactness
     /// at this level rests on).</summary>
-    private static void Head64x256(Span<float> output, ReadOnlySpan<float> q, IKvCache cache, int layer, int kvHead, int length, Span<float> scores, float scale)
+    private static void Head64x256<T>(Span<float> output, ReadOnlySpan<float> q, IKvCache cache, int layer, int kvHead, int length, Span<float> scores, float scale)
+        where T : struct, IKvElements
     {
-        int bs = cache.BlockSize, kvDim = cache.KvDim, off = kvHead * 64;
+        int bs = cache.BlockSize, rowBytes = cache.KvDim * T.Size, off = kvHead * 64 * T.Size;
         fixed (float* qp = q)
         fixed (float* sp = scores)
         fixed (float* op = output)
@@ -70,35 +79,35 @@ public static unsafe partial class Attention
             var q4 = Vector256.Load(qp + 32); var q5 = Vector256.Load(qp + 40); var q6 = Vector256.Load(qp + 48); var q7 = Vector256.Load(qp + 56);
             for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
             {
-                fixed (float* kb = cache.Keys(layer, block))
+                fixed (byte* kb = KvBlocks.Keys(cache, layer, block))
                 {
                     int n = Math.Min(bs, length - j0), r = 0;
                     for (; r + 4 <= n; r += 4)
                     {
-                        float* k0 = kb + r * kvDim + off, k1 = k0 + kvDim, k2 = k1 + kvDim, k3 = k2 + kvDim;
+                        byte* k0 = kb + r * rowBytes + off, k1 = k0 + rowBytes, k2 = k1 + rowBytes, k3 = k2 + rowBytes;
                         Vector256<float> c0 = Vector256<float>.Zero, c1 = Vector256<float>.Zero, c2 = Vector256<float>.Zero, c3 = Vector256<float>.Zero;
-                        c0 = Vector256.FusedMultiplyAdd(q0, Vector256.Load(k0), c0); c1 = Vector256.FusedMultiplyAdd(q0, Vector256.Load(k1), c1);
-                        c2 = Vector256.FusedMultiplyAdd(q0, Vector256.Load(k2), c2); c3 = Vector256.FusedMultiplyAdd(q0, Vector256.Load(k3), c3);
-                        c0 = Vector256.FusedMultiplyAdd(q1, Vector256.Load(k0 + 8), c0); c1 = Vector256.FusedMultiplyAdd(q1, Vector256.Load(k1 + 8), c1);
-                        c2 = Vector256.FusedMultiplyAdd(q1, Vector256.Load(k2 + 8), c2); c3 = Vector256.FusedMultiplyAdd(q1, Vector256.Load(k3 + 8), c3);
-                        c0 = Vector256.FusedMultiplyAdd(q2, Vector256.Load(k0 + 16), c0); c1 = Vector256.FusedMultiplyAdd(q2, Vector256.Load(k1 + 16), c1);
-                        c2 = Vector256.FusedMultiplyAdd(q2, Vector256.Load(k2 + 16), c2); c3 = Vector256.FusedMultiplyAdd(q2, Vector256.Load(k3 + 16), c3);
-                        c0 = Vector256.FusedMultiplyAdd(q3, Vector256.Load(k0 + 24), c0); c1 = Vector256.FusedMultiplyAdd(q3, Vector256.Load(k1 + 24), c1);
-                        c2 = Vector256.FusedMultiplyAdd(q3, Vector256.Load(k2 + 24), c2); c3 = Vector256.FusedMultiplyAdd(q3, Vector256.Load(k3 + 24), c3);
-                        c0 = Vector256.FusedMultiplyAdd(q4, Vector256.Load(k0 + 32), c0); c1 = Vector256.FusedMultiplyAdd(q4, Vector256.Load(k1 + 32), c1);
-                        c2 = Vector256.FusedMultiplyAdd(q4, Vector256.Load(k2 + 32), c2); c3 = Vector256.FusedMultiplyAdd(q4, Vector256.Load(k3 + 32), c3);
-                        c0 = Vector256.FusedMultiplyAdd(q5, Vector256.Load(k0 + 40), c0); c1 = Vector256.FusedMultiplyAdd(q5, Vector256.Load(k1 + 40), c1);
-                        c2 = Vector256.FusedMultiplyAdd(q5, Vector256.Load(k2 + 40), c2); c3 = Vector256.FusedMultiplyAdd(q5, Vector256.Load(k3 + 40), c3);
-                        c0 = Vector256.FusedMultiplyAdd(q6, Vector256.Load(k0 + 48), c0); c1 = Vector256.FusedMultiplyAdd(q6, Vector256.Load(k1 + 48), c1);
-                        c2 = Vector256.FusedMultiplyAdd(q6, Vector256.Load(k2 + 48), c2); c3 = Vector256.FusedMultiplyAdd(q6, Vector256.Load(k3 + 48), c3);
-                        c0 = Vector256.FusedMultiplyAdd(q7, Vector256.Load(k0 + 56), c0); c1 = Vector256.FusedMultiplyAdd(q7, Vector256.Load(k1 + 56), c1);
-                        c2 = Vector256.FusedMultiplyAdd(q7, Vector256.Load(k2 + 56), c2); c3 = Vector256.FusedMultiplyAdd(q7, Vector256.Load(k3 + 56), c3);
+                        c0 = Vector256.FusedMultiplyAdd(q0, T.Load256(k0, 0), c0); c1 = Vector256.FusedMultiplyAdd(q0, T.Load256(k1, 0), c1);
+                        c2 = Vector256.FusedMultiplyAdd(q0, T.Load256(k2, 0), c2); c3 = Vector256.FusedMultiplyAdd(q0, T.Load256(k3, 0), c3);
+                        c0 = Vector256.FusedMultiplyAdd(q1, T.Load256(k0, 8), c0); c1 = Vector256.FusedMultiplyAdd(q1, T.Load256(k1, 8), c1);
+                        c2 = Vector256.FusedMultiplyAdd(q1, T.Load256(k2, 8), c2); c3 = Vector256.FusedMultiplyAdd(q1, T.Load256(k3, 8), c3);
+                        c0 = Vector256.FusedMultiplyAdd(q2, T.Load256(k0, 16), c0); c1 = Vector256.FusedMultiplyAdd(q2, T.Load256(k1, 16), c1);
+                        c2 = Vector256.FusedMultiplyAdd(q2, T.Load256(k2, 16), c2); c3 = Vector256.FusedMultiplyAdd(q2, T.Load256(k3, 16), c3);
+                        c0 = Vector256.FusedMultiplyAdd(q3, T.Load256(k0, 24), c0); c1 = Vector256.FusedMultiplyAdd(q3, T.Load256(k1, 24), c1);
+                        c2 = Vector256.FusedMultiplyAdd(q3, T.Load256(k2, 24), c2); c3 = Vector256.FusedMultiplyAdd(q3, T.Load256(k3, 24), c3);
+                        c0 = Vector256.FusedMultiplyAdd(q4, T.Load256(k0, 32), c0); c1 = Vector256.FusedMultiplyAdd(q4, T.Load256(k1, 32), c1);
+                        c2 = Vector256.FusedMultiplyAdd(q4, T.Load256(k2, 32), c2); c3 = Vector256.FusedMultiplyAdd(q4, T.Load256(k3, 32), c3);
+                        c0 = Vector256.FusedMultiplyAdd(q5, T.Load256(k0, 40), c0); c1 = Vector256.FusedMultiplyAdd(q5, T.Load256(k1, 40), c1);
+                        c2 = Vector256.FusedMultiplyAdd(q5, T.Load256(k2, 40), c2); c3 = Vector256.FusedMultiplyAdd(q5, T.Load256(k3, 40), c3);
+                        c0 = Vector256.FusedMultiplyAdd(q6, T.Load256(k0, 48), c0); c1 = Vector256.FusedMultiplyAdd(q6, T.Load256(k1, 48), c1);
+                        c2 = Vector256.FusedMultiplyAdd(q6, T.Load256(k2, 48), c2); c3 = Vector256.FusedMultiplyAdd(q6, T.Load256(k3, 48), c3);
+                        c0 = Vector256.FusedMultiplyAdd(q7, T.Load256(k0, 56), c0); c1 = Vector256.FusedMultiplyAdd(q7, T.Load256(k1, 56), c1);
+                        c2 = Vector256.FusedMultiplyAdd(q7, T.Load256(k2, 56), c2); c3 = Vector256.FusedMultiplyAdd(q7, T.Load256(k3, 56), c3);
                         sp[j0 + r] = Vector256.Sum(c0) * scale;
                         sp[j0 + r + 1] = Vector256.Sum(c1) * scale;
                         sp[j0 + r + 2] = Vector256.Sum(c2) * scale;
                         sp[j0 + r + 3] = Vector256.Sum(c3) * scale;
                     }
-                    for (; r < n; r++) sp[j0 + r] = VecOps.Dot(qp, kb + r * kvDim + off, 64, SimdLevel.Vector256) * scale;
+                    for (; r < n; r++) sp[j0 + r] = KvBlocks.Dot<T>(qp, kb + r * rowBytes + off, 64, SimdLevel.Vector256) * scale;
                 }
             }
             Ops.Softmax(scores[..length]);
@@ -106,17 +115,17 @@ public static unsafe partial class Attention
             Vector256<float> o4 = Vector256<float>.Zero, o5 = Vector256<float>.Zero, o6 = Vector256<float>.Zero, o7 = Vector256<float>.Zero;
             for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
             {
-                fixed (float* vb = cache.Values(layer, block))
+                fixed (byte* vb = KvBlocks.Values(cache, layer, block))
                 {
                     int n = Math.Min(bs, length - j0);
                     for (int r = 0; r < n; r++)
                     {
-                        float* v = vb + r * kvDim + off;
+                        byte* v = vb + r * rowBytes + off;
                         var p = Vector256.Create(sp[j0 + r]);
-                        o0 = Vector256.FusedMultiplyAdd(Vector256.Load(v), p, o0); o1 = Vector256.FusedMultiplyAdd(Vector256.Load(v + 8), p, o1);
-                        o2 = Vector256.FusedMultiplyAdd(Vector256.Load(v + 16), p, o2); o3 = Vector256.FusedMultiplyAdd(Vector256.Load(v + 24), p, o3);
-                        o4 = Vector256.FusedMultiplyAdd(Vector256.Load(v + 32), p, o4); o5 = Vector256.FusedMultiplyAdd(Vector256.Load(v + 40), p, o5);
-                        o6 = Vector256.FusedMultiplyAdd(Vector256.Load(v + 48), p, o6); o7 = Vector256.FusedMultiplyAdd(Vector256.Load(v + 56), p, o7);
+                        o0 = Vector256.FusedMultiplyAdd(T.Load256(v, 0), p, o0); o1 = Vector256.FusedMultiplyAdd(T.Load256(v, 8), p, o1);
+                        o2 = Vector256.FusedMultiplyAdd(T.Load256(v, 16), p, o2); o3 = Vector256.FusedMultiplyAdd(T.Load256(v, 24), p, o3);
+                        o4 = Vector256.FusedMultiplyAdd(T.Load256(v, 32), p, o4); o5 = Vector256.FusedMultiplyAdd(T.Load256(v, 40), p, o5);
+                        o6 = Vector256.FusedMultiplyAdd(T.Load256(v, 48), p, o6); o7 = Vector256.FusedMultiplyAdd(T.Load256(v, 56), p, o7);
                     }
                 }
             }
@@ -126,9 +135,10 @@ public static unsafe partial class Attention
     }
 
     /// <summary>headDim 64 with Vector512: the query and the output accumulator stay in registers (4 vectors each).</summary>
-    private static void Head64(Span<float> output, ReadOnlySpan<float> q, IKvCache cache, int layer, int kvHead, int length, Span<float> scores, float scale)
+    private static void Head64<T>(Span<float> output, ReadOnlySpan<float> q, IKvCache cache, int layer, int kvHead, int length, Span<float> scores, float scale)
+        where T : struct, IKvElements
     {
-        int bs = cache.BlockSize, kvDim = cache.KvDim, off = kvHead * 64;
+        int bs = cache.BlockSize, rowBytes = cache.KvDim * T.Size, off = kvHead * 64 * T.Size;
         fixed (float* qp = q)
         fixed (float* sp = scores)
         {
@@ -139,15 +149,15 @@ public static unsafe partial class Attention
             float max = float.NegativeInfinity;
             for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
             {
-                fixed (float* kb = cache.Keys(layer, block))
+                fixed (byte* kb = KvBlocks.Keys(cache, layer, block))
                 {
                     int n = Math.Min(bs, length - j0);
                     for (int r = 0; r < n; r++)
                     {
-                        float* k = kb + r * kvDim + off;
-                        var t = Vector512.FusedMultiplyAdd(q3, Vector512.Load(k + 48),
-                                Vector512.FusedMultiplyAdd(q2, Vector512.Load(k + 32),
-                                Vector512.FusedMultiplyAdd(q1, Vector512.Load(k + 16), q0 * Vector512.Load(k))));
+                        byte* k = kb + r * rowBytes + off;
+                        var t = Vector512.FusedMultiplyAdd(q3, T.Load512(k, 48),
+                                Vector512.FusedMultiplyAdd(q2, T.Load512(k, 32),
+                                Vector512.FusedMultiplyAdd(q1, T.Load512(k, 16), q0 * T.Load512(k, 0))));
                         float sc = Vector512.Sum(t);
                         sp[j0 + r] = sc;
                         if (sc > max) max = sc;
@@ -161,17 +171,17 @@ public static unsafe partial class Attention
             Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
             for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
             {
-                fixed (float* vb = cache.Values(layer, block))
+                fixed (byte* vb = KvBlocks.Values(cache, layer, block))
                 {
                     int n = Math.Min(bs, length - j0);
                     for (int r = 0; r < n; r++)
                     {
-                        float* v = vb + r * kvDim + off;
+                        byte* v = vb + r * rowBytes + off;
                         var p = Vector512.Create(sp[j0 + r]);
-                        o0 = Vector512.FusedMultiplyAdd(Vector512.Load(v), p, o0);
-                        o1 = Vector512.FusedMultiplyAdd(Vector512.Load(v + 16), p, o1);
-                        o2 = Vector512.FusedMultiplyAdd(Vector512.Load(v + 32), p, o2);
-                        o3 = Vector512.FusedMultiplyAdd(Vector512.Load(v + 48), p, o3);
+                        o0 = Vector512.FusedMultiplyAdd(T.Load512(v, 0), p, o0);
+                        o1 = Vector512.FusedMultiplyAdd(T.Load512(v, 16), p, o1);
+                        o2 = Vector512.FusedMultiplyAdd(T.Load512(v, 32), p, o2);
+                        o3 = Vector512.FusedMultiplyAdd(T.Load512(v, 48), p, o3);
                     }
                 }
             }
@@ -187,19 +197,30 @@ public static unsafe partial class Attention
 
     /// <summary>Copies the keys of positions [0, length) into <paramref name="keysT"/> as (kvHeads, blocks of 16,
     /// headDim, 16): 16 positions side by side per dimension, zero-padded, so that a query scores 16 keys per
-    /// vector operation with no horizontal sums. Built once per layer and shared by every query of a prefill.</summary>
+    /// vector operation with no horizontal sums. Built once per layer and shared by every query of a prefill. Keys of a
+    /// bf16 cache are widened (exactly) as they are copied.</summary>
     public static void TransposeKeys(Span<float> keysT, IKvCache cache, int layer, int length, int kvHeads, int headDim)
+    {
+        if (cache.Format == KvCacheFormat.Bf16) TransposeKeys<Bf16Kv>(keysT, cache, layer, length, kvHeads, headDim);
+        else TransposeKeys<F32Kv>(keysT, cache, layer, length, kvHeads, headDim);
+    }
+
+    private static void TransposeKeys<T>(Span<float> keysT, IKvCache cache, int layer, int length, int kvHeads, int headDim)
+        where T : struct, IKvElements
     {
         int blocks = (length + 15) / 16, bs = cache.BlockSize, kvDim = cache.KvDim;
         keysT[..(kvHeads * blocks * headDim * 16)].Clear();
         for (int pos = 0; pos < length; pos++)
         {
-            var k = cache.Keys(layer, pos / bs).Slice(pos % bs * kvDim, kvDim);
-            int blk = pos / 16, j = pos % 16;
-            for (int g = 0; g < kvHeads; g++)
+            fixed (byte* kb = KvBlocks.Keys(cache, layer, pos / bs))
             {
-                int baseIndex = (g * blocks + blk) * headDim * 16 + j;
-                for (int d = 0; d < headDim; d++) keysT[baseIndex + d * 16] = k[g * headDim + d];
+                byte* k = kb + pos % bs * kvDim * T.Size;
+                int blk = pos / 16, j = pos % 16;
+                for (int g = 0; g < kvHeads; g++)
+                {
+                    int baseIndex = (g * blocks + blk) * headDim * 16 + j;
+                    for (int d = 0; d < headDim; d++) keysT[baseIndex + d * 16] = T.Load(k, g * headDim + d);
+                }
             }
         }
     }
@@ -255,27 +276,34 @@ public static unsafe partial class Attention
     /// <summary>output = Σ_j p_j v_j over positions [0, length) (p already normalised).</summary>
     private static void Values(Span<float> output, ReadOnlySpan<float> p, IKvCache cache, int layer, int kvHead, int length, SimdLevel level)
     {
-        int headDim = output.Length, bs = cache.BlockSize, kvDim = cache.KvDim;
+        if (cache.Format == KvCacheFormat.Bf16) Values<Bf16Kv>(output, p, cache, layer, kvHead, length, level);
+        else Values<F32Kv>(output, p, cache, layer, kvHead, length, level);
+    }
+
+    private static void Values<T>(Span<float> output, ReadOnlySpan<float> p, IKvCache cache, int layer, int kvHead, int length, SimdLevel level)
+        where T : struct, IKvElements
+    {
+        int headDim = output.Length, bs = cache.BlockSize, rowBytes = cache.KvDim * T.Size;
         fixed (float* op = output)
         fixed (float* sp = p)
         {
             if (headDim == 64 && level == SimdLevel.Vector512)
             {
-                int off = kvHead * 64;
+                int off = kvHead * 64 * T.Size;
                 Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
                 for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
                 {
-                    fixed (float* vb = cache.Values(layer, block))
+                    fixed (byte* vb = KvBlocks.Values(cache, layer, block))
                     {
                         int n = Math.Min(bs, length - j0);
                         for (int r = 0; r < n; r++)
                         {
-                            float* v = vb + r * kvDim + off;
+                            byte* v = vb + r * rowBytes + off;
                             var pr = Vector512.Create(sp[j0 + r]);
-                            o0 = Vector512.FusedMultiplyAdd(Vector512.Load(v), pr, o0);
-                            o1 = Vector512.FusedMultiplyAdd(Vector512.Load(v + 16), pr, o1);
-                            o2 = Vector512.FusedMultiplyAdd(Vector512.Load(v + 32), pr, o2);
-                            o3 = Vector512.FusedMultiplyAdd(Vector512.Load(v + 48), pr, o3);
+                            o0 = Vector512.FusedMultiplyAdd(T.Load512(v, 0), pr, o0);
+                            o1 = Vector512.FusedMultiplyAdd(T.Load512(v, 16), pr, o1);
+                            o2 = Vector512.FusedMultiplyAdd(T.Load512(v, 32), pr, o2);
+                            o3 = Vector512.FusedMultiplyAdd(T.Load512(v, 48), pr, o3);
                         }
                     }
                 }
@@ -285,26 +313,26 @@ public static unsafe partial class Attention
             new Span<float>(op, headDim).Clear();
             for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
             {
-                fixed (float* vb = cache.Values(layer, block))
+                fixed (byte* vb = KvBlocks.Values(cache, layer, block))
                 {
                     int n = Math.Min(bs, length - j0);
                     for (int r = 0; r < n; r++)
-                        VecOps.Axpy(op, vb + r * kvDim + kvHead * headDim, sp[j0 + r], headDim, level);
+                        KvBlocks.Axpy<T>(op, vb + r * rowBytes + kvHead * headDim * T.Size, sp[j0 + r], headDim, level);
                 }
             }
         }
     }
 
-    /// <summary>Scalar twin: the same equation with explicit loops and double accumulation.</summary>
+    /// <summary>Scalar twin: the same equation with explicit loops and double accumulation (elements of a bf16 cache
+    /// widened one by one).</summary>
     public static void NaiveHead(Span<float> output, ReadOnlySpan<float> q, IKvCache cache, int layer, int kvHead, int length)
     {
         int headDim = q.Length;
         var p = new double[length];
         for (int j = 0; j < length; j++)
         {
-            var k = cache.Keys(layer, j / cache.BlockSize).Slice((j % cache.BlockSize) * cache.KvDim + kvHead * headDim, headDim);
             double s = 0;
-            for (int i = 0; i < headDim; i++) s += (double)q[i] * k[i];
+            for (int i = 0; i < headDim; i++) s += (double)q[i] * cache.KeyAt(layer, j, kvHead * headDim + i);
             p[j] = s / Math.Sqrt(headDim);
         }
         double max = p.Max(), sum = 0;
@@ -313,7 +341,7 @@ public static unsafe partial class Attention
         {
             double o = 0;
             for (int j = 0; j < length; j++)
-                o += p[j] / sum * cache.Values(layer, j / cache.BlockSize)[(j % cache.BlockSize) * cache.KvDim + kvHead * headDim + i];
+                o += p[j] / sum * cache.ValueAt(layer, j, kvHead * headDim + i);
             output[i] = (float)o;
         }
     }

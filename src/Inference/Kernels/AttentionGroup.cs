@@ -13,7 +13,7 @@ public static unsafe partial class Attention
     /// <summary>All query heads of one KV head (grouped-query attention) with headDim 64 and Vector512: each key and
     /// value row is loaded once for up to <see cref="GroupHeads"/> query heads, instead of once per head. Every head's
     /// arithmetic is <see cref="Head"/>'s (the same fused multiply-adds and sums in the same order), so each output is
-    /// bitwise what <see cref="Head"/> gives for that head alone.</summary>
+    /// bitwise what <see cref="Head"/> gives for that head alone; a bf16 cache is widened as it is read, as there.</summary>
     /// <param name="output">(heads, 64) the group's outputs.</param>
     /// <param name="q">(heads, 64) the group's queries.</param>
     /// <param name="scores">(heads, rowLength) one score row per head, rowLength at least <paramref name="length"/>.</param>
@@ -32,7 +32,8 @@ public static unsafe partial class Attention
             for (int h = 0; h < heads; h += GroupHeads)
             {
                 int m = Math.Min(GroupHeads, heads - h);
-                ScoreGroup(max, qp + h * 64, m, cache, layer, kvHead, length, sp + (long)h * rowLength, rowLength, scale);
+                if (cache.Format == KvCacheFormat.Bf16) ScoreGroup<Bf16Kv>(max, qp + h * 64, m, cache, layer, kvHead, length, sp + (long)h * rowLength, rowLength, scale);
+                else ScoreGroup<F32Kv>(max, qp + h * 64, m, cache, layer, kvHead, length, sp + (long)h * rowLength, rowLength, scale);
                 for (int i = 0; i < m; i++)
                 {
                     var row = new Span<float>(sp + (long)(h + i) * rowLength, length);
@@ -40,15 +41,17 @@ public static unsafe partial class Attention
                     TensorPrimitives.Exp(row, row);
                     inv[i] = 1f / TensorPrimitives.Sum(row);
                 }
-                ValueGroup(op + h * 64, inv, m, cache, layer, kvHead, length, sp + (long)h * rowLength, rowLength);
+                if (cache.Format == KvCacheFormat.Bf16) ValueGroup<Bf16Kv>(op + h * 64, inv, m, cache, layer, kvHead, length, sp + (long)h * rowLength, rowLength);
+                else ValueGroup<F32Kv>(op + h * 64, inv, m, cache, layer, kvHead, length, sp + (long)h * rowLength, rowLength);
             }
         }
     }
 
     /// <summary>Scores of m ≤ 4 heads: row i of s gets q_i · k_j · scale for every position j; max[i] its largest.</summary>
-    private static void ScoreGroup(Span<float> max, float* q, int m, IKvCache cache, int layer, int kvHead, int length, float* s, int rowLength, float scale)
+    private static void ScoreGroup<T>(Span<float> max, float* q, int m, IKvCache cache, int layer, int kvHead, int length, float* s, int rowLength, float scale)
+        where T : struct, IKvElements
     {
-        int bs = cache.BlockSize, kvDim = cache.KvDim, off = kvHead * 64;
+        int bs = cache.BlockSize, rowBytes = cache.KvDim * T.Size, off = kvHead * 64 * T.Size;
         // pointers of unused heads repeat the last one's (never read or written past m)
         float* qa = q, qb = q + Math.Min(1, m - 1) * 64, qc = q + Math.Min(2, m - 1) * 64, qd = q + Math.Min(3, m - 1) * 64;
         Vector512<float> a0 = Vector512.Load(qa) * scale, a1 = Vector512.Load(qa + 16) * scale, a2 = Vector512.Load(qa + 32) * scale, a3 = Vector512.Load(qa + 48) * scale;
@@ -59,16 +62,16 @@ public static unsafe partial class Attention
         float* sa = s, sb = s + Math.Min(1, m - 1) * rowLength, sc = s + Math.Min(2, m - 1) * rowLength, sd = s + Math.Min(3, m - 1) * rowLength;
         for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
         {
-            fixed (float* kb = cache.Keys(layer, block))
+            fixed (byte* kb = KvBlocks.Keys(cache, layer, block))
             {
                 int n = Math.Min(bs, length - j0);
                 for (int r = 0; r < n; r++)
                 {
-                    float* k = kb + r * kvDim + off;
-                    var k0 = Vector512.Load(k);
-                    var k1 = Vector512.Load(k + 16);
-                    var k2 = Vector512.Load(k + 32);
-                    var k3 = Vector512.Load(k + 48);
+                    byte* k = kb + r * rowBytes + off;
+                    var k0 = T.Load512(k, 0);
+                    var k1 = T.Load512(k, 16);
+                    var k2 = T.Load512(k, 32);
+                    var k3 = T.Load512(k, 48);
                     int j = j0 + r;
                     float x = Vector512.Sum(Vector512.FusedMultiplyAdd(a3, k3, Vector512.FusedMultiplyAdd(a2, k2, Vector512.FusedMultiplyAdd(a1, k1, a0 * k0))));
                     sa[j] = x;
@@ -95,24 +98,25 @@ public static unsafe partial class Attention
     }
 
     /// <summary>Outputs of m ≤ 4 heads: o_i = inv_i · Σ_j p_i[j] v_j, each value row loaded once for all of them.</summary>
-    private static void ValueGroup(float* o, ReadOnlySpan<float> inv, int m, IKvCache cache, int layer, int kvHead, int length, float* s, int rowLength)
+    private static void ValueGroup<T>(float* o, ReadOnlySpan<float> inv, int m, IKvCache cache, int layer, int kvHead, int length, float* s, int rowLength)
+        where T : struct, IKvElements
     {
-        int bs = cache.BlockSize, kvDim = cache.KvDim, off = kvHead * 64;
+        int bs = cache.BlockSize, rowBytes = cache.KvDim * T.Size, off = kvHead * 64 * T.Size;
         float* sa = s, sb = s + Math.Min(1, m - 1) * rowLength, sc = s + Math.Min(2, m - 1) * rowLength, sd = s + Math.Min(3, m - 1) * rowLength;
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
         Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, d0 = default, d1 = default, d2 = default, d3 = default;
         for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
         {
-            fixed (float* vb = cache.Values(layer, block))
+            fixed (byte* vb = KvBlocks.Values(cache, layer, block))
             {
                 int n = Math.Min(bs, length - j0);
                 for (int r = 0; r < n; r++)
                 {
-                    float* v = vb + r * kvDim + off;
-                    var v0 = Vector512.Load(v);
-                    var v1 = Vector512.Load(v + 16);
-                    var v2 = Vector512.Load(v + 32);
-                    var v3 = Vector512.Load(v + 48);
+                    byte* v = vb + r * rowBytes + off;
+                    var v0 = T.Load512(v, 0);
+                    var v1 = T.Load512(v, 16);
+                    var v2 = T.Load512(v, 32);
+                    var v3 = T.Load512(v, 48);
                     int j = j0 + r;
                     var p = Vector512.Create(sa[j]);
                     a0 = Vector512.FusedMultiplyAdd(v0, p, a0); a1 = Vector512.FusedMultiplyAdd(v1, p, a1);

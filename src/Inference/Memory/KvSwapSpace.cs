@@ -1,27 +1,30 @@
 using System.Diagnostics;
-using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using Loom.Inference.Model;
 
 namespace Loom.Inference.Memory;
 
 /// <summary>A sequence's keys and values while it is swapped out: its pages in page-table order, one after another in
-/// one host buffer, (pages, BlockSize * KvDim) floats.</summary>
+/// one host buffer, (pages, BlockSize * KvDim) elements of its cache's format.</summary>
 public sealed unsafe class SwappedKv
 {
-    internal float* Data;                 // (Pages, PageUsed)
+    internal byte* Data;                  // (Pages, PageUsed) bytes
     internal long Capacity;               // bytes of the buffer (it may be a reused, larger one)
     public int Length { get; }
     public int Pages { get; }
+    /// <summary>Bytes of each page that hold positions (<see cref="PagedKvCache.PageBytesUsed"/>).</summary>
     internal int PageUsed { get; }
-    public long Bytes => (long)Pages * PageUsed * sizeof(float);
+    public KvCacheFormat Format { get; }
+    public long Bytes => (long)Pages * PageUsed;
     internal bool Freed => Data == null;
     /// <summary>Device → host copies of the pages that the copy out reads (the GPU backend's), still to be waited for.</summary>
     internal DeviceCopies Pending { get; set; }
     /// <summary>The space that holds it (restore and drop it there).</summary>
     public KvSwapSpace Owner { get; }
 
-    internal SwappedKv(KvSwapSpace owner, float* data, long capacity, int length, int pages, int pageUsed)
+    internal SwappedKv(KvSwapSpace owner, byte* data, long capacity, int length, int pages, int pageUsed, KvCacheFormat format)
     {
+        Format = format;
         Owner = owner;
         Data = data;
         Capacity = capacity;
@@ -71,11 +74,11 @@ public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes) : IDis
     {
         int length = cache.Length;
         if (length == 0) return null;
-        int pages = PagesFor(cache), used = cache.BlockSize * cache.KvDim;
+        int pages = PagesFor(cache);
         long bytes = BytesFor(cache);
         var (data, capacity) = Rent(bytes);
         if (data == 0) return null;
-        var swapped = new SwappedKv(this, (float*)data, capacity, length, pages, used);
+        var swapped = new SwappedKv(this, (byte*)data, capacity, length, pages, cache.PageBytesUsed, cache.Format);
         if (cache.Pool.Device is { } device)
         {
             try { swapped.Pending = device.ToHost(cache.PageTable[..pages]); }
@@ -88,8 +91,8 @@ public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes) : IDis
         return swapped;
     }
 
-    /// <summary>Host bytes a swap out of the cache's valid positions takes.</summary>
-    public static long BytesFor(PagedKvCache cache) => (long)PagesFor(cache) * cache.BlockSize * cache.KvDim * sizeof(float);
+    /// <summary>Host bytes a swap out of the cache's valid positions takes (the used part of each page, in its format).</summary>
+    public static long BytesFor(PagedKvCache cache) => (long)PagesFor(cache) * cache.PageBytesUsed;
 
     private static int PagesFor(PagedKvCache cache) => (cache.Length + cache.BlockSize - 1) / cache.BlockSize * cache.Layers * 2;
 
@@ -121,7 +124,8 @@ public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes) : IDis
         if (swapped.Owner != this) throw new ArgumentException("the swapped cache belongs to another swap space", nameof(swapped));
         if (cache.Length != 0) throw new InvalidOperationException("swap in needs an empty cache");
         if (cache.Capacity < swapped.Length) throw new InvalidOperationException($"swap in needs room for {swapped.Length} positions, the cache has {cache.Capacity}");
-        if (cache.BlockSize * cache.KvDim != swapped.PageUsed || (swapped.Length + cache.BlockSize - 1) / cache.BlockSize * cache.Layers * 2 != swapped.Pages)
+        if (cache.Format != swapped.Format || cache.PageBytesUsed != swapped.PageUsed
+            || (swapped.Length + cache.BlockSize - 1) / cache.BlockSize * cache.Layers * 2 != swapped.Pages)
             throw new ArgumentException("the cache has another shape than the swapped one");
     }
 
@@ -205,21 +209,22 @@ public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes) : IDis
     }
 
     /// <summary>Pages [from, to) in page-table order ([block][layer][keys | values]); runs of pages adjacent in the pool
-    /// (and filled to the end) are copied with one call.</summary>
+    /// (and filled to the end) are copied with one call. Bytes: the used part of a page (<see cref="SwappedKv.PageUsed"/>)
+    /// is the same whatever the format holds.</summary>
     private void CopyPages(PagedKvCache cache, SwappedKv host, int from, int to, bool toHost)
     {
-        int used = host.PageUsed, stride = pool.PageFloats;
+        int used = host.PageUsed, stride = pool.PageBytes;
         bool full = used == stride;
         int runStart = from;
-        float* runAt = null;
+        byte* runAt = null;
         for (int i = from; i <= to; i++)
         {
-            float* at = i < to ? PageAt(cache, i) : null;
+            byte* at = i < to ? PageAt(cache, i) : null;
             if (runAt != null && at == runAt + (long)(i - runStart) * stride && full) continue;
             if (runAt != null)
             {
-                long n = (long)(i - runStart) * used * sizeof(float);
-                float* h = host.Data + (long)runStart * used;
+                long n = (long)(i - runStart) * used;
+                byte* h = host.Data + (long)runStart * used;
                 if (toHost) Buffer.MemoryCopy(runAt, h, n, n);
                 else Buffer.MemoryCopy(h, runAt, n, n);
             }
@@ -228,10 +233,6 @@ public sealed unsafe class KvSwapSpace(PagePool pool, long capacityBytes) : IDis
         }
     }
 
-    private static float* PageAt(PagedKvCache cache, int i)
-    {
-        int kv = i & 1, rest = i >> 1, layer = rest % cache.Layers, block = rest / cache.Layers;
-        var span = kv == 0 ? cache.Keys(layer, block) : cache.Values(layer, block);
-        return (float*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(span));
-    }
+    /// <summary>Page i of the cache's page table ([block][layer][keys | values]).</summary>
+    private static byte* PageAt(PagedKvCache cache, int i) => (byte*)(cache.Pool.Base + (long)cache.PageTable[i] * cache.Pool.PageFloats);
 }

@@ -1,12 +1,14 @@
+using System.Runtime.InteropServices;
 using Loom.Inference.Model;
 
 namespace Loom.Inference.Memory;
 
 /// <summary>A sequence's KV cache in pool pages, read by the existing attention kernel through <see cref="IKvCache"/>.
-/// Layout: a page holds the keys (or the values) of <see cref="BlockSize"/> = PageFloats / KvDim consecutive tokens
-/// of one layer, so one block of tokens takes 2 * layers pages; the tail of a page (PageFloats mod KvDim floats) is
-/// unused. A KV width above the page size (kv_heads * head_dim > hidden_size) is refused: the block reads of
-/// <see cref="IKvCache"/> return one contiguous span, which would then cross pages.
+/// Layout: a page holds the keys (or the values) of <see cref="BlockSize"/> consecutive tokens of one layer, so one block
+/// of tokens takes 2 * layers pages: PageFloats / KvDim tokens in float32, twice as many in bfloat16 (<see cref="Format"/>:
+/// the page's memory read as ushorts); the tail of a page is unused. A KV row above the page size (kv_heads * head_dim
+/// elements larger than hidden_size floats) is refused: the block reads of <see cref="IKvCache"/> return one contiguous
+/// span, which would then cross pages.
 /// The page table is allocated once for the longest sequence; growing allocates pages, never managed memory.
 /// Leading blocks may be shared (<see cref="PrefixBlockCache"/>): the page table points at cached pages that this cache
 /// holds by reference and never writes (it writes only positions past <see cref="Length"/>, and a shared block is full).
@@ -25,34 +27,38 @@ public sealed class PagedKvCache : IKvCache, IDisposable
     public int BlockSize { get; }
     public int KvDim { get; }
     public int Layers { get; }
+    public KvCacheFormat Format { get; }
     public int MaxTokens { get; }
     public int Length { get; private set; }
     public int Capacity => _blocks * BlockSize;
     /// <summary>Pages this cache holds now.</summary>
     public int PagesHeld => _blocks * Layers * 2;
 
-    public PagedKvCache(PagePool pool, int sequenceId, int layers, int kvDim, int maxTokens)
+    public PagedKvCache(PagePool pool, int sequenceId, int layers, int kvDim, int maxTokens, KvCacheFormat format = KvCacheFormat.F32)
     {
-        if (kvDim > pool.PageFloats)
-            throw new NotSupportedException($"KV width {kvDim} is larger than a page ({pool.PageFloats} floats); paged KV needs kv_heads*head_dim <= hidden_size");
+        if (!Enum.IsDefined(format)) throw new ArgumentOutOfRangeException(nameof(format));
+        if (format.BlockTokens(pool.PageFloats, kvDim) < 1)
+            throw new NotSupportedException($"KV width {kvDim} in {format.Name()} is larger than a page ({pool.PageBytes} bytes); paged KV needs kv_heads*head_dim elements to fit in hidden_size floats");
         _pool = pool;
         Owner = PageOwner.Kv(sequenceId);
         Layers = layers;
         KvDim = kvDim;
+        Format = format;
         MaxTokens = maxTokens;
-        BlockSize = pool.PageFloats / kvDim;
+        BlockSize = format.BlockTokens(pool.PageFloats, kvDim);
         int maxBlocks = (maxTokens + BlockSize - 1) / BlockSize;
         _pages = new int[maxBlocks * layers * 2];
         _shared = new PrefixBlockCache.Block?[maxBlocks];
     }
 
-    public static PagedKvCache For(PagePool pool, ModelConfig config, int sequenceId, int maxTokens) =>
-        new(pool, sequenceId, config.NumLayers, config.KvDim, maxTokens);
+    public static PagedKvCache For(PagePool pool, ModelConfig config, int sequenceId, int maxTokens, KvCacheFormat format = KvCacheFormat.F32) =>
+        new(pool, sequenceId, config.NumLayers, config.KvDim, maxTokens, format);
 
-    /// <summary>Pages needed to hold <paramref name="tokens"/> positions from empty (for admission decisions).</summary>
-    public static int PagesFor(ModelConfig config, int pageFloats, int tokens)
+    /// <summary>Pages needed to hold <paramref name="tokens"/> positions from empty in <paramref name="format"/> (for
+    /// admission decisions).</summary>
+    public static int PagesFor(ModelConfig config, int pageFloats, int tokens, KvCacheFormat format = KvCacheFormat.F32)
     {
-        int bs = pageFloats / config.KvDim;
+        int bs = format.BlockTokens(pageFloats, config.KvDim);
         return (tokens + bs - 1) / bs * config.NumLayers * 2;
     }
 
@@ -78,15 +84,29 @@ public sealed class PagedKvCache : IKvCache, IDisposable
             throw new InvalidOperationException($"the page pool has {_pool.FreePages} free pages, fewer than the {PagesToReserve(tokens)} needed for {tokens} positions");
     }
 
-    public Span<float> Keys(int layer, int block) => Page(layer, block, 0);
+    public Span<float> Keys(int layer, int block) => Format == KvCacheFormat.F32 ? Page(layer, block, 0)[..(BlockSize * KvDim)] : throw KvRows.WrongFormat(Format);
 
-    public Span<float> Values(int layer, int block) => Page(layer, block, 1);
+    public Span<float> Values(int layer, int block) => Format == KvCacheFormat.F32 ? Page(layer, block, 1)[..(BlockSize * KvDim)] : throw KvRows.WrongFormat(Format);
 
+    public Span<ushort> Keys16(int layer, int block) => Page16(layer, block, 0);
+
+    public Span<ushort> Values16(int layer, int block) => Page16(layer, block, 1);
+
+    private Span<ushort> Page16(int layer, int block, int kv) =>
+        Format == KvCacheFormat.Bf16 ? MemoryMarshal.Cast<float, ushort>(Page(layer, block, kv))[..(BlockSize * KvDim)] : throw KvRows.WrongFormat(Format);
+
+    /// <summary>The whole (PageFloats) page of one layer's keys (kv 0) or values (kv 1) of a block.</summary>
     private Span<float> Page(int layer, int block, int kv)
     {
         if ((uint)block >= (uint)_blocks || (uint)layer >= (uint)Layers) throw new ArgumentOutOfRangeException(nameof(block));
-        return _pool.Page(_pages[(block * Layers + layer) * 2 + kv])[..(BlockSize * KvDim)];
+        return _pool.Page(_pages[(block * Layers + layer) * 2 + kv]);
     }
+
+    /// <summary>Bytes of a page that hold positions (BlockSize rows of KvDim elements); the rest is unused.</summary>
+    public int PageBytesUsed => BlockSize * KvDim * Format.ElementBytes();
+
+    public void Write(int layer, int position, ReadOnlySpan<float> keys, ReadOnlySpan<float> values) =>
+        KvRows.Store(this, layer, position, keys, values);
 
     public void Advance(int count)
     {

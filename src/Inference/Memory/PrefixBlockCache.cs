@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
 using System.Text;
+using Loom.Inference.Model;
 
 namespace Loom.Inference.Memory;
 
@@ -47,15 +48,20 @@ public sealed class PrefixBlockCache
     private int _detachedBlocks;
     private long _hits, _reused, _evicted;
 
-    public PrefixBlockCache(PagePool pool, int blockTokens, int layers)
+    /// <param name="blockTokens">Positions of a block: a page's worth in <paramref name="format"/>
+    /// (<see cref="KvCacheFormats.BlockTokens"/>); only caches of that block size and format share blocks.</param>
+    public PrefixBlockCache(PagePool pool, int blockTokens, int layers, KvCacheFormat format = KvCacheFormat.F32)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(blockTokens, 1);
         _pool = pool;
+        Format = format;
         _blockTokens = blockTokens;
         _pagesPerBlock = layers * 2;
     }
 
     public int BlockTokens => _blockTokens;
+    /// <summary>How the cached blocks' pages hold their keys and values.</summary>
+    public KvCacheFormat Format { get; }
     /// <summary>Sequences that started from cached blocks.</summary>
     public long Hits => Interlocked.Read(ref _hits);
     /// <summary>Tokens those sequences did not compute.</summary>
@@ -115,7 +121,7 @@ public sealed class PrefixBlockCache
     /// (as many as are cached, in order), taking a reference on each. Returns the blocks attached.</summary>
     public int Attach(PagedKvCache cache, ReadOnlySpan<UInt128> hashes, string tenant, string? adapter, ReadOnlySpan<int> tokens)
     {
-        if (cache.BlockSize != _blockTokens) throw new ArgumentException("the cache's block size differs from this cache's", nameof(cache));
+        CheckShape(cache);
         lock (_lock)
         {
             int n = 0;
@@ -134,6 +140,12 @@ public sealed class PrefixBlockCache
         }
     }
 
+    private void CheckShape(PagedKvCache cache)
+    {
+        if (cache.BlockSize != _blockTokens) throw new ArgumentException("the cache's block size differs from this cache's", nameof(cache));
+        if (cache.Format != Format) throw new ArgumentException($"the cache stores {cache.Format.Name()} keys and values, this cache's blocks {Format.Name()}", nameof(cache));
+    }
+
     /// <summary>Adds the cache's full block <paramref name="block"/> (tokens <paramref name="tokens"/>, hash
     /// <paramref name="hash"/>) to the cache: its pages become cached pages that the sequence holds by reference. False,
     /// with nothing changed, when that block is cached already (the sequence keeps its own copy) or is not the cache's
@@ -141,6 +153,7 @@ public sealed class PrefixBlockCache
     public bool Publish(PagedKvCache cache, int block, UInt128 hash, string tenant, string? adapter, ReadOnlySpan<int> tokens)
     {
         if (tokens.Length != _blockTokens) throw new ArgumentException($"a block holds {_blockTokens} tokens", nameof(tokens));
+        CheckShape(cache);
         lock (_lock)
         {
             if (_blocks.ContainsKey(hash) || cache.SharedBlock(block) is not null) return false;

@@ -91,10 +91,7 @@ public sealed class Transformer : IDisposable
                 int pos = s.Positions[t];
                 k.Rope(s.Q.AsSpan(t * qDim, qDim), c.NumHeads, hd, _rope.Cos(pos), _rope.Sin(pos));
                 k.Rope(s.K.AsSpan(t * kvDim, kvDim), c.NumKvHeads, hd, _rope.Cos(pos), _rope.Sin(pos));
-                var cache = s.TokenCache[t];
-                int block = pos / cache.BlockSize, row = pos % cache.BlockSize;
-                s.K.AsSpan(t * kvDim, kvDim).CopyTo(cache.Keys(l, block).Slice(row * kvDim, kvDim));
-                s.V.AsSpan(t * kvDim, kvDim).CopyTo(cache.Values(l, block).Slice(row * kvDim, kvDim));
+                s.TokenCache[t].Write(l, pos, s.K.AsSpan(t * kvDim, kvDim), s.V.AsSpan(t * kvDim, kvDim)); // bf16: rounded
             }
             k.Attention(new AttentionBatch(s.Att, s.Q, s.TokenCache, s.Lengths, T, c.NumHeads, c.NumKvHeads, hd, l, s.Scores, s.ScoreRowLength, s.KeysT));
             Residual(s, s.Att, L.O, qDim, l, LoraTarget.OProj);

@@ -141,6 +141,8 @@ public sealed class DeviceForward : IForwardBackend, IDeviceSampling
         {
             if (s.SeqCache[i] is not PagedKvCache cache)
                 throw new NotSupportedException("the GPU backend reads KV from pool pages: make caches with Transformer.CreateCache or the engine's pool");
+            if (cache.Format != KvCacheFormat.F32)
+                throw new NotSupportedException($"the GPU backend reads f32 KV pages; this cache stores {cache.Format.Name()} (Inference:KvCacheFormat = bf16 is for the CPU backend)");
             cache.Reserve(cache.Length + s.SeqCount[i]);
             kvMirror ??= Mirror(cache.Pool);
             if (!ReferenceEquals(kvMirror.Pool, cache.Pool)) throw new NotSupportedException("every sequence of a batch must use one page pool");

@@ -1,0 +1,101 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using Loom.Inference.Model;
+
+namespace Loom.Inference.Kernels;
+
+/// <summary>How the attention kernels load key and value elements of a block (its memory as bytes) as float32: the
+/// kernels are written once, generic over this, and the JIT compiles one copy per format with the loads inlined. A bf16
+/// element widens exactly (its 16 bits become the high half of a float), so a kernel over a bf16 cache does the same
+/// arithmetic, in the same order, as over an f32 cache holding the rounded values.</summary>
+internal unsafe interface IKvElements
+{
+    /// <summary>Elements [i, i + 8) of the row at <paramref name="p"/>.</summary>
+    static abstract Vector256<float> Load256(byte* p, int i);
+    /// <summary>Elements [i, i + 16) of the row at <paramref name="p"/>.</summary>
+    static abstract Vector512<float> Load512(byte* p, int i);
+    static abstract float Load(byte* p, int i);
+    /// <summary>Bytes of an element.</summary>
+    static abstract int Size { get; }
+}
+
+internal readonly unsafe struct F32Kv : IKvElements
+{
+    public static int Size => sizeof(float);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load256(byte* p, int i) => Vector256.Load((float*)p + i);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load512(byte* p, int i) => Vector512.Load((float*)p + i);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Load(byte* p, int i) => ((float*)p)[i];
+}
+
+/// <summary>bfloat16 elements: zero-extended to 32 bits and shifted left 16 (vpmovzxwd and vpslld where the CPU has
+/// AVX2; the same portable widening the bf16 weight kernels use).</summary>
+internal readonly unsafe struct Bf16Kv : IKvElements
+{
+    public static int Size => sizeof(ushort);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load256(byte* p, int i) =>
+        Vector256.ShiftLeft(Vector256.WidenLower(Vector128.Load((ushort*)p + i).ToVector256Unsafe()), 16).AsSingle();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load512(byte* p, int i) =>
+        Vector512.ShiftLeft(Vector512.WidenLower(Vector256.Load((ushort*)p + i).ToVector512Unsafe()), 16).AsSingle();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Load(byte* p, int i) => BitConverter.Int32BitsToSingle(((ushort*)p)[i] << 16);
+}
+
+internal static unsafe class KvBlocks
+{
+    /// <summary>The (BlockSize, KvDim) keys of one layer's block as bytes, in the cache's format.</summary>
+    public static Span<byte> Keys(IKvCache cache, int layer, int block) => cache.Format == KvCacheFormat.Bf16
+        ? MemoryMarshal.AsBytes(cache.Keys16(layer, block))
+        : MemoryMarshal.AsBytes(cache.Keys(layer, block));
+
+    /// <summary>The (BlockSize, KvDim) values of one layer's block as bytes, in the cache's format.</summary>
+    public static Span<byte> Values(IKvCache cache, int layer, int block) => cache.Format == KvCacheFormat.Bf16
+        ? MemoryMarshal.AsBytes(cache.Values16(layer, block))
+        : MemoryMarshal.AsBytes(cache.Values(layer, block));
+
+    /// <summary><see cref="VecOps.Dot"/> with b read as <typeparamref name="T"/>: the same operations in the same order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Dot<T>(float* a, byte* b, int n, SimdLevel level) where T : struct, IKvElements
+    {
+        int k = 0;
+        float s = 0;
+        if (level == SimdLevel.Vector512 && n >= 16)
+        {
+            var acc = Vector512<float>.Zero;
+            for (; k + 16 <= n; k += 16) acc = Vector512.FusedMultiplyAdd(Vector512.Load(a + k), T.Load512(b, k), acc);
+            s = Vector512.Sum(acc);
+        }
+        else if (level != SimdLevel.Scalar && n >= 8)
+        {
+            var acc = Vector256<float>.Zero;
+            for (; k + 8 <= n; k += 8) acc = Vector256.FusedMultiplyAdd(Vector256.Load(a + k), T.Load256(b, k), acc);
+            s = Vector256.Sum(acc);
+        }
+        for (; k < n; k++) s += a[k] * T.Load(b, k);
+        return s;
+    }
+
+    /// <summary><see cref="VecOps.Axpy"/> (y += a · x) with x read as <typeparamref name="T"/>: the same operations in the
+    /// same order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Axpy<T>(float* y, byte* x, float a, int n, SimdLevel level) where T : struct, IKvElements
+    {
+        int k = 0;
+        if (level == SimdLevel.Vector512)
+        {
+            var av = Vector512.Create(a);
+            for (; k + 16 <= n; k += 16) Vector512.FusedMultiplyAdd(T.Load512(x, k), av, Vector512.Load(y + k)).Store(y + k);
+        }
+        else if (level != SimdLevel.Scalar)
+        {
+            var av = Vector256.Create(a);
+            for (; k + 8 <= n; k += 8) Vector256.FusedMultiplyAdd(T.Load256(x, k), av, Vector256.Load(y + k)).Store(y + k);
+        }
+        for (; k < n; k++) y[k] += a * T.Load(x, k);
+    }
+}
