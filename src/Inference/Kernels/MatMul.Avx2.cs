@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using System.Runtime.InteropServices;
 
 namespace Loom.Inference.Kernels;
 
@@ -31,6 +32,7 @@ public static unsafe partial class MatMulKernel
         {
             int be = Math.Min(b1, bb + BatchBlock);
             int r = r0;
+            float* widen = !f32 && be - bb >= WidenMinRows && cols % 16 == 0 ? WidenBuffer(4 * cols) : null;
             if (be - bb == 1)
             {
                 // one input row (decode at batch 1): eight weight rows a pass, eight independent chains and streams
@@ -46,6 +48,14 @@ public static unsafe partial class MatMulKernel
                     float* wr = (float*)w.Data + (long)r * cols;
                     for (; b + 3 <= be; b += 3) TileF32x4x3(y + (long)b * ys + r, ys, x + (long)b * cols, wr, cols);
                     for (; b < be; b++) TileF32x4x1(y + (long)b * ys + r, x + (long)b * cols, wr, cols);
+                }
+                else if (widen != null)
+                {
+                    // the four rows widened once (in the split order) feed every tile of this block through the f32 tiles:
+                    // the same products in the same order as the bf16 tiles, without the integer operations in the loop
+                    WidenSplit(widen, (ushort*)w.Data + (long)r * cols, 4, cols);
+                    for (; b + 3 <= be; b += 3) TileF32x4x3(y + (long)b * ys + r, ys, xs + (long)b * cols, widen, cols);
+                    for (; b < be; b++) TileF32x4x1(y + (long)b * ys + r, xs + (long)b * cols, widen, cols);
                 }
                 else
                 {
@@ -63,6 +73,36 @@ public static unsafe partial class MatMulKernel
     }
 
     [ThreadStatic] private static float[]? _split;
+    [ThreadStatic] private static float[]? _widened;
+
+    /// <summary>bf16 blocks of at least this many input rows widen each group of four weight rows to f32 once (two tiles
+    /// of three and more share the widening).</summary>
+    internal const int WidenMinRows = 6;
+
+    /// <summary>This thread's pinned buffer of at least <paramref name="floats"/> floats for widened weight rows.</summary>
+    private static float* WidenBuffer(int floats)
+    {
+        if (_widened == null || _widened.Length < floats) _widened = GC.AllocateArray<float>(Math.Max(floats, 4096), pinned: true);
+        return (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_widened));   // pinned: the address is stable
+    }
+
+    /// <summary><paramref name="rows"/> bf16 rows of <paramref name="cols"/> (a multiple of 16) columns as f32, each block
+    /// of 16 columns as its 8 even columns, then its 8 odd ones: the order of <see cref="SplitInputs"/>, so an f32 tile over
+    /// these rows and the split inputs adds exactly the products of the bf16 tiles in their order.</summary>
+    internal static void WidenSplit(float* dst, ushort* w, int rows, int cols)
+    {
+        for (int i = 0; i < rows; i++)
+        {
+            ushort* s = w + (long)i * cols;
+            float* d = dst + (long)i * cols;
+            for (int k = 0; k < cols; k += 16)
+            {
+                var u = Vector256.Load((uint*)(s + k));
+                Even(u).Store(d + k);
+                Odd(u).Store(d + k + 8);
+            }
+        }
+    }
 
     /// <summary>n input rows (cols apart) copied with each whole block of 16 columns split into its 8 even columns, then its
     /// 8 odd ones; the columns past the last whole block as they are. Into the given per-thread buffer (pinned; grows, rarely).</summary>

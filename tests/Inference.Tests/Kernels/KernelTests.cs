@@ -56,12 +56,16 @@ public sealed class KernelTests(ITestOutputHelper log)
     /// so a row's outputs are bitwise the same alone, in a batch, or one place further along in it (what the engine's
     /// bitwise cache and choice tests rely on at this level).</summary>
     [SkippableTheory]
-    [InlineData(WeightType.F32)]
-    [InlineData(WeightType.BF16)]
-    public void MatMul256TilesDoNotDependOnTheBatch(WeightType type)
+    [InlineData(WeightType.F32, 77)]
+    [InlineData(WeightType.BF16, 77)]
+    [InlineData(WeightType.BF16, 96)]   // whole blocks of 16: blocks of 6 input rows and more widen the weights first
+    public void MatMul256TilesDoNotDependOnTheBatch(WeightType type, int cols)
     {
         Skip.IfNot(MatMulKernel.Tiles256(SimdLevel.Vector256), "no AVX2 with FMA on this machine");
-        const int rows = 70, cols = 77, n = 70;   // edge rows, a column tail, two batch blocks, every tile shape
+        // edge rows, two batch blocks, every tile shape; 77 columns: a column tail. With 96 bf16 columns the batch's blocks
+        // (64 and 6 rows) take the widened weights and the shifted batch's second block (5 rows) the bf16 tiles.
+        const int rows = 70, n = 70;
+        Assert.True(n - 64 >= MatMulKernel.WidenMinRows && n - 65 < MatMulKernel.WidenMinRows);
         using var w = WeightMatrix.FromFloats(Random(rows * cols, 30), rows, cols, type);
         var x = Random(n * cols, 31);
         var batch = new float[n * rows];
