@@ -1,4 +1,5 @@
 using Loom.Inference.Engine;
+using Loom.Inference.Model;
 using Loom.Inference.Sampling;
 using Loom.Inference.Tests.Serving;
 using static Loom.Inference.Tests.Serving.ServingHarness;
@@ -20,13 +21,17 @@ public sealed class PreemptionOutputTests : IDisposable
         Sampling = new SamplingParams { Seed = (ulong)(1000 + i), MaxTokens = 28, IgnoreEos = true, Temperature = 0.9f },
     };
 
+    /// <summary>With bf16 KV the pool is half the bytes (the same positions), and the swap copies move bf16 pages.</summary>
     [Theory]
-    [InlineData(true, true)]
-    [InlineData(true, false)]
-    [InlineData(false, true)]
-    public async Task PreemptedRequestsProduceTheTokensOfAnUnpreemptedRun(bool swap, bool asyncSwap)
+    [InlineData(true, true, KvCacheFormat.F32)]
+    [InlineData(true, false, KvCacheFormat.F32)]
+    [InlineData(false, true, KvCacheFormat.F32)]
+    [InlineData(true, true, KvCacheFormat.Bf16)]
+    [InlineData(true, false, KvCacheFormat.Bf16)]
+    [InlineData(false, true, KvCacheFormat.Bf16)]
+    public async Task PreemptedRequestsProduceTheTokensOfAnUnpreemptedRun(bool swap, bool asyncSwap, KvCacheFormat format)
     {
-        var solo = _h.Engine(o => { o.MaxRunningSequences = 1; return o; });
+        var solo = _h.Engine(o => { o.MaxRunningSequences = 1; o.KvCacheFormat = format; return o; });
         var requests = Enumerable.Range(0, 8).Select(Request).ToArray();
         var expected = new List<int[]>();
         foreach (var r in requests) expected.Add(Tokens(await Run(solo, r)));
@@ -35,7 +40,8 @@ public sealed class PreemptionOutputTests : IDisposable
         // ~200 positions of KV for eight sequences of up to 40: memory runs short and sequences are preempted
         var e = _h.Engine(o =>
         {
-            o.PoolBytes = 400 * 256;
+            o.PoolBytes = (format == KvCacheFormat.Bf16 ? 200 : 400) * 256;
+            o.KvCacheFormat = format;
             o.MaxRunningSequences = 8;
             o.SwapSpaceBytes = swap ? 1 << 20 : 0;
             o.SwapMinTokens = 1;

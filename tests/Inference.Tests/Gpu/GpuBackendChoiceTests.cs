@@ -64,6 +64,17 @@ public sealed class GpuBackendChoiceTests
         Assert.Equal("second", Assert.Single(o.Models).Name);
     }
 
+    /// <summary>Inference:KvCacheFormat = bf16 for a model that runs on a GPU backend (as when auto chooses cuda) is
+    /// refused by the engine, naming the option: the device kernels read f32 pages.</summary>
+    [Fact]
+    public void Bf16KvOnAModelOnAGpuBackendIsRefused()
+    {
+        using var model = Model.GoldenLogitsTests.Open("llama_gqa_tied");
+        InferenceBackends.Apply(model, InferenceBackends.IlgpuCpu);
+        var e = Assert.Throws<ArgumentException>(() => new ServingEngine(model, null, new InferenceOptions { KvCacheFormat = Loom.Inference.Model.KvCacheFormat.Bf16 }));
+        Assert.StartsWith("Inference:KvCacheFormat = bf16 is supported by the CPU backend only, and this model runs on ilgpu-cpu", e.Message);
+    }
+
     [Fact]
     public void CudaWithoutADeviceFailsClearly()
     {

@@ -78,4 +78,36 @@ public sealed class PagedKvCacheTests
         using var pool = new PagePool(10L * 16 * 4, 16);
         Assert.Throws<NotSupportedException>(() => new PagedKvCache(pool, 0, 2, 32, 10));
     }
+
+    /// <summary>With bf16 keys and values a page holds twice the positions: a sequence takes half the pages, so a pool
+    /// that admits N sequences in f32 admits 2N.</summary>
+    [Fact]
+    public void ABf16PoolHoldsTwiceTheSequences()
+    {
+        var c = ModelConfig.Load(Golden.PathOf("llama_gqa_tied")); // kv width 32 in 64-float pages: 2 tokens per page, 4 in bf16
+        foreach (int tokens in new[] { 4, 40, 64, 1000 })
+            Assert.Equal(PagedKvCache.PagesFor(c, 64, tokens, KvCacheFormat.F32), 2 * PagedKvCache.PagesFor(c, 64, tokens, KvCacheFormat.Bf16));
+        Assert.Equal(PagedKvCache.PagesFor(c, 64, 1), PagedKvCache.PagesFor(c, 64, 1, KvCacheFormat.Bf16)); // a block is still a page per layer and K/V
+        Assert.Equal(80, PagedKvCache.PagesFor(c, 64, 40, KvCacheFormat.F32));
+        Assert.Equal(40, PagedKvCache.PagesFor(c, 64, 40, KvCacheFormat.Bf16));
+
+        int Admitted(KvCacheFormat format)
+        {
+            using var pool = new PagePool(10L * 80 * 64 * 4, 64); // ten sequences of 40 tokens in f32
+            var caches = new List<PagedKvCache>();
+            while (true)
+            {
+                var cache = PagedKvCache.For(pool, c, caches.Count, 40, format);
+                if (!cache.TryReserve(40)) break;
+                Assert.Equal(PagedKvCache.PagesFor(c, 64, 40, format), cache.PagesHeld);
+                caches.Add(cache);
+            }
+            Assert.Equal(0, pool.FreePages);
+            foreach (var cache in caches) cache.Release();
+            Assert.Null(pool.Audit());
+            return caches.Count;
+        }
+        Assert.Equal(10, Admitted(KvCacheFormat.F32));
+        Assert.Equal(20, Admitted(KvCacheFormat.Bf16));
+    }
 }

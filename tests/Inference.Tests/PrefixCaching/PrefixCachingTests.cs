@@ -1,6 +1,7 @@
 using Loom.Inference.Engine;
 using Loom.Inference.Formats;
 using Loom.Inference.Kernels;
+using Loom.Inference.Model;
 using Loom.Inference.Sampling;
 using Loom.Inference.Tests.Serving;
 using static Loom.Inference.Tests.Serving.ServingHarness;
@@ -27,22 +28,27 @@ public sealed class PrefixCachingTests : IDisposable
         Sampling = new SamplingParams { Seed = 7, MaxTokens = maxTokens, IgnoreEos = true, Temperature = temperature, Logprobs = 4 },
     };
 
-    private ServingEngine Cached() => _h.Engine(SimdLevel.Vector256, o => { o.PrefixCaching = true; return o; });
-    private ServingEngine Plain() => _h.Engine(SimdLevel.Vector256, o => { o.PrefixCaching = false; return o; });
+    private ServingEngine Cached(KvCacheFormat format = KvCacheFormat.F32) =>
+        _h.Engine(SimdLevel.Vector256, o => { o.PrefixCaching = true; o.KvCacheFormat = format; return o; });
+    private ServingEngine Plain(KvCacheFormat format = KvCacheFormat.F32) =>
+        _h.Engine(SimdLevel.Vector256, o => { o.PrefixCaching = false; o.KvCacheFormat = format; return o; });
 
     /// <summary>Token ids and the bits of every logprob (the chosen token's and the alternatives').</summary>
     internal static string Fingerprint(List<GenerationEvent> events) => string.Join(";", events.Where(e => e.TokenId is not null).Select(e =>
         $"{e.TokenId}:{BitConverter.SingleToInt32Bits(e.Logprobs!.Logprob):x}:" +
         string.Join(",", e.Logprobs.Top.Select(a => $"{a.TokenId}={BitConverter.SingleToInt32Bits(a.Logprob):x}"))));
 
+    /// <summary>bf16 KV: blocks of 4 positions (6 of the system prompt), shared and recomputed alike.</summary>
     [Theory]
-    [InlineData(false, 0f)]
-    [InlineData(true, 0f)]
-    [InlineData(true, 0.8f)]
-    public async Task ARequestServedFromCachedBlocksEqualsOneComputedFromScratchBitwise(bool adapter, float temperature)
+    [InlineData(false, 0f, KvCacheFormat.F32)]
+    [InlineData(true, 0f, KvCacheFormat.F32)]
+    [InlineData(true, 0.8f, KvCacheFormat.F32)]
+    [InlineData(false, 0f, KvCacheFormat.Bf16)]
+    [InlineData(true, 0.8f, KvCacheFormat.Bf16)]
+    public async Task ARequestServedFromCachedBlocksEqualsOneComputedFromScratchBitwise(bool adapter, float temperature, KvCacheFormat format)
     {
-        var e = Cached();
-        var plain = Plain();
+        var e = Cached(format);
+        var plain = Plain(format);
         string? id = null;
         if (adapter)
         {
@@ -57,7 +63,7 @@ public sealed class PrefixCachingTests : IDisposable
         var cached = await Run(e, second);
         var m = e.GetMetrics();
         Assert.Equal(1, m.Prefix.Hits);
-        Assert.Equal(System.Length, m.Prefix.TokensReused); // 12 blocks of 2; the suffix's first block differs
+        Assert.Equal(System.Length, m.Prefix.TokensReused); // 12 blocks of 2 (bf16: 6 of 4); the suffix's first block differs
         Assert.Equal(5 + 6 - 1, m.Loop.TokensComputed - before); // only the suffix and the decodes ran
         var scratch = await Run(plain, second);
         Assert.Equal(6, Tokens(scratch).Length);
