@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Loom.Inference.Kernels;
+using Loom.Inference.Memory;
 using Loom.Inference.Model;
 
 namespace Loom.Benchmarks;
@@ -12,7 +13,9 @@ namespace Loom.Benchmarks;
 /// disturbed by a shared machine's load (no thread waits for a descheduled one). <c>--unfused</c>: the forward pass
 /// without its fused epilogues (separate residual-add and SiLU·mul passes), for an A/B of the fusion in one build;
 /// <c>--prefill N</c>: each timed step is a prefill of N tokens on a fresh cache instead of a decode step; <c>--prompt N</c>:
-/// the decode steps start after N-token prompts (long contexts, where attention weighs).</summary>
+/// the decode steps start after N-token prompts (long contexts, where attention weighs); <c>--kv f32,bf16</c>: the caches
+/// are pool pages as the engine's, in each KV format listed, measured one after the other in each of <c>--rounds N</c>
+/// rounds (one process: the same machine state), then the median of each format's round medians.</summary>
 internal static class DecodeBenchmark
 {
     public static void Run(string[] args)
@@ -32,6 +35,33 @@ internal static class DecodeBenchmark
             Prefill(model, type, int.Parse(prefill), steps, warmup, workers);
             return;
         }
+        if (Value(args, "--kv") is { } kv)
+        {
+            var formats = kv.Split(',').Select(f => Enum.Parse<KvCacheFormat>(f.Trim(), ignoreCase: true)).ToArray();
+            int rounds = int.Parse(Value(args, "--rounds") ?? "3");
+            var medians = formats.ToDictionary(f => f, _ => new List<double>());
+            for (int r = 0; r < rounds; r++)
+                foreach (var f in formats) medians[f].Add(Decode(model, type, batch, steps, warmup, workers, prompt, context, f));
+            double Median(List<double> v) => v.Order().ElementAt(v.Count / 2);
+            foreach (var f in formats)
+                Console.WriteLine($"KV {f.Name()}: decode batch {batch} after {prompt}-token prompts: {Median(medians[f]):F3} ms/step median of {rounds} round medians " +
+                    $"({batch * 1000 / Median(medians[f]):F1} tokens/s; rounds: {string.Join(", ", medians[f].Select(m => m.ToString("F3")))})");
+            if (formats.Length == 2)
+                Console.WriteLine($"{formats[1].Name()} / {formats[0].Name()} tokens/s: {Median(medians[formats[0]]) / Median(medians[formats[1]]):F3}x");
+            return;
+        }
+        Decode(model, type, batch, steps, warmup, workers, prompt, context, null);
+    }
+
+    /// <summary>Decode steps of <paramref name="batch"/> sequences after their prompts: a warm-up time, then timed steps;
+    /// prints the figures and returns the median ms per step. format: caches of pool pages in that KV format (null: the
+    /// model's own caches, f32).</summary>
+    private static double Decode(Transformer model, WeightType type, int batch, int steps, double warmup, int workers, int prompt, int context, KvCacheFormat? format)
+    {
+        var c = model.Config;
+        using var pool = format is { } f
+            ? new PagePool((long)batch * PagedKvCache.PagesFor(c, c.HiddenSize, context, f) * c.HiddenSize * sizeof(float), c.HiddenSize)
+            : null;
         var state = model.CreateState(Math.Max(batch, prompt), batch);
         var rng = new Random(batch);
         var caches = new IKvCache[batch];
@@ -49,7 +79,8 @@ internal static class DecodeBenchmark
             {
                 for (int i = 0; i < batch; i++)
                 {
-                    caches[i] = model.CreateCache(context);
+                    (caches[i] as PagedKvCache)?.Release();
+                    caches[i] = pool is null ? model.CreateCache(context) : PagedKvCache.For(pool, c, i, context, format!.Value);
                     state.Clear();
                     state.Add(caches[i], Enumerable.Range(0, prompt).Select(_ => rng.Next(c.VocabSize)).ToArray());
                     model.Forward(state);
@@ -75,8 +106,10 @@ internal static class DecodeBenchmark
         double cpuMs = (process.TotalProcessorTime - cpu).TotalMilliseconds / steps;
         times.Sort();
         double median = times[times.Count / 2];
-        Console.WriteLine($"decode {type} batch {batch}{(model.FuseEpilogues ? "" : " unfused")}, prompts of {prompt}, {workers} thread(s): {median:F3} ms/step median, {times[0]:F3} best of {steps} " +
+        Console.WriteLine($"decode {type} batch {batch}{(model.FuseEpilogues ? "" : " unfused")}{(format is { } kv ? $", KV {kv.Name()} in pool pages" : "")}, prompts of {prompt}, {workers} thread(s): {median:F3} ms/step median, {times[0]:F3} best of {steps} " +
             $"({batch * 1000 / median:F1} tokens/s median), {cpuMs:F3} ms CPU per step, after {warmup:F0} s of warm-up; load {File.ReadAllText("/proc/loadavg").Trim()}");
+        foreach (var cache in caches) (cache as PagedKvCache)?.Release();
+        return median;
     }
 
     /// <summary>Prefills of <paramref name="n"/> tokens, each on a fresh cache: a warm-up time, then timed ones.</summary>

@@ -5,9 +5,12 @@
 //                                models; plots PREFIX-decode-batch.png (beside llama.cpp's figures read from F, the
 //                                saved output of ../shared/anchors/llamacpp.sh) and PREFIX-prefill-peak.png
 //   engine alloc [--quick]       managed bytes allocated per decode step (forward, sampling) in steady state
-//   engine decode [--type bf16|f32|q8] [--batch N] [--steps N] [--warmup-seconds S] [--unfused] [--prefill N]
+//   engine decode [--type bf16|f32|q8] [--batch N] [--steps N] [--warmup-seconds S] [--unfused] [--prefill N] [--prompt N]
+//                 [--kv f32,bf16 [--rounds N]]
 //                                one decode figure alone after a warm-up (A/B runs of two builds back to back; --unfused:
-//                                without the fused matmul epilogues; --prefill N: N-token prefills instead of decode steps)
+//                                without the fused matmul epilogues; --prefill N: N-token prefills instead of decode steps;
+//                                --prompt N: decode after N-token prompts; --kv: KV caches in pool pages of each format
+//                                listed, alternated in N rounds, medians)
 //   engine attention             decode attention of one KV group: its heads together against one after another
 //   engine checksum              a hash of the exact logits bits of prefill and batched decode (two builds compared)
 //   engine gguf FILE...          loads llama.cpp GGUF files (F32/F16/BF16/Q8_0) and times decode at batch 1
