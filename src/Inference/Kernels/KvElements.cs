@@ -58,6 +58,31 @@ internal static unsafe class KvBlocks
         ? MemoryMarshal.AsBytes(cache.Values16(layer, block))
         : MemoryMarshal.AsBytes(cache.Values(layer, block));
 
+    [ThreadStatic] private static nint[]? _rows;
+
+    /// <summary>This thread's pinned buffer of at least <paramref name="count"/> row addresses.</summary>
+    public static byte** RowBuffer(int count)
+    {
+        if (_rows == null || _rows.Length < count) _rows = GC.AllocateArray<nint>(Math.Max(count, 1024), pinned: true);
+        return (byte**)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_rows));   // pinned: the address is stable
+    }
+
+    /// <summary>The addresses of positions [0, length) of one layer's keys (or values), each plus
+    /// <paramref name="offset"/> bytes (a KV head's start), into <paramref name="rows"/>: one call per block here, so the
+    /// kernels' loops run over positions without calls. The caches' blocks do not move (<see cref="IKvCache"/>).</summary>
+    public static void Rows(IKvCache cache, int layer, bool values, int length, int offset, byte** rows)
+    {
+        int bs = cache.BlockSize;
+        int rowBytes = cache.KvDim * (cache.Format == KvCacheFormat.Bf16 ? sizeof(ushort) : sizeof(float));
+        for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
+        {
+            var span = values ? Values(cache, layer, block) : Keys(cache, layer, block);
+            byte* b = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(span)) + offset;
+            int n = Math.Min(bs, length - j0);
+            for (int r = 0; r < n; r++) rows[j0 + r] = b + r * rowBytes;
+        }
+    }
+
     /// <summary><see cref="VecOps.Dot"/> with b read as <typeparamref name="T"/>: the same operations in the same order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Dot<T>(float* a, byte* b, int n, SimdLevel level) where T : struct, IKvElements

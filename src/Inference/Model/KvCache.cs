@@ -6,7 +6,8 @@ namespace Loom.Inference.Model;
 /// <summary>One sequence's key/value cache as the attention kernel reads it: positions are grouped in
 /// blocks of <see cref="BlockSize"/> tokens; a block of one layer holds BlockSize rows of KvDim elements for
 /// keys and as many for values, float32 or bfloat16 (<see cref="Format"/>). Where the blocks live (private arrays,
-/// a shared paged pool) is the implementation's business.</summary>
+/// a shared paged pool) is the implementation's business, but a block's memory must not move while the cache holds it
+/// (native pool pages, pinned arrays): the attention kernels gather the rows' addresses once per call.</summary>
 public interface IKvCache
 {
     int BlockSize { get; }
@@ -98,7 +99,8 @@ public sealed class KvCache(int layers, int kvDim, int maxTokens, int blockSize 
         if (tokens > MaxTokens)
             throw new InvalidOperationException($"sequence of {tokens} tokens exceeds the cache limit of {MaxTokens}");
         int elements = Layers * 2 * BlockSize * KvDim;
-        while (Capacity < tokens) _blocks.Add(new float[Format == KvCacheFormat.Bf16 ? (elements + 1) / 2 : elements]);
+        // pinned: the attention kernels take the blocks' addresses (IKvCache)
+        while (Capacity < tokens) _blocks.Add(GC.AllocateArray<float>(Format == KvCacheFormat.Bf16 ? (elements + 1) / 2 : elements, pinned: true));
     }
 
     public Span<float> Keys(int layer, int block) =>

@@ -169,14 +169,17 @@ public sealed class KernelTests(ITestOutputHelper log)
     /// bitwise the generic path's result: each score <see cref="VecOps.Dot"/> times the scale, <see cref="Ops.Softmax"/>,
     /// each output element <see cref="VecOps.Axpy"/> from zero, key after key.</summary>
     [Theory]
-    [InlineData(1)]
-    [InlineData(7)]
-    [InlineData(16)]
-    [InlineData(37)]
-    [InlineData(130)]
-    public void Attention256Head64IsBitwiseTheGenericPath(int length)
+    [InlineData(1, 16)]
+    [InlineData(7, 16)]
+    [InlineData(16, 16)]
+    [InlineData(37, 16)]
+    [InlineData(130, 16)]
+    [InlineData(7, 3)]     // blocks of 3 positions (a pool page of the SmolLM2 shape in f32): groups of keys span blocks
+    [InlineData(130, 3)]
+    [InlineData(131, 6)]
+    public void Attention256Head64IsBitwiseTheGenericPath(int length, int bs)
     {
-        const int hd = 64, kvHeads = 3, bs = 16;
+        const int hd = 64, kvHeads = 3;
         var cache = new KvCache(1, kvHeads * hd, 160, blockSize: bs);
         cache.Reserve(length);
         var kv = Random(length * kvHeads * hd * 2, 40, 2);
