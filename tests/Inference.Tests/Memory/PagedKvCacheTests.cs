@@ -20,28 +20,9 @@ public sealed class PagedKvCacheTests
         int vocab = c.VocabSize;
 
         // batch all prompts (prefill), then two decode steps, through both kinds of cache
-        float[] Run(Func<int, IKvCache> cache)
-        {
-            var caches = prompts.Select((_, i) => cache(i)).ToArray();
-            var s = m.CreateState(64, prompts.Length);
-            for (int i = 0; i < prompts.Length; i++) s.Add(caches[i], prompts[i]);
-            m.Forward(s);
-            var logits = new List<float>();
-            for (int step = 0; step < 2; step++)
-            {
-                var next = Enumerable.Range(0, prompts.Length).Select(i => Ops.Argmax(s.Logits(i))).ToArray();
-                for (int i = 0; i < prompts.Length; i++) logits.AddRange(s.Logits(i).ToArray());
-                s.Clear();
-                for (int i = 0; i < prompts.Length; i++) s.Add(caches[i], [next[i]]);
-                m.Forward(s);
-            }
-            for (int i = 0; i < prompts.Length; i++) logits.AddRange(s.Logits(i).ToArray());
-            return [.. logits];
-        }
-
-        var expected = Run(_ => m.CreateCache(64));
+        var expected = Bf16KvForwardTests.Run(m, prompts, _ => m.CreateCache(64));
         var paged = new List<PagedKvCache>();
-        var actual = Run(i => { var p = PagedKvCache.For(pool, c, i, 64); paged.Add(p); return p; });
+        var actual = Bf16KvForwardTests.Run(m, prompts, i => { var p = PagedKvCache.For(pool, c, i, 64); paged.Add(p); return p; });
         Assert.Equal(expected.Length, actual.Length);
         Assert.Equal(expected, actual); // same arithmetic, different memory: bit-identical
         Assert.True(paged[0].BlockSize == c.HiddenSize / c.KvDim);

@@ -52,8 +52,8 @@ public sealed class Bf16KvForwardTests(ITestOutputHelper log)
         return d;
     }
 
-    /// <summary>All prompts prefilled in one batch, then two decode steps: every logit.</summary>
-    private static float[] Run(Transformer m, int[][] prompts, Func<int, IKvCache> cache)
+    /// <summary>All prompts prefilled in one batch, then two decode steps: every logit (also the paged cache's tests).</summary>
+    internal static float[] Run(Transformer m, int[][] prompts, Func<int, IKvCache> cache)
     {
         var caches = prompts.Select((_, i) => cache(i)).ToArray();
         var s = m.CreateState(64, prompts.Length);
