@@ -151,61 +151,62 @@ public static unsafe partial class Attention
     private static void Head64<T>(Span<float> output, ReadOnlySpan<float> q, IKvCache cache, int layer, int kvHead, int length, Span<float> scores, float scale)
         where T : struct, IKvElements
     {
-        int bs = cache.BlockSize, rowBytes = cache.KvDim * T.Size, off = kvHead * 64 * T.Size;
+        // the rows' addresses first, so the loops below make no calls (see Head64x256)
+        int off = kvHead * 64 * T.Size;
+        byte** rows = KvBlocks.RowBuffer(2 * length);
+        KvBlocks.Rows(cache, layer, values: false, length, off, rows);
+        KvBlocks.Rows(cache, layer, values: true, length, off, rows + length);
         fixed (float* qp = q)
         fixed (float* sp = scores)
+        fixed (float* op = output)
         {
-            var q0 = Vector512.Load(qp) * scale;
-            var q1 = Vector512.Load(qp + 16) * scale;
-            var q2 = Vector512.Load(qp + 32) * scale;
-            var q3 = Vector512.Load(qp + 48) * scale;
-            float max = float.NegativeInfinity;
-            for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
-            {
-                fixed (byte* kb = KvBlocks.Keys(cache, layer, block))
-                {
-                    int n = Math.Min(bs, length - j0);
-                    for (int r = 0; r < n; r++)
-                    {
-                        byte* k = kb + r * rowBytes + off;
-                        var t = Vector512.FusedMultiplyAdd(q3, T.Load512(k, 48),
-                                Vector512.FusedMultiplyAdd(q2, T.Load512(k, 32),
-                                Vector512.FusedMultiplyAdd(q1, T.Load512(k, 16), q0 * T.Load512(k, 0))));
-                        float sc = Vector512.Sum(t);
-                        sp[j0 + r] = sc;
-                        if (sc > max) max = sc;
-                    }
-                }
-            }
+            float max = Scores64<T>(sp, qp, rows, length, scale);
             var sc2 = scores[..length];
             System.Numerics.Tensors.TensorPrimitives.Subtract(sc2, max, sc2);
             System.Numerics.Tensors.TensorPrimitives.Exp(sc2, sc2);
             float inv = 1f / System.Numerics.Tensors.TensorPrimitives.Sum(sc2);
-            Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
-            for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
-            {
-                fixed (byte* vb = KvBlocks.Values(cache, layer, block))
-                {
-                    int n = Math.Min(bs, length - j0);
-                    for (int r = 0; r < n; r++)
-                    {
-                        byte* v = vb + r * rowBytes + off;
-                        var p = Vector512.Create(sp[j0 + r]);
-                        o0 = Vector512.FusedMultiplyAdd(T.Load512(v, 0), p, o0);
-                        o1 = Vector512.FusedMultiplyAdd(T.Load512(v, 16), p, o1);
-                        o2 = Vector512.FusedMultiplyAdd(T.Load512(v, 32), p, o2);
-                        o3 = Vector512.FusedMultiplyAdd(T.Load512(v, 48), p, o3);
-                    }
-                }
-            }
-            fixed (float* op = output)
-            {
-                (o0 * inv).Store(op);
-                (o1 * inv).Store(op + 16);
-                (o2 * inv).Store(op + 32);
-                (o3 * inv).Store(op + 48);
-            }
+            Values64<T>(op, sp, rows + length, length, inv);
         }
+    }
+
+    /// <summary>s[j] = (q · scale) · k_j for the key rows at <paramref name="keys"/>[j]; returns the largest.</summary>
+    private static float Scores64<T>(float* sp, float* qp, byte** keys, int length, float scale) where T : struct, IKvElements
+    {
+        var q0 = Vector512.Load(qp) * scale;
+        var q1 = Vector512.Load(qp + 16) * scale;
+        var q2 = Vector512.Load(qp + 32) * scale;
+        var q3 = Vector512.Load(qp + 48) * scale;
+        float max = float.NegativeInfinity;
+        for (int j = 0; j < length; j++)
+        {
+            byte* k = keys[j];
+            var t = Vector512.FusedMultiplyAdd(q3, T.Load512(k, 48),
+                    Vector512.FusedMultiplyAdd(q2, T.Load512(k, 32),
+                    Vector512.FusedMultiplyAdd(q1, T.Load512(k, 16), q0 * T.Load512(k, 0))));
+            float sc = Vector512.Sum(t);
+            sp[j] = sc;
+            if (sc > max) max = sc;
+        }
+        return max;
+    }
+
+    /// <summary>o = inv · Σ_j p[j] v_j over the value rows at <paramref name="values"/>[j], in the order of j.</summary>
+    private static void Values64<T>(float* op, float* p, byte** values, int length, float inv) where T : struct, IKvElements
+    {
+        Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
+        for (int j = 0; j < length; j++)
+        {
+            byte* v = values[j];
+            var pj = Vector512.Create(p[j]);
+            o0 = Vector512.FusedMultiplyAdd(T.Load512(v, 0), pj, o0);
+            o1 = Vector512.FusedMultiplyAdd(T.Load512(v, 16), pj, o1);
+            o2 = Vector512.FusedMultiplyAdd(T.Load512(v, 32), pj, o2);
+            o3 = Vector512.FusedMultiplyAdd(T.Load512(v, 48), pj, o3);
+        }
+        (o0 * inv).Store(op);
+        (o1 * inv).Store(op + 16);
+        (o2 * inv).Store(op + 32);
+        (o3 * inv).Store(op + 48);
     }
 
     /// <summary>Copies the keys of positions [0, length) into <paramref name="keysT"/> as (kvHeads, blocks of 16,
