@@ -39,6 +39,8 @@ public class HangfireHostTests
         }
 
         // The host that configured Hangfire last is gone; Hangfire's loggers (made on demand) still work for the first.
+        // (Test classes run in parallel: the line goes to the most recent live host, which may be another class's; every
+        // host in this process logs into CapturedLogs, StartupTests' own factories included.)
         var marker = $"hangfire still logs {Guid.NewGuid():N}";
         Assert.True(LogProvider.GetLogger("Loom.Tests.Hangfire").Log(LogLevel.Warn, () => marker, null));
         Assert.Contains(CapturedLogs.All, line => line.Contains(marker));

@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.DependencyInjection;
 using Hangfire;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 
 namespace Loom.Api.Tests;
 
@@ -61,6 +62,7 @@ public class StartupTests
         await using var factory = new WebApplicationFactory<Program>().WithWebHostBuilder(b =>
         {
             b.UseSetting("ConnectionStrings:Loom", database.ConnectionString);
+            b.ConfigureLogging(l => l.AddProvider(CapturedLogs.Provider));   // as every host here: see HangfireHostTests
             b.UseSetting("Loom:Roles", "api");
             b.UseSetting("Data:MigrateOnStart", "false");
         });
@@ -78,6 +80,7 @@ public class StartupTests
         await using var factory = new WebApplicationFactory<Program>().WithWebHostBuilder(b =>
         {
             b.UseSetting("ConnectionStrings:Loom", database.ConnectionString);
+            b.ConfigureLogging(l => l.AddProvider(CapturedLogs.Provider));   // as every host here: see HangfireHostTests
             b.UseSetting("Loom:Roles", "api");
         });
         var client = factory.CreateClient();
@@ -104,6 +107,7 @@ public class StartupTests
         await using var factory = new WebApplicationFactory<Program>().WithWebHostBuilder(b =>
         {
             b.UseSetting("ConnectionStrings:Loom", database.ConnectionString);
+            b.ConfigureLogging(l => l.AddProvider(CapturedLogs.Provider));   // as every host here: see HangfireHostTests
             b.UseSetting("Loom:Roles", roles);
         });
         _ = factory.Server;
