@@ -66,16 +66,13 @@ public static unsafe partial class Attention
     /// chains where one dot product is a chain of 8 dependent FMAs), the output accumulates in 8 registers instead of
     /// memory. Each score is <see cref="VecOps.Dot"/>'s operations in its order, times the scale, and each output element
     /// <see cref="VecOps.Axpy"/>'s from zero, so the result is bitwise the generic path's (which the prefix cache's exactness
-    /// at this level rests on). The rows' addresses are gathered first (<see cref="KvBlocks.Rows"/>), so the loops make no
+    /// at this level rests on). The rows' addresses are gathered first (<see cref="KvBlocks.HeadRows"/>), so the loops make no
     /// calls (a call would send the 16 live vectors to the stack) and group keys across blocks (a pool page holds only a
     /// few positions: 3 for the SmolLM2 shape in f32).</summary>
     private static void Head64x256<T>(Span<float> output, ReadOnlySpan<float> q, IKvCache cache, int layer, int kvHead, int length, Span<float> scores, float scale)
         where T : struct, IKvElements
     {
-        int off = kvHead * 64 * T.Size;
-        byte** rows = KvBlocks.RowBuffer(2 * length);
-        KvBlocks.Rows(cache, layer, values: false, length, off, rows);
-        KvBlocks.Rows(cache, layer, values: true, length, off, rows + length);
+        byte** rows = KvBlocks.HeadRows(cache, layer, kvHead, 64, length);
         fixed (float* qp = q)
         fixed (float* sp = scores)
         fixed (float* op = output)
@@ -152,10 +149,7 @@ public static unsafe partial class Attention
         where T : struct, IKvElements
     {
         // the rows' addresses first, so the loops below make no calls (see Head64x256)
-        int off = kvHead * 64 * T.Size;
-        byte** rows = KvBlocks.RowBuffer(2 * length);
-        KvBlocks.Rows(cache, layer, values: false, length, off, rows);
-        KvBlocks.Rows(cache, layer, values: true, length, off, rows + length);
+        byte** rows = KvBlocks.HeadRows(cache, layer, kvHead, 64, length);
         fixed (float* qp = q)
         fixed (float* sp = scores)
         fixed (float* op = output)

@@ -60,27 +60,27 @@ internal static unsafe class KvBlocks
 
     [ThreadStatic] private static nint[]? _rows;
 
-    /// <summary>This thread's pinned buffer of at least <paramref name="count"/> row addresses.</summary>
-    public static byte** RowBuffer(int count)
+    /// <summary>The addresses of one KV head's rows (<paramref name="headDim"/> elements from kvHead · headDim) at
+    /// positions [0, length) of one layer: the keys' at [0, length), the values' at [length, 2 · length), in this thread's
+    /// pinned buffer (valid until its next call). One interface call per block here, so the kernels' loops run over
+    /// positions without calls. The caches' blocks do not move (<see cref="IKvCache"/>).</summary>
+    public static byte** HeadRows(IKvCache cache, int layer, int kvHead, int headDim, int length)
     {
-        if (_rows == null || _rows.Length < count) _rows = GC.AllocateArray<nint>(Math.Max(count, 1024), pinned: true);
-        return (byte**)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_rows));   // pinned: the address is stable
-    }
-
-    /// <summary>The addresses of positions [0, length) of one layer's keys (or values), each plus
-    /// <paramref name="offset"/> bytes (a KV head's start), into <paramref name="rows"/>: one call per block here, so the
-    /// kernels' loops run over positions without calls. The caches' blocks do not move (<see cref="IKvCache"/>).</summary>
-    public static void Rows(IKvCache cache, int layer, bool values, int length, int offset, byte** rows)
-    {
-        int bs = cache.BlockSize;
-        int rowBytes = cache.KvDim * (cache.Format == KvCacheFormat.Bf16 ? sizeof(ushort) : sizeof(float));
+        if (_rows == null || _rows.Length < 2 * length) _rows = GC.AllocateArray<nint>(Math.Max(2 * length, 1024), pinned: true);
+        var rows = (byte**)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_rows));   // pinned: the address is stable
+        int bs = cache.BlockSize, size = cache.Format.ElementBytes(), rowBytes = cache.KvDim * size, offset = kvHead * headDim * size;
         for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
         {
-            var span = values ? Values(cache, layer, block) : Keys(cache, layer, block);
-            byte* b = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(span)) + offset;
+            byte* k = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(Keys(cache, layer, block))) + offset;
+            byte* v = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(Values(cache, layer, block))) + offset;
             int n = Math.Min(bs, length - j0);
-            for (int r = 0; r < n; r++) rows[j0 + r] = b + r * rowBytes;
+            for (int r = 0; r < n; r++)
+            {
+                rows[j0 + r] = k + r * rowBytes;
+                rows[length + j0 + r] = v + r * rowBytes;
+            }
         }
+        return rows;
     }
 
     /// <summary><see cref="VecOps.Dot"/> with b read as <typeparamref name="T"/>: the same operations in the same order.</summary>
