@@ -91,6 +91,9 @@ public static unsafe partial class Attention
         int j = 0;
         for (; j + 4 <= length; j += 4)
         {
+            int ahead = j + KvBlocks.PrefetchAhead;
+            KvBlocks.Prefetch64<T>(keys, ahead, length - 1); KvBlocks.Prefetch64<T>(keys, ahead + 1, length - 1);
+            KvBlocks.Prefetch64<T>(keys, ahead + 2, length - 1); KvBlocks.Prefetch64<T>(keys, ahead + 3, length - 1);
             byte* k0 = keys[j], k1 = keys[j + 1], k2 = keys[j + 2], k3 = keys[j + 3];
             Vector256<float> c0 = Vector256<float>.Zero, c1 = Vector256<float>.Zero, c2 = Vector256<float>.Zero, c3 = Vector256<float>.Zero;
             c0 = Vector256.FusedMultiplyAdd(q0, T.Load256(k0, 0), c0); c1 = Vector256.FusedMultiplyAdd(q0, T.Load256(k1, 0), c1);
@@ -133,6 +136,7 @@ public static unsafe partial class Attention
         Vector256<float> o4 = Vector256<float>.Zero, o5 = Vector256<float>.Zero, o6 = Vector256<float>.Zero, o7 = Vector256<float>.Zero;
         for (int j = 0; j < length; j++)
         {
+            KvBlocks.Prefetch64<T>(values, j + KvBlocks.PrefetchAhead, length - 1);
             byte* v = values[j];
             var pj = Vector256.Create(p[j]);
             o0 = Vector256.FusedMultiplyAdd(T.Load256(v, 0), pj, o0); o1 = Vector256.FusedMultiplyAdd(T.Load256(v, 8), pj, o1);

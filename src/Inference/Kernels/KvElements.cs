@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Loom.Inference.Model;
 
 namespace Loom.Inference.Kernels;
@@ -81,6 +82,29 @@ internal static unsafe class KvBlocks
             }
         }
         return rows;
+    }
+
+    /// <summary>Keys and values ahead of use: the rows at this distance are asked for (<see cref="Prefetch64{T}"/>) while
+    /// the kernel works on the current one.</summary>
+    public const int PrefetchAhead = 8;
+
+    /// <summary>Asks for the 64-element head row at rows[min(j, last)] (4 lines in f32, 2 in bf16). A pool page holds only
+    /// a few positions and pages lie anywhere in the pool, so the hardware's stream prefetchers do not see a head's rows as
+    /// one stream. Measured on a Zen 3 EPYC: about 10% less time for one KV group over pool pages of 3 positions at
+    /// contexts of 512-2048 (`engine attention`); no difference beyond the noise in whole decode steps after 1,024-token
+    /// prompts. Clamped to the last row, so the address array is never read past its end; changes no arithmetic.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Prefetch64<T>(byte** rows, int j, int last) where T : struct, IKvElements
+    {
+        if (!Sse.IsSupported) return;
+        byte* r = rows[Math.Min(j, last)];
+        Sse.Prefetch0(r);
+        Sse.Prefetch0(r + 64);
+        if (T.Size == sizeof(float))
+        {
+            Sse.Prefetch0(r + 128);
+            Sse.Prefetch0(r + 192);
+        }
     }
 
     /// <summary><see cref="VecOps.Dot"/> with b read as <typeparamref name="T"/>: the same operations in the same order.</summary>

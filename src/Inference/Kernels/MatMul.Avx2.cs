@@ -46,9 +46,10 @@ public static unsafe partial class MatMulKernel
                 if (f32)
                 {
                     float* wr = (float*)w.Data + (long)r * cols;
-                    byte* next = (byte*)(wr + 4L * cols);   // the next four rows, asked for while these are read (Prefetch2)
-                    for (; b + 3 <= be; b += 3) TileF32x4x3(y + (long)b * ys + r, ys, x + (long)b * cols, wr, cols, next);
-                    for (; b < be; b++) TileF32x4x1(y + (long)b * ys + r, x + (long)b * cols, wr, cols, next);
+                    // the first tile over these rows asks for the next four (Prefetch2); the later ones find these in cache
+                    byte* next = (byte*)(wr + 4L * cols);
+                    for (; b + 3 <= be; b += 3) TileF32x4x3(y + (long)b * ys + r, ys, x + (long)b * cols, wr, cols, b == bb ? next : null);
+                    for (; b < be; b++) TileF32x4x1(y + (long)b * ys + r, x + (long)b * cols, wr, cols, b == bb ? next : null);
                 }
                 else if (widen != null)
                 {
