@@ -7,7 +7,7 @@ namespace Loom.Inference.Kernels;
 
 /// <summary>Row-major weights at 256 bits (AVX2 and FMA without AVX-512, where weights stay row-major: the packed panels
 /// pay only with 32 vector registers). Tiles of 4 weight rows × 3 input rows hold 12 accumulators, so each weight load
-/// feeds three sequences and each input load four rows; 4 × 1 takes the batch's last rows, and 8 × 1 a lone input row
+/// feeds three sequences and each input load four rows; 4 × 2 or 4 × 1 takes the batch's last rows, and 8 × 1 a lone input row
 /// (decode at batch 1: eight independent chains and weight streams). Every output is one chain of
 /// 8-wide fused multiply-adds over k in ascending order, summed across its lanes once, then the columns past the vector
 /// loop one at a time, whichever tile or edge-row dot computed it: an output's bits do not depend on the tile, on its place
@@ -49,7 +49,8 @@ public static unsafe partial class MatMulKernel
                     // the first tile over these rows asks for the next four (Prefetch2); the later ones find these in cache
                     byte* next = (byte*)(wr + 4L * cols);
                     for (; b + 3 <= be; b += 3) TileF32x4x3(y + (long)b * ys + r, ys, x + (long)b * cols, wr, cols, b == bb ? next : null);
-                    for (; b < be; b++) TileF32x4x1(y + (long)b * ys + r, x + (long)b * cols, wr, cols, b == bb ? next : null);
+                    if (be - b == 2) TileF32x4x2(y + (long)b * ys + r, ys, x + (long)b * cols, wr, cols, b == bb ? next : null);
+                    else if (b < be) TileF32x4x1(y + (long)b * ys + r, x + (long)b * cols, wr, cols, b == bb ? next : null);
                 }
                 else if (widen != null)
                 {
@@ -57,13 +58,15 @@ public static unsafe partial class MatMulKernel
                     // the same products in the same order as the bf16 tiles, without the integer operations in the loop
                     WidenSplit(widen, (ushort*)w.Data + (long)r * cols, 4, cols);
                     for (; b + 3 <= be; b += 3) TileF32x4x3(y + (long)b * ys + r, ys, xs + (long)b * cols, widen, cols, null);
-                    for (; b < be; b++) TileF32x4x1(y + (long)b * ys + r, xs + (long)b * cols, widen, cols, null);
+                    if (be - b == 2) TileF32x4x2(y + (long)b * ys + r, ys, xs + (long)b * cols, widen, cols, null);
+                    else if (b < be) TileF32x4x1(y + (long)b * ys + r, xs + (long)b * cols, widen, cols, null);
                 }
                 else
                 {
                     ushort* wr = (ushort*)w.Data + (long)r * cols;
                     for (; b + 3 <= be; b += 3) TileBF16x4x3(y + (long)b * ys + r, ys, x + (long)b * cols, xs + (long)b * cols, wr, cols);
-                    for (; b < be; b++) TileBF16x4x1(y + (long)b * ys + r, x + (long)b * cols, xs + (long)b * cols, wr, cols);
+                    if (be - b == 2) TileBF16x4x2(y + (long)b * ys + r, ys, x + (long)b * cols, xs + (long)b * cols, wr, cols);
+                    else if (b < be) TileBF16x4x1(y + (long)b * ys + r, x + (long)b * cols, xs + (long)b * cols, wr, cols);
                 }
             }
             for (; r < r1; r++)
@@ -190,6 +193,35 @@ public static unsafe partial class MatMulKernel
         y0[3] = TailF32(Vector256.Sum(a30), w3, x0, end, cols); y1[3] = TailF32(Vector256.Sum(a31), w3, x1, end, cols); y2[3] = TailF32(Vector256.Sum(a32), w3, x2, end, cols);
     }
 
+    /// <summary><see cref="TileF32x4x3"/> for two input rows (the batch's last two): eight chains, so the fused multiply-adds
+    /// still overlap where four chains of <see cref="TileF32x4x1"/> wait on each other's latency.</summary>
+    private static void TileF32x4x2(float* y, int ys, float* x, float* w, int cols, byte* next)
+    {
+        float* w0 = w, w1 = w0 + cols, w2 = w1 + cols, w3 = w2 + cols;
+        float* x0 = x, x1 = x0 + cols;
+        Vector256<float> a00 = default, a01 = default, a10 = default, a11 = default;
+        Vector256<float> a20 = default, a21 = default, a30 = default, a31 = default;
+        int end = cols & ~7;
+        for (int k = 0; k < end; k += 8)
+        {
+            if (next != null) Prefetch2(next + 16L * k);
+            var v0 = Vector256.Load(x0 + k); var v1 = Vector256.Load(x1 + k);
+            var u = Vector256.Load(w0 + k);
+            a00 = Fma.MultiplyAdd(u, v0, a00); a01 = Fma.MultiplyAdd(u, v1, a01);
+            u = Vector256.Load(w1 + k);
+            a10 = Fma.MultiplyAdd(u, v0, a10); a11 = Fma.MultiplyAdd(u, v1, a11);
+            u = Vector256.Load(w2 + k);
+            a20 = Fma.MultiplyAdd(u, v0, a20); a21 = Fma.MultiplyAdd(u, v1, a21);
+            u = Vector256.Load(w3 + k);
+            a30 = Fma.MultiplyAdd(u, v0, a30); a31 = Fma.MultiplyAdd(u, v1, a31);
+        }
+        float* y0 = y, y1 = y + ys;
+        y0[0] = TailF32(Vector256.Sum(a00), w0, x0, end, cols); y1[0] = TailF32(Vector256.Sum(a01), w0, x1, end, cols);
+        y0[1] = TailF32(Vector256.Sum(a10), w1, x0, end, cols); y1[1] = TailF32(Vector256.Sum(a11), w1, x1, end, cols);
+        y0[2] = TailF32(Vector256.Sum(a20), w2, x0, end, cols); y1[2] = TailF32(Vector256.Sum(a21), w2, x1, end, cols);
+        y0[3] = TailF32(Vector256.Sum(a30), w3, x0, end, cols); y1[3] = TailF32(Vector256.Sum(a31), w3, x1, end, cols);
+    }
+
     /// <summary>y[i] for weight rows w + i · cols (i &lt; 8) and one input row.</summary>
     private static void TileF32x8x1(float* y, float* x, float* w, int cols)
     {
@@ -300,6 +332,45 @@ public static unsafe partial class MatMulKernel
         y0[1] = TailBF16(Vector256.Sum(a10), w1, r0, end, cols); y1[1] = TailBF16(Vector256.Sum(a11), w1, r1, end, cols); y2[1] = TailBF16(Vector256.Sum(a12), w1, r2, end, cols);
         y0[2] = TailBF16(Vector256.Sum(a20), w2, r0, end, cols); y1[2] = TailBF16(Vector256.Sum(a21), w2, r1, end, cols); y2[2] = TailBF16(Vector256.Sum(a22), w2, r2, end, cols);
         y0[3] = TailBF16(Vector256.Sum(a30), w3, r0, end, cols); y1[3] = TailBF16(Vector256.Sum(a31), w3, r1, end, cols); y2[3] = TailBF16(Vector256.Sum(a32), w3, r2, end, cols);
+    }
+
+    /// <summary><see cref="TileBF16x4x3"/> for two input rows (the batch's last two).</summary>
+    private static void TileBF16x4x2(float* y, int ys, float* x, float* xs, ushort* w, int cols)
+    {
+        ushort* w0 = w, w1 = w0 + cols, w2 = w1 + cols, w3 = w2 + cols;
+        float* x0 = xs, x1 = x0 + cols;
+        Vector256<float> a00 = default, a01 = default, a10 = default, a11 = default;
+        Vector256<float> a20 = default, a21 = default, a30 = default, a31 = default;
+        int end = cols & ~15;
+        byte* next = (byte*)(w + 4L * cols);   // the next tile's four rows, 128 bytes a step
+        for (int k = 0; k < end; k += 16)
+        {
+            Prefetch2(next + 8L * k);
+            var v0 = Vector256.Load(x0 + k); var v1 = Vector256.Load(x1 + k);
+            var u = Even(Vector256.Load((uint*)(w0 + k)));
+            a00 = Fma.MultiplyAdd(u, v0, a00); a01 = Fma.MultiplyAdd(u, v1, a01);
+            u = Even(Vector256.Load((uint*)(w1 + k)));
+            a10 = Fma.MultiplyAdd(u, v0, a10); a11 = Fma.MultiplyAdd(u, v1, a11);
+            u = Even(Vector256.Load((uint*)(w2 + k)));
+            a20 = Fma.MultiplyAdd(u, v0, a20); a21 = Fma.MultiplyAdd(u, v1, a21);
+            u = Even(Vector256.Load((uint*)(w3 + k)));
+            a30 = Fma.MultiplyAdd(u, v0, a30); a31 = Fma.MultiplyAdd(u, v1, a31);
+            v0 = Vector256.Load(x0 + k + 8); v1 = Vector256.Load(x1 + k + 8);
+            u = Odd(Vector256.Load((uint*)(w0 + k)));
+            a00 = Fma.MultiplyAdd(u, v0, a00); a01 = Fma.MultiplyAdd(u, v1, a01);
+            u = Odd(Vector256.Load((uint*)(w1 + k)));
+            a10 = Fma.MultiplyAdd(u, v0, a10); a11 = Fma.MultiplyAdd(u, v1, a11);
+            u = Odd(Vector256.Load((uint*)(w2 + k)));
+            a20 = Fma.MultiplyAdd(u, v0, a20); a21 = Fma.MultiplyAdd(u, v1, a21);
+            u = Odd(Vector256.Load((uint*)(w3 + k)));
+            a30 = Fma.MultiplyAdd(u, v0, a30); a31 = Fma.MultiplyAdd(u, v1, a31);
+        }
+        float* r0 = x, r1 = x + cols;
+        float* y0 = y, y1 = y + ys;
+        y0[0] = TailBF16(Vector256.Sum(a00), w0, r0, end, cols); y1[0] = TailBF16(Vector256.Sum(a01), w0, r1, end, cols);
+        y0[1] = TailBF16(Vector256.Sum(a10), w1, r0, end, cols); y1[1] = TailBF16(Vector256.Sum(a11), w1, r1, end, cols);
+        y0[2] = TailBF16(Vector256.Sum(a20), w2, r0, end, cols); y1[2] = TailBF16(Vector256.Sum(a21), w2, r1, end, cols);
+        y0[3] = TailBF16(Vector256.Sum(a30), w3, r0, end, cols); y1[3] = TailBF16(Vector256.Sum(a31), w3, r1, end, cols);
     }
 
     private static void TileBF16x8x1(float* y, float* x, float* xs, ushort* w, int cols)

@@ -52,7 +52,7 @@ public sealed class KernelTests(ITestOutputHelper log)
         Compare.Close(log, "naive on the packed vs the row-major layout", naive, reference, 1e-6);
     }
 
-    /// <summary>The 256-bit row-major tiles (4 × 3, 4 × 1, and the edge rows' dot) give every output the same arithmetic,
+    /// <summary>The 256-bit row-major tiles (4 × 3, 4 × 2, 4 × 1, 8 × 1, and the edge rows' dot) give every output the same arithmetic,
     /// so a row's outputs are bitwise the same alone, in a batch, or one place further along in it (what the engine's
     /// bitwise cache and choice tests rely on at this level).</summary>
     [SkippableTheory]
@@ -76,6 +76,10 @@ public sealed class KernelTests(ITestOutputHelper log)
         var shifted = new float[(n - 1) * rows];
         MatMulKernel.Forward(shifted, x.AsSpan(cols), w, n - 1, SimdLevel.Vector256);
         Assert.Equal(batch.AsSpan(rows).ToArray(), shifted);
+        // 5 rows (the shifted batch's second block) end in a tile of 2; so does a block of 8 (widened when whole blocks of 16)
+        var eight = new float[8 * rows];
+        MatMulKernel.Forward(eight, x.AsSpan(0, 8 * cols), w, 8, SimdLevel.Vector256);
+        Assert.Equal(batch.AsSpan(0, 8 * rows).ToArray(), eight);
         var alone = new float[rows];
         foreach (int b in new[] { 0, 1, 2, 3, 35, 64, 69 })
         {
