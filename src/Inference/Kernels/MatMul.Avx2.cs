@@ -40,6 +40,9 @@ public static unsafe partial class MatMulKernel
                     if (f32) TileF32x8x1(y + (long)bb * ys + r, x + (long)bb * cols, (float*)w.Data + (long)r * cols, cols);
                     else TileBF16x8x1(y + (long)bb * ys + r, x + (long)bb * cols, xs + (long)bb * cols, (ushort*)w.Data + (long)r * cols, cols);
             }
+            // tiles of 3, then the last 2 or 4 rows in tiles of 2 (a lone last row would run four chains waiting on their
+            // latency): the row after the last tile of 3
+            int rows = be - bb, threes = bb + 3 * (rows % 3 == 1 && rows >= 4 ? rows / 3 - 1 : rows / 3);
             for (; r + 4 <= r1; r += 4)
             {
                 int b = bb;
@@ -48,25 +51,25 @@ public static unsafe partial class MatMulKernel
                     float* wr = (float*)w.Data + (long)r * cols;
                     // the first tile over these rows asks for the next four (Prefetch2); the later ones find these in cache
                     byte* next = (byte*)(wr + 4L * cols);
-                    for (; b + 3 <= be; b += 3) TileF32x4x3(y + (long)b * ys + r, ys, x + (long)b * cols, wr, cols, b == bb ? next : null);
-                    if (be - b == 2) TileF32x4x2(y + (long)b * ys + r, ys, x + (long)b * cols, wr, cols, b == bb ? next : null);
-                    else if (b < be) TileF32x4x1(y + (long)b * ys + r, x + (long)b * cols, wr, cols, b == bb ? next : null);
+                    for (; b < threes; b += 3) TileF32x4x3(y + (long)b * ys + r, ys, x + (long)b * cols, wr, cols, b == bb ? next : null);
+                    for (; b + 2 <= be; b += 2) TileF32x4x2(y + (long)b * ys + r, ys, x + (long)b * cols, wr, cols, b == bb ? next : null);
+                    if (b < be) TileF32x4x1(y + (long)b * ys + r, x + (long)b * cols, wr, cols, b == bb ? next : null);
                 }
                 else if (widen != null)
                 {
                     // the four rows widened once (in the split order) feed every tile of this block through the f32 tiles:
                     // the same products in the same order as the bf16 tiles, without the integer operations in the loop
                     WidenSplit(widen, (ushort*)w.Data + (long)r * cols, 4, cols);
-                    for (; b + 3 <= be; b += 3) TileF32x4x3(y + (long)b * ys + r, ys, xs + (long)b * cols, widen, cols, null);
-                    if (be - b == 2) TileF32x4x2(y + (long)b * ys + r, ys, xs + (long)b * cols, widen, cols, null);
-                    else if (b < be) TileF32x4x1(y + (long)b * ys + r, xs + (long)b * cols, widen, cols, null);
+                    for (; b < threes; b += 3) TileF32x4x3(y + (long)b * ys + r, ys, xs + (long)b * cols, widen, cols, null);
+                    for (; b + 2 <= be; b += 2) TileF32x4x2(y + (long)b * ys + r, ys, xs + (long)b * cols, widen, cols, null);
+                    if (b < be) TileF32x4x1(y + (long)b * ys + r, xs + (long)b * cols, widen, cols, null);
                 }
                 else
                 {
                     ushort* wr = (ushort*)w.Data + (long)r * cols;
-                    for (; b + 3 <= be; b += 3) TileBF16x4x3(y + (long)b * ys + r, ys, x + (long)b * cols, xs + (long)b * cols, wr, cols);
-                    if (be - b == 2) TileBF16x4x2(y + (long)b * ys + r, ys, x + (long)b * cols, xs + (long)b * cols, wr, cols);
-                    else if (b < be) TileBF16x4x1(y + (long)b * ys + r, x + (long)b * cols, xs + (long)b * cols, wr, cols);
+                    for (; b < threes; b += 3) TileBF16x4x3(y + (long)b * ys + r, ys, x + (long)b * cols, xs + (long)b * cols, wr, cols);
+                    for (; b + 2 <= be; b += 2) TileBF16x4x2(y + (long)b * ys + r, ys, x + (long)b * cols, xs + (long)b * cols, wr, cols);
+                    if (b < be) TileBF16x4x1(y + (long)b * ys + r, x + (long)b * cols, xs + (long)b * cols, wr, cols);
                 }
             }
             for (; r < r1; r++)
