@@ -49,7 +49,7 @@ internal static class GroupAttentionBenchmark
                     var only = new List<double>();
                     for (int r = 0; r < rounds; r++) only.Add(Time(PerHead, reps));
                     only.Sort();
-                    Console.WriteLine($"{heads} heads, context {length,4}, blocks of {bs,2}: per head at {level} {only[0],7:F2} us best ({only[rounds / 2],7:F2} median)");
+                    Console.WriteLine($"{heads} heads, context {length,4}, blocks of {bs,2}: all heads, one at a time, at {level} {only[0],7:F2} us best ({only[rounds / 2],7:F2} median)");
                     continue;
                 }
                 var g = new List<double>();
