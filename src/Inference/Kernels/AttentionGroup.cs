@@ -25,6 +25,8 @@ public static unsafe partial class Attention
         float scale = 1f / MathF.Sqrt(64);
         Span<float> max = stackalloc float[GroupHeads];
         Span<float> inv = stackalloc float[GroupHeads];
+        // the rows' addresses first, so the loops below make no calls (see Head64x256): keys at [0, length), values after
+        byte** rows = KvBlocks.HeadRows(cache, layer, kvHead, 64, length);
         fixed (float* qp = q)
         fixed (float* op = output)
         fixed (float* sp = scores)
@@ -32,8 +34,8 @@ public static unsafe partial class Attention
             for (int h = 0; h < heads; h += GroupHeads)
             {
                 int m = Math.Min(GroupHeads, heads - h);
-                if (cache.Format == KvCacheFormat.Bf16) ScoreGroup<Bf16Kv>(max, qp + h * 64, m, cache, layer, kvHead, length, sp + (long)h * rowLength, rowLength, scale);
-                else ScoreGroup<F32Kv>(max, qp + h * 64, m, cache, layer, kvHead, length, sp + (long)h * rowLength, rowLength, scale);
+                if (cache.Format == KvCacheFormat.Bf16) ScoreGroup<Bf16Kv>(max, qp + h * 64, m, rows, length, sp + (long)h * rowLength, rowLength, scale);
+                else ScoreGroup<F32Kv>(max, qp + h * 64, m, rows, length, sp + (long)h * rowLength, rowLength, scale);
                 for (int i = 0; i < m; i++)
                 {
                     var row = new Span<float>(sp + (long)(h + i) * rowLength, length);
@@ -41,17 +43,17 @@ public static unsafe partial class Attention
                     TensorPrimitives.Exp(row, row);
                     inv[i] = 1f / TensorPrimitives.Sum(row);
                 }
-                if (cache.Format == KvCacheFormat.Bf16) ValueGroup<Bf16Kv>(op + h * 64, inv, m, cache, layer, kvHead, length, sp + (long)h * rowLength, rowLength);
-                else ValueGroup<F32Kv>(op + h * 64, inv, m, cache, layer, kvHead, length, sp + (long)h * rowLength, rowLength);
+                if (cache.Format == KvCacheFormat.Bf16) ValueGroup<Bf16Kv>(op + h * 64, inv, m, rows + length, length, sp + (long)h * rowLength, rowLength);
+                else ValueGroup<F32Kv>(op + h * 64, inv, m, rows + length, length, sp + (long)h * rowLength, rowLength);
             }
         }
     }
 
-    /// <summary>Scores of m ≤ 4 heads: row i of s gets q_i · k_j · scale for every position j; max[i] its largest.</summary>
-    private static void ScoreGroup<T>(Span<float> max, float* q, int m, IKvCache cache, int layer, int kvHead, int length, float* s, int rowLength, float scale)
+    /// <summary>Scores of m ≤ 4 heads: row i of s gets q_i · k_j · scale for every position j (key row at keys[j]); max[i]
+    /// its largest.</summary>
+    private static void ScoreGroup<T>(Span<float> max, float* q, int m, byte** keys, int length, float* s, int rowLength, float scale)
         where T : struct, IKvElements
     {
-        int bs = cache.BlockSize, rowBytes = cache.KvDim * T.Size, off = kvHead * 64 * T.Size;
         // pointers of unused heads repeat the last one's (never read or written past m)
         float* qa = q, qb = q + Math.Min(1, m - 1) * 64, qc = q + Math.Min(2, m - 1) * 64, qd = q + Math.Min(3, m - 1) * 64;
         Vector512<float> a0 = Vector512.Load(qa) * scale, a1 = Vector512.Load(qa + 16) * scale, a2 = Vector512.Load(qa + 32) * scale, a3 = Vector512.Load(qa + 48) * scale;
@@ -60,36 +62,28 @@ public static unsafe partial class Attention
         Vector512<float> d0 = Vector512.Load(qd) * scale, d1 = Vector512.Load(qd + 16) * scale, d2 = Vector512.Load(qd + 32) * scale, d3 = Vector512.Load(qd + 48) * scale;
         float ma = float.NegativeInfinity, mb = ma, mc = ma, md = ma;
         float* sa = s, sb = s + Math.Min(1, m - 1) * rowLength, sc = s + Math.Min(2, m - 1) * rowLength, sd = s + Math.Min(3, m - 1) * rowLength;
-        for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
+        for (int j = 0; j < length; j++)
         {
-            fixed (byte* kb = KvBlocks.Keys(cache, layer, block))
-            {
-                int n = Math.Min(bs, length - j0);
-                for (int r = 0; r < n; r++)
-                {
-                    byte* k = kb + r * rowBytes + off;
-                    var k0 = T.Load512(k, 0);
-                    var k1 = T.Load512(k, 16);
-                    var k2 = T.Load512(k, 32);
-                    var k3 = T.Load512(k, 48);
-                    int j = j0 + r;
-                    float x = Vector512.Sum(Vector512.FusedMultiplyAdd(a3, k3, Vector512.FusedMultiplyAdd(a2, k2, Vector512.FusedMultiplyAdd(a1, k1, a0 * k0))));
-                    sa[j] = x;
-                    if (x > ma) ma = x;
-                    if (m < 2) continue;
-                    float y = Vector512.Sum(Vector512.FusedMultiplyAdd(b3, k3, Vector512.FusedMultiplyAdd(b2, k2, Vector512.FusedMultiplyAdd(b1, k1, b0 * k0))));
-                    sb[j] = y;
-                    if (y > mb) mb = y;
-                    if (m < 3) continue;
-                    float z = Vector512.Sum(Vector512.FusedMultiplyAdd(c3, k3, Vector512.FusedMultiplyAdd(c2, k2, Vector512.FusedMultiplyAdd(c1, k1, c0 * k0))));
-                    sc[j] = z;
-                    if (z > mc) mc = z;
-                    if (m < 4) continue;
-                    float w = Vector512.Sum(Vector512.FusedMultiplyAdd(d3, k3, Vector512.FusedMultiplyAdd(d2, k2, Vector512.FusedMultiplyAdd(d1, k1, d0 * k0))));
-                    sd[j] = w;
-                    if (w > md) md = w;
-                }
-            }
+            byte* k = keys[j];
+            var k0 = T.Load512(k, 0);
+            var k1 = T.Load512(k, 16);
+            var k2 = T.Load512(k, 32);
+            var k3 = T.Load512(k, 48);
+            float x = Vector512.Sum(Vector512.FusedMultiplyAdd(a3, k3, Vector512.FusedMultiplyAdd(a2, k2, Vector512.FusedMultiplyAdd(a1, k1, a0 * k0))));
+            sa[j] = x;
+            if (x > ma) ma = x;
+            if (m < 2) continue;
+            float y = Vector512.Sum(Vector512.FusedMultiplyAdd(b3, k3, Vector512.FusedMultiplyAdd(b2, k2, Vector512.FusedMultiplyAdd(b1, k1, b0 * k0))));
+            sb[j] = y;
+            if (y > mb) mb = y;
+            if (m < 3) continue;
+            float z = Vector512.Sum(Vector512.FusedMultiplyAdd(c3, k3, Vector512.FusedMultiplyAdd(c2, k2, Vector512.FusedMultiplyAdd(c1, k1, c0 * k0))));
+            sc[j] = z;
+            if (z > mc) mc = z;
+            if (m < 4) continue;
+            float w = Vector512.Sum(Vector512.FusedMultiplyAdd(d3, k3, Vector512.FusedMultiplyAdd(d2, k2, Vector512.FusedMultiplyAdd(d1, k1, d0 * k0))));
+            sd[j] = w;
+            if (w > md) md = w;
         }
         max[0] = ma;
         if (m > 1) max[1] = mb;
@@ -97,44 +91,36 @@ public static unsafe partial class Attention
         if (m > 3) max[3] = md;
     }
 
-    /// <summary>Outputs of m ≤ 4 heads: o_i = inv_i · Σ_j p_i[j] v_j, each value row loaded once for all of them.</summary>
-    private static void ValueGroup<T>(float* o, ReadOnlySpan<float> inv, int m, IKvCache cache, int layer, int kvHead, int length, float* s, int rowLength)
+    /// <summary>Outputs of m ≤ 4 heads: o_i = inv_i · Σ_j p_i[j] v_j (value row at values[j]), each value row loaded once
+    /// for all of them.</summary>
+    private static void ValueGroup<T>(float* o, ReadOnlySpan<float> inv, int m, byte** values, int length, float* s, int rowLength)
         where T : struct, IKvElements
     {
-        int bs = cache.BlockSize, rowBytes = cache.KvDim * T.Size, off = kvHead * 64 * T.Size;
         float* sa = s, sb = s + Math.Min(1, m - 1) * rowLength, sc = s + Math.Min(2, m - 1) * rowLength, sd = s + Math.Min(3, m - 1) * rowLength;
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
         Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, d0 = default, d1 = default, d2 = default, d3 = default;
-        for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
+        for (int j = 0; j < length; j++)
         {
-            fixed (byte* vb = KvBlocks.Values(cache, layer, block))
-            {
-                int n = Math.Min(bs, length - j0);
-                for (int r = 0; r < n; r++)
-                {
-                    byte* v = vb + r * rowBytes + off;
-                    var v0 = T.Load512(v, 0);
-                    var v1 = T.Load512(v, 16);
-                    var v2 = T.Load512(v, 32);
-                    var v3 = T.Load512(v, 48);
-                    int j = j0 + r;
-                    var p = Vector512.Create(sa[j]);
-                    a0 = Vector512.FusedMultiplyAdd(v0, p, a0); a1 = Vector512.FusedMultiplyAdd(v1, p, a1);
-                    a2 = Vector512.FusedMultiplyAdd(v2, p, a2); a3 = Vector512.FusedMultiplyAdd(v3, p, a3);
-                    if (m < 2) continue;
-                    p = Vector512.Create(sb[j]);
-                    b0 = Vector512.FusedMultiplyAdd(v0, p, b0); b1 = Vector512.FusedMultiplyAdd(v1, p, b1);
-                    b2 = Vector512.FusedMultiplyAdd(v2, p, b2); b3 = Vector512.FusedMultiplyAdd(v3, p, b3);
-                    if (m < 3) continue;
-                    p = Vector512.Create(sc[j]);
-                    c0 = Vector512.FusedMultiplyAdd(v0, p, c0); c1 = Vector512.FusedMultiplyAdd(v1, p, c1);
-                    c2 = Vector512.FusedMultiplyAdd(v2, p, c2); c3 = Vector512.FusedMultiplyAdd(v3, p, c3);
-                    if (m < 4) continue;
-                    p = Vector512.Create(sd[j]);
-                    d0 = Vector512.FusedMultiplyAdd(v0, p, d0); d1 = Vector512.FusedMultiplyAdd(v1, p, d1);
-                    d2 = Vector512.FusedMultiplyAdd(v2, p, d2); d3 = Vector512.FusedMultiplyAdd(v3, p, d3);
-                }
-            }
+            byte* v = values[j];
+            var v0 = T.Load512(v, 0);
+            var v1 = T.Load512(v, 16);
+            var v2 = T.Load512(v, 32);
+            var v3 = T.Load512(v, 48);
+            var p = Vector512.Create(sa[j]);
+            a0 = Vector512.FusedMultiplyAdd(v0, p, a0); a1 = Vector512.FusedMultiplyAdd(v1, p, a1);
+            a2 = Vector512.FusedMultiplyAdd(v2, p, a2); a3 = Vector512.FusedMultiplyAdd(v3, p, a3);
+            if (m < 2) continue;
+            p = Vector512.Create(sb[j]);
+            b0 = Vector512.FusedMultiplyAdd(v0, p, b0); b1 = Vector512.FusedMultiplyAdd(v1, p, b1);
+            b2 = Vector512.FusedMultiplyAdd(v2, p, b2); b3 = Vector512.FusedMultiplyAdd(v3, p, b3);
+            if (m < 3) continue;
+            p = Vector512.Create(sc[j]);
+            c0 = Vector512.FusedMultiplyAdd(v0, p, c0); c1 = Vector512.FusedMultiplyAdd(v1, p, c1);
+            c2 = Vector512.FusedMultiplyAdd(v2, p, c2); c3 = Vector512.FusedMultiplyAdd(v3, p, c3);
+            if (m < 4) continue;
+            p = Vector512.Create(sd[j]);
+            d0 = Vector512.FusedMultiplyAdd(v0, p, d0); d1 = Vector512.FusedMultiplyAdd(v1, p, d1);
+            d2 = Vector512.FusedMultiplyAdd(v2, p, d2); d3 = Vector512.FusedMultiplyAdd(v3, p, d3);
         }
         Store(o, a0, a1, a2, a3, inv[0]);
         if (m > 1) Store(o + 64, b0, b1, b2, b3, inv[1]);

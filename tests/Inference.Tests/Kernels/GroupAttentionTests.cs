@@ -17,16 +17,16 @@ public sealed class GroupAttentionTests(ITestOutputHelper log)
         return v;
     }
 
-    private static KvCache Filled(int kvHeads, int length, int seed)
+    private static KvCache Filled(int kvHeads, int length, int seed, int blockSize = 16)
     {
         const int hd = 64;
-        var cache = new KvCache(1, kvHeads * hd, 256, blockSize: 16);
+        var cache = new KvCache(1, kvHeads * hd, 256, blockSize: blockSize);
         cache.Reserve(length);
         var kv = Random(length * kvHeads * hd * 2, seed, 2);
         for (int p = 0; p < length; p++)
         {
-            kv.AsSpan(p * kvHeads * hd, kvHeads * hd).CopyTo(cache.Keys(0, p / 16).Slice(p % 16 * kvHeads * hd));
-            kv.AsSpan((length + p) * kvHeads * hd, kvHeads * hd).CopyTo(cache.Values(0, p / 16).Slice(p % 16 * kvHeads * hd));
+            kv.AsSpan(p * kvHeads * hd, kvHeads * hd).CopyTo(cache.Keys(0, p / blockSize).Slice(p % blockSize * kvHeads * hd));
+            kv.AsSpan((length + p) * kvHeads * hd, kvHeads * hd).CopyTo(cache.Values(0, p / blockSize).Slice(p % blockSize * kvHeads * hd));
         }
         cache.Advance(length);
         return cache;
@@ -40,11 +40,14 @@ public sealed class GroupAttentionTests(ITestOutputHelper log)
     [InlineData(4, 37)]
     [InlineData(7, 50)]    // a group of 4 and one of 3
     [InlineData(9, 200)]   // two groups of 4 and a single head
-    public void GroupEqualsEachHeadAloneBitwise(int heads, int length)
+    [InlineData(3, 100, 3)]   // blocks of 3 positions (a pool page of the SmolLM2 shape in f32) and of 6 (in bf16)
+    [InlineData(9, 200, 3)]
+    [InlineData(4, 37, 6)]
+    public void GroupEqualsEachHeadAloneBitwise(int heads, int length, int blockSize = 16)
     {
         Skip.If(Simd.Best != SimdLevel.Vector512, "no AVX-512 on this machine: the Vector512 kernels are not tested here");
         const int hd = 64, kvHeads = 2, row = 208;
-        var cache = Filled(kvHeads, length, 5);
+        var cache = Filled(kvHeads, length, 5, blockSize);
         var q = Random(heads * hd, 6, 2);
         for (int kv = 0; kv < kvHeads; kv++)
         {
