@@ -16,7 +16,7 @@ public sealed class LoraKernelTests(ITestOutputHelper log)
         foreach (var n in LoraGolden.Names)
         {
             d.Add(n, Simd.Best);
-            d.Add(n, SimdLevel.Vector256);
+            if (Simd.Best != SimdLevel.Vector256) d.Add(n, SimdLevel.Vector256);   // on a machine without AVX-512 the first one is it
             d.Add(n, SimdLevel.Scalar);
         }
         return d;

@@ -31,11 +31,13 @@ public sealed class GoldenLogitsTests(ITestOutputHelper log)
         var d = new TheoryData<string, WeightFormat, SimdLevel>();
         foreach (var n in Golden.Names) d.Add(n, WeightFormat.Auto, Simd.Best);
         d.Add("llama3_scaled_bf16", WeightFormat.F32, Simd.Best);   // bf16 checkpoint run on the f32 path
-        d.Add("llama_gqa_tied", WeightFormat.Auto, SimdLevel.Vector256);
-        d.Add("llama3_scaled_bf16", WeightFormat.Auto, SimdLevel.Vector256);
+        // the 256-bit kernels also on a machine with AVX-512 (without it, the Simd.Best cases above are these)
+        bool best256 = Simd.Best == SimdLevel.Vector256;
+        if (!best256) d.Add("llama_gqa_tied", WeightFormat.Auto, SimdLevel.Vector256);
+        if (!best256) d.Add("llama3_scaled_bf16", WeightFormat.Auto, SimdLevel.Vector256);
         d.Add("qwen2_bias", WeightFormat.Auto, SimdLevel.Scalar);
         d.Add("mistral_hd64", WeightFormat.BF16, Simd.Best);          // f32 checkpoint rounded to bf16: see below
-        d.Add("mistral_hd64", WeightFormat.Auto, SimdLevel.Vector256);
+        if (!best256) d.Add("mistral_hd64", WeightFormat.Auto, SimdLevel.Vector256);
         return d;
     }
 
