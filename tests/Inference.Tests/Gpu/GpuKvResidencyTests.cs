@@ -72,7 +72,7 @@ public sealed class GpuKvResidencyTests
         });
         device.LazyCopies = lazyCopies;
         using var pressured = e;
-        var outputs = await Task.WhenAll(requests.Select(r => Run(e, r))).WaitAsync(TimeSpan.FromMinutes(3));
+        var outputs = await WhileProgressing(e, Task.WhenAll(requests.Select(r => Run(e, r))), TimeSpan.FromMinutes(1));
         for (int i = 0; i < requests.Length; i++)
         {
             Assert.Equal(Tokens(expected[i]), Tokens(outputs[i]));

@@ -65,6 +65,23 @@ internal sealed class ServingHarness : IDisposable
         }
     }
 
+    /// <summary>Awaits <paramref name="work"/> while <paramref name="e"/> keeps running iterations: fails with the engine's
+    /// metrics when no iteration ran for <paramref name="stall"/> (a hang), not when a loaded machine makes the work slow;
+    /// and after 15 minutes in all (a loop that runs iterations without ever finishing).</summary>
+    public static async Task<T> WhileProgressing<T>(ServingEngine e, Task<T> work, TimeSpan stall)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(15);
+        long seen = -1;
+        while (await Task.WhenAny(work, Task.Delay(stall)) != work)
+        {
+            long now = e.GetMetrics().Loop.Iterations;
+            if (now == seen) throw new TimeoutException($"no engine iteration for {stall.TotalSeconds:0} s: {e.GetMetrics()}");
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"still running after 15 minutes: {e.GetMetrics()}");
+            seen = now;
+        }
+        return await work;
+    }
+
     /// <summary>Waits until the engine has no running or waiting sequence.</summary>
     public static async Task Idle(ServingEngine e)
     {
