@@ -112,10 +112,7 @@ public static unsafe partial class Attention
             c2 = Vector256.FusedMultiplyAdd(q6, T.Load256(k2, 48), c2); c3 = Vector256.FusedMultiplyAdd(q6, T.Load256(k3, 48), c3);
             c0 = Vector256.FusedMultiplyAdd(q7, T.Load256(k0, 56), c0); c1 = Vector256.FusedMultiplyAdd(q7, T.Load256(k1, 56), c1);
             c2 = Vector256.FusedMultiplyAdd(q7, T.Load256(k2, 56), c2); c3 = Vector256.FusedMultiplyAdd(q7, T.Load256(k3, 56), c3);
-            sp[j] = Vector256.Sum(c0) * scale;
-            sp[j + 1] = Vector256.Sum(c1) * scale;
-            sp[j + 2] = Vector256.Sum(c2) * scale;
-            sp[j + 3] = Vector256.Sum(c3) * scale;
+            (Sum4(c0, c1, c2, c3) * scale).Store(sp + j);
         }
         for (; j < length; j++)
         {

@@ -90,4 +90,46 @@ public sealed unsafe partial class CpuKernels
             }
         }
     }
+
+    /// <summary>Attention at 256 bits with heads of 64 (<see cref="Kernels.Attention.Queries64x256"/>): an item is one KV
+    /// head of a block of up to <see cref="QueryBlockTokens"/> consecutive tokens of one sequence, all the group's query
+    /// heads of those tokens together; items are KV-head-major (a chunk's items share the KV head's rows in its core's
+    /// cache); chunk c takes items c, c + chunks, ... with score rows c · rowsPerChunk onwards.</summary>
+    private sealed class QueryBlockAttentionJob : PoolJob
+    {
+        public IKvCache[]? Caches;
+        private float* _out, _q, _scratch;
+        private int* _lengths, _bounds;
+        private int _chunks, _items, _blocks, _groups, _heads, _layer, _row, _rowsPerChunk;
+
+        public void Set(in AttentionBatch b, float* output, float* q, float* scratch, int* lengths, int* bounds, int blocks,
+            int chunks, int groups, int rowsPerChunk)
+        {
+            Caches = b.Caches;
+            _out = output; _q = q; _scratch = scratch; _lengths = lengths; _bounds = bounds;
+            (_blocks, _chunks, _items, _groups, _rowsPerChunk) = (blocks, chunks, blocks * b.KvHeads, groups, rowsPerChunk);
+            (_heads, _layer, _row) = (b.Heads, b.Layer, b.ScratchRowLength);
+        }
+
+        public override void Execute(int c)
+        {
+            float** qs = stackalloc float*[_rowsPerChunk];
+            float** os = stackalloc float*[_rowsPerChunk];
+            int* lens = stackalloc int[_rowsPerChunk];
+            float* rows = _scratch + (long)c * _rowsPerChunk * _row;
+            for (int i = c; i < _items; i += _chunks)
+            {
+                int g = i / _blocks, blk = i % _blocks, t0 = _bounds[2 * blk], t1 = _bounds[2 * blk + 1], m = 0;
+                for (int t = t0; t < t1; t++)
+                    for (int h = g * _groups, end = h + _groups; h < end; h++, m++)
+                    {
+                        long at = ((long)t * _heads + h) * 64;
+                        qs[m] = _q + at;
+                        os[m] = _out + at;
+                        lens[m] = _lengths[t];
+                    }
+                Kernels.Attention.Queries64x256(qs, os, lens, m, Caches![t0], _layer, g, rows, _row);
+            }
+        }
+    }
 }

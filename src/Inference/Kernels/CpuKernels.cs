@@ -133,8 +133,17 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
         }
     }
 
+    /// <summary>Consecutive tokens of one sequence computed together by the 256-bit attention (their queries share the
+    /// keys and values each block of positions brings into the core's cache).</summary>
+    public const int QueryBlockTokens = 4;
+
     private void PerToken(in AttentionBatch b, ReadOnlySpan<bool> skip, int groups)
     {
+        if (Level == SimdLevel.Vector256 && b.HeadDim == 64 && b.Tokens * b.KvHeads >= AttentionScratchRows)
+        {
+            QueryBlocks(b, skip, groups);
+            return;
+        }
         // all heads of a KV group in one item once there are enough groups to keep every scratch row busy; with headDim
         // 64 and Vector512 the group's heads are computed together (each key and value row read once per group), with
         // one score row per head
@@ -168,6 +177,52 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
         }
     }
 
+    /// <summary>The 256-bit attention over blocks of up to <see cref="QueryBlockTokens"/> consecutive tokens of one
+    /// sequence (<see cref="QueryBlockAttentionJob"/>); tokens marked in skip were done by a prefill run.</summary>
+    private void QueryBlocks(in AttentionBatch b, ReadOnlySpan<bool> skip, int groups)
+    {
+        // block k: tokens [bounds[2k], bounds[2k + 1])
+        Span<int> bounds = b.Tokens <= 1024 ? stackalloc int[2 * b.Tokens] : new int[2 * b.Tokens];
+        int blocks = 0;
+        long work = 0;
+        for (int t = 0; t < b.Tokens;)
+        {
+            if (skip[t]) { t++; continue; }
+            int e = t + 1;
+            while (e < b.Tokens && e - t < QueryBlockTokens && !skip[e] && ReferenceEquals(b.Caches[e], b.Caches[t])) e++;
+            (bounds[2 * blocks], bounds[2 * blocks + 1]) = (t, e);
+            blocks++;
+            for (int u = t; u < e; u++) work += b.Lengths[u];
+            t = e;
+        }
+        if (blocks == 0) return;
+        int rowsPerChunk = QueryBlockTokens * groups;
+        int items = blocks * b.KvHeads;
+        int chunks = Math.Min(b.Scratch.Length / (b.ScratchRowLength * rowsPerChunk), items);
+        if (chunks < 1) throw new ArgumentException("attention scratch too small");
+        fixed (float* outP = b.Output)
+        fixed (float* qP = b.Q)
+        fixed (float* sP = b.Scratch)
+        fixed (int* lenP = b.Lengths)
+        fixed (int* boundP = bounds)
+        {
+            var job = _queryBlockJob ??= new QueryBlockAttentionJob();
+            job.Set(b, outP, qP, sP, lenP, boundP, blocks, chunks, groups, rowsPerChunk);
+            try
+            {
+                if (chunks == 1 || work * b.Heads * b.HeadDim < 1 << 15)
+                    for (int c = 0; c < chunks; c++) job.Execute(c);
+                else
+                    Pool.Run(job, chunks);
+            }
+            finally
+            {
+                job.Caches = null;
+            }
+        }
+    }
+
+    [ThreadStatic] private static QueryBlockAttentionJob? _queryBlockJob;
     [ThreadStatic] private static PrefillAttentionJob? _prefillJob;
     [ThreadStatic] private static PerTokenAttentionJob? _perTokenJob;
 }

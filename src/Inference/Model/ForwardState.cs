@@ -86,7 +86,9 @@ public sealed class ForwardState
         Hb = new float[maxTokens * c.IntermediateSize];
         Hb2 = new float[maxTokens * c.IntermediateSize];
         Last = new float[maxSequences * c.HiddenSize];
-        Scores = new float[scratchRows * Math.Max(1, c.NumHeads / c.NumKvHeads) * ScoreRowLength];   // a row per head of a KV group
+        // a row per head of a KV group; twice that for batches of several tokens, where the 256-bit attention gives each
+        // chunk the group's heads of CpuKernels.QueryBlockTokens tokens (half as many chunks as scratch rows)
+        Scores = new float[scratchRows * Math.Max(1, c.NumHeads / c.NumKvHeads) * (maxTokens > 1 ? 2 : 1) * ScoreRowLength];
         KeysT = maxTokens >= CpuKernels.TransposedAttentionMinTokens ? new float[(maxContext + 15) / 16 * 16 * c.KvDim] : [];
         LogitsBuffer = new float[(long)(allPositionLogits ? maxTokens : maxSequences) * c.VocabSize];
     }
