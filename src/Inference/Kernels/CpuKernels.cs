@@ -139,7 +139,11 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
 
     private void PerToken(in AttentionBatch b, ReadOnlySpan<bool> skip, int groups)
     {
-        if (Level == SimdLevel.Vector256 && b.HeadDim == 64 && b.Tokens * b.KvHeads >= AttentionScratchRows)
+        // at 256 bits a KV group's heads go together once the batch has items for every scratch row, and for a small
+        // batch over long contexts: one decode token's 3 groups at context 512 (3 items for two cores) finish sooner than
+        // its 9 heads one at a time, each group's rows being read once; at context ~100 the 9 items balance better
+        if (Level == SimdLevel.Vector256 && b.HeadDim == 64 &&
+            (b.Tokens * b.KvHeads >= AttentionScratchRows || groups > 1 && MinLength(b.Lengths[..b.Tokens]) >= GroupedDecodeMinContext))
         {
             QueryBlocks(b, skip, groups);
             return;
@@ -177,13 +181,23 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
         }
     }
 
+    /// <summary>Context from which a small batch's 256-bit attention computes each KV group's heads together.</summary>
+    public const int GroupedDecodeMinContext = 256;
+
+    private static int MinLength(ReadOnlySpan<int> lengths)
+    {
+        int m = int.MaxValue;
+        foreach (int l in lengths) m = Math.Min(m, l);
+        return m;
+    }
+
     /// <summary>The 256-bit attention over blocks of up to <see cref="QueryBlockTokens"/> consecutive tokens of one
     /// sequence (<see cref="QueryBlockAttentionJob"/>); tokens marked in skip were done by a prefill run.</summary>
     private void QueryBlocks(in AttentionBatch b, ReadOnlySpan<bool> skip, int groups)
     {
         // block k: tokens [bounds[2k], bounds[2k + 1])
         Span<int> bounds = b.Tokens <= 1024 ? stackalloc int[2 * b.Tokens] : new int[2 * b.Tokens];
-        int blocks = 0;
+        int blocks = 0, widest = 1;
         long work = 0;
         for (int t = 0; t < b.Tokens;)
         {
@@ -192,11 +206,12 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
             while (e < b.Tokens && e - t < QueryBlockTokens && !skip[e] && ReferenceEquals(b.Caches[e], b.Caches[t])) e++;
             (bounds[2 * blocks], bounds[2 * blocks + 1]) = (t, e);
             blocks++;
+            widest = Math.Max(widest, e - t);
             for (int u = t; u < e; u++) work += b.Lengths[u];
             t = e;
         }
         if (blocks == 0) return;
-        int rowsPerChunk = QueryBlockTokens * groups;
+        int rowsPerChunk = widest * groups;   // a decode batch's blocks are single tokens: more chunks over the same rows
         int items = blocks * b.KvHeads;
         int chunks = Math.Min(b.Scratch.Length / (b.ScratchRowLength * rowsPerChunk), items);
         if (chunks < 1) throw new ArgumentException("attention scratch too small");

@@ -88,20 +88,27 @@ public sealed unsafe class QueryBlockAttentionTests(ITestOutputHelper log)
         }
     }
 
-    /// <summary>The batched attention at 256 bits over a decode batch (one token of each of 12 sequences) and over a
-    /// batch holding a prefill run (a sequence's 40 new tokens) beside two decode tokens: every output bitwise the
-    /// per-head kernel's, so neither the batch's composition nor the path it picks changes a bit.</summary>
+    /// <summary>The batched attention at 256 bits over a decode batch (one token of each of 12 sequences), over a
+    /// batch holding a prefill run (a sequence's 40 new tokens) beside two decode tokens, and over one decode token at a
+    /// context long enough for its groups to go together: every output bitwise the per-head kernel's, so neither the
+    /// batch's composition nor the path it picks changes a bit.</summary>
     [SkippableTheory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void BatchedAttentionEqualsPerHead(bool prefill)
+    [InlineData("decode")]
+    [InlineData("prefill")]
+    [InlineData("one long")]
+    public void BatchedAttentionEqualsPerHead(string batch)
     {
         Skip.IfNot(Avx2.IsSupported && Fma.IsSupported, "no AVX2 on this machine: the 256-bit kernels are not tested here");
-        const int heads = 9, kvHeads = 3, row = 256;
+        const int heads = 9, kvHeads = 3, row = 320;
         using var k = new CpuKernels(SimdLevel.Vector256, 2);
         IKvCache[] caches;
         int[] lengths;
-        if (prefill)
+        if (batch == "one long")
+        {
+            caches = [Filled(kvHeads, CpuKernels.GroupedDecodeMinContext + 44, 33, 3)];
+            lengths = [caches[0].Length];
+        }
+        else if (batch == "prefill")
         {
             var run = Filled(kvHeads, 45, 30, 3);
             var a = Filled(kvHeads, 7, 31, 3);
@@ -118,7 +125,7 @@ public sealed unsafe class QueryBlockAttentionTests(ITestOutputHelper log)
         var q = Random(tokens * heads * Hd, 8, 2);
         var output = new float[tokens * heads * Hd];
         var scratch = new float[k.AttentionScratchRows * (heads / kvHeads) * row];
-        Assert.True(tokens * kvHeads >= k.AttentionScratchRows, "the batch is too small for the grouped path");
+        Assert.True(tokens * kvHeads >= k.AttentionScratchRows || lengths.Min() >= CpuKernels.GroupedDecodeMinContext, "the batch takes the per-head path");
         k.Attention(new AttentionBatch(output, q, caches, lengths, tokens, heads, kvHeads, Hd, 0, scratch, row));
         var expected = new float[Hd];
         int differ = 0;
