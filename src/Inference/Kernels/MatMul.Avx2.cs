@@ -95,9 +95,10 @@ public static unsafe partial class MatMulKernel
     [ThreadStatic] private static float[]? _split;
     [ThreadStatic] private static float[]? _widened;
 
-    /// <summary>bf16 blocks of at least this many input rows widen each group of four weight rows to f32 once (two tiles
-    /// of three and more share the widening).</summary>
-    internal const int WidenMinRows = 6;
+    /// <summary>bf16 blocks of at least this many input rows widen each group of four weight rows to f32 once (three tiles
+    /// of three and more share the widening). At 8 rows (two tiles of 3 and one of 2) the bf16 tiles were faster: decode
+    /// batch 8 39.4 → 35.5 ms per step on a Zen 3 EPYC (BENCHMARKS.md, Run M).</summary>
+    internal const int WidenMinRows = 9;
 
     /// <summary>This thread's pinned buffer of at least <paramref name="floats"/> floats for widened weight rows.</summary>
     private static float* WidenBuffer(int floats)

@@ -58,14 +58,15 @@ public sealed class KernelTests(ITestOutputHelper log)
     [SkippableTheory]
     [InlineData(WeightType.F32, 77)]
     [InlineData(WeightType.BF16, 77)]
-    [InlineData(WeightType.BF16, 96)]   // whole blocks of 16: blocks of 6 input rows and more widen the weights first
+    [InlineData(WeightType.BF16, 96)]   // whole blocks of 16: blocks of 9 input rows and more widen the weights first
     public void MatMul256TilesDoNotDependOnTheBatch(WeightType type, int cols)
     {
         Skip.IfNot(MatMulKernel.Tiles256(SimdLevel.Vector256), "no AVX2 with FMA on this machine");
         // edge rows, two batch blocks, every tile shape; 77 columns: a column tail. With 96 bf16 columns the batch's blocks
-        // (64 and 6 rows) take the widened weights and the shifted batch's second block (5 rows) the bf16 tiles.
-        const int rows = 70, n = 70;
-        Assert.True(n - 64 >= MatMulKernel.WidenMinRows && n - 65 < MatMulKernel.WidenMinRows);
+        // (64 and 10 rows, the second ending in two tiles of 2) and the shifted batch's (64 and 9) take the widened weights,
+        // and a block of 8 the bf16 tiles.
+        const int rows = 70, n = 74;
+        Assert.True(n - 65 >= MatMulKernel.WidenMinRows && 8 < MatMulKernel.WidenMinRows);
         using var w = WeightMatrix.FromFloats(Random(rows * cols, 30), rows, cols, type);
         var x = Random(n * cols, 31);
         var batch = new float[n * rows];
@@ -76,12 +77,12 @@ public sealed class KernelTests(ITestOutputHelper log)
         var shifted = new float[(n - 1) * rows];
         MatMulKernel.Forward(shifted, x.AsSpan(cols), w, n - 1, SimdLevel.Vector256);
         Assert.Equal(batch.AsSpan(rows).ToArray(), shifted);
-        // 5 rows (the shifted batch's second block) end in a tile of 2; so does a block of 8 (widened when whole blocks of 16)
+        // a block of 8 ends in a tile of 2 (bf16 tiles: fewer than WidenMinRows rows)
         var eight = new float[8 * rows];
         MatMulKernel.Forward(eight, x.AsSpan(0, 8 * cols), w, 8, SimdLevel.Vector256);
         Assert.Equal(batch.AsSpan(0, 8 * rows).ToArray(), eight);
         var alone = new float[rows];
-        foreach (int b in new[] { 0, 1, 2, 3, 35, 64, 69 })
+        foreach (int b in new[] { 0, 1, 2, 3, 35, 64, 73 })
         {
             MatMulKernel.Forward(alone, x.AsSpan(b * cols, cols), w, 1, SimdLevel.Vector256);
             Assert.Equal(batch.AsSpan(b * rows, rows).ToArray(), alone);
