@@ -77,72 +77,10 @@ public static unsafe partial class Attention
         fixed (float* sp = scores)
         fixed (float* op = output)
         {
-            Scores64x256<T>(sp, qp, rows, length, scale);
+            ScoreRange<T>(sp, qp, rows, 0, length, scale, length - 1, KvBlocks.PrefetchAhead);
             Ops.Softmax(scores[..length]);
-            Values64x256<T>(op, sp, rows + length, length);
+            ValueRange<T>(op, sp, rows + length, 0, length, first: true, length - 1, KvBlocks.PrefetchAhead);
         }
-    }
-
-    /// <summary>s[j] = (q · k_j) · scale for the key rows at <paramref name="keys"/>[j], four at a time.</summary>
-    private static void Scores64x256<T>(float* sp, float* qp, byte** keys, int length, float scale) where T : struct, IKvElements
-    {
-        var q0 = Vector256.Load(qp); var q1 = Vector256.Load(qp + 8); var q2 = Vector256.Load(qp + 16); var q3 = Vector256.Load(qp + 24);
-        var q4 = Vector256.Load(qp + 32); var q5 = Vector256.Load(qp + 40); var q6 = Vector256.Load(qp + 48); var q7 = Vector256.Load(qp + 56);
-        int j = 0;
-        for (; j + 4 <= length; j += 4)
-        {
-            int ahead = j + KvBlocks.PrefetchAhead;
-            KvBlocks.Prefetch64<T>(keys, ahead, length - 1); KvBlocks.Prefetch64<T>(keys, ahead + 1, length - 1);
-            KvBlocks.Prefetch64<T>(keys, ahead + 2, length - 1); KvBlocks.Prefetch64<T>(keys, ahead + 3, length - 1);
-            byte* k0 = keys[j], k1 = keys[j + 1], k2 = keys[j + 2], k3 = keys[j + 3];
-            Vector256<float> c0 = Vector256<float>.Zero, c1 = Vector256<float>.Zero, c2 = Vector256<float>.Zero, c3 = Vector256<float>.Zero;
-            c0 = Vector256.FusedMultiplyAdd(q0, T.Load256(k0, 0), c0); c1 = Vector256.FusedMultiplyAdd(q0, T.Load256(k1, 0), c1);
-            c2 = Vector256.FusedMultiplyAdd(q0, T.Load256(k2, 0), c2); c3 = Vector256.FusedMultiplyAdd(q0, T.Load256(k3, 0), c3);
-            c0 = Vector256.FusedMultiplyAdd(q1, T.Load256(k0, 8), c0); c1 = Vector256.FusedMultiplyAdd(q1, T.Load256(k1, 8), c1);
-            c2 = Vector256.FusedMultiplyAdd(q1, T.Load256(k2, 8), c2); c3 = Vector256.FusedMultiplyAdd(q1, T.Load256(k3, 8), c3);
-            c0 = Vector256.FusedMultiplyAdd(q2, T.Load256(k0, 16), c0); c1 = Vector256.FusedMultiplyAdd(q2, T.Load256(k1, 16), c1);
-            c2 = Vector256.FusedMultiplyAdd(q2, T.Load256(k2, 16), c2); c3 = Vector256.FusedMultiplyAdd(q2, T.Load256(k3, 16), c3);
-            c0 = Vector256.FusedMultiplyAdd(q3, T.Load256(k0, 24), c0); c1 = Vector256.FusedMultiplyAdd(q3, T.Load256(k1, 24), c1);
-            c2 = Vector256.FusedMultiplyAdd(q3, T.Load256(k2, 24), c2); c3 = Vector256.FusedMultiplyAdd(q3, T.Load256(k3, 24), c3);
-            c0 = Vector256.FusedMultiplyAdd(q4, T.Load256(k0, 32), c0); c1 = Vector256.FusedMultiplyAdd(q4, T.Load256(k1, 32), c1);
-            c2 = Vector256.FusedMultiplyAdd(q4, T.Load256(k2, 32), c2); c3 = Vector256.FusedMultiplyAdd(q4, T.Load256(k3, 32), c3);
-            c0 = Vector256.FusedMultiplyAdd(q5, T.Load256(k0, 40), c0); c1 = Vector256.FusedMultiplyAdd(q5, T.Load256(k1, 40), c1);
-            c2 = Vector256.FusedMultiplyAdd(q5, T.Load256(k2, 40), c2); c3 = Vector256.FusedMultiplyAdd(q5, T.Load256(k3, 40), c3);
-            c0 = Vector256.FusedMultiplyAdd(q6, T.Load256(k0, 48), c0); c1 = Vector256.FusedMultiplyAdd(q6, T.Load256(k1, 48), c1);
-            c2 = Vector256.FusedMultiplyAdd(q6, T.Load256(k2, 48), c2); c3 = Vector256.FusedMultiplyAdd(q6, T.Load256(k3, 48), c3);
-            c0 = Vector256.FusedMultiplyAdd(q7, T.Load256(k0, 56), c0); c1 = Vector256.FusedMultiplyAdd(q7, T.Load256(k1, 56), c1);
-            c2 = Vector256.FusedMultiplyAdd(q7, T.Load256(k2, 56), c2); c3 = Vector256.FusedMultiplyAdd(q7, T.Load256(k3, 56), c3);
-            (Sum4(c0, c1, c2, c3) * scale).Store(sp + j);
-        }
-        for (; j < length; j++)
-        {
-            byte* k = keys[j];
-            var c = Vector256<float>.Zero;
-            c = Vector256.FusedMultiplyAdd(q0, T.Load256(k, 0), c); c = Vector256.FusedMultiplyAdd(q1, T.Load256(k, 8), c);
-            c = Vector256.FusedMultiplyAdd(q2, T.Load256(k, 16), c); c = Vector256.FusedMultiplyAdd(q3, T.Load256(k, 24), c);
-            c = Vector256.FusedMultiplyAdd(q4, T.Load256(k, 32), c); c = Vector256.FusedMultiplyAdd(q5, T.Load256(k, 40), c);
-            c = Vector256.FusedMultiplyAdd(q6, T.Load256(k, 48), c); c = Vector256.FusedMultiplyAdd(q7, T.Load256(k, 56), c);
-            sp[j] = Vector256.Sum(c) * scale;
-        }
-    }
-
-    /// <summary>o = Σ_j p[j] v_j over the value rows at <paramref name="values"/>[j], from zero, in the order of j.</summary>
-    private static void Values64x256<T>(float* op, float* p, byte** values, int length) where T : struct, IKvElements
-    {
-        Vector256<float> o0 = Vector256<float>.Zero, o1 = Vector256<float>.Zero, o2 = Vector256<float>.Zero, o3 = Vector256<float>.Zero;
-        Vector256<float> o4 = Vector256<float>.Zero, o5 = Vector256<float>.Zero, o6 = Vector256<float>.Zero, o7 = Vector256<float>.Zero;
-        for (int j = 0; j < length; j++)
-        {
-            KvBlocks.Prefetch64<T>(values, j + KvBlocks.PrefetchAhead, length - 1);
-            byte* v = values[j];
-            var pj = Vector256.Create(p[j]);
-            o0 = Vector256.FusedMultiplyAdd(T.Load256(v, 0), pj, o0); o1 = Vector256.FusedMultiplyAdd(T.Load256(v, 8), pj, o1);
-            o2 = Vector256.FusedMultiplyAdd(T.Load256(v, 16), pj, o2); o3 = Vector256.FusedMultiplyAdd(T.Load256(v, 24), pj, o3);
-            o4 = Vector256.FusedMultiplyAdd(T.Load256(v, 32), pj, o4); o5 = Vector256.FusedMultiplyAdd(T.Load256(v, 40), pj, o5);
-            o6 = Vector256.FusedMultiplyAdd(T.Load256(v, 48), pj, o6); o7 = Vector256.FusedMultiplyAdd(T.Load256(v, 56), pj, o7);
-        }
-        o0.Store(op); o1.Store(op + 8); o2.Store(op + 16); o3.Store(op + 24);
-        o4.Store(op + 32); o5.Store(op + 40); o6.Store(op + 48); o7.Store(op + 56);
     }
 
     /// <summary>headDim 64 with Vector512: the query and the output accumulator stay in registers (4 vectors each).</summary>

@@ -46,7 +46,7 @@ public static unsafe partial class Attention
             int j1 = Math.Min(j0 + block, length);
             // the first query asks for the next block's key rows while it scores this one
             for (int i = 0; i < m; i++)
-                if (lengths[i] > j0) ScoreRange<T>(scores + (long)i * rowLength, q[i], rows, j0, Math.Min(j1, lengths[i]), scale, i == 0 ? length - 1 : -1);
+                if (lengths[i] > j0) ScoreRange<T>(scores + (long)i * rowLength, q[i], rows, j0, Math.Min(j1, lengths[i]), scale, i == 0 ? length - 1 : -1, block);
         }
         for (int i = 0; i < m; i++) Ops.Softmax(new Span<float>(scores + (long)i * rowLength, lengths[i]));
         byte** values = rows + length;
@@ -54,13 +54,15 @@ public static unsafe partial class Attention
         {
             int j1 = Math.Min(j0 + block, length);
             for (int i = 0; i < m; i++)
-                if (lengths[i] > j0) ValueRange<T>(output[i], scores + (long)i * rowLength, values, j0, Math.Min(j1, lengths[i]), j0 == 0, i == 0 ? length - 1 : -1);
+                if (lengths[i] > j0) ValueRange<T>(output[i], scores + (long)i * rowLength, values, j0, Math.Min(j1, lengths[i]), j0 == 0, i == 0 ? length - 1 : -1, block);
         }
     }
 
-    /// <summary>s[j] = (q · k_j) · scale for j in [j0, j1), four keys at a time (<see cref="Scores64x256{T}"/>'s chains).
-    /// last ≥ 0: also asks for the key rows one block ahead (clamped to row <paramref name="last"/>).</summary>
-    private static void ScoreRange<T>(float* sp, float* qp, byte** keys, int j0, int j1, float scale, int last) where T : struct, IKvElements
+    /// <summary>s[j] = (q · k_j) · scale for j in [j0, j1) at 256 bits: the query in 8 registers, four keys at a time (four
+    /// independent chains where one dot product is a chain of 8 dependent fused multiply-adds), each score
+    /// <see cref="VecOps.Dot"/>'s operations in its order times the scale. last ≥ 0: also asks for the key rows
+    /// <paramref name="ahead"/> positions ahead (clamped to row <paramref name="last"/>).</summary>
+    private static void ScoreRange<T>(float* sp, float* qp, byte** keys, int j0, int j1, float scale, int last, int ahead) where T : struct, IKvElements
     {
         var q0 = Vector256.Load(qp); var q1 = Vector256.Load(qp + 8); var q2 = Vector256.Load(qp + 16); var q3 = Vector256.Load(qp + 24);
         var q4 = Vector256.Load(qp + 32); var q5 = Vector256.Load(qp + 40); var q6 = Vector256.Load(qp + 48); var q7 = Vector256.Load(qp + 56);
@@ -69,9 +71,9 @@ public static unsafe partial class Attention
         {
             if (last >= 0)
             {
-                int ahead = j + QueryBlockPositions;
-                KvBlocks.Prefetch64<T>(keys, ahead, last); KvBlocks.Prefetch64<T>(keys, ahead + 1, last);
-                KvBlocks.Prefetch64<T>(keys, ahead + 2, last); KvBlocks.Prefetch64<T>(keys, ahead + 3, last);
+                int next = j + ahead;
+                KvBlocks.Prefetch64<T>(keys, next, last); KvBlocks.Prefetch64<T>(keys, next + 1, last);
+                KvBlocks.Prefetch64<T>(keys, next + 2, last); KvBlocks.Prefetch64<T>(keys, next + 3, last);
             }
             byte* k0 = keys[j], k1 = keys[j + 1], k2 = keys[j + 2], k3 = keys[j + 3];
             Vector256<float> c0 = Vector256<float>.Zero, c1 = Vector256<float>.Zero, c2 = Vector256<float>.Zero, c3 = Vector256<float>.Zero;
@@ -117,10 +119,10 @@ public static unsafe partial class Attention
         return h.GetLower() + h.GetUpper();
     }
 
-    /// <summary>o (+)= Σ_j p[j] v_j for j in [j0, j1) in the order of j (<see cref="Values64x256{T}"/>'s operations), from
-    /// zero when <paramref name="first"/>, else from the partial sums in o. last ≥ 0: also asks for the value rows one
-    /// block ahead.</summary>
-    private static void ValueRange<T>(float* op, float* p, byte** values, int j0, int j1, bool first, int last) where T : struct, IKvElements
+    /// <summary>o (+)= Σ_j p[j] v_j for j in [j0, j1) in the order of j, the output in 8 registers (each element
+    /// <see cref="VecOps.Axpy"/>'s operations), from zero when <paramref name="first"/>, else from the partial sums in o.
+    /// last ≥ 0: also asks for the value rows <paramref name="ahead"/> positions ahead.</summary>
+    private static void ValueRange<T>(float* op, float* p, byte** values, int j0, int j1, bool first, int last, int ahead) where T : struct, IKvElements
     {
         Vector256<float> o0, o1, o2, o3, o4, o5, o6, o7;
         if (first)
@@ -134,7 +136,7 @@ public static unsafe partial class Attention
         }
         for (int j = j0; j < j1; j++)
         {
-            if (last >= 0) KvBlocks.Prefetch64<T>(values, j + QueryBlockPositions, last);
+            if (last >= 0) KvBlocks.Prefetch64<T>(values, j + ahead, last);
             byte* v = values[j];
             var pj = Vector256.Create(p[j]);
             o0 = Vector256.FusedMultiplyAdd(T.Load256(v, 0), pj, o0); o1 = Vector256.FusedMultiplyAdd(T.Load256(v, 8), pj, o1);
