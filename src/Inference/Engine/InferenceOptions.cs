@@ -70,10 +70,11 @@ public sealed class InferenceOptions
     /// forward tokens).</summary>
     public double VtcTrainingWeight { get; set; } = 3;
     /// <summary>Time fine-tuning may take while inference requests are running, as a fraction of the time spent serving
-    /// them (0.4: about 29% of the loop; FlexLLM co-serving), taken in bursts of <see cref="TrainingBurstMs"/>; with no
-    /// inference to serve, training takes all the time. The default keeps the median time between tokens within 1.2x of
-    /// inference alone at half capacity (BENCHMARKS.md: 1.17x and 1.19x quiet; 0.5 gave 1.24x and 1.30x).</summary>
-    public double TrainingShareWhileServing { get; set; } = 0.4;
+    /// them (0.5: about a third of the loop; FlexLLM co-serving), taken in bursts of <see cref="TrainingBurstMs"/>; with no
+    /// inference to serve, training takes all the time. At the default, inference at half capacity keeps its median time
+    /// between tokens within 1.2x of inference alone while training keeps half its solo rate (BENCHMARKS.md, co-serving
+    /// after Run M: 1.04x with 51% and 1.14x with 52% in two full runs on a Zen 3 EPYC).</summary>
+    public double TrainingShareWhileServing { get; set; } = 0.5;
     /// <summary>While requests run, training takes its share in bursts of about this many milliseconds (whole units), each
     /// once its share of the serving time has added up to it: one inter-token interval in many carries the training
     /// time instead of every one carrying a part (the median time between tokens stays near that of inference alone;
