@@ -20,7 +20,7 @@ internal static class GroupAttentionBenchmark
         Console.WriteLine($"decode attention of one KV group, one thread, {level}; load {File.ReadAllText("/proc/loadavg").Trim()}");
         // blocks of 16 positions in a private cache, and of 3 in pool pages as the engine holds them (a page of the SmolLM2
         // shape: hidden 576 floats over a KV width of 192; 64-byte aligned, as the private cache's arrays are not)
-        foreach (int bs in level == SimdLevel.Vector512 ? [16] : new[] { 16, 3 })
+        foreach (int bs in new[] { 16, 3 })
         foreach (int heads in new[] { 3, 4 })
             foreach (int length in new[] { 128, 512, 2048 })
             {

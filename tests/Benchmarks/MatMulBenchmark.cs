@@ -21,7 +21,10 @@ internal static class MatMulBenchmark
                 {
                     var x = new float[n * cols];
                     var y = new float[n * rows];
-                    for (int i = 0; i < 3; i++) MatMulKernel.Forward(y, x, w, n, Simd.Best);
+                    // warm up for half a second, not a fixed count: a kernel called a few dozen times stays in the
+                    // JIT's first tier, and the figure would time that code, not the optimized kernel
+                    var warm = Stopwatch.StartNew();
+                    for (int i = 0; i < 3 || warm.Elapsed.TotalSeconds < 0.5; i++) MatMulKernel.Forward(y, x, w, n, Simd.Best);
                     int reps = Math.Max(3, (int)(2e9 / (2.0 * rows * cols * n + 1e7)));
                     var proc = Process.GetCurrentProcess();
                     var cpu0 = proc.TotalProcessorTime;

@@ -36,15 +36,20 @@ public sealed unsafe partial class CpuKernels
         }
     }
 
+    /// <summary>An attention job over the batch's caches, one per token (<see cref="RunChunks"/> drops them after the run).</summary>
+    private abstract class BatchCachesJob : PoolJob
+    {
+        public IKvCache[]? Caches;
+    }
+
     /// <summary>Attention of single tokens (decode, short runs) over their own caches: chunk c takes items c,
     /// c + chunks, ... with scratch row c; tokens marked in skip were done by a prefill run. An item is one query head,
     /// or, when grouped, all query heads of one KV head on one core: blocked (<see cref="Kernels.Attention.Group64"/>,
     /// scratch rows c · groups onwards), their keys and values are read once for the group; otherwise one head after
     /// another, the group's keys and values coming from the core's cache for all but the first. Each head's arithmetic is
     /// the same in all three cases, so the results are bitwise equal.</summary>
-    private sealed class PerTokenAttentionJob : PoolJob
+    private sealed class PerTokenAttentionJob : BatchCachesJob
     {
-        public IKvCache[]? Caches;
         private float* _out, _q, _scratch;
         private int* _lengths;
         private bool* _skip;
@@ -95,9 +100,8 @@ public sealed unsafe partial class CpuKernels
     /// head of a block of up to <see cref="QueryBlockTokens"/> consecutive tokens of one sequence, all the group's query
     /// heads of those tokens together; items are KV-head-major (a chunk's items share the KV head's rows in its core's
     /// cache); chunk c takes items c, c + chunks, ... with score rows c · rowsPerChunk onwards.</summary>
-    private sealed class QueryBlockAttentionJob : PoolJob
+    private sealed class QueryBlockAttentionJob : BatchCachesJob
     {
-        public IKvCache[]? Caches;
         private float* _out, _q, _scratch;
         private int* _lengths, _bounds;
         private int _chunks, _items, _blocks, _groups, _heads, _layer, _row, _rowsPerChunk;

@@ -167,17 +167,24 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
             job.Set(b, outP, qP, sP, lenP, skipP, chunks, items, groups, grouped, blocked, Level);
             long work = 0;
             for (int t = 0; t < b.Tokens; t++) if (!skip[t]) work += b.Lengths[t];
-            try
-            {
-                if (chunks == 1 || work * b.Heads * b.HeadDim < 1 << 15)
-                    for (int c = 0; c < chunks; c++) job.Execute(c);
-                else
-                    Pool.Run(job, chunks);
-            }
-            finally
-            {
-                job.Caches = null;
-            }
+            RunChunks(job, chunks, work * b.Heads * b.HeadDim);
+        }
+    }
+
+    /// <summary>Runs a job over the batch's own caches: on the calling thread when it has one chunk or little work
+    /// (<paramref name="work"/>: positions × heads × head width), else on the pool; the job lets go of the caches after.</summary>
+    private void RunChunks(BatchCachesJob job, int chunks, long work)
+    {
+        try
+        {
+            if (chunks == 1 || work < 1 << 15)
+                for (int c = 0; c < chunks; c++) job.Execute(c);
+            else
+                Pool.Run(job, chunks);
+        }
+        finally
+        {
+            job.Caches = null;
         }
     }
 
@@ -223,17 +230,7 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
         {
             var job = _queryBlockJob ??= new QueryBlockAttentionJob();
             job.Set(b, outP, qP, sP, lenP, boundP, blocks, chunks, groups, rowsPerChunk);
-            try
-            {
-                if (chunks == 1 || work * b.Heads * b.HeadDim < 1 << 15)
-                    for (int c = 0; c < chunks; c++) job.Execute(c);
-                else
-                    Pool.Run(job, chunks);
-            }
-            finally
-            {
-                job.Caches = null;
-            }
+            RunChunks(job, chunks, work * b.Heads * b.HeadDim);
         }
     }
 
