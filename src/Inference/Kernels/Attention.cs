@@ -185,7 +185,6 @@ public static unsafe partial class Attention
         {
             float* head = kt + (long)kvHead * blocks * headDim * 16;
             int used = (length + 15) / 16;
-            var max = Vector512.Create(float.NegativeInfinity);
             for (int blk = 0; blk < used; blk++)
             {
                 float* kb = head + (long)blk * headDim * 16;
@@ -207,17 +206,22 @@ public static unsafe partial class Attention
                     sc = Vector512.ConditionalSelect(Vector512.LessThan(lane, Vector512.Create((float)(length % 16))), sc, Vector512.Create(float.NegativeInfinity));
                 }
                 sc.Store(sp + blk * 16);
-                max = Vector512.Max(max, sc);
             }
-            float m = Vector512.Max(max, max).ToScalar();
-            for (int i = 0; i < 16; i++) m = Math.Max(m, max.GetElement(i));
-            var sc2 = scores[..length];
-            System.Numerics.Tensors.TensorPrimitives.Subtract(sc2, m, sc2);
-            System.Numerics.Tensors.TensorPrimitives.Exp(sc2, sc2);
-            float inv = 1f / System.Numerics.Tensors.TensorPrimitives.Sum(sc2);
-            System.Numerics.Tensors.TensorPrimitives.Multiply(sc2, inv, sc2);
+            NormalizeTransposed(scores[..(used * 16)], length);
         }
         Values(output, scores, cache, layer, kvHead, length, SimdLevel.Vector512);
+    }
+
+    /// <summary>Softmax of a transposed-keys score row in place: <paramref name="blockScores"/> holds whole blocks of 16
+    /// (positions past <paramref name="length"/> at -inf); the first <paramref name="length"/> become probabilities.</summary>
+    private static void NormalizeTransposed(Span<float> blockScores, int length)
+    {
+        float m = System.Numerics.Tensors.TensorPrimitives.Max(blockScores);
+        var sc = blockScores[..length];
+        System.Numerics.Tensors.TensorPrimitives.Subtract(sc, m, sc);
+        System.Numerics.Tensors.TensorPrimitives.Exp(sc, sc);
+        float inv = 1f / System.Numerics.Tensors.TensorPrimitives.Sum(sc);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(sc, inv, sc);
     }
 
     /// <summary>output = Σ_j p_j v_j over positions [0, length) (p already normalised).</summary>

@@ -49,6 +49,77 @@ public static unsafe partial class Attention
         }
     }
 
+    /// <summary><see cref="HeadTransposed"/> for the query heads of one token that share a KV head (headDim 64, a prefill at
+    /// Vector512): each block of transposed keys and each value row is read once for up to <see cref="GroupHeads"/> heads
+    /// instead of once per head, and the heads' chains run side by side (one head's four chains wait on the fused
+    /// multiply-add's latency). Every head's arithmetic is <see cref="HeadTransposed"/>'s: the same four chains per block
+    /// of 16 keys, the same softmax calls, each output element one chain over the positions in order from zero; so each
+    /// output is bitwise what <see cref="HeadTransposed"/> gives for that head alone.</summary>
+    /// <param name="output">(heads, 64) the group's outputs.</param>
+    /// <param name="q">(heads, 64) the group's queries.</param>
+    /// <param name="scores">(heads, rowLength) one score row per head, rowLength at least <paramref name="length"/> rounded up to 16.</param>
+    public static void GroupTransposed(float* output, float* q, int heads, ReadOnlySpan<float> keysT, int blocks,
+        IKvCache cache, int layer, int kvHead, int length, float* scores, int rowLength)
+    {
+        int used = (length + 15) / 16;
+        if (rowLength < used * 16 || keysT.Length < (kvHead + 1) * blocks * 64 * 16 || used > blocks)
+            throw new ArgumentException("grouped transposed attention buffers too small");
+        float scale = 1f / MathF.Sqrt(64);
+        Span<float> ones = [1f, 1f, 1f, 1f];   // the values are summed with p already normalised, as HeadTransposed does
+        byte** rows = KvBlocks.HeadRows(cache, layer, kvHead, 64, length);
+        fixed (float* kt = keysT)
+        {
+            float* head = kt + (long)kvHead * blocks * 64 * 16;
+            for (int h = 0; h < heads; h += GroupHeads)
+            {
+                int m = Math.Min(GroupHeads, heads - h);
+                float* s = scores + (long)h * rowLength;
+                ScoreTransposedGroup(q + h * 64, m, head, used, length, s, rowLength, scale);
+                for (int i = 0; i < m; i++) NormalizeTransposed(new Span<float>(s + (long)i * rowLength, used * 16), length);
+                if (cache.Format == KvCacheFormat.Bf16) ValueGroup<Bf16Kv>(output + h * 64, ones, m, rows + length, length, s, rowLength);
+                else ValueGroup<F32Kv>(output + h * 64, ones, m, rows + length, length, s, rowLength);
+            }
+        }
+    }
+
+    /// <summary>Scores of m ≤ 4 heads against blocks of 16 transposed keys, each head's as in <see cref="HeadTransposed"/>:
+    /// chain i of a block takes the dimensions d ≡ i (mod 4), the block's score is ((c0 + c1) + (c2 + c3)) · scale, and
+    /// the positions past <paramref name="length"/> in the last block get -inf.</summary>
+    private static void ScoreTransposedGroup(float* q, int m, float* head, int used, int length, float* s, int rowLength, float scale)
+    {
+        // pointers of unused heads repeat the last one's (computed, never stored)
+        float* qa = q, qb = q + Math.Min(1, m - 1) * 64, qc = q + Math.Min(2, m - 1) * 64, qd = q + Math.Min(3, m - 1) * 64;
+        var lane = Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        for (int blk = 0; blk < used; blk++)
+        {
+            float* kb = head + (long)blk * 64 * 16;
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+            Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, d0 = default, d1 = default, d2 = default, d3 = default;
+            for (int d = 0; d < 64; d += 4)
+            {
+                var k0 = Vector512.Load(kb + d * 16);
+                var k1 = Vector512.Load(kb + d * 16 + 16);
+                var k2 = Vector512.Load(kb + d * 16 + 32);
+                var k3 = Vector512.Load(kb + d * 16 + 48);
+                a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d]), k0, a0); a1 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d + 1]), k1, a1);
+                a2 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d + 2]), k2, a2); a3 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d + 3]), k3, a3);
+                b0 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d]), k0, b0); b1 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d + 1]), k1, b1);
+                b2 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d + 2]), k2, b2); b3 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d + 3]), k3, b3);
+                c0 = Vector512.FusedMultiplyAdd(Vector512.Create(qc[d]), k0, c0); c1 = Vector512.FusedMultiplyAdd(Vector512.Create(qc[d + 1]), k1, c1);
+                c2 = Vector512.FusedMultiplyAdd(Vector512.Create(qc[d + 2]), k2, c2); c3 = Vector512.FusedMultiplyAdd(Vector512.Create(qc[d + 3]), k3, c3);
+                d0 = Vector512.FusedMultiplyAdd(Vector512.Create(qd[d]), k0, d0); d1 = Vector512.FusedMultiplyAdd(Vector512.Create(qd[d + 1]), k1, d1);
+                d2 = Vector512.FusedMultiplyAdd(Vector512.Create(qd[d + 2]), k2, d2); d3 = Vector512.FusedMultiplyAdd(Vector512.Create(qd[d + 3]), k3, d3);
+            }
+            var keep = blk == used - 1 && length % 16 != 0 ? Vector512.LessThan(lane, Vector512.Create((float)(length % 16))) : Vector512<float>.AllBitsSet;
+            var ninf = Vector512.Create(float.NegativeInfinity);
+            int at = blk * 16;
+            Vector512.ConditionalSelect(keep, ((a0 + a1) + (a2 + a3)) * scale, ninf).Store(s + at);
+            if (m > 1) Vector512.ConditionalSelect(keep, ((b0 + b1) + (b2 + b3)) * scale, ninf).Store(s + rowLength + at);
+            if (m > 2) Vector512.ConditionalSelect(keep, ((c0 + c1) + (c2 + c3)) * scale, ninf).Store(s + 2L * rowLength + at);
+            if (m > 3) Vector512.ConditionalSelect(keep, ((d0 + d1) + (d2 + d3)) * scale, ninf).Store(s + 3L * rowLength + at);
+        }
+    }
+
     /// <summary>Scores of m ≤ 4 heads: row i of s gets q_i · k_j · scale for every position j (key row at keys[j]); max[i]
     /// its largest.</summary>
     private static void ScoreGroup<T>(Span<float> max, float* q, int m, byte** keys, int length, float* s, int rowLength, float scale)

@@ -5,27 +5,42 @@ namespace Loom.Inference.Kernels;
 public sealed unsafe partial class CpuKernels
 {
     /// <summary>Attention of a prefill run of one sequence against its transposed keys: chunk c takes items c,
-    /// c + chunks, ... (item = token × head; round-robin, since causal rows grow with position) with scratch row c.</summary>
+    /// c + chunks, ... (round-robin, since causal rows grow with position). An item is one token's query head with scratch
+    /// row c, or, grouped (heads of 64), one token's query heads of a KV head (<see cref="Kernels.Attention.GroupTransposed"/>)
+    /// with scratch rows c · groups onwards; the outputs are bitwise the same either way.</summary>
     private sealed class PrefillAttentionJob : PoolJob
     {
         public IKvCache? Cache;
         private float* _out, _q, _scratch, _keysT;
         private int* _lengths;
         private int _t0, _chunks, _items, _groups, _blocks, _heads, _headDim, _layer, _row, _keysTLength;
+        private bool _grouped;
 
         public void Set(in AttentionBatch b, float* output, float* q, float* scratch, float* keysT, int* lengths,
-            int t0, int chunks, int items, int groups, int blocks)
+            int t0, int chunks, int items, int groups, int blocks, bool grouped)
         {
             Cache = b.Caches[t0];
             _out = output; _q = q; _scratch = scratch; _keysT = keysT; _lengths = lengths;
-            (_t0, _chunks, _items, _groups, _blocks) = (t0, chunks, items, groups, blocks);
+            (_t0, _chunks, _items, _groups, _blocks, _grouped) = (t0, chunks, items, groups, blocks, grouped);
             (_heads, _headDim, _layer, _row, _keysTLength) = (b.Heads, b.HeadDim, b.Layer, b.ScratchRowLength, b.KeysT.Length);
         }
 
         public override void Execute(int c)
         {
-            var scores = new Span<float>(_scratch + (long)c * _row, _row);
             var keysT = new ReadOnlySpan<float>(_keysT, _keysTLength);
+            if (_grouped)
+            {
+                int kvHeads = _heads / _groups;
+                float* rows = _scratch + (long)c * _groups * _row;
+                for (int i = c; i < _items; i += _chunks)
+                {
+                    int t = _t0 + i / kvHeads, g = i % kvHeads;
+                    long at = ((long)t * _heads + g * _groups) * 64;
+                    Kernels.Attention.GroupTransposed(_out + at, _q + at, _groups, keysT, _blocks, Cache!, _layer, g, _lengths[t], rows, _row);
+                }
+                return;
+            }
+            var scores = new Span<float>(_scratch + (long)c * _row, _row);
             for (int i = c; i < _items; i += _chunks)
             {
                 int t = _t0 + i / _heads, h = i % _heads;

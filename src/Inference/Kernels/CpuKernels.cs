@@ -112,8 +112,13 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
         var cache = b.Caches[t0];
         int length = b.Lengths[t1 - 1];
         Kernels.Attention.TransposeKeys(b.KeysT, cache, b.Layer, length, b.KvHeads, b.HeadDim);
-        int items = (t1 - t0) * b.Heads;
-        int chunks = Math.Min(AttentionScratchRows, items);
+        // heads of 64 in groups: an item is one token's group of query heads (each key block and value row read once for
+        // the group, Attention.GroupTransposed), with one score row per head
+        bool grouped = groups > 1 && b.HeadDim == 64;
+        int rowsPerChunk = grouped ? groups : 1;
+        int items = (t1 - t0) * (grouped ? b.KvHeads : b.Heads);
+        int chunks = Math.Min(Math.Min(AttentionScratchRows, items), b.Scratch.Length / (b.ScratchRowLength * rowsPerChunk));
+        if (chunks < 1) throw new ArgumentException("attention scratch too small");
         fixed (float* outP = b.Output)
         fixed (float* qP = b.Q)
         fixed (float* sP = b.Scratch)
@@ -121,7 +126,7 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
         fixed (int* lenP = b.Lengths)
         {
             var job = _prefillJob ??= new PrefillAttentionJob();
-            job.Set(b, outP, qP, sP, ktP, lenP, t0, chunks, items, groups, (length + 15) / 16);
+            job.Set(b, outP, qP, sP, ktP, lenP, t0, chunks, items, groups, (length + 15) / 16, grouped);
             try
             {
                 Pool.Run(job, chunks);

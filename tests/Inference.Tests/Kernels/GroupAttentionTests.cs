@@ -69,6 +69,50 @@ public sealed class GroupAttentionTests(ITestOutputHelper log)
         }
     }
 
+    /// <summary>A prefill's grouped attention against transposed keys (one token's query heads of a KV head together)
+    /// equals the per-head transposed kernel bit for bit, over private blocks and pool-page-sized ones.</summary>
+    [SkippableTheory]
+    [InlineData(1, 37)]
+    [InlineData(3, 1)]
+    [InlineData(3, 16)]
+    [InlineData(3, 100)]
+    [InlineData(4, 37)]
+    [InlineData(7, 50)]    // a group of 4 and one of 3
+    [InlineData(9, 200)]   // two groups of 4 and a single head
+    [InlineData(3, 100, 3)]
+    [InlineData(4, 37, 6)]
+    public unsafe void GroupTransposedEqualsEachHeadAloneBitwise(int heads, int length, int blockSize = 16)
+    {
+        Skip.If(Simd.Best != SimdLevel.Vector512, "no AVX-512 on this machine: the Vector512 kernels are not tested here");
+        const int hd = 64, kvHeads = 2, row = 208;
+        var cache = Filled(kvHeads, length, 15, blockSize);
+        int blocks = (length + 15) / 16;
+        var keysT = new float[kvHeads * blocks * hd * 16];
+        Attention.TransposeKeys(keysT, cache, 0, length, kvHeads, hd);
+        var q = Random(heads * hd, 16, 2);
+        for (int kv = 0; kv < kvHeads; kv++)
+        {
+            var grouped = new float[heads * hd];
+            var scores = Random(heads * row, 17);   // stale contents must not matter
+            fixed (float* op = grouped)
+            fixed (float* qp = q)
+            fixed (float* sp = scores)
+                Attention.GroupTransposed(op, qp, heads, keysT, blocks, cache, 0, kv, length, sp, row);
+            var alone = new float[heads * hd];
+            var naive = new float[heads * hd];
+            for (int h = 0; h < heads; h++)
+            {
+                Attention.HeadTransposed(alone.AsSpan(h * hd, hd), q.AsSpan(h * hd, hd), keysT, blocks, cache, 0, kv, length, Random(row, 18 + h));
+                Attention.NaiveHead(naive.AsSpan(h * hd, hd), q.AsSpan(h * hd, hd), cache, 0, kv, length);
+            }
+            int differ = 0;
+            for (int i = 0; i < alone.Length; i++) if (BitConverter.SingleToInt32Bits(alone[i]) != BitConverter.SingleToInt32Bits(grouped[i])) differ++;
+            log.WriteLine($"{heads} heads, length {length}, blocks of {blockSize}, kv head {kv}: {differ} of {alone.Length} outputs differ bitwise from one head at a time");
+            Assert.Equal(0, differ);
+            Compare.Close(log, "grouped transposed vs scalar twin", grouped, naive, 1e-5);
+        }
+    }
+
     /// <summary>A decode batch large enough for grouped items: the attention output equals the scalar twin's per head,
     /// and equals the per-head kernel's bit for bit (so the batch size, which picks the path, changes no bit).</summary>
     [SkippableFact]
