@@ -11,7 +11,7 @@ internal static class MatMulBenchmark
     public static void Run(string[] args)
     {
         foreach (var (rows, cols) in args.Length > 0 ? [(int.Parse(args[0]), int.Parse(args[1]))] : new[] { (1536, 576), (576, 1536), (8192, 2048) })
-            foreach (var type in new[] { WeightType.F32, WeightType.BF16 })
+            foreach (var type in new[] { WeightType.F32, WeightType.BF16, WeightType.Q8 })
             foreach (bool packed in System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? new[] { false, true } : new[] { false })
             {
                 using var rowMajor = WeightMatrix.FromFloats(new float[rows * cols], rows, cols, type);

@@ -77,7 +77,7 @@ public static unsafe partial class MatMulKernel
                 Serial(targets, x, n, level);
                 return;
             }
-            xq = Q8Input.Quantize(x, n, t.W.Cols);   // the targets share x, so one quantization serves all
+            xq = Q8Input.Quantize(x, n, t.W.Cols, MatMulQ8.Wide(level));   // the targets share x, so one quantization serves all
             break;
         }
         // the packed kernel's interleaved inputs (not beside Q8 targets), or the 256-bit bf16 tiles' split inputs (Q8

@@ -10,8 +10,10 @@ namespace Loom.Inference.Kernels;
 /// ascending order. The dot is AVX-VNNI's u8×s8 instruction where there is one (.NET 10 exposes it at 256 bits only,
 /// the width Zen 4 executes it at anyway), with the +128 of the stored bytes taken off by the input's block sums; on AVX2
 /// alone it is llama.cpp's emulation: |v| (u8) × (x with v's sign) (s8) in pairs to s16 (at most 2 · 128 · 127, no
-/// saturation), pairs of those to s32, which is Σ v · x with no offset to take off. Both integers are exact, so both
-/// paths give the same floats. Every output is computed by one thread in that fixed order, so the result does not depend
+/// saturation), pairs of those to s32, which is Σ v · x with no offset to take off. With AVX-512BW (<see cref="Rows512"/>)
+/// the stored bytes and the inputs are widened to 16 bits and multiplied in pairs (16 rows per register, the +128 taken
+/// off as with VNNI): .NET 10 offers no 512-bit VNNI, and on an AVX-512 Xeon this does twice the AVX2 path's work per
+/// instruction. All these integers are exact, so every path gives the same floats. Every output is computed by one thread in that fixed order, so the result does not depend
 /// on the batch, the chunking, the number of cores or the instruction set, and equals <see cref="Naive"/> bit for bit.</summary>
 public static unsafe class MatMulQ8
 {
@@ -19,15 +21,30 @@ public static unsafe class MatMulQ8
 
     public static bool FastPath(SimdLevel level) => level != SimdLevel.Scalar && (AvxVnni.IsSupported || Avx2.IsSupported && Fma.IsSupported);
 
-    /// <summary>Output rows [r0, r1) (multiples of 16) of quantized input rows [b0, b1): y[b · ys + r] (ys: y's row
-    /// stride). Input rows go in blocks of <see cref="BatchBlock"/> counted from b0.</summary>
-    internal static void Rows(float* y, int ys, in Q8Input x, WeightMatrix w, int b0, int b1, int r0, int r1) =>
-        Rows(y, ys, x, w, b0, b1, r0, r1, AvxVnni.IsSupported);
+    /// <summary>Whether the 512-bit dot product runs at this level (AVX-512BW; preferred to AVX-VNNI's 256-bit one, which
+    /// .NET exposes only in its VEX form, absent from AVX-512 Xeons): the inputs are then quantized with 16-bit copies.</summary>
+    public static bool Wide(SimdLevel level) => level == SimdLevel.Vector512 && Avx512BW.IsSupported;
 
-    /// <summary><see cref="Rows(float*, int, in Q8Input, WeightMatrix, int, int, int, int)"/> with the dot product chosen:
-    /// <paramref name="vnni"/> false runs the AVX2 emulation (also where AVX-VNNI is present, so that it can be tested there).</summary>
-    internal static void Rows(float* y, int ys, in Q8Input x, WeightMatrix w, int b0, int b1, int r0, int r1, bool vnni)
+    /// <summary>Output rows [r0, r1) (multiples of 16) of quantized input rows [b0, b1): y[b · ys + r] (ys: y's row
+    /// stride). Input rows go in blocks of <see cref="BatchBlock"/> counted from b0. Inputs with 16-bit copies
+    /// (<see cref="Q8Input.Values16"/>) take the 512-bit dot product.</summary>
+    internal static void Rows(float* y, int ys, in Q8Input x, WeightMatrix w, int b0, int b1, int r0, int r1) =>
+        Rows(y, ys, x, w, b0, b1, r0, r1, x.Values16 != null && Avx512BW.IsSupported ? Q8Dot.Avx512 : AvxVnni.IsSupported ? Q8Dot.AvxVnni : Q8Dot.Avx2);
+
+    /// <summary>The integer dot products of <see cref="Rows(float*, int, in Q8Input, WeightMatrix, int, int, int, int)"/>.</summary>
+    internal enum Q8Dot { Avx2, AvxVnni, Avx512 }
+
+    /// <summary><see cref="Rows(float*, int, in Q8Input, WeightMatrix, int, int, int, int)"/> with the dot product chosen
+    /// (each one runs wherever its instructions exist, so that all can be tested there; Avx512 needs the 16-bit inputs).</summary>
+    internal static void Rows(float* y, int ys, in Q8Input x, WeightMatrix w, int b0, int b1, int r0, int r1, Q8Dot dot)
     {
+        if (dot == Q8Dot.Avx512)
+        {
+            if (x.Values16 == null) throw new ArgumentException("the 512-bit Q8 dot product needs the inputs' 16-bit copies");
+            Rows512(y, ys, x, w, b0, b1, r0, r1);
+            return;
+        }
+        bool vnni = dot == Q8Dot.AvxVnni;
         int blocks = x.Blocks, stride = blocks * Q8Layout.Block;
         byte* data = (byte*)w.Data;
         for (int bb = b0; bb < b1; bb += BatchBlock)
@@ -218,6 +235,112 @@ public static unsafe class MatMulQ8
         f10.Store(y + ys); f11.Store(y + ys + 8);
         f20.Store(y + 2 * ys); f21.Store(y + 2 * ys + 8);
         f30.Store(y + 3 * ys); f31.Store(y + 3 * ys + 8);
+    }
+
+    /// <summary>The 512-bit dot product (AVX-512BW): a quad's 16 rows × 4 columns of stored bytes (value + 128) widened to
+    /// 16 bits, rows 0–7 and rows 8–15 in one register each, and multiplied by the input's 4 columns as 16-bit pairs
+    /// (<c>vpmaddwd</c>: lane 2i gets row i's columns 0 and 1, lane 2i + 1 its columns 2 and 3, at most 2 · 255 · 127 each,
+    /// exact in 32 bits). After a block's 8 quads the lane pairs are added (row i's dot of the stored bytes) and 128 · the
+    /// input block's sum taken off, which leaves the exact Σ v · x of the other paths; the floats then follow the same
+    /// fused multiply-add per block in the same order, so the outputs are bitwise theirs.</summary>
+    private static void Rows512(float* y, int ys, in Q8Input x, WeightMatrix w, int b0, int b1, int r0, int r1)
+    {
+        int blocks = x.Blocks, stride = blocks * Q8Layout.Block;
+        byte* data = (byte*)w.Data;
+        for (int bb = b0; bb < b1; bb += BatchBlock)
+        {
+            int be = Math.Min(b1, bb + BatchBlock);
+            for (int r = r0; r < r1; r += Q8Layout.Rows)
+            {
+                byte* panel = data + (long)(r / Q8Layout.Rows) * blocks * Q8Layout.BlockBytes;
+                int b = bb;
+                for (; b + 4 <= be; b += 4)
+                    Panel4x512(y + (long)b * ys + r, ys, panel, blocks, x.Values16 + (long)b * stride, stride, x.Scales + b * blocks, x.Sums + b * blocks);
+                for (; b < be; b++)
+                    Panel1x512(y + (long)b * ys + r, panel, blocks, x.Values16 + (long)b * stride, x.Scales + b * blocks, x.Sums + b * blocks);
+            }
+        }
+    }
+
+    /// <summary>Lane i: lanes 2i and 2i + 1 of <paramref name="lo"/> (rows 0–7) added for i &lt; 8, of <paramref name="hi"/>
+    /// (rows 8–15) for i ≥ 8: each row's dot for the block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> PairSums(Vector512<int> lo, Vector512<int> hi) =>
+        Avx512F.PermuteVar16x32x2(lo, Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), hi)
+        + Avx512F.PermuteVar16x32x2(lo, Vector512.Create(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31), hi);
+
+    /// <summary>The block's 16 f16 weight scales as f32 (exactly, as <see cref="Widen"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Scales16(byte* p)
+    {
+        var h = Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)(p + Q8Layout.ScaleOffset)));
+        return (((h & Vector512.Create(0x8000u)) << 16) | ((h & Vector512.Create(0x7fffu)) << 13)).AsSingle() * Vector512.Create(Two112);
+    }
+
+    /// <summary>acc + float(dot − 128 · sum) · scale: <see cref="Scaled(Vector256{float}, Vector256{int}, int, Vector256{float})"/> for 16 rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Scaled512(Vector512<float> acc, Vector512<int> dot, int sum, Vector512<float> scale) =>
+        Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(dot - Vector512.Create(sum << 7)), scale, acc);
+
+    /// <summary>4 columns of an input row as 16-bit pairs in every 64-bit lane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<short> Columns4(short* x) => Vector512.Create(*(long*)x).AsInt16();
+
+    /// <summary>16 outputs (y[0..16]) of one input row.</summary>
+    private static void Panel1x512(float* y, byte* panel, int blocks, short* xq, float* xs, int* xc)
+    {
+        Vector512<float> f = default;
+        for (int blk = 0; blk < blocks; blk++)
+        {
+            byte* p = panel + (long)blk * Q8Layout.BlockBytes;
+            short* xb = xq + blk * Q8Layout.Block;
+            Vector512<int> lo0 = default, hi0 = default, lo1 = default, hi1 = default;
+            for (int q = 0; q < 8; q += 2)
+            {
+                byte* pq = p + q * Q8Layout.QuadBytes;
+                var x0 = Columns4(xb + q * 4);
+                var x1 = Columns4(xb + q * 4 + 4);
+                lo0 += Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(pq)), x0);
+                hi0 += Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(pq + 32)), x0);
+                lo1 += Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(pq + 64)), x1);
+                hi1 += Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(pq + 96)), x1);
+            }
+            f = Scaled512(f, PairSums(lo0 + lo1, hi0 + hi1), xc[blk], Scales16(p) * Vector512.Create(xs[blk]));
+        }
+        f.Store(y);
+    }
+
+    /// <summary>16 outputs of four input rows (y rows ys apart, x rows xstride apart): each widened weight load feeds four rows.</summary>
+    private static void Panel4x512(float* y, int ys, byte* panel, int blocks, short* xq, int xstride, float* xs, int* xc)
+    {
+        Vector512<float> f0 = default, f1 = default, f2 = default, f3 = default;
+        short* x0 = xq, x1 = xq + xstride, x2 = x1 + xstride, x3 = x2 + xstride;
+        for (int blk = 0; blk < blocks; blk++)
+        {
+            byte* p = panel + (long)blk * Q8Layout.BlockBytes;
+            int o = blk * Q8Layout.Block;
+            Vector512<int> l0 = default, h0 = default, l1 = default, h1 = default, l2 = default, h2 = default, l3 = default, h3 = default;
+            for (int q = 0; q < 8; q++)
+            {
+                byte* pq = p + q * Q8Layout.QuadBytes;
+                var lo = Avx512BW.ConvertToVector512Int16(Vector256.Load(pq));
+                var hi = Avx512BW.ConvertToVector512Int16(Vector256.Load(pq + 32));
+                int k = o + q * 4;
+                var c = Columns4(x0 + k); l0 += Avx512BW.MultiplyAddAdjacent(lo, c); h0 += Avx512BW.MultiplyAddAdjacent(hi, c);
+                c = Columns4(x1 + k); l1 += Avx512BW.MultiplyAddAdjacent(lo, c); h1 += Avx512BW.MultiplyAddAdjacent(hi, c);
+                c = Columns4(x2 + k); l2 += Avx512BW.MultiplyAddAdjacent(lo, c); h2 += Avx512BW.MultiplyAddAdjacent(hi, c);
+                c = Columns4(x3 + k); l3 += Avx512BW.MultiplyAddAdjacent(lo, c); h3 += Avx512BW.MultiplyAddAdjacent(hi, c);
+            }
+            var s = Scales16(p);
+            f0 = Scaled512(f0, PairSums(l0, h0), xc[blk], s * Vector512.Create(xs[blk]));
+            f1 = Scaled512(f1, PairSums(l1, h1), xc[blocks + blk], s * Vector512.Create(xs[blocks + blk]));
+            f2 = Scaled512(f2, PairSums(l2, h2), xc[2 * blocks + blk], s * Vector512.Create(xs[2 * blocks + blk]));
+            f3 = Scaled512(f3, PairSums(l3, h3), xc[3 * blocks + blk], s * Vector512.Create(xs[3 * blocks + blk]));
+        }
+        f0.Store(y);
+        f1.Store(y + ys);
+        f2.Store(y + 2 * ys);
+        f3.Store(y + 3 * ys);
     }
 
     /// <summary>The plain scalar twin: each input row quantized per block by <see cref="Q8Layout.QuantizeBlock"/>, then

@@ -9,6 +9,7 @@ namespace Loom.Inference.Kernels;
 internal unsafe struct Q8Input
 {
     public sbyte* Values;   // (n, blocks·32), zero past the last column
+    public short* Values16; // the same values as 16-bit integers, for the 512-bit dot product; null unless asked for
     public float* Scales;   // (n, blocks)
     public int* Sums;       // (n, blocks)
     public int Blocks;
@@ -16,9 +17,28 @@ internal unsafe struct Q8Input
     [ThreadStatic] private static sbyte[]? _values;
     [ThreadStatic] private static float[]? _scales;
     [ThreadStatic] private static int[]? _sums;
+    [ThreadStatic] private static short[]? _values16;
 
-    /// <summary>Quantizes x (n, cols) into this thread's buffers (valid until its next call).</summary>
-    public static Q8Input Quantize(float* x, int n, int cols)
+    /// <summary>Quantizes x (n, cols) into this thread's buffers (valid until its next call); <paramref name="wide"/>:
+    /// also as 16-bit integers (<see cref="Values16"/>).</summary>
+    public static Q8Input Quantize(float* x, int n, int cols, bool wide = false)
+    {
+        var q = Quantize(x, n, cols);
+        if (!wide) return q;
+        long count = (long)n * q.Blocks * Q8Layout.Block;
+        if (_values16 == null || _values16.Length < count) _values16 = GC.AllocateArray<short>((int)Math.Max(count, 256 * Q8Layout.Block), pinned: true);
+        fixed (short* v16 = _values16)
+        {
+            long i = 0;
+            if (Avx512BW.IsSupported)
+                for (; i + 32 <= count; i += 32) Avx512BW.ConvertToVector512Int16(Vector256.Load(q.Values + i)).Store(v16 + i);
+            for (; i < count; i++) v16[i] = q.Values[i];
+            q.Values16 = v16;   // pinned array: the address stays valid
+        }
+        return q;
+    }
+
+    private static Q8Input Quantize(float* x, int n, int cols)
     {
         int blocks = Q8Layout.BlocksPerRow(cols);
         int size = n * blocks;

@@ -5,8 +5,8 @@ using Xunit.Abstractions;
 
 namespace Loom.Inference.Tests.Kernels;
 
-/// <summary>The Q8 matmul's AVX2 dot product (no AVX-VNNI) and the AVX2 input quantizer against their scalar twins, bit
-/// for bit, forced where AVX-VNNI and AVX-512 are present too: weights at -128 and 127, inputs at ±127, odd shapes.</summary>
+/// <summary>The Q8 matmul's AVX2 dot product (no AVX-VNNI), its 512-bit one (AVX-512BW, where present) and the AVX2 input
+/// quantizer against their scalar twins, bit for bit, forced where AVX-VNNI and AVX-512 are present too: weights at -128 and 127, inputs at ±127, odd shapes.</summary>
 public sealed class Q8Avx2Tests(ITestOutputHelper log)
 {
     /// <summary>Every stored value drawn from the whole int8 range (-128 one time in 256), a few rows all -128 and all 127,
@@ -44,14 +44,14 @@ public sealed class Q8Avx2Tests(ITestOutputHelper log)
         return x;
     }
 
-    private static unsafe float[] Product(WeightMatrix w, float[] x, int n, bool vnni)
+    private static unsafe float[] Product(WeightMatrix w, float[] x, int n, MatMulQ8.Q8Dot dot)
     {
         var y = new float[n * w.Rows];
         fixed (float* xp = x)
         fixed (float* yp = y)
         {
-            var xq = Q8Input.Quantize(xp, n, w.Cols);
-            MatMulQ8.Rows(yp, w.Rows, xq, w, 0, n, 0, w.Rows, vnni);
+            var xq = Q8Input.Quantize(xp, n, w.Cols, wide: dot == MatMulQ8.Q8Dot.Avx512);
+            MatMulQ8.Rows(yp, w.Rows, xq, w, 0, n, 0, w.Rows, dot);
         }
         return y;
     }
@@ -72,10 +72,11 @@ public sealed class Q8Avx2Tests(ITestOutputHelper log)
         var x = Inputs(n, cols, n);
         var naive = new float[n * rows];
         MatMulQ8.Naive(naive, x, w, n);
-        var avx2 = Product(w, x, n, vnni: false);
+        var avx2 = Product(w, x, n, MatMulQ8.Q8Dot.Avx2);
         Compare.Close(log, $"q8 avx2 {rows}x{cols} n={n}", avx2, naive, 0);
         Assert.Equal(Bits(naive), Bits(avx2));
-        if (AvxVnni.IsSupported) Assert.Equal(Bits(naive), Bits(Product(w, x, n, vnni: true)));
+        if (AvxVnni.IsSupported) Assert.Equal(Bits(naive), Bits(Product(w, x, n, MatMulQ8.Q8Dot.AvxVnni)));
+        if (Avx512BW.IsSupported) Assert.Equal(Bits(naive), Bits(Product(w, x, n, MatMulQ8.Q8Dot.Avx512)));
     }
 
     /// <summary>The largest products the AVX2 dot meets: |-128| · 127 twice in one s16 pair (32512, below 32767), in every
@@ -98,7 +99,9 @@ public sealed class Q8Avx2Tests(ITestOutputHelper log)
             for (int k = 0; k < cols; k++) x[b * cols + k] = b == 0 ? -2.5f : b == 1 ? 3f : (k + b) % 2 == 0 ? 1f : -1f;
         var naive = new float[n * rows];
         MatMulQ8.Naive(naive, x, w, n);
-        Assert.Equal(Bits(naive), Bits(Product(w, x, n, vnni: false)));
+        Assert.Equal(Bits(naive), Bits(Product(w, x, n, MatMulQ8.Q8Dot.Avx2)));
+        // the 512-bit dot's largest pair: stored bytes of 255 (value 127) and 0 (-128) times ±127, twice per 32-bit lane
+        if (Avx512BW.IsSupported) Assert.Equal(Bits(naive), Bits(Product(w, x, n, MatMulQ8.Q8Dot.Avx512)));
     }
 
     [SkippableTheory]
