@@ -10,7 +10,7 @@ namespace Loom.Inference.Kernels;
 /// ascending order. The dot is AVX-VNNI's u8×s8 instruction where there is one (.NET 10 exposes it at 256 bits only,
 /// the width Zen 4 executes it at anyway), with the +128 of the stored bytes taken off by the input's block sums; on AVX2
 /// alone it is llama.cpp's emulation: |v| (u8) × (x with v's sign) (s8) in pairs to s16 (at most 2 · 128 · 127, no
-/// saturation), pairs of those to s32, which is Σ v · x with no offset to take off. With AVX-512BW (<see cref="Rows512"/>)
+/// saturation), pairs of those to s32, which is Σ v · x with no offset to take off. With AVX-512BW (<see cref="Panel1x512"/>)
 /// the stored bytes and the inputs are widened to 16 bits and multiplied in pairs (16 rows per register, the +128 taken
 /// off as with VNNI): .NET 10 offers no 512-bit VNNI, and on an AVX-512 Xeon this does twice the AVX2 path's work per
 /// instruction. All these integers are exact, so every path gives the same floats. Every output is computed by one thread in that fixed order, so the result does not depend
@@ -38,13 +38,7 @@ public static unsafe class MatMulQ8
     /// (each one runs wherever its instructions exist, so that all can be tested there; Avx512 needs the 16-bit inputs).</summary>
     internal static void Rows(float* y, int ys, in Q8Input x, WeightMatrix w, int b0, int b1, int r0, int r1, Q8Dot dot)
     {
-        if (dot == Q8Dot.Avx512)
-        {
-            if (x.Values16 == null) throw new ArgumentException("the 512-bit Q8 dot product needs the inputs' 16-bit copies");
-            Rows512(y, ys, x, w, b0, b1, r0, r1);
-            return;
-        }
-        bool vnni = dot == Q8Dot.AvxVnni;
+        if (dot == Q8Dot.Avx512 && x.Values16 == null) throw new ArgumentException("the 512-bit Q8 dot product needs the inputs' 16-bit copies");
         int blocks = x.Blocks, stride = blocks * Q8Layout.Block;
         byte* data = (byte*)w.Data;
         for (int bb = b0; bb < b1; bb += BatchBlock)
@@ -58,14 +52,16 @@ public static unsafe class MatMulQ8
                 {
                     float* yb = y + (long)b * ys + r;
                     sbyte* xb = x.Values + (long)b * stride;
-                    if (vnni) Panel4(yb, ys, panel, blocks, xb, stride, x.Scales + b * blocks, x.Sums + b * blocks);
+                    if (dot == Q8Dot.Avx512) Panel4x512(yb, ys, panel, blocks, x.Values16 + (long)b * stride, stride, x.Scales + b * blocks, x.Sums + b * blocks);
+                    else if (dot == Q8Dot.AvxVnni) Panel4(yb, ys, panel, blocks, xb, stride, x.Scales + b * blocks, x.Sums + b * blocks);
                     else Panel4Avx2(yb, ys, panel, blocks, xb, stride, x.Scales + b * blocks);
                 }
                 for (; b < be; b++)
                 {
                     float* yb = y + (long)b * ys + r;
                     sbyte* xb = x.Values + (long)b * stride;
-                    if (vnni) Panel1(yb, panel, blocks, xb, x.Scales + b * blocks, x.Sums + b * blocks);
+                    if (dot == Q8Dot.Avx512) Panel1x512(yb, panel, blocks, x.Values16 + (long)b * stride, x.Scales + b * blocks, x.Sums + b * blocks);
+                    else if (dot == Q8Dot.AvxVnni) Panel1(yb, panel, blocks, xb, x.Scales + b * blocks, x.Sums + b * blocks);
                     else Panel1Avx2(yb, panel, blocks, xb, x.Scales + b * blocks);
                 }
             }
@@ -237,31 +233,6 @@ public static unsafe class MatMulQ8
         f30.Store(y + 3 * ys); f31.Store(y + 3 * ys + 8);
     }
 
-    /// <summary>The 512-bit dot product (AVX-512BW): a quad's 16 rows × 4 columns of stored bytes (value + 128) widened to
-    /// 16 bits, rows 0–7 and rows 8–15 in one register each, and multiplied by the input's 4 columns as 16-bit pairs
-    /// (<c>vpmaddwd</c>: lane 2i gets row i's columns 0 and 1, lane 2i + 1 its columns 2 and 3, at most 2 · 255 · 127 each,
-    /// exact in 32 bits). After a block's 8 quads the lane pairs are added (row i's dot of the stored bytes) and 128 · the
-    /// input block's sum taken off, which leaves the exact Σ v · x of the other paths; the floats then follow the same
-    /// fused multiply-add per block in the same order, so the outputs are bitwise theirs.</summary>
-    private static void Rows512(float* y, int ys, in Q8Input x, WeightMatrix w, int b0, int b1, int r0, int r1)
-    {
-        int blocks = x.Blocks, stride = blocks * Q8Layout.Block;
-        byte* data = (byte*)w.Data;
-        for (int bb = b0; bb < b1; bb += BatchBlock)
-        {
-            int be = Math.Min(b1, bb + BatchBlock);
-            for (int r = r0; r < r1; r += Q8Layout.Rows)
-            {
-                byte* panel = data + (long)(r / Q8Layout.Rows) * blocks * Q8Layout.BlockBytes;
-                int b = bb;
-                for (; b + 4 <= be; b += 4)
-                    Panel4x512(y + (long)b * ys + r, ys, panel, blocks, x.Values16 + (long)b * stride, stride, x.Scales + b * blocks, x.Sums + b * blocks);
-                for (; b < be; b++)
-                    Panel1x512(y + (long)b * ys + r, panel, blocks, x.Values16 + (long)b * stride, x.Scales + b * blocks, x.Sums + b * blocks);
-            }
-        }
-    }
-
     /// <summary>Lane i: lanes 2i and 2i + 1 of <paramref name="lo"/> (rows 0–7) added for i &lt; 8, of <paramref name="hi"/>
     /// (rows 8–15) for i ≥ 8: each row's dot for the block.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -286,7 +257,12 @@ public static unsafe class MatMulQ8
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<short> Columns4(short* x) => Vector512.Create(*(long*)x).AsInt16();
 
-    /// <summary>16 outputs (y[0..16]) of one input row.</summary>
+    /// <summary>16 outputs (y[0..16]) of one input row with the 512-bit dot product (AVX-512BW): a quad's 16 rows × 4
+    /// columns of stored bytes (value + 128) widened to 16 bits, rows 0–7 and rows 8–15 in one register each, and multiplied by the input's 4 columns as 16-bit pairs
+    /// (<c>vpmaddwd</c>: lane 2i gets row i's columns 0 and 1, lane 2i + 1 its columns 2 and 3, at most 2 · 255 · 127 each,
+    /// exact in 32 bits). After a block's 8 quads the lane pairs are added (row i's dot of the stored bytes) and 128 · the
+    /// input block's sum taken off, which leaves the exact Σ v · x of the other paths; the floats then follow the same
+    /// fused multiply-add per block in the same order, so the outputs are bitwise theirs.</summary>
     private static void Panel1x512(float* y, byte* panel, int blocks, short* xq, float* xs, int* xc)
     {
         Vector512<float> f = default;
