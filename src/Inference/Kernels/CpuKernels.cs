@@ -117,8 +117,7 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
         bool grouped = groups > 1 && b.HeadDim == 64;
         int rowsPerChunk = grouped ? groups : 1;
         int items = (t1 - t0) * (grouped ? b.KvHeads : b.Heads);
-        int chunks = Math.Min(Math.Min(AttentionScratchRows, items), b.Scratch.Length / (b.ScratchRowLength * rowsPerChunk));
-        if (chunks < 1) throw new ArgumentException("attention scratch too small");
+        int chunks = ScratchChunks(b, rowsPerChunk, items, AttentionScratchRows);
         fixed (float* outP = b.Output)
         fixed (float* qP = b.Q)
         fixed (float* sP = b.Scratch)
@@ -160,8 +159,7 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
         bool blocked = grouped && Level == SimdLevel.Vector512 && b.HeadDim == 64;
         int rowsPerChunk = blocked ? groups : 1;
         int items = b.Tokens * (grouped ? b.KvHeads : b.Heads);
-        int chunks = Math.Min(Math.Min(AttentionScratchRows, b.Scratch.Length / (b.ScratchRowLength * rowsPerChunk)), items);
-        if (chunks < 1) throw new ArgumentException("attention scratch too small");
+        int chunks = ScratchChunks(b, rowsPerChunk, items, AttentionScratchRows);
         fixed (float* outP = b.Output)
         fixed (float* qP = b.Q)
         fixed (float* sP = b.Scratch)
@@ -174,6 +172,15 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
             for (int t = 0; t < b.Tokens; t++) if (!skip[t]) work += b.Lengths[t];
             RunChunks(job, chunks, work * b.Heads * b.HeadDim);
         }
+    }
+
+    /// <summary>How many chunks an attention job runs: at most <paramref name="cap"/> and <paramref name="items"/>, each with
+    /// <paramref name="rowsPerChunk"/> score rows of the batch's scratch.</summary>
+    private static int ScratchChunks(in AttentionBatch b, int rowsPerChunk, int items, int cap)
+    {
+        int chunks = Math.Min(Math.Min(cap, items), b.Scratch.Length / (b.ScratchRowLength * rowsPerChunk));
+        if (chunks < 1) throw new ArgumentException("attention scratch too small");
+        return chunks;
     }
 
     /// <summary>Runs a job over the batch's own caches: on the calling thread when it has one chunk or little work
@@ -225,8 +232,7 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
         if (blocks == 0) return;
         int rowsPerChunk = widest * groups;   // a decode batch's blocks are single tokens: more chunks over the same rows
         int items = blocks * b.KvHeads;
-        int chunks = Math.Min(b.Scratch.Length / (b.ScratchRowLength * rowsPerChunk), items);
-        if (chunks < 1) throw new ArgumentException("attention scratch too small");
+        int chunks = ScratchChunks(b, rowsPerChunk, items, int.MaxValue);
         fixed (float* outP = b.Output)
         fixed (float* qP = b.Q)
         fixed (float* sP = b.Scratch)
