@@ -12,8 +12,8 @@ namespace Loom.Inference.Kernels;
 /// alone it is llama.cpp's emulation: |v| (u8) × (x with v's sign) (s8) in pairs to s16 (at most 2 · 128 · 127, no
 /// saturation), pairs of those to s32, which is Σ v · x with no offset to take off. With AVX-512BW (<see cref="Panel1x512"/>)
 /// the stored bytes and the inputs are widened to 16 bits and multiplied in pairs (16 rows per register, the +128 taken
-/// off as with VNNI): .NET 10 offers no 512-bit VNNI, and on an AVX-512 Xeon this does twice the AVX2 path's work per
-/// instruction. All these integers are exact, so every path gives the same floats. Every output is computed by one thread in that fixed order, so the result does not depend
+/// off as with VNNI) where AVX-VNNI is absent (an AVX-512 Xeon: .NET 10 offers no 512-bit VNNI), twice the AVX2 path's
+/// work per instruction. All these integers are exact, so every path gives the same floats. Every output is computed by one thread in that fixed order, so the result does not depend
 /// on the batch, the chunking, the number of cores or the instruction set, and equals <see cref="Naive"/> bit for bit.</summary>
 public static unsafe class MatMulQ8
 {
@@ -21,9 +21,11 @@ public static unsafe class MatMulQ8
 
     public static bool FastPath(SimdLevel level) => level != SimdLevel.Scalar && (AvxVnni.IsSupported || Avx2.IsSupported && Fma.IsSupported);
 
-    /// <summary>Whether the 512-bit dot product runs at this level (AVX-512BW; preferred to AVX-VNNI's 256-bit one, which
-    /// .NET exposes only in its VEX form, absent from AVX-512 Xeons): the inputs are then quantized with 16-bit copies.</summary>
-    public static bool Wide(SimdLevel level) => level == SimdLevel.Vector512 && Avx512BW.IsSupported;
+    /// <summary>Whether the 512-bit dot product runs at this level: AVX-512BW without AVX-VNNI (an AVX-512 Xeon has only
+    /// VNNI's EVEX form, which .NET 10 does not expose). Where AVX-VNNI is present its u8×s8 instruction does a 32-byte
+    /// dot in one operation, more than the widened pairs do, so it stays the choice. The inputs are then quantized with
+    /// 16-bit copies.</summary>
+    public static bool Wide(SimdLevel level) => level == SimdLevel.Vector512 && Avx512BW.IsSupported && !AvxVnni.IsSupported;
 
     /// <summary>Output rows [r0, r1) (multiples of 16) of quantized input rows [b0, b1): y[b · ys + r] (ys: y's row
     /// stride). Input rows go in blocks of <see cref="BatchBlock"/> counted from b0. Inputs with 16-bit copies
