@@ -157,6 +157,8 @@ public sealed partial class Playground : ComponentBase, IDisposable
                     }
                 }
                 reply.Content += e.Text;
+                // the usage is what the tenant is billed: it also counts a stop token, which streams no text event
+                if (e.Usage is { } usage) tokenCount = usage.CompletionTokens;
                 if (e.IsFinal) status = e.FinishReason == Loom.Inference.Engine.FinishReason.Length ? "Done (max tokens reached)" : "Done";
                 StateHasChanged();
             }
