@@ -11,7 +11,7 @@ public static class InferenceModule
 {
     /// <summary>Registers <see cref="IInferenceEngine"/> (and the same object as <see cref="Training.ITrainingEngine"/>) as a singleton: the continuous-batching <see cref="ServingEngine"/>
     /// over the model in Inference:ModelDirectory, loaded on first use; without one, a stand-in that refuses requests.
-    /// Options (section "Inference"): Backend (auto | cpu | cuda | ilgpu-cpu), ModelDirectory, WeightFormat, KvCacheFormat (f32 | bf16; bf16 on the cpu backend only), MaxContext, PrefillChunk, PoolBytes, TokenBudget,
+    /// Options (section "Inference"): Backend (auto | cpu | cuda | ilgpu-cpu), ModelDirectory, WeightFormat, KvCacheFormat (f32 | bf16; bf16 on the cpu backend only), AdapterPageFormat (f32 | bf16; likewise), MaxContext, PrefillChunk, PoolBytes, TokenBudget,
     /// MaxRunningSequences, HostAdapterCacheBytes, Models (more base models, <see cref="ServedEngines"/>), MaxLoraRank, SwapSpaceBytes, SwapMinTokens, PrefixCaching, SchedulingPolicy (Vtc | Fcfs),
     /// VtcInputWeight, VtcOutputWeight, VtcFairnessGap; validated at start, where a key the options do not have (a typo, or
     /// a removed setting such as PrefixCacheBytes) fails with its name.</summary>
@@ -28,7 +28,8 @@ public static class InferenceModule
             if (string.IsNullOrWhiteSpace(options.ModelDirectory)) return new UnconfiguredInferenceEngine();
             var engine = ServingEngine.Load(options);
             sp.GetService<ILoggerFactory>()?.CreateLogger(typeof(ServingEngine)).LogInformation(
-                "Inference backend {Backend} (Inference:Backend = {Configured}), KV cache {KvCacheFormat}", engine.Model.Backend, options.Backend, engine.Model.KvCacheFormat);
+                "Inference backend {Backend} (Inference:Backend = {Configured}), KV cache {KvCacheFormat}, adapter pages {AdapterPageFormat}",
+                engine.Model.Backend, options.Backend, engine.Model.KvCacheFormat, engine.Model.AdapterPageFormat);
             return engine;
         });
         // further base models (Inference:Models), each with an engine of its own; the first one is the engine above

@@ -82,31 +82,46 @@ internal static class SLoraSettingBenchmark
                 $"host cache {mixedCache >> 30} GiB (bounded: 2,000 such adapters take ~54 GB), warmed with each trace's adapters before it runs");
             var rankRng = new Random(11);
             var rankOf = Enumerable.Range(0, 2000).Select(_ => rankRng.Next(MixedRanks.Length)).ToArray();
-            var mixedEngine = new ServingEngine(model, null, Options(mixedCache, mixedPool), "smol-mixed");
-            registered = 0;
-            var mixedByCount = new Dictionary<int, List<double>> { [5] = [], [2000] = [] };
-            for (int round = 0; round < rounds; round++)
+            // the same trace over f32 and bf16 adapter pages (Inference:AdapterPageFormat), round by round side by side
+            AdapterPageFormat[] formats = [AdapterPageFormat.F32, AdapterPageFormat.Bf16];
+            var mixedEngines = formats.Select(f =>
             {
-                foreach (int n in mixedByCount.Keys.Order())
-                {
-                    for (; registered < n; registered++) mixedEngine.RegisterAdapter($"m{registered}", mixed[rankOf[registered]], validated: true);
-                    var trace = Trace(requests, n, 1, 1, 0, 7 + round, input, output);
-                    // S-LoRA holds every adapter in host memory; 2,000 of these do not fit here, so the host cache is warmed
-                    // with the ones this trace uses (as S-LoRA's would hold them) before the clock starts
-                    mixedEngine.Adapters.Prefetch(trace.Select(t => $"m{t.Adapter}")).GetAwaiter().GetResult();
-                    var r = Serve(mixedEngine, trace, a => $"m{a}", arrivals: false);
-                    Print($"mixed, {n} adapters", r);
-                    mixedByCount[n].Add(r.Throughput);
-                }
-            }
-            Console.WriteLine($"mixed ranks, 2,000 vs 5 adapters: {Median(mixedByCount[2000]) / Median(mixedByCount[5]) * 100:F0}% (target >= 84%; S-LoRA: 6.73 / 8.05 req/s = 84%)");
+                var o = Options(mixedCache, mixedPool);
+                o.AdapterPageFormat = f;
+                return new ServingEngine(model, null, o, $"smol-mixed-{f.Name()}");
+            }).ToArray();
+            var mixedRegistered = new int[formats.Length];
+            var mixedByCount = formats.Select(_ => new Dictionary<int, List<double>> { [5] = [], [2000] = [] }).ToArray();
+            for (int round = 0; round < rounds; round++)
+                for (int f = 0; f < formats.Length; f++)
+                    foreach (int n in mixedByCount[f].Keys.Order())
+                    {
+                        var mixedEngine = mixedEngines[f];
+                        for (; mixedRegistered[f] < n; mixedRegistered[f]++)
+                            mixedEngine.RegisterAdapter($"m{mixedRegistered[f]}", mixed[rankOf[mixedRegistered[f]]], validated: true);
+                        var trace = Trace(requests, n, 1, 1, 0, 7 + round, input, output);
+                        // S-LoRA holds every adapter in host memory; 2,000 of these do not fit here, so the host cache is warmed
+                        // with the ones this trace uses (as S-LoRA's would hold them) before the clock starts
+                        mixedEngine.Adapters.Prefetch(trace.Select(t => $"m{t.Adapter}")).GetAwaiter().GetResult();
+                        var r = Serve(mixedEngine, trace, a => $"m{a}", arrivals: false);
+                        Print($"mixed, {formats[f].Name()} pages, {n} adapters", r);
+                        mixedByCount[f][n].Add(r.Throughput);
+                    }
+            for (int f = 0; f < formats.Length; f++)
+                Console.WriteLine($"mixed ranks, {formats[f].Name()} adapter pages, 2,000 vs 5 adapters: " +
+                    $"{Median(mixedByCount[f][2000]) / Median(mixedByCount[f][5]) * 100:F0}% (target >= 84%; S-LoRA: 6.73 / 8.05 req/s = 84%); " +
+                    $"medians {Median(mixedByCount[f][5]):F1} / {Median(mixedByCount[f][2000]):F1} tokens/s");
+            Console.WriteLine($"bf16 / f32 pages: 5 adapters {Median(mixedByCount[1][5]) / Median(mixedByCount[0][5]):F2}x, " +
+                $"2,000 adapters {Median(mixedByCount[1][2000]) / Median(mixedByCount[0][2000]):F2}x");
             string png = args.SkipWhile(x => x != "--png").Skip(1).FirstOrDefault() ?? "tests/Benchmarks/serving-adapters.png";
             LinePlot.Save(png, $"Throughput against adapters (S-LoRA's trace, {requests} requests, median of {rounds})",
                 "adapters registered (requests spread over them, alpha 1)", "generated tokens/s",
                 [
                     new("rank 8 on q, k, v, o; every adapter in host memory", ScottPlot.Colors.Blue, [.. byCount.OrderBy(kv => kv.Key).Select(kv => ((double)kv.Key, Median(kv.Value)))]),
-                    new($"ranks 8..128 on q, k, v, o; pool {mixedPool >> 20} MiB, host cache {mixedCache >> 30} GiB", ScottPlot.Colors.OrangeRed,
-                        [.. mixedByCount.OrderBy(kv => kv.Key).Select(kv => ((double)kv.Key, Median(kv.Value)))]),
+                    new($"ranks 8..128 on q, k, v, o, f32 pages; pool {mixedPool >> 20} MiB, host cache {mixedCache >> 30} GiB", ScottPlot.Colors.OrangeRed,
+                        [.. mixedByCount[0].OrderBy(kv => kv.Key).Select(kv => ((double)kv.Key, Median(kv.Value)))]),
+                    new("ranks 8..128 on q, k, v, o, bf16 pages (Inference:AdapterPageFormat = bf16)", ScottPlot.Colors.Green,
+                        [.. mixedByCount[1].OrderBy(kv => kv.Key).Select(kv => ((double)kv.Key, Median(kv.Value)))]),
                 ],
                 (Median(baseRuns), "base model alone"));
             Console.WriteLine($"plot: {Path.GetFullPath(png)}");

@@ -47,6 +47,9 @@ public sealed class AdapterStore
 
     public PagePool Pool => _pool;
 
+    /// <summary>How adapters are laid out in pool pages and host copies.</summary>
+    public AdapterPageFormat PageFormat => _options.PageFormat;
+
     /// <summary>Reads and validates the PEFT folder against the base model, then registers it under
     /// <paramref name="id"/>. Throws <see cref="AdapterFormatException"/> on any problem, leaving nothing registered.
     /// <paramref name="validated"/>: the folder's files were validated in full before and are known unchanged (the
@@ -57,7 +60,7 @@ public sealed class AdapterStore
         ArgumentException.ThrowIfNullOrEmpty(id);
         AdapterImage? image = null;
         int pages;
-        if (validated) pages = AdapterImage.PagesFor(PeftAdapter.ReadConfig(folder, _base, _validation), _base, _pool.PageFloats);
+        if (validated) pages = AdapterImage.PagesFor(PeftAdapter.ReadConfig(folder, _base, _validation), _base, _pool.PageFloats, _options.PageFormat);
         else
         {
             image = LoadFromDisk(folder, expectedPages: -1);
@@ -245,7 +248,7 @@ public sealed class AdapterStore
     private AdapterImage LoadFromDisk(string folder, int expectedPages)
     {
         BeforeRead?.Invoke(folder);
-        var image = AdapterImage.Build(PeftAdapter.Load(folder, _base, _validation), _pool.PageFloats);
+        var image = AdapterImage.Build(PeftAdapter.Load(folder, _base, _validation), _pool.PageFloats, _options.PageFormat);
         Interlocked.Increment(ref _diskLoads);
         if (expectedPages >= 0 && image.PageCount != expectedPages)
             throw new AdapterFormatException(folder, $"the adapter changed on disk since it was registered (it takes {image.PageCount} pages, not {expectedPages})");

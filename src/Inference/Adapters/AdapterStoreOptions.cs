@@ -5,8 +5,10 @@ public sealed class AdapterStoreOptions
 {
     /// <summary>Largest LoRA rank accepted at registration.</summary>
     public int MaxRank { get; set; } = 128;
-    /// <summary>Bytes of adapters kept in host memory as page images (float32, whole pages), least recently used dropped first.</summary>
+    /// <summary>Bytes of adapters kept in host memory as page images (whole pages), least recently used dropped first.</summary>
     public long HostCacheBytes { get; set; } = 1L << 30;
+    /// <summary>How A and Bᵀ are kept in pool pages and host copies (Inference:AdapterPageFormat).</summary>
+    public Memory.AdapterPageFormat PageFormat { get; set; } = Memory.AdapterPageFormat.F32;
     /// <summary>When set, adapters whose base_model_name_or_path names another model are refused.</summary>
     public string? BaseModelName { get; set; }
 }

@@ -51,6 +51,8 @@ public sealed record ModelInfo(string Name, ModelConfig Config, int MaxContext, 
     public string Backend { get; init; } = "cpu";
     /// <summary>How the KV cache stores keys and values (Inference:KvCacheFormat): "f32" or "bf16".</summary>
     public string KvCacheFormat { get; init; } = "f32";
+    /// <summary>How adapters are kept in pool pages (Inference:AdapterPageFormat): "f32" or "bf16".</summary>
+    public string AdapterPageFormat { get; init; } = "f32";
     public bool HasTokenizer => Tokenizer is not null;
 }
 

@@ -32,6 +32,17 @@ public static class InferenceBackends
         return $"Inference:KvCacheFormat = {format.Name()} is supported by the CPU backend only, and {chosen}: set Inference:KvCacheFormat = f32, or Inference:Backend = cpu";
     }
 
+    /// <summary>Why adapters cannot be kept in <paramref name="format"/> pages on <paramref name="backend"/> (as
+    /// <see cref="KvCacheFormatProblem"/>), or null: bf16 adapter pages are for the CPU kernels only, the GPU backends'
+    /// LoRA kernels read f32 pages.</summary>
+    public static string? AdapterPageFormatProblem(string backend, Memory.AdapterPageFormat format, string? configured = null)
+    {
+        string v = backend.Trim().ToLowerInvariant();
+        if (format == Memory.AdapterPageFormat.F32 || v is not (Cuda or IlgpuCpu)) return null;
+        string chosen = configured is null ? $"Inference:Backend is {v}" : $"Inference:Backend = {configured.Trim()} chose {v} on this machine";
+        return $"Inference:AdapterPageFormat = {Memory.AdapterPageFormats.Name(format)} is supported by the CPU backend only, and {chosen}: set Inference:AdapterPageFormat = f32, or Inference:Backend = cpu";
+    }
+
     /// <summary>Puts <paramref name="model"/> on the resolved backend (cpu: unchanged) and returns what it runs on.</summary>
     public static string Apply(Transformer model, string value)
     {

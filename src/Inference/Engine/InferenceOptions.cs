@@ -26,6 +26,11 @@ public sealed class InferenceOptions
     /// same PoolBytes holds twice the tokens. The CPU backend only: bf16 with a GPU backend is refused at start. See
     /// <see cref="KvCacheFormat"/>.</summary>
     public KvCacheFormat KvCacheFormat { get; set; } = KvCacheFormat.F32;
+    /// <summary>How adapters' A and Bᵀ are kept in pool pages and host copies: f32 (the default) or bf16 (bfloat16, rounded
+    /// to nearest even when laid out, exact for adapters saved in bf16, widened exactly when the LoRA kernels read them;
+    /// rows packed, so an adapter takes about half the pages and a batch step reads half its bytes). The CPU backend
+    /// only: bf16 with a GPU backend is refused at start. See <see cref="Memory.AdapterPageFormat"/>.</summary>
+    public Memory.AdapterPageFormat AdapterPageFormat { get; set; } = Memory.AdapterPageFormat.F32;
     /// <summary>Longest prompt + completion (also capped by the model's max_position_embeddings).</summary>
     public int MaxContext { get; set; } = 4096;
     /// <summary>Prompt tokens of one sequence per forward pass; longer prompts are prefilled in chunks.</summary>
@@ -119,6 +124,8 @@ public sealed class InferenceOptions
         : !Enum.IsDefined(WeightFormat) ? "Inference:WeightFormat must be Auto, F32, BF16 or Q8"
         : !Enum.IsDefined(KvCacheFormat) ? "Inference:KvCacheFormat must be f32 or bf16"
         : InferenceBackends.KvCacheFormatProblem(Backend, KvCacheFormat) is { } kv ? kv
+        : !Enum.IsDefined(AdapterPageFormat) ? "Inference:AdapterPageFormat must be f32 or bf16"
+        : InferenceBackends.AdapterPageFormatProblem(Backend, AdapterPageFormat) is { } ap ? ap
         : MaxContext < 1 ? "Inference:MaxContext must be positive"
         : PrefillChunk < 1 ? "Inference:PrefillChunk must be positive"
         : PoolBytes < 1 ? "Inference:PoolBytes must be positive"

@@ -77,13 +77,18 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         _kvFormat = options.KvCacheFormat;
         if (_kvFormat != KvCacheFormat.F32 && model.Backend is not null)
             throw new ArgumentException($"Inference:KvCacheFormat = {_kvFormat.Name()} is supported by the CPU backend only, and this model runs on {model.BackendDescription}: set Inference:KvCacheFormat = f32, or Inference:Backend = cpu", nameof(options));
+        if (options.AdapterPageFormat != AdapterPageFormat.F32 && model.Backend is not null)
+            throw new ArgumentException($"Inference:AdapterPageFormat = {options.AdapterPageFormat.Name()} is supported by the CPU backend only, and this model runs on {model.BackendDescription}: set Inference:AdapterPageFormat = f32, or Inference:Backend = cpu", nameof(options));
         // A pool page is one hidden-size row of floats; a KV block is whole positions of KV width per page.
         if (_kvFormat.BlockTokens(c.HiddenSize, c.KvDim) < 1)
             throw new NotSupportedException($"the model's KV width ({c.NumKvHeads} KV heads × {c.HeadDim} = {c.KvDim}) in {_kvFormat.Name()} exceeds its hidden size ({c.HiddenSize} floats); the page pool stores a KV position within one hidden-size page, so this model cannot be served");
         if (adapterPartitionBytes < 0 || adapterPartitionBytes >= options.PoolBytes) throw new ArgumentOutOfRangeException(nameof(adapterPartitionBytes));
         _pool = new PagePool(options.PoolBytes - adapterPartitionBytes, c.HiddenSize);
         _adapterPool = adapterPartitionBytes == 0 ? _pool : new PagePool(adapterPartitionBytes, c.HiddenSize);
-        _store = new AdapterStore(c, _adapterPool, new AdapterStoreOptions { MaxRank = options.MaxLoraRank, HostCacheBytes = options.HostAdapterCacheBytes });
+        _store = new AdapterStore(c, _adapterPool, new AdapterStoreOptions
+        {
+            MaxRank = options.MaxLoraRank, HostCacheBytes = options.HostAdapterCacheBytes, PageFormat = options.AdapterPageFormat,
+        });
         _policy = policy ?? options.CreatePolicy();
         _swap = options.SwapSpaceBytes > 0 ? new KvSwapSpace(_pool, options.SwapSpaceBytes) : null;
         _blocks = options.PrefixCaching ? new PrefixBlockCache(_pool, _kvFormat.BlockTokens(_pool.PageFloats, c.KvDim), c.NumLayers, _kvFormat) : null;
@@ -98,7 +103,10 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         var eos = new HashSet<int>(c.EosTokenIds);
         if (tokenizer != null) eos.UnionWith(tokenizer.EosTokenIds);
         _eos = eos.ToArray();
-        Model = new ModelInfo(name, c, model.MaxContext, tokenizer) { Backend = model.BackendDescription, KvCacheFormat = _kvFormat.Name() };
+        Model = new ModelInfo(name, c, model.MaxContext, tokenizer)
+        {
+            Backend = model.BackendDescription, KvCacheFormat = _kvFormat.Name(), AdapterPageFormat = options.AdapterPageFormat.Name(),
+        };
         _thread = new Thread(Loop) { IsBackground = true, Name = "loom-engine" };
         _thread.Start();
     }
@@ -110,6 +118,8 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         string dir = options.ModelDirectory ?? throw new ArgumentException("ModelDirectory is not set");
         if (InferenceBackends.KvCacheFormatProblem(InferenceBackends.Resolve(options.Backend), options.KvCacheFormat, options.Backend) is { } kvProblem)
             throw new ArgumentException(kvProblem, nameof(options));
+        if (InferenceBackends.AdapterPageFormatProblem(InferenceBackends.Resolve(options.Backend), options.AdapterPageFormat, options.Backend) is { } adapterProblem)
+            throw new ArgumentException(adapterProblem, nameof(options));
         var config = ModelConfig.Load(dir);
         var weights = ModelWeights.Load(dir, config, options.WeightFormat);
         var model = new Transformer(weights, maxContext: options.MaxContext);

@@ -6,7 +6,8 @@ using Loom.Inference.Model;
 
 namespace Loom.Inference.Kernels;
 
-/// <summary>How the attention kernels load key and value elements of a block (its memory as bytes) as float32: the
+/// <summary>How the attention kernels load key and value elements of a block (its memory as bytes) as float32, and the LoRA
+/// kernels the elements of adapter pages (<see cref="Memory.AdapterPageFormat"/>): the
 /// kernels are written once, generic over this, and the JIT compiles one copy per format with the loads inlined. A bf16
 /// element widens exactly (its 16 bits become the high half of a float), so a kernel over a bf16 cache does the same
 /// arithmetic, in the same order, as over an f32 cache holding the rounded values.</summary>

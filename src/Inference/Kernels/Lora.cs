@@ -10,7 +10,7 @@ public readonly record struct LoraSegment(int Start, int Count, AdapterResidency
 
 /// <summary>Heterogeneous LoRA over a batch (SGMV-style): per segment of tokens with the same adapter,
 /// y += scale · (x Aᵀ) Bᵀ in PEFT's layout (A: (r, in), B: (out, r)), with A and Bᵀ rows gathered from pool
-/// pages. Mixed ranks in one batch; segments without an adapter, or whose adapter does not target the module, are
+/// pages, in float32 or bfloat16 (<see cref="AdapterPageFormat"/>; bf16 widened exactly as loaded). Mixed ranks in one batch; segments without an adapter, or whose adapter does not target the module, are
 /// skipped. Adapters are never merged into the base weights. Free functions, output first; scalar twin in <see cref="NaiveLora"/>.</summary>
 public static unsafe class LoraKernel
 {
@@ -174,31 +174,40 @@ public static unsafe class LoraKernel
     /// Per token the arithmetic is the same as one at a time, so grouping (batch composition) changes no bit.</summary>
     private static void Rows(float* y, float* x, float* s, int t0, int t1, in PagedMatrix a, in PagedMatrix bt, float scale, SimdLevel level)
     {
+        if (a.Format == AdapterPageFormat.Bf16) Rows<Bf16Kv>(y, x, s, t0, t1, a, bt, scale, level);
+        else Rows<F32Kv>(y, x, s, t0, t1, a, bt, scale, level);
+    }
+
+    /// <summary><see cref="Rows"/> with A and Bᵀ read as <typeparamref name="T"/> (widened exactly as loaded).</summary>
+    private static void Rows<T>(float* y, float* x, float* s, int t0, int t1, in PagedMatrix a, in PagedMatrix bt, float scale, SimdLevel level)
+        where T : struct, IKvElements
+    {
         int r = a.Rows, inDim = a.Cols, outDim = bt.Cols;
         int t = t0;
         for (; t + 4 <= t1; t += 4)
         {
-            ShrinkRow4(s + (long)t * r, x + (long)t * inDim, a, level);
-            ExpandRow4(y + (long)t * outDim, s + (long)t * r, bt, scale, level);
+            ShrinkRow4<T>(s + (long)t * r, x + (long)t * inDim, a, level);
+            ExpandRow4<T>(y + (long)t * outDim, s + (long)t * r, bt, scale, level);
         }
         for (; t < t1; t++)
         {
-            ShrinkRow(s + (long)t * r, x + (long)t * inDim, a, level);
-            ExpandRow(y + (long)t * outDim, s + (long)t * r, bt, scale, level);
+            ShrinkRow<T>(s + (long)t * r, x + (long)t * inDim, a, level);
+            ExpandRow<T>(y + (long)t * outDim, s + (long)t * r, bt, scale, level);
         }
     }
 
-    /// <summary><see cref="ShrinkRow"/> for four consecutive tokens.</summary>
-    private static void ShrinkRow4(float* s, float* x, in PagedMatrix a, SimdLevel level)
+    /// <summary><see cref="ShrinkRow{T}"/> for four consecutive tokens.</summary>
+    private static void ShrinkRow4<T>(float* s, float* x, in PagedMatrix a, SimdLevel level) where T : struct, IKvElements
     {
-        int pf = a.PageFloats, r = a.Rows, inDim = a.Cols;
+        int ce = a.ChunkElements, r = a.Rows, inDim = a.Cols;
         for (int i = 0; i < r; i++)
         {
             float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
             for (int c = 0; c < a.Chunks; c++)
             {
-                float* ac = a.Chunk(i, c), xc = x + c * pf;
-                Dot4(ac, xc, xc + inDim, xc + 2 * inDim, xc + 3 * inDim, a.ChunkLength(c), level,
+                byte* ac = a.Chunk(i, c);
+                float* xc = x + c * ce;
+                Dot4<T>(ac, xc, xc + inDim, xc + 2 * inDim, xc + 3 * inDim, a.ChunkLength(c), level,
                     out float d0, out float d1, out float d2, out float d3);
                 s0 += d0; s1 += d1; s2 += d2; s3 += d3;
             }
@@ -206,17 +215,17 @@ public static unsafe class LoraKernel
         }
     }
 
-    /// <summary><see cref="ExpandRow"/> for four consecutive tokens.</summary>
-    private static void ExpandRow4(float* y, float* s, in PagedMatrix bt, float scale, SimdLevel level)
+    /// <summary><see cref="ExpandRow{T}"/> for four consecutive tokens.</summary>
+    private static void ExpandRow4<T>(float* y, float* s, in PagedMatrix bt, float scale, SimdLevel level) where T : struct, IKvElements
     {
-        int pf = bt.PageFloats, r = bt.Rows, outDim = bt.Cols;
+        int ce = bt.ChunkElements, r = bt.Rows, outDim = bt.Cols;
         for (int i = 0; i < r; i++)
         {
             float c0 = scale * s[i], c1 = scale * s[r + i], c2 = scale * s[2 * r + i], c3 = scale * s[3 * r + i];
             for (int c = 0; c < bt.Chunks; c++)
             {
-                float* yc = y + c * pf;
-                Axpy4(yc, yc + outDim, yc + 2 * outDim, yc + 3 * outDim, bt.Chunk(i, c), c0, c1, c2, c3, bt.ChunkLength(c), level);
+                float* yc = y + c * ce;
+                Axpy4<T>(yc, yc + outDim, yc + 2 * outDim, yc + 3 * outDim, bt.Chunk(i, c), c0, c1, c2, c3, bt.ChunkLength(c), level);
             }
         }
     }
@@ -227,7 +236,9 @@ public static unsafe class LoraKernel
         if (s.Length < n * a.Rows || x.Length < n * a.Cols) throw new ArgumentException("shrink buffers too small");
         fixed (float* sp = s)
         fixed (float* xp = x)
-            for (int t = 0; t < n; t++) ShrinkRow(sp + (long)t * a.Rows, xp + (long)t * a.Cols, a, level);
+            for (int t = 0; t < n; t++)
+                if (a.Format == AdapterPageFormat.Bf16) ShrinkRow<Bf16Kv>(sp + (long)t * a.Rows, xp + (long)t * a.Cols, a, level);
+                else ShrinkRow<F32Kv>(sp + (long)t * a.Rows, xp + (long)t * a.Cols, a, level);
     }
 
     /// <summary>y (n, bt.Cols) += scale · s (n, r) · Bᵀ, Bᵀ's rows read from pages.</summary>
@@ -236,34 +247,36 @@ public static unsafe class LoraKernel
         if (s.Length < n * bt.Rows || y.Length < n * bt.Cols) throw new ArgumentException("expand buffers too small");
         fixed (float* sp = s)
         fixed (float* yp = y)
-            for (int t = 0; t < n; t++) ExpandRow(yp + (long)t * bt.Cols, sp + (long)t * bt.Rows, bt, scale, level);
+            for (int t = 0; t < n; t++)
+                if (bt.Format == AdapterPageFormat.Bf16) ExpandRow<Bf16Kv>(yp + (long)t * bt.Cols, sp + (long)t * bt.Rows, bt, scale, level);
+                else ExpandRow<F32Kv>(yp + (long)t * bt.Cols, sp + (long)t * bt.Rows, bt, scale, level);
     }
 
-    private static void ShrinkRow(float* s, float* x, in PagedMatrix a, SimdLevel level)
+    private static void ShrinkRow<T>(float* s, float* x, in PagedMatrix a, SimdLevel level) where T : struct, IKvElements
     {
-        int pf = a.PageFloats;
+        int ce = a.ChunkElements;
         for (int i = 0; i < a.Rows; i++)
         {
             float acc = 0;
-            for (int c = 0; c < a.Chunks; c++) acc += VecOps.Dot(x + c * pf, a.Chunk(i, c), a.ChunkLength(c), level);
+            for (int c = 0; c < a.Chunks; c++) acc += KvBlocks.Dot<T>(x + c * ce, a.Chunk(i, c), a.ChunkLength(c), level);
             s[i] = acc;
         }
     }
 
-    private static void ExpandRow(float* y, float* s, in PagedMatrix bt, float scale, SimdLevel level)
+    private static void ExpandRow<T>(float* y, float* s, in PagedMatrix bt, float scale, SimdLevel level) where T : struct, IKvElements
     {
-        int pf = bt.PageFloats;
+        int ce = bt.ChunkElements;
         for (int i = 0; i < bt.Rows; i++)
         {
             float coef = scale * s[i];
-            for (int c = 0; c < bt.Chunks; c++) VecOps.Axpy(y + c * pf, bt.Chunk(i, c), coef, bt.ChunkLength(c), level);
+            for (int c = 0; c < bt.Chunks; c++) KvBlocks.Axpy<T>(y + c * ce, bt.Chunk(i, c), coef, bt.ChunkLength(c), level);
         }
     }
 
-    /// <summary>Four <see cref="Dot"/>s of a against x0..x3, a loaded once; each result bit-equal to Dot's.</summary>
+    /// <summary>Four <see cref="KvBlocks.Dot{T}"/>s of a against x0..x3, a loaded once; each result bit-equal to Dot's.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Dot4(float* a, float* x0, float* x1, float* x2, float* x3, int n, SimdLevel level,
-        out float s0, out float s1, out float s2, out float s3)
+    private static void Dot4<T>(byte* a, float* x0, float* x1, float* x2, float* x3, int n, SimdLevel level,
+        out float s0, out float s1, out float s2, out float s3) where T : struct, IKvElements
     {
         int k = 0;
         s0 = s1 = s2 = s3 = 0;
@@ -272,7 +285,7 @@ public static unsafe class LoraKernel
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
             for (; k + 16 <= n; k += 16)
             {
-                var av = Vector512.Load(a + k);
+                var av = T.Load512(a, k);
                 a0 = Vector512.FusedMultiplyAdd(Vector512.Load(x0 + k), av, a0);
                 a1 = Vector512.FusedMultiplyAdd(Vector512.Load(x1 + k), av, a1);
                 a2 = Vector512.FusedMultiplyAdd(Vector512.Load(x2 + k), av, a2);
@@ -285,7 +298,7 @@ public static unsafe class LoraKernel
             Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
             for (; k + 8 <= n; k += 8)
             {
-                var av = Vector256.Load(a + k);
+                var av = T.Load256(a, k);
                 a0 = Vector256.FusedMultiplyAdd(Vector256.Load(x0 + k), av, a0);
                 a1 = Vector256.FusedMultiplyAdd(Vector256.Load(x1 + k), av, a1);
                 a2 = Vector256.FusedMultiplyAdd(Vector256.Load(x2 + k), av, a2);
@@ -295,13 +308,15 @@ public static unsafe class LoraKernel
         }
         for (; k < n; k++)
         {
-            s0 += x0[k] * a[k]; s1 += x1[k] * a[k]; s2 += x2[k] * a[k]; s3 += x3[k] * a[k];
+            float ak = T.Load(a, k);
+            s0 += x0[k] * ak; s1 += x1[k] * ak; s2 += x2[k] * ak; s3 += x3[k] * ak;
         }
     }
 
-    /// <summary>Four <see cref="Axpy"/>s of one x into y0..y3, x loaded once; each bit-equal to Axpy's.</summary>
+    /// <summary>Four <see cref="KvBlocks.Axpy{T}"/>s of one x into y0..y3, x loaded once; each bit-equal to Axpy's.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Axpy4(float* y0, float* y1, float* y2, float* y3, float* x, float c0, float c1, float c2, float c3, int n, SimdLevel level)
+    private static void Axpy4<T>(float* y0, float* y1, float* y2, float* y3, byte* x, float c0, float c1, float c2, float c3, int n,
+        SimdLevel level) where T : struct, IKvElements
     {
         int k = 0;
         if (level == SimdLevel.Vector512)
@@ -309,7 +324,7 @@ public static unsafe class LoraKernel
             Vector512<float> v0 = Vector512.Create(c0), v1 = Vector512.Create(c1), v2 = Vector512.Create(c2), v3 = Vector512.Create(c3);
             for (; k + 16 <= n; k += 16)
             {
-                var xv = Vector512.Load(x + k);
+                var xv = T.Load512(x, k);
                 Vector512.FusedMultiplyAdd(xv, v0, Vector512.Load(y0 + k)).Store(y0 + k);
                 Vector512.FusedMultiplyAdd(xv, v1, Vector512.Load(y1 + k)).Store(y1 + k);
                 Vector512.FusedMultiplyAdd(xv, v2, Vector512.Load(y2 + k)).Store(y2 + k);
@@ -321,7 +336,7 @@ public static unsafe class LoraKernel
             Vector256<float> v0 = Vector256.Create(c0), v1 = Vector256.Create(c1), v2 = Vector256.Create(c2), v3 = Vector256.Create(c3);
             for (; k + 8 <= n; k += 8)
             {
-                var xv = Vector256.Load(x + k);
+                var xv = T.Load256(x, k);
                 Vector256.FusedMultiplyAdd(xv, v0, Vector256.Load(y0 + k)).Store(y0 + k);
                 Vector256.FusedMultiplyAdd(xv, v1, Vector256.Load(y1 + k)).Store(y1 + k);
                 Vector256.FusedMultiplyAdd(xv, v2, Vector256.Load(y2 + k)).Store(y2 + k);
@@ -330,7 +345,8 @@ public static unsafe class LoraKernel
         }
         for (; k < n; k++)
         {
-            y0[k] += c0 * x[k]; y1[k] += c1 * x[k]; y2[k] += c2 * x[k]; y3[k] += c3 * x[k];
+            float xk = T.Load(x, k);
+            y0[k] += c0 * xk; y1[k] += c1 * xk; y2[k] += c2 * xk; y3[k] += c3 * xk;
         }
     }
 }

@@ -2,41 +2,64 @@ using Loom.Inference.Formats;
 
 namespace Loom.Inference.Memory;
 
-/// <summary>A row-major (Rows, Cols) float32 matrix scattered over pool pages: row i, chunk c (Cols split into
-/// pieces of PageFloats) lives at page Table[Offset + i * Chunks + c]. Plain data for the kernels.</summary>
+/// <summary>A row-major (Rows, Cols) matrix scattered over pool pages, its elements float32 or bfloat16
+/// (<see cref="AdapterPageFormat"/>): chunk c of row i (Cols cut into pieces of <see cref="ChunkElements"/>) lives in page
+/// Table[Offset + Layout.Page(i, c)], from element Layout.Offset(i, c) of it. Plain data for the kernels.</summary>
 public readonly unsafe struct PagedMatrix
 {
-    internal readonly float* Base;   // pool buffer (pages, PageFloats)
+    internal readonly byte* Base;   // pool buffer (pages of PageBytes)
     internal readonly int[] Table;
     internal readonly int Offset;
-    public readonly int PageFloats, Rows, Cols, Chunks;
+    internal readonly int PageBytes;
+    internal readonly PageRows Layout;
+    public readonly int Rows, Cols;
+    public readonly AdapterPageFormat Format;
 
-    internal PagedMatrix(float* poolBase, int pageFloats, int[] table, int offset, int rows, int cols)
+    internal PagedMatrix(float* poolBase, int pageFloats, int[] table, int offset, int rows, int cols, AdapterPageFormat format = AdapterPageFormat.F32)
     {
-        Base = poolBase;
-        PageFloats = pageFloats;
+        Base = (byte*)poolBase;
+        PageBytes = pageFloats * sizeof(float);
         Table = table;
         Offset = offset;
         Rows = rows;
         Cols = cols;
-        Chunks = (cols + pageFloats - 1) / pageFloats;
+        Format = format;
+        Layout = format.Rows(cols, pageFloats);
     }
 
-    /// <summary>Start of chunk <paramref name="c"/> of row <paramref name="row"/>; it holds <see cref="ChunkLength"/> floats.</summary>
-    internal float* Chunk(int row, int c) => Base + (long)Table[Offset + row * Chunks + c] * PageFloats;
+    /// <summary>Chunks per row.</summary>
+    public int Chunks => Layout.Chunks;
 
-    internal int ChunkLength(int c) => Math.Min(PageFloats, Cols - c * PageFloats);
+    /// <summary>Elements of a whole chunk: chunk c holds columns [c · ChunkElements, c · ChunkElements + ChunkLength(c)).</summary>
+    public int ChunkElements => Layout.ChunkElements;
 
-    public float this[int row, int col] => Chunk(row, col / PageFloats)[col % PageFloats];
+    /// <summary>Start of chunk <paramref name="c"/> of row <paramref name="row"/>; it holds <see cref="ChunkLength"/>
+    /// elements in <see cref="Format"/>.</summary>
+    internal byte* Chunk(int row, int c) =>
+        Base + (long)Table[Offset + Layout.Page(row, c)] * PageBytes + (long)Layout.Offset(row, c) * Format.ElementBytes();
+
+    internal int ChunkLength(int c) => Math.Min(Layout.ChunkElements, Cols - c * Layout.ChunkElements);
+
+    /// <summary>Element (row, col), widened to float32.</summary>
+    public float this[int row, int col]
+    {
+        get
+        {
+            byte* chunk = Chunk(row, col / Layout.ChunkElements);
+            int i = col % Layout.ChunkElements;
+            return Format == AdapterPageFormat.Bf16 ? BitConverter.Int32BitsToSingle(((ushort*)chunk)[i] << 16) : ((float*)chunk)[i];
+        }
+    }
 }
 
 /// <summary>Where one LoRA module of a resident adapter lives in its page table. Rank 0: the module is not targeted.</summary>
 internal readonly record struct LoraModuleLayout(int Rank, int In, int Out, int AOffset, int BOffset);
 
 /// <summary>An adapter's weights in pool pages, with its page table. Layout per module: the r rows of A (length
-/// in_features) and the r rows of Bᵀ (length out_features), each row taking ceil(length / PageFloats) pages, so with
-/// PageFloats = hidden_size an A of q_proj takes exactly r pages (S-LoRA's layout) and down_proj's A (in =
-/// intermediate_size) takes r · ceil(intermediate / hidden). The tail of a row's last page is unused. Stored as float32.
+/// in_features) and the r rows of Bᵀ (length out_features). In float32 each row takes ceil(length / PageFloats) pages, so
+/// with PageFloats = hidden_size an A of q_proj takes exactly r pages (S-LoRA's layout) and down_proj's A (in =
+/// intermediate_size) takes r · ceil(intermediate / hidden); the tail of a row's last page is unused. In bfloat16 the same
+/// chunks are packed into pages (<see cref="AdapterPageFormats.Rows"/>).
 /// Created and freed by the adapter store; the kernels read it through <see cref="A"/> and <see cref="BT"/>.</summary>
 public sealed unsafe class AdapterResidency
 {
@@ -49,6 +72,8 @@ public sealed unsafe class AdapterResidency
     public PageOwner Owner { get; }
     public int Rank { get; }
     public float Scale { get; }
+    /// <summary>How A and Bᵀ are stored in the pages.</summary>
+    public AdapterPageFormat Format { get; }
     public int PageCount => _pages.Length;
     internal PagePool Pool => _pool;
     internal int Layers => _layers;
@@ -69,15 +94,18 @@ public sealed unsafe class AdapterResidency
         Owner = PageOwner.Adapter(slot);
         Rank = image.Rank;
         Scale = image.Scale;
+        Format = image.Format;
     }
 
     /// <summary>Pages the adapter takes in a pool of <paramref name="pageFloats"/>-float pages.</summary>
-    public static int PagesFor(PeftAdapter adapter, int pageFloats) => AdapterImage.PagesFor(adapter, pageFloats);
+    public static int PagesFor(PeftAdapter adapter, int pageFloats, AdapterPageFormat format = AdapterPageFormat.F32) =>
+        AdapterImage.PagesFor(adapter, pageFloats, format);
 
     /// <summary>Lays the adapter out (<see cref="AdapterImage.Build"/>) and copies it in; null (nothing taken) if the pool
     /// lacks room.</summary>
-    public static AdapterResidency? TryCreate(PagePool pool, string adapterId, int slot, PeftAdapter adapter) =>
-        TryCreate(pool, adapterId, slot, AdapterImage.Build(adapter, pool.PageFloats));
+    public static AdapterResidency? TryCreate(PagePool pool, string adapterId, int slot, PeftAdapter adapter,
+        AdapterPageFormat format = AdapterPageFormat.F32) =>
+        TryCreate(pool, adapterId, slot, AdapterImage.Build(adapter, pool.PageFloats, format));
 
     /// <summary>Allocates the image's pages and copies it in, one straight copy per page; null (nothing taken) if the
     /// pool lacks room.</summary>
@@ -102,14 +130,14 @@ public sealed unsafe class AdapterResidency
     public PagedMatrix A(int layer, LoraTarget target)
     {
         var m = Module(layer, target);
-        return new PagedMatrix(_pool.Base, _pool.PageFloats, _pages, m.AOffset, m.Rank, m.In);
+        return new PagedMatrix(_pool.Base, _pool.PageFloats, _pages, m.AOffset, m.Rank, m.In, Format);
     }
 
     /// <summary>(Rank, Out) lora_B transposed, in pages.</summary>
     public PagedMatrix BT(int layer, LoraTarget target)
     {
         var m = Module(layer, target);
-        return new PagedMatrix(_pool.Base, _pool.PageFloats, _pages, m.BOffset, m.Rank, m.Out);
+        return new PagedMatrix(_pool.Base, _pool.PageFloats, _pages, m.BOffset, m.Rank, m.Out, Format);
     }
 
     private LoraModuleLayout Module(int layer, LoraTarget target)

@@ -94,7 +94,9 @@ internal sealed class TempAdapter : IDisposable
     }
 
     /// <summary>A random adapter for <paramref name="c"/> with the given rank and targets (every layer).</summary>
-    public static TempAdapter Random(ModelConfig c, int rank, LoraTarget[] targets, int seed, bool rsLora = false, double alpha = 16)
+    /// <param name="bf16Values">Every weight a bfloat16 value (as an adapter trained and saved in bf16 holds), written as F32.</param>
+    public static TempAdapter Random(ModelConfig c, int rank, LoraTarget[] targets, int seed, bool rsLora = false, double alpha = 16,
+        bool bf16Values = false)
     {
         var t = new TempAdapter();
         var rng = new Random(seed);
@@ -103,7 +105,11 @@ internal sealed class TempAdapter : IDisposable
             foreach (var target in targets)
             {
                 var (i, o) = LoraTargets.Dims(c, target);
-                modules.Add(new LoraWeights(l, target, rank, i, o, RandomArray(rng, rank * i), RandomArray(rng, o * rank)));
+                float[] A = RandomArray(rng, rank * i), B = RandomArray(rng, o * rank);
+                if (bf16Values)
+                    foreach (var w in new[] { A, B })
+                        for (int k = 0; k < w.Length; k++) w[k] = BitConverter.Int32BitsToSingle(DTypeConvert.FloatToBFloat16(w[k]) << 16);
+                modules.Add(new LoraWeights(l, target, rank, i, o, A, B));
             }
         var config = new PeftAdapterConfig { Rank = rank, Alpha = alpha, Targets = targets, UseRsLora = rsLora, BaseModelNameOrPath = "loom-golden/test" };
         PeftAdapterWriter.Write(t.Path, config, modules);

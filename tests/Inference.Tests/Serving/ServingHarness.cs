@@ -30,9 +30,9 @@ internal sealed class ServingHarness : IDisposable
         return e;
     }
 
-    public string Adapter(int rank, LoraTarget[] targets, int seed, string model = Base)
+    public string Adapter(int rank, LoraTarget[] targets, int seed, string model = Base, bool bf16Values = false)
     {
-        var t = TempAdapter.Random(ModelConfig.Load(Golden.PathOf(model)), rank, targets, seed, alpha: 0.05 * rank);
+        var t = TempAdapter.Random(ModelConfig.Load(Golden.PathOf(model)), rank, targets, seed, alpha: 0.05 * rank, bf16Values: bf16Values);
         _temps.Add(t);
         return t.Path;
     }

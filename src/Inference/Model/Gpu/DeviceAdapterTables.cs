@@ -55,6 +55,8 @@ internal sealed class DeviceAdapterTables : IDisposable
     {
         if (_slots.TryGetValue(r, out int slot)) return slot;
         if (r.Layers != _layers) throw new ArgumentException($"adapter '{r.AdapterId}' has {r.Layers} layers; the model has {_layers}");
+        if (r.Format != AdapterPageFormat.F32)
+            throw new NotSupportedException($"the GPU backend reads f32 adapter pages; adapter '{r.AdapterId}' is stored as {r.Format.Name()} (Inference:AdapterPageFormat = bf16 is for the CPU backend)");
         slot = _slots.Count;
         int at = _arenaUsed;
         _arena.AsContiguous().SubView(at, r.PageCount).CopyFromCPU(r.PageTable);
