@@ -123,7 +123,7 @@ internal static class SLoraSettingBenchmark
                     new("ranks 8..128 on q, k, v, o, bf16 pages (Inference:AdapterPageFormat = bf16)", ScottPlot.Colors.Green,
                         [.. mixedByCount[1].OrderBy(kv => kv.Key).Select(kv => ((double)kv.Key, Median(kv.Value)))]),
                 ],
-                (Median(baseRuns), "base model alone"));
+                (Median(baseRuns), "base model alone"), legend: ScottPlot.Alignment.LowerLeft);   // the lines run high: keep the legend below them
             Console.WriteLine($"plot: {Path.GetFullPath(png)}");
             Console.WriteLine($"load average at the end: {File.ReadAllText("/proc/loadavg").Trim()}");
         }
