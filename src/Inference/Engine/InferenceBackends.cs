@@ -24,23 +24,23 @@ public static class InferenceBackends
     /// <summary>Why KV caches cannot be kept in <paramref name="format"/> on <paramref name="backend"/> (a configured value;
     /// auto is judged once resolved, with <paramref name="configured"/> the value it came from), or null: bf16 KV is for
     /// the CPU kernels only, the GPU backends keep f32 pages on the device.</summary>
-    public static string? KvCacheFormatProblem(string backend, KvCacheFormat format, string? configured = null)
-    {
-        string v = backend.Trim().ToLowerInvariant();
-        if (format == KvCacheFormat.F32 || v is not (Cuda or IlgpuCpu)) return null;
-        string chosen = configured is null ? $"Inference:Backend is {v}" : $"Inference:Backend = {configured.Trim()} chose {v} on this machine";
-        return $"Inference:KvCacheFormat = {format.Name()} is supported by the CPU backend only, and {chosen}: set Inference:KvCacheFormat = f32, or Inference:Backend = cpu";
-    }
+    public static string? KvCacheFormatProblem(string backend, KvCacheFormat format, string? configured = null) =>
+        format == KvCacheFormat.F32 ? null : CpuOnlyProblem(backend, "KvCacheFormat", format.Name(), configured);
 
     /// <summary>Why adapters cannot be kept in <paramref name="format"/> pages on <paramref name="backend"/> (as
     /// <see cref="KvCacheFormatProblem"/>), or null: bf16 adapter pages are for the CPU kernels only, the GPU backends'
     /// LoRA kernels read f32 pages.</summary>
-    public static string? AdapterPageFormatProblem(string backend, Memory.AdapterPageFormat format, string? configured = null)
+    public static string? AdapterPageFormatProblem(string backend, Memory.AdapterPageFormat format, string? configured = null) =>
+        format == Memory.AdapterPageFormat.F32 ? null : CpuOnlyProblem(backend, "AdapterPageFormat", Memory.AdapterPageFormats.Name(format), configured);
+
+    /// <summary>Why Inference:<paramref name="option"/> = <paramref name="value"/>, which only the CPU kernels read, cannot
+    /// be served on <paramref name="backend"/>, or null when the backend is the CPU's.</summary>
+    private static string? CpuOnlyProblem(string backend, string option, string value, string? configured)
     {
         string v = backend.Trim().ToLowerInvariant();
-        if (format == Memory.AdapterPageFormat.F32 || v is not (Cuda or IlgpuCpu)) return null;
+        if (v is not (Cuda or IlgpuCpu)) return null;
         string chosen = configured is null ? $"Inference:Backend is {v}" : $"Inference:Backend = {configured.Trim()} chose {v} on this machine";
-        return $"Inference:AdapterPageFormat = {Memory.AdapterPageFormats.Name(format)} is supported by the CPU backend only, and {chosen}: set Inference:AdapterPageFormat = f32, or Inference:Backend = cpu";
+        return $"Inference:{option} = {value} is supported by the CPU backend only, and {chosen}: set Inference:{option} = f32, or Inference:Backend = cpu";
     }
 
     /// <summary>Puts <paramref name="model"/> on the resolved backend (cpu: unchanged) and returns what it runs on.</summary>

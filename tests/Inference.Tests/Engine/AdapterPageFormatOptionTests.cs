@@ -3,9 +3,8 @@ using Loom.Inference.Formats;
 using Loom.Inference.Memory;
 using Loom.Inference.Sampling;
 using Loom.Inference.Tests.Serving;
-using Microsoft.Extensions.Configuration;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
+using static Loom.Inference.Tests.Engine.OptionsBinding;
 using static Loom.Inference.Tests.Serving.ServingHarness;
 
 namespace Loom.Inference.Tests.Engine;
@@ -18,13 +17,6 @@ public sealed class AdapterPageFormatOptionTests : IDisposable
     private readonly ServingHarness _h = new();
 
     public void Dispose() => _h.Dispose();
-
-    private static InferenceOptions Bind(params (string Key, string Value)[] settings)
-    {
-        var config = new ConfigurationBuilder().AddInMemoryCollection(settings.ToDictionary(s => $"Inference:{s.Key}", s => (string?)s.Value)).Build();
-        using var sp = new ServiceCollection().AddInference(config).BuildServiceProvider();
-        return sp.GetRequiredService<IOptions<InferenceOptions>>().Value;
-    }
 
     [Fact]
     public void F32AndBf16BindInAnyCaseAndF32IsTheDefault()

@@ -1,8 +1,7 @@
 using Loom.Inference.Engine;
 using Loom.Inference.Model;
-using Microsoft.Extensions.Configuration;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
+using static Loom.Inference.Tests.Engine.OptionsBinding;
 
 namespace Loom.Inference.Tests.Engine;
 
@@ -10,13 +9,6 @@ namespace Loom.Inference.Tests.Engine;
 /// bf16 refused with a GPU backend (its kernels read f32 pages).</summary>
 public sealed class KvCacheFormatOptionTests
 {
-    private static InferenceOptions Bind(params (string Key, string Value)[] settings)
-    {
-        var config = new ConfigurationBuilder().AddInMemoryCollection(settings.ToDictionary(s => $"Inference:{s.Key}", s => (string?)s.Value)).Build();
-        using var sp = new ServiceCollection().AddInference(config).BuildServiceProvider();
-        return sp.GetRequiredService<IOptions<InferenceOptions>>().Value;
-    }
-
     [Fact]
     public void F32AndBf16BindInAnyCaseAndF32IsTheDefault()
     {
