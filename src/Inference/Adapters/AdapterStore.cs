@@ -47,9 +47,6 @@ public sealed class AdapterStore
 
     public PagePool Pool => _pool;
 
-    /// <summary>How adapters are laid out in pool pages and host copies.</summary>
-    public AdapterPageFormat PageFormat => _options.PageFormat;
-
     /// <summary>Reads and validates the PEFT folder against the base model, then registers it under
     /// <paramref name="id"/>. Throws <see cref="AdapterFormatException"/> on any problem, leaving nothing registered.
     /// <paramref name="validated"/>: the folder's files were validated in full before and are known unchanged (the

@@ -33,6 +33,11 @@ public static class InferenceBackends
     public static string? AdapterPageFormatProblem(string backend, Memory.AdapterPageFormat format, string? configured = null) =>
         format == Memory.AdapterPageFormat.F32 ? null : CpuOnlyProblem(backend, "AdapterPageFormat", Memory.AdapterPageFormats.Name(format), configured);
 
+    /// <summary>The refusal of Inference:<paramref name="option"/> = <paramref name="value"/>, which only the CPU kernels
+    /// read, for a model already put on a device (<paramref name="runsOn"/>: its backend description).</summary>
+    internal static string CpuOnlyOnDevice(string option, string value, string runsOn) =>
+        $"Inference:{option} = {value} is supported by the CPU backend only, and this model runs on {runsOn}: set Inference:{option} = f32, or Inference:Backend = cpu";
+
     /// <summary>Why Inference:<paramref name="option"/> = <paramref name="value"/>, which only the CPU kernels read, cannot
     /// be served on <paramref name="backend"/>, or null when the backend is the CPU's.</summary>
     private static string? CpuOnlyProblem(string backend, string option, string value, string? configured)

@@ -76,9 +76,9 @@ public sealed partial class ServingEngine : IInferenceEngine, IDisposable
         var c = model.Config;
         _kvFormat = options.KvCacheFormat;
         if (_kvFormat != KvCacheFormat.F32 && model.Backend is not null)
-            throw new ArgumentException($"Inference:KvCacheFormat = {_kvFormat.Name()} is supported by the CPU backend only, and this model runs on {model.BackendDescription}: set Inference:KvCacheFormat = f32, or Inference:Backend = cpu", nameof(options));
+            throw new ArgumentException(InferenceBackends.CpuOnlyOnDevice("KvCacheFormat", _kvFormat.Name(), model.BackendDescription), nameof(options));
         if (options.AdapterPageFormat != AdapterPageFormat.F32 && model.Backend is not null)
-            throw new ArgumentException($"Inference:AdapterPageFormat = {options.AdapterPageFormat.Name()} is supported by the CPU backend only, and this model runs on {model.BackendDescription}: set Inference:AdapterPageFormat = f32, or Inference:Backend = cpu", nameof(options));
+            throw new ArgumentException(InferenceBackends.CpuOnlyOnDevice("AdapterPageFormat", options.AdapterPageFormat.Name(), model.BackendDescription), nameof(options));
         // A pool page is one hidden-size row of floats; a KV block is whole positions of KV width per page.
         if (_kvFormat.BlockTokens(c.HiddenSize, c.KvDim) < 1)
             throw new NotSupportedException($"the model's KV width ({c.NumKvHeads} KV heads × {c.HeadDim} = {c.KvDim}) in {_kvFormat.Name()} exceeds its hidden size ({c.HiddenSize} floats); the page pool stores a KV position within one hidden-size page, so this model cannot be served");

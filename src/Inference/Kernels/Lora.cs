@@ -236,9 +236,13 @@ public static unsafe class LoraKernel
         if (s.Length < n * a.Rows || x.Length < n * a.Cols) throw new ArgumentException("shrink buffers too small");
         fixed (float* sp = s)
         fixed (float* xp = x)
-            for (int t = 0; t < n; t++)
-                if (a.Format == AdapterPageFormat.Bf16) ShrinkRow<Bf16Kv>(sp + (long)t * a.Rows, xp + (long)t * a.Cols, a, level);
-                else ShrinkRow<F32Kv>(sp + (long)t * a.Rows, xp + (long)t * a.Cols, a, level);
+            if (a.Format == AdapterPageFormat.Bf16) ShrinkRows<Bf16Kv>(sp, xp, n, a, level);
+            else ShrinkRows<F32Kv>(sp, xp, n, a, level);
+    }
+
+    private static void ShrinkRows<T>(float* s, float* x, int n, in PagedMatrix a, SimdLevel level) where T : struct, IKvElements
+    {
+        for (int t = 0; t < n; t++) ShrinkRow<T>(s + (long)t * a.Rows, x + (long)t * a.Cols, a, level);
     }
 
     /// <summary>y (n, bt.Cols) += scale · s (n, r) · Bᵀ, Bᵀ's rows read from pages.</summary>
@@ -247,9 +251,13 @@ public static unsafe class LoraKernel
         if (s.Length < n * bt.Rows || y.Length < n * bt.Cols) throw new ArgumentException("expand buffers too small");
         fixed (float* sp = s)
         fixed (float* yp = y)
-            for (int t = 0; t < n; t++)
-                if (bt.Format == AdapterPageFormat.Bf16) ExpandRow<Bf16Kv>(yp + (long)t * bt.Cols, sp + (long)t * bt.Rows, bt, scale, level);
-                else ExpandRow<F32Kv>(yp + (long)t * bt.Cols, sp + (long)t * bt.Rows, bt, scale, level);
+            if (bt.Format == AdapterPageFormat.Bf16) ExpandRows<Bf16Kv>(yp, sp, n, bt, scale, level);
+            else ExpandRows<F32Kv>(yp, sp, n, bt, scale, level);
+    }
+
+    private static void ExpandRows<T>(float* y, float* s, int n, in PagedMatrix bt, float scale, SimdLevel level) where T : struct, IKvElements
+    {
+        for (int t = 0; t < n; t++) ExpandRow<T>(y + (long)t * bt.Cols, s + (long)t * bt.Rows, bt, scale, level);
     }
 
     /// <summary>s (r) = x · Aᵀ for one token: four rows of A at a time against x loaded once (four independent sums), each
