@@ -135,6 +135,7 @@ public static unsafe partial class Attention
         float* sa = s, sb = s + Math.Min(1, m - 1) * rowLength, sc = s + Math.Min(2, m - 1) * rowLength, sd = s + Math.Min(3, m - 1) * rowLength;
         for (int j = 0; j < length; j++)
         {
+            KvBlocks.Prefetch64<T>(keys, j + KvBlocks.PrefetchAhead, length - 1);
             byte* k = keys[j];
             var k0 = T.Load512(k, 0);
             var k1 = T.Load512(k, 16);
@@ -172,6 +173,7 @@ public static unsafe partial class Attention
         Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, d0 = default, d1 = default, d2 = default, d3 = default;
         for (int j = 0; j < length; j++)
         {
+            KvBlocks.Prefetch64<T>(values, j + KvBlocks.PrefetchAhead, length - 1);
             byte* v = values[j];
             var v0 = T.Load512(v, 0);
             var v1 = T.Load512(v, 16);
