@@ -93,7 +93,9 @@ public static unsafe partial class Attention
         fixed (float* sp = scores)
         fixed (float* op = output)
         {
-            float max = Scores64<T>(sp, qp, rows, length, scale);
+            Span<float> maxes = stackalloc float[1];
+            ScoreGroup<T>(maxes, qp, 1, rows, length, sp, length, scale);   // a group of one: bitwise what the head gets in a group
+            float max = maxes[0];
             var sc2 = scores[..length];
             System.Numerics.Tensors.TensorPrimitives.Subtract(sc2, max, sc2);
             System.Numerics.Tensors.TensorPrimitives.Exp(sc2, sc2);
@@ -102,33 +104,13 @@ public static unsafe partial class Attention
         }
     }
 
-    /// <summary>s[j] = (q · scale) · k_j for the key rows at <paramref name="keys"/>[j]; returns the largest.</summary>
-    private static float Scores64<T>(float* sp, float* qp, byte** keys, int length, float scale) where T : struct, IKvElements
-    {
-        var q0 = Vector512.Load(qp) * scale;
-        var q1 = Vector512.Load(qp + 16) * scale;
-        var q2 = Vector512.Load(qp + 32) * scale;
-        var q3 = Vector512.Load(qp + 48) * scale;
-        float max = float.NegativeInfinity;
-        for (int j = 0; j < length; j++)
-        {
-            byte* k = keys[j];
-            var t = Vector512.FusedMultiplyAdd(q3, T.Load512(k, 48),
-                    Vector512.FusedMultiplyAdd(q2, T.Load512(k, 32),
-                    Vector512.FusedMultiplyAdd(q1, T.Load512(k, 16), q0 * T.Load512(k, 0))));
-            float sc = Vector512.Sum(t);
-            sp[j] = sc;
-            if (sc > max) max = sc;
-        }
-        return max;
-    }
-
     /// <summary>o = inv · Σ_j p[j] v_j over the value rows at <paramref name="values"/>[j], in the order of j.</summary>
     private static void Values64<T>(float* op, float* p, byte** values, int length, float inv) where T : struct, IKvElements
     {
         Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
         for (int j = 0; j < length; j++)
         {
+            KvBlocks.Prefetch64<T>(values, j + KvBlocks.PrefetchAhead, length - 1);
             byte* v = values[j];
             var pj = Vector512.Create(p[j]);
             o0 = Vector512.FusedMultiplyAdd(T.Load512(v, 0), pj, o0);

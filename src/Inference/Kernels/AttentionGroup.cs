@@ -1,5 +1,7 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Loom.Inference.Model;
 
 namespace Loom.Inference.Kernels;
@@ -121,7 +123,10 @@ public static unsafe partial class Attention
     }
 
     /// <summary>Scores of m ≤ 4 heads: row i of s gets q_i · k_j · scale for every position j (key row at keys[j]); max[i]
-    /// its largest.</summary>
+    /// its largest. Each key's 16 lane-wise products (q · scale) ⊙ k_j (one chain of four fused multiply-adds) go to a tile
+    /// of 16 keys, and a tile's 16 horizontal sums are taken together (<see cref="Sum16"/>: 15 additions of whole vectors
+    /// and their shuffles instead of 16 separate reductions); each score's additions are in one fixed order whatever the
+    /// group, so a head scored in a group is bitwise the head scored alone (<see cref="Head"/> uses this with m = 1).</summary>
     private static void ScoreGroup<T>(Span<float> max, float* q, int m, byte** keys, int length, float* s, int rowLength, float scale)
         where T : struct, IKvElements
     {
@@ -131,36 +136,102 @@ public static unsafe partial class Attention
         Vector512<float> b0 = Vector512.Load(qb) * scale, b1 = Vector512.Load(qb + 16) * scale, b2 = Vector512.Load(qb + 32) * scale, b3 = Vector512.Load(qb + 48) * scale;
         Vector512<float> c0 = Vector512.Load(qc) * scale, c1 = Vector512.Load(qc + 16) * scale, c2 = Vector512.Load(qc + 32) * scale, c3 = Vector512.Load(qc + 48) * scale;
         Vector512<float> d0 = Vector512.Load(qd) * scale, d1 = Vector512.Load(qd + 16) * scale, d2 = Vector512.Load(qd + 32) * scale, d3 = Vector512.Load(qd + 48) * scale;
-        float ma = float.NegativeInfinity, mb = ma, mc = ma, md = ma;
+        var ninf = Vector512.Create(float.NegativeInfinity);
+        Vector512<float> ma = ninf, mb = ninf, mc = ninf, md = ninf;
         float* sa = s, sb = s + Math.Min(1, m - 1) * rowLength, sc = s + Math.Min(2, m - 1) * rowLength, sd = s + Math.Min(3, m - 1) * rowLength;
-        for (int j = 0; j < length; j++)
+        float* tile = stackalloc float[GroupHeads * TileFloats];   // per head: 16 keys' products, in Sum16's slot order
+        for (int j0 = 0; j0 < length; j0 += 16)
         {
-            KvBlocks.Prefetch64<T>(keys, j + KvBlocks.PrefetchAhead, length - 1);
-            byte* k = keys[j];
-            var k0 = T.Load512(k, 0);
-            var k1 = T.Load512(k, 16);
-            var k2 = T.Load512(k, 32);
-            var k3 = T.Load512(k, 48);
-            float x = Vector512.Sum(Vector512.FusedMultiplyAdd(a3, k3, Vector512.FusedMultiplyAdd(a2, k2, Vector512.FusedMultiplyAdd(a1, k1, a0 * k0))));
-            sa[j] = x;
-            if (x > ma) ma = x;
-            if (m < 2) continue;
-            float y = Vector512.Sum(Vector512.FusedMultiplyAdd(b3, k3, Vector512.FusedMultiplyAdd(b2, k2, Vector512.FusedMultiplyAdd(b1, k1, b0 * k0))));
-            sb[j] = y;
-            if (y > mb) mb = y;
-            if (m < 3) continue;
-            float z = Vector512.Sum(Vector512.FusedMultiplyAdd(c3, k3, Vector512.FusedMultiplyAdd(c2, k2, Vector512.FusedMultiplyAdd(c1, k1, c0 * k0))));
-            sc[j] = z;
-            if (z > mc) mc = z;
-            if (m < 4) continue;
-            float w = Vector512.Sum(Vector512.FusedMultiplyAdd(d3, k3, Vector512.FusedMultiplyAdd(d2, k2, Vector512.FusedMultiplyAdd(d1, k1, d0 * k0))));
-            sd[j] = w;
-            if (w > md) md = w;
+            int n = Math.Min(16, length - j0);
+            if (n < 16) new Span<float>(tile, GroupHeads * TileFloats).Clear();   // a partial tile's unused slots sum to 0, unstored
+            for (int i = 0; i < n; i++)
+            {
+                int j = j0 + i;
+                KvBlocks.Prefetch64<T>(keys, j + KvBlocks.PrefetchAhead, length - 1);
+                byte* k = keys[j];
+                var k0 = T.Load512(k, 0);
+                var k1 = T.Load512(k, 16);
+                var k2 = T.Load512(k, 32);
+                var k3 = T.Load512(k, 48);
+                float* slot = tile + Slot(i);
+                Vector512.FusedMultiplyAdd(a3, k3, Vector512.FusedMultiplyAdd(a2, k2, Vector512.FusedMultiplyAdd(a1, k1, a0 * k0))).Store(slot);
+                if (m < 2) continue;
+                Vector512.FusedMultiplyAdd(b3, k3, Vector512.FusedMultiplyAdd(b2, k2, Vector512.FusedMultiplyAdd(b1, k1, b0 * k0))).Store(slot + TileFloats);
+                if (m < 3) continue;
+                Vector512.FusedMultiplyAdd(c3, k3, Vector512.FusedMultiplyAdd(c2, k2, Vector512.FusedMultiplyAdd(c1, k1, c0 * k0))).Store(slot + 2 * TileFloats);
+                if (m < 4) continue;
+                Vector512.FusedMultiplyAdd(d3, k3, Vector512.FusedMultiplyAdd(d2, k2, Vector512.FusedMultiplyAdd(d1, k1, d0 * k0))).Store(slot + 3 * TileFloats);
+            }
+            ma = EmitScores(tile, sa + j0, n, ma);
+            if (m > 1) mb = EmitScores(tile + TileFloats, sb + j0, n, mb);
+            if (m > 2) mc = EmitScores(tile + 2 * TileFloats, sc + j0, n, mc);
+            if (m > 3) md = EmitScores(tile + 3 * TileFloats, sd + j0, n, md);
         }
-        max[0] = ma;
-        if (m > 1) max[1] = mb;
-        if (m > 2) max[2] = mc;
-        if (m > 3) max[3] = md;
+        max[0] = MaxAcross(ma);
+        if (m > 1) max[1] = MaxAcross(mb);
+        if (m > 2) max[2] = MaxAcross(mc);
+        if (m > 3) max[3] = MaxAcross(md);
+    }
+
+    /// <summary>Floats of one head's tile: 16 keys' 16 lane-wise products.</summary>
+    private const int TileFloats = 16 * 16;
+
+    /// <summary>Where key i of a tile goes: <see cref="Sum16"/> puts the sum of slot 4k + b in lane 4b + k, so key i sits in
+    /// slot 4 · (i mod 4) + i / 4 and its score comes out in lane i.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Slot(int i) => ((i & 3) * 4 + (i >> 2)) * 16;
+
+    /// <summary>The n ≤ 16 scores of a tile into s; returns the running maximum with them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> EmitScores(float* tile, float* s, int n, Vector512<float> max)
+    {
+        var r = Sum16(tile);
+        if (n == 16)
+        {
+            r.Store(s);
+            return Vector512.Max(max, r);
+        }
+        for (int i = 0; i < n; i++) s[i] = r.GetElement(i);
+        var lane = Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        return Vector512.Max(max, Vector512.ConditionalSelect(Vector512.LessThan(lane, Vector512.Create((float)n)), r, Vector512.Create(float.NegativeInfinity)));
+    }
+
+    /// <summary>The horizontal sums of the 16 vectors at t (slot p at t + 16p), the sum of slot 4k + b in lane 4b + k. Each
+    /// sum's order: 128-bit quarters q0..q3 as (q0 + q2) + (q1 + q3) lane-wise, then that quarter's lanes as
+    /// (l0 + l2) + (l1 + l3).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Sum16(float* t)
+    {
+        var x0 = Quarters(t);
+        var x1 = Quarters(t + 64);
+        var x2 = Quarters(t + 128);
+        var x3 = Quarters(t + 192);
+        // block b of x_k: the 4 partial sums of slot 4k + b
+        var s = Avx512F.UnpackLow(x0, x1) + Avx512F.UnpackHigh(x0, x1);
+        var u = Avx512F.UnpackLow(x2, x3) + Avx512F.UnpackHigh(x2, x3);
+        return Avx512F.Shuffle(s, u, 0b01_00_01_00) + Avx512F.Shuffle(s, u, 0b11_10_11_10);
+    }
+
+    /// <summary>Four slots at t reduced to one vector whose 128-bit block b holds slot b's quarters summed lane-wise,
+    /// (q0 + q2) + (q1 + q3).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Quarters(float* t)
+    {
+        var v0 = Vector512.Load(t);
+        var v1 = Vector512.Load(t + 16);
+        var v2 = Vector512.Load(t + 32);
+        var v3 = Vector512.Load(t + 48);
+        var w01 = Avx512F.Shuffle4x128(v0, v1, 0b01_00_01_00) + Avx512F.Shuffle4x128(v0, v1, 0b11_10_11_10);
+        var w23 = Avx512F.Shuffle4x128(v2, v3, 0b01_00_01_00) + Avx512F.Shuffle4x128(v2, v3, 0b11_10_11_10);
+        return Avx512F.Shuffle4x128(w01, w23, 0b10_00_10_00) + Avx512F.Shuffle4x128(w01, w23, 0b11_01_11_01);
+    }
+
+    /// <summary>The largest lane (exact in any order).</summary>
+    private static float MaxAcross(Vector512<float> v)
+    {
+        var h = Vector256.Max(v.GetLower(), v.GetUpper());
+        var q = Vector128.Max(h.GetLower(), h.GetUpper());
+        return MathF.Max(MathF.Max(q[0], q[1]), MathF.Max(q[2], q[3]));
     }
 
     /// <summary>Outputs of m ≤ 4 heads: o_i = inv_i · Σ_j p_i[j] v_j (value row at values[j]), each value row loaded once
