@@ -184,8 +184,7 @@ public static unsafe partial class Attention
                 if (blk == used - 1 && length % 16 != 0)
                 {
                     // positions past the end of the causal window get -inf (they are zero padding)
-                    var lane = Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-                    sc = Vector512.ConditionalSelect(Vector512.LessThan(lane, Vector512.Create((float)(length % 16))), sc, Vector512.Create(float.NegativeInfinity));
+                    sc = Vector512.ConditionalSelect(LanesBelow(length % 16), sc, Vector512.Create(float.NegativeInfinity));
                 }
                 sc.Store(sp + blk * 16);
             }

@@ -91,7 +91,6 @@ public static unsafe partial class Attention
     {
         // pointers of unused heads repeat the last one's (computed, never stored)
         float* qa = q, qb = q + Math.Min(1, m - 1) * 64, qc = q + Math.Min(2, m - 1) * 64, qd = q + Math.Min(3, m - 1) * 64;
-        var lane = Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         for (int blk = 0; blk < used; blk++)
         {
             float* kb = head + (long)blk * 64 * 16;
@@ -112,7 +111,7 @@ public static unsafe partial class Attention
                 d0 = Vector512.FusedMultiplyAdd(Vector512.Create(qd[d]), k0, d0); d1 = Vector512.FusedMultiplyAdd(Vector512.Create(qd[d + 1]), k1, d1);
                 d2 = Vector512.FusedMultiplyAdd(Vector512.Create(qd[d + 2]), k2, d2); d3 = Vector512.FusedMultiplyAdd(Vector512.Create(qd[d + 3]), k3, d3);
             }
-            var keep = blk == used - 1 && length % 16 != 0 ? Vector512.LessThan(lane, Vector512.Create((float)(length % 16))) : Vector512<float>.AllBitsSet;
+            var keep = blk == used - 1 && length % 16 != 0 ? LanesBelow(length % 16) : Vector512<float>.AllBitsSet;
             var ninf = Vector512.Create(float.NegativeInfinity);
             int at = blk * 16;
             Vector512.ConditionalSelect(keep, ((a0 + a1) + (a2 + a3)) * scale, ninf).Store(s + at);
@@ -194,9 +193,13 @@ public static unsafe partial class Attention
             return Vector512.Max(max, r);
         }
         for (int i = 0; i < n; i++) s[i] = r.GetElement(i);
-        var lane = Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        return Vector512.Max(max, Vector512.ConditionalSelect(Vector512.LessThan(lane, Vector512.Create((float)n)), r, Vector512.Create(float.NegativeInfinity)));
+        return Vector512.Max(max, Vector512.ConditionalSelect(LanesBelow(n), r, Vector512.Create(float.NegativeInfinity)));
     }
+
+    /// <summary>A mask of the lanes below n (0 ≤ n ≤ 16): the positions a partial block of 16 holds.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> LanesBelow(int n) =>
+        Vector512.LessThan(Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create((float)n));
 
     /// <summary>The horizontal sums of the 16 vectors at t (slot p at t + 16p), the sum of slot 4k + b in lane 4b + k. Each
     /// sum's order: 128-bit quarters q0..q3 as (q0 + q2) + (q1 + q3) lane-wise, then that quarter's lanes as
