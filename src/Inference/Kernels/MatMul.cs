@@ -82,7 +82,7 @@ public static unsafe partial class MatMulKernel
         }
         // the packed kernel's interleaved inputs (not beside Q8 targets), or the 256-bit bf16 tiles' split inputs (Q8
         // targets beside them read xq): made once here for every chunk of the region
-        float* xt = anyPacked && level == SimdLevel.Vector512 && n >= 8 && xq.Blocks == 0 ? InterleaveInputs(x, n, targets[0].W.Cols)
+        float* xt = anyPacked && level == SimdLevel.Vector512 && n >= 8 && xq.Blocks == 0 ? InterleaveInputs(x, n, targets[0].W.Cols, pool)
             : anyBf16 && Tiles256(level) ? SplitInputs(x, n, targets[0].W.Cols, ref _interleaved)
             : null;
         // chunks of whole 4-row tiles; several per core so a slow core does not hold the others back
@@ -170,27 +170,108 @@ public static unsafe partial class MatMulKernel
     /// <summary>Input rows in groups of 8, interleaved column by column ([n/8][cols][8]), so the packed kernel's
     /// eight broadcasts per column come from one cache line instead of eight rows a row-stride apart.
     /// The buffer belongs to the calling thread and is reused (it grows, rarely).</summary>
-    private static float* InterleaveInputs(float* x, int n, int cols) => InterleaveInputs(x, n, cols, ref _interleaved);
+    /// <remarks>A prefill's inputs (at least <see cref="InterleaveRegionRows"/> rows: hundreds of KB to MBs) are
+    /// interleaved by the pool, in runs of <see cref="InterleaveRegionRows"/> rows, in a region of their own; fewer rows
+    /// on the calling thread (a region's start and end would cost more than the copy).</remarks>
+    private static float* InterleaveInputs(float* x, int n, int cols, WorkerPool pool)
+    {
+        if (n < 2 * InterleaveRegionRows || pool.Workers == 1) return InterleaveInputs(x, n, cols, ref _interleaved);
+        float* dst = Interleaved(n, cols, ref _interleaved);
+        var job = _interleaveJob ??= new InterleaveJob();
+        job.Set(x, dst, n / 8, cols);
+        pool.Run(job, (n / 8 + InterleaveRegionRows / 8 - 1) / (InterleaveRegionRows / 8));
+        return dst;
+    }
 
-    /// <summary><see cref="InterleaveInputs(float*, int, int)"/> into the given per-thread buffer (pinned; grows, rarely).</summary>
+    /// <summary>Input rows per chunk of a parallel interleave, and half the fewest rows interleaved in parallel.</summary>
+    internal const int InterleaveRegionRows = 64;
+
+    [ThreadStatic] private static InterleaveJob? _interleaveJob;
+
+    /// <summary>Groups of 8 input rows of one interleave, <see cref="InterleaveRegionRows"/> / 8 groups per chunk.</summary>
+    private sealed class InterleaveJob : PoolJob
+    {
+        private float* _x, _dst;
+        private int _groups, _cols;
+
+        public void Set(float* x, float* dst, int groups, int cols)
+        {
+            _x = x;
+            _dst = dst;
+            (_groups, _cols) = (groups, cols);
+        }
+
+        public override void Execute(int chunk)
+        {
+            int g0 = chunk * (InterleaveRegionRows / 8);
+            InterleaveGroups(_x, _dst, _cols, g0, Math.Min(_groups, g0 + InterleaveRegionRows / 8));
+        }
+    }
+
+    /// <summary><see cref="InterleaveInputs(float*, int, int, WorkerPool)"/> on the calling thread, into the given
+    /// per-thread buffer (pinned; grows, rarely).</summary>
     internal static float* InterleaveInputs(float* x, int n, int cols, ref float[]? buffer)
     {
-        int groups = n / 8;
-        int size = groups * cols * 8;
+        float* dst = Interleaved(n, cols, ref buffer);
+        InterleaveGroups(x, dst, cols, 0, n / 8);
+        return dst;
+    }
+
+    /// <summary>The buffer of an interleave of n rows (pinned: its address stays valid after the fixed block).</summary>
+    private static float* Interleaved(int n, int cols, ref float[]? buffer)
+    {
+        int size = n / 8 * cols * 8;
         if (buffer == null || buffer.Length < size) buffer = GC.AllocateArray<float>(Math.Max(size, 4096), pinned: true);
-        fixed (float* dst = buffer)
+        fixed (float* dst = buffer) return dst;
+    }
+
+    /// <summary>Groups [g0, g1) of 8 input rows to their interleaved [cols][8] blocks.</summary>
+    private static void InterleaveGroups(float* x, float* dst, int cols, int g0, int g1)
+    {
+        for (int g = g0; g < g1; g++)
         {
-            for (int g = 0; g < groups; g++)
-            {
-                float* d = dst + (long)g * cols * 8;
-                for (int j = 0; j < 8; j++)
-                {
-                    float* src = x + (long)(g * 8 + j) * cols;
-                    for (int k = 0; k < cols; k++) d[k * 8 + j] = src[k];
-                }
-            }
-            return dst;   // pinned array: the address stays valid after the fixed block
+            float* d = dst + (long)g * cols * 8;
+            float* src = x + (long)g * 8 * cols;
+            int k = 0;
+            if (Avx.IsSupported)
+                for (; k + 8 <= cols; k += 8) Transpose8x8(src + k, cols, d + k * 8);
+            for (int j = 0; j < 8; j++)
+                for (int kk = k; kk < cols; kk++) d[kk * 8 + j] = src[(long)j * cols + kk];
         }
+    }
+
+    /// <summary>Eight rows of eight floats (row stride <paramref name="stride"/>) to eight columns: d[k · 8 + j] =
+    /// s[j · stride + k]; the unpack, shuffle and 128-bit-swap steps of the usual 8×8 transpose, so a block of the
+    /// interleaved input costs eight loads and eight stores instead of 64 scattered scalar stores.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(float* s, int stride, float* d)
+    {
+        var r0 = Avx.LoadVector256(s);
+        var r1 = Avx.LoadVector256(s + stride);
+        var r2 = Avx.LoadVector256(s + 2L * stride);
+        var r3 = Avx.LoadVector256(s + 3L * stride);
+        var r4 = Avx.LoadVector256(s + 4L * stride);
+        var r5 = Avx.LoadVector256(s + 5L * stride);
+        var r6 = Avx.LoadVector256(s + 6L * stride);
+        var r7 = Avx.LoadVector256(s + 7L * stride);
+        // pairs of rows, lane by lane: (r0[0], r1[0], r0[1], r1[1] | r0[4], r1[4], r0[5], r1[5]) and the rest
+        var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7); var t7 = Avx.UnpackHigh(r6, r7);
+        // quads: (r0[k], r1[k], r2[k], r3[k]) for k = 0, 4 in u0, 1, 5 in u1, 2, 6 in u2, 3, 7 in u3; u4..u7 for rows 4..7
+        var u0 = Avx.Shuffle(t0, t2, 0x44); var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44); var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44); var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44); var u7 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.Store(d, Avx.Permute2x128(u0, u4, 0x20));
+        Avx.Store(d + 8, Avx.Permute2x128(u1, u5, 0x20));
+        Avx.Store(d + 16, Avx.Permute2x128(u2, u6, 0x20));
+        Avx.Store(d + 24, Avx.Permute2x128(u3, u7, 0x20));
+        Avx.Store(d + 32, Avx.Permute2x128(u0, u4, 0x31));
+        Avx.Store(d + 40, Avx.Permute2x128(u1, u5, 0x31));
+        Avx.Store(d + 48, Avx.Permute2x128(u2, u6, 0x31));
+        Avx.Store(d + 56, Avx.Permute2x128(u3, u7, 0x31));
     }
 
     /// <summary>Computes output rows [r0, r1) of input rows [b0, b1): y[b · ys + r] for those b and r (ys: y's row stride;

@@ -29,6 +29,7 @@ public sealed class KernelTests(ITestOutputHelper log)
                 d.Add(64, 64, 1, t, level, true);       // packed panels: decode
                 d.Add(576, 37, 19, t, level, true);     // packed: two 8-input passes + 3 single, odd cols, parallel
                 d.Add(256, 64, 70, t, level, true);     // packed: more inputs than one batch block
+                d.Add(96, 44, 136, t, level, true);     // packed: inputs interleaved by the pool (17 groups of 8, 3 chunks), column tail
             }
         return d;
     }
