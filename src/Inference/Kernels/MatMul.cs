@@ -347,23 +347,52 @@ public static unsafe partial class MatMulKernel
         for (int bb = b0; bb < b1; bb += BatchBlock)
         {
             int be = Math.Min(b1, bb + BatchBlock);
+            // bf16 panels that two or more passes of 8 inputs will read: widened to f32 once here, not once per pass
+            float* wide = !f32 && xt != null && be - bb >= WidenPanelMinRows && cols <= WidenPanelMaxCols ? WidePanels() : null;
             for (int r = r0; r < r1; r += 2 * WeightMatrix.PanelRows)
             {
                 long panel = (long)r * cols;   // start of the first of the two panels
+                float* pf = f32 ? (float*)w.Data + panel : wide;
+                if (wide != null) WidenPanelPair((ushort*)w.Data + panel, wide, 2 * WeightMatrix.PanelRows * cols);
                 int b = bb;
                 for (; b + 8 <= be && xt != null; b += 8)
                 {
                     float* xg = xt + (long)(b / 8) * cols * 8;   // bb and BatchBlock are multiples of 8
-                    if (f32) PanelF32x8(y, xg, (float*)w.Data + panel, ys, cols, r, b);
+                    if (pf != null) PanelF32x8(y, xg, pf, ys, cols, r, b);
                     else PanelBF16x8(y, xg, (ushort*)w.Data + panel, ys, cols, r, b);
                 }
-                for (; b < be; b++)
+                for (; b < be; b++)   // (a widened block is whole passes)
                 {
-                    if (f32) PanelF32x1(y, x, (float*)w.Data + panel, ys, cols, r, b);
+                    if (f32) PanelF32x1(y, x, pf, ys, cols, r, b);
                     else PanelBF16x1(y, x, (ushort*)w.Data + panel, ys, cols, r, b);
                 }
             }
         }
+    }
+
+    /// <summary>Inputs of a batch block from which a bf16 panel pair is widened to f32 before its passes: a whole block,
+    /// eight passes of 8 (a prefill's blocks). With four passes (decode at batch 32) the widened pair, twice the bytes
+    /// and past L1, made the step slower on a Zen 4 EPYC (BENCHMARKS.md Run Q). The f32 kernels on widened weights give
+    /// the bf16 kernels' bits (widening is exact; the same FMAs in the same order), so where this applies changes no
+    /// result.</summary>
+    internal const int WidenPanelMinRows = BatchBlock;
+
+    /// <summary>Columns up to which a widened panel pair (32 rows of f32: 512 KB at 4096 columns) stays in a core's L2.</summary>
+    internal const int WidenPanelMaxCols = 4096;
+
+    [ThreadStatic] private static float[]? _widePanels;
+
+    /// <summary>This thread's buffer for one widened panel pair (pinned; allocated once per thread at the largest size).</summary>
+    private static float* WidePanels()
+    {
+        _widePanels ??= GC.AllocateArray<float>(2 * WeightMatrix.PanelRows * WidenPanelMaxCols, pinned: true);
+        fixed (float* p = _widePanels) return p;
+    }
+
+    /// <summary>count bf16 values (a multiple of 16) to f32, in order.</summary>
+    private static void WidenPanelPair(ushort* src, float* dst, int count)
+    {
+        for (int i = 0; i < count; i += 16) Widen16(src + i).Store(dst + i);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

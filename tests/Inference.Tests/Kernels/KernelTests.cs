@@ -90,6 +90,40 @@ public sealed class KernelTests(ITestOutputHelper log)
         }
     }
 
+    /// <summary>Packed bf16 panels that a full batch block's passes widen to f32 first give the bits of the bf16 kernel
+    /// that widens in the loop (8 inputs alone: one pass, not widened); the block after a full one, not widened, gives
+    /// those of its passes and single inputs alone.</summary>
+    [SkippableTheory]
+    [InlineData(64, 75)]     // a widened block, then a block of 11: one pass and 3 single inputs
+    [InlineData(1536, 134)]  // the MLP's down projection width: two widened blocks and a block of 6 single inputs
+    public void WidenedBf16PanelsGiveTheBitsOfTheBf16Kernels(int cols, int n)
+    {
+        Skip.If(Simd.Best != SimdLevel.Vector512, "no AVX-512 on this machine: the packed panel kernels run only at Vector512");
+        Assert.True(MatMulKernel.WidenPanelMinRows == 64 && cols <= MatMulKernel.WidenPanelMaxCols);
+        const int rows = 64;
+        using var rowMajor = WeightMatrix.FromFloats(Random(rows * cols, 40), rows, cols, WeightType.BF16);
+        using var w = rowMajor.Pack();
+        var x = Random(n * cols, 41);
+        var batch = new float[n * rows];
+        MatMulKernel.Forward(batch, x, w, n, SimdLevel.Vector512);
+        var eight = new float[8 * rows];
+        var one = new float[rows];
+        for (int start = 0; start < n; start += 64)   // the kernels' batch blocks
+        {
+            int length = Math.Min(64, n - start), passes = length / 8 * 8;
+            for (int b = start; b < start + passes; b += 8)
+            {
+                MatMulKernel.Forward(eight, x.AsSpan(b * cols, 8 * cols), w, 8, SimdLevel.Vector512);
+                Assert.Equal(batch.AsSpan(b * rows, 8 * rows).ToArray(), eight);
+            }
+            for (int b = start + passes; b < start + length; b++)
+            {
+                MatMulKernel.Forward(one, x.AsSpan(b * cols, cols), w, 1, SimdLevel.Vector512);
+                Assert.Equal(batch.AsSpan(b * rows, rows).ToArray(), one);
+            }
+        }
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(6)]
