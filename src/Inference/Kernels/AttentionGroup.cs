@@ -63,12 +63,21 @@ public static unsafe partial class Attention
     public static void GroupTransposed(float* output, float* q, int heads, ReadOnlySpan<float> keysT, int blocks,
         IKvCache cache, int layer, int kvHead, int length, float* scores, int rowLength)
     {
+        byte** rows = KvBlocks.HeadRows(cache, layer, kvHead, 64, length);
+        GroupTransposed(output, q, heads, keysT, blocks, cache.Format, kvHead, rows + length, length, scores, rowLength);
+    }
+
+    /// <summary><see cref="GroupTransposed(float*, float*, int, ReadOnlySpan{float}, int, IKvCache, int, int, int, float*, int)"/>
+    /// with the KV head's value rows given (<see cref="KvBlocks.ValueRows"/>: at least <paramref name="length"/> of them,
+    /// in the cache's <paramref name="format"/>).</summary>
+    internal static void GroupTransposed(float* output, float* q, int heads, ReadOnlySpan<float> keysT, int blocks,
+        KvCacheFormat format, int kvHead, byte** values, int length, float* scores, int rowLength)
+    {
         int used = (length + 15) / 16;
         if (rowLength < used * 16 || keysT.Length < (kvHead + 1) * blocks * 64 * 16 || used > blocks)
             throw new ArgumentException("grouped transposed attention buffers too small");
         float scale = 1f / MathF.Sqrt(64);
         Span<float> ones = [1f, 1f, 1f, 1f];   // the values are summed with p already normalised, as HeadTransposed does
-        byte** rows = KvBlocks.HeadRows(cache, layer, kvHead, 64, length);
         fixed (float* kt = keysT)
         {
             float* head = kt + (long)kvHead * blocks * 64 * 16;
@@ -78,8 +87,8 @@ public static unsafe partial class Attention
                 float* s = scores + (long)h * rowLength;
                 ScoreTransposedGroup(q + h * 64, m, head, used, length, s, rowLength, scale);
                 for (int i = 0; i < m; i++) NormalizeTransposed(new Span<float>(s + (long)i * rowLength, used * 16), length);
-                if (cache.Format == KvCacheFormat.Bf16) ValueGroup<Bf16Kv>(output + h * 64, ones, m, rows + length, length, s, rowLength);
-                else ValueGroup<F32Kv>(output + h * 64, ones, m, rows + length, length, s, rowLength);
+                if (format == KvCacheFormat.Bf16) ValueGroup<Bf16Kv>(output + h * 64, ones, m, values, length, s, rowLength);
+                else ValueGroup<F32Kv>(output + h * 64, ones, m, values, length, s, rowLength);
             }
         }
     }

@@ -13,14 +13,16 @@ public sealed unsafe partial class CpuKernels
         public IKvCache? Cache;
         private float* _out, _q, _scratch, _keysT;
         private int* _lengths;
-        private int _t0, _chunks, _items, _groups, _blocks, _heads, _headDim, _layer, _row, _keysTLength;
+        private byte** _valueRows;   // grouped: per KV head, _rowsPerHead value row addresses
+        private int _t0, _chunks, _items, _groups, _blocks, _heads, _headDim, _layer, _row, _keysTLength, _rowsPerHead;
         private bool _grouped;
 
         public void Set(in AttentionBatch b, float* output, float* q, float* scratch, float* keysT, int* lengths,
-            int t0, int chunks, int items, int groups, int blocks, bool grouped)
+            byte** valueRows, int rowsPerHead, int t0, int chunks, int items, int groups, int blocks, bool grouped)
         {
             Cache = b.Caches[t0];
-            _out = output; _q = q; _scratch = scratch; _keysT = keysT; _lengths = lengths;
+            _out = output; _q = q; _scratch = scratch; _keysT = keysT; _lengths = lengths; _valueRows = valueRows;
+            _rowsPerHead = rowsPerHead;
             (_t0, _chunks, _items, _groups, _blocks, _grouped) = (t0, chunks, items, groups, blocks, grouped);
             (_heads, _headDim, _layer, _row, _keysTLength) = (b.Heads, b.HeadDim, b.Layer, b.ScratchRowLength, b.KeysT.Length);
         }
@@ -32,11 +34,13 @@ public sealed unsafe partial class CpuKernels
             {
                 int kvHeads = _heads / _groups;
                 float* rows = _scratch + (long)c * _groups * _row;
+                var format = Cache!.Format;
                 for (int i = c; i < _items; i += _chunks)
                 {
                     int t = _t0 + i / kvHeads, g = i % kvHeads;
                     long at = ((long)t * _heads + g * _groups) * 64;
-                    Kernels.Attention.GroupTransposed(_out + at, _q + at, _groups, keysT, _blocks, Cache!, _layer, g, _lengths[t], rows, _row);
+                    Kernels.Attention.GroupTransposed(_out + at, _q + at, _groups, keysT, _blocks, format, g,
+                        _valueRows + (long)g * _rowsPerHead, _lengths[t], rows, _row);
                 }
                 return;
             }

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Loom.Inference.Model;
 
 namespace Loom.Inference.Kernels;
@@ -118,6 +120,15 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
         int rowsPerChunk = grouped ? groups : 1;
         int items = (t1 - t0) * (grouped ? b.KvHeads : b.Heads);
         int chunks = ScratchChunks(b, rowsPerChunk, items, AttentionScratchRows);
+        // the value rows' addresses, once per KV head for the run's longest length (the tokens' are its prefixes)
+        byte** valueRows = null;
+        if (grouped)
+        {
+            if (_prefillValueRows == null || _prefillValueRows.Length < b.KvHeads * length)
+                _prefillValueRows = GC.AllocateArray<nint>(Math.Max(b.KvHeads * length, 4096), pinned: true);
+            valueRows = (byte**)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_prefillValueRows));   // pinned
+            for (int g = 0; g < b.KvHeads; g++) KvBlocks.ValueRows(cache, b.Layer, g, 64, length, valueRows + (long)g * length);
+        }
         fixed (float* outP = b.Output)
         fixed (float* qP = b.Q)
         fixed (float* sP = b.Scratch)
@@ -125,7 +136,7 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
         fixed (int* lenP = b.Lengths)
         {
             var job = _prefillJob ??= new PrefillAttentionJob();
-            job.Set(b, outP, qP, sP, ktP, lenP, t0, chunks, items, groups, (length + 15) / 16, grouped);
+            job.Set(b, outP, qP, sP, ktP, lenP, valueRows, length, t0, chunks, items, groups, (length + 15) / 16, grouped);
             try
             {
                 Pool.Run(job, chunks);
@@ -247,5 +258,6 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
 
     [ThreadStatic] private static QueryBlockAttentionJob? _queryBlockJob;
     [ThreadStatic] private static PrefillAttentionJob? _prefillJob;
+    [ThreadStatic] private static nint[]? _prefillValueRows;
     [ThreadStatic] private static PerTokenAttentionJob? _perTokenJob;
 }

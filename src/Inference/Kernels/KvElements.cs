@@ -70,19 +70,28 @@ internal static unsafe class KvBlocks
     {
         if (_rows == null || _rows.Length < 2 * length) _rows = GC.AllocateArray<nint>(Math.Max(2 * length, 1024), pinned: true);
         var rows = (byte**)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_rows));   // pinned: the address is stable
+        FillRows(cache, layer, kvHead, headDim, length, rows, rows + length);
+        return rows;
+    }
+
+    /// <summary>The addresses of one KV head's value rows at positions [0, length) of one layer into
+    /// <paramref name="values"/> (a prefill's tokens share them: made once per run and KV head, not once per token).</summary>
+    public static void ValueRows(IKvCache cache, int layer, int kvHead, int headDim, int length, byte** values) =>
+        FillRows(cache, layer, kvHead, headDim, length, null, values);
+
+    /// <summary>Key rows into keys (unless null) and value rows into values, positions [0, length).</summary>
+    private static void FillRows(IKvCache cache, int layer, int kvHead, int headDim, int length, byte** keys, byte** values)
+    {
         int bs = cache.BlockSize, size = cache.Format.ElementBytes(), rowBytes = cache.KvDim * size, offset = kvHead * headDim * size;
         for (int j0 = 0, block = 0; j0 < length; j0 += bs, block++)
         {
-            byte* k = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(Keys(cache, layer, block))) + offset;
             byte* v = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(Values(cache, layer, block))) + offset;
             int n = Math.Min(bs, length - j0);
-            for (int r = 0; r < n; r++)
-            {
-                rows[j0 + r] = k + r * rowBytes;
-                rows[length + j0 + r] = v + r * rowBytes;
-            }
+            for (int r = 0; r < n; r++) values[j0 + r] = v + r * rowBytes;
+            if (keys == null) continue;
+            byte* k = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(Keys(cache, layer, block))) + offset;
+            for (int r = 0; r < n; r++) keys[j0 + r] = k + r * rowBytes;
         }
-        return rows;
     }
 
     /// <summary>Keys and values ahead of use: the rows at this distance are asked for (<see cref="Prefetch64{T}"/>) while

@@ -143,4 +143,47 @@ public sealed class GroupAttentionTests(ITestOutputHelper log)
         log.WriteLine($"{differ} of {output.Length} outputs differ bitwise from the per-head kernel");
         Assert.Equal(0, differ);
     }
+
+    /// <summary>A batch holding a prefill run (one sequence's 40 new tokens, its 3 KV heads' value rows made once for the
+    /// run) beside two decode tokens: each run token's output is bitwise <see cref="Attention.HeadTransposed"/>'s for that
+    /// head alone, and every output is close to the scalar twin's.</summary>
+    [SkippableTheory]
+    [InlineData(16)]
+    [InlineData(3)]   // pool pages of 3 positions: a run's rows span many blocks
+    public unsafe void PrefillRunEqualsEachHeadAlone(int blockSize)
+    {
+        Skip.If(Simd.Best != SimdLevel.Vector512, "no AVX-512 on this machine: the Vector512 kernels are not tested here");
+        const int hd = 64, heads = 9, kvHeads = 3, row = 320, runTokens = 40;
+        using var k = new CpuKernels(SimdLevel.Vector512, 2);
+        var run = Filled(kvHeads, 45, 30, blockSize);
+        IKvCache[] caches = [Filled(kvHeads, 7, 31, blockSize), .. Enumerable.Repeat<IKvCache>(run, runTokens), Filled(kvHeads, 90, 32, blockSize)];
+        int[] lengths = [7, .. Enumerable.Range(6, runTokens), 90];
+        int tokens = caches.Length;
+        var q = Random(tokens * heads * hd, 8, 2);
+        var output = new float[tokens * heads * hd];
+        var scratch = new float[k.AttentionScratchRows * (heads / kvHeads) * row];
+        int blocks = (row + 15) / 16;
+        var keysT = new float[blocks * 16 * kvHeads * hd];
+        Assert.True(runTokens >= CpuKernels.TransposedAttentionMinTokens);
+        k.Attention(new AttentionBatch(output, q, caches, lengths, tokens, heads, kvHeads, hd, 0, scratch, row, keysT));
+        var runKeysT = new float[kvHeads * 3 * hd * 16];   // the run's keys (45 positions: 3 blocks of 16), transposed
+        Attention.TransposeKeys(runKeysT, run, 0, 45, kvHeads, hd);
+        var expected = new float[hd];
+        int differ = 0;
+        for (int t = 0; t < tokens; t++)
+            for (int h = 0; h < heads; h++)
+            {
+                var got = output.AsSpan((t * heads + h) * hd, hd);
+                var qh = q.AsSpan((t * heads + h) * hd, hd);
+                if (t >= 1 && t <= runTokens)
+                {
+                    Attention.HeadTransposed(expected, qh, runKeysT, 3, run, 0, h / (heads / kvHeads), lengths[t], new float[row]);
+                    for (int i = 0; i < hd; i++) if (BitConverter.SingleToInt32Bits(got[i]) != BitConverter.SingleToInt32Bits(expected[i])) differ++;
+                }
+                Attention.NaiveHead(expected, qh, caches[t], 0, h / (heads / kvHeads), lengths[t]);
+                Compare.Close(null, $"token {t} head {h}", got, expected, 1e-5);
+            }
+        log.WriteLine($"{differ} of {runTokens * heads * hd} run outputs differ bitwise from one head at a time");
+        Assert.Equal(0, differ);
+    }
 }
