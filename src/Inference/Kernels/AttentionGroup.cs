@@ -85,7 +85,13 @@ public static unsafe partial class Attention
             {
                 int m = Math.Min(GroupHeads, heads - h);
                 float* s = scores + (long)h * rowLength;
-                ScoreTransposedGroup(q + h * 64, m, head, used, length, s, rowLength, scale);
+                switch (m)
+                {
+                    case 4: ScoreTransposedGroup<Heads4>(q + h * 64, head, used, length, s, rowLength, scale); break;
+                    case 3: ScoreTransposedGroup<Heads3>(q + h * 64, head, used, length, s, rowLength, scale); break;
+                    case 2: ScoreTransposedGroup<Heads2>(q + h * 64, head, used, length, s, rowLength, scale); break;
+                    default: ScoreTransposedGroup<Heads1>(q + h * 64, head, used, length, s, rowLength, scale); break;
+                }
                 for (int i = 0; i < m; i++) NormalizeTransposed(new Span<float>(s + (long)i * rowLength, used * 16), length);
                 if (format == KvCacheFormat.Bf16) ValueGroup<Bf16Kv>(output + h * 64, ones, m, values, length, s, rowLength);
                 else ValueGroup<F32Kv>(output + h * 64, ones, m, values, length, s, rowLength);
@@ -93,13 +99,27 @@ public static unsafe partial class Attention
         }
     }
 
-    /// <summary>Scores of m ≤ 4 heads against blocks of 16 transposed keys, each head's as in <see cref="HeadTransposed"/>:
-    /// chain i of a block takes the dimensions d ≡ i (mod 4), the block's score is ((c0 + c1) + (c2 + c3)) · scale, and
-    /// the positions past <paramref name="length"/> in the last block get -inf.</summary>
-    private static void ScoreTransposedGroup(float* q, int m, float* head, int used, int length, float* s, int rowLength, float scale)
+    /// <summary>A number of query heads known to the JIT (a generic struct argument), so a kernel specialised for it
+    /// computes no chains for the heads it does not have.</summary>
+    private interface IHeads
     {
-        // pointers of unused heads repeat the last one's (computed, never stored)
-        float* qa = q, qb = q + Math.Min(1, m - 1) * 64, qc = q + Math.Min(2, m - 1) * 64, qd = q + Math.Min(3, m - 1) * 64;
+        static abstract int Count { get; }
+    }
+
+    private struct Heads1 : IHeads { public static int Count => 1; }
+    private struct Heads2 : IHeads { public static int Count => 2; }
+    private struct Heads3 : IHeads { public static int Count => 3; }
+    private struct Heads4 : IHeads { public static int Count => 4; }
+
+    /// <summary>Scores of THeads.Count ≤ 4 heads against blocks of 16 transposed keys, each head's as in
+    /// <see cref="HeadTransposed"/>: chain i of a block takes the dimensions d ≡ i (mod 4), the block's score is
+    /// ((c0 + c1) + (c2 + c3)) · scale, and the positions past <paramref name="length"/> in the last block get -inf.
+    /// Specialised per count: a group of 3 (SmolLM2's 9 heads over 3 KV heads) computed a fourth head's chains and
+    /// dropped them, a quarter of its multiply-adds.</summary>
+    private static void ScoreTransposedGroup<THeads>(float* q, float* head, int used, int length, float* s, int rowLength, float scale)
+        where THeads : struct, IHeads
+    {
+        float* qa = q, qb = q + 64, qc = q + 128, qd = q + 192;   // read only for the heads the group has
         for (int blk = 0; blk < used; blk++)
         {
             float* kb = head + (long)blk * 64 * 16;
@@ -113,20 +133,29 @@ public static unsafe partial class Attention
                 var k3 = Vector512.Load(kb + d * 16 + 48);
                 a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d]), k0, a0); a1 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d + 1]), k1, a1);
                 a2 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d + 2]), k2, a2); a3 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d + 3]), k3, a3);
-                b0 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d]), k0, b0); b1 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d + 1]), k1, b1);
-                b2 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d + 2]), k2, b2); b3 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d + 3]), k3, b3);
-                c0 = Vector512.FusedMultiplyAdd(Vector512.Create(qc[d]), k0, c0); c1 = Vector512.FusedMultiplyAdd(Vector512.Create(qc[d + 1]), k1, c1);
-                c2 = Vector512.FusedMultiplyAdd(Vector512.Create(qc[d + 2]), k2, c2); c3 = Vector512.FusedMultiplyAdd(Vector512.Create(qc[d + 3]), k3, c3);
-                d0 = Vector512.FusedMultiplyAdd(Vector512.Create(qd[d]), k0, d0); d1 = Vector512.FusedMultiplyAdd(Vector512.Create(qd[d + 1]), k1, d1);
-                d2 = Vector512.FusedMultiplyAdd(Vector512.Create(qd[d + 2]), k2, d2); d3 = Vector512.FusedMultiplyAdd(Vector512.Create(qd[d + 3]), k3, d3);
+                if (THeads.Count > 1)
+                {
+                    b0 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d]), k0, b0); b1 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d + 1]), k1, b1);
+                    b2 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d + 2]), k2, b2); b3 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d + 3]), k3, b3);
+                }
+                if (THeads.Count > 2)
+                {
+                    c0 = Vector512.FusedMultiplyAdd(Vector512.Create(qc[d]), k0, c0); c1 = Vector512.FusedMultiplyAdd(Vector512.Create(qc[d + 1]), k1, c1);
+                    c2 = Vector512.FusedMultiplyAdd(Vector512.Create(qc[d + 2]), k2, c2); c3 = Vector512.FusedMultiplyAdd(Vector512.Create(qc[d + 3]), k3, c3);
+                }
+                if (THeads.Count > 3)
+                {
+                    d0 = Vector512.FusedMultiplyAdd(Vector512.Create(qd[d]), k0, d0); d1 = Vector512.FusedMultiplyAdd(Vector512.Create(qd[d + 1]), k1, d1);
+                    d2 = Vector512.FusedMultiplyAdd(Vector512.Create(qd[d + 2]), k2, d2); d3 = Vector512.FusedMultiplyAdd(Vector512.Create(qd[d + 3]), k3, d3);
+                }
             }
             var keep = blk == used - 1 && length % 16 != 0 ? LanesBelow(length % 16) : Vector512<float>.AllBitsSet;
             var ninf = Vector512.Create(float.NegativeInfinity);
             int at = blk * 16;
             Vector512.ConditionalSelect(keep, ((a0 + a1) + (a2 + a3)) * scale, ninf).Store(s + at);
-            if (m > 1) Vector512.ConditionalSelect(keep, ((b0 + b1) + (b2 + b3)) * scale, ninf).Store(s + rowLength + at);
-            if (m > 2) Vector512.ConditionalSelect(keep, ((c0 + c1) + (c2 + c3)) * scale, ninf).Store(s + 2L * rowLength + at);
-            if (m > 3) Vector512.ConditionalSelect(keep, ((d0 + d1) + (d2 + d3)) * scale, ninf).Store(s + 3L * rowLength + at);
+            if (THeads.Count > 1) Vector512.ConditionalSelect(keep, ((b0 + b1) + (b2 + b3)) * scale, ninf).Store(s + rowLength + at);
+            if (THeads.Count > 2) Vector512.ConditionalSelect(keep, ((c0 + c1) + (c2 + c3)) * scale, ninf).Store(s + 2L * rowLength + at);
+            if (THeads.Count > 3) Vector512.ConditionalSelect(keep, ((d0 + d1) + (d2 + d3)) * scale, ninf).Store(s + 3L * rowLength + at);
         }
     }
 

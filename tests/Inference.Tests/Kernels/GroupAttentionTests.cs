@@ -79,6 +79,7 @@ public sealed class GroupAttentionTests(ITestOutputHelper log)
     [InlineData(4, 37)]
     [InlineData(7, 50)]    // a group of 4 and one of 3
     [InlineData(9, 200)]   // two groups of 4 and a single head
+    [InlineData(6, 45)]    // a group of 4 and one of 2
     [InlineData(3, 100, 3)]
     [InlineData(4, 37, 6)]
     public unsafe void GroupTransposedEqualsEachHeadAloneBitwise(int heads, int length, int blockSize = 16)
