@@ -42,6 +42,15 @@ internal sealed class Golden
 
 internal static class Compare
 {
+    /// <summary>How many elements of a and b differ in their bits (0: bitwise equal).</summary>
+    public static int BitsDiffer(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        Assert.Equal(b.Length, a.Length);
+        int n = 0;
+        for (int i = 0; i < a.Length; i++) if (BitConverter.SingleToInt32Bits(a[i]) != BitConverter.SingleToInt32Bits(b[i])) n++;
+        return n;
+    }
+
     /// <summary>max|a-b| / max|b|: robust to near-zero entries of b.</summary>
     public static (double Rel, double MaxAbs, int At) RelativeError(ReadOnlySpan<float> actual, ReadOnlySpan<float> expected)
     {

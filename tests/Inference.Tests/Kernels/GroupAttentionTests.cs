@@ -61,8 +61,7 @@ public sealed class GroupAttentionTests(ITestOutputHelper log)
                 Attention.Head(alone.AsSpan(h * hd, hd), q.AsSpan(h * hd, hd), cache, 0, kv, length, new float[row], SimdLevel.Vector512);
                 Attention.NaiveHead(naive.AsSpan(h * hd, hd), q.AsSpan(h * hd, hd), cache, 0, kv, length);
             }
-            int differ = 0;
-            for (int i = 0; i < alone.Length; i++) if (BitConverter.SingleToInt32Bits(alone[i]) != BitConverter.SingleToInt32Bits(grouped[i])) differ++;
+            int differ = Compare.BitsDiffer(alone, grouped);
             log.WriteLine($"{heads} heads, length {length}, kv head {kv}: {differ} of {alone.Length} outputs differ bitwise from one head at a time");
             Assert.Equal(0, differ);
             Compare.Close(log, "grouped vs scalar twin", grouped, naive, 1e-5);
@@ -106,8 +105,7 @@ public sealed class GroupAttentionTests(ITestOutputHelper log)
                 Attention.HeadTransposed(alone.AsSpan(h * hd, hd), q.AsSpan(h * hd, hd), keysT, blocks, cache, 0, kv, length, Random(row, 18 + h));
                 Attention.NaiveHead(naive.AsSpan(h * hd, hd), q.AsSpan(h * hd, hd), cache, 0, kv, length);
             }
-            int differ = 0;
-            for (int i = 0; i < alone.Length; i++) if (BitConverter.SingleToInt32Bits(alone[i]) != BitConverter.SingleToInt32Bits(grouped[i])) differ++;
+            int differ = Compare.BitsDiffer(alone, grouped);
             log.WriteLine($"{heads} heads, length {length}, blocks of {blockSize}, kv head {kv}: {differ} of {alone.Length} outputs differ bitwise from one head at a time");
             Assert.Equal(0, differ);
             Compare.Close(log, "grouped transposed vs scalar twin", grouped, naive, 1e-5);
@@ -137,7 +135,7 @@ public sealed class GroupAttentionTests(ITestOutputHelper log)
                 var got = output.AsSpan((t * heads + h) * hd, hd);
                 var qh = q.AsSpan((t * heads + h) * hd, hd);
                 Attention.Head(expected, qh, caches[t], 0, h / (heads / kvHeads), lengths[t], new float[row], SimdLevel.Vector512);
-                for (int i = 0; i < hd; i++) if (BitConverter.SingleToInt32Bits(got[i]) != BitConverter.SingleToInt32Bits(expected[i])) differ++;
+                differ += Compare.BitsDiffer(got, expected);
                 Attention.NaiveHead(expected, qh, caches[t], 0, h / (heads / kvHeads), lengths[t]);
                 Compare.Close(null, $"token {t} head {h}", got, expected, 1e-5);
             }
@@ -179,7 +177,7 @@ public sealed class GroupAttentionTests(ITestOutputHelper log)
                 if (t >= 1 && t <= runTokens)
                 {
                     Attention.HeadTransposed(expected, qh, runKeysT, 3, run, 0, h / (heads / kvHeads), lengths[t], new float[row]);
-                    for (int i = 0; i < hd; i++) if (BitConverter.SingleToInt32Bits(got[i]) != BitConverter.SingleToInt32Bits(expected[i])) differ++;
+                    differ += Compare.BitsDiffer(got, expected);
                 }
                 Attention.NaiveHead(expected, qh, caches[t], 0, h / (heads / kvHeads), lengths[t]);
                 Compare.Close(null, $"token {t} head {h}", got, expected, 1e-5);

@@ -32,13 +32,6 @@ public sealed unsafe class QueryBlockAttentionTests(ITestOutputHelper log)
         return cache;
     }
 
-    private static int Differ(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
-    {
-        int n = 0;
-        for (int i = 0; i < a.Length; i++) if (BitConverter.SingleToInt32Bits(a[i]) != BitConverter.SingleToInt32Bits(b[i])) n++;
-        return n;
-    }
-
     /// <param name="tokens">consecutive tokens of one sequence: the last attends to all <paramref name="length"/>
     /// positions, each earlier one to one position fewer (a prefill's causal rows).</param>
     [SkippableTheory]
@@ -81,7 +74,7 @@ public sealed unsafe class QueryBlockAttentionTests(ITestOutputHelper log)
                 Attention.Head(alone.AsSpan(i * Hd, Hd), q.AsSpan(i * Hd, Hd), cache, 0, kv, lengths[i], new float[row], SimdLevel.Vector256);
                 Attention.NaiveHead(naive.AsSpan(i * Hd, Hd), q.AsSpan(i * Hd, Hd), cache, 0, kv, lengths[i]);
             }
-            int differ = Differ(alone, together);
+            int differ = Compare.BitsDiffer(alone, together);
             log.WriteLine($"{tokens} tokens x {heads} heads, length {length}, blocks of {blockSize}, kv head {kv}: {differ} of {alone.Length} outputs differ bitwise from one query at a time");
             Assert.Equal(0, differ);
             Compare.Close(log, "queries together vs scalar twin", together, naive, 1e-5);
@@ -135,7 +128,7 @@ public sealed unsafe class QueryBlockAttentionTests(ITestOutputHelper log)
                 var got = output.AsSpan((t * heads + h) * Hd, Hd);
                 var qh = q.AsSpan((t * heads + h) * Hd, Hd);
                 Attention.Head(expected, qh, caches[t], 0, h / (heads / kvHeads), lengths[t], new float[row], SimdLevel.Vector256);
-                differ += Differ(expected, got);
+                differ += Compare.BitsDiffer(expected, got);
                 Attention.NaiveHead(expected, qh, caches[t], 0, h / (heads / kvHeads), lengths[t]);
                 Compare.Close(null, $"token {t} head {h}", got, expected, 1e-5);
             }
