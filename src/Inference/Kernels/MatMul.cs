@@ -170,7 +170,7 @@ public static unsafe partial class MatMulKernel
     /// <summary>Input rows in groups of 8, interleaved column by column ([n/8][cols][8]), so the packed kernel's
     /// eight broadcasts per column come from one cache line instead of eight rows a row-stride apart.
     /// The buffer belongs to the calling thread and is reused (it grows, rarely).</summary>
-    /// <remarks>A prefill's inputs (at least <see cref="InterleaveRegionRows"/> rows: hundreds of KB to MBs) are
+    /// <remarks>A prefill's inputs (twice <see cref="InterleaveRegionRows"/> rows or more: hundreds of KB to MBs) are
     /// interleaved by the pool, in runs of <see cref="InterleaveRegionRows"/> rows, in a region of their own; fewer rows
     /// on the calling thread (a region's start and end would cost more than the copy).</remarks>
     private static float* InterleaveInputs(float* x, int n, int cols, WorkerPool pool)
@@ -347,7 +347,7 @@ public static unsafe partial class MatMulKernel
         for (int bb = b0; bb < b1; bb += BatchBlock)
         {
             int be = Math.Min(b1, bb + BatchBlock);
-            // bf16 panels that two or more passes of 8 inputs will read: widened to f32 once here, not once per pass
+            // bf16 panels that a full block's eight passes of 8 inputs read: widened to f32 once here, not once per pass
             float* wide = !f32 && xt != null && be - bb >= WidenPanelMinRows && cols <= WidenPanelMaxCols ? WidePanels() : null;
             for (int r = r0; r < r1; r += 2 * WeightMatrix.PanelRows)
             {
