@@ -89,6 +89,8 @@ public sealed class ApiKeyTests(LoomServerFixture loom) : PortalTest(loom)
 
         var rows = page.GetByRole(AriaRole.Row);
         await Expect(page.GetByRole(AriaRole.Button, new() { Name = "Create key" })).ToBeEnabledAsync();
+        // the list loads after the form is enabled: count its rows only once it is there (other tests' keys fill it)
+        await Expect(page.GetByText("Loading…")).ToHaveCountAsync(0);
         var before = await rows.CountAsync();
         await page.GetByRole(AriaRole.Button, new() { Name = "Create key" }).ClickAsync();
 
