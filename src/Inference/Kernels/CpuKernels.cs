@@ -1,5 +1,3 @@
-using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using Loom.Inference.Model;
 
 namespace Loom.Inference.Kernels;
@@ -124,9 +122,7 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
         byte** valueRows = null;
         if (grouped)
         {
-            if (_prefillValueRows == null || _prefillValueRows.Length < b.KvHeads * length)
-                _prefillValueRows = GC.AllocateArray<nint>(Math.Max(b.KvHeads * length, 4096), pinned: true);
-            valueRows = (byte**)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_prefillValueRows));   // pinned
+            valueRows = KvBlocks.RowBuffer(ref _prefillValueRows, b.KvHeads * length);
             for (int g = 0; g < b.KvHeads; g++) KvBlocks.ValueRows(cache, b.Layer, g, 64, length, valueRows + (long)g * length);
         }
         fixed (float* outP = b.Output)

@@ -68,10 +68,17 @@ internal static unsafe class KvBlocks
     /// positions without calls. The caches' blocks do not move (<see cref="IKvCache"/>).</summary>
     public static byte** HeadRows(IKvCache cache, int layer, int kvHead, int headDim, int length)
     {
-        if (_rows == null || _rows.Length < 2 * length) _rows = GC.AllocateArray<nint>(Math.Max(2 * length, 1024), pinned: true);
-        var rows = (byte**)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_rows));   // pinned: the address is stable
+        byte** rows = RowBuffer(ref _rows, 2 * length);
         FillRows(cache, layer, kvHead, headDim, length, rows, rows + length);
         return rows;
+    }
+
+    /// <summary>Room for at least <paramref name="count"/> row addresses in a pinned buffer (grown when too small, to
+    /// at least 1,024), so its address is stable for the pointer returned.</summary>
+    public static byte** RowBuffer(ref nint[]? buffer, int count)
+    {
+        if (buffer == null || buffer.Length < count) buffer = GC.AllocateArray<nint>(Math.Max(count, 1024), pinned: true);
+        return (byte**)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer));
     }
 
     /// <summary>The addresses of one KV head's value rows at positions [0, length) of one layer into
