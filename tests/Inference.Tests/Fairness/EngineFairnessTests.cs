@@ -94,9 +94,10 @@ public sealed class EngineFairnessTests : IDisposable
             .Concat(Enumerable.Range(0, 3).Select(i => Request("quiet", 50 + i, tokens: 16))).ToArray();
 
     /// <summary>Sends the six flood requests, lets the engine run three iterations (three sequences at a time), then
-    /// sends the three quiet ones and lets the engine run freely.</summary>
+    /// sends the three quiet ones and lets the engine run freely (<paramref name="runFreely"/> false: leaves it waiting
+    /// for the caller's <see cref="ServingEngine.Steps"/>).</summary>
     private static async Task<(Task<List<GenerationEvent>>[] Flood, Task<List<GenerationEvent>>[] Quiet)> StartFloodThenQuiet(
-        ServingEngine e, CancellationToken floodToken = default, int floodTokens = 40)
+        ServingEngine e, CancellationToken floodToken = default, int floodTokens = 40, bool runFreely = true)
     {
         var requests = FloodAndQuiet(floodTokens);
         e.Steps = new SemaphoreSlim(0);
@@ -106,7 +107,7 @@ public sealed class EngineFairnessTests : IDisposable
         await Until(() => e.GetMetrics() is { Loop: { Iterations: 3, Running: 3 } }, () => $"the flood never ran: {e.GetMetrics()}");
         var quiet = requests.Skip(6).Select(r => Run(e, r)).ToArray();
         await Until(() => e.ArrivalsQueued >= 3, () => "the quiet tenant never reached the engine");
-        e.Steps.Release(int.MaxValue / 2);
+        if (runFreely) e.Steps.Release(int.MaxValue / 2);
         return (flood, quiet);
     }
 
@@ -183,9 +184,6 @@ public sealed class EngineFairnessTests : IDisposable
         {
             if (!toHost || Interlocked.Exchange(ref held, 1) != 0) return;
             Volatile.Write(ref heldCache, cache);
-            // the loop stops at its next iteration until the flood is cancelled: on a loaded machine the test's thread may
-            // come back later than the flood's other sequences take to finish their tokens on this small model
-            e.Steps = new SemaphoreSlim(0);
             entered.Set();
             release.Wait(TimeSpan.FromMinutes(3)); // the first copy out is held until the test lets it go (or gives up)
         };
@@ -193,15 +191,25 @@ public sealed class EngineFairnessTests : IDisposable
         Task<List<GenerationEvent>>[] quiet;
         try
         {
-            (var flood, quiet) = await StartFloodThenQuiet(e, cancelFlood.Token, floodTokens: 240);
-            Assert.True(await Task.Run(() => entered.Wait(Limit)), $"no swap copy started: {e.GetMetrics()}");
+            (var flood, quiet) = await StartFloodThenQuiet(e, cancelFlood.Token, floodTokens: 240, runFreely: false);
+            // the loop runs one iteration at a time until the first copy out has started, then waits until the flood is
+            // cancelled: on a loaded machine the copy thread may start the copy later than the flood's other sequences
+            // would take to finish their tokens on this small model, had the loop run freely meanwhile
+            var steps = e.Steps!;
+            var deadline = DateTime.UtcNow + Limit;
+            while (!entered.IsSet)
+            {
+                Assert.True(DateTime.UtcNow < deadline, $"no swap copy started: {e.GetMetrics()}");
+                steps.Release();
+                await Until(() => steps.CurrentCount == 0 || entered.IsSet, () => $"the loop stopped: {e.GetMetrics()}");
+            }
 
             // every flood request goes, the one being copied out among them; the engine takes the cancellations while
             // the copy is held, yet the cancelled request's pages stay taken: its copy is still reading them. (The quiet
             // tenant is not waited for here: a quiet sequence preempted meanwhile has its copy queued behind the held one
             // on the one copy thread.)
             cancelFlood.Cancel();
-            e.Steps!.Release(int.MaxValue / 2);
+            steps.Release(int.MaxValue / 2);
             foreach (var f in flood) await Assert.ThrowsAnyAsync<OperationCanceledException>(() => f.WaitAsync(Limit));
             await Until(() => e.GetMetrics() is { Requests.Cancelled: 6 }, () => $"cancellations not taken: {e.GetMetrics()}");
             Assert.True(Volatile.Read(ref heldCache)!.PagesHeld > 0, "the held copy's pages were freed while it ran");
