@@ -4,6 +4,69 @@ namespace Loom.Inference.Kernels;
 
 public sealed unsafe partial class CpuKernels
 {
+    [ThreadStatic] private static NormJob? _normJob;
+    [ThreadStatic] private static RopeJob? _ropeJob;
+
+    /// <summary>RMSNorm of rows [c · <see cref="RowsPerChunk"/>, ...) of chunk c.</summary>
+    private sealed class NormJob : PoolJob
+    {
+        private float* _y, _x, _weight;
+        private int _dim, _rows;
+        private float _eps;
+
+        public void Set(float* y, float* x, float* weight, int dim, float eps, int rows)
+        {
+            _y = y; _x = x; _weight = weight;
+            (_dim, _eps, _rows) = (dim, eps, rows);
+        }
+
+        public override void Execute(int chunk)
+        {
+            var weight = new ReadOnlySpan<float>(_weight, _dim);
+            for (int i = chunk * RowsPerChunk, end = Math.Min(_rows, i + RowsPerChunk); i < end; i++)
+                Ops.RmsNorm(new Span<float>(_y + (long)i * _dim, _dim), new ReadOnlySpan<float>(_x + (long)i * _dim, _dim), weight, _eps);
+        }
+    }
+
+    /// <summary>RoPE on each token's query and key heads at its position, then its key and value rows written to its
+    /// cache (tokens write distinct rows, so chunks of tokens run side by side).</summary>
+    private sealed class RopeJob : PoolJob
+    {
+        private float* _q, _k, _v;
+        private int* _positions;
+        private IKvCache[]? _caches;
+        private RopeTable? _rope;
+        private int _tokens, _heads, _kvHeads, _headDim, _layer;
+
+        public void Set(float* q, float* k, float* v, int* positions, IKvCache[] caches, int tokens, int heads, int kvHeads,
+            int headDim, int layer, RopeTable rope)
+        {
+            _q = q; _k = k; _v = v; _positions = positions;
+            (_caches, _rope) = (caches, rope);
+            (_tokens, _heads, _kvHeads, _headDim, _layer) = (tokens, heads, kvHeads, headDim, layer);
+        }
+
+        /// <summary>Drops the references to the caches and the table once the pass is over.</summary>
+        public void Release() => (_caches, _rope) = (null, null);
+
+        public override void Execute(int chunk) => Rows(chunk * RowsPerChunk, Math.Min(_tokens, (chunk + 1) * RowsPerChunk));
+
+        public void Rows(int t0, int t1)
+        {
+            int qDim = _heads * _headDim, kvDim = _kvHeads * _headDim;
+            for (int t = t0; t < t1; t++)
+            {
+                int pos = _positions[t];
+                var cos = _rope!.Cos(pos);
+                var sin = _rope.Sin(pos);
+                var key = new Span<float>(_k + (long)t * kvDim, kvDim);
+                Ops.Rope(new Span<float>(_q + (long)t * qDim, qDim), _heads, _headDim, cos, sin);
+                Ops.Rope(key, _kvHeads, _headDim, cos, sin);
+                _caches![t].Write(_layer, pos, key, new ReadOnlySpan<float>(_v + (long)t * kvDim, kvDim));   // bf16: rounded
+            }
+        }
+    }
+
     /// <summary>Attention of a prefill run of one sequence against its transposed keys: chunk c takes items c,
     /// c + chunks, ... (round-robin, since causal rows grow with position). An item is one token's query head with scratch
     /// row c, or, grouped (heads of 64), one token's query heads of a KV head (<see cref="Kernels.Attention.GroupTransposed"/>)

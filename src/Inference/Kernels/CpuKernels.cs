@@ -58,9 +58,32 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
         else MatMulKernel.ForwardSiluMul(h, x, gate, up, n, Level, Pool);
     }
 
+    /// <summary>Rows of a row-wise pass (RMSNorm; RoPE and the KV write) from which the pool shares them out in chunks of
+    /// <see cref="RowsPerChunk"/>: a prefill's hundreds of rows. A decode step's few stay on the calling thread, where
+    /// a region's start and end would cost more than the pass. Each row's arithmetic is the same either way.</summary>
+    public const int ParallelRowsMin = 64;
+
+    private const int RowsPerChunk = 16;
+
+    private bool ShareRows(int n) => n >= ParallelRowsMin && Pool.Workers > 1;
+
     public void RmsNorm(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, int n)
     {
         int d = weight.Length;
+        if (x.Length < n * d || y.Length < n * d)
+            throw new ArgumentException($"RMSNorm of {n} rows of {d} needs {n * d} values in and out");
+        if (Level != SimdLevel.Scalar && ShareRows(n))
+        {
+            fixed (float* yp = y)
+            fixed (float* xp = x)
+            fixed (float* wp = weight)
+            {
+                var job = _normJob ??= new NormJob();
+                job.Set(yp, xp, wp, d, eps, n);
+                Pool.Run(job, (n + RowsPerChunk - 1) / RowsPerChunk);
+            }
+            return;
+        }
         for (int i = 0; i < n; i++)
         {
             if (Level == SimdLevel.Scalar) NaiveOps.RmsNorm(y.Slice(i * d, d), x.Slice(i * d, d), weight, eps);
@@ -70,6 +93,31 @@ public sealed unsafe partial class CpuKernels(SimdLevel level, int workers) : IK
 
     public void Rope(Span<float> vec, int heads, int headDim, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin) =>
         Ops.Rope(vec, heads, headDim, cos, sin);
+
+    public void RopeAndCache(Span<float> q, Span<float> k, ReadOnlySpan<float> v, int tokens, int heads, int kvHeads, int headDim,
+        ReadOnlySpan<int> positions, IKvCache[] caches, int layer, RopeTable rope)
+    {
+        int qDim = heads * headDim, kvDim = kvHeads * headDim;
+        if (q.Length < tokens * qDim || k.Length < tokens * kvDim || v.Length < tokens * kvDim || positions.Length < tokens || caches.Length < tokens)
+            throw new ArgumentException($"RoPE and cache write of {tokens} tokens: buffers too small");
+        fixed (float* qp = q)
+        fixed (float* kp = k)
+        fixed (float* vp = v)
+        fixed (int* pp = positions)
+        {
+            var job = _ropeJob ??= new RopeJob();
+            job.Set(qp, kp, vp, pp, caches, tokens, heads, kvHeads, headDim, layer, rope);
+            try
+            {
+                if (ShareRows(tokens)) Pool.Run(job, (tokens + RowsPerChunk - 1) / RowsPerChunk);
+                else job.Rows(0, tokens);
+            }
+            finally
+            {
+                job.Release();
+            }
+        }
+    }
 
     public void SiluMul(Span<float> y, ReadOnlySpan<float> gate, ReadOnlySpan<float> up)
     {

@@ -42,6 +42,10 @@ public interface IKernels
     void RmsNorm(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, int n);
     /// <summary>Rotates the heads of one token's vector in place.</summary>
     void Rope(Span<float> vec, int heads, int headDim, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin);
+    /// <summary>For each of <paramref name="tokens"/> tokens: RoPE on its query (heads) and key (kvHeads) heads at its
+    /// position, then its key and value rows written to its cache at <paramref name="layer"/> (bf16 caches: rounded).</summary>
+    void RopeAndCache(Span<float> q, Span<float> k, ReadOnlySpan<float> v, int tokens, int heads, int kvHeads, int headDim,
+        ReadOnlySpan<int> positions, IKvCache[] caches, int layer, RopeTable rope);
     /// <summary>y = silu(gate) · up, element-wise.</summary>
     void SiluMul(Span<float> y, ReadOnlySpan<float> gate, ReadOnlySpan<float> up);
     /// <summary>Causal GQA attention for every (token, head) of the batch.</summary>

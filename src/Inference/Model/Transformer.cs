@@ -86,13 +86,7 @@ public sealed class Transformer : IDisposable
             Lora(s, s.Q, s.Xb, dim, qDim, l, LoraTarget.QProj);
             Lora(s, s.K, s.Xb, dim, kvDim, l, LoraTarget.KProj);
             Lora(s, s.V, s.Xb, dim, kvDim, l, LoraTarget.VProj);
-            for (int t = 0; t < T; t++)
-            {
-                int pos = s.Positions[t];
-                k.Rope(s.Q.AsSpan(t * qDim, qDim), c.NumHeads, hd, _rope.Cos(pos), _rope.Sin(pos));
-                k.Rope(s.K.AsSpan(t * kvDim, kvDim), c.NumKvHeads, hd, _rope.Cos(pos), _rope.Sin(pos));
-                s.TokenCache[t].Write(l, pos, s.K.AsSpan(t * kvDim, kvDim), s.V.AsSpan(t * kvDim, kvDim)); // bf16: rounded
-            }
+            k.RopeAndCache(s.Q, s.K, s.V, T, c.NumHeads, c.NumKvHeads, hd, s.Positions, s.TokenCache, l, _rope);
             k.Attention(new AttentionBatch(s.Att, s.Q, s.TokenCache, s.Lengths, T, c.NumHeads, c.NumKvHeads, hd, l, s.Scores, s.ScoreRowLength, s.KeysT));
             Residual(s, s.Att, L.O, qDim, l, LoraTarget.OProj);
 
