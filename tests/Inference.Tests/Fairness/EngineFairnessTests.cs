@@ -111,14 +111,35 @@ public sealed class EngineFairnessTests : IDisposable
         return (flood, quiet);
     }
 
-    /// <summary><see cref="StartFloodThenQuiet"/> to the end, with the outputs each request gives alone, one at a time.</summary>
-    private async Task<(List<GenerationEvent>[] Outputs, List<int[]> Expected)> FloodThenQuiet(ServingEngine e)
+    /// <summary><see cref="StartFloodThenQuiet"/> to the end, with the outputs each request gives alone, one at a time.
+    /// <paramref name="stepUntil"/>: the loop runs one iteration at a time until it holds, then freely.</summary>
+    private async Task<(List<GenerationEvent>[] Outputs, List<int[]> Expected)> FloodThenQuiet(ServingEngine e, Func<bool>? stepUntil = null)
     {
         var solo = _h.Engine(o => { o.MaxRunningSequences = 1; return o; });
         var expected = new List<int[]>();
         foreach (var r in FloodAndQuiet()) expected.Add(Tokens(await Run(solo, r)));
-        var (flood, quiet) = await StartFloodThenQuiet(e);
+        var (flood, quiet) = await StartFloodThenQuiet(e, runFreely: stepUntil is null);
+        if (stepUntil is not null)
+        {
+            await StepUntil(e, stepUntil);
+            e.Steps!.Release(int.MaxValue / 2);
+        }
         return (await Task.WhenAll(flood.Concat(quiet)).WaitAsync(Limit), expected);
+    }
+
+    /// <summary>Lets the loop (waiting for <see cref="ServingEngine.Steps"/>) run one iteration at a time until
+    /// <paramref name="done"/> holds: what a swap copy, started on the copy thread, may find depends on nothing else
+    /// then. (Run freely, the loop can finish every sequence it may run before a loaded machine starts the copy.)</summary>
+    private static async Task StepUntil(ServingEngine e, Func<bool> done)
+    {
+        var steps = e.Steps!;
+        var deadline = DateTime.UtcNow + Limit;
+        while (!done())
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"never came to pass while stepping: {e.GetMetrics()}");
+            steps.Release();
+            await Until(() => steps.CurrentCount == 0 || done(), () => $"the loop stopped: {e.GetMetrics()}");
+        }
     }
 
     [Fact]
@@ -153,7 +174,7 @@ public sealed class EngineFairnessTests : IDisposable
             Volatile.Write(ref advanced, e.GetMetrics().Loop.Iterations - start);
             Volatile.Write(ref pagesWhileCopying, cache.PagesHeld);
         };
-        var (outputs, expected) = await FloodThenQuiet(e);
+        var (outputs, expected) = await FloodThenQuiet(e, stepUntil: () => Volatile.Read(ref outs) > 0);
         await Idle(e);
         var m = e.GetMetrics();
         Assert.True(m.Scheduling.Swap.Preemptions > 0, $"no swap: {m}");
@@ -196,13 +217,7 @@ public sealed class EngineFairnessTests : IDisposable
             // cancelled: on a loaded machine the copy thread may start the copy later than the flood's other sequences
             // would take to finish their tokens on this small model, had the loop run freely meanwhile
             var steps = e.Steps!;
-            var deadline = DateTime.UtcNow + Limit;
-            while (!entered.IsSet)
-            {
-                Assert.True(DateTime.UtcNow < deadline, $"no swap copy started: {e.GetMetrics()}");
-                steps.Release();
-                await Until(() => steps.CurrentCount == 0 || entered.IsSet, () => $"the loop stopped: {e.GetMetrics()}");
-            }
+            await StepUntil(e, () => entered.IsSet);
 
             // every flood request goes, the one being copied out among them; the engine takes the cancellations while
             // the copy is held, yet the cancelled request's pages stay taken: its copy is still reading them. (The quiet
